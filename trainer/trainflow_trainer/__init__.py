@@ -1,0 +1,1 @@
+"""trainflow's GPU job runtime: model, tokenizer, data, training loop, checkpoints, stages, job protocol."""
