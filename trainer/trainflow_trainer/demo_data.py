@@ -1,0 +1,168 @@
+"""The demo's corpora, generated deterministically (no download), and its tokenizer trained from them.
+
+    python -m trainflow_trainer.demo_data OUT_DIR [--seed 0] [--scale 1.0]
+
+writes
+    OUT_DIR/midtrain/code.jsonl              {"text": small Python functions with docstrings and tests}
+    OUT_DIR/midtrain/tool_transcripts.jsonl  {"text": plain-text agent transcripts: task, tool call, result}
+    OUT_DIR/sft/conversations.jsonl          {"messages": [...], "tools": [...]} multi-turn, with tool calls
+    OUT_DIR/tokenizer/tokenizer.json (+ tokenizer_config.json)
+The two mid-train phases mix the first two files with different weights (phase 1 leans on transcripts,
+phase 2 on code). The SFT conversations teach the tool-call format the RL stage relies on: the assistant
+calls a `python` tool to compute something, reads the tool response, answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from .tokenizer import chat_texts_for_training, train_tokenizer
+
+PYTHON_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "python",
+        "description": "Run a Python snippet in a sandbox and return what it prints.",
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "Python source to run"}},
+            "required": ["code"],
+        },
+    },
+}
+
+NOUNS = ["items", "values", "numbers", "scores", "prices", "counts", "sizes", "weights", "lengths", "ages"]
+VERBS = ["total", "largest", "smallest", "average", "sorted", "unique", "evens", "odds", "squares", "doubled"]
+
+
+def _func_doc(rng: random.Random) -> str:
+    """A small Python function with a docstring and a doctest-like check."""
+    noun, verb = rng.choice(NOUNS), rng.choice(VERBS)
+    name = f"{verb}_{noun}"
+    xs = [rng.randint(0, 50) for _ in range(rng.randint(3, 7))]
+    bodies = {
+        "total": ("Return the sum of the {n}.", "return sum({n})", sum(xs)),
+        "largest": ("Return the largest of the {n}.", "return max({n})", max(xs)),
+        "smallest": ("Return the smallest of the {n}.", "return min({n})", min(xs)),
+        "average": ("Return the mean of the {n}.", "return sum({n}) / len({n})", sum(xs) / len(xs)),
+        "sorted": ("Return the {n} in increasing order.", "return sorted({n})", sorted(xs)),
+        "unique": ("Return the distinct {n}, in order of first appearance.",
+                   "seen = []\n    for x in {n}:\n        if x not in seen:\n            seen.append(x)\n    return seen",
+                   list(dict.fromkeys(xs))),
+        "evens": ("Return the even {n}.", "return [x for x in {n} if x % 2 == 0]", [x for x in xs if x % 2 == 0]),
+        "odds": ("Return the odd {n}.", "return [x for x in {n} if x % 2 == 1]", [x for x in xs if x % 2 == 1]),
+        "squares": ("Return the square of each of the {n}.", "return [x * x for x in {n}]", [x * x for x in xs]),
+        "doubled": ("Return each of the {n} times two.", "return [2 * x for x in {n}]", [2 * x for x in xs]),
+    }
+    doc, body, result = bodies[verb]
+    doc, body = doc.format(n=noun), body.format(n=noun)
+    return (
+        f"def {name}({noun}):\n"
+        f'    """{doc}"""\n'
+        f"    {body}\n\n\n"
+        f"assert {name}({xs!r}) == {result!r}\n"
+    )
+
+
+def _arith_task(rng: random.Random) -> tuple[str, str, str]:
+    """(question, python code, printed result)."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        a, b = rng.randint(10, 999), rng.randint(10, 999)
+        op = rng.choice(["+", "-", "*"])
+        return f"What is {a} {op} {b}?", f"print({a} {op} {b})", str(eval(f"{a} {op} {b}"))
+    if kind == 1:
+        xs = [rng.randint(1, 99) for _ in range(rng.randint(3, 6))]
+        return f"What is the sum of {xs}?", f"print(sum({xs}))", str(sum(xs))
+    if kind == 2:
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 9)))
+        return f"Reverse the string {word!r}.", f"print({word!r}[::-1])", word[::-1]
+    xs = [rng.randint(1, 99) for _ in range(rng.randint(3, 6))]
+    return f"Sort {xs} in increasing order.", f"print(sorted({xs}))", str(sorted(xs))
+
+
+def _answer(question: str, result: str) -> str:
+    return f"The answer is {result}."
+
+
+def _conversation(rng: random.Random) -> dict:
+    """1–2 tool-using rounds, sometimes with a system prompt and a closing small-talk turn."""
+    messages: list[dict] = []
+    if rng.random() < 0.5:
+        messages.append({"role": "system", "content": "You are a coding agent. Use the python tool to compute."})
+    for _ in range(rng.choice([1, 1, 2])):
+        q, code, out = _arith_task(rng)
+        messages.append({"role": "user", "content": q})
+        messages.append({
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "python", "arguments": {"code": code}}}],
+        })
+        messages.append({"role": "tool", "content": out})
+        messages.append({"role": "assistant", "content": _answer(q, out)})
+    if rng.random() < 0.2:
+        messages.append({"role": "user", "content": "Thanks!"})
+        messages.append({"role": "assistant", "content": "You are welcome."})
+    return {"messages": messages, "tools": [PYTHON_TOOL]}
+
+
+def _transcript_doc(rng: random.Random) -> str:
+    """A tool-use transcript as plain text (mid-training sees agent behaviour before SFT's chat format)."""
+    q, code, out = _arith_task(rng)
+    return (
+        f"Task: {q}\n"
+        f"Action: python\n```python\n{code}\n```\n"
+        f"Observation: {out}\n"
+        f"Answer: {out}\n"
+    )
+
+
+def write_jsonl(path: Path, rows) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def generate(out_dir: str | Path, seed: int = 0, scale: float = 1.0, vocab_size: int = 2048) -> dict[str, int]:
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    n_code, n_tr, n_sft = int(2000 * scale), int(2000 * scale), int(1500 * scale)
+    code = [{"text": _func_doc(rng)} for _ in range(n_code)]
+    transcripts = [{"text": _transcript_doc(rng)} for _ in range(n_tr)]
+    convs = [_conversation(rng) for _ in range(n_sft)]
+    counts = {
+        "midtrain/code.jsonl": write_jsonl(out / "midtrain" / "code.jsonl", code),
+        "midtrain/tool_transcripts.jsonl": write_jsonl(out / "midtrain" / "tool_transcripts.jsonl", transcripts),
+        "sft/conversations.jsonl": write_jsonl(out / "sft" / "conversations.jsonl", convs),
+    }
+    texts = [r["text"] for r in code] + [r["text"] for r in transcripts] + list(chat_texts_for_training(convs))
+    tok = train_tokenizer(texts + [json.dumps(PYTHON_TOOL)], vocab_size=vocab_size)
+    tok.save(out / "tokenizer")
+    counts["tokenizer/vocab_size"] = tok.vocab_size
+    return counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiplies the number of documents/conversations")
+    ap.add_argument("--vocab-size", type=int, default=2048)
+    args = ap.parse_args()
+    counts = generate(args.out_dir, args.seed, args.scale, args.vocab_size)
+    for k, v in counts.items():
+        print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["generate", "PYTHON_TOOL"]
