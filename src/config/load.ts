@@ -1,0 +1,157 @@
+// Reading a config file: YAML → the zod schema, with every problem reported at once as
+// `FILE:LINE:COL path: message, got VALUE`, pointing at the YAML line it came from.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import type { z } from 'zod';
+import { UserError } from '../errors';
+import { pipelineConfigSchema, type PipelineConfig } from './schema';
+
+export type ConfigProblem = { file: string; line: number; col: number; path: string; message: string };
+
+export class ConfigError extends UserError {
+  constructor(readonly problems: ConfigProblem[]) {
+    super(problems.map(formatProblem).join('\n'), 2);
+  }
+}
+
+export function formatProblem(p: ConfigProblem): string {
+  return `${p.file}:${p.line}:${p.col} ${p.path}: ${p.message}`;
+}
+
+/** `stages[2].train.lr` */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out ? `.${String(part)}` : String(part);
+  }
+  return out || '(root)';
+}
+
+function show(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  return String(value);
+}
+
+const TYPE_WORDS: Record<string, string> = {
+  number: 'a number',
+  string: 'a string',
+  boolean: 'true or false',
+  object: 'a mapping',
+  array: 'a list',
+  record: 'a mapping',
+};
+
+/** Messages for the issues the schema does not word itself. */
+function message(issue: z.core.$ZodIssue): string {
+  switch (issue.code) {
+    case 'invalid_type':
+      if (issue.input === undefined) return 'required field is missing';
+      return `expected ${TYPE_WORDS[issue.expected] ?? issue.expected}`;
+    case 'invalid_value':
+      return `expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}`;
+    case 'too_small':
+      return issue.origin === 'array' ? `expected at least ${issue.minimum} item(s)` : `expected at least ${issue.minimum}`;
+    case 'too_big':
+      return issue.origin === 'array' ? `expected at most ${issue.maximum} item(s)` : `expected at most ${issue.maximum}`;
+    default:
+      return issue.message;
+  }
+}
+
+/** The YAML node (or mapping key, for an unknown key) that a schema path points at, or its nearest parent. */
+function locate(doc: Document, path: readonly PropertyKey[], pointAtKey: boolean): [number, number] {
+  let node: unknown = doc.contents;
+  let range: [number, number] = [0, 0];
+  const rangeOf = (n: unknown) => {
+    const r = (n as Node | null)?.range;
+    return r ? ([r[0], r[1]] as [number, number]) : undefined;
+  };
+  range = rangeOf(node) ?? range;
+  for (let i = 0; i < path.length; i++) {
+    const part = path[i];
+    const last = i === path.length - 1;
+    if (isMap(node)) {
+      const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && String(it.key.value) === String(part));
+      if (!pair) return range;
+      if (last && pointAtKey) return rangeOf(pair.key) ?? range;
+      node = pair.value;
+      range = rangeOf(node) ?? rangeOf(pair.key) ?? range;
+    } else if (isSeq(node) && typeof part === 'number') {
+      node = node.items[part];
+      if (node === undefined) return range;
+      range = rangeOf(node) ?? range;
+    } else {
+      return range;
+    }
+  }
+  return range;
+}
+
+export function parseConfig(source: string, file: string): PipelineConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(source, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const where = (offset: number) => lineCounter.linePos(offset);
+  if (doc.errors.length > 0) {
+    // Only the first syntax error: the ones after it are usually its echoes.
+    const e = doc.errors[0];
+    const { line, col } = where(e.pos[0]);
+    throw new ConfigError([{ file, line, col, path: '(yaml)', message: `invalid YAML: ${e.message.split('\n')[0]}` }]);
+  }
+  const data: unknown = doc.toJS();
+  const result = pipelineConfigSchema.safeParse(data ?? {}, { reportInput: true });
+  if (result.success) return result.data;
+
+  const problems: ConfigProblem[] = [];
+  for (const issue of result.error.issues) {
+    const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
+    for (const key of keys) {
+      const path = key === undefined ? issue.path : [...issue.path, key];
+      const [start] = locate(doc, path, key !== undefined);
+      const { line, col } = where(start);
+      let text = key !== undefined ? 'unknown field (remove it or check its spelling)' : message(issue);
+      if (key === undefined && 'input' in issue && issue.input !== undefined && issue.code !== 'unrecognized_keys') {
+        text += `, got ${show(issue.input)}`;
+      }
+      problems.push({ file, line, col, path: formatPath(path), message: text });
+    }
+  }
+  problems.sort((a, b) => a.line - b.line || a.col - b.col);
+  throw new ConfigError(problems);
+}
+
+/** Replaces `{{name}}` placeholders (e.g. `{{scheduled_date}}` for a retrain's data snapshot) before parsing. */
+export function substituteVariables(source: string, vars: Record<string, string>): string {
+  return source.replace(/\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}/gi, (whole, key: string) => vars[key] ?? whole);
+}
+
+export function loadConfigFile(file: string, vars: Record<string, string> = {}): PipelineConfig {
+  let source: string;
+  try {
+    source = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UserError(`${file}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 2);
+  }
+  return parseConfig(substituteVariables(source, vars), file);
+}
+
+/** Canonical JSON (sorted keys) so equal configs hash equally whatever their key order. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export function configHash(value: unknown): string {
+  return createHash('sha256').update(canonicalJson(value)).digest('hex');
+}
