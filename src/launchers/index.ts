@@ -1,0 +1,15 @@
+// Launchers by kind, as named in the config (`defaults.launcher`, `pools.NAME.launcher`).
+import { UserError } from '../errors';
+import { LocalLauncher } from './local';
+import type { Launcher } from './types';
+
+export function createLauncher(kind: string): Launcher {
+  switch (kind) {
+    case 'local':
+      return new LocalLauncher();
+    default:
+      throw new UserError(
+        `launcher "${kind}" is not available in this build (known: local); set defaults.launcher or pools.<name>.launcher to local`,
+      );
+  }
+}
