@@ -2,6 +2,7 @@
 // `FILE:LINE:COL path: message, got VALUE`, pointing at the YAML line it came from.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { UserError } from '../errors';
@@ -35,7 +36,7 @@ function show(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
-  return String(value);
+  return JSON.stringify(value) ?? 'a value';
 }
 
 const TYPE_WORDS: Record<string, string> = {
@@ -47,8 +48,8 @@ const TYPE_WORDS: Record<string, string> = {
   record: 'a mapping',
 };
 
-/** Messages for the issues the schema does not word itself. */
-function message(issue: z.core.$ZodIssue): string {
+/** Messages for the issues the schema does not word itself (zod calls this only for those). */
+function message(issue: z.core.$ZodRawIssue): string {
   switch (issue.code) {
     case 'invalid_type':
       if (issue.input === undefined) return 'required field is missing';
@@ -60,7 +61,7 @@ function message(issue: z.core.$ZodIssue): string {
     case 'too_big':
       return issue.origin === 'array' ? `expected at most ${issue.maximum} item(s)` : `expected at most ${issue.maximum}`;
     default:
-      return issue.message;
+      return issue.message ?? 'invalid value';
   }
 }
 
@@ -104,7 +105,7 @@ export function parseConfig(source: string, file: string): PipelineConfig {
     throw new ConfigError([{ file, line, col, path: '(yaml)', message: `invalid YAML: ${e.message.split('\n')[0]}` }]);
   }
   const data: unknown = doc.toJS();
-  const result = pipelineConfigSchema.safeParse(data ?? {}, { reportInput: true });
+  const result = pipelineConfigSchema.safeParse(data ?? {}, { reportInput: true, error: message });
   if (result.success) return result.data;
 
   const problems: ConfigProblem[] = [];
@@ -114,9 +115,11 @@ export function parseConfig(source: string, file: string): PipelineConfig {
       const path = key === undefined ? issue.path : [...issue.path, key];
       const [start] = locate(doc, path, key !== undefined);
       const { line, col } = where(start);
-      let text = key !== undefined ? 'unknown field (remove it or check its spelling)' : message(issue);
-      if (key === undefined && 'input' in issue && issue.input !== undefined && issue.code !== 'unrecognized_keys') {
-        text += `, got ${show(issue.input)}`;
+      let text = key !== undefined ? 'unknown field (remove it or check its spelling)' : issue.message;
+      if (key === undefined && issue.code !== 'unrecognized_keys') {
+        const input = 'input' in issue ? issue.input : undefined;
+        if (input !== undefined) text += `, got ${show(input)}`;
+        else if (issue.code !== 'custom' && !text.includes('missing')) text += ' (required field is missing)';
       }
       problems.push({ file, line, col, path: formatPath(path), message: text });
     }
@@ -137,7 +140,29 @@ export function loadConfigFile(file: string, vars: Record<string, string> = {}):
   } catch (err) {
     throw new UserError(`${file}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 2);
   }
-  return parseConfig(substituteVariables(source, vars), file);
+  return resolveLocalPaths(parseConfig(substituteVariables(source, vars), file), dirname(resolve(file)));
+}
+
+/** Local data paths are written relative to the config file; jobs run elsewhere, so make them absolute. */
+export function resolveLocalPaths(config: PipelineConfig, baseDir: string): PipelineConfig {
+  const fix = (p: string) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(p) || isAbsolute(p) ? p : resolve(baseDir, p));
+  const init = 'checkpoint' in config.model.init ? { checkpoint: fix(config.model.init.checkpoint) } : config.model.init;
+  const tok = config.model.tokenizer;
+  const tokenizer =
+    tok === undefined
+      ? undefined
+      : 'train' in tok
+        ? { path: fix(tok.path), train: { ...tok.train, corpora: tok.train.corpora.map(fix) } }
+        : { path: fix(tok.path) };
+  return {
+    ...config,
+    model: { ...config.model, init, tokenizer },
+    stages: config.stages.map((stage) => ({
+      ...stage,
+      data: stage.data && { ...stage.data, sources: stage.data.sources.map((src) => ({ ...src, path: fix(src.path) })) },
+      tasks: stage.tasks && { ...stage.tasks, path: stage.tasks.path && fix(stage.tasks.path) },
+    })),
+  };
 }
 
 /** Canonical JSON (sorted keys) so equal configs hash equally whatever their key order. */

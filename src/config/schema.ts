@@ -377,7 +377,7 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
 
     const blocks = BLOCKS_BY_KIND[stage.kind];
     for (const block of blocks.required) {
-      if (stage[block] === undefined) issue(['stages', i], `a ${stage.kind} stage needs a ${block} block`);
+      if (stage[block] === undefined) issue(['stages', i], `${stage.kind} stages need the ${block} block`);
     }
     for (const block of ['data', 'tasks', 'packing', 'rollout', 'sampling', 'algorithm', 'rft'] as const) {
       if (stage[block] !== undefined && !blocks.allowed.includes(block)) {

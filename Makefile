@@ -1,0 +1,70 @@
+# trainflow: the two commands a newcomer needs are `make demo` and `make test`; both set up what is missing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+NODE_STAMP := node_modules/.package-lock.json
+TRAINFLOW := node bin/trainflow.js
+
+.PHONY: help setup setup-node setup-python setup-tools demo demo-data test typecheck lint format \
+        bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim clean-data
+
+help:
+	@echo "make demo    run the demo pipeline (configs/demo.yaml) on the local stack"
+	@echo "make test    run every test against a local stack it starts and stops"
+	@echo "make setup   install what is missing (npm packages, Python env, Temporal + MinIO builds)"
+
+## setup: installs only what is missing; caches live outside the checkout (~/.cache/trainflow)
+setup: setup-node setup-python setup-tools
+
+setup-node: $(NODE_STAMP)
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $(NODE_STAMP)
+
+setup-python:
+	@bash infra/dev/setup-python.sh
+
+setup-tools:
+	@bash infra/dev/install-tools.sh
+
+## the demo pipeline on the local stack
+demo-data: setup-python
+	@.venv/bin/python -m trainflow_trainer.demo_data .data/demo --quiet 2>/dev/null \
+	  || (cd trainer && ../.venv/bin/python -m trainflow_trainer.demo_data ../.data/demo)
+
+demo: setup demo-data
+	@$(TRAINFLOW) dev up
+	@$(TRAINFLOW) validate configs/demo.yaml >/dev/null
+	@$(TRAINFLOW) run configs/demo.yaml
+
+## tests: starts its own stack on separate ports, runs jest and pytest, stops the stack, prints one summary
+test: setup
+	@bash infra/dev/test.sh
+
+typecheck: setup-node
+	npm run --silent typecheck
+
+lint: setup-node
+	npm run --silent lint
+
+format: setup-node
+	npm run --silent format
+
+## benchmarks: each writes bench/results/NAME.json and prints a table
+bench-trainer: setup-python
+	cd trainer && ../.venv/bin/python ../bench/trainer/run.py
+
+bench-trie: setup-python
+	cd trainer && ../.venv/bin/python ../bench/trie/run.py
+
+bench-pipeline: setup
+	@bash infra/dev/with-stack.sh npx tsx bench/pipeline/run.ts
+
+bench-dataplane: setup
+	@bash infra/dev/with-stack.sh npx tsx bench/dataplane/run.ts
+
+bench-dataplane-sim: setup-node
+	npx tsx bench/dataplane-sim/run.ts
+
+clean-data:
+	$(TRAINFLOW) dev down
+	rm -rf .data

@@ -1,0 +1,35 @@
+"""Sums jest's JSON report and pytest's JUnit XML into one line: `N passed, N failed[, N skipped]`.
+A runner that left no report (it crashed before reporting) counts as one failure, so it cannot pass silently."""
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+results = Path(sys.argv[1])
+passed = failed = skipped = 0
+
+jest = results / "jest.json"
+if jest.exists():
+    report = json.loads(jest.read_text())
+    passed += report["numPassedTests"]
+    failed += report["numFailedTests"] + report.get("numRuntimeErrorTestSuites", 0)
+    skipped += report["numPendingTests"] + report.get("numTodoTests", 0)
+else:
+    failed += 1
+
+pytest = results / "pytest.xml"
+if pytest.exists():
+    root = ET.parse(pytest).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    for s in suites:
+        total, fails, errors, skips = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+        passed += total - fails - errors - skips
+        failed += fails + errors
+        skipped += skips
+else:
+    failed += 1
+
+line = f"{passed} passed, {failed} failed"
+if skipped:
+    line += f", {skipped} skipped"
+print(line)
