@@ -24,8 +24,8 @@ export type StackSettings = {
   bucket: string;
 };
 
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
+function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n <= 0 || n > 65535) throw new UserError(`${name}=${raw}: expected a TCP port number`);
@@ -38,10 +38,10 @@ export function stackSettings(env = process.env): StackSettings {
     cacheDir: env.TRAINFLOW_CACHE ?? join(homedir(), '.cache', 'trainflow'),
     dataDir: resolve(env.TRAINFLOW_STACK_DIR ?? join(REPO_ROOT, '.data', 'stack')),
     host: '127.0.0.1',
-    temporalPort: envInt('TRAINFLOW_TEMPORAL_PORT', 7233),
-    temporalUiPort: envInt('TRAINFLOW_TEMPORAL_UI_PORT', 8233),
-    minioPort: envInt('TRAINFLOW_MINIO_PORT', 9000),
-    minioConsolePort: envInt('TRAINFLOW_MINIO_CONSOLE_PORT', 9001),
+    temporalPort: envInt(env, 'TRAINFLOW_TEMPORAL_PORT', 7233),
+    temporalUiPort: envInt(env, 'TRAINFLOW_TEMPORAL_UI_PORT', 8233),
+    minioPort: envInt(env, 'TRAINFLOW_MINIO_PORT', 9000),
+    minioConsolePort: envInt(env, 'TRAINFLOW_MINIO_CONSOLE_PORT', 9001),
     accessKey: env.AWS_ACCESS_KEY_ID ?? 'trainflow',
     secretKey: env.AWS_SECRET_ACCESS_KEY ?? 'trainflow-secret',
     bucket: env.TRAINFLOW_BUCKET ?? 'trainflow',
