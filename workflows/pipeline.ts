@@ -1,0 +1,171 @@
+// trainingPipeline: one run of a pipeline. Prepares the run (config, manifest, init checkpoint), then runs the
+// stages in order as child stageWorkflows, each taking the previous stage's output checkpoint as input.
+// Keeps a status object for the `status` query, kept current by the job activity's `stageProgress` signals.
+// Does no I/O itself; activities do.
+import {
+  ActivityCancellationType,
+  ApplicationFailure,
+  CancellationScope,
+  ChildWorkflowFailure,
+  defineQuery,
+  defineSignal,
+  executeChild,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { ControlActivities } from '../activities';
+import type { PipelineConfig } from '../src/config/schema';
+import type { PipelineStatus, StageProgress, StageStatus } from '../src/pipeline/status';
+import { NON_RETRYABLE, stageWorkflow } from './stage';
+
+export interface PipelineInput {
+  /** A resolved config (start, resume), or the YAML source to parse at run time (schedules). */
+  config?: PipelineConfig;
+  source?: { yaml: string; file: string };
+  resume?: { fromStage?: string; force?: boolean } | null;
+}
+
+export const statusQuery = defineQuery<PipelineStatus>('status');
+export const stageProgressSignal = defineSignal<[StageProgress]>('stageProgress');
+
+const control = proxyActivities<ControlActivities>({
+  startToCloseTimeout: '2 minutes',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
+});
+
+/** The time a schedule fired this run at (Temporal sets the TemporalScheduledStartTime search attribute). */
+function scheduledTime(): string | null {
+  // eslint-disable-next-line @typescript-eslint/no-deprecated
+  const attrs = workflowInfo().searchAttributes as Record<string, unknown[] | undefined> | undefined;
+  const value = attrs?.TemporalScheduledStartTime?.[0];
+  if (value instanceof Date) return value.toISOString();
+  if (typeof value === 'string') return value;
+  return null;
+}
+
+function describe(err: unknown): string {
+  let e: unknown = err;
+  // Unwrap ChildWorkflowFailure → ActivityFailure → ApplicationFailure to the message a user can act on.
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
+  return e instanceof Error ? e.message : String(err);
+}
+
+export async function trainingPipeline(input: PipelineInput): Promise<PipelineStatus> {
+  const info = workflowInfo();
+  const pipelineId = info.workflowId;
+  const status: PipelineStatus = {
+    pipelineId,
+    name: input.config?.metadata.name ?? '',
+    runId: info.runId,
+    state: 'running',
+    configHash: '',
+    startedAt: new Date().toISOString(),
+    endedAt: null,
+    error: null,
+    stages: (input.config?.stages ?? []).map((s) => emptyStage(s.name, s.kind)),
+  };
+  setHandler(statusQuery, () => status);
+  setHandler(stageProgressSignal, (p) => {
+    const stage = status.stages.find((s) => s.name === p.stage);
+    if (!stage || stage.state !== 'running') return;
+    stage.attempt = p.attempt;
+    stage.step = p.step;
+    stage.totalSteps = p.totalSteps;
+    stage.metrics = p.metrics;
+    stage.lastCheckpoint = p.lastCheckpoint;
+    stage.jobName = p.jobName;
+  });
+
+  let config: PipelineConfig | undefined;
+  try {
+    const prepared = await control.preparePipeline({
+      pipelineId,
+      runId: info.runId,
+      config: input.config,
+      source: input.source,
+      scheduledTime: scheduledTime(),
+      resume: input.resume ?? null,
+    });
+    config = prepared.config;
+    status.name = config.metadata.name;
+    status.configHash = prepared.configHash;
+    status.stages = config.stages.map((s) => emptyStage(s.name, s.kind));
+
+    let previous = prepared.initCheckpoint;
+    for (const [index, stageConfig] of config.stages.entries()) {
+      const stage = status.stages[index];
+      stage.inputCheckpoint = previous;
+      const done = prepared.completed[stageConfig.name];
+      if (done) {
+        // Completed by an earlier run of this pipeline (resume): no job, its recorded output carries on.
+        Object.assign(stage, { state: 'skipped', step: done.step, totalSteps: done.step, metrics: done.metrics });
+        stage.outputCheckpoint = done.outputCheckpoint;
+        previous = done.outputCheckpoint;
+        continue;
+      }
+      stage.state = 'running';
+      stage.startedAt = new Date().toISOString();
+      stage.totalSteps = stageConfig.train.steps;
+      try {
+        const result = await executeChild(stageWorkflow, {
+          workflowId: `${pipelineId}--${stageConfig.name}`,
+          args: [
+            { config, pipelineId, runId: info.runId, pipelineWorkflowId: pipelineId, stageIndex: index, inputCheckpoint: previous },
+          ],
+        });
+        Object.assign(stage, { state: 'completed', step: result.step, metrics: result.metrics, attempt: result.attempt });
+        stage.outputCheckpoint = result.outputCheckpoint;
+        stage.lastCheckpoint = result.outputCheckpoint;
+        stage.endedAt = new Date().toISOString();
+        previous = result.outputCheckpoint;
+      } catch (err) {
+        stage.state = isCancellation(err) ? 'cancelled' : 'failed';
+        stage.error = describe(err);
+        stage.endedAt = new Date().toISOString();
+        throw err;
+      }
+    }
+    status.state = 'completed';
+    status.endedAt = new Date().toISOString();
+    await control.finishPipeline({ config, pipelineId, state: 'completed' });
+    return status;
+  } catch (err) {
+    status.state = isCancellation(err) ? 'cancelled' : 'failed';
+    status.error = describe(err);
+    status.endedAt = new Date().toISOString();
+    const finalConfig = config;
+    if (finalConfig) {
+      // Record the outcome even when cancelled: a cancelled scope cannot schedule activities, so detach.
+      await CancellationScope.nonCancellable(() =>
+        control.finishPipeline({ config: finalConfig, pipelineId, state: status.state }),
+      );
+    }
+    if (isCancellation(err)) throw err;
+    if (err instanceof ChildWorkflowFailure || err instanceof ApplicationFailure) {
+      throw ApplicationFailure.nonRetryable(status.error, 'PipelineFailed');
+    }
+    throw err;
+  }
+}
+
+function emptyStage(name: string, kind: string): StageStatus {
+  return {
+    name,
+    kind,
+    state: 'pending',
+    attempt: 0,
+    step: 0,
+    totalSteps: 0,
+    metrics: {},
+    inputCheckpoint: null,
+    lastCheckpoint: null,
+    outputCheckpoint: null,
+    jobName: null,
+    startedAt: null,
+    endedAt: null,
+    error: null,
+  };
+}
