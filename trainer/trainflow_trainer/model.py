@@ -340,15 +340,21 @@ def save_pretrained(model: Transformer, directory: str | os.PathLike, max_shard_
 
     Returns the file names written. dtype casts floating tensors on the way out (e.g. bf16 for serving).
     """
+    return save_hf(hf_state_dict(model), model.config, directory, max_shard_bytes, dtype)
+
+
+def save_hf(sd: dict[str, Tensor], config: ModelConfig, directory: str | os.PathLike,
+            max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, dtype: torch.dtype | None = None) -> list[str]:
+    """save_pretrained for a full state dict under HF names (e.g. gathered from FSDP shards)."""
     from safetensors.torch import save_file
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    sd = hf_state_dict(model)
-    if dtype is not None:
-        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    sd = {k: v.cpu() for k, v in sd.items()}
-    cfg = model.config.to_hf_dict()
+    if config.tie_word_embeddings:
+        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+    sd = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
+          for k, v in sd.items()}
+    cfg = config.to_hf_dict()
     if dtype is not None:
         cfg["torch_dtype"] = cfg["dtype"] = str(dtype).removeprefix("torch.")
     (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
@@ -416,6 +422,6 @@ def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "
 
 
 __all__ = [
-    "ModelConfig", "PRESETS", "preset", "Transformer", "KVCache", "save_pretrained", "load_pretrained",
+    "ModelConfig", "PRESETS", "preset", "Transformer", "KVCache", "save_pretrained", "save_hf", "load_pretrained",
     "load_config", "load_state_dict", "hf_state_dict",
 ]

@@ -1,0 +1,10 @@
+"""Supervised fine-tuning: multi-turn conversations with tool calls, rendered by the chat template; loss on
+the assistant's tokens only. `stage.packing.mode` chooses flat packing (default) or trie packing."""
+
+from __future__ import annotations
+
+from .lm import run_lm_stage
+
+
+def run(ctx) -> None:
+    run_lm_stage(ctx, "sft")

@@ -1,0 +1,262 @@
+"""The training loop's parts, with all state explicit: config, LR schedule, distributed set-up, optimizer,
+one optimizer step, and the (full, unsharded) state that goes into a checkpoint.
+
+Data parallelism: every rank builds the same global batch from the same data cursor and takes its own
+contiguous slice of rows, then micro-batches. Each micro-batch's summed token loss is divided by the
+*global* number of target tokens, so the gradients summed over micro-batches and ranks are exactly those of
+the mean loss over the global batch — one process or many, any micro-batch size. On GPUs the model is sharded
+with FSDP2 (`fully_shard`, which averages gradients over ranks, undone by scaling the loss by the world
+size); on CPU (gloo) the ranks keep full replicas and sum their gradients with one all-reduce per step
+(what DDP does, written out, so the arithmetic is visible and gradient accumulation needs no no_sync).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .model import Transformer
+
+
+class ConfigError(ValueError):
+    """A bad stage/model config field: the job exits 2 with this message."""
+
+
+def _num(d: dict, key: str, default, kind, where: str, minimum=None):
+    v = d.get(key, default)
+    if v is None and default is None:
+        return None
+    ok = isinstance(v, kind) and not isinstance(v, bool)
+    if kind is float:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not ok:
+        raise ConfigError(f"{where}.{key}: expected a {kind.__name__}, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise ConfigError(f"{where}.{key}: must be >= {minimum}, got {v!r}")
+    return kind(v)
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int = 8            # sequences per optimizer step, global (all ranks, all micro-batches)
+    micro_batch_size: int | None = None  # sequences per forward/backward on one rank; default: all of its share
+    lr: float = 1e-3
+    min_lr: float | None = None    # end of the cosine; default lr / 10
+    warmup_steps: int = 0
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0         # max global grad norm; 0 disables clipping
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "stage.train") -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected an object with at least `steps`")
+        if "steps" not in d:
+            raise ConfigError(f"{where}.steps: required (number of optimizer steps)")
+        betas = d.get("betas", [0.9, 0.95])
+        if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(isinstance(b, (int, float)) for b in betas)):
+            raise ConfigError(f"{where}.betas: expected two numbers, got {betas!r}")
+        cfg = cls(
+            steps=_num(d, "steps", None, int, where, 1),
+            batch_size=_num(d, "batch_size", 8, int, where, 1),
+            micro_batch_size=_num(d, "micro_batch_size", None, int, where, 1),
+            lr=_num(d, "lr", 1e-3, float, where, 0),
+            min_lr=_num(d, "min_lr", None, float, where, 0),
+            warmup_steps=_num(d, "warmup_steps", 0, int, where, 0),
+            weight_decay=_num(d, "weight_decay", 0.1, float, where, 0),
+            betas=(float(betas[0]), float(betas[1])),
+            grad_clip=_num(d, "grad_clip", 1.0, float, where, 0),
+            seed=_num(d, "seed", 0, int, where, 0),
+        )
+        return cfg
+
+    def check_layout(self, world: int, where: str = "stage.train") -> int:
+        """Micro-batch size per rank, after checking the batch divides evenly."""
+        if self.batch_size % world:
+            raise ConfigError(f"{where}.batch_size {self.batch_size} is not divisible by the {world} ranks")
+        per_rank = self.batch_size // world
+        micro = self.micro_batch_size or per_rank
+        if per_rank % micro:
+            raise ConfigError(f"{where}.micro_batch_size {micro} does not divide the per-rank batch {per_rank}")
+        return micro
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over warmup_steps, then cosine from lr to min_lr at the last step (step is 0-based)."""
+    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps - 1)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    fsdp: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed() -> Dist:
+    """From torchrun's environment; one CPU/GPU process when it is absent."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and os.environ.get("TRAINFLOW_DEVICE", "") != "cpu"
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(rank, world, local_rank, device, fsdp=cuda and world > 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic() -> None:
+    """Bitwise reproducibility on CPU (and as far as it goes on GPU)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+# ------------------------------------------------------------------------------------------------ model/optim
+
+def parallelize(model: Transformer, d: Dist) -> nn.Module:
+    """FSDP2 on multi-GPU (each block its own shard group, then the root); CPU ranks keep full replicas."""
+    model.to(d.device)
+    if d.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.model.layers:
+            fully_shard(block)
+        fully_shard(model)
+    elif d.distributed:
+        for p in model.parameters():  # replicas start equal even if a caller seeded differently
+            dist.broadcast(p.data, src=0)
+    return model
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; matrices decay, biases/norm scales/... do not. Tied weights are counted once."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():  # named_parameters de-duplicates tied parameters
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=False)
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded fp32 weights under HF names, on CPU (a collective under FSDP: call it on every rank)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, model_sd: dict, optim_sd: dict | None) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, strict=False)
+    cfg = getattr(model, "config", None)
+    if cfg is not None and cfg.tie_word_embeddings and "lm_head.weight" not in model_sd:
+        model_sd = {**model_sd, "lm_head.weight": model_sd["model.embed_tokens.weight"]}
+    set_model_state_dict(model, model_sd, options=opts)
+    if optimizer is not None and optim_sd is not None:
+        set_optimizer_state_dict(model, optimizer, optim_sd, options=StateDictOptions(full_state_dict=True))
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------ one step
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, step: int, cfg: TrainConfig,
+               d: Dist, autocast_dtype: torch.dtype | None) -> dict[str, float]:
+    """One optimizer step on a global batch (every rank passes the same one). Returns global metrics."""
+    lr = lr_at(step, cfg)
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    micro = cfg.check_layout(d.world)
+    per_rank = cfg.batch_size // d.world
+    if batch.num_rows != cfg.batch_size:
+        raise ValueError(f"batch has {batch.num_rows} rows, expected batch_size {cfg.batch_size}")
+    global_targets = batch.num_targets()
+    denom = max(1, global_targets)
+    scale = d.world if d.fsdp else 1  # FSDP averages gradients over ranks; we want the sum
+    local = batch.select(slice(d.rank * per_rank, (d.rank + 1) * per_rank))
+    n_micro = per_rank // micro
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for m in range(n_micro):
+        mb = local.select(slice(m * micro, (m + 1) * micro)).to(d.device)
+        if d.fsdp:
+            model.set_requires_gradient_sync(m == n_micro - 1)  # type: ignore[operator]
+        with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits = model(mb.input_ids, mb.position_ids, mb.attention())
+        ls = mb.loss_sum(logits)
+        (ls * (scale / denom)).backward()
+        loss_sum += ls.detach().double().cpu()
+    if d.distributed and not d.fsdp:
+        for p in model.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+    if cfg.grad_clip > 0:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    else:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if d.distributed:
+        t = loss_sum.to(d.device) if d.fsdp else loss_sum
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        loss_sum = t.cpu()
+    return {
+        "loss": float(loss_sum) / denom,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "target_tokens": float(global_targets),
+        "tokens": float(batch.num_tokens()),
+    }

@@ -1,0 +1,169 @@
+"""Trajectories → prefix trees of token ids, serialised depth-first.
+
+A trajectory is one branch: a token sequence with per-token training data (loss mask, behaviour log-probs,
+policy versions, reference log-probs) and per-branch scalars (advantage, weight). Branches that start with
+the same tokens share nodes: a node is (parent node, token id), so every unique prefix is stored once.
+Branches whose first tokens differ land in different trees; a batch is a forest.
+
+The forest is serialised depth-first (children in first-insertion order). For each node we keep:
+- `tokens[i]`      its token id,
+- `depth[i]`       its position id (the same position the token has in every branch through it),
+- `parent[i]`      the serial index of its parent (-1 for a tree root),
+- `subtree_end[i]` one past the last serial index of its subtree (DFS makes every subtree contiguous).
+Tree attention follows: token i may see token j iff j ≤ i < subtree_end[j] (j is i or an ancestor of i).
+
+Per-token training data stays per branch, never per node: two branches through one node may have different
+loss masks or behaviour log-probs for it, and a node with several children has several next tokens. The map
+`branch_index[b][t]` (branch b, position t → serial index) lets the loss gather what each branch needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass
+class Trajectory:
+    """One branch. Arrays are aligned with `tokens`; entry t describes token t as a prediction target.
+
+    loss_mask[t] > 0 trains the prediction of token t from tokens[:t] (so loss_mask[0] must be 0: nothing
+    predicts the first token); it may be fractional (a per-token weight). logprobs[t] is the behaviour
+    policy's log-prob of token t, versions[t] the policy version that sampled it, ref_logprobs[t] the
+    reference model's log-prob (for the KL term). advantage and weight apply to every token of the branch.
+    """
+
+    tokens: Sequence[int]
+    loss_mask: Sequence[float] | None = None  # None: train every token after the first
+    logprobs: Sequence[float] | None = None
+    versions: Sequence[int] | None = None
+    ref_logprobs: Sequence[float] | None = None
+    advantage: float = 0.0
+    weight: float = 1.0
+
+    def validated(self, b: int) -> "Trajectory":
+        """Checks lengths and the mask; returns a copy holding numpy arrays (errors name branch and field)."""
+        toks = np.asarray(self.tokens, dtype=np.int64)
+        n = len(toks)
+        if toks.ndim != 1 or n == 0:
+            raise ValueError(f"trajectory {b}: tokens must be a non-empty 1-D sequence of ids, got shape {toks.shape}")
+        if (toks < 0).any():
+            raise ValueError(f"trajectory {b}: tokens holds negative ids")
+
+        def arr(name: str, value, dtype, default):
+            if value is None:
+                return default
+            a = np.asarray(value, dtype=dtype)
+            if a.shape != (n,):
+                raise ValueError(f"trajectory {b}: {name} has shape {a.shape}, expected ({n},) like tokens")
+            return a
+
+        mask = arr("loss_mask", self.loss_mask, np.float64, np.r_[0.0, np.ones(n - 1)])
+        if mask[0] != 0:
+            raise ValueError(f"trajectory {b}: loss_mask[0] must be 0 (no token predicts the first one)")
+        if (mask < 0).any():
+            raise ValueError(f"trajectory {b}: loss_mask must be >= 0")
+        return Trajectory(
+            tokens=toks,
+            loss_mask=mask,
+            logprobs=arr("logprobs", self.logprobs, np.float64, np.zeros(n)),
+            versions=arr("versions", self.versions, np.int64, np.zeros(n, dtype=np.int64)),
+            ref_logprobs=arr("ref_logprobs", self.ref_logprobs, np.float64, np.zeros(n)),
+            advantage=float(self.advantage),
+            weight=float(self.weight),
+        )
+
+
+@dataclass
+class Forest:
+    """The depth-first serialisation of all trees of a batch (see module docstring)."""
+
+    tokens: np.ndarray  # [N] int64
+    depth: np.ndarray  # [N] int64, position ids
+    parent: np.ndarray  # [N] int64, -1 for roots
+    subtree_end: np.ndarray  # [N] int64
+    trees: list[tuple[int, int]]  # serial range [start, end) of each tree, in order
+    branch_index: list[np.ndarray]  # branch_index[b][t] = serial index of token t of branch b
+    branches: list[Trajectory] = field(repr=False)  # validated trajectories (numpy arrays)
+
+    @property
+    def unique_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(len(ix) for ix in self.branch_index)
+
+
+def build_forest(trajectories: Sequence[Trajectory], share_prefixes: bool = True) -> Forest:
+    """Merges the trajectories into prefix trees and serialises them depth-first.
+
+    With share_prefixes=False every trajectory becomes its own chain-shaped tree: the flat layout, run
+    through the same packer, attention and loss code (the baseline the trie is measured against).
+    """
+    if len(trajectories) == 0:
+        raise ValueError("no trajectories to pack")
+    branches = [t.validated(b) for b, t in enumerate(trajectories)]
+
+    # Insert: node ids in creation order. children[n] maps token → child node; roots live under node -1.
+    node_token: list[int] = []
+    node_children: list[dict[int, int]] = []
+    roots: dict[int, int] = {}
+    root_list: list[int] = []  # roots in creation order (one per tree)
+    paths: list[list[int]] = []
+    for br in branches:
+        path = []
+        level = roots if share_prefixes else {}
+        for tok in br.tokens.tolist():
+            child = level.get(tok)
+            if child is None:
+                child = len(node_token)
+                node_token.append(tok)
+                node_children.append({})
+                level[tok] = child
+                if not path:
+                    root_list.append(child)
+            path.append(child)
+            level = node_children[child]
+        paths.append(path)
+
+    # Depth-first serialisation; dicts keep insertion order, so siblings come in first-seen order.
+    n = len(node_token)
+    serial = np.empty(n, dtype=np.int64)
+    tokens = np.empty(n, dtype=np.int64)
+    depth = np.empty(n, dtype=np.int64)
+    parent = np.empty(n, dtype=np.int64)
+    subtree_end = np.empty(n, dtype=np.int64)
+    trees: list[tuple[int, int]] = []
+    pos = 0
+    for root in root_list:
+        start = pos
+        # stack of (node, parent serial, depth, exiting?)
+        stack: list[tuple[int, int, int, bool]] = [(root, -1, 0, False)]
+        while stack:
+            node, par, d, exiting = stack.pop()
+            if exiting:
+                subtree_end[serial[node]] = pos
+                continue
+            i = pos
+            pos += 1
+            serial[node] = i
+            tokens[i] = node_token[node]
+            depth[i] = d
+            parent[i] = par
+            stack.append((node, par, d, True))
+            for child in reversed(node_children[node].values()):
+                stack.append((child, i, d + 1, False))
+        trees.append((start, pos))
+    branch_index = [serial[np.asarray(p, dtype=np.int64)] for p in paths]
+    return Forest(tokens, depth, parent, subtree_end, trees, branch_index, branches)
+
+
+def tree_mask(subtree_end: np.ndarray) -> np.ndarray:
+    """Dense [N, N] bool reference: allowed[i, j] = j ≤ i < subtree_end[j]. Tests only (N² memory)."""
+    n = len(subtree_end)
+    i = np.arange(n)[:, None]
+    j = np.arange(n)[None, :]
+    return (j <= i) & (i < np.asarray(subtree_end)[None, :])

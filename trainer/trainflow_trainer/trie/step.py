@@ -1,0 +1,140 @@
+"""The trainer's entry: forward + backward over a batch of trajectories, trie-packed or flat.
+
+    metrics = packed_forward_backward(model, trajectories, loss_spec, max_tokens)   # packing.mode: trie
+    metrics = flat_forward_backward(model, trajectories, loss_spec, max_tokens)     # packing.mode: flat
+    optimizer.step()
+
+Both accumulate into `.grad` (call `optimizer.zero_grad()` before) and return plain-float metrics. They share
+everything but prefix sharing: flat packs each trajectory as its own chain-shaped tree into the same
+micro-batches (varlen packing, no padding, one causal attention call per sequence), so the comparison
+isolates what sharing buys, and input without shared prefixes yields bit-identical results in both modes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .attention import FlexTreeMask, SegmentTreeMask
+from .builder import Trajectory, build_forest
+from .losses import LossSpec, entry_coefficients, gather_logprobs, row_entropy, token_losses
+from .packer import MicroBatch, loss_entries, pack
+
+
+def _mask_for(mb: MicroBatch, device: torch.device, backend: str):
+    if backend == "flex":
+        return FlexTreeMask(mb.subtree_end, device)
+    if backend == "segment":
+        return SegmentTreeMask(mb.parent)
+    raise ValueError(f"unknown tree attention backend {backend!r} (segment or flex)")
+
+
+def packed_forward_backward(model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec,
+                            max_tokens: int, *, share_prefixes: bool = True, attention: str = "auto",
+                            backward: bool = True) -> dict[str, float]:
+    """Trie mode. attention: "auto" (flex on CUDA, segment elsewhere), "segment" or "flex"."""
+    param = next(model.parameters())
+    device = param.device
+    backend = attention if attention != "auto" else ("flex" if device.type == "cuda" else "segment")
+    forest = build_forest(trajectories, share_prefixes=share_prefixes)
+    entries = loss_entries(forest)
+    weights = np.asarray([br.weight for br in forest.branches])
+    coef_all = entry_coefficients(entries.mask, entries.branch, weights, loss_spec)
+    adv_all = np.asarray([br.advantage for br in forest.branches])
+    batches = pack(forest, max_tokens, pad_multiple=128 if backend == "flex" else 1, entries=entries)
+
+    loss_dtype = param.dtype if param.dtype == torch.float64 else torch.float32
+    totals = {"loss": 0.0, "clipped": 0.0, "kl": 0.0, "entropy": 0.0, "logprob": 0.0}
+    mask_total = float(entries.mask.sum())
+    for mb in batches:
+        e = mb.entries
+        ids = torch.as_tensor(mb.input_ids, device=device)[None]
+        pos = torch.as_tensor(mb.position_ids, device=device)[None]
+        logits = model(ids, pos, _mask_for(mb, device, backend))[0].to(loss_dtype)
+        if len(e) == 0:
+            # Nothing trained here (e.g. a root-path-only part): still a valid, zero contribution.
+            continue
+        t = lambda a, dt=loss_dtype: torch.as_tensor(a, device=device, dtype=dt)  # noqa: E731
+        rows, targets = t(e.row, torch.long), t(e.target, torch.long)
+        logp, lse = gather_logprobs(logits, rows, targets)
+        entropy = row_entropy(logits, lse)[rows] if loss_spec.entropy_coef != 0.0 else None
+        ell, stats = token_losses(loss_spec, logp, t(e.old_logprob), t(adv_all[e.branch]), t(e.ref_logprob), entropy)
+        loss = (t(coef_all[e.index]) * ell).sum()
+        if backward:
+            loss.backward()
+        with torch.no_grad():
+            m = t(e.mask)
+            totals["loss"] += float(loss)
+            totals["clipped"] += float((m * stats.clipped).sum())
+            totals["logprob"] += float((m * logp).sum())
+            if stats.kl is not None:
+                totals["kl"] += float((m * stats.kl).sum())
+            if stats.entropy is not None:
+                totals["entropy"] += float((m * stats.entropy).sum())
+    denom = mask_total if mask_total > 0 else 1.0
+    metrics = {
+        "loss": totals["loss"],
+        "loss_tokens": float(len(entries)),
+        "total_tokens": float(forest.total_tokens),
+        "unique_tokens": float(forest.unique_tokens),
+        "packed_tokens": float(sum(len(mb) for mb in batches)),  # unique + recomputed root paths (+ padding)
+        "micro_batches": float(len(batches)),
+        "clip_frac": totals["clipped"] / denom,
+        "mean_logprob": totals["logprob"] / denom,
+    }
+    if loss_spec.kl_coef != 0.0:
+        metrics["kl"] = totals["kl"] / denom
+    if loss_spec.entropy_coef != 0.0:
+        metrics["entropy"] = totals["entropy"] / denom
+    versions = np.concatenate([br.versions for br in forest.branches])
+    metrics["policy_version_min"] = float(versions.min())
+    metrics["policy_version_max"] = float(versions.max())
+    return metrics
+
+
+def flat_forward_backward(model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec,
+                          max_tokens: int, *, attention: str = "auto", backward: bool = True) -> dict[str, float]:
+    """Flat mode: the same computation with every trajectory packed on its own (no shared prefixes)."""
+    return packed_forward_backward(model, trajectories, loss_spec, max_tokens, share_prefixes=False,
+                                   attention=attention, backward=backward)
+
+
+def forward_backward(packing: dict, model: torch.nn.Module, trajectories: Sequence[Trajectory],
+                     loss_spec: LossSpec) -> dict[str, float]:
+    """Dispatch on the config's `packing: {mode: trie | flat, max_tokens}` block."""
+    mode = packing.get("mode", "trie")
+    max_tokens = packing.get("max_tokens")
+    if not isinstance(max_tokens, int) or max_tokens <= 0:
+        raise ValueError(f"packing.max_tokens must be a positive integer, got {max_tokens!r}")
+    if mode == "trie":
+        return packed_forward_backward(model, trajectories, loss_spec, max_tokens)
+    if mode == "flat":
+        return flat_forward_backward(model, trajectories, loss_spec, max_tokens)
+    raise ValueError(f"packing.mode {mode!r} unknown (trie or flat)")
+
+
+@torch.no_grad()
+def packed_logprobs(model: torch.nn.Module, trajectories: Sequence[Trajectory], max_tokens: int, *,
+                    share_prefixes: bool = True, attention: str = "auto") -> list[torch.Tensor]:
+    """Per-branch log-probs of tokens 1..n-1 under `model`, one forward per unique token (e.g. reference or
+    behaviour log-probs for RL). Returns one 1-D tensor per trajectory (length len(tokens) - 1)."""
+    everything = [Trajectory(t.tokens) for t in trajectories]  # loss on every position → an entry for each
+    param = next(model.parameters())
+    device = param.device
+    backend = attention if attention != "auto" else ("flex" if device.type == "cuda" else "segment")
+    forest = build_forest(everything, share_prefixes=share_prefixes)
+    entries = loss_entries(forest)
+    out = torch.empty(len(entries), dtype=param.dtype if param.dtype == torch.float64 else torch.float32,
+                      device=device)
+    for mb in pack(forest, max_tokens, pad_multiple=128 if backend == "flex" else 1, entries=entries):
+        e = mb.entries
+        ids = torch.as_tensor(mb.input_ids, device=device)[None]
+        pos = torch.as_tensor(mb.position_ids, device=device)[None]
+        logits = model(ids, pos, _mask_for(mb, device, backend))[0].to(out.dtype)
+        rows = torch.as_tensor(e.row, device=device)
+        targets = torch.as_tensor(e.target, device=device)
+        out[torch.as_tensor(e.index, device=device)] = gather_logprobs(logits, rows, targets)[0]
+    lengths = [len(ix) - 1 for ix in forest.branch_index]
+    return list(out.split(lengths))
