@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { register as registerValidate } from './commands/validate';
 import { register as registerDev } from './commands/dev';
+import { register as registerConfigReference } from './commands/config-reference';
 import { reportAndExit } from './errors';
 
 export function buildProgram(): Command {
@@ -11,6 +12,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerValidate(program);
   registerDev(program);
+  registerConfigReference(program);
   return program;
 }
 

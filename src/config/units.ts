@@ -44,24 +44,30 @@ const DURATION_HINT = 'expected a duration such as 30s, 5m, 2h or 7d';
 
 /** A duration written with its unit; resolves to milliseconds. */
 export const duration = () =>
-  z.string({ error: DURATION_HINT }).transform((text, ctx) => {
-    const ms = parseDuration(text);
-    if (ms === undefined || ms <= 0) {
-      ctx.addIssue({ code: 'custom', message: DURATION_HINT, input: text });
-      return z.NEVER;
-    }
-    return ms;
-  });
+  z
+    .string({ error: DURATION_HINT })
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined || ms <= 0) {
+        ctx.addIssue({ code: 'custom', message: DURATION_HINT, input: text });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .meta({ format: 'duration' });
 
 const SIZE_HINT = 'expected a size such as 512Mi, 8Gi or 2G';
 
 /** A byte size with an optional SI or binary suffix; resolves to bytes. */
 export const size = () =>
-  z.union([z.number(), z.string()], { error: SIZE_HINT }).transform((value, ctx) => {
-    const bytes = typeof value === 'number' ? value : parseSize(value);
-    if (bytes === undefined || bytes <= 0) {
-      ctx.addIssue({ code: 'custom', message: SIZE_HINT, input: value });
-      return z.NEVER;
-    }
-    return bytes;
-  });
+  z
+    .union([z.number(), z.string()], { error: SIZE_HINT })
+    .transform((value, ctx) => {
+      const bytes = typeof value === 'number' ? value : parseSize(value);
+      if (bytes === undefined || bytes <= 0) {
+        ctx.addIssue({ code: 'custom', message: SIZE_HINT, input: value });
+        return z.NEVER;
+      }
+      return bytes;
+    })
+    .meta({ format: 'size' });

@@ -28,7 +28,8 @@ function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number 
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0 || n > 65535) throw new UserError(`${name}=${raw}: expected a TCP port number`);
+  if (!Number.isInteger(n) || n <= 0 || n > 65535)
+    throw new UserError(`${name}=${raw}: expected a TCP port number`);
   return n;
 }
 
@@ -188,14 +189,21 @@ export function ensureTools(s: StackSettings, log: (line: string) => void): void
   if (result.status !== 0) throw new UserError('building the local stack failed (see the output above)');
 }
 
-async function startService(s: StackSettings, spec: ServiceSpec, timeoutMs: number, log: (l: string) => void) {
+async function startService(
+  s: StackSettings,
+  spec: ServiceSpec,
+  timeoutMs: number,
+  log: (l: string) => void,
+) {
   const existing = readPid(s, spec.name);
   if (existing && isOurs(existing)) {
     if (await waitHealthy(spec, timeoutMs)) {
       log(`${spec.name}: already running (pid ${existing.pid})`);
       return;
     }
-    throw new UserError(`${spec.name} (pid ${existing.pid}) runs but is not healthy; see ${logFile(s, spec.name)}`);
+    throw new UserError(
+      `${spec.name} (pid ${existing.pid}) runs but is not healthy; see ${logFile(s, spec.name)}`,
+    );
   }
   for (const port of spec.ports) {
     if (!(await portFree(s.host, port))) {
@@ -206,7 +214,8 @@ async function startService(s: StackSettings, spec: ServiceSpec, timeoutMs: numb
       );
     }
   }
-  for (const dir of ['pids', 'logs', 'temporal', 'minio']) mkdirSync(join(s.dataDir, dir), { recursive: true });
+  for (const dir of ['pids', 'logs', 'temporal', 'minio'])
+    mkdirSync(join(s.dataDir, dir), { recursive: true });
   const out = openSync(logFile(s, spec.name), 'a');
   const child = spawn(spec.binary, spec.args, { detached: true, stdio: ['ignore', out, out], env: spec.env });
   closeSync(out);

@@ -1,7 +1,14 @@
 // The config schema against valid and invalid configs: every error message, with its YAML line, asserted.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, configHash, loadConfigFile, parseConfig, substituteVariables } from '../../src/config/load';
+import {
+  ConfigError,
+  configHash,
+  loadConfigFile,
+  parseConfig,
+  substituteVariables,
+} from '../../src/config/load';
+import { configReference } from '../../src/config/reference';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -52,7 +59,10 @@ describe('valid configs', () => {
   });
 
   test('a stage override wins over defaults, field by field', () => {
-    const yaml = BASE.replace('    train: { steps: 10 }', '    train: { steps: 10 }\n    retry: { max_attempts: 9 }\n    heartbeat_timeout: 30s');
+    const yaml = BASE.replace(
+      '    train: { steps: 10 }',
+      '    train: { steps: 10 }\n    retry: { max_attempts: 9 }\n    heartbeat_timeout: 30s',
+    );
     const s = parseConfig(yaml, 'x.yaml').stages[0];
     expect(s.retry.max_attempts).toBe(9);
     expect(s.retry.initial_interval).toBe(5000);
@@ -91,7 +101,10 @@ describe('invalid configs: every problem at once, FILE:LINE:COL path: message', 
   });
 
   test('several problems are all reported, in line order', () => {
-    const yaml = BASE.replace('name: t', 'name: T_bad').replace('train: { steps: 10 }', 'train: { steps: -3 }');
+    const yaml = BASE.replace('name: t', 'name: T_bad').replace(
+      'train: { steps: 10 }',
+      'train: { steps: -3 }',
+    );
     expect(problems(yaml)).toEqual([
       'x.yaml:3:9 metadata.name: expected a pipeline name of lowercase letters, digits and dashes (at most 63 characters), got "T_bad"',
       'x.yaml:13:21 stages[0].train.steps: expected a positive integer, got -3',
@@ -120,11 +133,16 @@ describe('invalid configs: every problem at once, FILE:LINE:COL path: message', 
 
   test('duplicate stage names', () => {
     const yaml = `${BASE}  - name: a\n    kind: sft\n    data: { sources: [{ path: /tmp/s.jsonl }] }\n    train: { steps: 1 }\n`;
-    expect(problems(yaml)).toEqual(['x.yaml:14:11 stages[1].name: duplicate stage name (also stages[0]), got "a"']);
+    expect(problems(yaml)).toEqual([
+      'x.yaml:14:11 stages[1].name: duplicate stage name (also stages[0]), got "a"',
+    ]);
   });
 
   test('a gate on an unknown metric', () => {
-    const yaml = BASE.replace('    train: { steps: 10 }', '    train: { steps: 10 }\n    gates: [{ metric: accuracy, min: 0.5 }]');
+    const yaml = BASE.replace(
+      '    train: { steps: 10 }',
+      '    train: { steps: 10 }\n    gates: [{ metric: accuracy, min: 0.5 }]',
+    );
     expect(problems(yaml)).toEqual([
       'x.yaml:14:23 stages[0].gates[0].metric: unknown metric for a midtrain stage (known: loss, eval_loss, grad_norm, lr, tokens_per_s), got "accuracy"',
     ]);
@@ -140,18 +158,29 @@ describe('invalid configs: every problem at once, FILE:LINE:COL path: message', 
   });
 
   test('a resource request the launcher cannot serve', () => {
-    const yaml = BASE.replace('    train: { steps: 10 }', '    train: { steps: 10 }\n    resources: { nodes: 4 }');
+    const yaml = BASE.replace(
+      '    train: { steps: 10 }',
+      '    train: { steps: 10 }\n    resources: { nodes: 4 }',
+    );
     expect(problems(yaml)).toEqual([
       'x.yaml:14:25 stages[0].resources.nodes: pool default uses the local launcher, which runs on one node, got 4',
       'x.yaml:14:25 stages[0].resources.nodes: pool default has at most 1 node(s), got 4',
     ]);
-    const gpus = `${BASE.replace('model:', 'pools:\n  g: { launcher: slurm, gpus_per_node: 8, max_nodes: 2 }\nmodel:')}`.replace(
+    const gpus =
+      `${BASE.replace('model:', 'pools:\n  g: { launcher: slurm, gpus_per_node: 8, max_nodes: 2 }\nmodel:')}`.replace(
+        '    train: { steps: 10 }',
+        '    train: { steps: 10 }\n    resources: { pool: g, gpus_per_node: 16 }',
+      );
+    expect(problems(gpus)).toEqual([
+      'x.yaml:16:42 stages[0].resources.gpus_per_node: pool g has 8 GPU(s) per node, got 16',
+    ]);
+    const unknownPool = BASE.replace(
       '    train: { steps: 10 }',
-      '    train: { steps: 10 }\n    resources: { pool: g, gpus_per_node: 16 }',
+      '    train: { steps: 10 }\n    resources: { pool: h100 }',
     );
-    expect(problems(gpus)).toEqual(['x.yaml:16:42 stages[0].resources.gpus_per_node: pool g has 8 GPU(s) per node, got 16']);
-    const unknownPool = BASE.replace('    train: { steps: 10 }', '    train: { steps: 10 }\n    resources: { pool: h100 }');
-    expect(problems(unknownPool)).toEqual(['x.yaml:14:24 stages[0].resources.pool: unknown pool (defined: default), got "h100"']);
+    expect(problems(unknownPool)).toEqual([
+      'x.yaml:14:24 stages[0].resources.pool: unknown pool (defined: default), got "h100"',
+    ]);
   });
 
   test('invalid YAML is one clear syntax error with its line', () => {
@@ -161,6 +190,12 @@ describe('invalid configs: every problem at once, FILE:LINE:COL path: message', 
   });
 
   test('a missing file names the file', () => {
-    expect(() => loadConfigFile('/nonexistent/p.yaml')).toThrow('/nonexistent/p.yaml: cannot read the config file (ENOENT)');
+    expect(() => loadConfigFile('/nonexistent/p.yaml')).toThrow(
+      '/nonexistent/p.yaml: cannot read the config file (ENOENT)',
+    );
   });
+});
+
+test('configs/README.md is the reference generated from the schema (regenerate: npx trainflow config-reference > configs/README.md)', () => {
+  expect(readFileSync(join(ROOT, 'configs/README.md'), 'utf8')).toBe(configReference());
 });

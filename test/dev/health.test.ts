@@ -13,13 +13,19 @@ test('a workflow runs through the Temporal dev server', async () => {
   const connection = await Connection.connect({ address: temporalAddress });
   const taskQueue = `health-${randomUUID()}`;
   const worker = await Worker.create({
-    connection: await (await import('@temporalio/worker')).NativeConnection.connect({ address: temporalAddress }),
+    connection: await (
+      await import('@temporalio/worker')
+    ).NativeConnection.connect({ address: temporalAddress }),
     taskQueue,
     workflowsPath: require.resolve('./ping-workflow'),
   });
   try {
     const result = await worker.runUntil(
-      new Client({ connection }).workflow.execute('ping', { taskQueue, workflowId: taskQueue, args: ['hello'] }),
+      new Client({ connection }).workflow.execute('ping', {
+        taskQueue,
+        workflowId: taskQueue,
+        args: ['hello'],
+      }),
     );
     expect(result).toBe('pong: hello');
   } finally {

@@ -56,7 +56,9 @@ test('dev up twice in a row, then dev down leaves nothing running', async () => 
   expect(second.stdout).toMatch(/minio: already running \(pid \d+\)/);
   expect(second.stdout).toMatch(/temporal: already running \(pid \d+\)/);
 
-  const status = JSON.parse((await cli('status', '--json')).stdout) as { services: { name: string; state: string; pid: number }[] };
+  const status = JSON.parse((await cli('status', '--json')).stdout) as {
+    services: { name: string; state: string; pid: number }[];
+  };
   expect(status.services.map((s) => [s.name, s.state])).toEqual([
     ['temporal', 'running'],
     ['minio', 'running'],

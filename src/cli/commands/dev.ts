@@ -42,7 +42,10 @@ export function register(program: Command): void {
       }
       const a = addresses(s);
       const where = { temporal: `${a.temporal} (UI ${a.temporalUi})`, minio: a.s3 };
-      for (const st of states) say(`${st.name.padEnd(9)} ${st.state.padEnd(10)} ${st.pid ? `pid ${st.pid}  ` : ''}${where[st.name]}`);
+      for (const st of states)
+        say(
+          `${st.name.padEnd(9)} ${st.state.padEnd(10)} ${st.pid ? `pid ${st.pid}  ` : ''}${where[st.name]}`,
+        );
       if (states.some((st) => st.state !== 'running')) process.exitCode = 3;
     });
 }
