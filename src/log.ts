@@ -19,7 +19,10 @@ function createLogger(): pino.Logger {
     // without losing their last lines.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const pretty = require('pino-pretty') as typeof import('pino-pretty');
-    return pino(options, pretty({ colorize: true, destination: 2, ignore: 'pid,hostname,service', sync: true }));
+    return pino(
+      options,
+      pretty({ colorize: true, destination: 2, ignore: 'pid,hostname,service', sync: true }),
+    );
   }
   return pino(options, pino.destination({ dest: 2, sync: true }));
 }
