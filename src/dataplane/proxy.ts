@@ -1,0 +1,495 @@
+// The trajectory manager: an OpenAI-compatible proxy that records every token of every agent session.
+//
+// Agents call /v1/chat/completions and /v1/completions with their session key as the API key; the proxy
+// forwards to an inference server (sticky per session, failover on refused connections), passes the answer
+// through unchanged (streamed or not) and records prompt ids, output ids, log-probs and policy versions per
+// choice. Each chat request is matched to the recorded turn it continues; a prompt that does not start with
+// that turn's prompt + output ids is tokenisation drift: counted, and in `fix` mode repaired before sending
+// by prompting with the recorded ids followed by the ids of the new messages (token in, token out).
+//
+// Admin endpoints (admin token only): issue session keys, read sessions and trajectories, finish a session
+// with its reward (the trajectory is appended to the ledger before the call returns), pause/resume/reload
+// the inference servers.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { absorb, newRecord, SseReader, type ResponseRecord } from './record';
+import {
+  findParent,
+  recordedHistory,
+  sessionTree,
+  SessionError,
+  SessionStore,
+  startsWith,
+  type Session,
+  type Trajectory,
+  type TurnRecord,
+} from './sessions';
+import { NoUpstreamError, readAll, UpstreamPool } from './upstreams';
+
+export type DriftMode = 'detect' | 'fix';
+
+export interface ProxyOptions {
+  upstreams: string[];
+  adminToken: string;
+  /** the inference servers' own admin token (for pause/resume/reload) */
+  upstreamAdminToken?: string;
+  drift?: DriftMode;
+  /** durably records a finished trajectory; the finish call answers only after it resolves */
+  onTrajectory?: (t: Trajectory) => Promise<unknown>;
+  /** reads recorded trajectories for GET /admin/trajectories */
+  readTrajectories?: (after: number, limit: number) => Promise<unknown>;
+  maxBodyBytes?: number;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type = 'invalid_request_error',
+  ) {
+    super(message);
+  }
+}
+
+export interface ProxyStats {
+  requests: number;
+  upstreamErrors: number;
+  driftDetected: number;
+  driftFixed: number;
+}
+
+export class TrajectoryProxy {
+  readonly sessions = new SessionStore();
+  readonly pool: UpstreamPool;
+  readonly server: http.Server;
+  readonly stats: ProxyStats = { requests: 0, upstreamErrors: 0, driftDetected: 0, driftFixed: 0 };
+  private readonly drift: DriftMode;
+
+  constructor(private readonly opts: ProxyOptions) {
+    if (!opts.adminToken)
+      throw new Error('the proxy needs an admin token (--admin-token or TRAINFLOW_DATAPLANE_ADMIN_TOKEN)');
+    this.pool = new UpstreamPool(opts.upstreams);
+    this.drift = opts.drift ?? 'detect';
+    this.server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+      this.handle(req, res).catch((err: unknown) => this.fail(res, err));
+    });
+  }
+
+  listen(port = 0, host = '127.0.0.1'): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => resolve((this.server.address() as AddressInfo).port));
+    });
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+    this.pool.close();
+  }
+
+  // ---------------------------------------------------------------------------------------------- plumbing
+
+  private fail(res: http.ServerResponse, err: unknown): void {
+    const e =
+      err instanceof HttpError
+        ? err
+        : err instanceof SessionError
+          ? new HttpError(err.status, err.message)
+          : err instanceof NoUpstreamError
+            ? new HttpError(503, err.message, 'service_unavailable')
+            : new HttpError(500, `proxy error: ${(err as Error)?.message ?? String(err)}`, 'server_error');
+    if (err instanceof NoUpstreamError) this.stats.upstreamErrors++;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    sendJson(res, e.status, { error: { message: e.message, type: e.type, code: e.status } });
+  }
+
+  private async body(req: http.IncomingMessage): Promise<{ raw: Buffer; json: Record<string, unknown> }> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const limit = this.opts.maxBodyBytes ?? 32 * 1024 * 1024;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > limit) throw new HttpError(413, `request body over ${limit} bytes`);
+      chunks.push(c as Buffer);
+    }
+    const raw = Buffer.concat(chunks);
+    let json: unknown;
+    try {
+      json = raw.length ? JSON.parse(raw.toString('utf8')) : {};
+    } catch (err) {
+      throw new HttpError(400, `the request body is not valid JSON (${(err as Error).message})`);
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json))
+      throw new HttpError(400, 'the request body must be a JSON object');
+    return { raw, json: json as Record<string, unknown> };
+  }
+
+  private bearer(req: http.IncomingMessage): string | null {
+    const h = req.headers.authorization;
+    return h?.startsWith('Bearer ') ? h.slice(7) : null;
+  }
+
+  private requireAdmin(req: http.IncomingMessage): void {
+    const token = this.bearer(req);
+    if (token === this.opts.adminToken) return;
+    if (token && this.sessions.byApiKey(token))
+      throw new HttpError(403, 'a session key cannot call admin endpoints', 'permission_error');
+    throw new HttpError(
+      401,
+      "admin endpoints need 'Authorization: Bearer <admin token>'",
+      'authentication_error',
+    );
+  }
+
+  private requireSession(req: http.IncomingMessage): Session {
+    const token = this.bearer(req);
+    if (!token)
+      throw new HttpError(
+        401,
+        "missing API key: send 'Authorization: Bearer <session key>'",
+        'authentication_error',
+      );
+    const s = this.sessions.byApiKey(token);
+    if (!s) {
+      if (token === this.opts.adminToken)
+        throw new HttpError(
+          403,
+          'the admin token cannot run inference: issue a session key',
+          'permission_error',
+        );
+      throw new HttpError(401, 'unknown or finished session key', 'authentication_error');
+    }
+    return s;
+  }
+
+  // ---------------------------------------------------------------------------------------------- routing
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://proxy');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (path === '/health') return sendJson(res, 200, { ok: true });
+    if (path.startsWith('/v1/')) {
+      const session = this.requireSession(req);
+      if (method === 'POST' && path === '/v1/chat/completions')
+        return this.inference(req, res, session, 'chat');
+      if (method === 'POST' && path === '/v1/completions')
+        return this.inference(req, res, session, 'completion');
+      if (method === 'GET' && path === '/v1/session') return sendJson(res, 200, this.sessionView(session));
+      if (method === 'GET' && path === '/v1/models') {
+        const up = await this.pool.send(
+          'GET',
+          '/v1/models',
+          null,
+          session.upstream,
+          (i) => (session.upstream = i),
+        );
+        res.writeHead(up.status, { 'content-type': 'application/json' });
+        up.body.pipe(res);
+        return;
+      }
+      throw new HttpError(404, `no route ${method} ${path}`);
+    }
+    if (path.startsWith('/admin/')) {
+      this.requireAdmin(req);
+      return this.admin(req, res, method, path, url);
+    }
+    throw new HttpError(404, `no route ${method} ${path}`);
+  }
+
+  private async admin(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    method: string,
+    path: string,
+    url: URL,
+  ): Promise<void> {
+    const sessionMatch = /^\/admin\/sessions\/([^/]+)(\/finish)?$/.exec(path);
+    if (method === 'POST' && path === '/admin/sessions') {
+      const { json } = await this.body(req);
+      const taskId = json.task_id;
+      if (typeof taskId !== 'string' || !taskId)
+        throw new HttpError(400, "field 'task_id' must be a non-empty string");
+      const groupId = typeof json.group_id === 'string' ? json.group_id : null;
+      const meta = (typeof json.meta === 'object' && json.meta !== null ? json.meta : {}) as Record<
+        string,
+        unknown
+      >;
+      const { session, key } = this.sessions.issue(taskId, groupId, meta);
+      return sendJson(res, 201, { session_id: session.id, key });
+    }
+    if (sessionMatch && method === 'GET' && !sessionMatch[2]) {
+      const s = this.sessions.get(sessionMatch[1]);
+      if (!s) throw new HttpError(404, `no live session ${sessionMatch[1]}`);
+      return sendJson(res, 200, this.sessionView(s));
+    }
+    if (sessionMatch && method === 'POST' && sessionMatch[2]) {
+      const { json } = await this.body(req);
+      if (typeof json.reward !== 'number' || !Number.isFinite(json.reward))
+        throw new HttpError(400, "field 'reward' must be a finite number");
+      const t = await this.finish(sessionMatch[1], json.reward);
+      return sendJson(res, 200, t);
+    }
+    if (method === 'GET' && path === '/admin/trajectories') {
+      if (!this.opts.readTrajectories) throw new HttpError(404, 'this proxy has no ledger attached');
+      const after = Number(url.searchParams.get('after') ?? '-1');
+      const limit = Number(url.searchParams.get('limit') ?? '100');
+      if (!Number.isInteger(after) || !Number.isInteger(limit) || limit < 1)
+        throw new HttpError(400, "query 'after' and 'limit' must be integers (limit >= 1)");
+      return sendJson(res, 200, await this.opts.readTrajectories(after, limit));
+    }
+    if (method === 'GET' && path === '/admin/stats') {
+      return sendJson(res, 200, {
+        ...this.stats,
+        live_sessions: this.sessions.all().length,
+        upstreams: this.pool.upstreams.map((u) => ({
+          url: u.url.toString(),
+          sessions: u.sessions,
+          version: u.version,
+          down: u.downUntil > Date.now(),
+        })),
+      });
+    }
+    if (method === 'POST' && (path === '/admin/pause' || path === '/admin/resume')) {
+      return sendJson(res, 200, { upstreams: await this.fanOut(path.slice(6), {}) });
+    }
+    if (method === 'POST' && path === '/admin/reload') {
+      const { json } = await this.body(req);
+      if (typeof json.path !== 'string' || !json.path)
+        throw new HttpError(400, "field 'path' must name a committed checkpoint");
+      if (json.version !== undefined && !Number.isInteger(json.version))
+        throw new HttpError(400, "field 'version' must be an integer");
+      return sendJson(res, 200, {
+        upstreams: await this.reloadAll(json.path, json.version as number | undefined),
+      });
+    }
+    throw new HttpError(404, `no route ${method} ${path}`);
+  }
+
+  // ------------------------------------------------------------------------------------ weight updates
+
+  /** Calls an admin endpoint on every upstream; throws if any fails (a half-updated fleet must be noticed). */
+  async fanOut(path: string, payload: unknown): Promise<unknown[]> {
+    const headers = this.opts.upstreamAdminToken
+      ? { authorization: `Bearer ${this.opts.upstreamAdminToken}` }
+      : {};
+    const results = await Promise.all(
+      this.pool.upstreams.map((_, i) => this.pool.json(i, path, payload, headers)),
+    );
+    const bad = results.findIndex((r) => r.status !== 200);
+    if (bad >= 0)
+      throw new HttpError(
+        502,
+        `upstream ${this.pool.upstreams[bad].url.toString()} ${path} failed: ${JSON.stringify(results[bad].body)}`,
+        'upstream_error',
+      );
+    return results.map((r) => r.body);
+  }
+
+  pauseAll(): Promise<unknown[]> {
+    return this.fanOut('/pause', {});
+  }
+
+  resumeAll(): Promise<unknown[]> {
+    return this.fanOut('/resume', {});
+  }
+
+  async reloadAll(path: string, version?: number): Promise<unknown[]> {
+    const out = await this.fanOut('/reload', version === undefined ? { path } : { path, version });
+    out.forEach((r, i) => {
+      const v = (r as { policy_version?: number }).policy_version;
+      this.pool.upstreams[i].version = typeof v === 'number' ? v : (version ?? null);
+    });
+    return out;
+  }
+
+  /** Finishes a session: appends its trajectory durably (when a ledger is attached), then returns it. */
+  async finish(sessionId: string, reward: number): Promise<Trajectory> {
+    const s = this.sessions.get(sessionId);
+    if (s?.upstream !== null && s?.upstream !== undefined) this.pool.upstreams[s.upstream].sessions--;
+    const t = this.sessions.finish(sessionId, reward);
+    if (this.opts.onTrajectory) await this.opts.onTrajectory(t);
+    return t;
+  }
+
+  sessionView(s: Session): unknown {
+    return {
+      session_id: s.id,
+      task_id: s.taskId,
+      group_id: s.groupId,
+      drift: s.drift,
+      turns: s.turns,
+      tree: sessionTree(s),
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------ inference
+
+  private async inference(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    s: Session,
+    kind: 'chat' | 'completion',
+  ): Promise<void> {
+    this.stats.requests++;
+    const { raw, json } = await this.body(req);
+    let payload = raw;
+    let parent: TurnRecord | null = null;
+    let fixed = false;
+    let messages: unknown[] | undefined;
+    if (kind === 'chat') {
+      if (!Array.isArray(json.messages) || json.messages.length === 0) {
+        throw new HttpError(400, "field 'messages' must be a non-empty list of {role, content} objects");
+      }
+      messages = json.messages as unknown[];
+      parent = findParent(s, messages);
+      if (parent && this.drift === 'fix') {
+        const ids = await this.fixedPrompt(s, json, parent);
+        if (ids) {
+          payload = Buffer.from(JSON.stringify({ ...json, prompt_token_ids: ids }));
+          fixed = true;
+        }
+      }
+    } else if (json.prompt === undefined) {
+      throw new HttpError(400, "field 'prompt' is required (text or token ids)");
+    }
+    const requestNo = s.nextRequest++;
+    const up = await this.pool.send(
+      'POST',
+      kind === 'chat' ? '/v1/chat/completions' : '/v1/completions',
+      payload,
+      s.upstream,
+      (i) => (s.upstream = i),
+    );
+    const rec = newRecord();
+    const streaming = json.stream === true && up.status === 200;
+    if (streaming) {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      const reader = new SseReader((ev) => absorb(rec, ev as Parameters<typeof absorb>[1]));
+      for await (const chunk of up.body) {
+        res.write(chunk);
+        reader.push(chunk as Buffer);
+      }
+      res.end();
+    } else {
+      const text = await readAll(up.body);
+      res.writeHead(up.status, {
+        'content-type': up.headers['content-type'] ?? 'application/json',
+        'content-length': Buffer.byteLength(text),
+      });
+      res.end(text);
+      if (up.status !== 200) return;
+      absorb(rec, JSON.parse(text) as Parameters<typeof absorb>[1]);
+    }
+    this.recordTurns(
+      s,
+      rec,
+      kind,
+      requestNo,
+      messages,
+      parent,
+      fixed,
+      up.upstream.url.toString(),
+      up.upstream.version,
+    );
+  }
+
+  private recordTurns(
+    s: Session,
+    rec: ResponseRecord,
+    kind: 'chat' | 'completion',
+    requestNo: number,
+    messages: unknown[] | undefined,
+    parent: TurnRecord | null,
+    fixed: boolean,
+    upstream: string,
+    upstreamVersion: number | null,
+  ): void {
+    if (!rec.promptIds)
+      throw new Error(
+        `upstream ${upstream} returned no prompt_token_ids: it cannot be recorded (see ADAPTERS.md)`,
+      );
+    const drift = fixed || (parent !== null && !startsWith(rec.promptIds, recordedHistory(parent)));
+    if (drift) {
+      s.drift.detected++;
+      this.stats.driftDetected++;
+    }
+    if (fixed) {
+      s.drift.fixed++;
+      this.stats.driftFixed++;
+    }
+    for (const ch of [...rec.choices.values()].sort((a, b) => a.index - b.index)) {
+      const output =
+        kind === 'chat'
+          ? (ch.message ?? {
+              role: 'assistant',
+              content: ch.text,
+              ...(ch.toolCalls.length ? { tool_calls: ch.toolCalls } : {}),
+            })
+          : { text: ch.text };
+      s.turns.push({
+        id: `${requestNo}.${ch.index}`,
+        kind,
+        messages,
+        promptIds: rec.promptIds,
+        outputIds: ch.tokenIds,
+        logprobs: ch.logprobs,
+        versions: ch.versions.map((v) => v ?? upstreamVersion ?? 0),
+        finishReason: ch.finishReason,
+        output,
+        parent: parent?.id ?? null,
+        drift,
+        fixed,
+        upstream,
+        at: Date.now(),
+      });
+    }
+  }
+
+  /**
+   * Token in, token out: if the rendered prompt does not start with the parent's recorded ids, the prompt
+   * becomes those ids, then the template's end of the assistant turn, then the ids of the new messages.
+   * Returns null when there is no drift. Needs the upstream's /tokenize (ours and vLLM's have it).
+   */
+  private async fixedPrompt(
+    s: Session,
+    json: Record<string, unknown>,
+    parent: TurnRecord,
+  ): Promise<number[] | null> {
+    const messages = json.messages as unknown[];
+    const tools = json.tools;
+    const k = parent.messages!.length;
+    const idx = this.pool.assign(s.upstream);
+    s.upstream = idx;
+    const tok = async (msgs: unknown[], gen: boolean): Promise<number[]> => {
+      const r = await this.pool.json(idx, '/tokenize', { messages: msgs, tools, add_generation_prompt: gen });
+      if (r.status !== 200)
+        throw new HttpError(r.status === 400 ? 400 : 502, `tokenize failed: ${JSON.stringify(r.body)}`);
+      return (r.body as { tokens: number[] }).tokens;
+    };
+    const history = recordedHistory(parent);
+    const full = await tok(messages, true);
+    if (startsWith(full, history)) return null;
+    // head: everything up to and including the parent's reply as the template renders it.
+    const head = await tok(messages.slice(0, k + 1), false);
+    if (!startsWith(full, head))
+      throw new HttpError(409, 'cannot fix drift: the chat template does not render the history as a prefix');
+    // The template's tail after an assistant turn's content (e.g. `<|im_end|>\n`): render an empty reply.
+    const open = await tok(messages.slice(0, k), true);
+    const closed = await tok([...messages.slice(0, k), { role: 'assistant', content: '' }], false);
+    const tail = startsWith(closed, open) ? closed.slice(open.length) : [];
+    // A reply that stopped on the end-of-turn token already holds the tail's first token.
+    const rest = tail.length && history[history.length - 1] === tail[0] ? tail.slice(1) : tail;
+    return history.concat(rest, full.slice(head.length));
+  }
+}
+
+function sendJson(res: http.ServerResponse, status: number, obj: unknown): void {
+  const data = JSON.stringify(obj);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
+  res.end(data);
+}

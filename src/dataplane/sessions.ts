@@ -1,0 +1,227 @@
+// Agent sessions and what the proxy records for them.
+//
+// The rollout manager issues one key per agent session; every request made with that key is recorded as
+// turns (one per returned choice): prompt ids, output ids, log-probs, the policy version of each generated
+// token, the request's messages (tool results included) and the returned message (tool calls included).
+// Finishing a session with a reward turns it into a trajectory: its conversation tree plus metadata.
+import { randomBytes } from 'node:crypto';
+import { buildTree, versionRange, type Sequence, type TreeNode } from './tree';
+
+export interface TurnRecord {
+  id: string;
+  kind: 'chat' | 'completion';
+  /** chat: the request's messages (user, assistant, tool) as the agent sent them */
+  messages?: unknown[];
+  promptIds: number[];
+  outputIds: number[];
+  logprobs: number[];
+  versions: number[];
+  finishReason: string | null;
+  /** chat: the assistant message returned (content, tool_calls); completion: { text } */
+  output: unknown;
+  /** the turn this chat request continues (its messages + reply are a prefix of this request's) */
+  parent: string | null;
+  /** the prompt did not extend the parent's prompt + output token for token */
+  drift: boolean;
+  /** the proxy replaced the prompt by the recorded ids + the new messages' ids (token in, token out) */
+  fixed: boolean;
+  upstream: string;
+  at: number;
+}
+
+export interface Session {
+  id: string;
+  taskId: string;
+  groupId: string | null;
+  meta: Record<string, unknown>;
+  createdAt: number;
+  turns: TurnRecord[];
+  drift: { detected: number; fixed: number };
+  /** index of the upstream this session sticks to (affinity), set on its first request */
+  upstream: number | null;
+  finished: boolean;
+  nextRequest: number;
+}
+
+export interface Trajectory {
+  trajectory_id: string;
+  session_id: string;
+  task_id: string;
+  group_id: string | null;
+  reward: number;
+  tree: TreeNode;
+  turns: {
+    id: string;
+    parent: string | null;
+    drift: boolean;
+    fixed: boolean;
+    finish_reason: string | null;
+  }[];
+  versions: { min: number; max: number } | null;
+  drift: { detected: number; fixed: number };
+  meta: Record<string, unknown>;
+  finished_at: string;
+}
+
+export class SessionError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+export class SessionStore {
+  private readonly byKey = new Map<string, Session>();
+  private readonly byId = new Map<string, Session>();
+  private seq = 0;
+
+  issue(
+    taskId: string,
+    groupId: string | null = null,
+    meta: Record<string, unknown> = {},
+  ): { session: Session; key: string } {
+    const id = `s${(++this.seq).toString(36)}-${randomBytes(4).toString('hex')}`;
+    const key = `tfs_${randomBytes(24).toString('base64url')}`;
+    const session: Session = {
+      id,
+      taskId,
+      groupId,
+      meta,
+      createdAt: Date.now(),
+      turns: [],
+      drift: { detected: 0, fixed: 0 },
+      upstream: null,
+      finished: false,
+      nextRequest: 0,
+    };
+    this.byKey.set(key, session);
+    this.byId.set(id, session);
+    return { session, key };
+  }
+
+  byApiKey(key: string): Session | undefined {
+    return this.byKey.get(key);
+  }
+
+  get(id: string): Session | undefined {
+    return this.byId.get(id);
+  }
+
+  all(): Session[] {
+    return [...this.byId.values()];
+  }
+
+  /** Ends a session: its key stops working and its record becomes a trajectory. */
+  finish(id: string, reward: number): Trajectory {
+    const s = this.byId.get(id);
+    if (!s) throw new SessionError(`no session ${id}`, 404);
+    if (s.finished) throw new SessionError(`session ${id} is already finished`, 409);
+    s.finished = true;
+    for (const [k, v] of this.byKey) if (v === s) this.byKey.delete(k);
+    this.byId.delete(id);
+    return toTrajectory(s, reward);
+  }
+}
+
+export function turnSequence(t: TurnRecord): Sequence {
+  return {
+    turnId: t.id,
+    tokens: t.promptIds.concat(t.outputIds),
+    meta: t.promptIds
+      .map(() => ({ logprob: null, version: null }))
+      .concat(t.outputIds.map((_, i) => ({ logprob: t.logprobs[i], version: t.versions[i] }))),
+  };
+}
+
+export function sessionTree(s: Session): TreeNode {
+  return buildTree(s.turns.map(turnSequence));
+}
+
+export function toTrajectory(s: Session, reward: number): Trajectory {
+  const tree = sessionTree(s);
+  return {
+    trajectory_id: s.id,
+    session_id: s.id,
+    task_id: s.taskId,
+    group_id: s.groupId,
+    reward,
+    tree,
+    turns: s.turns.map((t) => ({
+      id: t.id,
+      parent: t.parent,
+      drift: t.drift,
+      fixed: t.fixed,
+      finish_reason: t.finishReason,
+    })),
+    versions: versionRange(tree),
+    drift: { ...s.drift },
+    meta: s.meta,
+    finished_at: new Date().toISOString(),
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ drift
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * The recorded chat turn a new request continues: the longest recorded request whose messages are a prefix
+ * of the new ones and that is followed there by an assistant message (the agent's copy of the reply). Among
+ * the `n` choices of one request, the one whose reply the agent copied wins.
+ */
+export function findParent(s: Session, messages: unknown[]): TurnRecord | null {
+  let best: TurnRecord[] = [];
+  let bestLen = -1;
+  for (const t of s.turns) {
+    if (t.kind !== 'chat' || !t.messages) continue;
+    const k = t.messages.length;
+    if (k >= messages.length || k < bestLen) continue;
+    const next = messages[k] as { role?: string } | undefined;
+    if (next?.role !== 'assistant') continue;
+    if (!t.messages.every((m, i) => sameJson(m, messages[i]))) continue;
+    if (k > bestLen) {
+      best = [];
+      bestLen = k;
+    }
+    best.push(t);
+  }
+  if (best.length === 0) return null;
+  return best.find((t) => replyMatches(t.output, messages[bestLen])) ?? best[0];
+}
+
+interface Message {
+  content?: unknown;
+  tool_calls?: { function?: { name?: string; arguments?: unknown } }[];
+}
+
+function replyMatches(recorded: unknown, sent: unknown): boolean {
+  const a = recorded as Message;
+  const b = sent as Message;
+  const calls = (m: Message): unknown =>
+    (m.tool_calls ?? []).map((c) => [c.function?.name, normaliseArgs(c.function?.arguments)]);
+  return (a.content ?? '') === (b.content ?? '') && sameJson(calls(a), calls(b));
+}
+
+function normaliseArgs(args: unknown): unknown {
+  if (typeof args !== 'string') return args;
+  try {
+    return JSON.parse(args) as unknown;
+  } catch {
+    return args;
+  }
+}
+
+export function startsWith(a: number[], prefix: number[]): boolean {
+  if (prefix.length > a.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (a[i] !== prefix[i]) return false;
+  return true;
+}
+
+/** The ids a continuation of `parent` must start with: its prompt followed by what the model generated. */
+export function recordedHistory(parent: TurnRecord): number[] {
+  return parent.promptIds.concat(parent.outputIds);
+}
