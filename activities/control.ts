@@ -157,7 +157,7 @@ export function createControlActivities() {
   async function applyRetention(input: { config: PipelineConfig; pipelineId: string; stageIndex: number }): Promise<string[]> {
     const { config } = input;
     const stage = config.stages[input.stageIndex];
-    const keepLast = Math.min(stage.checkpoint.keep_last, config.storage.retention.keep_last);
+    const keepLast = stage.checkpoint.keep_last;
     const checkpoints = new CheckpointStore(new ObjectStore(storageEndpoint(config)));
     return checkpoints.applyRetention(stagePrefix(config.storage.uri, input.pipelineId, stage.name), keepLast);
   }

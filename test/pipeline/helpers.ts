@@ -2,7 +2,7 @@
 // environment, configs built through the real schema, the fake job as every stage's command, and in-process
 // workers on a unique task queue per test.
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,12 @@ process.env.AWS_ACCESS_KEY_ID ??= 'trainflow';
 process.env.AWS_SECRET_ACCESS_KEY ??= 'trainflow-secret';
 // Jobs log through the launcher's file; keep the worker log quiet unless asked.
 process.env.TRAINFLOW_LOG_LEVEL ??= 'warn';
+// The SDK logs every failed workflow and activity at WARN; the tests provoke those on purpose.
+try {
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+} catch {
+  // Already installed by another test module in this process.
+}
 
 /** A fresh data dir (job records, logs) per test file, so parallel runs and reruns never meet. */
 export function useDataDir(): string {
@@ -60,7 +66,7 @@ export function makeConfig(opts: {
   const raw = {
     api_version: 'trainflow/v1',
     metadata: { name: opts.name ?? 'pipetest' },
-    storage: { uri: `s3://${BUCKET}/${opts.storagePrefix}`, endpoint: S3_ENDPOINT, force_path_style: true, retention: { keep_last: 2 } },
+    storage: { uri: `s3://${BUCKET}/${opts.storagePrefix}`, endpoint: S3_ENDPOINT, force_path_style: true },
     temporal: { address: TEMPORAL_ADDRESS, task_queue: opts.taskQueue },
     defaults: {
       heartbeat_timeout: opts.heartbeatTimeout ?? '5s',

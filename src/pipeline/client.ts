@@ -1,0 +1,119 @@
+// Driving pipelines from the client side (CLI, tests, benches): start, resume, status. The workflow functions
+// are referenced by name so this module does not load workflow code.
+import { type Client, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { PipelineConfig } from '../config/schema';
+import { parseConfig } from '../config/load';
+import { UserError } from '../errors';
+import { ManifestStore } from '../storage/manifest';
+import { ObjectStore } from '../storage/s3';
+import { completedStageChanges, formatStageChanges } from './identity';
+import type { PipelineStatus } from './status';
+
+export const PIPELINE_WORKFLOW = 'trainingPipeline';
+
+export interface PipelineInputShape {
+  config?: PipelineConfig;
+  source?: { yaml: string; file: string };
+  resume?: { fromStage?: string; force?: boolean } | null;
+}
+
+/** `demo-20261129-0512`: the pipeline name and the UTC start minute (plus seconds when asked to be unique). */
+export function newPipelineId(name: string, now = new Date()): string {
+  const iso = now.toISOString();
+  return `${name}-${iso.slice(0, 10).replaceAll('-', '')}-${iso.slice(11, 16).replace(':', '')}${iso.slice(17, 19)}`;
+}
+
+export function storageOf(config: PipelineConfig): ObjectStore {
+  return new ObjectStore({
+    endpoint: config.storage.endpoint,
+    region: config.storage.region,
+    force_path_style: config.storage.force_path_style,
+  });
+}
+
+export async function startPipeline(
+  client: Client,
+  config: PipelineConfig,
+  options: { id?: string } = {},
+): Promise<WorkflowHandle> {
+  const id = options.id ?? newPipelineId(config.metadata.name);
+  try {
+    return await client.workflow.start(PIPELINE_WORKFLOW, {
+      workflowId: id,
+      taskQueue: config.temporal.task_queue,
+      args: [{ config } satisfies PipelineInputShape],
+      memo: { pipeline: config.metadata.name },
+    });
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) {
+      throw new UserError(`pipeline ${id} is already running; follow it with \`trainflow status ${id} --watch\``);
+    }
+    throw err;
+  }
+}
+
+/** The input the latest run of a pipeline was started with (from its history's first event). */
+export async function previousInput(client: Client, id: string): Promise<PipelineInputShape> {
+  const handle = client.workflow.getHandle(id);
+  let history;
+  try {
+    history = await handle.fetchHistory();
+  } catch {
+    throw new UserError(`no pipeline ${id} in Temporal namespace ${client.options.namespace}`);
+  }
+  const payload = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+  if (!payload) throw new UserError(`pipeline ${id} has no recorded input`);
+  return defaultPayloadConverter.fromPayload<PipelineInputShape>(payload);
+}
+
+export async function resolveInputConfig(input: PipelineInputShape): Promise<PipelineConfig> {
+  if (input.config) return input.config;
+  if (input.source) return parseConfig(input.source.yaml, input.source.file);
+  throw new UserError('the previous run has neither a config nor a config source');
+}
+
+/**
+ * `resume`: a new run of the same pipeline id that skips completed stages (per the manifest) and restarts the
+ * failed stage from its last committed checkpoint. A changed config is refused for completed stages (with the
+ * difference) unless `force`; `from` reruns that stage and all after it.
+ */
+export async function resumePipeline(
+  client: Client,
+  id: string,
+  options: { config?: PipelineConfig; from?: string; force?: boolean } = {},
+): Promise<WorkflowHandle> {
+  const handle = client.workflow.getHandle(id);
+  const description = await handle.describe().catch(() => undefined);
+  if (description?.status.name === 'RUNNING') {
+    throw new UserError(`pipeline ${id} is still running; cancel it first (\`trainflow cancel ${id}\`) or let it finish`);
+  }
+  const config = options.config ?? (await resolveInputConfig(await previousInput(client, id)));
+  const manifest = await new ManifestStore(storageOf(config), config.storage.uri).read(id);
+  if (!manifest) throw new UserError(`pipeline ${id} has no manifest under ${config.storage.uri}: nothing to resume`);
+  if (options.from && !config.stages.some((s) => s.name === options.from)) {
+    throw new UserError(`--from ${options.from}: no such stage (stages: ${config.stages.map((s) => s.name).join(', ')})`);
+  }
+  const fromIndex = options.from ? config.stages.findIndex((s) => s.name === options.from) : config.stages.length;
+  const kept = Object.keys(manifest.stages).filter((name) => {
+    const index = config.stages.findIndex((s) => s.name === name);
+    return index >= 0 && index < fromIndex;
+  });
+  const changes = completedStageChanges(manifest.config as PipelineConfig, config, kept);
+  if (changes.length > 0 && !options.force) {
+    throw new UserError(
+      `the config changed for completed stage(s) of ${id}:\n${formatStageChanges(changes)}\n` +
+        'rerun from the first changed stage with --from STAGE, or keep their recorded outputs with --force',
+    );
+  }
+  return client.workflow.start(PIPELINE_WORKFLOW, {
+    workflowId: id,
+    taskQueue: config.temporal.task_queue,
+    args: [{ config, resume: { fromStage: options.from, force: options.force } } satisfies PipelineInputShape],
+    memo: { pipeline: config.metadata.name },
+  });
+}
+
+export async function queryStatus(client: Client, id: string): Promise<PipelineStatus> {
+  return client.workflow.getHandle(id).query<PipelineStatus>('status');
+}
