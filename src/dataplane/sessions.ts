@@ -5,7 +5,7 @@
 // token, the request's messages (tool results included) and the returned message (tool calls included).
 // Finishing a session with a reward turns it into a trajectory: its conversation tree plus metadata.
 import { randomBytes } from 'node:crypto';
-import { buildTree, versionRange, type Sequence, type TreeNode } from './tree';
+import { buildTree, versionRange, type Sequence, type TokenMeta, type TreeNode } from './tree';
 
 export interface TurnRecord {
   id: string;
@@ -129,9 +129,10 @@ export function turnSequence(t: TurnRecord): Sequence {
   return {
     turnId: t.id,
     tokens: t.promptIds.concat(t.outputIds),
-    meta: t.promptIds
-      .map(() => ({ logprob: null, version: null }))
-      .concat(t.outputIds.map((_, i) => ({ logprob: t.logprobs[i], version: t.versions[i] }))),
+    meta: [
+      ...t.promptIds.map((): TokenMeta => ({ logprob: null, version: null })),
+      ...t.outputIds.map((_, i): TokenMeta => ({ logprob: t.logprobs[i], version: t.versions[i] })),
+    ],
   };
 }
 

@@ -124,7 +124,7 @@ test('multi-turn tool-using agent: ids, log-probs and versions recorded exactly;
     { role: 'system', content: 'You fix bugs.' },
     { role: 'user', content: 'run the tests' },
   ];
-  const responses = [];
+  const responses: any[] = [];
   for (let k = 0; k < 3; k++) {
     const r = await turn(base, s.key, messages, { seed: k });
     responses.push(r);

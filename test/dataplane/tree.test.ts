@@ -1,11 +1,19 @@
-import { branches, buildTree, countTokens, versionRange, type Sequence } from '../../src/dataplane/tree';
+import {
+  branches,
+  buildTree,
+  countTokens,
+  versionRange,
+  type Sequence,
+  type TokenMeta,
+} from '../../src/dataplane/tree';
 
 const P = (turnId: string, prompt: number[], out: number[], v = 1): Sequence => ({
   turnId,
   tokens: prompt.concat(out),
-  meta: prompt
-    .map(() => ({ logprob: null, version: null }))
-    .concat(out.map((t) => ({ logprob: -t / 10, version: v }))),
+  meta: [
+    ...prompt.map((): TokenMeta => ({ logprob: null, version: null })),
+    ...out.map((t): TokenMeta => ({ logprob: -t / 10, version: v })),
+  ],
 });
 
 test('a multi-turn chain is one path; generated metadata survives being repeated as prompt', () => {
