@@ -100,6 +100,17 @@ function locate(doc: Document, path: readonly PropertyKey[], pointAtKey: boolean
   return range;
 }
 
+/**
+ * A union of mappings (model.init, model.tokenizer) fails as a whole; when exactly one alternative has
+ * every key the user wrote, its own problems are the useful ones (`preset: expected tiny | small…`).
+ */
+function explainUnion(issue: z.core.$ZodIssue): z.core.$ZodIssue[] {
+  if (issue.code !== 'invalid_union' || issue.errors.length === 0) return [issue];
+  const fitting = issue.errors.filter((branch) => !branch.some((i) => i.code === 'unrecognized_keys'));
+  if (fitting.length !== 1) return [issue];
+  return fitting[0].map((i) => ({ ...i, path: [...issue.path, ...i.path] }));
+}
+
 export function parseConfig(source: string, file: string): PipelineConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(source, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -117,7 +128,7 @@ export function parseConfig(source: string, file: string): PipelineConfig {
   if (result.success) return result.data;
 
   const problems: ConfigProblem[] = [];
-  for (const issue of result.error.issues) {
+  for (const issue of result.error.issues.flatMap(explainUnion)) {
     const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
     for (const key of keys) {
       const path = key === undefined ? issue.path : [...issue.path, key];
