@@ -26,13 +26,14 @@ import torch
 from torch import Tensor
 
 from .attention import AttentionMask, DocumentMask
+from .errors import BadInput
 from .storage import Storage, is_s3
 from .tokenizer import ChatFormatError, Tokenizer
 
 IGNORE = -100
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """Bad training data (missing file, wrong field): the job exits 2 with this message."""
 
 

@@ -21,15 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import BadInput, Preempted
+
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PREEMPTED, EXIT_FAILURE = 0, 2, 75, 1
-
-
-class BadInput(Exception):
-    """Input the user must fix; retrying cannot help."""
-
-
-class Preempted(Exception):
-    """SIGTERM: stop after saving what can be saved."""
 
 
 @dataclass
@@ -141,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return bad_input(str(e))
 
     from .checkpoint import CheckpointError
-    from .data import DataError
     from .stages import get_stage
-    from .train import ConfigError
 
     try:
         run = get_stage(spec.stage["kind"])
@@ -158,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         run(ctx)
         ctx.status.update(state="done")
         code = EXIT_OK
-    except (BadInput, ConfigError, DataError) as e:
+    except BadInput as e:  # includes ConfigError and DataError
         ctx.status.update(state="failed", reason=f"bad input: {e}")
         code = bad_input(str(e))
     except Preempted:
@@ -185,4 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's module, not this __main__ copy, so stages raise the same exception classes we catch.
+    from trainflow_trainer.job import main as package_main
+
+    sys.exit(package_main())

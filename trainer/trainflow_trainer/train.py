@@ -23,10 +23,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import BadInput
 from .model import Transformer
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A bad stage/model config field: the job exits 2 with this message."""
 
 
@@ -194,6 +195,8 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, m
     set_model_state_dict(model, model_sd, options=opts)
     if optimizer is not None and optim_sd is not None:
         set_optimizer_state_dict(model, optimizer, optim_sd, options=StateDictOptions(full_state_dict=True))
+        for g in optimizer.param_groups:  # the state-dict round trip turns AdamW's betas tuple into a list
+            g["betas"] = tuple(g["betas"])
 
 
 def rng_state() -> dict:

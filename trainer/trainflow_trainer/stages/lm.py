@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from ..checkpoint import CheckpointError, Found, apply_retention, commit, fetch_verified, latest_verified, step_dir
-from ..data import DataError, SourceSpec, load_stream, make_packer
-from ..job import BadInput, JobContext, Preempted
+from ..data import SourceSpec, load_stream, make_packer
+from ..errors import BadInput, Preempted
 from ..model import ModelConfig, Transformer, load_config, load_state_dict, preset, save_hf
 from ..storage import is_s3, join
 from ..tokenizer import TOKENIZER_FILE, Tokenizer
@@ -72,7 +72,7 @@ def packing_config(stage: dict, kind: str) -> tuple[str, int | None]:
 
 # ------------------------------------------------------------------------------------------------ inputs
 
-def open_checkpoint(ctx: JobContext, uri: str, what: str) -> Path:
+def open_checkpoint(ctx, uri: str, what: str) -> Path:
     """A local folder for an input checkpoint: verified when committed; a plain HF folder is accepted locally."""
     cache = Path(ctx.spec.work_dir) / "inputs"
     try:
@@ -85,7 +85,7 @@ def open_checkpoint(ctx: JobContext, uri: str, what: str) -> Path:
         raise BadInput(f"{what} {uri}: {e}") from None
 
 
-def resolve_tokenizer(ctx: JobContext, checkpoint_dirs: list[Path]) -> Tokenizer:
+def resolve_tokenizer(ctx, checkpoint_dirs: list[Path]) -> Tokenizer:
     tcfg = ctx.spec.model.get("tokenizer") or {}
     path = tcfg.get("path") if isinstance(tcfg, dict) else None
     if path:
@@ -107,7 +107,7 @@ def resolve_tokenizer(ctx: JobContext, checkpoint_dirs: list[Path]) -> Tokenizer
     raise BadInput("no tokenizer: set model.tokenizer.path, or start from a checkpoint that holds tokenizer.json")
 
 
-def model_config_from_init(ctx: JobContext, tok: Tokenizer) -> ModelConfig:
+def model_config_from_init(ctx, tok: Tokenizer) -> ModelConfig:
     init = ctx.spec.model.get("init")
     if not isinstance(init, dict) or "preset" not in init:
         raise BadInput("model.init: expected {preset: NAME, vocab_size?, overrides?} or {checkpoint: URI}")
@@ -123,7 +123,7 @@ def model_config_from_init(ctx: JobContext, tok: Tokenizer) -> ModelConfig:
 
 # ------------------------------------------------------------------------------------------------ the stage
 
-def run_lm_stage(ctx: JobContext, kind: str) -> None:
+def run_lm_stage(ctx, kind: str) -> None:
     spec, d = ctx.spec, ctx.dist
     stage = spec.stage
     tcfg = TrainConfig.from_dict(stage.get("train"))
@@ -174,10 +174,7 @@ def run_lm_stage(ctx: JobContext, kind: str) -> None:
         if missing or unexpected:
             raise BadInput(f"{weights_dir}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
-    try:
-        stream = load_stream(sources, ctx.storage, tok, kind, tcfg.seed)
-    except DataError:
-        raise
+    stream = load_stream(sources, ctx.storage, tok, kind, tcfg.seed)
     packer = make_packer(mode, stream, seq_len, tok, max_tokens)
 
     model = parallelize(model, d)
@@ -235,7 +232,7 @@ def run_lm_stage(ctx: JobContext, kind: str) -> None:
         metrics = {**m, "tokens_per_s": m["tokens"] / dt if dt > 0 else 0.0,
                    "avg_tokens_per_s": tokens_seen / (time.perf_counter() - t_start)}
         history.append(m["loss"])
-        ctx.status.update(step=step, metrics=metrics)
+        ctx.status.update(step=step, metrics=metrics, write=(step == 1))  # the first step shows progress at once
         final = step == tcfg.steps
         stop = ctx.should_stop()
         if final or (every and step % every == 0) or stop:
@@ -245,4 +242,4 @@ def run_lm_stage(ctx: JobContext, kind: str) -> None:
     ctx.status.update(step=step, metrics=metrics)
 
 
-__all__ = ["run_lm_stage", "DataError"]
+__all__ = ["run_lm_stage"]

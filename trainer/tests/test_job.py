@@ -1,0 +1,153 @@
+"""The job process: exit codes, SIGTERM → checkpoint + 75, exact resume after a real SIGKILL, one CPU step."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_spec, run_job, start_job, wait_for, write_spec
+
+
+def committed(out: Path) -> list[str]:
+    return sorted(p.parent.name for p in out.glob("step-*/COMMIT.json"))
+
+
+def test_bad_spec_exits_2(tmp_path, demo_dir):
+    r = run_job(tmp_path / "missing.json")
+    assert r.returncode == 2 and "trainflow: bad input: job spec" in r.stderr and "no such file" in r.stderr
+    (tmp_path / "broken.json").write_text("{not json")
+    r = run_job(tmp_path / "broken.json")
+    assert r.returncode == 2 and "invalid JSON at line 1" in r.stderr
+    spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work")
+    spec["stage"]["kind"] = "dance"
+    r = run_job(write_spec(spec, tmp_path / "kind.json"))
+    assert r.returncode == 2 and "stage.kind 'dance' is not known" in r.stderr
+
+
+def test_unknown_preset_and_missing_data_exit_2(tmp_path, demo_dir):
+    spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work")
+    spec["model"]["init"]["preset"] = "gigantic"
+    spec["stage"]["data"]["sources"].append({"path": str(tmp_path / "nowhere.jsonl")})
+    r = run_job(write_spec(spec, tmp_path / "preset.json"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("trainflow: bad input: model.init: unknown model preset 'gigantic'")
+    spec["model"]["init"]["preset"] = "tiny"
+    r = run_job(write_spec(spec, tmp_path / "data.json"))
+    assert r.returncode == 2 and f"data source {tmp_path / 'nowhere.jsonl'}: no such file" in r.stderr
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert status["state"] == "failed"
+
+
+def test_sigterm_saves_checkpoint_then_exits_75(tmp_path, demo_dir):
+    out = tmp_path / "out"
+    spec = make_spec(demo_dir, str(out), tmp_path / "work", steps=400, every=0)
+    proc = start_job(write_spec(spec, tmp_path / "spec.json"))
+    status_file = out / "status.json"
+    wait_for(lambda: status_file.exists() and json.loads(status_file.read_text())["step"] >= 1, 120, "step 1", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    steps = committed(out)
+    assert len(steps) == 1, steps
+    commit = json.loads((out / steps[0] / "COMMIT.json").read_text())
+    assert commit["final"] is False and 1 <= commit["step"] < 400
+    status = json.loads(status_file.read_text())
+    assert status["state"] == "failed" and status["reason"] == "preempted"
+    assert status["last_checkpoint"] == str(out / steps[0])
+
+
+def final_state(out: Path, step: int):
+    d = out / f"step-{step:06d}"
+    assert json.loads((d / "COMMIT.json").read_text())["final"] is True
+    return (load_file(d / "model.safetensors"), torch.load(d / "optimizer.pt", weights_only=False),
+            json.loads((d / "trainer_state.json").read_text()))
+
+
+def assert_same_optimizer(a, b):
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for k in a["state"]:
+        for name, t in a["state"][k].items():
+            assert torch.equal(t, b["state"][k][name]), (k, name)
+
+
+def test_exact_resume_after_sigkill(tmp_path, demo_dir):
+    steps = 12
+    straight_out, killed_out = tmp_path / "straight", tmp_path / "killed"
+    r = run_job(write_spec(make_spec(demo_dir, str(straight_out), tmp_path / "w1", steps=steps, every=4), tmp_path / "a.json"))
+    assert r.returncode == 0, r.stderr
+
+    spec_b = write_spec(make_spec(demo_dir, str(killed_out), tmp_path / "w2", steps=steps, every=4), tmp_path / "b.json")
+    proc = start_job(spec_b)
+    wait_for(lambda: (killed_out / "step-000004" / "COMMIT.json").exists(), 120, "the step-4 commit", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert f"step-{steps:06d}" not in committed(killed_out), "the job finished before the kill: test is void"
+
+    r = run_job(spec_b)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stderr
+
+    w1, o1, s1 = final_state(straight_out, steps)
+    w2, o2, s2 = final_state(killed_out, steps)
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        assert torch.equal(w1[k], w2[k]), k  # bitwise
+    assert_same_optimizer(o1, o2)
+    assert s1["data"] == s2["data"]                    # same data cursor at the end
+    assert s1["loss_history"] == s2["loss_history"]    # same batches, same losses, step by step
+    assert len(s1["loss_history"]) == steps
+
+    # A finished stage, run again with resume, does nothing and exits 0.
+    r = run_job(spec_b)
+    assert r.returncode == 0 and "nothing to do" in r.stderr
+
+
+def test_one_cpu_training_step_learns(demo_dir, tok):
+    from trainflow_trainer.data import FlatPacker, SourceSpec, load_stream
+    from trainflow_trainer.model import Transformer, preset
+    from trainflow_trainer.storage import Storage
+    from trainflow_trainer.train import Dist, TrainConfig, build_optimizer, train_step
+
+    from conftest import TEST_MODEL_OVERRIDES
+
+    torch.manual_seed(0)
+    model = Transformer(preset("tiny", vocab_size=tok.vocab_size, **TEST_MODEL_OVERRIDES))
+    cfg = TrainConfig(steps=5, batch_size=4, micro_batch_size=2, lr=3e-3)
+    opt = build_optimizer(model, cfg)
+    stream = load_stream([SourceSpec(str(demo_dir / "midtrain" / "code.jsonl"))], Storage(), tok, "midtrain", 0)
+    batch = FlatPacker(stream, 64, tok.pad_id).next_batch(4)
+    before = model.model.embed_tokens.weight.detach().clone()
+    losses = [train_step(model, opt, batch, s, cfg, Dist(), None)["loss"] for s in range(5)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert abs(losses[0] - torch.log(torch.tensor(float(tok.vocab_size))).item()) < 0.5  # starts near uniform
+    assert losses[-1] < losses[0]
+    assert not torch.equal(before, model.model.embed_tokens.weight)
+
+
+def test_micro_batching_does_not_change_the_step(demo_dir, tok):
+    """Gradient accumulation is exact: 4 micro-batches of 1 == 1 micro-batch of 4 (up to fp32 summation order)."""
+    from trainflow_trainer.data import FlatPacker, SourceSpec, load_stream
+    from trainflow_trainer.model import Transformer, preset
+    from trainflow_trainer.storage import Storage
+    from trainflow_trainer.train import Dist, TrainConfig, build_optimizer, train_step
+
+    from conftest import TEST_MODEL_OVERRIDES
+
+    stream = load_stream([SourceSpec(str(demo_dir / "sft" / "conversations.jsonl"))], Storage(), tok, "sft", 0)
+    batch = FlatPacker(stream, 256, tok.pad_id).next_batch(4)
+    results = []
+    for micro in (4, 1):
+        torch.manual_seed(0)
+        model = Transformer(preset("tiny", vocab_size=tok.vocab_size, **TEST_MODEL_OVERRIDES))
+        cfg = TrainConfig(steps=1, batch_size=4, micro_batch_size=micro)
+        m = train_step(model, build_optimizer(model, cfg), batch, 0, cfg, Dist(), None)
+        results.append((m["loss"], model.model.embed_tokens.weight.detach().clone()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-6)
