@@ -1,6 +1,5 @@
 // Reading a config file: YAML → the zod schema, with every problem reported at once as
 // `FILE:LINE:COL path: message, got VALUE`, pointing at the YAML line it came from.
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
@@ -189,20 +188,4 @@ export function resolveLocalPaths(config: PipelineConfig, baseDir: string): Pipe
       tasks: stage.tasks && { ...stage.tasks, path: stage.tasks.path && fix(stage.tasks.path) },
     })),
   };
-}
-
-/** Canonical JSON (sorted keys) so equal configs hash equally whatever their key order. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
-export function configHash(value: unknown): string {
-  return createHash('sha256').update(canonicalJson(value)).digest('hex');
 }

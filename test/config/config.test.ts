@@ -1,14 +1,9 @@
 // The config schema against valid and invalid configs: every error message, with its YAML line, asserted.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  ConfigError,
-  configHash,
-  loadConfigFile,
-  parseConfig,
-  substituteVariables,
-} from '../../src/config/load';
+import { ConfigError, loadConfigFile, parseConfig, substituteVariables } from '../../src/config/load';
 import { configReference } from '../../src/config/reference';
+import { hashJson } from '../../src/pipeline/canonical';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -88,8 +83,8 @@ describe('valid configs', () => {
     const src = readFileSync(join(ROOT, 'configs/kat-dev-72b.yaml'), 'utf8');
     const c = parseConfig(substituteVariables(src, { scheduled_date: '2026-11-29' }), 'k.yaml');
     expect(c.stages[4].tasks?.path).toBe('s3://kat-training/data/rl/snapshots/2026-11-29/instances.jsonl');
-    expect(configHash({ a: 1, b: { c: 2, d: 3 } })).toBe(configHash({ b: { d: 3, c: 2 }, a: 1 }));
-    expect(configHash({ a: 1 })).not.toBe(configHash({ a: 2 }));
+    expect(hashJson({ a: 1, b: { c: 2, d: 3 } })).toBe(hashJson({ b: { d: 3, c: 2 }, a: 1 }));
+    expect(hashJson({ a: 1 })).not.toBe(hashJson({ a: 2 }));
   });
 });
 
