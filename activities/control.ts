@@ -12,7 +12,11 @@ import { ManifestStore, stagePrefix, type PipelineManifest } from '../src/storag
 import { ObjectStore, type StorageEndpoint } from '../src/storage/s3';
 
 export function storageEndpoint(config: PipelineConfig): StorageEndpoint {
-  return { endpoint: config.storage.endpoint, region: config.storage.region, force_path_style: config.storage.force_path_style };
+  return {
+    endpoint: config.storage.endpoint,
+    region: config.storage.region,
+    force_path_style: config.storage.force_path_style,
+  };
 }
 
 export interface PrepareInput {
@@ -81,16 +85,25 @@ export function createControlActivities() {
       );
     }
     if (existing && input.resume) {
-      const fromIndex = input.resume.fromStage ? config.stages.findIndex((s) => s.name === input.resume!.fromStage) : -1;
+      const fromIndex = input.resume.fromStage
+        ? config.stages.findIndex((s) => s.name === input.resume!.fromStage)
+        : -1;
       if (input.resume.fromStage && fromIndex < 0) {
-        throw ApplicationFailure.nonRetryable(`--from ${input.resume.fromStage}: no such stage in the config`, 'BadInput');
+        throw ApplicationFailure.nonRetryable(
+          `--from ${input.resume.fromStage}: no such stage in the config`,
+          'BadInput',
+        );
       }
       const keep = (index: number) => fromIndex < 0 || index < fromIndex;
       const done = Object.entries(existing.stages).filter(([name]) => {
         const index = config.stages.findIndex((s) => s.name === name);
         return index >= 0 && keep(index);
       });
-      const changes = completedStageChanges(existing.config as PipelineConfig, config, done.map(([name]) => name));
+      const changes = completedStageChanges(
+        existing.config as PipelineConfig,
+        config,
+        done.map(([name]) => name),
+      );
       if (changes.length > 0 && !input.resume.force) {
         throw ApplicationFailure.nonRetryable(
           `the config changed for completed stage(s); rerun them with --from STAGE or pass --force:\n${formatStageChanges(changes)}`,
@@ -98,7 +111,11 @@ export function createControlActivities() {
         );
       }
       for (const [name, stage] of done) {
-        completed[name] = { outputCheckpoint: stage.output_checkpoint, step: stage.final_step, metrics: stage.metrics };
+        completed[name] = {
+          outputCheckpoint: stage.output_checkpoint,
+          step: stage.final_step,
+          metrics: stage.metrics,
+        };
       }
       // Stages rerun from --from start over: their old checkpoints would otherwise be resumed (and are final).
       if (fromIndex >= 0) {
@@ -150,16 +167,26 @@ export function createControlActivities() {
     pipelineId: string;
     state: PipelineManifest['state'];
   }): Promise<void> {
-    const manifests = new ManifestStore(new ObjectStore(storageEndpoint(input.config)), input.config.storage.uri);
+    const manifests = new ManifestStore(
+      new ObjectStore(storageEndpoint(input.config)),
+      input.config.storage.uri,
+    );
     await manifests.setState(input.pipelineId, input.state);
   }
 
-  async function applyRetention(input: { config: PipelineConfig; pipelineId: string; stageIndex: number }): Promise<string[]> {
+  async function applyRetention(input: {
+    config: PipelineConfig;
+    pipelineId: string;
+    stageIndex: number;
+  }): Promise<string[]> {
     const { config } = input;
     const stage = config.stages[input.stageIndex];
     const keepLast = stage.checkpoint.keep_last;
     const checkpoints = new CheckpointStore(new ObjectStore(storageEndpoint(config)));
-    return checkpoints.applyRetention(stagePrefix(config.storage.uri, input.pipelineId, stage.name), keepLast);
+    return checkpoints.applyRetention(
+      stagePrefix(config.storage.uri, input.pipelineId, stage.name),
+      keepLast,
+    );
   }
 
   return { preparePipeline, recordStage, finishPipeline, applyRetention };

@@ -38,7 +38,11 @@ export interface StageJobInput {
   /** Workflow id of the pipeline run, to which progress is signalled. */
   pipelineWorkflowId: string;
   stageIndex: number;
-  stage: Record<string, unknown> & { name: string; kind: string; job?: { command: string[]; env: Record<string, string> } };
+  stage: Record<string, unknown> & {
+    name: string;
+    kind: string;
+    job?: { command: string[]; env: Record<string, string> };
+  };
   model: Record<string, unknown>;
   storageUri: string;
   storage: StorageEndpoint;
@@ -75,15 +79,24 @@ function exitFailure(code: number | undefined, tail: string, name: string): Erro
       .split('\n')
       .reverse()
       .find((l) => l.startsWith(BAD_INPUT_PREFIX));
-    const reason = line ? line.slice(BAD_INPUT_PREFIX.length) : 'the job reported bad input (no reason printed)';
+    const reason = line
+      ? line.slice(BAD_INPUT_PREFIX.length)
+      : 'the job reported bad input (no reason printed)';
     return ApplicationFailure.nonRetryable(`bad input: ${reason}`, 'BadInput');
   }
-  if (code === EXIT_PREEMPTED) return ApplicationFailure.retryable(`job ${name} was preempted (exit 75)`, 'Preempted');
+  if (code === EXIT_PREEMPTED)
+    return ApplicationFailure.retryable(`job ${name} was preempted (exit 75)`, 'Preempted');
   const lastLines = tail.trimEnd().split('\n').slice(-5).join('\n');
   if (code === undefined) {
-    return ApplicationFailure.retryable(`job ${name} is gone without an exit code (killed, or its host lost)`, 'JobLost');
+    return ApplicationFailure.retryable(
+      `job ${name} is gone without an exit code (killed, or its host lost)`,
+      'JobLost',
+    );
   }
-  return ApplicationFailure.retryable(`job ${name} failed with exit code ${code}; last lines:\n${lastLines}`, 'JobFailed');
+  return ApplicationFailure.retryable(
+    `job ${name} failed with exit code ${code}; last lines:\n${lastLines}`,
+    'JobFailed',
+  );
 }
 
 async function readTail(launcher: Launcher, name: string, bytes = 8192): Promise<string> {
@@ -113,11 +126,18 @@ export function createJobActivities(options: JobActivityOptions = {}) {
 
     let job = await launcher.attach(name);
     if (job?.state === 'running') {
-      log.info({ job: name, id: job.id, launchedBy: job.attempt }, 're-attaching to the live job of an earlier attempt');
+      log.info(
+        { job: name, id: job.id, launchedBy: job.attempt },
+        're-attaching to the live job of an earlier attempt',
+      );
     } else if (job?.state === 'exited') {
-      log.info({ job: name, exitCode: job.exitCode }, 'the job ended while no worker watched it; using its exit code');
+      log.info(
+        { job: name, exitCode: job.exitCode },
+        'the job ended while no worker watched it; using its exit code',
+      );
     } else {
-      if (job?.state === 'lost') log.warn({ job: name }, 'the previous job is gone without an exit code; relaunching');
+      if (job?.state === 'lost')
+        log.warn({ job: name }, 'the previous job is gone without an exit code; relaunching');
       const custom = input.stage.job;
       const base = options.command ?? trainerJobCommand();
       const spec: JobSpec = {
@@ -152,10 +172,16 @@ export function createJobActivities(options: JobActivityOptions = {}) {
     let lastStatusRead = 0;
     let lastSignal = 0;
     let lastSignalledStep = -1;
+    let signalling: Promise<void> | undefined;
     const heartbeat = () =>
-      ctx.heartbeat({ job: name, step: status?.step ?? null, lastCheckpoint: status?.last_checkpoint ?? null });
+      ctx.heartbeat({
+        job: name,
+        step: status?.step ?? null,
+        lastCheckpoint: status?.last_checkpoint ?? null,
+      });
     const signalProgress = async (force: boolean) => {
       if (!status) return;
+      if (force && signalling) await signalling;
       if (!force && (status.step === lastSignalledStep || Date.now() - lastSignal < progressMs)) return;
       lastSignal = Date.now();
       lastSignalledStep = status.step;
@@ -168,18 +194,30 @@ export function createJobActivities(options: JobActivityOptions = {}) {
         lastCheckpoint: status.last_checkpoint,
         jobName: name,
       };
-      try {
-        await ctx.client.workflow.getHandle(input.pipelineWorkflowId).signal('stageProgress', progress);
-      } catch (err) {
-        log.debug({ err }, 'progress signal not delivered (pipeline gone or Temporal unreachable); continuing');
-      }
+      // At most one signal in flight, never awaited by the watch loop: while Temporal is unreachable the
+      // client retries for a while, and the job must still be watched (and cancellable) meanwhile.
+      if (signalling) return;
+      signalling = ctx.client.workflow
+        .getHandle(input.pipelineWorkflowId)
+        .signal('stageProgress', progress)
+        .catch((err: unknown) =>
+          log.debug({ err }, 'progress signal not delivered (pipeline gone or Temporal unreachable)'),
+        )
+        .finally(() => {
+          signalling = undefined;
+        });
+      if (force) await signalling;
     };
 
     // Stream the job's log into the worker's log, and take status lines from it as they come.
     const streamAbort = new AbortController();
     const streaming = (async () => {
       let partial = '';
-      for await (const chunk of launcher.logs(name, { follow: true, tailBytes: 0, signal: streamAbort.signal })) {
+      for await (const chunk of launcher.logs(name, {
+        follow: true,
+        tailBytes: 0,
+        signal: streamAbort.signal,
+      })) {
         const lines = (partial + chunk).split('\n');
         partial = lines.pop() ?? '';
         for (const line of lines) {
@@ -209,7 +247,10 @@ export function createJobActivities(options: JobActivityOptions = {}) {
           }
           // Worker shutdown, heartbeat timeout, activity gone: this attempt ends but the job lives on, for the
           // next attempt (on this worker or another) to re-attach to.
-          log.info({ job: name, details }, 'activity attempt ended; leaving the job running for the next attempt');
+          log.info(
+            { job: name, details },
+            'activity attempt ended; leaving the job running for the next attempt',
+          );
           throw new CancelledFailure('activity attempt ended; job left running for re-attach');
         }
         job = await launcher.status(name);
@@ -230,7 +271,10 @@ export function createJobActivities(options: JobActivityOptions = {}) {
       const latest = await checkpoints.latest(outputPrefix, 'full');
       if (!latest) {
         await launcher.release(name);
-        throw ApplicationFailure.retryable(`job ${name} exited 0 without a committed checkpoint under ${outputPrefix}`, 'JobFailed');
+        throw ApplicationFailure.retryable(
+          `job ${name} exited 0 without a committed checkpoint under ${outputPrefix}`,
+          'JobFailed',
+        );
       }
       status = (await store.getJson<JobStatus>(statusUri)) ?? status;
       const metrics = status?.metrics ?? {};

@@ -33,12 +33,16 @@ export const stageProgressSignal = defineSignal<[StageProgress]>('stageProgress'
 const control = proxyActivities<ControlActivities>({
   startToCloseTimeout: '2 minutes',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: {
+    maximumAttempts: 10,
+    initialInterval: '1s',
+    maximumInterval: '30s',
+    nonRetryableErrorTypes: NON_RETRYABLE,
+  },
 });
 
 /** The time a schedule fired this run at (Temporal sets the TemporalScheduledStartTime search attribute). */
 function scheduledTime(): string | null {
-  // eslint-disable-next-line @typescript-eslint/no-deprecated
   const attrs = workflowInfo().searchAttributes as Record<string, unknown[] | undefined> | undefined;
   const value = attrs?.TemporalScheduledStartTime?.[0];
   if (value instanceof Date) return value.toISOString();
@@ -101,7 +105,12 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
       const done = prepared.completed[stageConfig.name];
       if (done) {
         // Completed by an earlier run of this pipeline (resume): no job, its recorded output carries on.
-        Object.assign(stage, { state: 'skipped', step: done.step, totalSteps: done.step, metrics: done.metrics });
+        Object.assign(stage, {
+          state: 'skipped',
+          step: done.step,
+          totalSteps: done.step,
+          metrics: done.metrics,
+        });
         stage.outputCheckpoint = done.outputCheckpoint;
         previous = done.outputCheckpoint;
         continue;
@@ -113,10 +122,22 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
         const result = await executeChild(stageWorkflow, {
           workflowId: `${pipelineId}--${stageConfig.name}`,
           args: [
-            { config, pipelineId, runId: info.runId, pipelineWorkflowId: pipelineId, stageIndex: index, inputCheckpoint: previous },
+            {
+              config,
+              pipelineId,
+              runId: info.runId,
+              pipelineWorkflowId: pipelineId,
+              stageIndex: index,
+              inputCheckpoint: previous,
+            },
           ],
         });
-        Object.assign(stage, { state: 'completed', step: result.step, metrics: result.metrics, attempt: result.attempt });
+        Object.assign(stage, {
+          state: 'completed',
+          step: result.step,
+          metrics: result.metrics,
+          attempt: result.attempt,
+        });
         stage.outputCheckpoint = result.outputCheckpoint;
         stage.lastCheckpoint = result.outputCheckpoint;
         stage.endedAt = new Date().toISOString();

@@ -32,8 +32,10 @@ export function gateFailures(
   for (const gate of gates) {
     const value = metrics[gate.metric];
     if (value === undefined) out.push(`${gate.metric} was not reported`);
-    else if (gate.min !== undefined && value < gate.min) out.push(`${gate.metric} = ${value} < min ${gate.min}`);
-    else if (gate.max !== undefined && value > gate.max) out.push(`${gate.metric} = ${value} > max ${gate.max}`);
+    else if (gate.min !== undefined && value < gate.min)
+      out.push(`${gate.metric} = ${value} < min ${gate.min}`);
+    else if (gate.max !== undefined && value > gate.max)
+      out.push(`${gate.metric} = ${value} > max ${gate.max}`);
   }
   return out;
 }
@@ -64,7 +66,12 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageJob
     taskQueue: workflowInfo().taskQueue,
     startToCloseTimeout: '2 minutes',
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
+    retry: {
+      maximumAttempts: 10,
+      initialInterval: '1s',
+      maximumInterval: '30s',
+      nonRetryableErrorTypes: NON_RETRYABLE,
+    },
   });
 
   const result = await runStageJob({
@@ -72,17 +79,24 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageJob
     runId: input.runId,
     pipelineWorkflowId: input.pipelineWorkflowId,
     stageIndex,
-    stage: stage as unknown as Parameters<JobActivities['runStageJob']>[0]['stage'],
-    model: config.model as unknown as Record<string, unknown>,
+    stage: stage,
+    model: config.model,
     storageUri: config.storage.uri,
-    storage: { endpoint: config.storage.endpoint, region: config.storage.region, force_path_style: config.storage.force_path_style },
+    storage: {
+      endpoint: config.storage.endpoint,
+      region: config.storage.region,
+      force_path_style: config.storage.force_path_style,
+    },
     inputCheckpoint: input.inputCheckpoint,
     launcher: pool.launcher,
   });
 
   const failures = gateFailures(stage.gates, result.metrics);
   if (failures.length > 0) {
-    throw ApplicationFailure.nonRetryable(`stage ${stage.name} failed its gates: ${failures.join('; ')}`, 'GateFailed');
+    throw ApplicationFailure.nonRetryable(
+      `stage ${stage.name} failed its gates: ${failures.join('; ')}`,
+      'GateFailed',
+    );
   }
   await control.recordStage({
     config,

@@ -6,7 +6,17 @@
 // no-op so it outlives the job on a cancel and still writes the code (the job itself gets default handlers:
 // traps with a command are reset in children, only ignored signals would be inherited).
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -99,7 +109,12 @@ export class LocalLauncher implements Launcher {
   private alive(record: JobRecord): boolean {
     const leader = procStat(record.pid);
     // The leader is ours only if its start time matches; a reused pid would lead a different group anyway.
-    if (leader && leader.pgrp === record.pgid && record.procStart !== null && leader.start !== record.procStart) {
+    if (
+      leader &&
+      leader.pgrp === record.pgid &&
+      record.procStart !== null &&
+      leader.start !== record.procStart
+    ) {
       return false;
     }
     return groupMembers(record.pgid).length > 0;
@@ -125,18 +140,24 @@ export class LocalLauncher implements Launcher {
   async launch(job: JobLaunch): Promise<JobInfo> {
     const existing = await this.attach(job.name);
     if (existing?.state === 'running') {
-      throw new Error(`job ${job.name} is already running (pgid ${existing.id}); attach to it or cancel it first`);
+      throw new Error(
+        `job ${job.name} is already running (pgid ${existing.id}); attach to it or cancel it first`,
+      );
     }
     const dir = this.jobDir(job.name);
     await mkdir(dir, { recursive: true });
-    for (const stale of ['exit_code', 'exit_code.tmp', 'job.json']) rmSync(path.join(dir, stale), { force: true });
+    for (const stale of ['exit_code', 'exit_code.tmp', 'job.json'])
+      rmSync(path.join(dir, stale), { force: true });
     const specPath = path.join(dir, 'spec.json');
     writeFileSync(specPath, `${JSON.stringify(job.spec, null, 2)}\n`);
     const argv = job.command.map((a) => a.replaceAll('{spec}', specPath));
     const logPath = path.join(dir, 'job.log');
     const logFd = openSync(logPath, 'a');
     try {
-      writeFileSync(logFd, `\n=== trainflow: attempt ${job.attempt} launching ${JSON.stringify(argv)} at ${new Date().toISOString()}\n`);
+      writeFileSync(
+        logFd,
+        `\n=== trainflow: attempt ${job.attempt} launching ${JSON.stringify(argv)} at ${new Date().toISOString()}\n`,
+      );
       const child = spawn('/bin/sh', ['-c', WRAPPER, 'trainflow-job', ...argv], {
         cwd: job.cwd,
         env: { ...process.env, ...job.env, TRAINFLOW_EXIT_FILE: path.join(dir, 'exit_code') },
@@ -197,7 +218,8 @@ export class LocalLauncher implements Launcher {
     if (!existsSync(logPath)) return;
     const handle = await open(logPath, 'r');
     try {
-      let position = options.tailBytes !== undefined ? Math.max(0, statSync(logPath).size - options.tailBytes) : 0;
+      let position =
+        options.tailBytes !== undefined ? Math.max(0, statSync(logPath).size - options.tailBytes) : 0;
       const buffer = Buffer.alloc(64 * 1024);
       for (;;) {
         const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);

@@ -47,7 +47,9 @@ export async function startPipeline(
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new UserError(`pipeline ${id} is already running; follow it with \`trainflow status ${id} --watch\``);
+      throw new UserError(
+        `pipeline ${id} is already running; follow it with \`trainflow status ${id} --watch\``,
+      );
     }
     throw err;
   }
@@ -67,7 +69,7 @@ export async function previousInput(client: Client, id: string): Promise<Pipelin
   return defaultPayloadConverter.fromPayload<PipelineInputShape>(payload);
 }
 
-export async function resolveInputConfig(input: PipelineInputShape): Promise<PipelineConfig> {
+export function resolveInputConfig(input: PipelineInputShape): PipelineConfig {
   if (input.config) return input.config;
   if (input.source) return parseConfig(input.source.yaml, input.source.file);
   throw new UserError('the previous run has neither a config nor a config source');
@@ -86,15 +88,22 @@ export async function resumePipeline(
   const handle = client.workflow.getHandle(id);
   const description = await handle.describe().catch(() => undefined);
   if (description?.status.name === 'RUNNING') {
-    throw new UserError(`pipeline ${id} is still running; cancel it first (\`trainflow cancel ${id}\`) or let it finish`);
+    throw new UserError(
+      `pipeline ${id} is still running; cancel it first (\`trainflow cancel ${id}\`) or let it finish`,
+    );
   }
-  const config = options.config ?? (await resolveInputConfig(await previousInput(client, id)));
+  const config = options.config ?? resolveInputConfig(await previousInput(client, id));
   const manifest = await new ManifestStore(storageOf(config), config.storage.uri).read(id);
-  if (!manifest) throw new UserError(`pipeline ${id} has no manifest under ${config.storage.uri}: nothing to resume`);
+  if (!manifest)
+    throw new UserError(`pipeline ${id} has no manifest under ${config.storage.uri}: nothing to resume`);
   if (options.from && !config.stages.some((s) => s.name === options.from)) {
-    throw new UserError(`--from ${options.from}: no such stage (stages: ${config.stages.map((s) => s.name).join(', ')})`);
+    throw new UserError(
+      `--from ${options.from}: no such stage (stages: ${config.stages.map((s) => s.name).join(', ')})`,
+    );
   }
-  const fromIndex = options.from ? config.stages.findIndex((s) => s.name === options.from) : config.stages.length;
+  const fromIndex = options.from
+    ? config.stages.findIndex((s) => s.name === options.from)
+    : config.stages.length;
   const kept = Object.keys(manifest.stages).filter((name) => {
     const index = config.stages.findIndex((s) => s.name === name);
     return index >= 0 && index < fromIndex;
@@ -109,7 +118,9 @@ export async function resumePipeline(
   return client.workflow.start(PIPELINE_WORKFLOW, {
     workflowId: id,
     taskQueue: config.temporal.task_queue,
-    args: [{ config, resume: { fromStage: options.from, force: options.force } } satisfies PipelineInputShape],
+    args: [
+      { config, resume: { fromStage: options.from, force: options.force } } satisfies PipelineInputShape,
+    ],
     memo: { pipeline: config.metadata.name },
   });
 }

@@ -4,10 +4,19 @@
 import type { PipelineConfig } from '../config/schema';
 import { hashJson, jsonDiff } from './canonical';
 
-const OPERATIONAL = ['description', 'retry', 'heartbeat_timeout', 'start_to_close_timeout', 'resources', 'gates'];
+const OPERATIONAL = [
+  'description',
+  'retry',
+  'heartbeat_timeout',
+  'start_to_close_timeout',
+  'resources',
+  'gates',
+];
 
 export function stageIdentity(config: PipelineConfig, index: number): Record<string, unknown> {
-  const stage = Object.fromEntries(Object.entries(config.stages[index]).filter(([k]) => !OPERATIONAL.includes(k)));
+  const stage = Object.fromEntries(
+    Object.entries(config.stages[index]).filter(([k]) => !OPERATIONAL.includes(k)),
+  );
   return { stage, model: config.model };
 }
 

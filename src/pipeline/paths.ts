@@ -21,7 +21,13 @@ export function dataDir(): string {
 /** The command of a real stage: the trainer's job module in the venv, run from `trainer/`. */
 export function trainerJobCommand(): { command: string[]; cwd: string } {
   return {
-    command: [path.join(repoRoot, '.venv', 'bin', 'python'), '-m', 'trainflow_trainer.job', '--spec', '{spec}'],
+    command: [
+      path.join(repoRoot, '.venv', 'bin', 'python'),
+      '-m',
+      'trainflow_trainer.job',
+      '--spec',
+      '{spec}',
+    ],
     cwd: path.join(repoRoot, 'trainer'),
   };
 }

@@ -47,7 +47,9 @@ export async function createControlWorker(options: WorkerBase): Promise<Worker> 
   });
 }
 
-export async function createLauncherWorker(options: WorkerBase & { job?: JobActivityOptions }): Promise<Worker> {
+export async function createLauncherWorker(
+  options: WorkerBase & { job?: JobActivityOptions },
+): Promise<Worker> {
   return Worker.create({
     connection: options.connection,
     namespace: options.namespace ?? 'default',

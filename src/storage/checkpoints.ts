@@ -63,15 +63,25 @@ export class CheckpointStore {
    * Writes a checkpoint with the commit protocol: every file first, then COMMIT.json listing them. A crash at
    * any point before the last put leaves a folder readers ignore.
    */
-  async write(prefix: string, step: number, files: CheckpointFile[], final = false): Promise<CommittedCheckpoint> {
+  async write(
+    prefix: string,
+    step: number,
+    files: CheckpointFile[],
+    final = false,
+  ): Promise<CommittedCheckpoint> {
     const uri = checkpointUri(prefix, step);
     const listed: CommitFile[] = [];
     for (const file of files) {
-      if (file.path === COMMIT_FILE) throw new Error(`${COMMIT_FILE} is written by the commit protocol itself`);
+      if (file.path === COMMIT_FILE)
+        throw new Error(`${COMMIT_FILE} is written by the commit protocol itself`);
       const target = joinUri(uri, file.path);
       if ('bytes' in file) {
         await this.store.upload(target, file.bytes);
-        listed.push({ path: file.path, size: file.bytes.length, sha256: createHash('sha256').update(file.bytes).digest('hex') });
+        listed.push({
+          path: file.path,
+          size: file.bytes.length,
+          sha256: createHash('sha256').update(file.bytes).digest('hex'),
+        });
       } else {
         const size = statSync(file.localPath).size;
         const sha256 = await sha256OfFile(file.localPath);
@@ -79,13 +89,21 @@ export class CheckpointStore {
         listed.push({ path: file.path, size, sha256 });
       }
     }
-    const commit: CommitRecord = { format: 1, step, final, created_at: new Date().toISOString(), files: listed };
+    const commit: CommitRecord = {
+      format: 1,
+      step,
+      final,
+      created_at: new Date().toISOString(),
+      files: listed,
+    };
     await this.store.putJson(joinUri(uri, COMMIT_FILE), commit);
     return { uri, step, final, commit };
   }
 
   /** Step folders under a prefix, split into committed (have COMMIT.json) and not, in ascending step order. */
-  async scan(prefix: string): Promise<{ committed: number[]; uncommitted: number[]; sizes: Map<string, number> }> {
+  async scan(
+    prefix: string,
+  ): Promise<{ committed: number[]; uncommitted: number[]; sizes: Map<string, number> }> {
     const objects = await this.store.list(prefix);
     const base = prefix.replace(/\/+$/, '') + '/';
     const steps = new Set<number>();
@@ -113,10 +131,15 @@ export class CheckpointStore {
    * Checks one committed checkpoint against its COMMIT.json: every listed file present with its size and, when
    * `full`, its sha256. Returns the problem as a sentence, or undefined when it can be trusted.
    */
-  async verify(uri: string, how: Verification = 'full', sizes?: Map<string, number>): Promise<string | undefined> {
+  async verify(
+    uri: string,
+    how: Verification = 'full',
+    sizes?: Map<string, number>,
+  ): Promise<string | undefined> {
     const commit = await this.store.getJson<CommitRecord>(joinUri(uri, COMMIT_FILE));
     if (!commit) return `${uri} has no ${COMMIT_FILE} (not committed)`;
-    if (commit.format !== 1 || !Array.isArray(commit.files)) return `${uri}/${COMMIT_FILE} has an unknown format`;
+    if (commit.format !== 1 || !Array.isArray(commit.files))
+      return `${uri}/${COMMIT_FILE} has an unknown format`;
     const actual = sizes ?? new Map((await this.store.list(uri)).map((o) => [o.uri, o.size]));
     for (const file of commit.files) {
       const fileUri = joinUri(uri, file.path);
@@ -132,7 +155,8 @@ export class CheckpointStore {
         const hash = createHash('sha256');
         for await (const chunk of stream) hash.update(chunk as Buffer);
         const sha = hash.digest('hex');
-        if (sha !== file.sha256) return `${fileUri} has sha256 ${sha.slice(0, 12)}…, ${COMMIT_FILE} says ${file.sha256.slice(0, 12)}…`;
+        if (sha !== file.sha256)
+          return `${fileUri} has sha256 ${sha.slice(0, 12)}…, ${COMMIT_FILE} says ${file.sha256.slice(0, 12)}…`;
       }
     }
     return undefined;
@@ -151,7 +175,10 @@ export class CheckpointStore {
         const commit = (await this.store.getJson<CommitRecord>(joinUri(uri, COMMIT_FILE)))!;
         return { uri, step, final: commit.final, commit };
       }
-      logger.warn({ checkpoint: uri }, `skipping checkpoint: ${problem}; falling back to the previous committed step`);
+      logger.warn(
+        { checkpoint: uri },
+        `skipping checkpoint: ${problem}; falling back to the previous committed step`,
+      );
     }
     return undefined;
   }
@@ -167,7 +194,9 @@ export class CheckpointStore {
     const newest = committed.at(-1);
     const doomed: number[] = [];
     for (const step of committed.slice(0, Math.max(0, committed.length - keepLast))) {
-      const commit = await this.store.getJson<CommitRecord>(joinUri(checkpointUri(prefix, step), COMMIT_FILE));
+      const commit = await this.store.getJson<CommitRecord>(
+        joinUri(checkpointUri(prefix, step), COMMIT_FILE),
+      );
       if (!commit?.final) doomed.push(step);
     }
     if (newest !== undefined) doomed.push(...uncommitted.filter((s) => s < newest));

@@ -66,7 +66,12 @@ export class ManifestStore {
   }
 
   /** Creates the manifest on first use, or refreshes its config and state on a resume; keeps completed stages. */
-  async open(init: { pipelineId: string; name: string; configHash: string; config: unknown }): Promise<PipelineManifest> {
+  async open(init: {
+    pipelineId: string;
+    name: string;
+    configHash: string;
+    config: unknown;
+  }): Promise<PipelineManifest> {
     const now = new Date().toISOString();
     const existing = await this.read(init.pipelineId);
     const manifest: PipelineManifest = existing
@@ -95,7 +100,10 @@ export class ManifestStore {
     return manifest;
   }
 
-  async setState(pipelineId: string, state: PipelineManifest['state']): Promise<PipelineManifest | undefined> {
+  async setState(
+    pipelineId: string,
+    state: PipelineManifest['state'],
+  ): Promise<PipelineManifest | undefined> {
     const manifest = await this.read(pipelineId);
     if (!manifest) return undefined;
     manifest.state = state;

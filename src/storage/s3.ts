@@ -34,14 +34,20 @@ export function parseS3Uri(uri: string): S3Location {
 }
 
 export function joinUri(base: string, ...parts: string[]): string {
-  return [base.replace(/\/+$/, ''), ...parts.map((p) => p.replace(/^\/+|\/+$/g, ''))].filter(Boolean).join('/');
+  return [base.replace(/\/+$/, ''), ...parts.map((p) => p.replace(/^\/+|\/+$/g, ''))]
+    .filter(Boolean)
+    .join('/');
 }
 
 const clients = new Map<string, S3Client>();
 
 /** One client per endpoint settings, shared by the process (the SDK keeps a connection pool per client). */
 export function s3Client(endpoint: StorageEndpoint): S3Client {
-  const id = JSON.stringify([endpoint.endpoint ?? '', endpoint.region ?? '', endpoint.force_path_style ?? false]);
+  const id = JSON.stringify([
+    endpoint.endpoint ?? '',
+    endpoint.region ?? '',
+    endpoint.force_path_style ?? false,
+  ]);
   let client = clients.get(id);
   if (!client) {
     client = new S3Client({
@@ -129,10 +135,16 @@ export class ObjectStore {
     return bytes === undefined ? undefined : (JSON.parse(bytes.toString('utf8')) as T);
   }
 
-  async putBytes(uri: string, body: Buffer | string, contentType = 'application/octet-stream'): Promise<void> {
+  async putBytes(
+    uri: string,
+    body: Buffer | string,
+    contentType = 'application/octet-stream',
+  ): Promise<void> {
     const { bucket, key } = parseS3Uri(uri);
     await this.call(() =>
-      this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType })),
+      this.client.send(
+        new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }),
+      ),
     );
   }
 
@@ -162,9 +174,12 @@ export class ObjectStore {
     let token: string | undefined;
     do {
       const page = await this.call(() =>
-        this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token })),
+        this.client.send(
+          new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+        ),
       );
-      for (const obj of page.Contents ?? []) out.push({ uri: `s3://${bucket}/${obj.Key}`, size: obj.Size ?? 0 });
+      for (const obj of page.Contents ?? [])
+        out.push({ uri: `s3://${bucket}/${obj.Key}`, size: obj.Size ?? 0 });
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
     return out;
@@ -179,10 +194,16 @@ export class ObjectStore {
     do {
       const page = await this.call(() =>
         this.client.send(
-          new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }),
+          new ListObjectsV2Command({
+            Bucket: bucket,
+            Prefix: prefix,
+            Delimiter: '/',
+            ContinuationToken: token,
+          }),
         ),
       );
-      for (const p of page.CommonPrefixes ?? []) names.push(p.Prefix!.slice(prefix.length).replace(/\/$/, ''));
+      for (const p of page.CommonPrefixes ?? [])
+        names.push(p.Prefix!.slice(prefix.length).replace(/\/$/, ''));
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
     return names;
@@ -200,7 +221,9 @@ export class ObjectStore {
     for (let i = 0; i < objects.length; i += 1000) {
       const batch = objects.slice(i, i + 1000).map((o) => ({ Key: parseS3Uri(o.uri).key }));
       await this.call(() =>
-        this.client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch, Quiet: true } })),
+        this.client.send(
+          new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch, Quiet: true } }),
+        ),
       );
     }
     return objects.length;

@@ -10,7 +10,9 @@ export function temporalAddress(address?: string): string {
 }
 
 function unreachable(address: string): TemporalUnreachableError {
-  return new TemporalUnreachableError(`Temporal is unreachable at ${address}: start it with \`trainflow dev up\``);
+  return new TemporalUnreachableError(
+    `Temporal is unreachable at ${address}: start it with \`trainflow dev up\``,
+  );
 }
 
 export async function connectClient(options: { address?: string; namespace?: string } = {}): Promise<Client> {

@@ -76,10 +76,19 @@ test('an input checkpoint that fails verification is bad input (exit 2), not a r
   writeFileSync(
     specPath,
     JSON.stringify({
-      protocol: 1, pipeline_id: 'p', run_id: 'r', stage_index: 1, attempt: 1,
-      stage: { name: 'next', kind: 'sft', train: { steps: 2 } }, model: {},
-      input_checkpoint: checkpointUri(prefix, 5), output_prefix: `${prefix}-next`, resume: true,
-      status_uri: `${prefix}-next/status.json`, storage: { endpoint: S3_ENDPOINT, region: 'us-east-1', force_path_style: true }, work_dir: dir,
+      protocol: 1,
+      pipeline_id: 'p',
+      run_id: 'r',
+      stage_index: 1,
+      attempt: 1,
+      stage: { name: 'next', kind: 'sft', train: { steps: 2 } },
+      model: {},
+      input_checkpoint: checkpointUri(prefix, 5),
+      output_prefix: `${prefix}-next`,
+      resume: true,
+      status_uri: `${prefix}-next/status.json`,
+      storage: { endpoint: S3_ENDPOINT, region: 'us-east-1', force_path_style: true },
+      work_dir: dir,
     }),
   );
   const run = spawnSync(FAKE_JOB.command[0], [...FAKE_JOB.command.slice(1, -1), specPath], {

@@ -74,11 +74,15 @@ test('kill -9 of the job mid-stage: the activity retries and the job resumes fro
   const resumedFrom = steps[resumeAt] - 1;
   expect(resumedFrom % 5).toBe(0);
   expect(killedAfter - resumedFrom).toBeLessThanOrEqual(5); // at most one checkpoint interval re-run
-  expect(steps.slice(resumeAt)).toEqual(Array.from({ length: 40 - resumedFrom }, (_, k) => resumedFrom + 1 + k));
+  expect(steps.slice(resumeAt)).toEqual(
+    Array.from({ length: 40 - resumedFrom }, (_, k) => resumedFrom + 1 + k),
+  );
   // The resumed run ends with exactly the weights of one that never stopped.
   let w = createHash('sha256').update('init:1234').digest('hex');
   for (let s = 1; s <= 40; s++) w = createHash('sha256').update(`${w}:${s}`).digest('hex');
-  expect((await store.getBytes(joinUri(status.stages[0].outputCheckpoint!, 'model.safetensors')))?.toString()).toBe(w);
+  expect(
+    (await store.getBytes(joinUri(status.stages[0].outputCheckpoint!, 'model.safetensors')))?.toString(),
+  ).toBe(w);
 });
 
 test('cancel: the job’s whole process group is gone within seconds', async () => {
@@ -98,7 +102,10 @@ test('cancel: the job’s whole process group is gone within seconds', async () 
       return undefined;
     }
   });
-  await waitFor('the job to be running', async () => (await handle.query<PipelineStatus>('status')).stages[0].step > 2 || undefined);
+  await waitFor(
+    'the job to be running',
+    async () => (await handle.query<PipelineStatus>('status')).stages[0].step > 2 || undefined,
+  );
   expect(groupMembers(record.pgid).length).toBeGreaterThanOrEqual(2); // the wrapper and the job
   const cancelledAt = Date.now();
   await handle.cancel();
@@ -120,7 +127,13 @@ test('bad input fails the pipeline at once; resume after the fix launches no job
     ...base,
     stages: [
       { name: 'first', steps: 4, every: 2 },
-      { name: 'second', steps: 6, every: 2, env: { FAKE_BAD_INPUT: 'data shard 7 is missing' }, maxAttempts: 5 },
+      {
+        name: 'second',
+        steps: 6,
+        every: 2,
+        env: { FAKE_BAD_INPUT: 'data shard 7 is missing' },
+        maxAttempts: 5,
+      },
       { name: 'third', steps: 3, every: 3 },
     ],
   });
@@ -132,15 +145,26 @@ test('bad input fails the pipeline at once; resume after the fix launches no job
     (err: unknown) => err as Error,
   );
   expect(error).toBeInstanceOf(WorkflowFailedError);
-  expect(String((error as WorkflowFailedError).cause?.message)).toContain('bad input: data shard 7 is missing');
+  expect(String((error as WorkflowFailedError).cause?.message)).toContain(
+    'bad input: data shard 7 is missing',
+  );
   expect(Date.now() - started).toBeLessThan(30_000);
   expect(launches(jobName(id, 'second'))).toBe(1); // no retries
   const failedStatus = await failed.query<PipelineStatus>('status');
   expect(failedStatus.stages.map((s) => s.state)).toEqual(['completed', 'failed', 'pending']);
 
   // A changed completed stage is refused, with the difference shown.
-  const changed = makeConfig({ ...base, stages: [{ name: 'first', steps: 5, every: 2 }, { name: 'second', steps: 6, every: 2 }, { name: 'third', steps: 3, every: 3 }] });
-  await expect(resumePipeline(client, id, { config: changed })).rejects.toThrow(/stage first:\n.*stage\.train\.steps: 4 → 5/);
+  const changed = makeConfig({
+    ...base,
+    stages: [
+      { name: 'first', steps: 5, every: 2 },
+      { name: 'second', steps: 6, every: 2 },
+      { name: 'third', steps: 3, every: 3 },
+    ],
+  });
+  await expect(resumePipeline(client, id, { config: changed })).rejects.toThrow(
+    /stage first:\n.*stage\.train\.steps: 4 → 5/,
+  );
 
   const fixed = makeConfig({
     ...base,

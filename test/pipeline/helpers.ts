@@ -39,7 +39,14 @@ export function uniqueId(prefix: string): string {
 }
 
 export const FAKE_JOB: NonNullable<JobActivityOptions['command']> = {
-  command: [process.execPath, '--require', require.resolve('tsx/cjs'), path.join(repoRoot, 'test/fixtures/fake-job.ts'), '--spec', '{spec}'],
+  command: [
+    process.execPath,
+    '--require',
+    require.resolve('tsx/cjs'),
+    path.join(repoRoot, 'test/fixtures/fake-job.ts'),
+    '--spec',
+    '{spec}',
+  ],
   cwd: repoRoot,
   env: { NODE_NO_WARNINGS: '1' },
 };
@@ -82,7 +89,10 @@ export function makeConfig(opts: {
       checkpoint: { every: s.every, keep_last: 2 },
       gates: s.gates ?? [],
       ...(s.maxAttempts ? { retry: { max_attempts: s.maxAttempts } } : {}),
-      job: { command: FAKE_JOB.command, env: { ...FAKE_JOB.env, FAKE_STEP_MS: String(s.stepMs ?? 20), FAKE_STATUS_MS: '300', ...s.env } },
+      job: {
+        command: FAKE_JOB.command,
+        env: { ...FAKE_JOB.env, FAKE_STEP_MS: String(s.stepMs ?? 20), FAKE_STATUS_MS: '300', ...s.env },
+      },
     })),
   };
   return pipelineConfigSchema.parse(raw);
@@ -107,9 +117,16 @@ export interface RunningWorkers {
 }
 
 /** A control worker and a launcher worker (fast polls) in this process, on the config's task queues. */
-export async function startWorkers(config: PipelineConfig, job: JobActivityOptions = {}): Promise<RunningWorkers> {
+export async function startWorkers(
+  config: PipelineConfig,
+  job: JobActivityOptions = {},
+): Promise<RunningWorkers> {
   const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
-  const control = await createControlWorker({ connection, taskQueue: config.temporal.task_queue, shutdownGraceTime: '2s' });
+  const control = await createControlWorker({
+    connection,
+    taskQueue: config.temporal.task_queue,
+    shutdownGraceTime: '2s',
+  });
   const launcher = await startLauncherWorker(connection, config, job);
   const runs = [control.run(), launcher.run()];
   return {
@@ -124,7 +141,11 @@ export async function startWorkers(config: PipelineConfig, job: JobActivityOptio
   };
 }
 
-export function startLauncherWorker(connection: NativeConnection, config: PipelineConfig, job: JobActivityOptions = {}): Promise<Worker> {
+export function startLauncherWorker(
+  connection: NativeConnection,
+  config: PipelineConfig,
+  job: JobActivityOptions = {},
+): Promise<Worker> {
   return createLauncherWorker({
     connection,
     taskQueue: config.pools.default.task_queue,
@@ -133,7 +154,11 @@ export function startLauncherWorker(connection: NativeConnection, config: Pipeli
   });
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 60_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await fn();

@@ -7,7 +7,15 @@ import { CheckpointStore } from '../../src/storage/checkpoints';
 import { ManifestStore, stagePrefix } from '../../src/storage/manifest';
 import { joinUri, ObjectStore } from '../../src/storage/s3';
 import { trainingPipeline } from '../../workflows';
-import { connectTestClient, executedSteps, makeConfig, S3_ENDPOINT, startWorkers, uniqueId, useDataDir } from './helpers';
+import {
+  connectTestClient,
+  executedSteps,
+  makeConfig,
+  S3_ENDPOINT,
+  startWorkers,
+  uniqueId,
+  useDataDir,
+} from './helpers';
 
 const dataDir = useDataDir();
 const store = new ObjectStore({ endpoint: S3_ENDPOINT, region: 'us-east-1', force_path_style: true });
@@ -50,11 +58,14 @@ test('a three-stage pipeline completes, chains outputs and commits manifest and 
       const latest = await checkpoints.latest(prefix, 'full');
       expect(latest?.final).toBe(true);
       // The fake job's weights are a hash chain through every step of every stage: chaining is exact.
-      for (let s = 1; s <= steps[i]; s++) weights = createHash('sha256').update(`${weights}:${s}`).digest('hex');
+      for (let s = 1; s <= steps[i]; s++)
+        weights = createHash('sha256').update(`${weights}:${s}`).digest('hex');
       const bytes = await store.getBytes(joinUri(latest!.uri, 'model.safetensors'));
       expect(bytes?.toString()).toBe(weights);
       // Each stage ran exactly once through its steps.
-      expect(executedSteps(dataDir, jobName(id, stage.name))).toEqual(Array.from({ length: steps[i] }, (_, k) => k + 1));
+      expect(executedSteps(dataDir, jobName(id, stage.name))).toEqual(
+        Array.from({ length: steps[i] }, (_, k) => k + 1),
+      );
       // Retention (keep_last 2): only committed steps remain, at most 2 of them, the final among them.
       const { committed, uncommitted } = await checkpoints.scan(prefix);
       expect(uncommitted).toEqual([]);

@@ -24,12 +24,23 @@ import {
 const dataDir = useDataDir();
 
 function spawnLauncherWorker(taskQueue: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--require', require.resolve('tsx/cjs'), path.join(repoRoot, 'workers/launcher.ts')], {
-    env: { ...process.env, TRAINFLOW_TASK_QUEUE: taskQueue, TEMPORAL_ADDRESS, TRAINFLOW_POLL_MS: '100', TRAINFLOW_PROGRESS_MS: '300', NODE_NO_WARNINGS: '1' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--require', require.resolve('tsx/cjs'), path.join(repoRoot, 'workers/launcher.ts')],
+    {
+      env: {
+        ...process.env,
+        TRAINFLOW_TASK_QUEUE: taskQueue,
+        TEMPORAL_ADDRESS,
+        TRAINFLOW_POLL_MS: '100',
+        TRAINFLOW_PROGRESS_MS: '300',
+        NODE_NO_WARNINGS: '1',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       if (chunk.toString().includes('launcher worker ready')) resolve(child);
     });
     child.on('exit', (code) => reject(new Error(`launcher worker exited early with code ${code}`)));
@@ -46,17 +57,26 @@ test('kill -9 of the launcher worker mid-stage: another worker takes the stage o
   });
   const client = await connectTestClient();
   const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
-  const control = await createControlWorker({ connection, taskQueue: config.temporal.task_queue, shutdownGraceTime: '2s' });
+  const control = await createControlWorker({
+    connection,
+    taskQueue: config.temporal.task_queue,
+    shutdownGraceTime: '2s',
+  });
   const controlRun = control.run();
   const doomed = await spawnLauncherWorker(config.pools.default.task_queue);
   let replacement: Worker | undefined;
   let replacementRun: Promise<void> | undefined;
   try {
     const handle = await startPipeline(client, config, { id });
-    await waitFor('the job to reach step 10', async () => (await handle.query<PipelineStatus>('status')).stages[0].step >= 10 || undefined);
+    await waitFor(
+      'the job to reach step 10',
+      async () => (await handle.query<PipelineStatus>('status')).stages[0].step >= 10 || undefined,
+    );
     doomed.kill('SIGKILL');
     await new Promise((resolve) => doomed.once('exit', resolve));
-    const record = JSON.parse(readFileSync(path.join(dataDir, 'jobs', jobName(id, 'long'), 'job.json'), 'utf8')) as { pgid: number };
+    const record = JSON.parse(
+      readFileSync(path.join(dataDir, 'jobs', jobName(id, 'long'), 'job.json'), 'utf8'),
+    ) as { pgid: number };
     // The job survives its worker.
     expect(() => process.kill(-record.pgid, 0)).not.toThrow();
 
