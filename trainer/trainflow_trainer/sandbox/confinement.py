@@ -1,0 +1,206 @@
+"""How a sandboxed command is confined: the argv prefix that wraps it, and the private uid it runs as.
+
+Two confinements, strongest first:
+
+  bwrap     bubblewrap (Debian's `bubblewrap`): new user, pid, network, ipc, uts and cgroup namespaces
+            (`--unshare-all`: no network at all, only a loopback), a root file system made of read-only
+            binds of /usr, /lib*, /bin and the Python install, a private tmpfs /tmp, the run's work folder
+            bound read-write at /sandbox (the only writable host path), `--die-with-parent`, `--new-session`
+            and `--disable-userns`.
+  fallback  where bwrap cannot run: `unshare --user --net` (no network) when that works, and a Python audit
+            hook (for Python runs) that refuses sockets and writes outside the work folder and /tmp.
+
+Both add, through `prlimit`: RLIMIT_AS (memory), RLIMIT_NPROC (processes), RLIMIT_CPU, RLIMIT_FSIZE,
+RLIMIT_NOFILE and no core files; and both run the command as a private uid, unused by any other process,
+when the host runs as root. A private uid is what makes RLIMIT_NPROC a per-run process limit (the kernel
+counts processes per uid, and never limits root) and lets the host kill every process of a run, wherever
+it hid, by uid.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SANDBOX_DIR = "/sandbox"  # where the work folder appears inside a bwrap sandbox
+UID_RANGE = (3_000_000, 3_999_999)  # private uids: far above any real account's
+
+# Read-only paths a program needs to start (binaries, shared libraries, the loader's cache, time zone data).
+SYSTEM_RO_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache",
+                   "/etc/localtime", "/etc/alternatives")
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+def python_install() -> str:
+    """The directory of the Python install the sandbox binds read-only (the base install, not a venv)."""
+    return os.path.realpath(sys.base_prefix)
+
+
+def python_executable() -> str:
+    """The base interpreter (a venv's `python` is a symlink into the base install, which the sandbox binds)."""
+    exe = Path(python_install()) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if not exe.exists():
+        exe = Path(os.path.realpath(sys.executable))
+    return str(exe)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def uids_in_use() -> set[int]:
+    """Real uids of all live processes (from /proc)."""
+    out = set()
+    for pid in _pids():
+        uid = _uid_of(pid)
+        if uid is not None:
+            out.add(uid)
+    return out
+
+
+def allocate_uid() -> int:
+    """A uid no process uses now. Runs in parallel draw from a million, so a clash is very unlikely; and a
+    clash would only make two runs share one process limit, never share files (each has its own folder)."""
+    used = uids_in_use()
+    while True:
+        uid = random.SystemRandom().randint(*UID_RANGE)
+        if uid not in used:
+            return uid
+
+
+def processes_of(uid: int) -> list[int]:
+    return [pid for pid in _pids() if _uid_of(pid) == uid]
+
+
+def kill_uid(uid: int, deadline_s: float = 5.0) -> int:
+    """SIGKILLs every process whose real uid is `uid` until none is left; returns how many it killed.
+    Only ever called with a private sandbox uid (never the host's own)."""
+    if uid == os.getuid() or uid < UID_RANGE[0]:
+        raise ValueError(f"refusing to kill the processes of uid {uid}: not a private sandbox uid")
+    killed, end = 0, time.monotonic() + deadline_s
+    while True:
+        pids = processes_of(uid)
+        if not pids:
+            return killed
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        if time.monotonic() > end:
+            raise RuntimeError(f"sandbox processes of uid {uid} survive SIGKILL: {processes_of(uid)}")
+        time.sleep(0.01)
+
+
+def count_processes_of_current_user() -> int:
+    uid = os.getuid()
+    return sum(1 for pid in _pids() if _uid_of(pid) == uid)
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None
+
+
+def prlimit_argv(limits, nproc: int) -> list[str]:
+    """`prlimit` sets the limits in the exec'd process (no preexec_fn: runs start from a thread pool)."""
+    exe = shutil.which("prlimit")
+    if exe is None:
+        raise SandboxUnavailable("the sandbox needs `prlimit` (util-linux); install it: apt-get install -y util-linux")
+    return [exe, f"--as={limits.memory_bytes}", f"--nproc={nproc}", f"--cpu={limits.effective_cpu_s}",
+            f"--fsize={limits.file_size_bytes}", f"--nofile={limits.open_files}", "--core=0", "--"]
+
+
+def bwrap_argv(work_dir: str, limits, ro_binds: tuple[str, ...], env: dict[str, str]) -> list[str]:
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            "--disable-userns", "--hostname", "sandbox", "--clearenv"]
+    for path in dict.fromkeys((*SYSTEM_RO_PATHS, python_install(), *ro_binds)):
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
+             "--bind", work_dir, SANDBOX_DIR, "--chdir", SANDBOX_DIR]
+    for k, v in env.items():
+        argv += ["--setenv", k, v]
+    return argv + ["--"]
+
+
+@functools.lru_cache(maxsize=None)
+def bwrap_works() -> tuple[bool, str]:
+    """Whether bwrap can build the sandbox here (it needs unprivileged user namespaces for a non-root uid)."""
+    if shutil.which("bwrap") is None:
+        return False, "bwrap is not installed (infra/dev/install-sandbox.sh installs it)"
+    import tempfile
+
+    from .limits import Limits
+
+    with tempfile.TemporaryDirectory(prefix="trainflow-sbx-probe-") as d:
+        kw = {}
+        if is_root():
+            uid = allocate_uid()
+            os.chown(d, uid, uid)
+            kw = dict(user=uid, group=uid, extra_groups=[])
+        argv = bwrap_argv(d, Limits(), (), {"PATH": "/usr/bin:/bin"}) + ["/bin/sh", "-c", "echo ok > /sandbox/probe"]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30, **kw)
+        if p.returncode == 0 and Path(d, "probe").exists():
+            return True, "bwrap"
+        return False, f"bwrap fails here (exit {p.returncode}): {p.stderr.strip()[:300]}"
+
+
+@functools.lru_cache(maxsize=None)
+def unshare_net_works() -> bool:
+    """Whether `unshare --user --net` can drop the network for a private uid (the fallback's network cut)."""
+    if shutil.which("unshare") is None:
+        return False
+    kw = {}
+    if is_root():
+        uid = allocate_uid()
+        kw = dict(user=uid, group=uid, extra_groups=[])
+    p = subprocess.run(["unshare", "--user", "--net", "--", "true"], capture_output=True, timeout=30, cwd="/", **kw)
+    return p.returncode == 0
+
+
+# The fallback's Python guard, run before the program: an audit hook that refuses network sockets and any
+# write outside the work folder and /tmp. (bwrap needs none of this: the kernel enforces it there.)
+AUDIT_BOOT = r"""
+import os, sys
+_root = os.path.realpath(os.getcwd()); _tmp = os.path.realpath('/tmp')
+def _inside(p):
+    try: p = os.path.realpath(os.fsdecode(p) if not isinstance(p, int) else '')
+    except Exception: return False
+    return p == _root or p.startswith(_root + os.sep) or p.startswith(_tmp + os.sep)
+def _guard(event, args):
+    if event in ('socket.connect', 'socket.bind', 'socket.sendto', 'socket.sendmsg', 'socket.getaddrinfo'):
+        raise PermissionError('sandbox: no network')
+    if event == 'socket.__new__' and args[1] not in (1,):  # AF_UNIX only
+        raise PermissionError('sandbox: no network')
+    if event == 'open' and isinstance(args[0], (str, bytes)) and args[1] and any(c in args[1] for c in 'wax+') and not _inside(args[0]):
+        raise PermissionError('sandbox: writes outside the work folder are not allowed: %r' % (args[0],))
+    if event in ('os.remove', 'os.rename', 'os.mkdir', 'os.rmdir', 'os.chmod', 'os.symlink', 'os.link', 'shutil.rmtree', 'os.truncate'):
+        if args and isinstance(args[0], (str, bytes)) and not _inside(args[0]):
+            raise PermissionError('sandbox: writes outside the work folder are not allowed: %r' % (args[0],))
+sys.addaudithook(_guard)
+sys.argv = sys.argv[1:]
+_path = sys.argv[0]
+sys.path.insert(0, os.path.dirname(os.path.abspath(_path)))
+import runpy; runpy.run_path(_path, run_name='__main__')
+"""
