@@ -2,7 +2,8 @@
 // config (for scheduled runs), the manifest in S3, resolving the init checkpoint, retention. Workflows stay
 // free of I/O and call these.
 import { ApplicationFailure } from '@temporalio/activity';
-import { parseConfig, substituteVariables } from '../src/config/load';
+import { dirname, resolve } from 'node:path';
+import { parseConfig, resolveLocalPaths, substituteVariables } from '../src/config/load';
 import type { PipelineConfig } from '../src/config/schema';
 import { UserError } from '../src/errors';
 import { hashJson } from '../src/pipeline/canonical';
@@ -67,7 +68,8 @@ export function createControlActivities() {
       else if (input.source) {
         const when = input.scheduledTime ? new Date(input.scheduledTime) : new Date();
         const vars = { scheduled_time: when.toISOString(), scheduled_date: when.toISOString().slice(0, 10) };
-        config = parseConfig(substituteVariables(input.source.yaml, vars), input.source.file);
+        const parsed = parseConfig(substituteVariables(input.source.yaml, vars), input.source.file);
+        config = resolveLocalPaths(parsed, dirname(resolve(input.source.file)));
       } else throw new UserError('the pipeline input has neither a config nor a config source');
     } catch (err) {
       return nonRetryable(err);
