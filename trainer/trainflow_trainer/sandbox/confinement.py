@@ -4,7 +4,7 @@ Two confinements, strongest first:
 
   bwrap     bubblewrap (Debian's `bubblewrap`): new user, pid, network, ipc, uts and cgroup namespaces
             (`--unshare-all`: no network at all, only a loopback), a root file system made of read-only
-            binds of /usr, /lib*, /bin and the Python install, a private tmpfs /tmp, the run's work folder
+            binds of /usr, /lib*, /bin (and the Python install if not under /usr), a private tmpfs /tmp, the run's work folder
             bound read-write at /sandbox (the only writable host path), `--die-with-parent`, `--new-session`
             and `--disable-userns`.
   fallback  where bwrap cannot run: `unshare --user --net` (no network) when that works, and a Python audit
@@ -78,8 +78,9 @@ def allocate_uid() -> int:
             return uid
 
 
-def processes_of(uid: int) -> list[int]:
-    return [pid for pid in _pids() if _uid_of(pid) == uid]
+def processes_of(uid: int, zombies: bool = False) -> list[int]:
+    """Live processes of `uid` (zombies, already dead and waiting to be reaped, only when asked)."""
+    return [pid for pid in _pids() if _uid_of(pid) == uid and (zombies or _state_of(pid) != "Z")]
 
 
 def kill_uid(uid: int, deadline_s: float = 5.0) -> int:
@@ -112,6 +113,14 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def _state_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+        return None
+
+
 def _uid_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -133,15 +142,38 @@ def prlimit_argv(limits, nproc: int) -> list[str]:
 
 
 def bwrap_argv(work_dir: str, limits, ro_binds: tuple[str, ...], env: dict[str, str]) -> list[str]:
-    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-            "--disable-userns", "--hostname", "sandbox", "--clearenv"]
-    for path in dict.fromkeys((*SYSTEM_RO_PATHS, python_install(), *ro_binds)):
+    """The bwrap argv prefix. bwrap runs as the run's uid, so every path it binds must be reachable by that
+    uid on the host (world-searchable ancestors): the system paths are; see `sandbox_python` for Python."""
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
+            "--new-session", "--disable-userns", "--hostname", "sandbox", "--clearenv"]
+    for path in dict.fromkeys((*SYSTEM_RO_PATHS, *ro_binds)):
         argv += ["--ro-bind-try", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
              "--bind", work_dir, SANDBOX_DIR, "--chdir", SANDBOX_DIR]
     for k, v in env.items():
         argv += ["--setenv", k, v]
     return argv + ["--"]
+
+
+def reachable_by_others(path: str) -> bool:
+    """Whether an unrelated uid can reach `path` (every ancestor searchable by others)."""
+    p = Path(os.path.realpath(path))
+    for d in [*reversed(p.parents), p] if p.is_dir() else reversed(p.parents):
+        if not os.stat(d).st_mode & 0o001:
+            return False
+    return True
+
+
+def sandbox_python() -> tuple[str, tuple[str, ...]]:
+    """The interpreter programs run with, and the path to bind for it. Programs run as a private uid, which
+    must be able to reach the interpreter: the trainer's base install when it is world-reachable, else the
+    system's /usr/bin/python3 (a pyenv under /root is not). Programs need only the standard library."""
+    exe = python_executable()
+    if not is_root() or reachable_by_others(exe):
+        return exe, (python_install(),)
+    if os.path.exists("/usr/bin/python3"):
+        return "/usr/bin/python3", ()
+    raise SandboxUnavailable(f"the sandbox needs a Python its private uid can reach; {exe} is not: apt-get install -y python3")
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,114 @@
+"""Verifiers: score an agent's final response to a task with a reward of 1 (passed) or 0.
+
+Kinds (the task's `verifier.kind`):
+  answer      {"expected": "42"}: the final assistant message states the answer as "The answer is 42."
+              (the demo SFT data's phrasing) or "ANSWER: 42"; compared after trimming spaces and a final
+              full stop.
+  unit_tests  {"test": SOURCE, "prefix": SOURCE?, "entry_point": NAME?, "timeout_s": S?}: the program
+              prefix + the response's code + test [+ check(entry_point)] runs in the sandbox and passes
+              when it exits 0 within its limits. The response's code is the last ```python block of the
+              message (or the whole message); an indented one is a function body that continues the
+              prefix (HumanEval's completion form), an unindented one a complete definition that follows
+              it (the prefix's docstring-only function is then redefined).
+A program that is killed, times out, opens a socket or writes outside its folder fails (reward 0): the
+sandbox turns each of those into an error exit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..sandbox import Limits, RunResult, Sandbox
+from .task import Task
+
+ANSWER_RES = (re.compile(r"The answer is\s*(.+?)\s*\.?\s*$", re.S | re.I), re.compile(r"ANSWER:\s*(.+?)\s*$", re.S))
+CODE_BLOCK_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S)
+
+
+@dataclass
+class Verdict:
+    reward: float
+    passed: bool
+    reason: str
+    run: RunResult | None = None
+
+    def to_dict(self) -> dict:
+        return {"reward": self.reward, "passed": self.passed, "reason": self.reason,
+                "run": self.run.to_dict() if self.run else None}
+
+
+def final_text(response: str | list[dict]) -> str:
+    """The final assistant message's text, from a string or a whole conversation."""
+    if isinstance(response, str):
+        return response
+    for m in reversed(response):
+        if m.get("role") == "assistant":
+            return m.get("content") or ""
+    return ""
+
+
+def final_answer(text: str) -> str | None:
+    for rx in ANSWER_RES:
+        m = rx.search(text.strip())
+        if m:
+            return _normalise(m.group(1))
+    return None
+
+
+def _normalise(s: str) -> str:
+    s = " ".join(s.strip().split())
+    return s[:-1].rstrip() if s.endswith(".") else s
+
+
+def extract_code(text: str) -> str:
+    blocks = CODE_BLOCK_RE.findall(text)
+    return blocks[-1] if blocks else text
+
+
+def unit_test_program(verifier: dict, code: str) -> str:
+    prefix = verifier.get("prefix", "")
+    first = next((line for line in code.splitlines() if line.strip()), "")
+    if first[:1] in (" ", "\t"):
+        program = prefix + code  # a function body continuing the prefix's signature
+    else:
+        program = prefix + ("\n\n" if prefix else "") + code
+    program += "\n\n" + verifier["test"] + "\n"
+    if verifier.get("entry_point"):
+        program += f"\ncheck({verifier['entry_point']})\n"
+    return program
+
+
+def verify(task: Task, response: str | list[dict], sandbox: Sandbox | None = None) -> Verdict:
+    v = task.verifier
+    text = final_text(response)
+    if v["kind"] == "answer":
+        got = final_answer(text)
+        if got is None:
+            return Verdict(0.0, False, "no final answer ('The answer is ...' or 'ANSWER: ...')")
+        ok = got == _normalise(v["expected"])
+        return Verdict(float(ok), ok, "correct" if ok else f"answered {got!r}, expected {v['expected']!r}")
+    if v["kind"] == "unit_tests":
+        return verify_code(task, extract_code(text), sandbox)
+    raise ValueError(f"task {task.id}: unknown verifier kind {v['kind']!r}")
+
+
+def verify_code(task: Task, code: str, sandbox: Sandbox | None = None) -> Verdict:
+    """Runs the task's unit tests against `code` (a completion or a complete solution) in the sandbox."""
+    sandbox = sandbox or Sandbox()
+    v = task.verifier
+    limits = sandbox.limits.with_(timeout_s=float(v["timeout_s"])) if v.get("timeout_s") else None
+    run = sandbox.run_python(unit_test_program(v, code), files=task.environment.get("files"), limits=limits)
+    if run.ok:
+        return Verdict(1.0, True, "tests passed", run)
+    if run.timed_out:
+        reason = f"timed out after {run.duration_s:.1f}s"
+    elif run.killed:
+        reason = f"killed by signal {run.signal}"
+    else:
+        last = run.stderr.strip().splitlines()[-1:] or [""]
+        reason = f"tests failed (exit {run.exit_code}): {last[0][:200]}"
+    return Verdict(0.0, False, reason, run)
+
+
+__all__ = ["Verdict", "verify", "verify_code", "final_answer", "extract_code", "unit_test_program", "Limits"]
