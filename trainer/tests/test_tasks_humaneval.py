@@ -81,3 +81,43 @@ def test_a_full_function_in_a_code_block_is_verified(tasks, sandbox):
     wrong = "```python\ndef truncate_number(number: float) -> float:\n    return number\n```"
     v = verify(task, wrong, sandbox)
     assert not v.passed and v.reward == 0.0 and "AssertionError" in v.run.stderr
+
+
+def test_hostile_solutions_are_stopped_scored_zero_and_leave_the_host_untouched(tasks, tmp_path):
+    import os
+    import socket
+    import time
+
+    from trainflow_trainer.sandbox import confinement as cf
+
+    task = tasks[2]  # truncate_number: each hostile solution is correct apart from its hostility
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.1)
+    port = server.getsockname()[1]
+    os.chmod(tmp_path, 0o777)
+    canary = tmp_path / "escaped.txt"
+    correct = "    return number % 1.0\n"
+    hostile = {
+        "network": f"    import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n" + correct,
+        "write outside": f"    open({str(canary)!r}, 'w').write('x')\n" + correct,
+        "fork bomb": "    import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n"
+                     "            pass\n",
+        "endless loop": "    while True:\n        pass\n",
+    }
+    sandbox = Sandbox(Limits(timeout_s=2, max_processes=16))
+    assert verify_code(task, correct, sandbox).passed
+    t0 = time.monotonic()
+    try:
+        verdicts = {name: verify_code(task, code, sandbox) for name, code in hostile.items()}
+        with pytest.raises(socket.timeout):
+            server.accept()
+    finally:
+        server.close()
+    assert {n: v.reward for n, v in verdicts.items()} == {n: 0.0 for n in hostile}
+    assert verdicts["fork bomb"].run.timed_out and verdicts["endless loop"].run.timed_out
+    assert time.monotonic() - t0 < 15
+    assert not canary.exists()
+    left = [p for p in cf._pids() if (cf._uid_of(p) or 0) >= cf.UID_RANGE[0] and cf._state_of(p) != "Z"]
+    assert left == []

@@ -8,7 +8,9 @@ Two confinements, strongest first:
             bound read-write at /sandbox (the only writable host path), `--die-with-parent`, `--new-session`
             and `--disable-userns`.
   fallback  where bwrap cannot run: `unshare --user --net` (no network) when that works, and a Python audit
-            hook (for Python runs) that refuses sockets and writes outside the work folder and /tmp.
+            hook (for Python runs) that refuses sockets, other programs and writes outside the work folder (TMPDIR is in it).
+            Weaker than bwrap: no pid namespace, the host file system stays readable, and non-Python
+            programs are not guarded beyond the network namespace and rlimits.
 
 Both add, through `prlimit`: RLIMIT_AS (memory), RLIMIT_NPROC (processes), RLIMIT_CPU, RLIMIT_FSIZE,
 RLIMIT_NOFILE and no core files; and both run the command as a private uid, unused by any other process,
@@ -212,19 +214,21 @@ def unshare_net_works() -> bool:
 
 
 # The fallback's Python guard, run before the program: an audit hook that refuses network sockets and any
-# write outside the work folder and /tmp. (bwrap needs none of this: the kernel enforces it there.)
+# write outside the work folder (TMPDIR points into it). (bwrap needs none of this: the kernel enforces it there.)
 AUDIT_BOOT = r"""
 import os, sys
-_root = os.path.realpath(os.getcwd()); _tmp = os.path.realpath('/tmp')
+_root = os.path.realpath(os.getcwd())
 def _inside(p):
     try: p = os.path.realpath(os.fsdecode(p) if not isinstance(p, int) else '')
     except Exception: return False
-    return p == _root or p.startswith(_root + os.sep) or p.startswith(_tmp + os.sep)
+    return p == _root or p.startswith(_root + os.sep)
 def _guard(event, args):
     if event in ('socket.connect', 'socket.bind', 'socket.sendto', 'socket.sendmsg', 'socket.getaddrinfo'):
         raise PermissionError('sandbox: no network')
     if event == 'socket.__new__' and args[1] not in (1,):  # AF_UNIX only
         raise PermissionError('sandbox: no network')
+    if event in ('os.system', 'os.exec', 'os.posix_spawn', 'os.spawn', 'subprocess.Popen', 'ctypes.dlopen'):
+        raise PermissionError('sandbox: running other programs is not allowed here')
     if event == 'open' and isinstance(args[0], (str, bytes)) and args[1] and any(c in args[1] for c in 'wax+') and not _inside(args[0]):
         raise PermissionError('sandbox: writes outside the work folder are not allowed: %r' % (args[0],))
     if event in ('os.remove', 'os.rename', 'os.mkdir', 'os.rmdir', 'os.chmod', 'os.symlink', 'os.link', 'shutil.rmtree', 'os.truncate'):

@@ -130,7 +130,7 @@ class Sandbox:
             cmd = cf.prlimit_argv(limits, nproc) + cf.bwrap_argv(work, limits, self.ro_binds, env) + argv
             popen_env, cwd = {"PATH": "/usr/bin:/bin"}, "/"
         else:
-            env["HOME"] = work
+            env["HOME"] = env["TMPDIR"] = work
             unshare = ["unshare", "--user", "--net", "--"] if cf.unshare_net_works() else []
             cmd = cf.prlimit_argv(limits, nproc) + unshare + argv
             popen_env, cwd = env, work

@@ -1,0 +1,153 @@
+"""The sandbox: what a run returns, and that hostile programs are stopped while the host stays untouched.
+
+Every hostile case runs under both confinements: bwrap (what this machine uses) and the fallback (what a
+machine without user namespaces would use), so the fallback is not an untested promise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from trainflow_trainer.sandbox import Limits, Sandbox
+from trainflow_trainer.sandbox import confinement as cf
+
+
+def sandbox_processes() -> list[int]:
+    """Live processes of any private sandbox uid on the host."""
+    out = []
+    for pid in cf._pids():
+        uid = cf._uid_of(pid)
+        if uid is not None and cf.UID_RANGE[0] <= uid <= cf.UID_RANGE[1] and cf._state_of(pid) != "Z":
+            out.append(pid)
+    return out
+
+
+@pytest.fixture(scope="module", params=["bwrap", "fallback"])
+def sb(request):
+    return Sandbox(Limits(timeout_s=5, max_processes=16), confinement=request.param)
+
+
+@pytest.fixture
+def no_leftovers():
+    yield
+    assert sandbox_processes() == [], "a sandboxed process outlived its run"
+
+
+def test_bwrap_is_the_confinement_here():
+    # install-sandbox.sh installs bubblewrap; on this machine it must work, so the default is bwrap.
+    assert Sandbox().confinement == "bwrap", Sandbox().why_not_bwrap
+
+
+def test_run_returns_output_exit_status_and_uses_a_private_folder(sb, no_leftovers):
+    r = sb.run_python("import os, sys\nprint(open('data.txt').read().strip(), sys.stdin.read())\n"
+                      "print(len(os.listdir('.')), file=sys.stderr)\nopen('out.txt', 'w').write('x')\nsys.exit(3)",
+                      files={"data.txt": "hello"}, stdin="from stdin")
+    assert r.stdout == "hello from stdin\n" and r.exit_code == 3 and not r.timed_out and not r.killed
+    assert int(r.stderr) >= 2 and not r.ok and r.confinement == sb.confinement
+    r2 = sb.run_python("import os; print(sorted(os.listdir('.')))")
+    assert "out.txt" not in r2.stdout and "data.txt" not in r2.stdout  # every run starts in a fresh folder
+    if sb.confinement == "bwrap":
+        assert sb.run(["/bin/sh", "-c", "echo $PWD; id -u"]).stdout.split()[0] == "/sandbox"
+
+
+def test_output_is_capped_and_a_crash_is_reported(sb, no_leftovers):
+    r = sb.run_python("import sys\nfor _ in range(200000): sys.stdout.write('y' * 100)",
+                      limits=sb.limits.with_(output_bytes=1000))
+    assert len(r.stdout) == 1000 and r.stdout_truncated and r.exit_code == 0
+    r = sb.run_python("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    assert r.killed and r.signal == 11 and not r.ok
+
+
+def test_memory_is_limited(sb, no_leftovers):
+    r = sb.run_python("x = bytearray(3 * 2**30)\nprint('allocated')", limits=sb.limits.with_(memory_bytes=256 * 2**20))
+    assert "MemoryError" in r.stderr and "allocated" not in r.stdout and not r.ok
+
+
+def test_an_endless_loop_is_killed_at_the_timeout(sb, no_leftovers):
+    t0 = time.monotonic()
+    r = sb.run_python("while True:\n    pass", limits=sb.limits.with_(timeout_s=1.5))
+    assert r.timed_out and r.killed and r.exit_code is None and not r.ok
+    assert 1.4 < r.duration_s < 5 and time.monotonic() - t0 < 8
+
+
+def test_a_daemonised_child_does_not_survive_the_run(sb, no_leftovers):
+    # Double fork + setsid, then the parent exits 0 at once: the grandchild must still be killed.
+    r = sb.run_python("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                      "        time.sleep(60)\n    os._exit(0)\nprint('parent done')")
+    assert r.exit_code == 0 and r.stdout == "parent done\n"
+
+
+def test_a_fork_bomb_is_contained_by_the_process_limit(sb, no_leftovers):
+    peak = [0]
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], len(sandbox_processes()))
+            time.sleep(0.02)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    try:
+        r = sb.run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+                          limits=sb.limits.with_(timeout_s=2, max_processes=16))
+    finally:
+        stop.set()
+        w.join()
+    assert r.timed_out and not r.ok
+    # the limit (16) plus bwrap's own processes; never the thousands an unbounded bomb makes in 2 s
+    assert 2 <= peak[0] <= 16 + 3, f"peak of {peak[0]} sandbox processes"
+
+
+def test_no_network(sb, no_leftovers):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.1)
+    port = server.getsockname()[1]
+    code = (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hi')\n"
+            "print('connected')")
+    try:
+        r = sb.run_python(code)
+        with pytest.raises(socket.timeout):
+            server.accept()  # nothing ever reached the host's listener
+    finally:
+        server.close()
+    assert not r.ok and "connected" not in r.stdout
+    r = sb.run_python("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\nprint('connected')")
+    assert not r.ok and "connected" not in r.stdout
+
+
+def test_writes_outside_the_work_folder_never_reach_the_host(sb, tmp_path, no_leftovers):
+    target = tmp_path / "open-to-all"
+    target.mkdir()
+    os.chmod(tmp_path, 0o777)
+    os.chmod(target, 0o777)  # permissions would allow it: only the confinement stops it
+    name = f"trainflow-canary-{uuid.uuid4().hex}"
+    code = ("import os\n"
+            f"for d in [{str(target)!r}, '/tmp', '/var/tmp', '/dev/shm', os.path.expanduser('~')]:\n"
+            "    try:\n"
+            f"        open(os.path.join(d, {name!r}), 'w').write('pwned')\n"
+            "    except OSError as e:\n"
+            "        print('refused', d, type(e).__name__)\n")
+    r = sb.run_python(code)
+    assert r.exit_code == 0
+    for d in [target, "/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~")]:
+        assert not os.path.exists(os.path.join(d, name)), f"the sandbox wrote into {d}"
+    assert list(target.iterdir()) == []
+
+
+def test_limits_from_the_config_block():
+    lim = Limits.from_config({"timeout": 10000, "memory": 536870912, "max_processes": 32})
+    assert (lim.timeout_s, lim.memory_bytes, lim.max_processes) == (10.0, 512 * 2**20, 32)
+    assert Limits.from_config({"timeout": "2s", "memory": "1Gi"}).memory_bytes == 2**30
+    with pytest.raises(ValueError, match="rollout.sandbox.memory"):
+        Limits.from_config({"memory": "lots"})
+    with pytest.raises(ValueError, match="unknown field"):
+        Limits.from_config({"timout": 3})

@@ -1,0 +1,86 @@
+"""The demo task family and the task format: deterministic, a spread of difficulties, the SFT data's phrasing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from trainflow_trainer.demo_data import PYTHON_TOOL, _conversation
+from trainflow_trainer.sandbox import Sandbox
+from trainflow_trainer.tasks import (Task, TaskFormatError, demo_tasks, load_tasks, read_tasks_jsonl, verify,
+                                     write_tasks_jsonl)
+from trainflow_trainer.tasks.verify import final_answer
+
+
+def test_deterministic_in_the_seed_and_spread_over_difficulties():
+    a, b, c = demo_tasks(50, seed=0), demo_tasks(50, seed=0), demo_tasks(50, seed=1)
+    assert [t.to_json() for t in a] == [t.to_json() for t in b]
+    assert [t.prompt for t in a] != [t.prompt for t in c]
+    assert len({t.id for t in a}) == 50
+    assert Counter(t.meta["difficulty"] for t in a) == {lvl: 10 for lvl in range(5)}
+    assert demo_tasks(60, seed=0)[:50] == a  # more tasks extend the set without changing it
+    assert load_tasks({"family": "demo", "count": 7, "seed": 3}) == demo_tasks(7, seed=3)
+
+
+def test_the_python_tool_computes_every_answer():
+    """The tool route works: the expression the question names, printed by the sandbox, is the answer."""
+    sb = Sandbox()
+    for t in demo_tasks(10, seed=0):
+        q = t.prompt[-1]["content"]
+        if q.startswith("What is the sum of "):
+            code = f"print(sum({q[len('What is the sum of '):-1]}))"
+        elif q.startswith("What is "):
+            code = f"print({q[len('What is '):-1]})"
+        elif q.startswith("Reverse the string "):
+            code = f"print({q[len('Reverse the string '):-1]}[::-1])"
+        else:
+            code = f"print(sorted({q[len('Sort '):-len(' in increasing order.')]}))"
+        out = sb.run_python(code).stdout.strip()
+        assert out == t.verifier["expected"], (q, code, out)
+        assert verify(t, f"The answer is {out}.").reward == 1.0
+
+
+def test_the_sft_phrasing_is_what_the_verifier_reads():
+    import random
+
+    conv = _conversation(random.Random(5))
+    final = [m for m in conv["messages"] if m["role"] == "assistant" and not m.get("tool_calls")][0]["content"]
+    assert final_answer(final) is not None  # "The answer is X." as SFT teaches it
+    assert demo_tasks(1)[0].tools == [PYTHON_TOOL]
+
+
+def test_answer_verifier():
+    t = demo_tasks(1)[0]
+    exp = t.verifier["expected"]
+    conv = [{"role": "user", "content": "q"}, {"role": "assistant", "content": f"The answer is {exp}."}]
+    assert verify(t, conv).passed
+    assert verify(t, f"ANSWER: {exp}").passed
+    assert not verify(t, "The answer is 12345678.").passed
+    v = verify(t, "I do not know")
+    assert v.reward == 0.0 and "no final answer" in v.reason
+    assert final_answer("The answer is [1, 2, 3].") == "[1, 2, 3]"
+
+
+def test_task_format_round_trip_and_errors(tmp_path):
+    tasks = demo_tasks(5)
+    write_tasks_jsonl(tmp_path / "t.jsonl", tasks)
+    assert read_tasks_jsonl(tmp_path / "t.jsonl") == tasks
+    assert load_tasks({"family": "jsonl", "path": "t.jsonl", "count": 2}, base_dir=tmp_path) == tasks[:2]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "prompt": "hi", "verifier": {"kind": "magic"}}) + "\n")
+    with pytest.raises(TaskFormatError, match=r"bad.jsonl:1 \(x\): field 'verifier.kind'"):
+        read_tasks_jsonl(bad)
+    bad.write_text(json.dumps({"id": "x", "prompt": "hi"}) + "\n")
+    with pytest.raises(TaskFormatError, match="missing field 'verifier'"):
+        read_tasks_jsonl(bad)
+    bad.write_text(tasks[0].to_json() + "\n" + tasks[0].to_json() + "\n")
+    with pytest.raises(TaskFormatError, match="duplicate task id"):
+        read_tasks_jsonl(bad)
+    with pytest.raises(TaskFormatError, match="tasks.path: no such file"):
+        load_tasks({"family": "jsonl", "path": "nope.jsonl"}, base_dir=tmp_path)
+    with pytest.raises(TaskFormatError, match="tasks.family"):
+        load_tasks({"family": "mbpp"})
+    t = Task.from_dict({"id": "s", "prompt": "plain string", "verifier": {"kind": "answer", "expected": "1"}})
+    assert t.prompt == [{"role": "user", "content": "plain string"}] and t.family == "jsonl"
