@@ -35,17 +35,17 @@ def demo_dir(tmp_path_factory) -> Path:
 def tok(demo_dir):
     from trainflow_trainer.tokenizer import Tokenizer
 
-    return Tokenizer.load(demo_dir / "tokenizer")
+    return Tokenizer.load(demo_dir)
 
 
 def make_spec(demo_dir: Path, out: str, work: Path, kind: str = "midtrain", steps: int = 4, every: int = 2,
               batch_size: int = 4, micro_batch_size: int | None = 2, seq_len: int = 64, keep_last=None,
               storage: dict | None = None, **extra) -> dict:
     if kind == "midtrain":
-        sources = [{"path": str(demo_dir / "midtrain" / "code.jsonl"), "weight": 0.4},
-                   {"path": str(demo_dir / "midtrain" / "tool_transcripts.jsonl"), "weight": 0.6}]
+        sources = [{"path": str(demo_dir / "midtrain-code.jsonl"), "weight": 0.4},
+                   {"path": str(demo_dir / "midtrain-tools.jsonl"), "weight": 0.6}]
     else:
-        sources = [{"path": str(demo_dir / "sft" / "conversations.jsonl")}]
+        sources = [{"path": str(demo_dir / "sft.jsonl")}]
     spec = {
         "protocol": 1, "pipeline_id": "test", "run_id": "run-1", "stage_index": 0, "attempt": 1,
         "stage": {
@@ -56,7 +56,7 @@ def make_spec(demo_dir: Path, out: str, work: Path, kind: str = "midtrain", step
             "checkpoint": {"every": every, "keep_last": keep_last},
         },
         "model": {"init": {"preset": "tiny", "overrides": dict(TEST_MODEL_OVERRIDES)},
-                  "tokenizer": {"path": str(demo_dir / "tokenizer")}},
+                  "tokenizer": {"path": str(demo_dir)}},
         "input_checkpoint": None, "output_prefix": out, "resume": True,
         "status_uri": f"{out}/status.json", "storage": storage or {}, "work_dir": str(work),
     }

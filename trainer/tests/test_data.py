@@ -15,10 +15,10 @@ from trainflow_trainer.storage import Storage
 
 def stream_of(demo_dir, tok, kind, seed=3):
     if kind == "midtrain":
-        sources = [SourceSpec(str(demo_dir / "midtrain" / "code.jsonl"), 0.4),
-                   SourceSpec(str(demo_dir / "midtrain" / "tool_transcripts.jsonl"), 0.6)]
+        sources = [SourceSpec(str(demo_dir / "midtrain-code.jsonl"), 0.4),
+                   SourceSpec(str(demo_dir / "midtrain-tools.jsonl"), 0.6)]
     else:
-        sources = [SourceSpec(str(demo_dir / "sft" / "conversations.jsonl"))]
+        sources = [SourceSpec(str(demo_dir / "sft.jsonl"))]
     return load_stream(sources, Storage(), tok, kind, seed)
 
 
@@ -57,7 +57,7 @@ def test_split_document_continues_in_next_row(demo_dir, tok):
 
 def test_sft_loss_only_on_assistant_tokens(demo_dir, tok):
     stream = stream_of(demo_dir, tok, "sft")
-    rows = [json.loads(l) for l in (demo_dir / "sft" / "conversations.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (demo_dir / "sft.jsonl").read_text().splitlines()]
     packer = FlatPacker(stream, seq_len=2048, pad_id=tok.pad_id)
     b = packer.next_batch(2)
     # Every label is the next token, and that token was produced by the assistant.
@@ -119,7 +119,7 @@ def test_parquet_and_folder_sources(demo_dir, tok, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [json.loads(l) for l in (demo_dir / "midtrain" / "code.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (demo_dir / "midtrain-code.jsonl").read_text().splitlines()]
     pq.write_table(pa.Table.from_pylist(rows[:10]), tmp_path / "a.parquet")
     (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[10:15]))
     got = load_source_rows(SourceSpec(str(tmp_path)), Storage())

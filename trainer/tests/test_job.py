@@ -29,18 +29,25 @@ def test_bad_spec_exits_2(tmp_path, demo_dir):
     assert r.returncode == 2 and "stage.kind 'dance' is not known" in r.stderr
 
 
-def test_unknown_preset_and_missing_data_exit_2(tmp_path, demo_dir):
+def test_unknown_preset_and_missing_data_exit_2(tmp_path, demo_dir, capsys):
+    # In-process (job.main) to spare two interpreter start-ups; the exit-code mapping is the same code.
+    from trainflow_trainer.job import main
+
     spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work")
     spec["model"]["init"]["preset"] = "gigantic"
     spec["stage"]["data"]["sources"].append({"path": str(tmp_path / "nowhere.jsonl")})
-    r = run_job(write_spec(spec, tmp_path / "preset.json"))
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("trainflow: bad input: model.init: unknown model preset 'gigantic'")
+    assert main(["--spec", str(write_spec(spec, tmp_path / "preset.json"))]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("trainflow: bad input: model.init: unknown model preset 'gigantic'")
     spec["model"]["init"]["preset"] = "tiny"
-    r = run_job(write_spec(spec, tmp_path / "data.json"))
-    assert r.returncode == 2 and f"data source {tmp_path / 'nowhere.jsonl'}: no such file" in r.stderr
+    assert main(["--spec", str(write_spec(spec, tmp_path / "data.json"))]) == 2
+    assert f"trainflow: bad input: data source {tmp_path / 'nowhere.jsonl'}: no such file" in capsys.readouterr().err
     status = json.loads((tmp_path / "out" / "status.json").read_text())
-    assert status["state"] == "failed"
+    assert status["state"] == "failed" and status["reason"].startswith("bad input: data source")
+    spec["stage"]["data"]["sources"].pop()
+    spec["model"]["init"]["vocab_size"] = 10  # smaller than the tokenizer: wrong shapes
+    assert main(["--spec", str(write_spec(spec, tmp_path / "vocab.json"))]) == 2
+    assert "tokenizer has" in capsys.readouterr().err
 
 
 def test_sigterm_saves_checkpoint_then_exits_75(tmp_path, demo_dir):
@@ -121,7 +128,7 @@ def test_one_cpu_training_step_learns(demo_dir, tok):
     model = Transformer(preset("tiny", vocab_size=tok.vocab_size, **TEST_MODEL_OVERRIDES))
     cfg = TrainConfig(steps=5, batch_size=4, micro_batch_size=2, lr=3e-3)
     opt = build_optimizer(model, cfg)
-    stream = load_stream([SourceSpec(str(demo_dir / "midtrain" / "code.jsonl"))], Storage(), tok, "midtrain", 0)
+    stream = load_stream([SourceSpec(str(demo_dir / "midtrain-code.jsonl"))], Storage(), tok, "midtrain", 0)
     batch = FlatPacker(stream, 64, tok.pad_id).next_batch(4)
     before = model.model.embed_tokens.weight.detach().clone()
     losses = [train_step(model, opt, batch, s, cfg, Dist(), None)["loss"] for s in range(5)]
@@ -140,7 +147,7 @@ def test_micro_batching_does_not_change_the_step(demo_dir, tok):
 
     from conftest import TEST_MODEL_OVERRIDES
 
-    stream = load_stream([SourceSpec(str(demo_dir / "sft" / "conversations.jsonl"))], Storage(), tok, "sft", 0)
+    stream = load_stream([SourceSpec(str(demo_dir / "sft.jsonl"))], Storage(), tok, "sft", 0)
     batch = FlatPacker(stream, 256, tok.pad_id).next_batch(4)
     results = []
     for micro in (4, 1):

@@ -3,10 +3,10 @@
     python -m trainflow_trainer.demo_data OUT_DIR [--seed 0] [--scale 1.0]
 
 writes
-    OUT_DIR/midtrain/code.jsonl              {"text": small Python functions with docstrings and tests}
-    OUT_DIR/midtrain/tool_transcripts.jsonl  {"text": plain-text agent transcripts: task, tool call, result}
-    OUT_DIR/sft/conversations.jsonl          {"messages": [...], "tools": [...]} multi-turn, with tool calls
-    OUT_DIR/tokenizer/tokenizer.json (+ tokenizer_config.json)
+    OUT_DIR/midtrain-code.jsonl    {"text": small Python functions with docstrings and tests}
+    OUT_DIR/midtrain-tools.jsonl   {"text": plain-text agent transcripts: task, tool call, result}
+    OUT_DIR/sft.jsonl              {"messages": [...], "tools": [...]} multi-turn, with tool calls
+    OUT_DIR/tokenizer.json (+ tokenizer_config.json: chat template, special ids)
 The two mid-train phases mix the first two files with different weights (phase 1 leans on transcripts,
 phase 2 on code). The SFT conversations teach the tool-call format the RL stage relies on: the assistant
 calls a `python` tool to compute something, reads the tool response, answers.
@@ -19,7 +19,9 @@ import json
 import random
 from pathlib import Path
 
-from .tokenizer import chat_texts_for_training, train_tokenizer
+from .tokenizer import TOOLS_POSTAMBLE, TOOLS_PREAMBLE, chat_texts_for_training, train_tokenizer
+
+CODE_FILE, TOOLS_FILE, SFT_FILE = "midtrain-code.jsonl", "midtrain-tools.jsonl", "sft.jsonl"
 
 PYTHON_TOOL = {
     "type": "function",
@@ -138,14 +140,16 @@ def generate(out_dir: str | Path, seed: int = 0, scale: float = 1.0, vocab_size:
     transcripts = [{"text": _transcript_doc(rng)} for _ in range(n_tr)]
     convs = [_conversation(rng) for _ in range(n_sft)]
     counts = {
-        "midtrain/code.jsonl": write_jsonl(out / "midtrain" / "code.jsonl", code),
-        "midtrain/tool_transcripts.jsonl": write_jsonl(out / "midtrain" / "tool_transcripts.jsonl", transcripts),
-        "sft/conversations.jsonl": write_jsonl(out / "sft" / "conversations.jsonl", convs),
+        CODE_FILE: write_jsonl(out / CODE_FILE, code),
+        TOOLS_FILE: write_jsonl(out / TOOLS_FILE, transcripts),
+        SFT_FILE: write_jsonl(out / SFT_FILE, convs),
     }
     texts = [r["text"] for r in code] + [r["text"] for r in transcripts] + list(chat_texts_for_training(convs))
-    tok = train_tokenizer(texts + [json.dumps(PYTHON_TOOL)], vocab_size=vocab_size)
-    tok.save(out / "tokenizer")
-    counts["tokenizer/vocab_size"] = tok.vocab_size
+    # The tool preamble of the chat template appears in every SFT conversation: let BPE learn it too.
+    tools_system = TOOLS_PREAMBLE + "\n" + json.dumps(PYTHON_TOOL, ensure_ascii=False) + TOOLS_POSTAMBLE
+    tok = train_tokenizer(texts + [tools_system] * 50, vocab_size=vocab_size)
+    tok.save(out)
+    counts["tokenizer.json vocab_size"] = tok.vocab_size
     return counts
 
 

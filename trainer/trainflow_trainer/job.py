@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return bad_input(str(e.args[0]))
 
     ctx = JobContext(spec)
-    signal.signal(signal.SIGTERM, lambda signum, frame: ctx.stop_requested.set())
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: ctx.stop_requested.set())
     ctx.status.start()
     code = EXIT_FAILURE
     try:
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.status.update(state="failed", reason=f"{type(e).__name__}: {e}")
         code = EXIT_FAILURE
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         ctx.status.stop()
         ctx.status.write()
         if ctx.dist.distributed:

@@ -187,9 +187,11 @@ def run_lm_stage(ctx, kind: str) -> None:
         set_rng_state(torch.load(found.local_dir / RNG_FILE, weights_only=False))
         step, history = int(state["step"]), list(state.get("loss_history", []))
 
-    autocast = None
-    if d.device.type == "cuda" and spec.model.get("dtype", "bfloat16") == "bfloat16":
-        autocast = torch.bfloat16
+    dtype = spec.model.get("dtype", "bfloat16")
+    if dtype not in ("bfloat16", "bf16", "float32", "fp32"):
+        raise BadInput(f"model.dtype: expected bfloat16|bf16|float32|fp32, got {dtype!r}")
+    # bf16 autocast over fp32 master weights on GPU; CPU runs stay fp32 (exact, and CPU bf16 is slow).
+    autocast = torch.bfloat16 if d.device.type == "cuda" and dtype in ("bfloat16", "bf16") else None
 
     def save(step: int, final: bool, metrics: dict) -> None:
         msd, osd = full_model_state(model), full_optimizer_state(model, optimizer)

@@ -53,7 +53,9 @@ def segments_from_parents(parent: np.ndarray) -> list[tuple[int, int, list[tuple
     """[(start, end, ancestor slices)] per segment; ancestor slices are [s, e) ranges, root first."""
     parent = np.asarray(parent)
     n = len(parent)
-    starts = np.nonzero(parent != np.arange(n) - 1)[0]
+    continues = parent == np.arange(n) - 1
+    continues[:1] = False  # token 0 always starts a segment (its parent -1 equals "0 - 1")
+    starts = np.nonzero(~continues)[0]
     ends = np.r_[starts[1:], n]
     seg_of = np.repeat(np.arange(len(starts)), ends - starts)  # segment number of every token
     out = []
