@@ -107,7 +107,8 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageJob
     step: result.step,
     metrics: result.metrics,
   });
-  // Retention was added after the first histories were recorded: patched() keeps those replaying.
+  // Workflow changes go behind patched() (this step is the template): a run whose history was written by
+  // code without the step replays without it; the replay test over test/histories guards the rest.
   if (patched('stage-retention')) {
     await control.applyRetention({ config, pipelineId: input.pipelineId, stageIndex });
   }

@@ -8,7 +8,18 @@ import { startPipeline } from '../../src/pipeline/client';
 import { createSchedule, scheduleRuns } from '../../src/pipeline/schedules';
 import type { JobSpec } from '../../src/pipeline/protocol';
 import type { PipelineStatus } from '../../src/pipeline/status';
-import { BUCKET, connectTestClient, FAKE_JOB, makeConfig, S3_ENDPOINT, startWorkers, TEMPORAL_ADDRESS, uniqueId, useDataDir, waitFor } from './helpers';
+import {
+  BUCKET,
+  connectTestClient,
+  FAKE_JOB,
+  makeConfig,
+  S3_ENDPOINT,
+  startWorkers,
+  TEMPORAL_ADDRESS,
+  uniqueId,
+  useDataDir,
+  waitFor,
+} from './helpers';
 
 const dataDir = useDataDir();
 
@@ -17,11 +28,18 @@ test('a schedule triggered by hand runs the pipeline with the scheduled time in 
   const storagePrefix = `tests/${uniqueId('sched')}`;
   const client = await connectTestClient();
   // The base pipeline whose latest successful run the scheduled retrain starts from.
-  const base = makeConfig({ name: 'base-model', taskQueue, storagePrefix, stages: [{ name: 'pretrain', steps: 3, every: 3 }] });
+  const base = makeConfig({
+    name: 'base-model',
+    taskQueue,
+    storagePrefix,
+    stages: [{ name: 'pretrain', steps: 3, every: 3 }],
+  });
   const workers = await startWorkers(base);
   const scheduleName = uniqueId('nightly');
   try {
-    const baseRun = (await (await startPipeline(client, base, { id: uniqueId('base') })).result()) as PipelineStatus;
+    const baseRun = (await (
+      await startPipeline(client, base, { id: uniqueId('base') })
+    ).result()) as PipelineStatus;
 
     const file = path.join(dataDir, 'retrain.yaml');
     writeFileSync(
@@ -50,18 +68,28 @@ test('a schedule triggered by hand runs the pipeline with the scheduled time in 
     await createSchedule(client, { name: scheduleName, configFile: file });
     const triggeredAt = new Date();
     await client.schedule.getHandle(scheduleName).trigger();
-    const runId = await waitFor('the schedule to start a run', async () => (await scheduleRuns(client, scheduleName))[0]);
+    const runId = await waitFor(
+      'the schedule to start a run',
+      async () => (await scheduleRuns(client, scheduleName))[0],
+    );
     expect(runId.startsWith(`${scheduleName}-`)).toBe(true);
     const status = (await client.workflow.getHandle(runId).result()) as PipelineStatus;
     expect(status.state).toBe('completed');
     expect(status.stages[0].inputCheckpoint).toBe(baseRun.stages[0].outputCheckpoint);
 
-    const spec = JSON.parse(readFileSync(path.join(dataDir, 'jobs', jobName(runId, 'refresh'), 'spec.json'), 'utf8')) as JobSpec;
+    const spec = JSON.parse(
+      readFileSync(path.join(dataDir, 'jobs', jobName(runId, 'refresh'), 'spec.json'), 'utf8'),
+    ) as JobSpec;
     const sources = (spec.stage.data as { sources: { path: string }[] }).sources;
-    expect(sources[0].path).toBe(`s3://${BUCKET}/snapshots/${triggeredAt.toISOString().slice(0, 10)}/code.jsonl`);
+    expect(sources[0].path).toBe(
+      `s3://${BUCKET}/snapshots/${triggeredAt.toISOString().slice(0, 10)}/code.jsonl`,
+    );
     expect(spec.input_checkpoint).toBe(baseRun.stages[0].outputCheckpoint);
   } finally {
-    await client.schedule.getHandle(scheduleName).delete().catch(() => undefined);
+    await client.schedule
+      .getHandle(scheduleName)
+      .delete()
+      .catch(() => undefined);
     await workers.stop();
     await client.connection.close();
   }
