@@ -1,0 +1,309 @@
+// bench/dataplane-sim: the real TagScheduler (src/dataplane/scheduler.ts) driving a discrete-event simulation
+// of RL training on 32 GPUs, in simulated time, for three loops over one workload:
+//   sync          all GPUs generate a batch, wait for its longest response, then all train (colocated, verl sync)
+//   one-step-off  a fixed split: 16 GPUs only generate (whole batches), 16 only train, one step of staleness
+//   trainflow     tag scheduling: 16 GPUs tagged train+rollout generate while the trainer waits and train when
+//                 a batch is ready (their in-flight responses move to the others and continue: partial
+//                 rollout), 16 tagged rollout; streaming admission under a staleness bound of 1
+// Run: npx tsx bench/dataplane-sim/run.ts   → bench/results/dataplane-sim.json
+import fs from 'node:fs';
+import path from 'node:path';
+import { TagScheduler, type ResourceSpec, type SchedulerPolicy } from '../../src/dataplane/scheduler';
+
+// ------------------------------------------------------------------------------------- the workload
+export const WORKLOAD = {
+  gpus: 32,
+  /** responses per training step (e.g. 64 prompts x 8 samples) */
+  batchSize: 512,
+  /** training steps simulated per mode */
+  steps: 40,
+  /** response length: lognormal with this median and p99, capped */
+  lengthMedian: 2000,
+  lengthP99: 16000,
+  lengthCap: 32000,
+  /** decode speed of one sequence on a GPU decoding b sequences: perSeqTokS / (1 + b / halfSpeedBatch) */
+  perSeqTokS: 60,
+  halfSpeedBatch: 48,
+  /** KV-cache capacity: sequences one GPU can hold */
+  maxSeqsPerGpu: 128,
+  /** re-prefill cost when a preempted response continues on another GPU (tokens so far / this rate) */
+  prefillTokS: 20000,
+  /** weight sync after each training step: every GPU pauses this long */
+  weightSyncS: 10,
+  /** training takes this fraction of a synchronous step (generate + train + sync); calibrated below */
+  trainFractionOfSyncStep: 0.4,
+  seed: 1234,
+};
+
+// ------------------------------------------------------------------------------------ randomness
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function lengthSampler(seed: number): () => number {
+  const u = rng(seed);
+  const mu = Math.log(WORKLOAD.lengthMedian);
+  const sigma = Math.log(WORKLOAD.lengthP99 / WORKLOAD.lengthMedian) / 2.3263;
+  return () => {
+    const z = Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
+    return Math.min(WORKLOAD.lengthCap, Math.max(1, Math.round(Math.exp(mu + sigma * z))));
+  };
+}
+
+// ------------------------------------------------------------------------------------ the simulator
+interface Seq {
+  id: number;
+  length: number;
+  remaining: number;
+  launchVersion: number;
+  /** seconds of re-prefill still owed before decoding resumes (after a move) */
+  prefill: number;
+}
+
+interface Gpu {
+  spec: ResourceSpec;
+  active: Seq[];
+  busy: number;
+}
+
+export interface ModeConfig {
+  name: string;
+  resources: ResourceSpec[];
+  policy: SchedulerPolicy;
+}
+
+export interface ModeResult {
+  name: string;
+  tokens_per_s: number;
+  idle_fraction: number;
+  sim_seconds: number;
+  steps: number;
+  mean_step_s: number;
+  stale_dropped: number;
+  preempted_moves: number;
+  max_staleness_seen: number;
+}
+
+export function simulate(
+  mode: ModeConfig,
+  trainSecondsPerTokenGpu: number,
+  steps = WORKLOAD.steps,
+): ModeResult {
+  const w = WORKLOAD;
+  const sched = new TagScheduler(mode.resources, mode.policy);
+  const gpus = new Map<string, Gpu>(mode.resources.map((r) => [r.id, { spec: r, active: [], busy: 0 }]));
+  const nextLength = lengthSampler(w.seed);
+  const pending: Seq[] = []; // moved (preempted) responses waiting for a slot, oldest first
+  const done: Seq[] = []; // finished responses not yet trained on, in finishing order
+  let now = 0;
+  let seqId = 0;
+  let trainEnd = Infinity;
+  let syncEnd = 0;
+  let tokensTrained = 0;
+  let stepsDone = 0;
+  let staleDropped = 0;
+  let moves = 0;
+  let maxStale = 0;
+  const trainGpus = sched.trainResources().length;
+
+  const rate = (b: number): number => w.perSeqTokS / (1 + b / w.halfSpeedBatch);
+
+  const dispatch = (): void => {
+    if (now < syncEnd) return;
+    const rollout = sched.rolloutResources().map((id) => gpus.get(id)!);
+    if (rollout.length === 0) return;
+    for (;;) {
+      let target: Gpu | null = null;
+      for (const g of rollout)
+        if (g.active.length < w.maxSeqsPerGpu && (!target || g.active.length < target.active.length))
+          target = g;
+      if (!target) return;
+      if (pending.length > 0) {
+        const s = pending.shift()!;
+        s.prefill = (s.length - s.remaining) / w.prefillTokS;
+        target.active.push(s);
+      } else if (sched.admit()) {
+        const len = nextLength();
+        target.active.push({
+          id: seqId++,
+          length: len,
+          remaining: len,
+          launchVersion: sched.launch(),
+          prefill: 0,
+        });
+      } else return;
+    }
+  };
+
+  const startTraining = (): void => {
+    const taken = sched.startTraining();
+    for (const id of taken) {
+      const g = gpus.get(id)!;
+      moves += g.active.length;
+      pending.unshift(...g.active); // partial rollout: continue elsewhere with the tokens so far
+      g.active = [];
+    }
+    const batch = done.splice(0, w.batchSize);
+    let tokens = 0;
+    for (const s of batch) {
+      const stale = sched.version - s.launchVersion;
+      if (stale > mode.policy.maxStaleness) {
+        staleDropped++;
+        continue;
+      }
+      maxStale = Math.max(maxStale, stale);
+      tokens += s.length;
+    }
+    tokensTrained += tokens;
+    trainEnd = now + (tokens * trainSecondsPerTokenGpu) / trainGpus;
+    for (const id of sched.trainResources()) gpus.get(id)!.busy -= now; // busy from now until trainEnd
+  };
+
+  dispatch();
+  while (stepsDone < steps) {
+    // Next event: a response finishing, training ending, or the weight sync ending.
+    let dt = Infinity;
+    if (now < syncEnd) dt = syncEnd - now;
+    else {
+      for (const g of gpus.values()) {
+        const r = rate(g.active.length);
+        for (const s of g.active) dt = Math.min(dt, s.prefill > 0 ? s.prefill : s.remaining / r);
+      }
+    }
+    dt = Math.min(dt, trainEnd - now);
+    if (!Number.isFinite(dt))
+      throw new Error(`${mode.name}: the simulation stalled at t=${now.toFixed(1)}s (nothing can run)`);
+    // Advance decoding.
+    if (now >= syncEnd) {
+      for (const g of gpus.values()) {
+        if (g.active.length === 0) continue;
+        g.busy += dt;
+        const r = rate(g.active.length);
+        for (const s of g.active) {
+          if (s.prefill > 0) s.prefill = Math.max(0, s.prefill - dt);
+          else s.remaining -= r * dt;
+        }
+      }
+    }
+    now += dt;
+    // Finished responses.
+    for (const g of gpus.values()) {
+      const still: Seq[] = [];
+      for (const s of g.active) {
+        if (s.remaining <= 1e-6) {
+          done.push(s);
+          sched.complete();
+        } else still.push(s);
+      }
+      g.active = still;
+    }
+    // Training done: the version advances, weights sync, lent GPUs come back.
+    if (now >= trainEnd - 1e-9) {
+      for (const id of sched.trainResources()) gpus.get(id)!.busy += trainEnd;
+      trainEnd = Infinity;
+      sched.finishTraining();
+      stepsDone++;
+      syncEnd = now + w.weightSyncS;
+    }
+    if (sched.batchReady() && now >= syncEnd) startTraining();
+    dispatch();
+  }
+  const busy = [...gpus.values()].reduce((a, g) => a + g.busy, 0);
+  return {
+    name: mode.name,
+    tokens_per_s: tokensTrained / now,
+    idle_fraction: 1 - busy / (w.gpus * now),
+    sim_seconds: now,
+    steps: stepsDone,
+    mean_step_s: now / stepsDone,
+    stale_dropped: staleDropped,
+    preempted_moves: moves,
+    max_staleness_seen: maxStale,
+  };
+}
+
+function gpuSpecs(spec: { train: number; rollout: number; both: number }): ResourceSpec[] {
+  const out: ResourceSpec[] = [];
+  for (let i = 0; i < spec.both; i++) out.push({ id: `gpu${out.length}`, tags: ['train', 'rollout'] });
+  for (let i = 0; i < spec.train; i++) out.push({ id: `gpu${out.length}`, tags: ['train'] });
+  for (let i = 0; i < spec.rollout; i++) out.push({ id: `gpu${out.length}`, tags: ['rollout'] });
+  return out;
+}
+
+export function modes(trainFlowBoth = 28): ModeConfig[] {
+  const n = WORKLOAD.gpus;
+  const B = WORKLOAD.batchSize;
+  return [
+    {
+      name: 'sync',
+      resources: gpuSpecs({ both: n, train: 0, rollout: 0 }),
+      policy: { batchSize: B, maxStaleness: 0, wholeBatches: true },
+    },
+    {
+      name: 'one-step-off',
+      resources: gpuSpecs({ both: 0, train: n / 2, rollout: n / 2 }),
+      policy: { batchSize: B, maxStaleness: 1, wholeBatches: true },
+    },
+    {
+      name: 'trainflow',
+      resources: gpuSpecs({ both: trainFlowBoth, train: 0, rollout: n - trainFlowBoth }),
+      policy: { batchSize: B, maxStaleness: 1, wholeBatches: false },
+    },
+  ];
+}
+
+/** Training cost per token per GPU such that training is `trainFractionOfSyncStep` of a synchronous step. */
+export function calibrate(): { trainSecondsPerTokenGpu: number; syncGenerateAndSyncS: number } {
+  const probe = simulate(modes()[0], 0, 10);
+  const f = WORKLOAD.trainFractionOfSyncStep;
+  const genAndSync = probe.mean_step_s;
+  const meanTokens = (probe.tokens_per_s * probe.sim_seconds) / probe.steps;
+  const trainS = (genAndSync * f) / (1 - f);
+  return { trainSecondsPerTokenGpu: (trainS * WORKLOAD.gpus) / meanTokens, syncGenerateAndSyncS: genAndSync };
+}
+
+function main(): void {
+  const t0 = Date.now();
+  const cal = calibrate();
+  const results = modes().map((m) => simulate(m, cal.trainSecondsPerTokenGpu));
+  const sweep = [8, 16, 24, 28, 30, 32].map((k) => ({
+    train_rollout_gpus: k,
+    ...simulate(modes(k)[2], cal.trainSecondsPerTokenGpu),
+  }));
+  const base = results[0].tokens_per_s;
+  console.log(
+    `dataplane-sim: ${WORKLOAD.gpus} GPUs, batch ${WORKLOAD.batchSize}, ${WORKLOAD.steps} steps; sync step = ${cal.syncGenerateAndSyncS.toFixed(0)}s generate+sync + training at ${(WORKLOAD.trainFractionOfSyncStep * 100).toFixed(0)}%`,
+  );
+  console.log('mode           tokens/s   vs sync   idle    mean step   stale dropped   moved');
+  for (const r of results) {
+    console.log(
+      `${r.name.padEnd(14)} ${r.tokens_per_s.toFixed(0).padStart(8)}   ${(r.tokens_per_s / base).toFixed(2).padStart(6)}x  ${(r.idle_fraction * 100).toFixed(1).padStart(5)}%  ${r.mean_step_s.toFixed(0).padStart(8)}s   ${String(r.stale_dropped).padStart(12)}   ${String(r.preempted_moves).padStart(6)}`,
+    );
+  }
+  console.log('trainflow split sweep (GPUs tagged train+rollout / rollout only):');
+  for (const s of sweep)
+    console.log(
+      `  ${s.train_rollout_gpus}/${WORKLOAD.gpus - s.train_rollout_gpus}: ${s.tokens_per_s.toFixed(0)} tokens/s, idle ${(s.idle_fraction * 100).toFixed(1)}%`,
+    );
+  const out = {
+    bench: 'dataplane-sim',
+    workload: WORKLOAD,
+    calibration: cal,
+    modes: results.map((r) => ({ ...r, speedup_vs_sync: r.tokens_per_s / base })),
+    trainflow_split_sweep: sweep,
+    wall_ms: Date.now() - t0,
+  };
+  const file = path.resolve(__dirname, '../results/dataplane-sim.json');
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  console.log(`wrote ${path.relative(process.cwd(), file)}`);
+}
+
+if (require.main === module) main();

@@ -1,0 +1,130 @@
+// Tag scheduling: who generates rollouts and who trains, and when a new sample may start.
+//
+// Resources (GPUs, inference servers) carry tags: `train` (can run the trainer), `rollout` (can serve
+// inference). While the trainer waits for data, resources tagged with both serve rollouts; when a batch is
+// ready the scheduler takes them back for training (their in-flight generations move elsewhere and resume:
+// partial rollout) and returns them when the step is done. The same class drives the real rollout manager
+// and the discrete-event simulation in bench/dataplane-sim (simulated time): it holds no clock, it only
+// reacts to events.
+//
+// Staleness: a sample is consumed by training step floor(L / batchSize) if it is the L-th launched (FIFO),
+// and that step trains policy version = step number. A sample launched while the served version is v is at
+// most `maxStaleness` versions old at training when L < (v + maxStaleness + 1) * batchSize (AReaL's rule);
+// `admit()` enforces it. maxStaleness 0 with whole batches is the synchronous loop.
+
+export type Tag = 'train' | 'rollout';
+export type Role = 'rollout' | 'train' | 'idle';
+
+export interface ResourceSpec {
+  id: string;
+  tags: Tag[];
+}
+
+export interface SchedulerPolicy {
+  /** samples per training step */
+  batchSize: number;
+  /** how many versions older than the trainer a sample's launch version may be */
+  maxStaleness: number;
+  /** generate in whole batches: batch k+1 starts only after every sample of batch k finished (verl-style) */
+  wholeBatches: boolean;
+}
+
+export class TagScheduler {
+  readonly resources: ResourceSpec[];
+  private readonly roles = new Map<string, Role>();
+  /** policy version being served for rollout (= training steps finished) */
+  version = 0;
+  training = false;
+  launched = 0;
+  completed = 0;
+  /** samples handed to the trainer so far */
+  consumed = 0;
+
+  constructor(
+    resources: ResourceSpec[],
+    readonly policy: SchedulerPolicy,
+  ) {
+    if (!resources.some((r) => r.tags.includes('train')))
+      throw new Error('tag scheduling needs at least one resource tagged `train`');
+    if (!resources.some((r) => r.tags.includes('rollout')))
+      throw new Error('tag scheduling needs at least one resource tagged `rollout`');
+    if (policy.batchSize < 1 || policy.maxStaleness < 0)
+      throw new Error('batchSize must be >= 1 and maxStaleness >= 0');
+    this.resources = resources;
+    for (const r of resources) this.roles.set(r.id, r.tags.includes('rollout') ? 'rollout' : 'idle');
+  }
+
+  role(id: string): Role {
+    return this.roles.get(id) ?? 'idle';
+  }
+
+  rolloutResources(): string[] {
+    return this.resources.filter((r) => this.roles.get(r.id) === 'rollout').map((r) => r.id);
+  }
+
+  trainResources(): string[] {
+    return this.resources.filter((r) => r.tags.includes('train')).map((r) => r.id);
+  }
+
+  /** May one more sample start now? (staleness bound, and whole-batch generation when configured) */
+  admit(): boolean {
+    const { batchSize, maxStaleness, wholeBatches } = this.policy;
+    if (this.launched >= (this.version + maxStaleness + 1) * batchSize) return false;
+    if (wholeBatches && this.launched >= (Math.floor(this.completed / batchSize) + 1) * batchSize)
+      return false;
+    return true;
+  }
+
+  /** Records a launch; call only after admit() said yes. Returns the sample's launch version. */
+  launch(): number {
+    this.launched++;
+    return this.version;
+  }
+
+  /** Records a finished sample; true when a batch is ready and the trainer is free. */
+  complete(): boolean {
+    this.completed++;
+    return this.batchReady();
+  }
+
+  /** A preempted sample that will not complete (dropped); frees its launch slot. */
+  abandon(): void {
+    this.launched--;
+  }
+
+  batchReady(): boolean {
+    return !this.training && this.completed - this.consumed >= this.policy.batchSize;
+  }
+
+  /**
+   * Starts a training step: resources tagged `train` switch to training. Returns the ids taken from
+   * rollout, whose in-flight generations must move (partial rollout).
+   */
+  startTraining(): string[] {
+    if (!this.batchReady()) throw new Error('startTraining without a ready batch');
+    this.training = true;
+    this.consumed += this.policy.batchSize;
+    const taken: string[] = [];
+    for (const r of this.resources) {
+      if (!r.tags.includes('train')) continue;
+      if (this.roles.get(r.id) === 'rollout') taken.push(r.id);
+      this.roles.set(r.id, 'train');
+    }
+    return taken;
+  }
+
+  /** Ends a training step: the version advances and lent resources go back to rollout. Returns them. */
+  finishTraining(): string[] {
+    if (!this.training) throw new Error('finishTraining while not training');
+    this.training = false;
+    this.version++;
+    const back: string[] = [];
+    for (const r of this.resources) {
+      if (this.roles.get(r.id) !== 'train') continue;
+      const next: Role = r.tags.includes('rollout') ? 'rollout' : 'idle';
+      this.roles.set(r.id, next);
+      if (next === 'rollout') back.push(r.id);
+    }
+    return back;
+  }
+}
