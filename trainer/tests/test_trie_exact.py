@@ -76,14 +76,15 @@ def random_trajectories(rng: np.random.Generator, model: Transformer, seqs: list
 
 
 def grads_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    # No trained token at all leaves .grad unset: that is a zero gradient.
+    return {n: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
 def run_reference(model, trajs, spec):
     model.zero_grad()
     loss, _ = flat_reference_loss(model, trajs, spec)
     loss.backward()
-    return float(loss), grads_of(model)
+    return float(loss.detach()), grads_of(model)
 
 
 def run_packed(model, trajs, spec, max_tokens, fn=packed_forward_backward):

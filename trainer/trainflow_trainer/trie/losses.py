@@ -161,8 +161,8 @@ def flat_reference_loss(model, trajectories: Sequence, spec: LossSpec) -> tuple[
     if spec.aggregation == "sum":
         loss = sums.sum()
     elif spec.aggregation == "token_mean":
-        loss = sums.sum() / masks.sum()
+        loss = sums.sum() / masks.sum().clamp_min(torch.finfo(dtype).tiny)  # no trained token: loss 0
     else:
         has = masks > 0
-        loss = (sums[has] / masks[has]).sum() / has.sum()
+        loss = (sums[has] / masks[has]).sum() / has.sum().clamp_min(1)
     return loss, per_branch_logp
