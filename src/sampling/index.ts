@@ -1,0 +1,6 @@
+// Difficulty-aware task sampling: statistics, samplers, advantage scaling and their persistence.
+export * from './advantages';
+export * from './rng';
+export * from './sampler';
+export * from './stats';
+export * from './store';
