@@ -1,0 +1,204 @@
+// What the cluster launchers (Slurm, Kubernetes) share: the shape of one multi-node job (nodes × GPUs, taken from
+// the stage's `resources` in the job spec and the pool's settings), the torchrun command line every node runs,
+// and the environment torchrun needs (MASTER_ADDR/MASTER_PORT, NODE_RANK, WORLD_SIZE, NPROC_PER_NODE).
+//
+// Why wrap the command in torchrun here and not in the activity: the activity knows one command
+// (`python -m trainflow_trainer.job --spec SPEC`); only the launcher knows how many nodes and GPUs it got.
+import { execFile } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadConfigFile } from '../config/load';
+import type { PoolConfig, ResourcesConfig } from '../config/schema';
+import { UserError } from '../errors';
+import type { JobLaunch, LogOptions } from './types';
+
+/** The rendezvous port of torchrun's c10d store on node 0. */
+export const MASTER_PORT = 29500;
+
+export interface JobShape {
+  nodes: number;
+  gpusPerNode: number;
+  gpuType?: string;
+  cpusPerNode?: number;
+  /** Bytes. */
+  memoryPerNode?: number;
+}
+
+/**
+ * The pool a launcher worker serves, from its environment: TRAINFLOW_CONFIG (a pipeline config file holding the
+ * pool, e.g. mounted from a ConfigMap) and TRAINFLOW_POOL (its name). Unset: the launcher's defaults (no
+ * partition/account, the default namespace).
+ */
+export function poolFromEnvironment(env: NodeJS.ProcessEnv = process.env): PoolConfig | undefined {
+  const file = env.TRAINFLOW_CONFIG;
+  const name = env.TRAINFLOW_POOL;
+  if (!file || !name) return undefined;
+  const pools = loadConfigFile(file).pools;
+  const pool = pools[name];
+  if (!pool) {
+    throw new UserError(
+      `TRAINFLOW_POOL=${name}: ${file} has no pool of that name (pools: ${Object.keys(pools).join(', ')})`,
+    );
+  }
+  return pool;
+}
+
+/** The stage's resources from a job spec (`spec.stage.resources`), checked against the pool's limits. */
+export function jobShape(spec: unknown, pool?: PoolConfig): JobShape {
+  const stage = (spec as { stage?: { name?: string; resources?: Partial<ResourcesConfig> } } | null)?.stage;
+  const r = stage?.resources ?? {};
+  const shape: JobShape = {
+    nodes: r.nodes ?? 1,
+    gpusPerNode: r.gpus_per_node ?? pool?.gpus_per_node ?? 0,
+    gpuType: r.gpu_type ?? pool?.gpu_type,
+    cpusPerNode: r.cpus_per_node,
+    memoryPerNode: r.memory_per_node,
+  };
+  const where = `stage ${stage?.name ?? '?'} resources`;
+  if (pool && shape.nodes > pool.max_nodes) {
+    throw new UserError(
+      `${where}: nodes ${shape.nodes} > the pool's max_nodes ${pool.max_nodes}; lower nodes or raise pools.<name>.max_nodes`,
+    );
+  }
+  if (pool && pool.gpus_per_node > 0 && shape.gpusPerNode > pool.gpus_per_node) {
+    throw new UserError(
+      `${where}: gpus_per_node ${shape.gpusPerNode} > the pool's gpus_per_node ${pool.gpus_per_node}; lower it or pick another pool`,
+    );
+  }
+  return shape;
+}
+
+/** Processes per node: one per GPU, or one on a CPU-only job. */
+export function procsPerNode(shape: JobShape): number {
+  return Math.max(1, shape.gpusPerNode);
+}
+
+/**
+ * The argv each node runs. A Python job (`python -m MODULE ...` or `python SCRIPT ...`) on GPUs or on several nodes
+ * runs under torchrun (`python -m torch.distributed.run`, the same interpreter) with the rendezvous taken from the
+ * environment the launcher sets; anything else (one CPU process, a non-Python test job) runs as it is, once per
+ * node, with the same environment.
+ */
+export function nodeCommand(argv: string[], shape: JobShape): string[] {
+  const [exe, ...rest] = argv;
+  const isPython = exe !== undefined && /^python[0-9.]*$/.test(path.basename(exe));
+  if (!isPython || (shape.nodes === 1 && shape.gpusPerNode === 0)) return argv;
+  // `-m MODULE args` and `SCRIPT args` both go after torchrun's own flags, as they are.
+  return [
+    exe,
+    '-m',
+    'torch.distributed.run',
+    '--nnodes=$NNODES',
+    '--nproc-per-node=$NPROC_PER_NODE',
+    '--node-rank=$NODE_RANK',
+    '--master-addr=$MASTER_ADDR',
+    '--master-port=$MASTER_PORT',
+    ...rest,
+  ];
+}
+
+/** The spec file's path in argv (`{spec}`), as the job sees it. */
+export function withSpecPath(job: JobLaunch, specPath: string): string[] {
+  return job.command.map((a) => a.replaceAll('{spec}', specPath));
+}
+
+/** Quotes one word for a POSIX shell; `$NAME` references (torchrun flags above) stay expandable. */
+export function shellWord(word: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  const m = /^(--[a-z-]+=)\$([A-Z_]+)$/.exec(word);
+  if (m) return `${m[1]}"$${m[2]}"`;
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/** A scheduler-safe name: Slurm and Kubernetes allow lowercase letters, digits and `-` everywhere (DNS-1123). */
+export function dnsName(name: string, max = 63): string {
+  const clean = name
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '');
+  if (clean.length <= max) return clean;
+  // Keep it unique when cut: the tail is a short hash of the whole name.
+  let h = 0;
+  for (const c of name) h = (Math.imul(h, 31) + c.charCodeAt(0)) >>> 0;
+  const tag = h.toString(36).slice(0, 6);
+  return `${clean.slice(0, max - tag.length - 1).replace(/-+$/, '')}-${tag}`;
+}
+
+/** Seconds → Slurm's `D-HH:MM:SS` (rounded up to whole minutes, Slurm's resolution). */
+export function slurmTime(ms: number): string {
+  const minutes = Math.max(1, Math.ceil(ms / 60_000));
+  const d = Math.floor(minutes / 1440);
+  const h = Math.floor((minutes % 1440) / 60);
+  const m = minutes % 60;
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d}-${pad(h)}:${pad(m)}:00`;
+}
+
+/** Runs a cluster command line tool; resolves with stdout, rejects with its stderr in the message. */
+export function run(
+  file: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      file,
+      args,
+      { env: options.env ?? process.env, timeout: options.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        if (err) {
+          const detail = (stderr || err.message).trim();
+          reject(
+            Object.assign(new Error(`${file} ${args.join(' ')}: ${detail}`), { stderr, code: err.code }),
+          );
+        } else {
+          resolve(stdout);
+        }
+      },
+    );
+  });
+}
+
+/**
+ * A log file as chunks of text: from `tailBytes` before its end (or its start), and with `follow` on until
+ * `running()` says the job ended (then one last read) or the signal aborts.
+ */
+export async function* followFile(
+  file: string,
+  options: LogOptions,
+  running: () => Promise<boolean>,
+  pollMs = 300,
+): AsyncIterable<string> {
+  while (!existsSync(file)) {
+    // A pending job has no log yet: wait for it while following, else there is nothing to show.
+    if (!options.follow || options.signal?.aborted || !(await running())) return;
+    await sleep(pollMs);
+  }
+  const handle = await open(file, 'r');
+  try {
+    let position = options.tailBytes !== undefined ? Math.max(0, statSync(file).size - options.tailBytes) : 0;
+    const buffer = Buffer.alloc(64 * 1024);
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
+      if (bytesRead > 0) {
+        position += bytesRead;
+        yield buffer.subarray(0, bytesRead).toString('utf8');
+        continue;
+      }
+      if (!options.follow || options.signal?.aborted) return;
+      if (!(await running())) {
+        for (;;) {
+          const last = await handle.read(buffer, 0, buffer.length, position);
+          if (last.bytesRead === 0) return;
+          position += last.bytesRead;
+          yield buffer.subarray(0, last.bytesRead).toString('utf8');
+        }
+      }
+      await sleep(pollMs);
+    }
+  } finally {
+    await handle.close();
+  }
+}
