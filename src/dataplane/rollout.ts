@@ -1,0 +1,250 @@
+// The rollout manager: sets the rhythm between agents and the trainer.
+//
+// It draws tasks from a sampler, runs `groupSize` agent sessions per task (each with its own proxy key) with
+// at most `concurrency` sessions in flight, and when a task's group is complete appends it to the ledger (each
+// session's trajectory was appended on its own when it finished). When `batchGroups` groups are ready the
+// trainer gets a batch read from the ledger after its cursor; the trainer returns the checkpoint to serve,
+// and the manager updates the weights: pause the inference servers, reload, resume. Generations in flight
+// continue under the new weights (partial rollout; every token keeps its version tag). The TagScheduler
+// (also used by bench/dataplane-sim) decides when a new group may start so that no group is trained on more
+// than `maxStaleness` versions after it started, and the batch check drops any group whose oldest token is
+// older than that (which admission makes rare).
+import type { Ledger, LedgerEntry } from './ledger';
+import type { TrajectoryProxy } from './proxy';
+import { TagScheduler, type ResourceSpec } from './scheduler';
+import type { Trajectory } from './sessions';
+
+export interface Task {
+  id: string;
+  [key: string]: unknown;
+}
+
+export interface Sampler {
+  next(): Task;
+}
+
+/** Draws tasks uniformly at random (seeded); the difficulty-aware sampler comes with the RL stage. */
+export class UniformSampler implements Sampler {
+  private state: number;
+  constructor(
+    private readonly tasks: Task[],
+    seed = 0,
+  ) {
+    if (tasks.length === 0) throw new Error('the task sampler needs at least one task');
+    this.state = seed >>> 0 || 1;
+  }
+
+  next(): Task {
+    // xorshift32: reproducible without a dependency.
+    let x = this.state;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.state = x >>> 0;
+    return this.tasks[this.state % this.tasks.length];
+  }
+}
+
+export interface AgentEndpoint {
+  baseUrl: string;
+  apiKey: string;
+}
+
+/** An agent: talks to the OpenAI endpoint it is given, returns the reward its verifier gave. */
+export type Agent = (endpoint: AgentEndpoint, task: Task) => Promise<number>;
+
+export interface GroupRecord {
+  kind: 'group';
+  group_id: string;
+  task_id: string;
+  launch_version: number;
+  trajectories: Trajectory[];
+}
+
+export interface Batch {
+  groups: GroupRecord[];
+  /** ledger seq of the last group in the batch: the trainer stores it in its checkpoint */
+  cursor: number;
+  /** the policy version the trainer is at (the one these groups are trained into) */
+  trainerVersion: number;
+  dropped: string[];
+}
+
+export interface TrainerPort {
+  /** Trains one step; returns the checkpoint to serve next and its policy version. */
+  train(batch: Batch): Promise<{ checkpoint: string; version: number }>;
+}
+
+export interface RolloutOptions {
+  proxy: TrajectoryProxy;
+  proxyUrl: string;
+  ledger: Ledger;
+  sampler: Sampler;
+  agent: Agent;
+  trainer: TrainerPort;
+  groupSize: number;
+  batchGroups: number;
+  concurrency: number;
+  maxStaleness: number;
+  /** the policy version served at start */
+  initialVersion: number;
+  /** ledger cursor restored from the trainer's checkpoint (-1: from the start) */
+  cursor?: number;
+  resources?: ResourceSpec[];
+}
+
+export interface RolloutStats {
+  steps: number;
+  groupsLaunched: number;
+  sessions: number;
+  dropped: number;
+  batches: Batch[];
+}
+
+export class RolloutManager {
+  readonly scheduler: TagScheduler;
+  private cursor: number;
+  private inFlight = 0;
+  private groupSeq = 0;
+  private failure: unknown = null;
+  private wake: (() => void) | null = null;
+
+  constructor(private readonly o: RolloutOptions) {
+    if (o.groupSize < 1 || o.batchGroups < 1 || o.concurrency < o.groupSize) {
+      throw new Error('rollout: need groupSize >= 1, batchGroups >= 1 and concurrency >= groupSize');
+    }
+    this.scheduler = new TagScheduler(
+      o.resources ?? [
+        { id: 'trainer', tags: ['train'] },
+        { id: 'inference', tags: ['rollout'] },
+      ],
+      { batchSize: o.batchGroups, maxStaleness: o.maxStaleness, wholeBatches: false },
+    );
+    this.cursor = o.cursor ?? -1;
+  }
+
+  get version(): number {
+    return this.o.initialVersion + this.scheduler.version;
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  async run(steps: number): Promise<RolloutStats> {
+    const stats: RolloutStats = { steps: 0, groupsLaunched: 0, sessions: 0, dropped: 0, batches: [] };
+    let training: Promise<void> | null = null;
+    while (stats.steps < steps) {
+      if (this.failure) throw this.failure;
+      while (this.scheduler.admit() && this.inFlight + this.o.groupSize <= this.o.concurrency) {
+        this.launchGroup(stats);
+      }
+      if (!training && this.scheduler.batchReady()) {
+        training = this.trainStep(stats).then(
+          () => {
+            training = null;
+            this.notify();
+          },
+          (err: unknown) => {
+            this.failure = err;
+            this.notify();
+          },
+        );
+      }
+      await new Promise<void>((r) => (this.wake = r));
+    }
+    await training;
+    // Let in-flight sessions finish so nothing is left running (their groups stay in the ledger for later).
+    while (this.inFlight > 0) await new Promise<void>((r) => (this.wake = r));
+    if (this.failure) throw this.failure;
+    return stats;
+  }
+
+  private launchGroup(stats: RolloutStats): void {
+    const task = this.o.sampler.next();
+    const launchVersion = this.o.initialVersion + this.scheduler.launch();
+    const groupId = `g${this.groupSeq++}-${task.id}`;
+    stats.groupsLaunched++;
+    this.inFlight += this.o.groupSize;
+    const members = Array.from({ length: this.o.groupSize }, async () => {
+      const { session, key } = this.o.proxy.sessions.issue(task.id, groupId, {
+        launch_version: launchVersion,
+      });
+      stats.sessions++;
+      try {
+        const reward = await this.o.agent({ baseUrl: `${this.o.proxyUrl}/v1`, apiKey: key }, task);
+        return await this.o.proxy.finish(session.id, reward);
+      } finally {
+        this.inFlight--;
+      }
+    });
+    Promise.all(members).then(
+      (trajectories) => {
+        const rec: GroupRecord = {
+          kind: 'group',
+          group_id: groupId,
+          task_id: task.id,
+          launch_version: launchVersion,
+          trajectories,
+        };
+        this.o.ledger.append(groupId, rec);
+        this.scheduler.complete();
+        this.notify();
+      },
+      (err: unknown) => {
+        this.failure = err;
+        this.notify();
+      },
+    );
+  }
+
+  /** Reads the next batch of group records after the cursor (trajectory records are skipped). */
+  private nextBatch(): Batch {
+    const groups: GroupRecord[] = [];
+    const dropped: string[] = [];
+    let cursor = this.cursor;
+    const trainerVersion = this.version;
+    while (groups.length + dropped.length < this.o.batchGroups) {
+      const entries: LedgerEntry[] = this.o.ledger.read(cursor, 256);
+      if (entries.length === 0)
+        throw new Error('rollout: the scheduler said a batch is ready but the ledger has too few groups');
+      for (const e of entries) {
+        cursor = e.seq;
+        const rec = e.record as { kind?: string };
+        if (rec.kind !== 'group') continue;
+        const g = rec as GroupRecord;
+        const oldest = Math.min(
+          g.launch_version,
+          ...g.trajectories.map((t) => t.versions?.min ?? g.launch_version),
+        );
+        if (trainerVersion - oldest > this.o.maxStaleness) dropped.push(g.group_id);
+        else groups.push(g);
+        if (groups.length + dropped.length === this.o.batchGroups) break;
+      }
+    }
+    return { groups, cursor, trainerVersion, dropped };
+  }
+
+  private async trainStep(stats: RolloutStats): Promise<void> {
+    const batch = this.nextBatch();
+    this.scheduler.startTraining();
+    const { checkpoint, version } = await this.o.trainer.train(batch);
+    // Weight update: in-flight generations pause between two tokens and continue under the new weights.
+    await this.o.proxy.pauseAll();
+    try {
+      await this.o.proxy.reloadAll(checkpoint, version);
+    } finally {
+      await this.o.proxy.resumeAll();
+    }
+    this.scheduler.finishTraining();
+    if (this.version !== version)
+      throw new Error(`rollout: the trainer returned version ${version}, expected ${this.version}`);
+    this.cursor = batch.cursor;
+    this.o.ledger.ack(batch.cursor);
+    stats.steps++;
+    stats.dropped += batch.dropped.length;
+    stats.batches.push(batch);
+  }
+}
