@@ -3,6 +3,15 @@ import { Command } from 'commander';
 import { register as registerValidate } from './commands/validate';
 import { register as registerDev } from './commands/dev';
 import { register as registerConfigReference } from './commands/config-reference';
+import { register as registerStart } from './commands/start';
+import { register as registerRun } from './commands/run';
+import { register as registerStatus } from './commands/status';
+import { register as registerList } from './commands/list';
+import { register as registerCancel } from './commands/cancel';
+import { register as registerLogs } from './commands/logs';
+import { register as registerWorker } from './commands/worker';
+import { register as registerResume } from './commands/resume';
+import { register as registerSchedule } from './commands/schedule';
 import { reportAndExit } from './errors';
 
 export function buildProgram(): Command {
@@ -13,6 +22,15 @@ export function buildProgram(): Command {
   registerValidate(program);
   registerDev(program);
   registerConfigReference(program);
+  registerStart(program);
+  registerRun(program);
+  registerStatus(program);
+  registerList(program);
+  registerCancel(program);
+  registerLogs(program);
+  registerWorker(program);
+  registerResume(program);
+  registerSchedule(program);
   return program;
 }
 

@@ -1,0 +1,33 @@
+// `trainflow logs ID [STAGE] [--follow]`: a stage's job log (stdout+stderr of every attempt), as kept by the
+// local launcher on this host; without STAGE, every stage's log in order.
+import type { Command } from 'commander';
+import { existsSync, readdirSync } from 'node:fs';
+import { UserError } from '../../errors';
+import { LocalLauncher } from '../../launchers/local';
+import { jobName } from '../../launchers/types';
+
+export function register(program: Command): void {
+  program
+    .command('logs')
+    .description('print the job log of a pipeline stage (local launcher, this host)')
+    .argument('<id>', 'pipeline id')
+    .argument('[stage]', 'stage name (default: every stage)')
+    .option('--follow', 'keep printing while the job runs')
+    .action(async (id: string, stage: string | undefined, opts: { follow?: boolean }) => {
+      const launcher = new LocalLauncher();
+      const prefix = jobName(id, 'x').slice(0, -1);
+      const names = stage
+        ? [jobName(id, stage)]
+        : existsSync(launcher.root)
+          ? readdirSync(launcher.root).filter((n) => n.startsWith(prefix)).sort()
+          : [];
+      const present = names.filter((n) => existsSync(`${launcher.jobDir(n)}/job.log`));
+      if (present.length === 0) {
+        throw new UserError(`no job logs for ${id}${stage ? ` stage ${stage}` : ''} under ${launcher.root} (logs stay on the launcher worker's host)`);
+      }
+      for (const name of present) {
+        if (!stage) process.stdout.write(`==> ${name.slice(prefix.length)} <==\n`);
+        for await (const chunk of launcher.logs(name, { follow: opts.follow })) process.stdout.write(chunk);
+      }
+    });
+}

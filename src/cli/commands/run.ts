@@ -1,0 +1,72 @@
+// `trainflow run FILE`: one command on the local stack — starts the stack if it is down, runs the control
+// worker and the launcher workers in this process, starts the pipeline and follows it to the end.
+// Interrupted (Ctrl-C), the workers stop but the pipeline stays durable in Temporal and its job keeps running;
+// `trainflow run FILE --id ID` (or any workers) picks it up again.
+import type { Command } from 'commander';
+import { loadConfigFile } from '../../config/load';
+import { up } from '../../dev/stack';
+import { startPipeline, storageOf } from '../../pipeline/client';
+import { follow } from '../../pipeline/cli-support';
+import { createControlWorker, createLauncherWorker, jobCommandFromEnv } from '../../pipeline/workers';
+import { StorageUnreachableError } from '../../storage/s3';
+import { connectClient, connectWorker, TemporalUnreachableError } from '../../temporal/connection';
+
+const isLocal = (address: string) => /^(127\.0\.0\.1|localhost)(:|$)/.test(address.replace(/^https?:\/\//, ''));
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description('run a pipeline end to end on the local stack (starts the stack and workers as needed)')
+    .argument('<file>', 'pipeline config (YAML)')
+    .option('--id <id>', 'pipeline id; if a run with this id is in progress, serve and follow it')
+    .action(async (file: string, opts: { id?: string }) => {
+      const config = loadConfigFile(file);
+      const { address, namespace } = config.temporal;
+      let client;
+      try {
+        client = await connectClient({ address, namespace });
+        await storageOf(config).checkBucket(config.storage.uri);
+      } catch (err) {
+        const local = isLocal(address) && (!config.storage.endpoint || isLocal(config.storage.endpoint.replace(/^https?:\/\//, '')));
+        if (!(err instanceof TemporalUnreachableError || err instanceof StorageUnreachableError) || !local) throw err;
+        process.stderr.write('the local stack is down: starting it (trainflow dev up)…\n');
+        await up(undefined, { log: (line) => process.stderr.write(`${line}\n`) });
+        client = await connectClient({ address, namespace });
+      }
+
+      const connection = await connectWorker(address);
+      const workers = [await createControlWorker({ connection, namespace, taskQueue: config.temporal.task_queue })];
+      const pools = new Set(config.stages.map((s) => s.resources.pool));
+      for (const name of pools) {
+        const pool = config.pools[name];
+        if (pool.launcher !== 'local') {
+          process.stderr.write(`pool ${name} uses the ${pool.launcher} launcher: start its worker with \`trainflow worker --pool ${name}\`\n`);
+          continue;
+        }
+        workers.push(await createLauncherWorker({ connection, namespace, taskQueue: pool.task_queue, job: { command: jobCommandFromEnv() } }));
+      }
+      const runs = workers.map((w) => w.run());
+
+      let id = opts.id;
+      const running = id ? await client.workflow.getHandle(id).describe().then((d) => d.status.name === 'RUNNING', () => false) : false;
+      if (!running) id = (await startPipeline(client, config, { id })).workflowId;
+      process.stderr.write(`${running ? 'serving' : 'started'} pipeline ${id}\n`);
+
+      let interrupted = false;
+      const onSignal = () => {
+        interrupted = true;
+        process.stderr.write(
+          `\ninterrupted: workers stopping. Pipeline ${id} stays durable and its job keeps running; continue with \`trainflow run ${file} --id ${id}\` or \`trainflow worker\`.\n`,
+        );
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const ended = Promise.all(runs).then(() => undefined);
+      const status = await Promise.race([follow(client, id!), ended]);
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.allSettled(runs);
+      await connection.close();
+      await client.connection.close();
+      process.exitCode = interrupted ? 130 : status?.state === 'completed' ? 0 : 1;
+    });
+}

@@ -1,0 +1,58 @@
+// The human view of a pipeline's status: one line per stage with a progress bar, step/total, loss and ETA.
+import type { PipelineStatus, StageStatus } from './status';
+
+const MARK: Record<StageStatus['state'], string> = {
+  pending: '·',
+  running: '▶',
+  completed: '✓',
+  skipped: '↷',
+  failed: '✗',
+  cancelled: '■',
+};
+
+function bar(fraction: number, width = 24): string {
+  const filled = Math.max(0, Math.min(width, Math.round(fraction * width)));
+  return `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
+}
+
+export function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '?';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+function eta(stage: StageStatus, now: number): string {
+  if (stage.state !== 'running' || !stage.startedAt || stage.step <= 0 || stage.totalSteps <= 0) return '';
+  const elapsed = (now - Date.parse(stage.startedAt)) / 1000;
+  return `ETA ${formatSeconds((elapsed / stage.step) * (stage.totalSteps - stage.step))}`;
+}
+
+export function renderStatus(status: PipelineStatus, uiUrl?: string, now = Date.now()): string {
+  const lines = [`pipeline ${status.pipelineId} (${status.name || '?'}): ${status.state}`];
+  if (uiUrl) lines.push(`  ${uiUrl}`);
+  const width = Math.max(...status.stages.map((s) => s.name.length), 5);
+  for (const stage of status.stages) {
+    const total = stage.totalSteps || 0;
+    const fraction = stage.state === 'completed' || stage.state === 'skipped' ? 1 : total > 0 ? stage.step / total : 0;
+    const loss = stage.metrics.loss !== undefined ? `loss ${stage.metrics.loss.toFixed(3)}` : '';
+    const attempt = stage.attempt > 1 ? `attempt ${stage.attempt}` : '';
+    const parts = [
+      `${MARK[stage.state]} ${stage.name.padEnd(width)}`,
+      stage.kind.padEnd(8),
+      bar(fraction),
+      `${stage.step}/${total || '?'}`.padStart(11),
+      loss,
+      eta(stage, now),
+      attempt,
+      stage.state === 'skipped' ? '(completed earlier)' : '',
+    ];
+    lines.push(`  ${parts.filter(Boolean).join('  ')}`);
+    if (stage.error) lines.push(`      ${stage.error.split('\n')[0]}`);
+  }
+  const last = [...status.stages].reverse().find((s) => s.outputCheckpoint);
+  if (last) lines.push(`  latest output: ${last.outputCheckpoint}`);
+  if (status.error && !status.stages.some((s) => s.error)) lines.push(`  error: ${status.error}`);
+  return lines.join('\n');
+}
