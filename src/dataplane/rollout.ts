@@ -106,7 +106,7 @@ export class RolloutManager {
   private cursor: number;
   private inFlight = 0;
   private groupSeq = 0;
-  private failure: unknown = null;
+  private failure: Error | null = null;
   private wake: (() => void) | null = null;
 
   constructor(private readonly o: RolloutOptions) {
@@ -148,7 +148,7 @@ export class RolloutManager {
             this.notify();
           },
           (err: unknown) => {
-            this.failure = err;
+            this.failure = err instanceof Error ? err : new Error(String(err));
             this.notify();
           },
         );
@@ -194,7 +194,7 @@ export class RolloutManager {
         this.notify();
       },
       (err: unknown) => {
-        this.failure = err;
+        this.failure = err instanceof Error ? err : new Error(String(err));
         this.notify();
       },
     );
