@@ -40,6 +40,7 @@ class RunResult:
     confinement: str          # "bwrap" or "fallback"
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    uid: int | None = None    # the private uid the run had (None when the host is not root)
 
     @property
     def ok(self) -> bool:
@@ -162,7 +163,7 @@ class Sandbox:
         return RunResult(stdout=out.text(), stderr=err.text(), exit_code=None if (timed_out or rc < 0) else rc,
                          timed_out=timed_out, killed=killed, signal=signal.SIGKILL if timed_out else sig,
                          duration_s=duration, confinement=self.confinement,
-                         stdout_truncated=out.truncated, stderr_truncated=err.truncated)
+                         stdout_truncated=out.truncated, stderr_truncated=err.truncated, uid=uid)
 
 
 def _kill_group(pgid: int) -> None:
