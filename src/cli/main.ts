@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { register as registerValidate } from './commands/validate';
 import { register as registerDev } from './commands/dev';
 import { register as registerConfigReference } from './commands/config-reference';
+import { register as registerRenderJob } from './commands/render-job';
 import { register as registerStart } from './commands/start';
 import { register as registerRun } from './commands/run';
 import { register as registerStatus } from './commands/status';
@@ -12,6 +13,7 @@ import { register as registerLogs } from './commands/logs';
 import { register as registerWorker } from './commands/worker';
 import { register as registerResume } from './commands/resume';
 import { register as registerSchedule } from './commands/schedule';
+import { register as registerDataplane } from './commands/dataplane';
 import { reportAndExit } from './errors';
 
 export function buildProgram(): Command {
@@ -22,6 +24,7 @@ export function buildProgram(): Command {
   registerValidate(program);
   registerDev(program);
   registerConfigReference(program);
+  registerRenderJob(program);
   registerStart(program);
   registerRun(program);
   registerStatus(program);
@@ -31,6 +34,7 @@ export function buildProgram(): Command {
   registerWorker(program);
   registerResume(program);
   registerSchedule(program);
+  registerDataplane(program);
   return program;
 }
 
