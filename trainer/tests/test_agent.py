@@ -212,3 +212,20 @@ def test_against_the_real_inference_server(tmp_path):
         assert ep.stop in ("answer", "max_turns") and ep.error is None, ep.error
         assert 1 <= ep.turns <= 2 and ep.reward == 0.0  # random weights never answer correctly
         assert all(c["usage"].get("completion_tokens", 0) >= 1 for c in ep.completions)
+
+
+def test_task_environment_files_are_in_the_tool_sandbox(stub, sandbox):
+    from trainflow_trainer.tasks import Task
+
+    task = Task(id="env/1", family="jsonl", prompt=[{"role": "user", "content": "What is in data.txt?"}],
+                tools=demo_tasks(1)[0].tools, environment={"files": {"data.txt": "1234\n"}},
+                verifier={"kind": "answer", "expected": "1234"})
+
+    def script(messages):
+        if messages[-1]["role"] == "user":
+            return {"content": "", "tool_calls": [call("print(open('data.txt').read().strip())")]}
+        return {"content": f"The answer is {messages[-1]['content']}."}
+
+    s = stub(script)
+    with Agent(ChatClient(s.url), sandbox) as agent:
+        assert agent.run(task).passed

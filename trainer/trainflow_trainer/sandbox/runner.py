@@ -112,10 +112,13 @@ class Sandbox:
                         os.chown(name, uid, uid)
             stdin_path = os.path.join(host_tmp, "stdin")
             Path(stdin_path).write_bytes(stdin.encode() if isinstance(stdin, str) else (stdin or b""))
-            return self._launch(argv, work, stdin_path, limits, uid)
-        finally:
+            result = self._launch(argv, work, stdin_path, limits, uid)  # kills the uid's processes itself
+            return result
+        except BaseException:
             if uid is not None:
-                cf.kill_uid(uid)  # nothing of the run may outlive it (also after an exception above)
+                cf.kill_uid(uid)  # nothing of the run may outlive it, even when launching failed half-way
+            raise
+        finally:
             shutil.rmtree(host_tmp, ignore_errors=True)
 
     # ---------------------------------------------------------------------------------------------------------
