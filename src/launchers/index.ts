@@ -3,6 +3,7 @@ import { UserError } from '../errors';
 import { LocalLauncher } from './local';
 import { poolFromEnvironment } from './cluster';
 import { SlurmLauncher } from './slurm';
+import { KubernetesLauncher } from './kubernetes';
 import type { Launcher } from './types';
 
 export function createLauncher(kind: string): Launcher {
@@ -11,6 +12,8 @@ export function createLauncher(kind: string): Launcher {
       return new LocalLauncher();
     case 'slurm':
       return new SlurmLauncher({ pool: poolFromEnvironment() });
+    case 'kubernetes':
+      return new KubernetesLauncher({ pool: poolFromEnvironment(), poolName: process.env.TRAINFLOW_POOL });
     default:
       throw new UserError(
         `launcher "${kind}" is not available in this build (known: local); set defaults.launcher or pools.<name>.launcher to local`,
