@@ -8,9 +8,11 @@
 //               low-exploration (confident) ones damped, as KAT-Dev's difficulty-aware policy optimisation
 //               describes (its exact formula is not public; this is the simplest form of that idea).
 // Every scale is clipped to [minScale, maxScale]. `none` returns the advantages unchanged (plain GRPO).
+import type { StageConfig } from '../config/schema';
 import { UserError } from '../errors';
 
-export type AdvantageScaling = 'none' | 'difficulty' | 'entropy';
+/** `algorithm.advantage_scaling` of the resolved stage config. */
+export type AdvantageScaling = NonNullable<StageConfig['algorithm']>['advantage_scaling'];
 
 export interface Group {
   /** Rewards of the group's rollouts. */

@@ -9,18 +9,13 @@
 // Filtering (DAPO dynamic sampling): a group whose outcomes are all equal has zero advantage everywhere and
 // carries no signal, so it is dropped from the batch and — for the difficulty sampler — its task rests for
 // `recheck_every` steps and is then drawn again (its difficulty may have changed since).
+import type { StageConfig } from '../config/schema';
 import { UserError } from '../errors';
 import { Rng } from './rng';
 import { StatsTable, UNIFORM_PRIOR, type BetaPrior } from './stats';
 
-/** The stage config's `sampling` block (snake_case, as in src/config/schema.ts). */
-export interface SamplingConfig {
-  strategy: 'difficulty' | 'uniform';
-  exploration_bonus: number;
-  filter_all_equal: boolean;
-  recheck_every: number;
-  stats_uri?: string;
-}
+/** The stage config's resolved `sampling` block (src/config/schema.ts: one definition, no drift). */
+export type SamplingConfig = NonNullable<StageConfig['sampling']>;
 
 export const DEFAULT_SAMPLING: SamplingConfig = {
   strategy: 'difficulty',

@@ -1,5 +1,7 @@
 // The samplers over synthetic tasks with known pass rates: draw weights, filtering and re-checks, exact
 // resume from saved statistics, idempotent seeding, and the point of it all — fewer groups without signal.
+import path from 'node:path';
+import { loadConfigFile } from '../../src/config/load';
 import { createSampler, difficultyWeight, Rng, StatsTable, type TaskSampler } from '../../src/sampling';
 
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `t${i}`);
@@ -140,4 +142,12 @@ test('difficulty-aware sampling wastes fewer groups than uniform on a population
   expect(uniform).toBeGreaterThan(0.6); // two thirds of the tasks never give signal
   // (measured: 0.32 against 0.68; what remains are the re-checks of the 40 dead tasks every 20 steps)
   expect(difficulty).toBeLessThan(uniform - 0.25);
+});
+
+test("the demo config's resolved sampling block drives a sampler", () => {
+  const config = loadConfigFile(path.join(__dirname, '../../configs/demo.yaml'));
+  const rl = config.stages.find((s) => s.kind === 'rl')!;
+  const s = createSampler(ids(8), rl.sampling, new StatsTable(1));
+  expect(s.strategy).toBe(rl.sampling!.strategy);
+  expect(s.draw(3)).toHaveLength(3);
 });
