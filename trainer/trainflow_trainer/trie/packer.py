@@ -157,7 +157,7 @@ def pack(forest: Forest, max_tokens: int, pad_multiple: int = 1, entries: LossEn
             rng = np.arange(p.start, p.end)
             nodes.append(np.concatenate([p.root_path, rng]))
             size = p.size
-            # Root path: a chain whose subtrees run to the end of the part.
+            # Root path: a chain.
             par = np.empty(size, dtype=np.int64)
             par[:nrp] = offset + np.arange(nrp) - 1
             if nrp:
@@ -168,10 +168,9 @@ def pack(forest: Forest, max_tokens: int, pad_multiple: int = 1, entries: LossEn
             par[nrp:] = np.where(inside, offset + nrp + gpar - p.start,
                                  np.where(gpar >= 0, offset + forest.depth[np.maximum(gpar, 0)], -1))
             parent.append(par)
-            se = np.empty(size, dtype=np.int64)
-            se[:nrp] = offset + size
-            se[nrp:] = offset + nrp + np.minimum(forest.subtree_end[rng], p.end) - p.start
-            subtree_end.append(se)
+            # Subtrees clipped to the run (a root-path node's subtree may end inside it: later siblings).
+            both = np.concatenate([p.root_path, rng])
+            subtree_end.append(offset + nrp + np.minimum(forest.subtree_end[both], p.end) - p.start)
             lo, hi = np.searchsorted(sorted_rows, [p.start, p.end])
             sel = by_row[lo:hi]
             owned_sel.append(sel)
