@@ -31,6 +31,23 @@ def _mask_for(mb: MicroBatch, device: torch.device, backend: str):
     raise ValueError(f"unknown tree attention backend {backend!r} (segment or flex)")
 
 
+def logits_at_rows(model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask, rows: torch.Tensor) -> torch.Tensor:
+    """Logits [len(rows), V] of one packed micro-batch at the given rows only.
+
+    Rows that predict nothing (prompts, tool outputs) skip the LM head and every vocab-sized op after it:
+    for a 1024-token GRPO prompt that is most of the batch. Runs the model's own modules (HF layout of
+    `Transformer`: model.embed_tokens/rotary/layers/norm, lm_head); any other model gets a full forward.
+    """
+    core = getattr(model, "model", None)
+    if core is None or not all(hasattr(core, a) for a in ("embed_tokens", "rotary", "layers", "norm")):
+        return model(ids, pos, mask)[0][rows]
+    x = core.embed_tokens(ids)
+    cos, sin = core.rotary(pos, x.dtype)
+    for layer in core.layers:
+        x = layer(x, cos, sin, mask, None)
+    return model.lm_head(core.norm(x[0, rows]))
+
+
 def packed_forward_backward(model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec,
                             max_tokens: int, *, share_prefixes: bool = True, attention: str = "auto",
                             backward: bool = True) -> dict[str, float]:
@@ -52,12 +69,12 @@ def packed_forward_backward(model: torch.nn.Module, trajectories: Sequence[Traje
         e = mb.entries
         ids = torch.as_tensor(mb.input_ids, device=device)[None]
         pos = torch.as_tensor(mb.position_ids, device=device)[None]
-        logits = model(ids, pos, _mask_for(mb, device, backend))[0].to(loss_dtype)
         if len(e) == 0:
-            # Nothing trained here (e.g. a root-path-only part): still a valid, zero contribution.
-            continue
+            continue  # nothing trained here: a zero contribution
         t = lambda a, dt=loss_dtype: torch.as_tensor(a, device=device, dtype=dt)  # noqa: E731
-        rows, targets = t(e.row, torch.long), t(e.target, torch.long)
+        uniq, inv = np.unique(e.row, return_inverse=True)  # rows shared by several branches: one logit row
+        logits = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), t(uniq, torch.long)).to(loss_dtype)
+        rows, targets = t(inv, torch.long), t(e.target, torch.long)
         logp, lse = gather_logprobs(logits, rows, targets)
         entropy = row_entropy(logits, lse)[rows] if loss_spec.entropy_coef != 0.0 else None
         ell, stats = token_losses(loss_spec, logp, t(e.old_logprob), t(adv_all[e.branch]), t(e.ref_logprob), entropy)
@@ -132,8 +149,10 @@ def packed_logprobs(model: torch.nn.Module, trajectories: Sequence[Trajectory], 
         e = mb.entries
         ids = torch.as_tensor(mb.input_ids, device=device)[None]
         pos = torch.as_tensor(mb.position_ids, device=device)[None]
-        logits = model(ids, pos, _mask_for(mb, device, backend))[0].to(out.dtype)
-        rows = torch.as_tensor(e.row, device=device)
+        uniq, inv = np.unique(e.row, return_inverse=True)
+        rows_u = torch.as_tensor(uniq, device=device)
+        logits = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), rows_u).to(out.dtype)
+        rows = torch.as_tensor(inv, device=device)
         targets = torch.as_tensor(e.target, device=device)
         out[torch.as_tensor(e.index, device=device)] = gather_logprobs(logits, rows, targets)[0]
     lengths = [len(ix) - 1 for ix in forest.branch_index]
