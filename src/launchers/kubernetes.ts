@@ -213,8 +213,19 @@ export function classifyKubernetesJob(job: k8s.V1Job, pods: k8s.V1Pod[]): Kubern
       note: 'DeadlineExceeded: the Job ran past its activeDeadlineSeconds (timeout; retried)',
     };
   }
-  // The first pod that failed, by rank: its reason decides.
-  const sorted = [...failedPods].sort((a, b) => podRank(a) - podRank(b));
+  // The cause is the pod that failed first (the others are mostly killed as a consequence): a disruption, an
+  // eviction or an OOM kill anywhere names the cause; otherwise the earliest exit code, preferring a process that
+  // exited by itself (< 128) over one killed by a signal at the same moment, then the lower rank.
+  const finished = (p: k8s.V1Pod) => {
+    const at = terminatedOf(p)?.finishedAt;
+    return at ? new Date(at).getTime() : Number.MAX_SAFE_INTEGER;
+  };
+  const sorted = [...failedPods].sort(
+    (a, b) =>
+      finished(a) - finished(b) ||
+      Number((terminatedOf(a)?.exitCode ?? 0) >= 128) - Number((terminatedOf(b)?.exitCode ?? 0) >= 128) ||
+      podRank(a) - podRank(b),
+  );
   for (const pod of sorted) {
     const podName = pod.metadata?.name ?? '?';
     const disruption = condition(pod.status?.conditions, 'DisruptionTarget');
@@ -232,16 +243,16 @@ export function classifyKubernetesJob(job: k8s.V1Job, pods: k8s.V1Pod[]): Kubern
         note: `pod ${podName} was evicted by its node (${pod.status.message ?? 'node pressure'}; retried as a preemption)`,
       };
     }
-    const terminated = pod.status?.containerStatuses?.find((c) => c.name === CONTAINER)?.state?.terminated;
-    if (terminated?.reason === 'OOMKilled') {
+    if (terminatedOf(pod)?.reason === 'OOMKilled') {
       return {
         state: 'exited',
         exitCode: EXIT_OOM,
         note: `pod ${podName} was OOMKilled: the trainer went over its memory limit; lower micro_batch_size or seq_len, or raise resources.memory_per_node`,
       };
     }
-    if (terminated && terminated.exitCode !== 0) return { state: 'exited', exitCode: terminated.exitCode };
   }
+  const first = sorted.find((p) => (terminatedOf(p)?.exitCode ?? 0) !== 0);
+  if (first) return { state: 'exited', exitCode: terminatedOf(first)!.exitCode };
   if (failed) {
     // Failed without a pod that tells why (pods deleted from outside, or gone with their node).
     return {
@@ -250,6 +261,10 @@ export function classifyKubernetesJob(job: k8s.V1Job, pods: k8s.V1Pod[]): Kubern
     };
   }
   return { state: 'running' }; // a pod failed; the Job's Failed condition follows
+}
+
+function terminatedOf(pod: k8s.V1Pod): k8s.V1ContainerStateTerminated | undefined {
+  return pod.status?.containerStatuses?.find((c) => c.name === CONTAINER)?.state?.terminated;
 }
 
 function podRank(pod: k8s.V1Pod): number {
