@@ -2,7 +2,15 @@
 // resume from saved statistics, idempotent seeding, and the point of it all — fewer groups without signal.
 import path from 'node:path';
 import { loadConfigFile } from '../../src/config/load';
-import { createSampler, difficultyWeight, Rng, StatsTable, type TaskSampler } from '../../src/sampling';
+import type { Sampler } from '../../src/dataplane/rollout';
+import {
+  createSampler,
+  difficultyWeight,
+  Rng,
+  StatsTable,
+  TaskDrawer,
+  type TaskSampler,
+} from '../../src/sampling';
 
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `t${i}`);
 
@@ -150,4 +158,18 @@ test("the demo config's resolved sampling block drives a sampler", () => {
   const s = createSampler(ids(8), rl.sampling, new StatsTable(1));
   expect(s.strategy).toBe(rl.sampling!.strategy);
   expect(s.draw(3)).toHaveLength(3);
+});
+
+test('the task drawer serves the rollout manager one task at a time, distinct within a chunk', () => {
+  const tasks = ids(10).map((id) => ({ id, prompt: `task ${id}` }));
+  const drawer = new TaskDrawer(tasks, createSampler(ids(10), {}, new StatsTable(4)), 4);
+  const sampler: Sampler = drawer; // the rollout manager's interface
+  const chunk = Array.from({ length: 4 }, () => sampler.next());
+  expect(new Set(chunk.map((t) => t.id)).size).toBe(4);
+  expect(chunk[0].prompt).toBe(`task ${chunk[0].id}`);
+  expect(drawer.observe(chunk[0].id, [1, 1]).keep).toBe(false);
+  drawer.step();
+  expect(drawer.sampler.stats.step).toBe(1);
+  const stray = new TaskDrawer([{ id: 'zz' }], createSampler(['a'], {}), 1);
+  expect(() => stray.next()).toThrow(/drew "a", which is not a task here/);
 });
