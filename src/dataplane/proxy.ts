@@ -14,7 +14,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { absorb, newRecord, SseReader, type ResponseRecord } from './record';
 import {
+  addTurn,
   findParent,
+  messageParts,
+  messagesKey,
   recordedHistory,
   sessionTree,
   SessionError,
@@ -78,7 +81,10 @@ export class TrajectoryProxy {
   listen(port = 0, host = '127.0.0.1'): Promise<number> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(port, host, () => resolve((this.server.address() as AddressInfo).port));
+      // A deep accept backlog: hundreds of agents connect at once when a rollout wave starts.
+      this.server.listen({ port, host, backlog: 4096 }, () =>
+        resolve((this.server.address() as AddressInfo).port),
+      );
     });
   }
 
@@ -108,15 +114,18 @@ export class TrajectoryProxy {
   }
 
   private async body(req: http.IncomingMessage): Promise<{ raw: Buffer; json: Record<string, unknown> }> {
-    const chunks: Buffer[] = [];
-    let size = 0;
     const limit = this.opts.maxBodyBytes ?? 32 * 1024 * 1024;
-    for await (const c of req) {
-      size += (c as Buffer).length;
-      if (size > limit) throw new HttpError(413, `request body over ${limit} bytes`);
-      chunks.push(c as Buffer);
-    }
-    const raw = Buffer.concat(chunks);
+    const raw = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > limit) reject(new HttpError(413, `request body over ${limit} bytes`));
+        else chunks.push(c);
+      });
+      req.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+      req.on('error', reject);
+    });
     let json: unknown;
     try {
       json = raw.length ? JSON.parse(raw.toString('utf8')) : {};
@@ -169,8 +178,9 @@ export class TrajectoryProxy {
   // ---------------------------------------------------------------------------------------------- routing
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://proxy');
-    const path = url.pathname;
+    const rawUrl = req.url ?? '/';
+    const q = rawUrl.indexOf('?');
+    const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
     const method = req.method ?? 'GET';
     if (path === '/health') return sendJson(res, 200, { ok: true });
     if (path.startsWith('/v1/')) {
@@ -196,7 +206,7 @@ export class TrajectoryProxy {
     }
     if (path.startsWith('/admin/')) {
       this.requireAdmin(req);
-      return this.admin(req, res, method, path, url);
+      return this.admin(req, res, method, path, new URL(rawUrl, 'http://proxy'));
     }
     throw new HttpError(404, `no route ${method} ${path}`);
   }
@@ -341,12 +351,15 @@ export class TrajectoryProxy {
     let parent: TurnRecord | null = null;
     let fixed = false;
     let messages: unknown[] | undefined;
+    let key: string | null = null;
     if (kind === 'chat') {
       if (!Array.isArray(json.messages) || json.messages.length === 0) {
         throw new HttpError(400, "field 'messages' must be a non-empty list of {role, content} objects");
       }
       messages = json.messages as unknown[];
-      parent = findParent(s, messages);
+      const parts = messageParts(messages);
+      key = messagesKey(parts);
+      parent = findParent(s, messages, parts);
       if (parent && this.drift === 'fix') {
         const ids = await this.fixedPrompt(s, json, parent);
         if (ids) {
@@ -391,6 +404,7 @@ export class TrajectoryProxy {
       kind,
       requestNo,
       messages,
+      key,
       parent,
       fixed,
       up.upstream.url.toString(),
@@ -404,6 +418,7 @@ export class TrajectoryProxy {
     kind: 'chat' | 'completion',
     requestNo: number,
     messages: unknown[] | undefined,
+    key: string | null,
     parent: TurnRecord | null,
     fixed: boolean,
     upstream: string,
@@ -431,22 +446,26 @@ export class TrajectoryProxy {
               ...(ch.toolCalls.length ? { tool_calls: ch.toolCalls } : {}),
             })
           : { text: ch.text };
-      s.turns.push({
-        id: `${requestNo}.${ch.index}`,
-        kind,
-        messages,
-        promptIds: rec.promptIds,
-        outputIds: ch.tokenIds,
-        logprobs: ch.logprobs,
-        versions: ch.versions.map((v) => v ?? upstreamVersion ?? 0),
-        finishReason: ch.finishReason,
-        output,
-        parent: parent?.id ?? null,
-        drift,
-        fixed,
-        upstream,
-        at: Date.now(),
-      });
+      addTurn(
+        s,
+        {
+          id: `${requestNo}.${ch.index}`,
+          kind,
+          messages,
+          promptIds: rec.promptIds,
+          outputIds: ch.tokenIds,
+          logprobs: ch.logprobs,
+          versions: ch.versions.map((v) => v ?? upstreamVersion ?? 0),
+          finishReason: ch.finishReason,
+          output,
+          parent: parent?.id ?? null,
+          drift,
+          fixed,
+          upstream,
+          at: Date.now(),
+        },
+        key,
+      );
     }
   }
 

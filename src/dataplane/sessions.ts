@@ -41,6 +41,8 @@ export interface Session {
   upstream: number | null;
   finished: boolean;
   nextRequest: number;
+  /** chat turns by the key of their request's messages (findParent's index) */
+  byMessages: Map<string, TurnRecord[]>;
 }
 
 export interface Trajectory {
@@ -95,6 +97,7 @@ export class SessionStore {
       upstream: null,
       finished: false,
       nextRequest: 0,
+      byMessages: new Map(),
     };
     this.byKey.set(key, session);
     this.byId.set(id, session);
@@ -169,29 +172,41 @@ function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** Each message serialised once; the key of the first k messages is messagesKey(parts, k). */
+export function messageParts(messages: unknown[]): string[] {
+  return messages.map((m) => JSON.stringify(m));
+}
+
+export function messagesKey(parts: string[], k = parts.length): string {
+  return parts.slice(0, k).join('\u0001');
+}
+
+/** Records a turn in the session (and in the index findParent uses). */
+export function addTurn(s: Session, t: TurnRecord, key: string | null): void {
+  s.turns.push(t);
+  if (key === null) return;
+  const list = s.byMessages.get(key);
+  if (list) list.push(t);
+  else s.byMessages.set(key, [t]);
+}
+
 /**
  * The recorded chat turn a new request continues: the longest recorded request whose messages are a prefix
  * of the new ones and that is followed there by an assistant message (the agent's copy of the reply). Among
- * the `n` choices of one request, the one whose reply the agent copied wins.
+ * the `n` choices of one request, the one whose reply the agent copied wins. One map lookup per assistant
+ * message of the request, so the cost does not grow with the session's history.
  */
-export function findParent(s: Session, messages: unknown[]): TurnRecord | null {
-  let best: TurnRecord[] = [];
-  let bestLen = -1;
-  for (const t of s.turns) {
-    if (t.kind !== 'chat' || !t.messages) continue;
-    const k = t.messages.length;
-    if (k >= messages.length || k < bestLen) continue;
-    const next = messages[k] as { role?: string } | undefined;
-    if (next?.role !== 'assistant') continue;
-    if (!t.messages.every((m, i) => sameJson(m, messages[i]))) continue;
-    if (k > bestLen) {
-      best = [];
-      bestLen = k;
-    }
-    best.push(t);
+export function findParent(
+  s: Session,
+  messages: unknown[],
+  parts: string[] = messageParts(messages),
+): TurnRecord | null {
+  for (let k = messages.length - 1; k >= 1; k--) {
+    if ((messages[k] as { role?: string } | null)?.role !== 'assistant') continue;
+    const found = s.byMessages.get(messagesKey(parts, k));
+    if (found) return found.find((t) => replyMatches(t.output, messages[k])) ?? found[0];
   }
-  if (best.length === 0) return null;
-  return best.find((t) => replyMatches(t.output, messages[bestLen])) ?? best[0];
+  return null;
 }
 
 interface Message {
