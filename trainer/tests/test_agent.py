@@ -229,3 +229,27 @@ def test_task_environment_files_are_in_the_tool_sandbox(stub, sandbox):
     s = stub(script)
     with Agent(ChatClient(s.url), sandbox) as agent:
         assert agent.run(task).passed
+
+
+def test_worker_mode_answers_episode_requests_from_stdin(stub):
+    def script(messages):
+        if messages[-1]["role"] == "user":
+            return {"content": "", "tool_calls": [call(python_for(messages[-1]["content"]))]}
+        return {"content": f"The answer is {messages[-1]['content']}."}
+
+    s = stub(script)
+    tasks = demo_tasks(3, seed=2)
+    requests = [{"id": f"r{i}", "base_url": s.url, "api_key": f"key-{i}", "task": t.to_dict(),
+                 "max_turns": 1 if i == 2 else 3, "sampling": {"max_tokens": 7}} for i, t in enumerate(tasks)]
+    stdin = "\n".join(json.dumps(r) for r in requests) + "\nnot json\n" + json.dumps({"id": "bad", "task": {}}) + "\n"
+    p = subprocess.run([sys.executable, "-m", "trainflow_trainer.agent", "--worker", "--concurrency", "3"],
+                       cwd=TRAINER, input=stdin, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    answers = [json.loads(line.split(" ", 1)[1]) for line in p.stdout.splitlines()]
+    by_id = {a["id"]: a for a in answers}
+    assert len(answers) == 5 and set(by_id) == {"r0", "r1", "r2", "bad", None}
+    assert by_id["r0"]["reward"] == 1.0 and by_id["r1"]["reward"] == 1.0 and by_id["r0"]["turns"] == 2
+    assert by_id["r2"]["stop"] == "max_turns" and by_id["r2"]["turns"] == 1 and by_id["r2"]["reward"] == 0.0
+    assert "JSONDecodeError" in by_id[None]["error"] and "missing field 'id'" in by_id["bad"]["error"]
+    assert {r["auth"] for r in s.requests} == {"Bearer key-0", "Bearer key-1", "Bearer key-2"}
+    assert {r["body"]["max_tokens"] for r in s.requests} == {7}

@@ -68,16 +68,21 @@ class Agent:
     def __exit__(self, *exc):
         self.close()
 
-    def run(self, task: Task) -> Episode:
+    def run(self, task: Task, client: ChatClient | None = None, max_turns: int | None = None,
+            **sampling: Any) -> Episode:
+        """One episode. `client` replaces the agent's own (a per-session key), `max_turns` its turn limit, and
+        `sampling` adds request fields."""
+        client, sampling = client or self.client, {**self.sampling, **sampling}
+        max_turns = max_turns or self.max_turns
         t0 = time.monotonic()
         tools = ToolBox(self.sandbox, task.environment.get("files"))
         messages: list[dict] = [dict(m) for m in task.prompt]
         turns = n_calls = par_turns = par_calls = 0
         gauge = _Gauge()  # per episode: episodes may run side by side on one Agent
         stop, error, completions = "max_turns", None, []
-        while turns < self.max_turns:
+        while turns < max_turns:
             try:
-                reply = self.client.chat(messages, tools=task.tools or None, **self.sampling)
+                reply = client.chat(messages, tools=task.tools or None, **sampling)
             except ChatError as e:
                 stop, error = "error", str(e)
                 break
