@@ -34,7 +34,8 @@ def grpo(rng: np.random.Generator, vocab: int, groups: int, group_size: int = 8,
 
 
 def agentic(rng: np.random.Generator, vocab: int, trees: int, tree_tokens: tuple[int, int] = (1000, 4000),
-            system_len: int = 256) -> list[Trajectory]:
+            system_len: int = 256, max_turns: int = 30,
+            fork_p: tuple[float, float] = (0.6, 0.3)) -> list[Trajectory]:
     """Multi-turn agent trees, as tree-search rollouts make them: one long episode of turns (assistant call,
     tool output), and at several depths an alternative action is sampled and run for 1-3 turns to its own
     end (a fork; forks may fork again). Every root-to-leaf path is one trajectory. Each tree's unique token
@@ -53,7 +54,7 @@ def agentic(rng: np.random.Generator, vocab: int, trees: int, tree_tokens: tuple
         def episode(toks: list[int], mask: list[float], turns: int, level: int) -> None:
             nonlocal used
             for i in range(turns):
-                if i > 0 and level < 2 and rng.random() < (0.6 if level == 0 else 0.3):
+                if i > 0 and level < 2 and rng.random() < fork_p[level]:
                     episode(toks, mask, int(rng.integers(1, 4)), level + 1)  # an alternative action here
                 if used >= budget:
                     break
@@ -64,7 +65,7 @@ def agentic(rng: np.random.Generator, vocab: int, trees: int, tree_tokens: tuple
             used += len(ans)
             leaves.append((toks + ans, mask + [1.0] * len(ans)))
 
-        episode(rng.integers(0, vocab, system_len).tolist(), [0.0] * system_len, 30, 0)
+        episode(rng.integers(0, vocab, system_len).tolist(), [0.0] * system_len, max_turns, 0)
         adv = rng.normal(size=len(leaves))
         for (toks, mask), a in zip(leaves, adv):
             out.append(_traj(rng, toks, mask, float(a)))

@@ -109,7 +109,9 @@ class SegmentTreeMask:
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False)
+    # Default dynamism: the first shape compiles static, a second one recompiles with a symbolic length,
+    # so micro-batches of different sizes (padded to multiples of 128) do not recompile each time.
+    return torch.compile(flex_attention)
 
 
 class FlexTreeMask:

@@ -1,0 +1,102 @@
+"""Trie packing vs flat on one GPU: FlexAttention tree masks, the `1b` preset in bf16, workloads (a) and (b).
+
+    cd trainer && ../.venv/bin/python ../bench/trie/gpu.py      → bench/results/trie-gpu.json
+
+(a) grpo: groups of 8 answers (128-512 tokens) to a 1024-token prompt; (b) agentic: multi-turn trees of
+8k-32k unique tokens with forks at several depths. Step = forward + backward + AdamW step; same batches for
+flat and trie, both through FlexAttention (flat = chains: block-diagonal causal BlockMask). Exits with code 2
+and a clear message when no CUDA device is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path[:0] = [str(ROOT / "trainer"), str(HERE)]
+
+import workloads  # noqa: E402
+from trainflow_trainer.model import Transformer, preset  # noqa: E402
+from trainflow_trainer.trie import LossSpec, build_forest, flat_forward_backward, packed_forward_backward  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="1b")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=32768)
+    ap.add_argument("--grpo-groups", type=int, default=8)
+    ap.add_argument("--agentic-trees", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trie-gpu.json"))
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("bench/trie/gpu.py needs a CUDA GPU (FlexAttention training has no CPU backward in torch 2.15); "
+              "run bench/trie/run.py for the CPU comparison", file=sys.stderr)
+        sys.exit(2)
+
+    device = torch.device("cuda")
+    cfg = preset(args.preset)
+    cases = {
+        "grpo": (workloads.grpo(np.random.default_rng(0), cfg.vocab_size, groups=args.grpo_groups),
+                 LossSpec.from_config("grpo")),
+        "agentic": (workloads.agentic(np.random.default_rng(0), cfg.vocab_size, trees=args.agentic_trees,
+                                      tree_tokens=(8000, 32000), max_turns=400,
+                                      fork_p=(0.05, 0.3)), LossSpec.from_config("dapo")),
+    }
+    rows = []
+    for name, (batch, spec) in cases.items():
+        forest = build_forest(batch)
+        total, unique = forest.total_tokens, forest.unique_tokens
+        torch.manual_seed(0)
+        model = Transformer(cfg).to(device=device, dtype=torch.bfloat16)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        fns = {"flat": flat_forward_backward, "trie": packed_forward_backward}
+        times: dict[str, list[float]] = {m: [] for m in fns}
+
+        def step(mode: str) -> float:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            fns[mode](model, batch, spec, args.max_tokens, attention="flex")
+            opt.step()
+            torch.cuda.synchronize()
+            return time.perf_counter() - t0
+
+        for mode in fns:  # warm-up: compiles FlexAttention for the shapes met
+            step(mode)
+            step(mode)
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(args.repeats):
+            for mode in fns:
+                times[mode].append(step(mode))
+        flat_s, trie_s = statistics.median(times["flat"]), statistics.median(times["trie"])
+        ratio = total / unique
+        row = {"name": name, "total_tokens": total, "unique_tokens": unique, "token_ratio": round(ratio, 4),
+               "flat_step_s": round(flat_s, 4), "trie_step_s": round(trie_s, 4),
+               "speedup": round(flat_s / trie_s, 4), "efficiency": round(flat_s / trie_s / ratio, 4),
+               "trajectories": len(batch), "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del model, opt
+        torch.cuda.empty_cache()
+
+    result = {"workloads": rows,
+              "config": {"preset": args.preset, "dtype": "bfloat16", "attention": "flex", "max_tokens": args.max_tokens,
+                         "repeats": args.repeats, "device": torch.cuda.get_device_name(), "torch": torch.__version__}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
