@@ -253,3 +253,21 @@ def test_worker_mode_answers_episode_requests_from_stdin(stub):
     assert "JSONDecodeError" in by_id[None]["error"] and "missing field 'id'" in by_id["bad"]["error"]
     assert {r["auth"] for r in s.requests} == {"Bearer key-0", "Bearer key-1", "Bearer key-2"}
     assert {r["body"]["max_tokens"] for r in s.requests} == {7}
+
+
+def test_tool_calls_of_an_episode_share_one_work_folder(stub, sandbox):
+    task = demo_tasks(1)[0]
+    replies = iter([
+        {"content": "", "tool_calls": [call("open('notes.txt', 'w').write('42')", 0),
+                                       call("open('other.txt', 'w').write('x')", 1)]},
+        {"content": "", "tool_calls": [call("import os\nprint(open('notes.txt').read(), sorted(f for f in os.listdir('.') if not f.startswith('.')))", 2)]},
+        {"content": "done"},
+    ])
+    s = stub(lambda messages: next(replies))
+    with Agent(ChatClient(s.url), sandbox) as agent:
+        ep = agent.run(task)
+    assert ep.messages[-2]["content"] == "42 ['notes.txt', 'other.txt']"
+    with Agent(ChatClient(s.url), sandbox) as agent:  # the next episode starts from an empty folder
+        replies = iter([{"content": "", "tool_calls": [call("import os\nprint(os.path.exists('notes.txt'))")]},
+                        {"content": "done"}])
+        assert agent.run(task).messages[-2]["content"] == "False"

@@ -184,3 +184,44 @@ def test_limits_from_the_config_block():
         Limits.from_config({"memory": "lots"})
     with pytest.raises(ValueError, match="unknown field"):
         Limits.from_config({"timout": 3})
+
+
+def test_a_workspace_persists_across_runs_and_parallel_runs_share_it(sb):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with sb.workspace() as ws:
+        ws.write({"seed.txt": "7"})
+        r = sb.run_python("open('made.txt', 'w').write(str(int(open('seed.txt').read()) * 6))", workspace=ws)
+        assert r.ok, r.stderr
+        code = ("import time\nx = int(open('made.txt').read())\nopen('out-{i}.txt', 'w').write(str(x + {i}))\n"
+                "open('seed.txt', 'a').write('')\ntime.sleep(0.3)\nprint(x + {i})")
+        with ThreadPoolExecutor(3) as pool:
+            runs = list(pool.map(lambda i: sb.run_python(code.format(i=i), workspace=ws), range(3)))
+        assert [r.stdout for r in runs] == ["42\n", "43\n", "44\n"], [r.stderr for r in runs]
+        assert len({r.uid for r in runs}) == 3  # three private uids, one shared group
+        r = sb.run_python("import os\nprint(sorted(f for f in os.listdir('.') if not f.startswith('.')))", workspace=ws)
+        assert r.stdout.strip() == "['made.txt', 'out-0.txt', 'out-1.txt', 'out-2.txt', 'seed.txt']"
+        host_dir = ws.host_dir
+    assert not os.path.exists(host_dir)
+
+
+def test_links_planted_in_a_workspace_never_lead_the_host_outside(sb, tmp_path):
+    target = tmp_path / "host-file"
+    target.write_text("original")
+    os.chmod(tmp_path, 0o755)
+    before = os.stat(target)
+    with sb.workspace() as ws:
+        if sb.confinement == "bwrap":  # a run plants the links (the fallback's audit hook would refuse it) ...
+            r = sb.run_python(f"import os\nos.symlink({str(target)!r}, 'evil')\nos.symlink({str(tmp_path)!r}, 'sub')",
+                              workspace=ws)
+            assert r.ok, r.stderr
+        else:  # ... or, as if one had managed to, the test does
+            os.symlink(target, os.path.join(ws.path, "evil"))
+            os.symlink(tmp_path, os.path.join(ws.path, "sub"))
+        for name in ("evil", "sub/evil"):
+            with pytest.raises(ValueError, match="outside the work folder"):
+                ws.write({name: "pwned"})
+        assert sb.run_python("print('still usable')", workspace=ws).stdout == "still usable\n"
+    after = os.stat(target)
+    assert target.read_text() == "original" and (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
+    assert sorted(os.listdir(tmp_path)) == ["host-file"]

@@ -75,7 +75,11 @@ class Agent:
         client, sampling = client or self.client, {**self.sampling, **sampling}
         max_turns = max_turns or self.max_turns
         t0 = time.monotonic()
-        tools = ToolBox(self.sandbox, task.environment.get("files"))
+        with ToolBox(self.sandbox, task.environment.get("files")) as tools:
+            return self._episode(task, client, max_turns, sampling, tools, t0)
+
+    def _episode(self, task: Task, client: ChatClient, max_turns: int, sampling: dict, tools: ToolBox,
+                 t0: float) -> Episode:
         messages: list[dict] = [dict(m) for m in task.prompt]
         turns = n_calls = par_turns = par_calls = 0
         gauge = _Gauge()  # per episode: episodes may run side by side on one Agent

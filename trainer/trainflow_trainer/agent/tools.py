@@ -1,8 +1,8 @@
 """The tools the reference agent offers the model, executed in the sandbox.
 
-`python {"code": ...}` runs the code in a fresh sandbox (the task's environment files in its work folder)
-and returns what it printed; errors, a timeout or a kill are reported in the text, as a model should see
-them. A call to an unknown tool, or with arguments that are not a JSON object with the right fields, gets
+`python {"code": ...}` runs the code in a fresh sandbox and returns what it printed; errors, a timeout or
+a kill are reported in the text, as a model should see them. All tool calls of one episode share one work
+folder (seeded with the task's environment files), so what one call writes the next can read. A call to an unknown tool, or with arguments that are not a JSON object with the right fields, gets
 an error message back instead of stopping the episode (a model learns from those too).
 """
 
@@ -43,8 +43,21 @@ def parse_arguments(raw: Any) -> dict:
 
 
 class ToolBox:
+    """The tools of one episode. Close it (or use it as a context manager) to delete its work folder."""
+
     def __init__(self, sandbox: Sandbox, files: dict[str, str | bytes] | None = None):
-        self.sandbox, self.files = sandbox, files or {}
+        self.sandbox = sandbox
+        self.workspace = sandbox.workspace()
+        self.workspace.write(files or {})
+
+    def close(self) -> None:
+        self.workspace.close()
+
+    def __enter__(self) -> "ToolBox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def call(self, name: str, raw_arguments: Any) -> str:
         try:
@@ -55,5 +68,8 @@ class ToolBox:
             code = args.get("code")
             if not isinstance(code, str):
                 return "error: the python tool needs {\"code\": \"...\"}"
-            return format_run(self.sandbox.run_python(code, files=self.files))
+            try:
+                return format_run(self.sandbox.run_python(code, workspace=self.workspace))
+            except ValueError as e:  # e.g. main.py replaced by a symlink out of the folder by an earlier call
+                return f"error: {e}"
         return f"error: unknown tool {name!r} (available: python)"

@@ -4,6 +4,6 @@ See `confinement.py` for exactly what confines a run (bubblewrap when it works, 
 
 from .confinement import SandboxUnavailable
 from .limits import Limits
-from .runner import RunResult, Sandbox
+from .runner import RunResult, Sandbox, Workspace
 
-__all__ = ["Limits", "RunResult", "Sandbox", "SandboxUnavailable"]
+__all__ = ["Limits", "RunResult", "Sandbox", "SandboxUnavailable", "Workspace"]

@@ -16,7 +16,8 @@ Both add, through `prlimit`: RLIMIT_AS (memory), RLIMIT_NPROC (processes), RLIMI
 RLIMIT_NOFILE and no core files; and both run the command as a private uid, unused by any other process,
 when the host runs as root. A private uid is what makes RLIMIT_NPROC a per-run process limit (the kernel
 counts processes per uid, and never limits root) and lets the host kill every process of a run, wherever
-it hid, by uid.
+it hid, by uid. Runs that share a work folder (one agent episode's parallel tool calls) reach it through a
+private group of the folder (see runner.Workspace), never by sharing a uid.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     r = sb.run(["sh", "-c", "ls"], files={"a.txt": "hi"})
 
 Each run gets a fresh private work folder (its cwd; `files` are written there first) that is deleted
-afterwards, a fresh private uid (when the host is root), and the limits of `Limits`. On a timeout the host
+afterwards — or, with `workspace=`, a folder kept across the runs of one agent episode — a fresh private
+uid (when the host is root), and the limits of `Limits`. On a timeout the host
 SIGKILLs the sandbox's process group and then every process of the run's uid, so a run never leaves a
 process behind, however it forked or daemonised.
 """
@@ -19,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,51 +81,57 @@ class Sandbox:
     # ---------------------------------------------------------------------------------------------------------
 
     def run_python(self, code: str, files: dict[str, str | bytes] | None = None, stdin: str | bytes | None = None,
-                   limits: Limits | None = None, args: list[str] | None = None) -> RunResult:
+                   limits: Limits | None = None, args: list[str] | None = None,
+                   workspace: "Workspace | None" = None) -> RunResult:
         """Runs `code` as `main.py` in the work folder with the sandbox's Python (isolated mode: no user site,
         no PYTHON* variables)."""
-        files = {**(files or {}), "main.py": code}
+        # A name of its own, so parallel runs in one workspace never overwrite each other's program.
+        main = "main.py" if workspace is None else f".run-{uuid.uuid4().hex[:12]}.py"
+        files = {**(files or {}), main: code}
         if self.confinement == "bwrap":
-            argv = [self.python, "-I", "-B", "main.py", *(args or [])]
+            argv = [self.python, "-I", "-B", main, *(args or [])]
         else:
-            files["_sandbox_boot.py"] = cf.AUDIT_BOOT
-            argv = [self.python, "-I", "-B", "_sandbox_boot.py", "main.py", *(args or [])]
-        return self.run(argv, files=files, stdin=stdin, limits=limits)
+            boot = "_sandbox_boot.py" if workspace is None else main[:-3] + "-boot.py"
+            files[boot] = cf.AUDIT_BOOT
+            argv = [self.python, "-I", "-B", boot, main, *(args or [])]
+        try:
+            return self.run(argv, files=files, stdin=stdin, limits=limits, workspace=workspace)
+        finally:
+            if workspace is not None:
+                for name in files:
+                    if name.startswith(".run-"):
+                        workspace.remove(name)
+
+    def workspace(self) -> "Workspace":
+        """A work folder that persists across runs (one agent episode's): what a run leaves there, the next
+        run sees. Use as a context manager; it is deleted on exit."""
+        return Workspace(self.work_root)
 
     def run(self, argv: list[str], files: dict[str, str | bytes] | None = None, stdin: str | bytes | None = None,
-            limits: Limits | None = None) -> RunResult:
+            limits: Limits | None = None, workspace: "Workspace | None" = None) -> RunResult:
         limits = limits or self.limits
-        root = cf.is_root()
-        uid = cf.allocate_uid() if root else None
-        host_tmp = tempfile.mkdtemp(prefix="trainflow-sbx-", dir=self.work_root)
-        work = os.path.join(host_tmp, "work")
-        os.chmod(host_tmp, 0o711)  # the run's uid may pass through (to its work folder), not list or read
+        uid = cf.allocate_uid() if cf.is_root() else None
+        own = workspace is None
+        ws = workspace or Workspace(self.work_root)
+        stdin_path = os.path.join(ws.host_dir, f"stdin-{uuid.uuid4().hex}")
         try:
-            os.mkdir(work, 0o700)
-            for rel, content in (files or {}).items():
-                path = Path(work, rel)
-                if not path.resolve().is_relative_to(Path(work).resolve()):
-                    raise ValueError(f"sandbox file {rel!r} would land outside the work folder")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content.encode() if isinstance(content, str) else content)
-            if uid is not None:
-                for dirpath, dirnames, filenames in os.walk(work):
-                    for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-                        os.chown(name, uid, uid)
-            stdin_path = os.path.join(host_tmp, "stdin")
+            ws.write(files or {})
             Path(stdin_path).write_bytes(stdin.encode() if isinstance(stdin, str) else (stdin or b""))
-            result = self._launch(argv, work, stdin_path, limits, uid)  # kills the uid's processes itself
-            return result
+            return self._launch(argv, ws.path, stdin_path, limits, uid, ws.gid)  # kills the uid's processes
         except BaseException:
             if uid is not None:
                 cf.kill_uid(uid)  # nothing of the run may outlive it, even when launching failed half-way
             raise
         finally:
-            shutil.rmtree(host_tmp, ignore_errors=True)
+            if own:
+                ws.close()
+            else:
+                Path(stdin_path).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------------------------------------------------
 
-    def _launch(self, argv: list[str], work: str, stdin_path: str, limits: Limits, uid: int | None) -> RunResult:
+    def _launch(self, argv: list[str], work: str, stdin_path: str, limits: Limits, uid: int | None,
+                gid: int | None) -> RunResult:
         # A private uid makes NPROC a per-run limit; bwrap's own two processes are added. Without root the
         # count is the user's, so the limit is set above what the user already runs.
         nproc = limits.max_processes + 2 + (0 if uid is not None else cf.count_processes_of_current_user())
@@ -138,11 +146,11 @@ class Sandbox:
             unshare = ["unshare", "--user", "--net", "--"] if cf.unshare_net_works() else []
             cmd = cf.prlimit_argv(limits, nproc) + unshare + argv
             popen_env, cwd = env, work
-        ids = dict(user=uid, group=uid, extra_groups=[]) if uid is not None else {}
+        ids = dict(user=uid, group=gid if gid is not None else uid, extra_groups=[]) if uid is not None else {}
         t0 = time.monotonic()
         with open(stdin_path, "rb") as fin:
             proc = subprocess.Popen(cmd, stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                                    env=popen_env, start_new_session=True, close_fds=True, **ids)
+                                    env=popen_env, start_new_session=True, close_fds=True, umask=0o007, **ids)
         out, err = _Drain(proc.stdout, limits.output_bytes), _Drain(proc.stderr, limits.output_bytes)
         timed_out = False
         try:
@@ -167,6 +175,62 @@ class Sandbox:
                          timed_out=timed_out, killed=killed, signal=signal.SIGKILL if timed_out else sig,
                          duration_s=duration, confinement=self.confinement,
                          stdout_truncated=out.truncated, stderr_truncated=err.truncated, uid=uid)
+
+
+class Workspace:
+    """A run's work folder on the host: HOST_DIR/work, bound at /sandbox (bwrap) or used as the cwd.
+
+    Runs that share a workspace (the parallel tool calls of one episode) each have their own private uid, so
+    access goes through a group: the folder belongs to a private gid of the workspace (setgid, mode 2770),
+    every run has that gid as its group and a umask of 007, so what one run writes the others may read and
+    change. Whatever a run leaves is untrusted: the host writes files only where they resolve inside the
+    folder, never through a link, and never changes the ownership of what a run made."""
+
+    def __init__(self, root: str | None = None):
+        self.gid = cf.allocate_uid() if cf.is_root() else None
+        self.host_dir = tempfile.mkdtemp(prefix="trainflow-sbx-", dir=root)
+        os.chmod(self.host_dir, 0o711)  # a run may pass through to its work folder, not list or read this one
+        self.path = os.path.join(self.host_dir, "work")
+        self._mkdir(self.path)
+
+    def _mkdir(self, path: str) -> None:
+        os.mkdir(path, 0o700)
+        if self.gid is not None:
+            os.chown(path, 0, self.gid, follow_symlinks=False)
+            os.chmod(path, 0o2770, follow_symlinks=False)
+
+    def write(self, files: dict[str, str | bytes]) -> None:
+        base = Path(self.path).resolve()
+        for rel, content in files.items():
+            path = Path(self.path, rel)
+            if not path.resolve().is_relative_to(base) or path.is_symlink():
+                raise ValueError(f"sandbox file {rel!r} would land outside the work folder")
+            missing = [p for p in [*reversed(path.relative_to(self.path).parents)][1:] if not (Path(self.path) / p).exists()]
+            for p in missing:
+                self._mkdir(str(Path(self.path) / p))
+            if path.parent.resolve() != path.resolve().parent:
+                raise ValueError(f"sandbox file {rel!r} would land outside the work folder")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o660)
+            with os.fdopen(fd, "wb") as f:
+                if self.gid is not None:
+                    os.fchown(f.fileno(), 0, self.gid)
+                    os.fchmod(f.fileno(), 0o660)
+                f.write(content.encode() if isinstance(content, str) else content)
+
+    def remove(self, rel: str) -> None:
+        try:
+            os.unlink(Path(self.path, rel))  # unlink never follows a link
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        shutil.rmtree(self.host_dir, ignore_errors=True)
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _kill_group(pgid: int) -> None:
