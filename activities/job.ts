@@ -234,6 +234,11 @@ export function createJobActivities(options: JobActivityOptions = {}) {
       }
     })().catch((err: unknown) => log.debug({ err }, 'log streaming stopped'));
 
+    // Woken at once when the launcher can tell the job ended (local: the exit-code file appears), else polled.
+    let wake: () => void = () => undefined;
+    const nextChange = () => new Promise<void>((resolve) => (wake = resolve));
+    let changed = nextChange();
+    const unwatch = launcher.watch?.(name, () => wake()) ?? (() => undefined);
     try {
       for (;;) {
         heartbeat();
@@ -260,15 +265,19 @@ export function createJobActivities(options: JobActivityOptions = {}) {
           status = (await store.getJson<JobStatus>(statusUri).catch(() => undefined)) ?? status;
         }
         await signalProgress(false);
-        await Promise.race([sleep(pollMs), ctx.cancelled.catch(() => undefined)]);
+        await Promise.race([sleep(pollMs), ctx.cancelled.catch(() => undefined), changed]);
+        changed = nextChange();
       }
     } finally {
+      unwatch();
       streamAbort.abort();
       await streaming;
     }
 
     if (job?.state === 'exited' && job.exitCode === EXIT_DONE) {
-      const latest = await checkpoints.latest(outputPrefix, 'full');
+      // Sizes only: the reader that loads this checkpoint (the next stage's job) verifies every sha256 itself,
+      // and hashing a large model here would sit on the critical path between stages.
+      const latest = await checkpoints.latest(outputPrefix, 'size');
       if (!latest) {
         await launcher.release(name);
         throw ApplicationFailure.retryable(
@@ -279,7 +288,7 @@ export function createJobActivities(options: JobActivityOptions = {}) {
       status = (await store.getJson<JobStatus>(statusUri)) ?? status;
       const metrics = status?.metrics ?? {};
       status = status ? { ...status, step: latest.step, last_checkpoint: latest.uri } : status;
-      await signalProgress(true);
+      void signalProgress(true); // the pipeline learns the outcome from the result; the signal is only a hint
       await launcher.release(name);
       log.info({ job: name, checkpoint: latest.uri, step: latest.step }, 'job done');
       return { outputCheckpoint: latest.uri, step: latest.step, metrics, jobName: name, attempt };

@@ -15,6 +15,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  watch as watchDir,
   writeFileSync,
 } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
@@ -36,6 +37,7 @@ interface JobRecord {
 const WRAPPER = `trap : TERM INT HUP
 "$@"
 code=$?
+printf '=== trainflow: job exited with code %s at %s\\n' "$code" "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)"
 printf '%s\\n' "$code" > "$TRAINFLOW_EXIT_FILE.tmp" && mv "$TRAINFLOW_EXIT_FILE.tmp" "$TRAINFLOW_EXIT_FILE"
 exit "$code"`;
 
@@ -204,6 +206,19 @@ export class LocalLauncher implements Launcher {
       signalGroup(record.pgid, 'SIGKILL');
       if (i > 100) throw new Error(`job ${name} (pgid ${record.pgid}) survived SIGKILL for 10 s`);
       await sleep(100);
+    }
+  }
+
+  /** Wakes the watcher when the wrapper writes the exit code (a rename in the job's folder). */
+  watch(name: string, onChange: () => void): () => void {
+    try {
+      const watcher = watchDir(this.jobDir(name), (_event, file) => {
+        if (file === null || String(file).startsWith('exit_code')) onChange();
+      });
+      watcher.on('error', () => undefined);
+      return () => watcher.close();
+    } catch {
+      return () => undefined; // no folder yet, or no inotify: polling alone will do
     }
   }
 

@@ -52,6 +52,9 @@ export interface Launcher {
   logs(name: string, options?: LogOptions): AsyncIterable<string>;
   /** Forgets an ended job whose outcome has been reported, so the next attach finds nothing. Keeps its log. */
   release(name: string): Promise<void>;
+  /** Optional: calls `onChange` soon after the job's state may have changed (so a watcher need not wait for its
+   * next poll); returns the unsubscribe function. Launchers without it are simply polled. */
+  watch?(name: string, onChange: () => void): () => void;
 }
 
 /** Job names: lowercase letters, digits, `.`, `-`, `_`, at most 120 characters (Slurm and k8s are stricter still). */

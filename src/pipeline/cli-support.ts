@@ -17,7 +17,10 @@ export interface ConnectionFlags {
 
 export function addConnectionFlags(command: Command): Command {
   return command
-    .option('--address <host:port>', 'Temporal frontend (default: the config’s, $TEMPORAL_ADDRESS or 127.0.0.1:7233)')
+    .option(
+      '--address <host:port>',
+      'Temporal frontend (default: the config’s, $TEMPORAL_ADDRESS or 127.0.0.1:7233)',
+    )
     .option('--namespace <name>', 'Temporal namespace (default: the config’s or "default")');
 }
 
@@ -52,7 +55,11 @@ export async function readStatus(client: Client, id: string): Promise<PipelineSt
  * Redraws the status every second until the run ends; returns its final status. On a terminal the block is
  * redrawn in place; otherwise a line is printed when something changes.
  */
-export async function follow(client: Client, id: string, out: NodeJS.WriteStream = process.stdout): Promise<PipelineStatus | undefined> {
+export async function follow(
+  client: Client,
+  id: string,
+  out: NodeJS.WriteStream = process.stdout,
+): Promise<PipelineStatus | undefined> {
   let previousLines = 0;
   let previousText = '';
   const link = uiUrl(client, id);
@@ -69,7 +76,10 @@ export async function follow(client: Client, id: string, out: NodeJS.WriteStream
     }
     if (status && status.state !== 'running') return status;
     if (!status) {
-      const d = await client.workflow.getHandle(id).describe().catch(() => undefined);
+      const d = await client.workflow
+        .getHandle(id)
+        .describe()
+        .catch(() => undefined);
       if (d && d.status.name !== 'RUNNING') {
         out.write(`pipeline ${id}: ${d.status.name.toLowerCase()}\n`);
         return undefined;

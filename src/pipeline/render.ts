@@ -35,7 +35,8 @@ export function renderStatus(status: PipelineStatus, uiUrl?: string, now = Date.
   const width = Math.max(...status.stages.map((s) => s.name.length), 5);
   for (const stage of status.stages) {
     const total = stage.totalSteps || 0;
-    const fraction = stage.state === 'completed' || stage.state === 'skipped' ? 1 : total > 0 ? stage.step / total : 0;
+    const fraction =
+      stage.state === 'completed' || stage.state === 'skipped' ? 1 : total > 0 ? stage.step / total : 0;
     const loss = stage.metrics.loss !== undefined ? `loss ${stage.metrics.loss.toFixed(3)}` : '';
     const attempt = stage.attempt > 1 ? `attempt ${stage.attempt}` : '';
     const parts = [

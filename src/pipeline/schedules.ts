@@ -35,8 +35,9 @@ export async function createSchedule(client: Client, options: CreateScheduleOpti
   const now = new Date().toISOString();
   const config = loadConfigFile(file, { scheduled_time: now, scheduled_date: now.slice(0, 10) });
   const cron = options.cron ?? config.schedule?.cron;
-  if (!cron) throw new UserError(`${options.configFile}: no --cron given and the config has no schedule.cron`);
-  const overlap = options.overlap ?? (config.schedule?.overlap as OverlapName | undefined) ?? 'skip';
+  if (!cron)
+    throw new UserError(`${options.configFile}: no --cron given and the config has no schedule.cron`);
+  const overlap = options.overlap ?? config.schedule?.overlap ?? 'skip';
   if (!(overlap in OVERLAP_POLICIES)) {
     throw new UserError(`--overlap ${overlap}: expected one of ${Object.keys(OVERLAP_POLICIES).join(' | ')}`);
   }
@@ -68,11 +69,16 @@ export async function createSchedule(client: Client, options: CreateScheduleOpti
 }
 
 /** Runs on a missing schedule: one sentence instead of a gRPC error. */
-export async function withSchedule<T>(client: Client, name: string, fn: (h: ReturnType<Client['schedule']['getHandle']>) => Promise<T>): Promise<T> {
+export async function withSchedule<T>(
+  client: Client,
+  name: string,
+  fn: (h: ReturnType<Client['schedule']['getHandle']>) => Promise<T>,
+): Promise<T> {
   try {
     return await fn(client.schedule.getHandle(name));
   } catch (err) {
-    if (err instanceof ScheduleNotFoundError) throw new UserError(`no schedule named ${name} (see \`trainflow schedule list\`)`);
+    if (err instanceof ScheduleNotFoundError)
+      throw new UserError(`no schedule named ${name} (see \`trainflow schedule list\`)`);
     throw err;
   }
 }
@@ -81,7 +87,10 @@ export async function withSchedule<T>(client: Client, name: string, fn: (h: Retu
 export async function scheduleRuns(client: Client, name: string): Promise<string[]> {
   return withSchedule(client, name, async (handle) => {
     const d = await handle.describe();
-    const ids = [...d.info.recentActions.map((a) => a.action.workflow.workflowId), ...d.info.runningActions.map((a) => a.workflow.workflowId)];
+    const ids = [
+      ...d.info.recentActions.map((a) => a.action.workflow.workflowId),
+      ...d.info.runningActions.map((a) => a.workflow.workflowId),
+    ];
     return [...new Set(ids)];
   });
 }

@@ -1,6 +1,6 @@
 // Connections to Temporal, with the one failure every user hits first (no server) turned into one sentence.
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection } from '@temporalio/worker';
+import type { NativeConnection } from '@temporalio/worker';
 import { UserError } from '../errors';
 
 export class TemporalUnreachableError extends UserError {}
@@ -27,8 +27,10 @@ export async function connectClient(options: { address?: string; namespace?: str
 
 export async function connectWorker(address?: string): Promise<NativeConnection> {
   const target = temporalAddress(address);
+  // Loaded on demand: the worker package (native core) takes seconds to load, and most commands never need it.
+  const { NativeConnection: Native } = await import('@temporalio/worker');
   try {
-    return await NativeConnection.connect({ address: target });
+    return await Native.connect({ address: target });
   } catch {
     throw unreachable(target);
   }

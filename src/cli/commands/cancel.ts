@@ -5,15 +5,21 @@ import { addConnectionFlags, clientFor, type ConnectionFlags } from '../../pipel
 
 export function register(program: Command): void {
   addConnectionFlags(
-    program.command('cancel').description('cancel a pipeline and stop its running job').argument('<id>', 'pipeline id'),
+    program
+      .command('cancel')
+      .description('cancel a pipeline and stop its running job')
+      .argument('<id>', 'pipeline id'),
   ).action(async (id: string, opts: ConnectionFlags) => {
     const client = await clientFor(opts);
     const handle = client.workflow.getHandle(id);
     const d = await handle.describe().catch(() => {
       throw new UserError(`no pipeline ${id}`);
     });
-    if (d.status.name !== 'RUNNING') throw new UserError(`pipeline ${id} is not running (${d.status.name.toLowerCase()})`);
+    if (d.status.name !== 'RUNNING')
+      throw new UserError(`pipeline ${id} is not running (${d.status.name.toLowerCase()})`);
     await handle.cancel();
-    process.stdout.write(`cancellation requested for ${id}; its job stops once the stage's activity sees it (seconds)\n`);
+    process.stdout.write(
+      `cancellation requested for ${id}; its job stops once the stage's activity sees it (seconds)\n`,
+    );
   });
 }

@@ -14,7 +14,12 @@ export function register(program: Command): void {
     const rows: string[][] = [['ID', 'PIPELINE', 'STATUS', 'STARTED']];
     const limit = Number(opts.limit);
     for await (const wf of client.workflow.list({ query: `WorkflowType = '${PIPELINE_WORKFLOW}'` })) {
-      rows.push([wf.workflowId, String(wf.memo?.pipeline ?? ''), wf.status.name.toLowerCase(), wf.startTime.toISOString()]);
+      rows.push([
+        wf.workflowId,
+        typeof wf.memo?.pipeline === 'string' ? wf.memo.pipeline : '',
+        wf.status.name.toLowerCase(),
+        wf.startTime.toISOString(),
+      ]);
       if (rows.length > limit) break;
     }
     if (rows.length === 1) {
@@ -22,6 +27,12 @@ export function register(program: Command): void {
       return;
     }
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-    for (const row of rows) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()}\n`);
+    for (const row of rows)
+      process.stdout.write(
+        `${row
+          .map((c, i) => c.padEnd(widths[i]))
+          .join('  ')
+          .trimEnd()}\n`,
+      );
   });
 }

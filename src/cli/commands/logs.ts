@@ -19,11 +19,15 @@ export function register(program: Command): void {
       const names = stage
         ? [jobName(id, stage)]
         : existsSync(launcher.root)
-          ? readdirSync(launcher.root).filter((n) => n.startsWith(prefix)).sort()
+          ? readdirSync(launcher.root)
+              .filter((n) => n.startsWith(prefix))
+              .sort()
           : [];
       const present = names.filter((n) => existsSync(`${launcher.jobDir(n)}/job.log`));
       if (present.length === 0) {
-        throw new UserError(`no job logs for ${id}${stage ? ` stage ${stage}` : ''} under ${launcher.root} (logs stay on the launcher worker's host)`);
+        throw new UserError(
+          `no job logs for ${id}${stage ? ` stage ${stage}` : ''} under ${launcher.root} (logs stay on the launcher worker's host)`,
+        );
       }
       for (const name of present) {
         if (!stage) process.stdout.write(`==> ${name.slice(prefix.length)} <==\n`);

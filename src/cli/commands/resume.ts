@@ -4,7 +4,13 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load';
 import { resumePipeline } from '../../pipeline/client';
-import { addConnectionFlags, clientFor, follow, uiUrl, type ConnectionFlags } from '../../pipeline/cli-support';
+import {
+  addConnectionFlags,
+  clientFor,
+  follow,
+  uiUrl,
+  type ConnectionFlags,
+} from '../../pipeline/cli-support';
 
 export function register(program: Command): void {
   addConnectionFlags(
@@ -16,14 +22,18 @@ export function register(program: Command): void {
       .option('--config <file>', 'use this (fixed) config instead of the previous run’s')
       .option('--force', 'accept config changes to completed stages (their recorded outputs are kept)')
       .option('--follow', 'show progress until the pipeline ends'),
-  ).action(async (id: string, opts: ConnectionFlags & { from?: string; force?: boolean; follow?: boolean }) => {
-    const config = opts.config ? loadConfigFile(opts.config) : undefined;
-    const client = await clientFor(opts, config);
-    const handle = await resumePipeline(client, id, { config, from: opts.from, force: opts.force });
-    process.stdout.write(`resumed pipeline ${handle.workflowId}\n  ${uiUrl(client, id, opts.address ?? config?.temporal.address)}\n`);
-    if (opts.follow) {
-      const status = await follow(client, id);
-      process.exitCode = status?.state === 'completed' ? 0 : 1;
-    }
-  });
+  ).action(
+    async (id: string, opts: ConnectionFlags & { from?: string; force?: boolean; follow?: boolean }) => {
+      const config = opts.config ? loadConfigFile(opts.config) : undefined;
+      const client = await clientFor(opts, config);
+      const handle = await resumePipeline(client, id, { config, from: opts.from, force: opts.force });
+      process.stdout.write(
+        `resumed pipeline ${handle.workflowId}\n  ${uiUrl(client, id, opts.address ?? config?.temporal.address)}\n`,
+      );
+      if (opts.follow) {
+        const status = await follow(client, id);
+        process.exitCode = status?.state === 'completed' ? 0 : 1;
+      }
+    },
+  );
 }

@@ -4,14 +4,13 @@
 // `trainflow run FILE --id ID` (or any workers) picks it up again.
 import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load';
-import { up } from '../../dev/stack';
 import { startPipeline, storageOf } from '../../pipeline/client';
 import { follow } from '../../pipeline/cli-support';
-import { createControlWorker, createLauncherWorker, jobCommandFromEnv } from '../../pipeline/workers';
 import { StorageUnreachableError } from '../../storage/s3';
 import { connectClient, connectWorker, TemporalUnreachableError } from '../../temporal/connection';
 
-const isLocal = (address: string) => /^(127\.0\.0\.1|localhost)(:|$)/.test(address.replace(/^https?:\/\//, ''));
+const isLocal = (address: string) =>
+  /^(127\.0\.0\.1|localhost)(:|$)/.test(address.replace(/^https?:\/\//, ''));
 
 export function register(program: Command): void {
   program
@@ -27,28 +26,54 @@ export function register(program: Command): void {
         client = await connectClient({ address, namespace });
         await storageOf(config).checkBucket(config.storage.uri);
       } catch (err) {
-        const local = isLocal(address) && (!config.storage.endpoint || isLocal(config.storage.endpoint.replace(/^https?:\/\//, '')));
-        if (!(err instanceof TemporalUnreachableError || err instanceof StorageUnreachableError) || !local) throw err;
+        const local =
+          isLocal(address) &&
+          (!config.storage.endpoint || isLocal(config.storage.endpoint.replace(/^https?:\/\//, '')));
+        if (!(err instanceof TemporalUnreachableError || err instanceof StorageUnreachableError) || !local)
+          throw err;
         process.stderr.write('the local stack is down: starting it (trainflow dev up)…\n');
+        const { up } = await import('../../dev/stack');
         await up(undefined, { log: (line) => process.stderr.write(`${line}\n`) });
         client = await connectClient({ address, namespace });
       }
 
+      // Loaded on demand (the worker package and workflow bundler take seconds to load).
+      const { createControlWorker, createLauncherWorker, jobCommandFromEnv } =
+        await import('../../pipeline/workers');
       const connection = await connectWorker(address);
-      const workers = [await createControlWorker({ connection, namespace, taskQueue: config.temporal.task_queue })];
+      const workers = [
+        await createControlWorker({ connection, namespace, taskQueue: config.temporal.task_queue }),
+      ];
       const pools = new Set(config.stages.map((s) => s.resources.pool));
       for (const name of pools) {
         const pool = config.pools[name];
         if (pool.launcher !== 'local') {
-          process.stderr.write(`pool ${name} uses the ${pool.launcher} launcher: start its worker with \`trainflow worker --pool ${name}\`\n`);
+          process.stderr.write(
+            `pool ${name} uses the ${pool.launcher} launcher: start its worker with \`trainflow worker --pool ${name}\`\n`,
+          );
           continue;
         }
-        workers.push(await createLauncherWorker({ connection, namespace, taskQueue: pool.task_queue, job: { command: jobCommandFromEnv() } }));
+        workers.push(
+          await createLauncherWorker({
+            connection,
+            namespace,
+            taskQueue: pool.task_queue,
+            job: { command: jobCommandFromEnv() },
+          }),
+        );
       }
       const runs = workers.map((w) => w.run());
 
       let id = opts.id;
-      const running = id ? await client.workflow.getHandle(id).describe().then((d) => d.status.name === 'RUNNING', () => false) : false;
+      const running = id
+        ? await client.workflow
+            .getHandle(id)
+            .describe()
+            .then(
+              (d) => d.status.name === 'RUNNING',
+              () => false,
+            )
+        : false;
       if (!running) id = (await startPipeline(client, config, { id })).workflowId;
       process.stderr.write(`${running ? 'serving' : 'started'} pipeline ${id}\n`);
 

@@ -11,15 +11,37 @@ export function register(program: Command): void {
     schedule
       .command('create')
       .argument('<name>', 'schedule name (runs get ids NAME-<time>)')
-      .requiredOption('--config <file>', 'pipeline config (YAML); may use {{scheduled_date}} / {{scheduled_time}}')
+      .requiredOption(
+        '--config <file>',
+        'pipeline config (YAML); may use {{scheduled_date}} / {{scheduled_time}}',
+      )
       .option('--cron <expr>', '5-field cron expression (default: the config’s schedule.cron)')
-      .option('--overlap <policy>', 'skip | buffer-one | buffer-all | cancel-other | terminate-other | allow-all')
+      .option(
+        '--overlap <policy>',
+        'skip | buffer-one | buffer-all | cancel-other | terminate-other | allow-all',
+      )
       .option('--no-pause-on-failure', 'keep the schedule running after a failed run'),
-  ).action(async (name: string, opts: ConnectionFlags & { config: string; cron?: string; overlap?: OverlapName; pauseOnFailure: boolean }) => {
-    const client = await clientFor(opts);
-    await createSchedule(client, { name, configFile: opts.config, cron: opts.cron, overlap: opts.overlap, pauseOnFailure: opts.pauseOnFailure });
-    process.stdout.write(`created schedule ${name}\n`);
-  });
+  ).action(
+    async (
+      name: string,
+      opts: ConnectionFlags & {
+        config: string;
+        cron?: string;
+        overlap?: OverlapName;
+        pauseOnFailure: boolean;
+      },
+    ) => {
+      const client = await clientFor(opts);
+      await createSchedule(client, {
+        name,
+        configFile: opts.config,
+        cron: opts.cron,
+        overlap: opts.overlap,
+        pauseOnFailure: opts.pauseOnFailure,
+      });
+      process.stdout.write(`created schedule ${name}\n`);
+    },
+  );
 
   addConnectionFlags(schedule.command('list')).action(async (opts: ConnectionFlags) => {
     const client = await clientFor(opts);
@@ -32,18 +54,25 @@ export function register(program: Command): void {
     if (!any) process.stdout.write('no schedules\n');
   });
 
-  addConnectionFlags(schedule.command('describe').argument('<name>')).action(async (name: string, opts: ConnectionFlags) => {
-    const client = await clientFor(opts);
-    const d = await withSchedule(client, name, (h) => h.describe());
-    const lines = [
-      `schedule ${name}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}`,
-      `  cron: ${(d.spec.calendars ?? []).length ? JSON.stringify(d.spec.calendars) : JSON.stringify(d.spec)}`,
-      `  overlap: ${d.policies.overlap}, pause on failure: ${d.policies.pauseOnFailure}`,
-      `  next: ${d.info.nextActionTimes.slice(0, 3).map((t) => t.toISOString()).join(', ') || '-'}`,
-      `  runs: ${(await scheduleRuns(client, name)).join(', ') || 'none yet'}`,
-    ];
-    process.stdout.write(`${lines.join('\n')}\n`);
-  });
+  addConnectionFlags(schedule.command('describe').argument('<name>')).action(
+    async (name: string, opts: ConnectionFlags) => {
+      const client = await clientFor(opts);
+      const d = await withSchedule(client, name, (h) => h.describe());
+      const lines = [
+        `schedule ${name}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}`,
+        `  cron: ${(d.spec.calendars ?? []).length ? JSON.stringify(d.spec.calendars) : JSON.stringify(d.spec)}`,
+        `  overlap: ${d.policies.overlap}, pause on failure: ${d.policies.pauseOnFailure}`,
+        `  next: ${
+          d.info.nextActionTimes
+            .slice(0, 3)
+            .map((t) => t.toISOString())
+            .join(', ') || '-'
+        }`,
+        `  runs: ${(await scheduleRuns(client, name)).join(', ') || 'none yet'}`,
+      ];
+      process.stdout.write(`${lines.join('\n')}\n`);
+    },
+  );
 
   for (const [verb, description] of [
     ['pause', 'stop starting runs'],
@@ -51,15 +80,19 @@ export function register(program: Command): void {
     ['trigger', 'start a run now'],
     ['delete', 'remove the schedule (runs already started continue)'],
   ] as const) {
-    addConnectionFlags(schedule.command(verb).description(description).argument('<name>')).action(async (name: string, opts: ConnectionFlags) => {
-      const client = await clientFor(opts);
-      await withSchedule(client, name, async (h) => {
-        if (verb === 'pause') await h.pause('paused from the trainflow CLI');
-        else if (verb === 'unpause') await h.unpause();
-        else if (verb === 'trigger') await h.trigger();
-        else await h.delete();
-      });
-      process.stdout.write(`${verb}${verb.endsWith('e') ? 'd' : verb === 'trigger' ? 'ed' : 'd'} schedule ${name}\n`);
-    });
+    addConnectionFlags(schedule.command(verb).description(description).argument('<name>')).action(
+      async (name: string, opts: ConnectionFlags) => {
+        const client = await clientFor(opts);
+        await withSchedule(client, name, async (h) => {
+          if (verb === 'pause') await h.pause('paused from the trainflow CLI');
+          else if (verb === 'unpause') await h.unpause();
+          else if (verb === 'trigger') await h.trigger();
+          else await h.delete();
+        });
+        process.stdout.write(
+          `${verb}${verb.endsWith('e') ? 'd' : verb === 'trigger' ? 'ed' : 'd'} schedule ${name}\n`,
+        );
+      },
+    );
   }
 }

@@ -2,7 +2,13 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load';
 import { startPipeline, storageOf } from '../../pipeline/client';
-import { addConnectionFlags, clientFor, follow, uiUrl, type ConnectionFlags } from '../../pipeline/cli-support';
+import {
+  addConnectionFlags,
+  clientFor,
+  follow,
+  uiUrl,
+  type ConnectionFlags,
+} from '../../pipeline/cli-support';
 
 export function register(program: Command): void {
   addConnectionFlags(
@@ -18,7 +24,9 @@ export function register(program: Command): void {
     await storageOf(config).checkBucket(config.storage.uri);
     const handle = await startPipeline(client, config, { id: opts.id });
     const address = opts.address ?? config.temporal.address;
-    process.stdout.write(`started pipeline ${handle.workflowId}\n  ${uiUrl(client, handle.workflowId, address)}\n`);
+    process.stdout.write(
+      `started pipeline ${handle.workflowId}\n  ${uiUrl(client, handle.workflowId, address)}\n`,
+    );
     if (!opts.follow) {
       process.stdout.write(`follow it with: trainflow status ${handle.workflowId} --watch\n`);
       return;
