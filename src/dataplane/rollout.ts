@@ -21,6 +21,10 @@ export interface Task {
 
 export interface Sampler {
   next(): Task;
+  /** Told each finished group's rewards; `keep: false` filters the group out of training (DAPO). */
+  observe?(taskId: string, rewards: readonly number[]): { keep: boolean; reason?: string };
+  /** Told when a training step finished (difficulty statistics age by steps). */
+  step?(): void;
 }
 
 /** Draws tasks uniformly at random (seeded); the difficulty-aware sampler comes with the RL stage. */
@@ -41,7 +45,7 @@ export class UniformSampler implements Sampler {
     x ^= x >>> 17;
     x ^= x << 5;
     this.state = x >>> 0;
-    return this.tasks[this.state % this.tasks.length];
+    return this.tasks[Math.floor((this.state / 2 ** 32) * this.tasks.length)]; // high bits: the low ones are weak
   }
 }
 
@@ -59,6 +63,8 @@ export interface GroupRecord {
   task_id: string;
   launch_version: number;
   trajectories: Trajectory[];
+  /** set when the sampler filtered the group out (e.g. all rewards equal): recorded, never trained on */
+  filtered?: string;
 }
 
 export interface Batch {
@@ -182,6 +188,10 @@ export class RolloutManager {
     });
     Promise.all(members).then(
       (trajectories) => {
+        const decision = this.o.sampler.observe?.(
+          task.id,
+          trajectories.map((t) => t.reward),
+        ) ?? { keep: true };
         const rec: GroupRecord = {
           kind: 'group',
           group_id: groupId,
@@ -189,8 +199,10 @@ export class RolloutManager {
           launch_version: launchVersion,
           trajectories,
         };
+        if (!decision.keep) rec.filtered = decision.reason ?? 'filtered by the sampler';
         this.o.ledger.append(groupId, rec);
-        this.scheduler.complete();
+        if (decision.keep) this.scheduler.complete();
+        else this.scheduler.abandon(); // frees its launch slot: another group takes its place in the batch
         this.notify();
       },
       (err: unknown) => {
@@ -215,6 +227,7 @@ export class RolloutManager {
         const rec = e.record as { kind?: string };
         if (rec.kind !== 'group') continue;
         const g = rec as GroupRecord;
+        if (g.filtered) continue;
         const oldest = Math.min(
           g.launch_version,
           ...g.trajectories.map((t) => t.versions?.min ?? g.launch_version),
@@ -239,6 +252,7 @@ export class RolloutManager {
       await this.o.proxy.resumeAll();
     }
     this.scheduler.finishTraining();
+    this.o.sampler.step?.();
     if (this.version !== version)
       throw new Error(`rollout: the trainer returned version ${version}, expected ${this.version}`);
     this.cursor = batch.cursor;

@@ -106,3 +106,55 @@ test('groups, batches, weight updates with partial rollout, staleness bound, led
     ledger.close();
   }
 });
+
+test('groups the sampler filters out (all rewards equal) are recorded but never trained on', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-rollout-'));
+  const ledger = new Ledger(dir);
+  const proxy = new TrajectoryProxy({
+    upstreams: [server.url],
+    adminToken: 'admin',
+    upstreamAdminToken: SERVER_ADMIN,
+  });
+  const port = await proxy.listen(0);
+  const uniform = new UniformSampler([{ id: 'task-a' }, { id: 'task-b' }, { id: 'task-c' }], 3);
+  let steps = 0;
+  const trained: Batch[] = [];
+  const manager = new RolloutManager({
+    proxy,
+    proxyUrl: `http://127.0.0.1:${port}`,
+    ledger,
+    sampler: {
+      next: () => uniform.next(),
+      observe: (taskId) => (taskId === 'task-b' ? { keep: false, reason: 'all-equal' } : { keep: true }),
+      step: () => void steps++,
+    },
+    agent,
+    trainer: {
+      train: (batch) => {
+        trained.push(batch);
+        return Promise.resolve({ checkpoint: fix.checkpoints[0], version: batch.trainerVersion + 1 });
+      },
+    },
+    groupSize: 2,
+    batchGroups: 2,
+    concurrency: 4,
+    maxStaleness: 1,
+    initialVersion: 1,
+  });
+  try {
+    await manager.run(2);
+    expect(steps).toBe(2);
+    const trainedTasks = trained.flatMap((b) => b.groups.map((g) => g.task_id));
+    expect(trainedTasks).toHaveLength(4);
+    expect(trainedTasks).not.toContain('task-b');
+    const groups = readLedger(dir, -1)
+      .map((e) => e.record as { kind: string; task_id: string; filtered?: string })
+      .filter((r) => r.kind === 'group');
+    const filtered = groups.filter((g) => g.task_id === 'task-b');
+    expect(filtered.length).toBeGreaterThan(0);
+    expect(filtered.every((g) => g.filtered === 'all-equal')).toBe(true);
+  } finally {
+    await proxy.close();
+    ledger.close();
+  }
+});
