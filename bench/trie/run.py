@@ -59,7 +59,7 @@ def prefix_grouper_column():
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3, help="timed steps per mode (after one warm-up)")
-    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=list(WORKLOADS))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trie.json"))

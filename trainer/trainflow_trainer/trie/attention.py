@@ -126,7 +126,10 @@ class FlexTreeMask:
         def tree_rule(b, h, q_idx, kv_idx):
             return (kv_idx <= q_idx) & (q_idx < se[kv_idx])
 
-        self.block_mask = create_block_mask(tree_rule, None, None, self.n, self.n, device=str(device))
+        # On GPU build the BlockMask compiled, block by block: a 32k-token micro-batch would otherwise
+        # materialise a 1 GiB dense [N, N] mask first.
+        self.block_mask = create_block_mask(tree_rule, None, None, self.n, self.n, device=str(device),
+                                            _compile=torch.device(device).type == "cuda")
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         _check_packed(q, k, self.n)
