@@ -6,9 +6,13 @@ import { repoRoot } from '../../src/pipeline/paths';
 
 export const SLURM_DIR = process.env.TRAINFLOW_SLURM_DIR ?? '/tmp/trainflow-slurm';
 process.env.SLURM_CONF = path.join(SLURM_DIR, 'slurm.conf');
+// Jest gives test code its own copy of process.env; child processes get the real one unless `env` is passed.
+export const slurmEnv = (): NodeJS.ProcessEnv => ({ ...process.env });
 
 function up(): boolean {
-  return spawnSync('scontrol', ['ping'], { encoding: 'utf8' }).stdout?.includes('UP') ?? false;
+  return (
+    spawnSync('scontrol', ['ping'], { encoding: 'utf8', env: slurmEnv() }).stdout?.includes('UP') ?? false
+  );
 }
 
 /** Starts the cluster when it is not running; returns whether this call started it. */
@@ -37,7 +41,7 @@ export function stopSlurmCluster(): void {
 
 /** `scontrol show job` fields of a Slurm job (the cluster keeps finished jobs for an hour). */
 export function slurmJob(jobId: string): Record<string, string> {
-  const out = execFileSync('scontrol', ['show', 'job', '-o', jobId], { encoding: 'utf8' });
+  const out = execFileSync('scontrol', ['show', 'job', '-o', jobId], { encoding: 'utf8', env: slurmEnv() });
   return Object.fromEntries(
     out
       .trim()

@@ -26,7 +26,7 @@ import {
   type RunningWorkers,
   type StageSketch,
 } from '../pipeline/helpers';
-import { ensureSlurmCluster, slurmJob, stopSlurmCluster } from './slurm-cluster';
+import { ensureSlurmCluster, slurmEnv, slurmJob, stopSlurmCluster } from './slurm-cluster';
 
 const dataDir = useDataDir();
 const jobRoot = path.join(dataDir, 'slurm-jobs');
@@ -93,7 +93,7 @@ function checkResumed(log: string, total: number, every: number): number {
   expect(resume).not.toBeNull();
   const resumedFrom = Number(resume![1]);
   expect(resumedFrom).toBeGreaterThan(0); // from a checkpoint, not from scratch
-  expect(resumedFrom % every).toBe(0);
+  // (A checkpoint every `every` steps, or the one the job saves on SIGTERM, at any step.)
   const steps = (text: string) => [...text.matchAll(/^FAKE_STEP (\d+)$/gm)].map((m) => Number(m[1]));
   const before = steps(log.slice(0, resume!.index));
   const after = steps(log.slice(resume!.index));
@@ -134,7 +134,7 @@ test('a stage runs through Slurm end to end (sbatch with gres, srun, exit code, 
 test('scancel from outside is seen as a failure, retried, and the retry resumes from the checkpoint', async () => {
   const p = await slurmPipeline({ name: 'scancelled', steps: 40, every: 5, stepMs: 100 });
   const first = await runningJob(p.name, p.statusUri, 7);
-  execFileSync('scancel', [first]);
+  execFileSync('scancel', [first], { env: slurmEnv() });
   const status = (await p.handle.result()) as PipelineStatus;
   expect(status.state).toBe('completed');
   expect(status.stages[0].attempt).toBe(2);
@@ -154,7 +154,10 @@ test('cancelling the pipeline removes its Slurm job', async () => {
   await p.handle.cancel();
   await expect(p.handle.result()).rejects.toThrow(WorkflowFailedError);
   // Reported cancelled only once the job is gone from the queue (WAIT_CANCELLATION_COMPLETED + launcher.cancel).
-  const live = execFileSync('squeue', ['-h', '-j', id, '-t', 'PD,R,CG,CF,S'], { encoding: 'utf8' }).trim();
+  const live = execFileSync('squeue', ['-h', '-j', id, '-t', 'PD,R,CG,CF,S'], {
+    encoding: 'utf8',
+    env: slurmEnv(),
+  }).trim();
   expect(live).toBe('');
   expect(['FAILED', 'CANCELLED', 'COMPLETED']).toContain(slurmJob(id).JobState);
   const status = await p.handle.query<PipelineStatus>('status');
