@@ -158,3 +158,41 @@ def test_micro_batching_does_not_change_the_step(demo_dir, tok):
         results.append((m["loss"], model.model.embed_tokens.weight.detach().clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-6)
+
+
+def test_trie_sft_step_equals_flat_step(demo_dir, tok):
+    """packing.mode trie (shared prefixes computed once, via trie/) makes the same optimizer step as flat."""
+    from trainflow_trainer.data import IGNORE, Batch, ExamplePacker, SourceSpec, load_stream
+    from trainflow_trainer.model import Transformer, preset
+    from trainflow_trainer.storage import Storage
+    from trainflow_trainer.train import Dist, TrainConfig, train_step, train_step_trie
+
+    from conftest import TEST_MODEL_OVERRIDES
+
+    stream = load_stream([SourceSpec(str(demo_dir / "sft.jsonl"))], Storage(), tok, "sft", 0)
+    trie_batch = ExamplePacker(stream, seq_len=1024).next_batch(4)
+    t = max(len(e.ids) for e in trie_batch.examples)
+    rows = []
+    for e in trie_batch.examples:  # the same conversations, one per row, padded
+        n, pad = len(e.ids), t - len(e.ids)
+        labels = [e.ids[i + 1] if e.targets[i + 1] else IGNORE for i in range(n - 1)] + [IGNORE] * (pad + 1)
+        rows.append((e.ids + [tok.pad_id] * pad, list(range(n)) + list(range(pad)), labels, [0] * n + [1] * pad))
+    flat_batch = Batch(*(torch.tensor(c) for c in zip(*rows)))
+    assert flat_batch.num_targets() == trie_batch.num_targets() > 0
+
+    results = []
+    for step_fn, batch in ((train_step, flat_batch), (train_step_trie, trie_batch)):
+        torch.manual_seed(0)
+        model = Transformer(preset("tiny", vocab_size=tok.vocab_size, **TEST_MODEL_OVERRIDES))
+        cfg = TrainConfig(steps=1, batch_size=4, micro_batch_size=2, lr=1.0, min_lr=1.0)
+        extra = (512,) if step_fn is train_step_trie else ()
+        # SGD with lr 1: the weight change IS the (clipped) gradient. (Adam's first step, g/|g|, would blow
+        # rounding-level differences of near-zero gradients up to ±lr.)
+        m = step_fn(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, 0, cfg, Dist(), None, *extra)
+        results.append((m, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+    (mf, wf), (mt, wt) = results
+    assert mt["loss"] == pytest.approx(mf["loss"], rel=1e-5)
+    assert mt["grad_norm"] == pytest.approx(mf["grad_norm"], rel=1e-4)
+    assert mt["unique_tokens"] < mt["tokens"]  # the shared system/tool prompt is computed once
+    for k in wf:
+        assert torch.allclose(wf[k], wt[k], atol=1e-6, rtol=1e-4), k

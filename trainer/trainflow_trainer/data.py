@@ -312,21 +312,56 @@ class FlatPacker:
         self.pending = None if p is None else Example(list(p["ids"]), list(p["targets"]), bool(p["splittable"]))
 
 
+@dataclass
+class ExampleBatch:
+    """A step's examples as they are (truncated to seq_len), for packers that pack inside the step (trie)."""
+
+    examples: list[Example]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.examples)
+
+    def num_tokens(self) -> int:
+        return sum(len(e.ids) for e in self.examples)
+
+    def num_targets(self) -> int:
+        return sum(sum(e.targets[1:]) for e in self.examples)  # token 0 is predicted by nothing
+
+
+class ExamplePacker:
+    """Hands out whole examples; the trie step (train.train_step_trie) builds the prefix forest and packs it
+    under packing.max_tokens. Its cursor is the stream's alone."""
+
+    def __init__(self, stream: ExampleStream, seq_len: int):
+        self.stream, self.seq_len = stream, seq_len
+
+    def next_batch(self, rows: int) -> ExampleBatch:
+        out = []
+        for _ in range(rows):
+            ex = self.stream.next()
+            out.append(Example(ex.ids[: self.seq_len], ex.targets[: self.seq_len], ex.splittable))
+        return ExampleBatch(out)
+
+    def state_dict(self) -> dict:
+        return {"stream": self.stream.state_dict(), "pending": None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state["stream"])
+
+
 def make_packer(mode: str, stream: ExampleStream, seq_len: int, tok: Tokenizer, max_tokens: int | None = None) -> Packer:
-    """The one place a packing mode is chosen. `trie` is provided by trie/ (the trie-packing engineer):
-    `trainflow_trainer.trie.packing.TriePacker(stream, seq_len=, max_tokens=, pad_id=)` implementing Packer."""
+    """The one place a packing mode is chosen: `flat` packs rows here (FlatPacker); `trie` hands whole examples
+    to the step, which trains shared prefixes once with trie/ (the trie-packing engineer's code)."""
     if mode == "flat":
         return FlatPacker(stream, seq_len, tok.pad_id)
     if mode == "trie":
-        try:
-            from .trie.packing import TriePacker  # type: ignore[import-not-found]
-        except ImportError as e:
-            raise DataError(f"packing.mode 'trie' is not available in this build ({e}); use packing.mode: flat") from None
-        return TriePacker(stream, seq_len=seq_len, max_tokens=max_tokens, pad_id=tok.pad_id)
+        return ExamplePacker(stream, seq_len)
     raise DataError(f"packing.mode must be 'flat' or 'trie', got {mode!r}")
 
 
 __all__ = [
     "IGNORE", "DataError", "SourceSpec", "Example", "ExampleStream", "Batch", "Packer", "FlatPacker",
+    "ExampleBatch", "ExamplePacker",
     "load_stream", "load_source_rows", "make_packer", "midtrain_example", "sft_example",
 ]

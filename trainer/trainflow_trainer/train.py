@@ -140,10 +140,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_deterministic() -> None:
-    """Bitwise reproducibility on CPU (and as far as it goes on GPU)."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+def set_deterministic(device: torch.device) -> None:
+    """Bitwise reproducibility. The CPU kernels we use are deterministic for a fixed thread count already
+    (the exact-resume test proves it); torch.use_deterministic_algorithms is only switched on for CUDA,
+    where it matters, because merely calling it imports torch._inductor (seconds of job start-up)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 # ------------------------------------------------------------------------------------------------ model/optim
@@ -172,31 +175,69 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=False)
 
 
+# Checkpoint state is unsharded and keyed by parameter name (FQN), the same on one CPU and on N GPUs, so a
+# run can resume on another world size. Under FSDP, torch.distributed.checkpoint gathers it; otherwise plain
+# state dicts are renamed by hand (DCP's import alone costs seconds of start-up on a small CPU).
+
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Unsharded fp32 weights under HF names, on CPU (a collective under FSDP: call it on every rank)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    if _is_fsdp(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    """{"state": {fqn: {step, exp_avg, exp_avg_sq}}, "param_groups": [{..., "params": [fqn, ...]}]}."""
+    if _is_fsdp(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    names = {id(p): n for n, p in model.named_parameters()}
+    sd = optimizer.state_dict()
+    index_to_name = {}
+    for group, sd_group in zip(optimizer.param_groups, sd["param_groups"]):
+        for p, i in zip(group["params"], sd_group["params"]):
+            index_to_name[i] = names[id(p)]
+    return {
+        "state": {index_to_name[i]: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
+                  for i, st in sd["state"].items()},
+        "param_groups": [{**g, "params": [index_to_name[i] for i in g["params"]]} for g in sd["param_groups"]],
+    }
 
 
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, model_sd: dict, optim_sd: dict | None) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, strict=False)
     cfg = getattr(model, "config", None)
     if cfg is not None and cfg.tie_word_embeddings and "lm_head.weight" not in model_sd:
         model_sd = {**model_sd, "lm_head.weight": model_sd["model.embed_tokens.weight"]}
-    set_model_state_dict(model, model_sd, options=opts)
-    if optimizer is not None and optim_sd is not None:
-        set_optimizer_state_dict(model, optimizer, optim_sd, options=StateDictOptions(full_state_dict=True))
-        for g in optimizer.param_groups:  # the state-dict round trip turns AdamW's betas tuple into a list
+    if _is_fsdp(model):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions, set_model_state_dict, set_optimizer_state_dict,
+        )
+
+        set_model_state_dict(model, model_sd, options=StateDictOptions(full_state_dict=True, strict=False))
+        if optimizer is not None and optim_sd is not None:
+            set_optimizer_state_dict(model, optimizer, optim_sd, options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(model_sd, strict=True)
+        if optimizer is not None and optim_sd is not None:
+            index = {}
+            for g in optimizer.param_groups:
+                for p in g["params"]:
+                    index[id(p)] = len(index)
+            name_to_index = {n: index[id(p)] for n, p in model.named_parameters()}
+            optimizer.load_state_dict({
+                "state": {name_to_index[n]: st for n, st in optim_sd["state"].items()},
+                "param_groups": [{**g, "params": [name_to_index[n] for n in g["params"]]} for g in optim_sd["param_groups"]],
+            })
+    if optimizer is not None:
+        for g in optimizer.param_groups:  # a state-dict round trip may turn AdamW's betas tuple into a list
             g["betas"] = tuple(g["betas"])
+
+
+def _is_fsdp(model: nn.Module) -> bool:
+    return type(model).__name__.startswith("FSDP")
 
 
 def rng_state() -> dict:
@@ -262,4 +303,51 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, s
         "grad_norm": grad_norm,
         "target_tokens": float(global_targets),
         "tokens": float(batch.num_tokens()),
+    }
+
+
+def train_step_trie(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, step: int, cfg: TrainConfig,
+                    d: Dist, autocast_dtype: torch.dtype | None, max_tokens: int) -> dict[str, float]:
+    """One SFT optimizer step with trie packing: this rank's conversations become a prefix forest (trie/),
+    shared prefixes are computed once, and the loss is the same token-mean cross-entropy over the global
+    batch's assistant tokens as the flat step's. Not for FSDP (the trie step calls the layers directly)."""
+    from .trie import LossSpec, Trajectory, packed_forward_backward
+
+    if d.fsdp:
+        raise ConfigError("stage.packing.mode trie is not supported with FSDP yet; use packing.mode: flat")
+    lr = lr_at(step, cfg)
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    if batch.num_rows != cfg.batch_size or cfg.batch_size % d.world:
+        raise ValueError(f"batch has {batch.num_rows} examples, expected batch_size {cfg.batch_size} divisible by {d.world}")
+    per_rank = cfg.batch_size // d.world
+    local = batch.examples[d.rank * per_rank:(d.rank + 1) * per_rank]
+    global_targets = batch.num_targets()
+    local_targets = sum(sum(e.targets[1:]) for e in local)
+    trajectories = [Trajectory(tokens=e.ids, loss_mask=[0.0] + [float(t) for t in e.targets[1:]]) for e in local]
+    metrics: dict[str, float] = {}
+    if local_targets > 0:
+        with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            metrics = packed_forward_backward(model, trajectories, LossSpec.from_config("sft"), max_tokens)
+        # trie/ normalises by this rank's target count; rescale to the global token mean.
+        scale = local_targets / max(1, global_targets)
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if d.distributed:
+        for p in model.parameters():
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.tensor([metrics.get("loss", 0.0) * local_targets], dtype=torch.float64)
+    if d.distributed:
+        dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
+    return {
+        "loss": float(loss_sum) / max(1, global_targets), "lr": lr, "grad_norm": grad_norm,
+        "target_tokens": float(global_targets), "tokens": float(batch.num_tokens()),
+        "unique_tokens": metrics.get("unique_tokens", 0.0), "packed_tokens": metrics.get("packed_tokens", 0.0),
     }

@@ -28,7 +28,7 @@ from ..storage import is_s3, join
 from ..tokenizer import TOKENIZER_FILE, Tokenizer
 from ..train import (
     ConfigError, TrainConfig, build_optimizer, full_model_state, full_optimizer_state, load_full_state, parallelize,
-    rng_state, seed_everything, set_deterministic, set_rng_state, train_step,
+    rng_state, seed_everything, set_deterministic, set_rng_state, train_step, train_step_trie,
 )
 
 STATE_FILE = "trainer_state.json"
@@ -132,7 +132,7 @@ def run_lm_stage(ctx, kind: str) -> None:
     mode, max_tokens = packing_config(stage, kind)
     tcfg.check_layout(d.world)
     ctx.status.update(total_steps=tcfg.steps)
-    set_deterministic()
+    set_deterministic(d.device)
 
     # Where do we start? The latest committed checkpoint of this stage (resume), else the input checkpoint,
     # else model.init.
@@ -227,7 +227,10 @@ def run_lm_stage(ctx, kind: str) -> None:
             raise Preempted()
         batch = packer.next_batch(tcfg.batch_size)
         t0 = time.perf_counter()
-        m = train_step(model, optimizer, batch, step, tcfg, d, autocast)
+        if mode == "trie":
+            m = train_step_trie(model, optimizer, batch, step, tcfg, d, autocast, max_tokens or seq_len * (tcfg.micro_batch_size or tcfg.batch_size // d.world))
+        else:
+            m = train_step(model, optimizer, batch, step, tcfg, d, autocast)
         dt = time.perf_counter() - t0
         step += 1
         tokens_seen += m["tokens"]
