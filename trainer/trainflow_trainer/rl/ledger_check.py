@@ -1,0 +1,20 @@
+"""How many records a ledger folder holds (src/dataplane/ledger.ts layout: segment-<first seq>.log files of
+`<checksum> <json>` lines), read without the writer: a resumed stage checks its checkpoint's cursor against it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_SEGMENT = re.compile(r"^segment-(\d{12})\.log$")
+
+
+def ledger_size(folder: Path) -> int:
+    if not folder.is_dir():
+        return 0
+    segs = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _SEGMENT.match(p.name)))
+    if not segs:
+        return 0
+    first, last = segs[-1]
+    complete = [ln for ln in last.read_bytes().split(b"\n")[:-1] if len(ln) > 17 and ln[16:17] == b" "]
+    return first + len(complete)

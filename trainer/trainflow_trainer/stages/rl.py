@@ -1,0 +1,177 @@
+"""Agentic RL (`kind: rl`): GRPO/DAPO-family policy updates on trajectory batches from the data plane.
+
+The job runs the rollout side as children (rl/rollouts.py: the inference server, and the data-plane driver
+with the proxy, ledger, difficulty-aware sampler, rollout manager and agent workers) and is the rollout
+manager's trainer. Per step:
+  1. a batch of groups arrives (read by the manager from the ledger after the cursor; groups whose outcomes
+     were all equal were filtered by the sampler, groups staler than rollout.max_staleness dropped);
+  2. each session's recorded token tree becomes trie branches with the group-normalised advantage; the loss
+     is PPO-clip on the recorded behaviour log-probs (clip-higher: algorithm.clip_high > clip_low;
+     token-mean or seq-mean; optional k3 KL to the stage's initial policy), trie-packed by default;
+  3. the new weights go to a folder the manager reloads the servers from (pause → reload → resume) while
+     rollouts continue (asynchronous, staleness bounded by the manager's admission);
+  4. every checkpoint.every steps one commit holds weights, optimizer, RNG, the ledger cursor, the sampler's
+     statistics and the list of groups each step trained, written BEFORE the manager acknowledges the batch.
+A retry resumes all three from the latest commit: groups after the committed cursor are trained (once), those
+at or before it never again.
+
+Config: rollout {group_size, concurrency, batch_groups, max_turns, max_new_tokens, temperature, max_staleness,
+sandbox}, sampling {...src/sampling}, algorithm {name, clip_low, clip_high, loss_agg, kl_coef, entropy_coef,
+normalize_std}, packing {mode: trie|flat, max_tokens}, train {steps, lr, ...}, checkpoint {every, keep_last}.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import BadInput, Preempted
+from ..rl.batch import to_trajectories
+from ..rl.policy import load_policy, save_checkpoint, write_weights
+from ..rl.rollouts import Rollouts
+from ..train import TrainConfig, lr_at
+from ..trie import LossSpec, forward_backward
+from ..trie.step import packed_logprobs
+from .lm import checkpoint_config
+
+
+def loss_spec(stage: dict) -> tuple[LossSpec, bool]:
+    a = {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean", "kl_coef": 0.0,
+         "entropy_coef": 0.0, "normalize_std": True, **(stage.get("algorithm") or {})}
+    agg = {"token-mean": "token_mean", "seq-mean": "seq_mean"}.get(a["loss_agg"])
+    if agg is None:
+        raise BadInput(f"stage.algorithm.loss_agg: expected token-mean or seq-mean, got {a['loss_agg']!r}")
+    if a["name"] not in ("grpo", "dapo", "ppo"):
+        raise BadInput(f"stage.algorithm.name: expected grpo | dapo | ppo, got {a['name']!r}")
+    if a.get("advantage_scaling", "none") != "none":
+        raise BadInput("stage.algorithm.advantage_scaling: only `none` is implemented by the trainer so far")
+    try:
+        spec = LossSpec(kind="ppo", aggregation=agg, eps_low=float(a["clip_low"]), eps_high=float(a["clip_high"]),
+                        kl_coef=float(a["kl_coef"]), entropy_coef=float(a["entropy_coef"]))
+    except ValueError as e:
+        raise BadInput(f"stage.algorithm: {e}") from None
+    return spec, bool(a["normalize_std"])
+
+
+def packing(stage: dict) -> dict:
+    p = {"mode": "trie", "max_tokens": 4096, **(stage.get("packing") or {})}
+    if p["mode"] not in ("trie", "flat"):
+        raise BadInput(f"stage.packing.mode: expected trie or flat, got {p['mode']!r}")
+    return p
+
+
+def run(ctx) -> None:
+    spec, stage = ctx.spec, ctx.spec.stage
+    try:
+        tcfg = TrainConfig.from_dict(stage.get("train"))
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    every, keep_last = checkpoint_config(stage)
+    lspec, normalize_std = loss_spec(stage)
+    pack = packing(stage)
+    ctx.status.update(total_steps=tcfg.steps)
+
+    policy = load_policy(ctx, tcfg)
+    if policy.is_finished(tcfg.steps):
+        ctx.log(f"trainflow: {policy.found.uri} is this stage's final checkpoint: nothing to do")
+        ctx.status.update(step=policy.step, metrics=policy.state.get("metrics", {}))
+        return
+    model, optimizer = policy.model, policy.optimizer
+    ref_model = None
+    if lspec.kl_coef > 0:  # KL to the policy the stage started from (the input checkpoint, or step 0)
+        ref_model = copy.deepcopy(model)
+        if policy.found and spec.input_checkpoint:
+            from ..model import load_state_dict
+            from .lm import open_checkpoint
+            ref_model.load_state_dict(load_state_dict(open_checkpoint(ctx, spec.input_checkpoint, "input_checkpoint")),
+                                      strict=False)
+        ref_model.requires_grad_(False)
+
+    step = policy.step
+    st = policy.state
+    history: list[dict] = list(st.get("history", []))
+    ledger_dir = Path(spec.work_dir) / "ledger"
+    cursor = int(st.get("cursor", -1))
+    # The ledger lives in the job's scratch folder; if it is not the one the checkpoint's cursor refers to
+    # (a new machine), start a fresh ledger: what the checkpoint trained stays trained, new rollouts follow.
+    from ..rl.ledger_check import ledger_size
+    if cursor >= 0 and ledger_size(ledger_dir) <= cursor:
+        ctx.log(f"trainflow: the ledger in {ledger_dir} does not reach the checkpoint's cursor {cursor}: starting a new one")
+        shutil.rmtree(ledger_dir, ignore_errors=True)
+        cursor = -1
+    policy_root = Path(spec.work_dir) / "policy"
+    weights = write_weights(policy, policy_root / f"v-{step:06d}")
+
+    metrics: dict[str, float] = dict(st.get("metrics", {}))
+    sampler_stats = None
+    with Rollouts.start(ctx, weights, step, cursor, policy.sampler_file, "rl", steps=tcfg.steps - step) as ro:
+        while step < tcfg.steps:
+            try:
+                msg = ro.next_message(ctx)
+            except InterruptedError:
+                raise Preempted() from None
+            if msg.get("type") != "batch":
+                raise RuntimeError(f"data plane: expected a batch, got {msg.get('type')!r}")
+            t0 = time.perf_counter()
+            trajs, bs = to_trajectories(msg["groups"], step, normalize_std)
+            if ref_model is not None and trajs:
+                for t, ref in zip(trajs, packed_logprobs(ref_model, trajs, pack["max_tokens"])):
+                    t.ref_logprobs = [0.0] + ref.tolist()
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, tcfg)
+            optimizer.zero_grad(set_to_none=True)
+            m = forward_backward(pack, model, trajs, lspec) if trajs else {}
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf")))
+            optimizer.step()
+            step += 1
+            dt = time.perf_counter() - t0
+            behaviour = [lp for t in trajs for lp, k in zip(t.logprobs, t.loss_mask) if k > 0]
+            rm = msg.get("metrics", {})
+            metrics = {
+                "loss": float(m.get("loss", 0.0)),
+                "reward_mean": float(rm.get("reward_mean", bs.reward_mean)),
+                "pass_rate": float(rm.get("pass_rate", bs.pass_rate)),
+                "batch_reward_mean": bs.reward_mean,
+                # KL(behaviour || current) by the k1 estimator on the trained tokens, unless a reference KL is on
+                "kl": float(m["kl"]) if "kl" in m else float(np.mean(behaviour) - m.get("mean_logprob", 0.0)) if behaviour else 0.0,
+                # the sampled tokens' negative log-likelihood: an estimate of the policy's entropy
+                "entropy": float(m["entropy"]) if "entropy" in m else -float(m.get("mean_logprob", 0.0)),
+                "no_signal_fraction": float(rm.get("no_signal_fraction", 0.0)),
+                "turns_mean": float(rm.get("turns_mean", 0.0)),
+                "parallel_call_share": float(rm.get("parallel_call_share", 0.0)),
+                "staleness_mean": bs.staleness_mean,
+                "tokens_per_s": float(m.get("total_tokens", 0.0)) / dt if dt > 0 else 0.0,
+                "unique_token_ratio": float(m["total_tokens"] / m["unique_tokens"]) if m.get("unique_tokens") else 1.0,
+                "clip_frac": float(m.get("clip_frac", 0.0)),
+                "grad_norm": grad_norm,
+                "groups": float(bs.groups), "dropped": float(len(msg.get("dropped", []))),
+                "lr": lr_at(step - 1, tcfg),
+            }
+            history.append({"step": step, "cursor": msg["cursor"], "groups": [g["group_id"] for g in msg["groups"]],
+                            "dropped": msg.get("dropped", []), "reward_mean": metrics["reward_mean"],
+                            "episodes": int(rm.get("episodes", 0))})
+            cursor, sampler_stats = int(msg["cursor"]), msg.get("sampler_stats")
+            ctx.status.update(step=step, metrics=metrics, write=(step == 1))
+            ctx.log(f"trainflow: rl step {step}/{tcfg.steps} reward {metrics['reward_mean']:.3f} "
+                    f"pass {metrics['pass_rate']:.2f} loss {metrics['loss']:+.4f} kl {metrics['kl']:+.4f} "
+                    f"no-signal {metrics['no_signal_fraction']:.2f} staleness {metrics['staleness_mean']:.2f}")
+            final = step == tcfg.steps
+            stop = ctx.should_stop()
+            if final or (every and step % every == 0) or stop:
+                # committed before the manager acknowledges the batch: the cursor and the weights go together
+                save_checkpoint(ctx, policy, step, final, {
+                    "total_steps": tcfg.steps, "stage": stage.get("name"), "kind": "rl", "cursor": cursor,
+                    "ledger_dir": str(ledger_dir), "metrics": metrics, "history": history,
+                }, sampler_stats, keep_last)
+            if stop and not final:
+                raise Preempted()
+            if not final:
+                nxt = write_weights(policy, policy_root / f"v-{step:06d}")
+                ro.trained(nxt, step)
+                shutil.rmtree(policy_root / f"v-{step - 2:06d}", ignore_errors=True)  # the server holds step-1 at most
+    ctx.status.update(step=step, metrics=metrics)
