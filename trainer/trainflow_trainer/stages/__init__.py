@@ -10,6 +10,8 @@ from typing import Callable
 STAGES: dict[str, str] = {
     "midtrain": "trainflow_trainer.stages.midtrain",
     "sft": "trainflow_trainer.stages.sft",
+    "rft": "trainflow_trainer.stages.rft",
+    "rl": "trainflow_trainer.stages.rl",
 }
 
 
