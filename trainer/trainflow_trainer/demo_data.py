@@ -159,9 +159,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the number of documents/conversations")
     ap.add_argument("--vocab-size", type=int, default=2048)
+    ap.add_argument("--quiet", action="store_true", help="print nothing")
     args = ap.parse_args()
     counts = generate(args.out_dir, args.seed, args.scale, args.vocab_size)
-    for k, v in counts.items():
+    for k, v in ([] if args.quiet else counts.items()):
         print(f"{k}: {v}")
 
 

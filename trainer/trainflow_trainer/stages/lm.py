@@ -5,7 +5,8 @@ Stage config fields read here (snake_case, under the spec's `stage`):
     data.sources[]: {path, weight=1, format=jsonl|parquet}   data.seq_len (int, default 512)
     train: see train.TrainConfig
     checkpoint: {every: int = 0 (only the final one), keep_last: int | null = null (keep all)}
-    packing: {mode: flat|trie = flat, max_tokens: int | null}   (sft only)
+    packing: {mode: flat|trie = flat, max_tokens: int | null}   (sft only; trie: batch_size counts conversations,
+             max_tokens is the token budget of one packed forward, default seq_len x micro_batch_size)
 Model block (spec's `model`): init {preset, vocab_size?, overrides?} | {checkpoint: URI};
 tokenizer {path}; dtype bfloat16|float32 (GPU autocast; CPU always float32).
 """
