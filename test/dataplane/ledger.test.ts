@@ -1,6 +1,6 @@
 // The ledger: durability and exactly-once consumption under kill -9 of both sides (real processes), and
 // shipping to S3 (the local MinIO).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,6 +37,21 @@ test('a torn last record is ignored by readers and cut off by the next writer', 
   l2.close();
   expect(parseSegment(fs.readFileSync(file)).entries.map((e) => e.seq)).toEqual([0, 1, 2, 3]);
   expect(readLedger(dir, 1).map((e) => e.id)).toEqual(['t2', 't3']);
+  // The trainer reads the same folder from Python (trainflow_trainer.serve.ledger), torn tail and all.
+  fs.appendFileSync(file, encodeLine({ seq: 4, id: 't4', record: { i: 4 } }).slice(0, 30));
+  const py = execFileSync(
+    path.join(ROOT, '.venv/bin/python'),
+    ['-m', 'trainflow_trainer.serve.ledger', dir, '0'],
+    {
+      cwd: path.join(ROOT, 'trainer'),
+      encoding: 'utf8',
+    },
+  );
+  const fromPython = py
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as unknown);
+  expect(fromPython).toEqual(readLedger(dir, 0));
 });
 
 test('kill -9 of the data plane and the consumer at random points, 24 rounds: every trajectory consumed exactly once', async () => {
