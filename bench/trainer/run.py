@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -76,7 +77,9 @@ def main() -> None:
         "setup": {"preset": "tiny", "params": cfg.num_params(), "vocab_size": cfg.vocab_size,
                   "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "seq_len": args.seq_len,
                   "steps": args.steps, "device": "cpu", "threads": torch.get_num_threads(), "dtype": "float32",
-                  "torch": torch.__version__, "machine": platform.machine()},
+                  "torch": torch.__version__, "machine": platform.machine(),
+                  # CPU numbers on a shared machine depend on what else runs: keep the load next to them.
+                  "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
     }
     print(f"trainer bench: tiny preset ({cfg.num_params() / 1e6:.2f}M params), CPU x{torch.get_num_threads()} threads, "
           f"batch {args.batch_size} x seq {args.seq_len}, {args.steps} steps")
