@@ -7,6 +7,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { buildProgram } from '../../src/cli/main';
 import type { PipelineConfig } from '../../src/config/schema';
 import { SlurmLauncher } from '../../src/launchers/slurm';
 import { jobName } from '../../src/launchers/types';
@@ -129,6 +130,19 @@ test('a stage runs through Slurm end to end (sbatch with gres, srun, exit code, 
   expect(log).toContain('FAKE_STEP 6');
   // Released: a later attach finds nothing, and the batch script recorded the exit code before.
   expect(await new SlurmLauncher({ jobRoot }).attach(p.name)).toBeUndefined();
+  // `trainflow logs` finds the Slurm job's log (the job folder under the data dir, as the worker wrote it).
+  const out: string[] = [];
+  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    out.push(String(chunk));
+    return true;
+  });
+  try {
+    await buildProgram().parseAsync(['node', 'trainflow', 'logs', p.id, 'train']);
+  } finally {
+    spy.mockRestore();
+  }
+  expect(out.join('')).toContain(`=== trainflow: slurm job ${id} on `);
+  expect(out.join('')).toContain('FAKE_STEP 6');
 });
 
 test('scancel from outside is seen as a failure, retried, and the retry resumes from the checkpoint', async () => {
