@@ -1,0 +1,87 @@
+// `trainflow dataplane serve` as a process: sessions finished over the admin API land in the ledger.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+
+const ROOT = path.resolve(__dirname, '../..');
+const BIN = path.join(ROOT, 'bin/trainflow.js');
+
+test('serve: issue a key, finish the session, read the trajectory back from the ledger', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-dp-cli-'));
+  const proc = spawn(
+    process.execPath,
+    [
+      BIN,
+      'dataplane',
+      'serve',
+      '--upstream',
+      'http://127.0.0.1:9',
+      '--port',
+      '0',
+      '--admin-token',
+      'adm',
+      '--ledger-dir',
+      dir,
+    ],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      readline.createInterface({ input: proc.stdout }).on('line', (l) => {
+        const m = /^TRAINFLOW_DATAPLANE .*"port":(\d+)/.exec(l);
+        if (m) resolve(Number(m[1]));
+      });
+      proc.once('exit', (code) => reject(new Error(`exited ${code}`)));
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const admin = { authorization: 'Bearer adm', 'content-type': 'application/json' };
+    const issued = (await (
+      await fetch(`${base}/admin/sessions`, {
+        method: 'POST',
+        headers: admin,
+        body: JSON.stringify({ task_id: 'bugfix-7' }),
+      })
+    ).json()) as {
+      session_id: string;
+      key: string;
+    };
+    const fin = await fetch(`${base}/admin/sessions/${issued.session_id}/finish`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ reward: 0.5 }),
+    });
+    expect(fin.status).toBe(200);
+    const read = (await (await fetch(`${base}/admin/trajectories?after=-1`, { headers: admin })).json()) as {
+      entries: { seq: number; id: string; record: { task_id: string; reward: number } }[];
+    };
+    expect(read.entries).toHaveLength(1);
+    expect(read.entries[0]).toMatchObject({
+      seq: 0,
+      id: issued.session_id,
+      record: { task_id: 'bugfix-7', reward: 0.5 },
+    });
+    // The agent's key cannot read trajectories.
+    expect(
+      (await fetch(`${base}/admin/trajectories`, { headers: { authorization: `Bearer ${issued.key}` } }))
+        .status,
+    ).toBe(403);
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('exit', r));
+  }
+});
+
+test('serve: bad input is one clear line and exit code 1', () => {
+  const r = spawnSync(
+    process.execPath,
+    [BIN, 'dataplane', 'serve', '--upstream', 'nope', '--admin-token', 'x'],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
+  expect(r.status).toBe(1);
+  expect(r.stderr).toContain('--upstream nope is not an http(s) URL');
+});
