@@ -47,13 +47,46 @@ def step_time(model, opt, fn, batch, spec, max_tokens) -> float:
     return time.perf_counter() - t0
 
 
-def prefix_grouper_column():
-    """prefix-grouper (PyPI) as a third column on grpo, if it is installed."""
+class PrefixGrouperMask:
+    """prefix-grouper (PyPI) as an attention backend: its grouped layout [prefix, suffix 1, ..., suffix n] is
+    exactly our depth-first serialisation of a GRPO group, so only the attention differs from the trie path."""
+
+    def __init__(self, group_info: list[list[int]]):
+        from prefix_grouper import PrefixGrouper
+
+        self.pg = PrefixGrouper(group_info, device="cpu")
+
+    @staticmethod
+    def _attn(q, k, v, key_padding, scale):
+        # prefix-grouper hands over a key padding mask [b, Tk]; causality is ours to add, lower-right aligned
+        # (suffix queries come after all prefix keys). It expects [b, T, heads, dim] back.
+        tq, tk = q.shape[2], k.shape[2]
+        allowed = key_padding[:, None, None, :].bool() & torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
+        return out.transpose(1, 2)
+
+    def attend(self, q, k, v, scale):
+        from trainflow_trainer.attention import expand_kv
+
+        k, v = expand_kv(q, k, v)
+        return self.pg.forward(self._attn, q, k, v, scale=scale).transpose(1, 2)
+
+
+def prefix_grouper_factory(batch):
+    """MicroBatch -> PrefixGrouperMask for one GRPO group per micro-batch, or None when not installed."""
     try:
         import prefix_grouper  # noqa: F401
     except ImportError:
-        return None, "prefix-grouper not installed in the trainer venv"
-    return None, "prefix-grouper installed but not wired in (its API patches HF attention, not ours)"
+        return None
+    prompt = next(i for i, m in enumerate(batch[0].loss_mask) if m > 0)  # answers are the trained tokens
+    info = [[prompt, *[len(t.tokens) - prompt for t in batch]]]
+
+    def make(mb):
+        if len(mb) != sum(info[0]):
+            raise ValueError("prefix-grouper column: expected one whole GRPO group per micro-batch")
+        return PrefixGrouperMask(info)
+
+    return make
 
 
 def main() -> None:
@@ -83,6 +116,12 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so machine load hits both alike
             for mode in fns:
                 times[mode].append(step_time(model, opt, fns[mode], batch, spec, args.max_tokens))
+        pg = prefix_grouper_factory(batch) if name == "grpo" else None
+        pg_s = None
+        if pg is not None:
+            pg_fn = lambda m, b, s, t: packed_forward_backward(m, b, s, t, attention=pg)  # noqa: E731
+            step_time(model, opt, pg_fn, batch, spec, args.max_tokens)
+            pg_s = statistics.median(step_time(model, opt, pg_fn, batch, spec, args.max_tokens) for _ in range(args.repeats))
         flat_s, trie_s = statistics.median(times["flat"]), statistics.median(times["trie"])
         ratio = total / unique
         speedup = flat_s / trie_s
@@ -90,11 +129,17 @@ def main() -> None:
                "flat_step_s": round(flat_s, 4), "trie_step_s": round(trie_s, 4), "speedup": round(speedup, 4),
                "efficiency": round(speedup / ratio, 4), "trajectories": len(batch), "trees": len(forest.trees),
                "flat_times_s": [round(t, 4) for t in times["flat"]], "trie_times_s": [round(t, 4) for t in times["trie"]]}
+        if pg_s is not None:
+            row["prefix_grouper_step_s"] = round(pg_s, 4)
+            row["prefix_grouper_speedup"] = round(flat_s / pg_s, 4)
         rows.append(row)
         print(f"{name:8s} total {total:6d} unique {unique:6d} ratio {ratio:5.2f}  flat {flat_s:7.3f}s  "
               f"trie {trie_s:7.3f}s  speedup {speedup:5.2f}x  efficiency {speedup / ratio:5.2f}", flush=True)
 
-    pg_value, pg_note = prefix_grouper_column()
+    pg_row = next((r for r in rows if "prefix_grouper_step_s" in r), None)
+    pg_value = pg_row["prefix_grouper_step_s"] if pg_row else None
+    pg_note = ("prefix-grouper 0.0.1.post1 as the attention backend on the same trie layout" if pg_row else
+               "prefix-grouper not importable: pip install prefix-grouper==0.0.1.post1 to add this column")
     targets = {
         "grpo_efficiency_ge_0.8": next((r["efficiency"] >= 0.8 for r in rows if r["name"] == "grpo"), None),
         "agentic_efficiency_ge_0.8": next((r["efficiency"] >= 0.8 for r in rows if r["name"] == "agentic"), None),

@@ -129,7 +129,7 @@ def check_against_reference(seed: int, dtype: torch.dtype, rtol: float, spec: Lo
     return trajs, metrics
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), spec=st.sampled_from(SPECS), n_branches=st.integers(1, 9),
        max_len=st.integers(2, 24))
 def test_trie_equals_flat_float64(seed, spec, n_branches, max_len):

@@ -39,7 +39,7 @@ def ancestor_or_self(parent: np.ndarray) -> np.ndarray:
     return rel
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 12), max_len=st.integers(2, 15))
 def test_forest_serialisation(seed, n, max_len):
     rng = np.random.default_rng(seed)
@@ -118,7 +118,7 @@ def test_ffd_keeps_trees_apart():
     assert not (allowed & (tree_of[:, None] != tree_of[None, :])).any()
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 10), max_len=st.integers(2, 20), gqa=st.booleans())
 def test_segment_attention_equals_dense(seed, n, max_len, gqa):
     """The training path (one SDPA per segment over gathered ancestors) equals the dense tree mask, values

@@ -23,7 +23,9 @@ from .losses import LossSpec, entry_coefficients, gather_logprobs, row_entropy, 
 from .packer import MicroBatch, loss_entries, pack
 
 
-def _mask_for(mb: MicroBatch, device: torch.device, backend: str):
+def _mask_for(mb: MicroBatch, device: torch.device, backend):
+    if callable(backend):  # a factory MicroBatch -> AttentionMask (benchmarks plug other backends in here)
+        return backend(mb)
     if backend == "flex":
         return FlexTreeMask(mb.subtree_end, device)
     if backend == "segment":
@@ -51,7 +53,8 @@ def logits_at_rows(model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor,
 def packed_forward_backward(model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec,
                             max_tokens: int, *, share_prefixes: bool = True, attention: str = "auto",
                             backward: bool = True) -> dict[str, float]:
-    """Trie mode. attention: "auto" (flex on CUDA, segment elsewhere), "segment" or "flex"."""
+    """Trie mode. attention: "auto" (flex on CUDA, segment elsewhere), "segment", "flex", or a callable
+    MicroBatch -> AttentionMask."""
     param = next(model.parameters())
     device = param.device
     backend = attention if attention != "auto" else ("flex" if device.type == "cuda" else "segment")
