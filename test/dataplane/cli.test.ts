@@ -65,11 +65,18 @@ test('serve: issue a key, finish the session, read the trajectory back from the 
       id: issued.session_id,
       record: { task_id: 'bugfix-7', reward: 0.5 },
     });
-    // The agent's key cannot read trajectories.
-    expect(
-      (await fetch(`${base}/admin/trajectories`, { headers: { authorization: `Bearer ${issued.key}` } }))
-        .status,
-    ).toBe(403);
+    // A live agent's key cannot read trajectories; a finished session's key no longer works at all.
+    const other = (await (
+      await fetch(`${base}/admin/sessions`, {
+        method: 'POST',
+        headers: admin,
+        body: JSON.stringify({ task_id: 'x' }),
+      })
+    ).json()) as { key: string };
+    const asAgent = { authorization: `Bearer ${other.key}` };
+    expect((await fetch(`${base}/admin/trajectories`, { headers: asAgent })).status).toBe(403);
+    const finished = { authorization: `Bearer ${issued.key}` };
+    expect((await fetch(`${base}/v1/session`, { headers: finished })).status).toBe(401);
   } finally {
     proc.kill('SIGTERM');
     await new Promise((r) => proc.once('exit', r));
