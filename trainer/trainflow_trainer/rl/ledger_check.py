@@ -18,3 +18,19 @@ def ledger_size(folder: Path) -> int:
     first, last = segs[-1]
     complete = [ln for ln in last.read_bytes().split(b"\n")[:-1] if len(ln) > 17 and ln[16:17] == b" "]
     return first + len(complete)
+
+
+def read_ledger(folder: Path) -> list[dict]:
+    """Every complete entry {seq, id, record} of a ledger folder, in seq order (a torn last line skipped)."""
+    import json
+
+    out: list[dict] = []
+    if not folder.is_dir():
+        return out
+    for _, p in sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _SEGMENT.match(p.name))):
+        for ln in p.read_bytes().split(b"\n")[:-1]:
+            try:
+                out.append(json.loads(ln[17:]))
+            except ValueError:
+                break
+    return out

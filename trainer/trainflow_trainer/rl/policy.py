@@ -94,8 +94,9 @@ def write_weights(policy: Policy, folder: Path) -> Path:
 
 
 def save_checkpoint(ctx, policy: Policy, step: int, final: bool, trainer_state: dict, sampler_stats: Any,
-                    keep_last: int | None) -> str:
-    """One commit holding weights, optimizer, RNG, trainer state (with the ledger cursor) and sampler stats."""
+                    keep_last: int | None, extra_files: dict[str, str] | None = None) -> str:
+    """One commit holding weights, optimizer, RNG, trainer state (with the ledger cursor), sampler stats and
+    any `extra_files` (name → text) the stage needs to resume exactly."""
     spec = ctx.spec
     uri = join(spec.output_prefix, step_dir(step))
     local = Path(uri) if not is_s3(uri) else Path(spec.work_dir) / "staging" / step_dir(step)
@@ -109,6 +110,8 @@ def save_checkpoint(ctx, policy: Policy, step: int, final: bool, trainer_state: 
     (local / STATE_FILE).write_text(json.dumps({**trainer_state, "step": step}) + "\n")
     if sampler_stats is not None:
         (local / SAMPLER_FILE).write_text(json.dumps(sampler_stats) + "\n")
+    for name, text in (extra_files or {}).items():
+        (local / name).write_text(text)
     commit(local, uri, step, final, ctx.storage)
     if is_s3(uri):
         shutil.rmtree(local, ignore_errors=True)

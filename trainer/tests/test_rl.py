@@ -1,0 +1,155 @@
+"""The RL stage: records → trajectories, and the whole stage as a real job (inference server, data-plane
+driver with the sampler and rollout manager, agent workers, trainer) killed with SIGKILL mid-run and resumed:
+the ledger cursor and sampler statistics survive, no group is trained twice or lost, no child outlives the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainflow_trainer.rl.batch import group_advantages, to_trajectories, tree_paths
+from trainflow_trainer.rl.ledger_check import ledger_size, read_ledger
+
+TRAINER = Path(__file__).resolve().parents[1]
+
+
+def node(tokens, logprobs=None, versions=None, children=()):
+    n = len(tokens)
+    return {"tokens": tokens, "logprobs": logprobs or [None] * n, "versions": versions or [None] * n,
+            "children": list(children), "turns": []}
+
+
+def session(reward, tree):
+    return {"trajectory_id": "t", "reward": reward, "tree": tree}
+
+
+def test_tree_paths_and_trajectories_use_recorded_ids_and_mask_generated_tokens():
+    # a two-turn session: prompt [1 2], output [3 4] (v0), tool text [5], output [6] (v1)
+    tree = node([], children=[node([1, 2], children=[node([3, 4], [-0.5, -0.25], [0, 0], children=[
+        node([5], children=[node([6], [-1.0], [1])])])])])
+    assert tree_paths(tree) == [([1, 2, 3, 4, 5, 6], [None, None, -0.5, -0.25, None, -1.0], [None, None, 0, 0, None, 1])]
+    other = node([], children=[node([1, 2, 7], [None, None, -2.0], [None, None, 1])])
+    groups = [{"group_id": "g", "trajectories": [session(1.0, tree), session(0.0, other)]}]
+    trajs, stats = to_trajectories(groups, trainer_version=2)
+    assert [list(t.tokens) for t in trajs] == [[1, 2, 3, 4, 5, 6], [1, 2, 7]]
+    assert list(trajs[0].loss_mask) == [0, 0, 1, 1, 0, 1]
+    assert list(trajs[0].logprobs) == [0, 0, -0.5, -0.25, 0, -1.0]
+    a = group_advantages([1.0, 0.0])
+    assert trajs[0].advantage == pytest.approx(a[0]) and trajs[0].advantage == pytest.approx(1.0, abs=1e-5)
+    assert trajs[1].advantage == pytest.approx(-1.0, abs=1e-5)
+    # staleness per generated token: (2-0)*2 + (2-1) + (2-1) over 4 tokens
+    assert stats.staleness_mean == pytest.approx(6 / 4)
+    assert stats.reward_mean == 0.5 and stats.pass_rate == 0.5 and stats.generated_tokens == 4
+    assert group_advantages([1.0, 1.0, 1.0]) == [0.0, 0.0, 0.0]  # no signal: zero advantage everywhere
+    assert np.allclose(group_advantages([1.0, 0.0, 0.0, 0.0], normalize_std=False), [0.75, -0.25, -0.25, -0.25])
+
+
+def descendants(pid: int) -> set[int]:
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        r = subprocess.run(["ps", "-o", "pid=", "--ppid", str(p)], capture_output=True, text=True)
+        kids = {int(x) for x in r.stdout.split()}
+        out |= kids
+        todo.extend(kids)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("demo")
+    subprocess.run([sys.executable, "-m", "trainflow_trainer.demo_data", str(d), "--quiet"], cwd=TRAINER, check=True,
+                   capture_output=True)
+    return d / "tokenizer.json"
+
+
+def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_group_twice(tmp_path, tokenizer):
+    out, work = tmp_path / "out" / "rl", tmp_path / "work"
+    spec = {
+        "protocol": 1, "pipeline_id": "t", "run_id": "r", "stage_index": 4, "attempt": 1,
+        "stage": {"name": "rl", "kind": "rl", "tasks": {"family": "demo", "count": 12},
+                  "rollout": {"group_size": 2, "concurrency": 4, "batch_groups": 2, "max_turns": 1,
+                              "max_new_tokens": 8, "max_staleness": 1},
+                  # a random model solves nothing: keep all-equal groups so batches still form
+                  "sampling": {"strategy": "difficulty", "filter_all_equal": False},
+                  "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+                  "packing": {"mode": "trie", "max_tokens": 2048},
+                  "train": {"steps": 5, "lr": 1e-4}, "checkpoint": {"every": 2}},
+        "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"},
+        "input_checkpoint": None, "output_prefix": str(out), "resume": True, "status_uri": None, "storage": {},
+        "work_dir": str(work),
+    }
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
+
+    # attempt 1: SIGKILL once step 2 is committed and step 3 is under way
+    job = subprocess.Popen(cmd, cwd=TRAINER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: set[int] = set()
+    deadline = time.monotonic() + 150
+    step = 0
+    for line in job.stdout:
+        children |= descendants(job.pid)
+        if line.startswith("TRAINFLOW_STATUS"):
+            step = json.loads(line.split(" ", 1)[1])["step"]
+        if (out / "step-000002" / "COMMIT.json").exists() and step >= 2:
+            break
+        assert time.monotonic() < deadline, "attempt 1 did not reach a committed step 2"
+    assert len(children) >= 3, f"expected server, data plane and agent worker children, saw {children}"
+    time.sleep(0.5)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    job.stdout.close()
+    # no orphans: the kernel's parent-death signal stops the server and the data plane, which stops the agents
+    t_end = time.monotonic() + 20
+    while any(alive(p) for p in children) and time.monotonic() < t_end:
+        time.sleep(0.2)
+    assert not [p for p in children if alive(p)], "children outlived the killed job"
+    ckpt2 = json.loads((out / "step-000002" / "trainer_state.json").read_text())
+    stats2 = json.loads((out / "step-000002" / "sampler_stats.json").read_text())
+
+    # attempt 2: resumes from step 2 and finishes
+    r = subprocess.run(cmd, cwd=TRAINER, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from" in r.stderr and f"ledger cursor {ckpt2['cursor']}" in r.stderr
+    final = json.loads((out / "step-000005" / "trainer_state.json").read_text())
+    stats5 = json.loads((out / "step-000005" / "sampler_stats.json").read_text())
+    assert json.loads((out / "step-000005" / "COMMIT.json").read_text())["final"] is True
+
+    # the resumed lineage: steps 1-2 as committed by attempt 1, then 3-5
+    hist = final["history"]
+    assert [h["step"] for h in hist] == [1, 2, 3, 4, 5]
+    assert hist[:2] == ckpt2["history"]
+    # sampler statistics continued (the same table, more attempts), not restarted
+    assert stats5["id"] == stats2["id"]
+    tries = lambda s: sum(t["attempts"] for t in s["tasks"].values())  # noqa: E731
+    assert tries(stats5) > tries(stats2) > 0
+
+    # counted: every group the ledger holds up to the final cursor was trained exactly once, or dropped as stale
+    trained = [g for h in hist for g in h["groups"]]
+    dropped = [g for h in hist for g in h["dropped"]]
+    assert len(trained) == len(set(trained)) == 5 * 2 - len(dropped)
+    entries = read_ledger(work / "ledger")
+    assert ledger_size(work / "ledger") == len(entries)
+    upto = [e["record"]["group_id"] for e in entries if e["seq"] <= final["cursor"] and e["record"].get("kind") == "group"]
+    assert sorted(upto) == sorted(trained + dropped)
+    for h in hist:  # a step trains only groups after the previous step's cursor
+        assert h["cursor"] > (hist[hist.index(h) - 1]["cursor"] if h["step"] > 1 else -1)
