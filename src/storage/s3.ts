@@ -76,6 +76,11 @@ export class StorageUnreachableError extends UserError {}
 
 /** Rethrows a connection failure as one sentence with the fix; other errors pass through unchanged. */
 export function explainS3Error(err: unknown, endpoint: StorageEndpoint): never {
+  if ((err as { name?: string })?.name === 'CredentialsProviderError') {
+    throw new UserError(
+      'no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for the local stack: trainflow / trainflow-secret).',
+    );
+  }
   if (isUnreachable(err)) {
     throw new StorageUnreachableError(
       `S3 is unreachable at ${endpoint.endpoint ?? 'the default AWS endpoint'}: start it with \`trainflow dev up\` (or fix storage.endpoint in the config).`,

@@ -32,14 +32,17 @@ export function register(program: Command): void {
         if (!(err instanceof TemporalUnreachableError || err instanceof StorageUnreachableError) || !local)
           throw err;
         process.stderr.write('the local stack is down: starting it (trainflow dev up)…\n');
-        const { up } = await import('../../dev/stack');
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { up } = require('../../dev/stack') as typeof import('../../dev/stack');
         await up(undefined, { log: (line) => process.stderr.write(`${line}\n`) });
         client = await connectClient({ address, namespace });
       }
 
-      // Loaded on demand (the worker package and workflow bundler take seconds to load).
-      const { createControlWorker, createLauncherWorker, jobCommandFromEnv } =
-        await import('../../pipeline/workers');
+      // Loaded on demand (the worker package and workflow bundler take seconds to load); require, not
+      // import(): tsx resolves a dynamic import() of a .ts path as ESM, without extension lookup.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const workersModule = require('../../pipeline/workers') as typeof import('../../pipeline/workers');
+      const { createControlWorker, createLauncherWorker, jobCommandFromEnv } = workersModule;
       const connection = await connectWorker(address);
       const workers = [
         await createControlWorker({ connection, namespace, taskQueue: config.temporal.task_queue }),

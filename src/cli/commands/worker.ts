@@ -21,9 +21,11 @@ export function register(program: Command): void {
       const config = opts.config ? loadConfigFile(opts.config) : undefined;
       const address = opts.address ?? config?.temporal.address ?? temporalAddress();
       const namespace = config?.temporal.namespace ?? process.env.TEMPORAL_NAMESPACE ?? 'default';
-      // Loaded on demand (the worker package and workflow bundler take seconds to load).
-      const { createControlWorker, createLauncherWorker, jobCommandFromEnv } =
-        await import('../../pipeline/workers');
+      // Loaded on demand (the worker package and workflow bundler take seconds to load); require, not
+      // import(): tsx resolves a dynamic import() of a .ts path as ESM, without extension lookup.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const workersModule = require('../../pipeline/workers') as typeof import('../../pipeline/workers');
+      const { createControlWorker, createLauncherWorker, jobCommandFromEnv } = workersModule;
       const connection = await connectWorker(address);
       let worker;
       if (opts.pool) {
