@@ -33,6 +33,8 @@ import {
 } from './cluster';
 import type { JobInfo, JobLaunch, Launcher, LogOptions } from './types';
 
+/** How long a running job outlives a scheduler that does not answer before its watch fails. */
+export const UNREACHABLE_MS = 10 * 60_000;
 export const SPEC_DIR = '/etc/trainflow';
 const EXIT_PREEMPTED = 75;
 const EXIT_TIMEOUT = 124;
@@ -434,7 +436,14 @@ export class KubernetesLauncher implements Launcher {
     const cached = this.cache.get(name);
     if (cached?.info?.state === 'running' && Date.now() - cached.at < this.queryIntervalMs)
       return cached.info;
-    return this.attach(name);
+    try {
+      return await this.attach(name);
+    } catch (err) {
+      // A scheduler that does not answer for a while (the API server restarting) does not end a running job: it stays
+      // running (the activity keeps heartbeating) until the scheduler answers, for up to UNREACHABLE_MS.
+      if (cached?.info?.state === 'running' && Date.now() - cached.at < UNREACHABLE_MS) return cached.info;
+      throw err;
+    }
   }
 
   async cancel(name: string, graceMs: number): Promise<void> {

@@ -43,6 +43,8 @@ import {
 } from './cluster';
 import type { JobInfo, JobLaunch, Launcher, LogOptions } from './types';
 
+/** How long a running job outlives a scheduler that does not answer before its watch fails. */
+export const UNREACHABLE_MS = 10 * 60_000;
 export const EXIT_TIMEOUT = 124;
 export const EXIT_OOM = 137;
 export const EXIT_CANCELLED = 143;
@@ -440,9 +442,16 @@ export class SlurmLauncher implements Launcher {
 
   async status(name: string): Promise<JobInfo | undefined> {
     const cached = this.cache.get(name);
-    if (cached && Date.now() - cached.at < this.queryIntervalMs && cached.info?.state === 'running')
+    if (cached?.info?.state === 'running' && Date.now() - cached.at < this.queryIntervalMs)
       return cached.info;
-    return this.attach(name);
+    try {
+      return await this.attach(name);
+    } catch (err) {
+      // A scheduler that does not answer for a while (slurmctld restarting) does not end a running job: it stays
+      // running (the activity keeps heartbeating) until the scheduler answers, for up to UNREACHABLE_MS.
+      if (cached?.info?.state === 'running' && Date.now() - cached.at < UNREACHABLE_MS) return cached.info;
+      throw err;
+    }
   }
 
   async cancel(name: string, graceMs: number): Promise<void> {

@@ -195,3 +195,15 @@ test('DeadlineExceeded is a timeout (124); a Job failed with no pod left is lost
   ).toMatchObject({ state: 'lost' });
   expect(classifyKubernetesJob({ status: { active: 1 } }, [])).toEqual({ state: 'running' });
 });
+
+test('an API server that stops answering does not end a running job: it stays running (for a while)', async () => {
+  const l = launcher();
+  await l.launch(launchOf('steady.sft', 1));
+  sim.runPods(NS, 'steady-sft');
+  expect((await l.status('steady.sft'))?.state).toBe('running');
+  await sim.stop();
+  await new Promise((r) => setTimeout(r, 100)); // past the query interval: the launcher asks, and gets no answer
+  expect((await l.status('steady.sft'))?.state).toBe('running');
+  // A job it never saw running is not invented: the error comes through.
+  await expect(launcher().status('steady.sft')).rejects.toThrow();
+});
