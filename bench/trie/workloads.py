@@ -27,8 +27,9 @@ def grpo(rng: np.random.Generator, vocab: int, groups: int, group_size: int = 8,
         prompt = rng.integers(0, vocab, prompt_len).tolist()
         adv = rng.normal(size=group_size)
         adv = (adv - adv.mean()) / (adv.std() + 1e-6)
-        for a in adv:
-            ans = rng.integers(0, vocab, int(rng.integers(answer_len[0], answer_len[1] + 1))).tolist()
+        firsts = rng.choice(vocab, size=group_size, replace=False)  # answers differ from their first token on,
+        for a, first in zip(adv, firsts):  # so the group is exactly [prompt, answer 1..n] (prefix-grouper's layout)
+            ans = [int(first)] + rng.integers(0, vocab, int(rng.integers(answer_len[0], answer_len[1] + 1)) - 1).tolist()
             out.append(_traj(rng, prompt + ans, [0.0] * prompt_len + [1.0] * len(ans), float(a)))
     return out
 
