@@ -8,7 +8,7 @@ Stage config fields read here (snake_case, under the spec's `stage`):
     packing: {mode: flat|trie = flat, max_tokens: int | null}   (sft only; trie: batch_size counts conversations,
              max_tokens is the token budget of one packed forward, default seq_len x micro_batch_size)
 Model block (spec's `model`): init {preset, vocab_size?, overrides?} | {checkpoint: URI};
-tokenizer {path}; dtype bfloat16|float32 (GPU autocast; CPU always float32).
+tokenizer {path}; dtype auto|bfloat16|float32 (auto = bf16 autocast on GPU; CPU always float32).
 """
 
 from __future__ import annotations
@@ -188,11 +188,11 @@ def run_lm_stage(ctx, kind: str) -> None:
         set_rng_state(torch.load(found.local_dir / RNG_FILE, weights_only=False))
         step, history = int(state["step"]), list(state.get("loss_history", []))
 
-    dtype = spec.model.get("dtype", "bfloat16")
-    if dtype not in ("bfloat16", "bf16", "float32", "fp32"):
-        raise BadInput(f"model.dtype: expected bfloat16|bf16|float32|fp32, got {dtype!r}")
+    dtype = spec.model.get("dtype", "auto")
+    if dtype not in ("auto", "bfloat16", "bf16", "float32", "fp32"):
+        raise BadInput(f"model.dtype: expected auto|bfloat16|bf16|float32|fp32, got {dtype!r}")
     # bf16 autocast over fp32 master weights on GPU; CPU runs stay fp32 (exact, and CPU bf16 is slow).
-    autocast = torch.bfloat16 if d.device.type == "cuda" and dtype in ("bfloat16", "bf16") else None
+    autocast = torch.bfloat16 if d.device.type == "cuda" and dtype in ("auto", "bfloat16", "bf16") else None
 
     def save(step: int, final: bool, metrics: dict) -> None:
         msd, osd = full_model_state(model), full_optimizer_state(model, optimizer)
