@@ -63,7 +63,7 @@ bench-pipeline: setup
 	@bash infra/dev/with-stack.sh npx tsx bench/pipeline/run.ts
 
 bench-dataplane: setup
-	@bash infra/dev/with-stack.sh npx tsx bench/dataplane/run.ts
+	npx tsx bench/dataplane/run.ts
 
 bench-dataplane-sim: setup-node
 	npx tsx bench/dataplane-sim/run.ts
