@@ -79,16 +79,26 @@ class AgentPool {
       const w = spawn(
         a.python,
         [
-          '-m', 'trainflow_trainer.agent', '--worker', '--concurrency', String(perWorker),
-          '--max-turns', String(a.max_turns), '--max-tokens', String(a.max_tokens),
-          '--temperature', String(a.temperature), '--timeout', String(a.timeout_s),
+          '-m',
+          'trainflow_trainer.agent',
+          '--worker',
+          '--concurrency',
+          String(perWorker),
+          '--max-turns',
+          String(a.max_turns),
+          '--max-tokens',
+          String(a.max_tokens),
+          '--temperature',
+          String(a.temperature),
+          '--timeout',
+          String(a.timeout_s),
         ],
         { cwd: a.cwd, stdio: ['pipe', 'pipe', 'inherit'] },
       );
       w.on('exit', (code, signal) => {
         if (!this.closing) fatal(`agent worker ${i} exited (code ${code}, signal ${signal})`);
       });
-      readline.createInterface({ input: w.stdout! }).on('line', (line) => {
+      readline.createInterface({ input: w.stdout }).on('line', (line) => {
         if (!line.startsWith('TRAINFLOW_EPISODE ')) return;
         const ep = JSON.parse(line.slice('TRAINFLOW_EPISODE '.length)) as Episode;
         const done = this.waiting.get(ep.id);
@@ -307,12 +317,17 @@ async function collect(
     const groupId = `rft${g}-${task.id}`;
     const trajectories: Trajectory[] = await Promise.all(
       Array.from({ length: spec.group_size }, async () => {
-        const { session, key } = proxy.sessions.issue(task.id, groupId, { launch_version: spec.initial_version });
+        const { session, key } = proxy.sessions.issue(task.id, groupId, {
+          launch_version: spec.initial_version,
+        });
         const reward = await agent({ baseUrl: `${proxyUrl}/v1`, apiKey: key }, task);
         return proxy.finish(session.id, reward);
       }),
     );
-    sampler.observe(task.id, trajectories.map((t) => t.reward));
+    sampler.observe(
+      task.id,
+      trajectories.map((t) => t.reward),
+    );
     const rec: GroupRecord = {
       kind: 'group',
       group_id: groupId,
