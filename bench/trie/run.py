@@ -39,6 +39,26 @@ WORKLOADS = {
 }
 
 
+def flop_estimate(cfg, batch, share: bool, max_tokens: int) -> float:
+    """Matmul FLOPs of one training step (forward + backward ≈ 3× forward) as this code runs it: linear
+    layers per packed token, attention per (query, visible key) pair, LM head per row that predicts
+    something. Attention over a shared prompt and the LM head on unshared answers do not shrink with
+    sharing, so this ratio, not the token ratio, is the real ceiling for a small model."""
+    from trainflow_trainer.trie.attention import segments_from_parents
+    from trainflow_trainer.trie.packer import pack
+
+    h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
+    per_token = 2 * cfg.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * cfg.intermediate_size)
+    per_pair = 2 * cfg.num_hidden_layers * 2 * h  # q·k and p·v, all heads
+    per_head_row = 2 * h * cfg.vocab_size
+    fwd = 0.0
+    for mb in pack(build_forest(batch, share_prefixes=share), max_tokens):
+        pairs = sum((b - a) * sum(e - s for s, e in anc) + (b - a) * (b - a + 1) / 2
+                    for a, b, anc in segments_from_parents(mb.parent))
+        fwd += len(mb) * per_token + pairs * per_pair + len(set(mb.entries.row.tolist())) * per_head_row
+    return 3 * fwd
+
+
 def step_time(model, opt, fn, batch, spec, max_tokens) -> float:
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
@@ -133,6 +153,9 @@ def main() -> None:
                "flat_step_s": round(flat_s, 4), "trie_step_s": round(trie_s, 4), "speedup": round(speedup, 4),
                "efficiency": round(speedup / ratio, 4), "trajectories": len(batch), "trees": len(forest.trees),
                "flat_times_s": [round(t, 4) for t in times["flat"]], "trie_times_s": [round(t, 4) for t in times["trie"]]}
+        row["flop_ratio"] = round(flop_estimate(cfg, batch, False, args.max_tokens)
+                                  / flop_estimate(cfg, batch, True, args.max_tokens), 4)
+        row["speedup_over_flop_ratio"] = round(speedup / row["flop_ratio"], 4)
         if pg_s is not None:
             row["prefix_grouper_step_s"] = round(pg_s, 4)
             row["prefix_grouper_speedup"] = round(flat_s / pg_s, 4)
