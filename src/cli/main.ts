@@ -14,6 +14,7 @@ import { register as registerWorker } from './commands/worker';
 import { register as registerResume } from './commands/resume';
 import { register as registerSchedule } from './commands/schedule';
 import { register as registerDataplane } from './commands/dataplane';
+import { register as registerReport } from './commands/report';
 import { reportAndExit } from './errors';
 
 export function buildProgram(): Command {
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerResume(program);
   registerSchedule(program);
   registerDataplane(program);
+  registerReport(program);
   return program;
 }
 
