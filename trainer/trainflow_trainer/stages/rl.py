@@ -153,8 +153,8 @@ def run(ctx) -> None:
                 "lr": lr_at(step - 1, tcfg),
             }
             history.append({"step": step, "cursor": msg["cursor"], "groups": [g["group_id"] for g in msg["groups"]],
-                            "dropped": msg.get("dropped", []), "reward_mean": metrics["reward_mean"],
-                            "episodes": int(rm.get("episodes", 0))})
+                            "dropped": msg.get("dropped", []), "episodes": int(rm.get("episodes", 0)),
+                            "time": time.time(), "metrics": metrics})
             cursor, sampler_stats = int(msg["cursor"]), msg.get("sampler_stats")
             ctx.status.update(step=step, metrics=metrics, write=(step == 1))
             ctx.log(f"trainflow: rl step {step}/{tcfg.steps} reward {metrics['reward_mean']:.3f} "
