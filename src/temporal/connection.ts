@@ -18,7 +18,8 @@ function unreachable(address: string): TemporalUnreachableError {
 export async function connectClient(options: { address?: string; namespace?: string } = {}): Promise<Client> {
   const address = temporalAddress(options.address);
   try {
-    const connection = await Connection.connect({ address, connectTimeout: 5_000 });
+    // Generous: a loaded machine can take seconds to answer; a refused connection still fails at once.
+    const connection = await Connection.connect({ address, connectTimeout: 15_000 });
     return new Client({ connection, namespace: options.namespace ?? 'default' });
   } catch {
     throw unreachable(address);

@@ -61,11 +61,14 @@ test('run, status --json, list and logs', () => {
   const file = writeConfig({ taskQueue: uniqueId('tq') });
   const run = trainflow('run', file, '--id', id);
   expect(run.stderr).toContain(`started pipeline ${id}`);
-  expect(run.code).toBe(0);
+  expect({
+    code: run.code,
+    stderr: run.stderr.split('\n').filter((l) => l.startsWith('trainflow:')),
+  }).toEqual({ code: 0, stderr: [] });
   expect(run.stdout).toContain(`pipeline ${id} (cli-demo): completed`);
 
   const status = trainflow('status', id, '--json');
-  expect(status.code).toBe(0);
+  expect({ code: status.code, stderr: status.stderr }).toEqual({ code: 0, stderr: '' });
   const parsed = JSON.parse(status.stdout) as PipelineStatus;
   expect(parsed.stages.map((s) => [s.name, s.state, s.step])).toEqual([
     ['one', 'completed', 3],
