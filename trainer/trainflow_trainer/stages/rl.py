@@ -111,6 +111,7 @@ def run(ctx) -> None:
     sampler_stats = None
     with Rollouts.start(ctx, weights, step, cursor, policy.sampler_file, "rl", steps=tcfg.steps - step) as ro:
         while step < tcfg.steps:
+            t_wait = time.perf_counter()
             try:
                 msg = ro.next_message(ctx)
             except InterruptedError:
@@ -118,6 +119,7 @@ def run(ctx) -> None:
             if msg.get("type") != "batch":
                 raise RuntimeError(f"data plane: expected a batch, got {msg.get('type')!r}")
             t0 = time.perf_counter()
+            wait_s = t0 - t_wait  # the trainer idle, waiting for a batch (what asynchrony should shrink)
             trajs, bs = to_trajectories(msg["groups"], step, normalize_std)
             if ref_model is not None and trajs:
                 for t, ref in zip(trajs, packed_logprobs(ref_model, trajs, pack["max_tokens"])):
@@ -151,6 +153,7 @@ def run(ctx) -> None:
                 "grad_norm": grad_norm,
                 "groups": float(bs.groups), "dropped": float(len(msg.get("dropped", []))),
                 "lr": lr_at(step - 1, tcfg),
+                "wait_s": wait_s, "train_s": dt, "episodes": float(rm.get("episodes", 0)),
             }
             history.append({"step": step, "cursor": msg["cursor"], "groups": [g["group_id"] for g in msg["groups"]],
                             "dropped": msg.get("dropped", []), "episodes": int(rm.get("episodes", 0)),
