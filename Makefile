@@ -31,8 +31,7 @@ setup-sandbox:
 
 ## the demo pipeline on the local stack
 demo-data: setup-python
-	@.venv/bin/python -m trainflow_trainer.demo_data .data/demo --quiet 2>/dev/null \
-	  || (cd trainer && ../.venv/bin/python -m trainflow_trainer.demo_data ../.data/demo)
+	cd trainer && ../.venv/bin/python -m trainflow_trainer.demo_data ../.data/demo --quiet
 
 demo: setup demo-data
 	@$(TRAINFLOW) dev up
