@@ -53,6 +53,17 @@ def test_tree_paths_and_trajectories_use_recorded_ids_and_mask_generated_tokens(
     assert np.allclose(group_advantages([1.0, 0.0, 0.0, 0.0], normalize_std=False), [0.75, -0.25, -0.25, -0.25])
 
 
+def test_rft_keeps_passing_or_top_rollouts():
+    from trainflow_trainer.stages.rft import select
+
+    t = lambda r: {"reward": r, "tree": node([1, 2], children=[node([3], [-1.0], [0])])}  # noqa: E731
+    groups = [{"trajectories": [t(1.0), t(0.0), t(0.5)]}, {"trajectories": [t(0.0), t(1.0), t(0.25)]}]
+    assert [x["reward"] for x in select(groups, {"keep": "passing"})] == [1.0, 1.0]
+    assert [x["reward"] for x in select(groups, {"keep": "top", "top_fraction": 0.5})] == [1.0, 1.0, 0.5]
+    trajs, _ = to_trajectories([{"trajectories": select(groups, {})}], 0, mode="sft")
+    assert [list(x.loss_mask) for x in trajs] == [[0, 0, 1]] * 2 and all(x.advantage == 0 for x in trajs)
+
+
 def descendants(pid: int) -> set[int]:
     out, todo = set(), [pid]
     while todo:
@@ -101,6 +112,19 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
 
+    # RFT first, in the same pipeline folder: its rollouts' pass rates are the table RL's sampler continues
+    rft = {**spec, "stage": {"name": "rft", "kind": "rft", "tasks": {"family": "demo", "count": 4},
+                             "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8},
+                             "rft": {"keep": "passing"}, "train": {"steps": 1, "batch_size": 4}},
+           "output_prefix": str(tmp_path / "out" / "rft"), "work_dir": str(tmp_path / "work-rft")}
+    (tmp_path / "rft.json").write_text(json.dumps(rft))
+    r = subprocess.run([sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "rft.json")],
+                       cwd=TRAINER, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "rft rollouts: 8 episodes" in r.stderr
+    rft_stats = json.loads((tmp_path / "out" / "sampling" / "stats.json").read_text())
+    assert sum(t["attempts"] for t in rft_stats["tasks"].values()) == 8
+
     # attempt 1: SIGKILL once step 2 is committed and step 3 is under way
     job = subprocess.Popen(cmd, cwd=TRAINER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     children: set[int] = set()
@@ -138,8 +162,9 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     hist = final["history"]
     assert [h["step"] for h in hist] == [1, 2, 3, 4, 5]
     assert hist[:2] == ckpt2["history"]
-    # sampler statistics continued (the same table, more attempts), not restarted
-    assert stats5["id"] == stats2["id"]
+    # sampler statistics continued (the same table, more attempts), not restarted: RFT's table, then RL's
+    assert stats5["id"] == stats2["id"] == rft_stats["id"]
+    assert all(stats2["tasks"][k]["attempts"] >= v["attempts"] for k, v in rft_stats["tasks"].items())
     tries = lambda s: sum(t["attempts"] for t in s["tasks"].values())  # noqa: E731
     assert tries(stats5) > tries(stats2) > 0
 
