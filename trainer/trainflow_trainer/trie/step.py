@@ -39,6 +39,7 @@ def logits_at_rows(model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor,
     Rows that predict nothing (prompts, tool outputs) skip the LM head and every vocab-sized op after it:
     for a 1024-token GRPO prompt that is most of the batch. Runs the model's own modules (HF layout of
     `Transformer`: model.embed_tokens/rotary/layers/norm, lm_head); any other model gets a full forward.
+    This mirrors Transformer.forward; the exactness tests compare against model.forward, so drift shows.
     """
     core = getattr(model, "model", None)
     if core is None or not all(hasattr(core, a) for a in ("embed_tokens", "rotary", "layers", "norm")):
