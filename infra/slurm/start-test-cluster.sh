@@ -18,6 +18,10 @@ say() { echo "slurm-test-cluster: $*"; }
 die() { echo "slurm-test-cluster: error: $*" >&2; exit 1; }
 
 export SLURM_CONF="$dir/slurm.conf"
+# One start at a time (a test file and a test runner may both try): the second waits, then finds it up.
+mkdir -p "$(dirname "$dir")"
+exec 9>"$dir.lock"
+flock 9  # (closed for the daemons below: they must not hold it)
 
 alive() { # alive NAME: the daemon whose pid file is $dir/run/NAME.pid is running
   local pid
@@ -54,7 +58,7 @@ fi
 
 # ---- configuration ----------------------------------------------------------------------------------------
 say "writing configuration to $dir"
-mkdir -p "$dir"/{run,log,spool/ctld,spool/d,munge,jobs}
+mkdir -p "$dir"/{run,log,spool/ctld,spool/d,munge}
 chmod 755 "$dir"
 chmod 700 "$dir/munge"
 if [[ ! -s "$dir/munge/munge.key" ]]; then
@@ -88,7 +92,7 @@ say "node $node: $declared_cpus CPUs declared ($cpus real), ${mem_mb} MB, $fake_
 
 # ---- daemons ----------------------------------------------------------------------------------------------
 say "starting munged"
-munged --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" --pid-file="$dir/run/munged.pid" \
+munged 9>&- --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" --pid-file="$dir/run/munged.pid" \
   --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munged.seed" --force
 for _ in $(seq 50); do [[ -S "$dir/munge/munge.socket" ]] && break; sleep 0.1; done
 [[ -S "$dir/munge/munge.socket" ]] || die "munged did not create its socket; see $dir/log/munged.log"
@@ -97,12 +101,12 @@ munge --socket="$dir/munge/munge.socket" -n </dev/null | unmunge --socket="$dir/
 
 say "starting slurmctld"
 # -i: ignore state files of an earlier run (no stale jobs); -f: our config.
-slurmctld -i -f "$dir/slurm.conf" || die "slurmctld did not start; see $dir/log/slurmctld.log"
+slurmctld -i -f "$dir/slurm.conf" 9>&- || die "slurmctld did not start; see $dir/log/slurmctld.log"
 for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.2; done
 scontrol ping | grep -q UP || die "slurmctld does not answer; see $dir/log/slurmctld.log"
 
 say "starting slurmd"
-slurmd -f "$dir/slurm.conf" || die "slurmd did not start; see $dir/log/slurmd.log"
+slurmd -f "$dir/slurm.conf" 9>&- || die "slurmd did not start; see $dir/log/slurmd.log"
 
 say "waiting for node $node to be idle"
 state=""
