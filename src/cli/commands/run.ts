@@ -21,6 +21,14 @@ export function register(program: Command): void {
     .action(async (file: string, opts: { id?: string }) => {
       const config = loadConfigFile(file);
       const { address, namespace } = config.temporal;
+      if (config.storage.endpoint && isLocal(config.storage.endpoint.replace(/^https?:\/\//, ''))) {
+        // On the local stack its own MinIO credentials are the default; any set in the environment win.
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { stackSettings } = require('../../dev/stack') as typeof import('../../dev/stack');
+        const stack = stackSettings();
+        process.env.AWS_ACCESS_KEY_ID ??= stack.accessKey;
+        process.env.AWS_SECRET_ACCESS_KEY ??= stack.secretKey;
+      }
       let client;
       try {
         client = await connectClient({ address, namespace });
