@@ -199,13 +199,21 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   );
   const stats = new EpisodeStats();
   // The sampler the rollout manager sees: the drawer, with its decisions counted for no_signal_fraction.
+  // A policy that solves nothing (or everything) makes every group all-equal; after `patience` filtered
+  // groups in a row the next one trains anyway (zero advantage: the step changes nothing but the clock), so
+  // the stage advances and shows no_signal_fraction near 1 instead of waiting forever.
+  const patience = Math.max(8, 4 * spec.batch_groups);
+  let filteredInARow = 0;
   const sampler = {
     next: () => drawer.next(),
     observe: (taskId: string, rewards: readonly number[]) => {
       const d = drawer.observe(taskId, rewards);
       stats.groups++;
       if (!d.keep) stats.filtered++;
-      return spec.mode === 'collect' ? { keep: true } : d;
+      if (spec.mode === 'collect') return { keep: true };
+      filteredInARow = d.keep ? 0 : filteredInARow + 1;
+      if (!d.keep && filteredInARow > patience) return { keep: true };
+      return d;
     },
     step: () => drawer.step(),
   };
