@@ -10,6 +10,7 @@ export function register(program: Command): void {
   addConnectionFlags(
     schedule
       .command('create')
+      .description('create a schedule that starts the pipeline of --config at each --cron time')
       .argument('<name>', 'schedule name (runs get ids NAME-<time>)')
       .requiredOption(
         '--config <file>',
@@ -43,7 +44,9 @@ export function register(program: Command): void {
     },
   );
 
-  addConnectionFlags(schedule.command('list')).action(async (opts: ConnectionFlags) => {
+  addConnectionFlags(
+    schedule.command('list').description('list the schedules and their next run times'),
+  ).action(async (opts: ConnectionFlags) => {
     const client = await clientFor(opts);
     let any = false;
     for await (const s of client.schedule.list()) {
@@ -54,25 +57,28 @@ export function register(program: Command): void {
     if (!any) process.stdout.write('no schedules\n');
   });
 
-  addConnectionFlags(schedule.command('describe').argument('<name>')).action(
-    async (name: string, opts: ConnectionFlags) => {
-      const client = await clientFor(opts);
-      const d = await withSchedule(client, name, (h) => h.describe());
-      const lines = [
-        `schedule ${name}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}`,
-        `  cron: ${(d.spec.calendars ?? []).length ? JSON.stringify(d.spec.calendars) : JSON.stringify(d.spec)}`,
-        `  overlap: ${d.policies.overlap}, pause on failure: ${d.policies.pauseOnFailure}`,
-        `  next: ${
-          d.info.nextActionTimes
-            .slice(0, 3)
-            .map((t) => t.toISOString())
-            .join(', ') || '-'
-        }`,
-        `  runs: ${(await scheduleRuns(client, name)).join(', ') || 'none yet'}`,
-      ];
-      process.stdout.write(`${lines.join('\n')}\n`);
-    },
-  );
+  addConnectionFlags(
+    schedule
+      .command('describe')
+      .description('show a schedule: spec, state, recent and next runs')
+      .argument('<name>'),
+  ).action(async (name: string, opts: ConnectionFlags) => {
+    const client = await clientFor(opts);
+    const d = await withSchedule(client, name, (h) => h.describe());
+    const lines = [
+      `schedule ${name}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}`,
+      `  cron: ${(d.spec.calendars ?? []).length ? JSON.stringify(d.spec.calendars) : JSON.stringify(d.spec)}`,
+      `  overlap: ${d.policies.overlap}, pause on failure: ${d.policies.pauseOnFailure}`,
+      `  next: ${
+        d.info.nextActionTimes
+          .slice(0, 3)
+          .map((t) => t.toISOString())
+          .join(', ') || '-'
+      }`,
+      `  runs: ${(await scheduleRuns(client, name)).join(', ') || 'none yet'}`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  });
 
   for (const [verb, description] of [
     ['pause', 'stop starting runs'],
