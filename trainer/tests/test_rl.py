@@ -178,3 +178,15 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     assert sorted(upto) == sorted(trained + dropped)
     for h in hist:  # a step trains only groups after the previous step's cursor
         assert h["cursor"] > (hist[hist.index(h) - 1]["cursor"] if h["step"] > 1 else -1)
+
+
+def test_reward_rise_needs_three_standard_errors():
+    from trainflow_trainer.rl.evidence import reward_rise
+
+    hist = lambda rs: [{"step": i + 1, "episodes": 32, "metrics": {"reward_mean": r}} for i, r in enumerate(rs)]  # noqa: E731
+    rising = reward_rise(hist([0.1, 0.1] + [0.3] * 16 + [0.5, 0.5]))
+    assert rising["passed"] and rising["first"] == pytest.approx(0.1) and rising["last"] == pytest.approx(0.5)
+    # se = sqrt(.09/64 + .25/64) ≈ 0.0729 → z ≈ 5.5
+    assert rising["z"] == pytest.approx(0.4 / ((0.09 + 0.25) / 64) ** 0.5)
+    assert not reward_rise(hist([0.3, 0.3] + [0.3] * 16 + [0.35, 0.35]))["passed"]  # too small a rise for 64 episodes
+    assert not reward_rise(hist([0.5] * 20 + [0.1] * 2))["passed"]
