@@ -108,7 +108,8 @@ export function renderJob(
   return {
     launcher: requested,
     pool: poolName,
-    text: docs.map((d) => stringify(d, { aliasDuplicateObjects: false })).join('---\n'),
+    // YAML 1.1 quoting: strings that 1.1 readers take for timestamps, booleans (yes/on) or octals stay strings.
+    text: docs.map((d) => stringify(d, { aliasDuplicateObjects: false, version: '1.1' })).join('---\n'),
     note,
   };
 }
