@@ -31,7 +31,7 @@ setup-sandbox:
 
 # the Kubernetes 1.31 schema validator the manifest tests use (its own small venv in the cache)
 setup-k8s-validator:
-	@bash infra/k8s/setup-validator.sh
+	@bash infra/k8s/setup-validator.sh >/dev/null
 
 ## the demo pipeline on the local stack
 demo-data: setup-python
