@@ -89,8 +89,11 @@ export function register(program: Command): void {
       process.stderr.write(`${running ? 'serving' : 'started'} pipeline ${id}\n`);
 
       let interrupted = false;
+      let stopFollowing: () => void = () => undefined;
+      const interruption = new Promise<undefined>((resolve) => (stopFollowing = () => resolve(undefined)));
       const onSignal = () => {
         interrupted = true;
+        stopFollowing();
         process.stderr.write(
           `\ninterrupted: workers stopping. Pipeline ${id} stays durable and its job keeps running; continue with \`trainflow run ${file} --id ${id}\` or \`trainflow worker\`.\n`,
         );
@@ -98,11 +101,13 @@ export function register(program: Command): void {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       const ended = Promise.all(runs).then(() => undefined);
-      const status = await Promise.race([follow(client, id!), ended]);
+      const status = await Promise.race([follow(client, id!), ended, interruption]);
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await Promise.allSettled(runs);
+      // Workers drain within their shutdown grace time; never let a stuck drain keep the terminal.
+      await Promise.race([Promise.allSettled(runs), new Promise((r) => setTimeout(r, 20_000).unref())]);
       await connection.close();
       await client.connection.close();
       process.exitCode = interrupted ? 130 : status?.state === 'completed' ? 0 : 1;
+      if (interrupted) process.exit(130);
     });
 }
