@@ -64,8 +64,11 @@ interface Episode {
   error?: string | null;
 }
 
-function emit(obj: unknown): void {
-  process.stdout.write(`TRAINFLOW_RL ${JSON.stringify(obj)}\n`);
+/** One protocol line to the parent; resolves once written (a large line must not be cut by process.exit). */
+function emit(obj: unknown): Promise<void> {
+  return new Promise((resolve) =>
+    process.stdout.write(`TRAINFLOW_RL ${JSON.stringify(obj)}\n`, () => resolve()),
+  );
 }
 
 /** The reference agent as `--worker` subprocesses: one JSON request per stdin line, one episode line back. */
@@ -244,7 +247,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  emit({ type: 'ready', proxy: proxyUrl, ledger_size: ledger.size });
+  void emit({ type: 'ready', proxy: proxyUrl, ledger_size: ledger.size });
 
   const agent = async (endpoint: { baseUrl: string; apiKey: string }, task: Task): Promise<number> => {
     const ep = await agents.run(endpoint.baseUrl, endpoint.apiKey, task);
@@ -265,7 +268,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   if (spec.mode === 'collect') {
     const groups = await collect(spec, proxy, proxyUrl, ledger, sampler, agent);
     await store.save(spec.stats_uri, table);
-    emit({ type: 'collected', groups, sampler_stats: table.toJSON(), metrics: stats.take() });
+    await emit({ type: 'collected', groups, sampler_stats: table.toJSON(), metrics: stats.take() });
   } else {
     const manager = new RolloutManager({
       proxy,
@@ -283,7 +286,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
         train: async (batch: Batch) => {
           await store.save(spec.stats_uri, table);
           const answer = new Promise<{ checkpoint?: string; version?: number }>((r) => replies.push(r));
-          emit({
+          void emit({
             type: 'batch',
             groups: batch.groups,
             cursor: batch.cursor,
@@ -301,7 +304,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
     });
     await manager.run(spec.steps);
     await store.save(spec.stats_uri, table);
-    emit({ type: 'done' });
+    await emit({ type: 'done' });
   }
   cleanup();
   await proxy.close();

@@ -35,6 +35,7 @@ class Child:
                  stdin: bool = False):
         self.name, self.prefix = name, prefix
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     encoding="utf-8", errors="replace",
                                      stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
         self.messages: queue.Queue = queue.Queue()
@@ -42,11 +43,15 @@ class Child:
         self._reader.start()
 
     def _read(self, out: IO[str]) -> None:
-        for line in out:
-            if line.startswith(self.prefix + " "):
-                self.messages.put(json.loads(line[len(self.prefix) + 1:]))
-            else:
-                sys.stderr.write(f"[{self.name}] {line}")
+        try:
+            for line in out:
+                if line.startswith(self.prefix + " "):
+                    self.messages.put(json.loads(line[len(self.prefix) + 1:]))
+                else:
+                    sys.stderr.write(f"[{self.name}] {line}")
+        except Exception as e:  # noqa: BLE001 - a bad line must fail the waiting caller, not hang it
+            self.messages.put(RuntimeError(f"{self.name}: unreadable output: {type(e).__name__}: {e}"))
+            return
         self.messages.put(None)  # end of output: the child exited
 
     def next_message(self, timeout: float, should_stop=lambda: False) -> dict:
@@ -61,6 +66,8 @@ class Child:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name}: no message within {timeout:.0f}s") from None
                 continue
+            if isinstance(msg, Exception):
+                raise msg
             if msg is None:
                 code = self.proc.wait()
                 raise RuntimeError(f"{self.name} exited with code {code}")
