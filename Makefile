@@ -5,7 +5,7 @@ NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
 .PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-k8s-validator demo demo-data test typecheck lint format \
-        bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim clean-data
+        bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling clean-data
 
 help:
 	@echo "make demo    run the demo pipeline (configs/demo.yaml) on the local stack"
@@ -37,10 +37,14 @@ setup-k8s-validator:
 demo-data: setup-python
 	cd trainer && ../.venv/bin/python -m trainflow_trainer.demo_data ../.data/demo --quiet
 
+# The demo's id is fixed per run so the report can be written for it at the end.
+DEMO_ID ?= demo-$(shell date +%Y%m%d-%H%M%S)
 demo: setup demo-data
 	@$(TRAINFLOW) dev up
 	@$(TRAINFLOW) validate configs/demo.yaml >/dev/null
-	@$(TRAINFLOW) run configs/demo.yaml
+	@$(TRAINFLOW) run configs/demo.yaml --id $(DEMO_ID); rc=$$?; \
+	  AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-trainflow} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-trainflow-secret} \
+	  $(TRAINFLOW) report $(DEMO_ID); exit $$rc
 
 ## tests: starts its own stack on separate ports, runs jest and pytest, stops the stack, prints one summary
 test: setup
@@ -67,6 +71,13 @@ bench-pipeline: setup
 
 bench-dataplane: setup
 	npx tsx bench/dataplane/run.ts
+
+# RL benches start from an SFT (or RFT) checkpoint: BENCH_CHECKPOINT=DIR (e.g. a demo run's sft output)
+bench-rl: setup
+	.venv/bin/python bench/rl/run.py --checkpoint $(BENCH_CHECKPOINT)
+
+bench-sampling: setup
+	.venv/bin/python bench/sampling/run.py --checkpoint $(BENCH_CHECKPOINT)
 
 bench-dataplane-sim: setup-node
 	npx tsx bench/dataplane-sim/run.ts
