@@ -38,7 +38,9 @@ demo-data: setup-python
 	cd trainer && ../.venv/bin/python -m trainflow_trainer.demo_data ../.data/demo --quiet
 
 # The demo's id is fixed per run so the report can be written for it at the end.
-DEMO_ID ?= demo-$(shell date +%Y%m%d-%H%M%S)
+ifndef DEMO_ID
+DEMO_ID := demo-$(shell date +%Y%m%d-%H%M%S)
+endif
 demo: setup demo-data
 	@$(TRAINFLOW) dev up
 	@$(TRAINFLOW) validate configs/demo.yaml >/dev/null
