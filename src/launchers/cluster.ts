@@ -5,14 +5,11 @@
 // Why wrap the command in torchrun here and not in the activity: the activity knows one command
 // (`python -m trainflow_trainer.job --spec SPEC`); only the launcher knows how many nodes and GPUs it got.
 import { execFile } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigFile } from '../config/load';
 import type { PoolConfig, ResourcesConfig } from '../config/schema';
 import { UserError } from '../errors';
-import type { JobLaunch, LogOptions } from './types';
+import type { JobInfo, JobLaunch } from './types';
 
 /** The rendezvous port of torchrun's c10d store on node 0. */
 export const MASTER_PORT = 29500;
@@ -161,44 +158,28 @@ export function run(
   });
 }
 
+/** How long a running job outlives a scheduler that does not answer before its watch fails. */
+export const UNREACHABLE_MS = 10 * 60_000;
+
+export type StatusCache = Map<string, { at: number; info: JobInfo | undefined }>;
+
 /**
- * A log file as chunks of text: from `tailBytes` before its end (or its start), and with `follow` on until
- * `running()` says the job ended (then one last read) or the signal aborts.
+ * A cluster job's status, asking the scheduler at most every `queryIntervalMs` while it runs. A scheduler that
+ * does not answer for a while (slurmctld or the API server restarting) does not end a running job: it stays
+ * running (the activity keeps heartbeating) until the scheduler answers, for up to UNREACHABLE_MS.
  */
-export async function* followFile(
-  file: string,
-  options: LogOptions,
-  running: () => Promise<boolean>,
-  pollMs = 300,
-): AsyncIterable<string> {
-  while (!existsSync(file)) {
-    // A pending job has no log yet: wait for it while following, else there is nothing to show.
-    if (!options.follow || options.signal?.aborted || !(await running())) return;
-    await sleep(pollMs);
-  }
-  const handle = await open(file, 'r');
+export async function cachedStatus(
+  cache: StatusCache,
+  name: string,
+  queryIntervalMs: number,
+  attach: (name: string) => Promise<JobInfo | undefined>,
+): Promise<JobInfo | undefined> {
+  const cached = cache.get(name);
+  if (cached?.info?.state === 'running' && Date.now() - cached.at < queryIntervalMs) return cached.info;
   try {
-    let position = options.tailBytes !== undefined ? Math.max(0, statSync(file).size - options.tailBytes) : 0;
-    const buffer = Buffer.alloc(64 * 1024);
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
-      if (bytesRead > 0) {
-        position += bytesRead;
-        yield buffer.subarray(0, bytesRead).toString('utf8');
-        continue;
-      }
-      if (!options.follow || options.signal?.aborted) return;
-      if (!(await running())) {
-        for (;;) {
-          const last = await handle.read(buffer, 0, buffer.length, position);
-          if (last.bytesRead === 0) return;
-          position += last.bytesRead;
-          yield buffer.subarray(0, last.bytesRead).toString('utf8');
-        }
-      }
-      await sleep(pollMs);
-    }
-  } finally {
-    await handle.close();
+    return await attach(name);
+  } catch (err) {
+    if (cached?.info?.state === 'running' && Date.now() - cached.at < UNREACHABLE_MS) return cached.info;
+    throw err;
   }
 }

@@ -30,11 +30,11 @@ import {
   procsPerNode,
   shellWord,
   type JobShape,
+  cachedStatus,
+  type StatusCache,
 } from './cluster';
 import type { JobInfo, JobLaunch, Launcher, LogOptions } from './types';
 
-/** How long a running job outlives a scheduler that does not answer before its watch fails. */
-export const UNREACHABLE_MS = 10 * 60_000;
 export const SPEC_DIR = '/etc/trainflow';
 const EXIT_PREEMPTED = 75;
 const EXIT_TIMEOUT = 124;
@@ -296,7 +296,7 @@ export class KubernetesLauncher implements Launcher {
   private readonly batch: k8s.BatchV1Api;
   private readonly core: k8s.CoreV1Api;
   private readonly queryIntervalMs: number;
-  private readonly cache = new Map<string, { at: number; info: JobInfo | undefined }>();
+  private readonly cache: StatusCache = new Map();
   /** Reasons already appended to a job's log stream, so `logs` ends with why the job ended. */
   private readonly notes = new Map<string, string>();
 
@@ -432,18 +432,8 @@ export class KubernetesLauncher implements Launcher {
     return info;
   }
 
-  async status(name: string): Promise<JobInfo | undefined> {
-    const cached = this.cache.get(name);
-    if (cached?.info?.state === 'running' && Date.now() - cached.at < this.queryIntervalMs)
-      return cached.info;
-    try {
-      return await this.attach(name);
-    } catch (err) {
-      // A scheduler that does not answer for a while (the API server restarting) does not end a running job: it stays
-      // running (the activity keeps heartbeating) until the scheduler answers, for up to UNREACHABLE_MS.
-      if (cached?.info?.state === 'running' && Date.now() - cached.at < UNREACHABLE_MS) return cached.info;
-      throw err;
-    }
+  status(name: string): Promise<JobInfo | undefined> {
+    return cachedStatus(this.cache, name, this.queryIntervalMs, (n) => this.attach(n));
   }
 
   async cancel(name: string, graceMs: number): Promise<void> {

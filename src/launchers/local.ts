@@ -14,14 +14,14 @@ import {
   readFileSync,
   renameSync,
   rmSync,
-  statSync,
   watch as watchDir,
   writeFileSync,
 } from 'node:fs';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dataDir } from '../pipeline/paths';
+import { followFile } from './logs';
 import type { JobInfo, JobLaunch, Launcher, LogOptions } from './types';
 
 interface JobRecord {
@@ -228,33 +228,11 @@ export class LocalLauncher implements Launcher {
     return Promise.resolve();
   }
 
-  async *logs(name: string, options: LogOptions = {}): AsyncIterable<string> {
-    const logPath = path.join(this.jobDir(name), 'job.log');
-    if (!existsSync(logPath)) return;
-    const handle = await open(logPath, 'r');
-    try {
-      let position =
-        options.tailBytes !== undefined ? Math.max(0, statSync(logPath).size - options.tailBytes) : 0;
-      const buffer = Buffer.alloc(64 * 1024);
-      for (;;) {
-        const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
-        if (bytesRead > 0) {
-          position += bytesRead;
-          yield buffer.subarray(0, bytesRead).toString('utf8');
-          continue;
-        }
-        if (!options.follow || options.signal?.aborted) return;
-        const info = await this.status(name);
-        if (!info || info.state !== 'running') {
-          // One last read for what was written just before the end.
-          const last = await handle.read(buffer, 0, buffer.length, position);
-          if (last.bytesRead > 0) yield buffer.subarray(0, last.bytesRead).toString('utf8');
-          return;
-        }
-        await sleep(300);
-      }
-    } finally {
-      await handle.close();
-    }
+  logs(name: string, options: LogOptions = {}): AsyncIterable<string> {
+    return followFile(
+      path.join(this.jobDir(name), 'job.log'),
+      options,
+      async () => (await this.status(name))?.state === 'running',
+    );
   }
 }

@@ -30,7 +30,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { PoolConfig } from '../config/schema';
 import { dataDir } from '../pipeline/paths';
 import {
-  followFile,
   jobShape,
   MASTER_PORT,
   nodeCommand,
@@ -40,11 +39,12 @@ import {
   slurmTime,
   withSpecPath,
   type JobShape,
+  cachedStatus,
+  type StatusCache,
 } from './cluster';
+import { followFile } from './logs';
 import type { JobInfo, JobLaunch, Launcher, LogOptions } from './types';
 
-/** How long a running job outlives a scheduler that does not answer before its watch fails. */
-export const UNREACHABLE_MS = 10 * 60_000;
 export const EXIT_TIMEOUT = 124;
 export const EXIT_OOM = 137;
 export const EXIT_CANCELLED = 143;
@@ -265,7 +265,7 @@ export class SlurmLauncher implements Launcher {
   private readonly pool?: PoolConfig;
   private readonly queryIntervalMs: number;
   private readonly binDir?: string;
-  private readonly cache = new Map<string, { at: number; info: JobInfo | undefined }>();
+  private readonly cache: StatusCache = new Map();
 
   constructor(options: SlurmLauncherOptions = {}) {
     this.pool = options.pool;
@@ -440,18 +440,8 @@ export class SlurmLauncher implements Launcher {
     return info;
   }
 
-  async status(name: string): Promise<JobInfo | undefined> {
-    const cached = this.cache.get(name);
-    if (cached?.info?.state === 'running' && Date.now() - cached.at < this.queryIntervalMs)
-      return cached.info;
-    try {
-      return await this.attach(name);
-    } catch (err) {
-      // A scheduler that does not answer for a while (slurmctld restarting) does not end a running job: it stays
-      // running (the activity keeps heartbeating) until the scheduler answers, for up to UNREACHABLE_MS.
-      if (cached?.info?.state === 'running' && Date.now() - cached.at < UNREACHABLE_MS) return cached.info;
-      throw err;
-    }
+  status(name: string): Promise<JobInfo | undefined> {
+    return cachedStatus(this.cache, name, this.queryIntervalMs, (n) => this.attach(n));
   }
 
   async cancel(name: string, graceMs: number): Promise<void> {
