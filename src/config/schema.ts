@@ -94,12 +94,8 @@ const storageSchema = z.strictObject({
     .boolean({ error: 'expected true or false' })
     .default(false)
     .describe('Path-style addressing (MinIO needs it).'),
-  access_key_env: text()
-    .default('AWS_ACCESS_KEY_ID')
-    .describe('Environment variable holding the access key id (credentials never live in the config).'),
-  secret_key_env: text()
-    .default('AWS_SECRET_ACCESS_KEY')
-    .describe('Environment variable holding the secret key.'),
+  // Credentials never live in the config: every process (CLI, workers, jobs) takes them from the standard AWS
+  // sources (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role).
 });
 
 const temporalSchema = z.strictObject({
