@@ -17,7 +17,8 @@ from ..checkpoint import Found, apply_retention, commit, latest_verified, step_d
 from ..errors import BadInput
 from ..model import ModelConfig, Transformer, load_config, load_state_dict, save_hf
 from ..stages.lm import (
-    OPTIMIZER_FILE, RNG_FILE, STATE_FILE, model_config_from_init, open_checkpoint, resolve_tokenizer,
+    OPTIMIZER_FILE, RNG_FILE, STATE_FILE, checkpoint_config, model_config_from_init, open_checkpoint,
+    resolve_tokenizer,
 )
 from ..storage import is_s3, join
 from ..tokenizer import Tokenizer
@@ -82,6 +83,24 @@ def load_policy(ctx, tcfg: TrainConfig) -> Policy:
         if missing or unexpected:
             raise BadInput(f"{weights_dir}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return Policy(model, cfg, tok, optimizer, found, state)
+
+
+def open_stage(ctx) -> tuple[TrainConfig, int, int | None, Policy] | None:
+    """The start every rollout stage (rft, rl) shares: its train config, checkpoint cadence and policy, resumed
+    from the latest committed checkpoint. None when that checkpoint is already the stage's final one."""
+    stage = ctx.spec.stage
+    try:
+        tcfg = TrainConfig.from_dict(stage.get("train"))
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    every, keep_last = checkpoint_config(stage)
+    ctx.status.update(total_steps=tcfg.steps)
+    policy = load_policy(ctx, tcfg)
+    if policy.is_finished(tcfg.steps):
+        ctx.log(f"trainflow: {policy.found.uri} is this stage's final checkpoint: nothing to do")
+        ctx.status.update(step=policy.step, metrics=policy.state.get("metrics", {}))
+        return None
+    return tcfg, every, keep_last, policy
 
 
 def write_weights(policy: Policy, folder: Path) -> Path:

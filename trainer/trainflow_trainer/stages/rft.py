@@ -19,11 +19,10 @@ import torch
 
 from ..errors import BadInput, Preempted
 from ..rl.batch import to_trajectories
-from ..rl.policy import load_policy, save_checkpoint, write_weights
+from ..rl.policy import open_stage, save_checkpoint, write_weights
 from ..rl.rollouts import Rollouts
-from ..train import TrainConfig, lr_at
+from ..train import lr_at
 from ..trie import LossSpec, Trajectory, forward_backward
-from .lm import checkpoint_config
 from .rl import packing
 
 KEPT_FILE = "kept.json"
@@ -44,18 +43,11 @@ def select(groups: list[dict], rft: dict) -> list[dict]:
 
 def run(ctx) -> None:
     spec, stage = ctx.spec, ctx.spec.stage
-    try:
-        tcfg = TrainConfig.from_dict(stage.get("train"))
-    except ValueError as e:
-        raise BadInput(str(e)) from None
-    every, keep_last = checkpoint_config(stage)
     pack = packing(stage)
-    ctx.status.update(total_steps=tcfg.steps)
-    policy = load_policy(ctx, tcfg)
-    if policy.is_finished(tcfg.steps):
-        ctx.log(f"trainflow: {policy.found.uri} is this stage's final checkpoint: nothing to do")
-        ctx.status.update(step=policy.step, metrics=policy.state.get("metrics", {}))
+    opened = open_stage(ctx)
+    if opened is None:
         return
+    tcfg, every, keep_last, policy = opened
 
     if policy.found:
         kept = json.loads((policy.found.local_dir / KEPT_FILE).read_text())

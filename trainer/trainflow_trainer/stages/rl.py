@@ -32,12 +32,11 @@ import torch
 
 from ..errors import BadInput, Preempted
 from ..rl.batch import to_trajectories
-from ..rl.policy import load_policy, save_checkpoint, write_weights
+from ..rl.policy import open_stage, save_checkpoint, write_weights
 from ..rl.rollouts import Rollouts
-from ..train import TrainConfig, lr_at
+from ..train import lr_at
 from ..trie import LossSpec, forward_backward
 from ..trie.step import packed_logprobs
-from .lm import checkpoint_config
 
 
 def loss_spec(stage: dict) -> tuple[LossSpec, bool]:
@@ -67,20 +66,12 @@ def packing(stage: dict) -> dict:
 
 def run(ctx) -> None:
     spec, stage = ctx.spec, ctx.spec.stage
-    try:
-        tcfg = TrainConfig.from_dict(stage.get("train"))
-    except ValueError as e:
-        raise BadInput(str(e)) from None
-    every, keep_last = checkpoint_config(stage)
     lspec, normalize_std = loss_spec(stage)
     pack = packing(stage)
-    ctx.status.update(total_steps=tcfg.steps)
-
-    policy = load_policy(ctx, tcfg)
-    if policy.is_finished(tcfg.steps):
-        ctx.log(f"trainflow: {policy.found.uri} is this stage's final checkpoint: nothing to do")
-        ctx.status.update(step=policy.step, metrics=policy.state.get("metrics", {}))
+    opened = open_stage(ctx)
+    if opened is None:
         return
+    tcfg, every, keep_last, policy = opened
     model, optimizer = policy.model, policy.optimizer
     ref_model = None
     if lspec.kl_coef > 0:  # KL to the policy the stage started from (the input checkpoint, or step 0)
