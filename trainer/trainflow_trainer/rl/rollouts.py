@@ -87,6 +87,8 @@ class Rollouts:
             dspec = {
                 "mode": mode, "upstreams": [f"http://{info['host']}:{info['port']}"],
                 "upstream_admin_token": serve_token, "ledger_dir": str(work / "ledger"),
+                # the ledger ships to S3 next to the stage's checkpoints (src/rl/driver.ts: ledger_uri)
+                "ledger_uri": spec.output_prefix.rstrip("/") + "/ledger" if spec.output_prefix.startswith("s3://") else None,
                 "tasks_file": str(tasks_file), "group_size": r["group_size"], "batch_groups": r["batch_groups"],
                 "concurrency": r["concurrency"], "max_staleness": r["max_staleness"], "initial_version": version,
                 "cursor": cursor, "steps": steps, "groups": groups, "sampling": stage.get("sampling") or {},
