@@ -34,43 +34,55 @@ def grpo(rng: np.random.Generator, vocab: int, groups: int, group_size: int = 8,
     return out
 
 
-def agentic(rng: np.random.Generator, vocab: int, trees: int, tree_tokens: tuple[int, int] = (1000, 4000),
-            system_len: int = 256, max_turns: int = 30,
-            fork_p: tuple[float, float] = (0.6, 0.3)) -> list[Trajectory]:
-    """Multi-turn agent trees, as tree-search rollouts make them: one long episode of turns (assistant call,
-    tool output), and at several depths an alternative action is sampled and run for 1-3 turns to its own
-    end (a fork; forks may fork again). Every root-to-leaf path is one trajectory. Each tree's unique token
-    count is drawn from `tree_tokens` (the episode and its forks stop growing when it is spent)."""
+def agentic(rng: np.random.Generator, vocab: int, tasks: int, group: int = 8, roots: int = 2,
+            system_len: int = 1024, task_len: tuple[int, int] = (128, 384), turns: tuple[int, int] = (3, 6),
+            call_len: tuple[int, int] = (20, 60), tool_len: tuple[int, int] = (40, 160),
+            answer_len: tuple[int, int] = (10, 40), fork_turns: tuple[int, int] = (1, 3)) -> list[Trajectory]:
+    """Agentic RL batches as tree-search rollouts make them (Tree-GRPO / partial-rollout branching).
+
+    Every task gets a GRPO-style group of `group` rollouts (leaves). All episodes start with the same
+    system prompt and tool definitions (`system_len` tokens: the same for every task, as in a real agent),
+    then the task statement (`task_len`). `roots` rollouts are sampled from scratch: `turns` turns of
+    (assistant tool call `call_len`, trained; tool output `tool_len`, context), then a closing answer
+    (`answer_len`, trained). The rest of the group comes from forks at several depths: pick a rollout of the
+    group and a turn boundary in it after its first turn (fresh samples from the prompt are the `roots`),
+    re-sample the action there and run `fork_turns` new turns plus a closing answer. Forks of forks happen (a fork's leaf can be picked).
+    Each leaf is one trajectory with its own advantage. With the defaults a task's tree holds ~3-4k unique
+    tokens below the shared system prompt, and its rollouts are ~1.4k-2.5k tokens long.
+    """
+    system = rng.integers(0, vocab, system_len).tolist()
     out = []
-    for _ in range(trees):
-        budget = int(rng.integers(tree_tokens[0], tree_tokens[1] + 1))
-        used = system_len
-        leaves: list[tuple[list[int], list[float]]] = []
+    for _ in range(tasks):
+        task = rng.integers(0, vocab, int(rng.integers(task_len[0], task_len[1] + 1))).tolist()
+        prompt, prompt_mask = system + task, [0.0] * (system_len + len(task))
 
-        def turn() -> tuple[list[int], list[float]]:
-            call = rng.integers(0, vocab, int(rng.integers(20, 60))).tolist()
-            tool = rng.integers(0, vocab, int(rng.integers(30, 150))).tolist()
-            return call + tool, [1.0] * len(call) + [0.0] * len(tool)
+        def span(lo_hi: tuple[int, int]) -> list[int]:
+            return rng.integers(0, vocab, int(rng.integers(lo_hi[0], lo_hi[1] + 1))).tolist()
 
-        def episode(toks: list[int], mask: list[float], turns: int, level: int) -> None:
-            nonlocal used
-            for i in range(turns):
-                if i > 0 and level < 2 and rng.random() < fork_p[level]:
-                    episode(toks, mask, int(rng.integers(1, 4)), level + 1)  # an alternative action here
-                if used >= budget:
-                    break
-                t, m = turn()
-                used += len(t)
-                toks, mask = toks + t, mask + m
-            ans = rng.integers(0, vocab, int(rng.integers(10, 40))).tolist()  # closing answer, trained
-            used += len(ans)
-            leaves.append((toks + ans, mask + [1.0] * len(ans)))
+        def run(toks: list[int], mask: list[float], bounds: list[int], n_turns: int):
+            """Continues an episode by n_turns turns and a closing answer; bounds = turn start offsets."""
+            bounds = list(bounds)
+            for _ in range(n_turns):
+                bounds.append(len(toks))
+                call, tool = span(call_len), span(tool_len)
+                toks, mask = toks + call + tool, mask + [1.0] * len(call) + [0.0] * len(tool)
+            bounds.append(len(toks))
+            ans = span(answer_len)
+            return toks + ans, mask + [1.0] * len(ans), bounds
 
-        episode(rng.integers(0, vocab, system_len).tolist(), [0.0] * system_len, max_turns, 0)
+        leaves = [run(prompt, prompt_mask, [], int(rng.integers(turns[0], turns[1] + 1))) for _ in range(roots)]
+        while len(leaves) < group:
+            toks, mask, bounds = leaves[int(rng.integers(len(leaves)))]
+            k = int(rng.integers(1, len(bounds)))  # fork at turn boundary k ≥ 1: the first action is shared
+            cut = bounds[k]
+            leaves.append(run(toks[:cut], mask[:cut], bounds[:k], int(rng.integers(fork_turns[0], fork_turns[1] + 1))))
         adv = rng.normal(size=len(leaves))
-        for (toks, mask), a in zip(leaves, adv):
-            out.append(_traj(rng, toks, mask, float(a)))
+        out += [_traj(rng, toks, mask, float(a)) for (toks, mask, _), a in zip(leaves, adv)]
     return out
+
+
+AGENTIC_PARAMS = dict(group=8, roots=2, system_len=1024, task_len=(128, 384), turns=(3, 6), call_len=(20, 60),
+                      tool_len=(40, 160), answer_len=(10, 40), fork_turns=(1, 3))  # agentic()'s defaults, for the JSON
 
 
 def no_sharing(rng: np.random.Generator, vocab: int, n: int, length: tuple[int, int] = (256, 1024)) -> list[Trajectory]:

@@ -108,6 +108,17 @@ def test_tree_larger_than_budget_is_split_with_root_path():
         pack(f, 4)
 
 
+def test_split_cuts_where_the_root_path_is_shortest():
+    """Two 40-token branches under a 20-token prompt, budget 70: the cut goes between the branches (the next
+    part recomputes just the prompt), not at the fullest point inside branch one (which would also recompute
+    10 tokens of that branch's history)."""
+    prompt = list(range(10, 30))
+    f = build_forest([Trajectory(prompt + list(range(100, 140))), Trajectory(prompt + list(range(200, 240)))])
+    batches = pack(f, 70)
+    assert len(batches) == 2 and all(len(mb) <= 70 for mb in batches)
+    assert sum(len(mb) for mb in batches) == f.unique_tokens + len(prompt)
+
+
 def test_ffd_keeps_trees_apart():
     f = build_forest([Trajectory([1, 2, 3]), Trajectory([2, 3]), Trajectory([3, 4, 5, 6]), Trajectory([1, 2, 4])])
     (mb,) = pack(f, 100)

@@ -6,9 +6,10 @@ The rule: packed token i may attend to token j iff j ≤ i < subtree_end[j], i.e
   the flat layout's Σ(branch length)²; the reference for tests only.
 - `SegmentTreeMask`: the CPU training path. Consecutive tokens where each is the child of the one before form
   a segment (a chain; DFS puts a node's first child right after it). A segment's queries see the segment's
-  ancestor path (a few contiguous slices of earlier segments) plus themselves causally, so each segment is
-  one SDPA call over [ancestor keys ‖ own keys] with a lower-right causal mask, and masked blocks cost
-  nothing. A tree with no branching is a single segment: exactly the flat (varlen) computation.
+  ancestor path (a few contiguous slices of earlier segments) plus themselves causally. So each segment costs
+  one causal flash-attention call over its own tokens plus one unmasked call over its gathered ancestor keys
+  (shared by all segments with the same ancestors), merged by log-sum-exp: only visible (query, key) pairs
+  are computed. A tree with no branching is a single segment: exactly the flat (varlen) computation.
 - `FlexTreeMask`: the GPU path: FlexAttention with the rule as `mask_mod` over a BlockMask, so fully
   masked 128×128 blocks are skipped. (With torch 2.15 FlexAttention has no backward on CPU: it raises
   "FlexAttention does not support backward on CPU", hence the segment path there.)
@@ -71,38 +72,122 @@ def segments_from_parents(parent: np.ndarray) -> list[tuple[int, int, list[tuple
 
 
 class SegmentTreeMask:
-    """Tree attention as one SDPA call per segment over its gathered ancestor keys/values (see module doc)."""
+    """Tree attention on CPU: per segment, causal attention over its own tokens plus full attention over its
+    gathered ancestor keys, merged by log-sum-exp (see `_SegmentAttention`).
+
+    Splitting a segment's keys into "ancestors" (every query sees all of them: no mask) and "own" (plain
+    causal, Tq == Tk) means no key a query may not see is ever computed, where one masked call over
+    [ancestors ‖ own] would compute and discard the (b-a)²/2 upper triangle. Segments whose ancestor paths
+    are identical (siblings forking at the same token, e.g. the answers of a GRPO group) share one call
+    over their concatenated queries. A micro-batch of unrelated chains (the flat layout) is one causal call
+    per chain, exactly varlen attention.
+    """
 
     def __init__(self, parent):
         parent = np.asarray(parent.cpu() if isinstance(parent, Tensor) else parent, dtype=np.int64)
         self.n = len(parent)
         self.segments = segments_from_parents(parent)
+        self.own = [(a, b) for a, b, _ in self.segments]
+        by_ancestors: dict[tuple, list[tuple[int, int]]] = {}
+        for a, b, anc in self.segments:
+            if anc:
+                by_ancestors.setdefault(tuple(anc), []).append((a, b))
+        # (query rows, ancestor key rows) per group; a slice where the rows are contiguous, else an index.
+        self.groups = [(_rows(members), _rows(list(anc))) for anc, members in by_ancestors.items()]
         self._masks: dict[tuple[int, int, torch.device], Tensor] = {}
-
-    def _lower_right_causal(self, tq: int, tk: int, device: torch.device) -> Tensor:
-        key = (tq, tk, device)
-        m = self._masks.get(key)
-        if m is None:  # query i is key tk - tq + i: it sees every key up to itself
-            m = torch.ones(tq, tk, dtype=torch.bool, device=device).tril(tk - tq)
-            self._masks[key] = m
-        return m
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         _check_packed(q, k, self.n)
+        if q.device.type != "cpu":
+            return self._attend_masked(q, k, v, scale)
+        return _SegmentAttention.apply(q, k, v, self, scale)
+
+    def _attend_masked(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        """Any device: one masked SDPA per segment over [ancestors ‖ own] (slower; CPU uses the merge)."""
         k, v = expand_kv(q, k, v)
-        if len(self.segments) == 1:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
         outs = []
         for a, b, anc in self.segments:
-            qs = q[:, :, a:b]
-            if not anc:
-                outs.append(F.scaled_dot_product_attention(qs, k[:, :, a:b], v[:, :, a:b], is_causal=True, scale=scale))
-                continue
             ks = torch.cat([k[:, :, s:e] for s, e in anc] + [k[:, :, a:b]], dim=2)
             vs = torch.cat([v[:, :, s:e] for s, e in anc] + [v[:, :, a:b]], dim=2)
-            mask = self._lower_right_causal(b - a, ks.shape[2], q.device)
-            outs.append(F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale))
+            key = (b - a, ks.shape[2], q.device)
+            if key not in self._masks:  # query i is key tk - tq + i: it sees every key up to itself
+                self._masks[key] = torch.ones(b - a, ks.shape[2], dtype=torch.bool, device=q.device).tril(ks.shape[2] - (b - a))
+            outs.append(F.scaled_dot_product_attention(q[:, :, a:b], ks, vs, attn_mask=self._masks[key], scale=scale))
         return torch.cat(outs, dim=2)
+
+
+def _rows(ranges: list[tuple[int, int]]) -> slice | Tensor:
+    """Token rows covered by [s, e) ranges: a slice when they are contiguous (a view, no copy)."""
+    if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
+        return slice(ranges[0][0], ranges[-1][1])
+    return torch.as_tensor(np.concatenate([np.arange(s, e) for s, e in ranges]), dtype=torch.long)
+
+
+def _take(x: Tensor, rows: slice | Tensor) -> Tensor:
+    return x[:, :, rows] if isinstance(rows, slice) else x.index_select(2, rows)
+
+
+def _add_at(x: Tensor, rows: slice | Tensor, value: Tensor) -> None:
+    if isinstance(rows, slice):
+        x[:, :, rows] += value
+    else:
+        x.index_add_(2, rows, value)
+
+
+# The CPU flash-attention kernels behind F.scaled_dot_product_attention, called directly for the
+# log-sum-exp they return (forward) and accept (backward). Both take grouped-query k/v as they are.
+_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+
+
+class _SegmentAttention(torch.autograd.Function):
+    """out = softmax over (ancestor keys ∪ own causal keys), computed as two flash calls merged by LSE:
+
+        L = logaddexp(L_own, L_anc),  out = out_own·exp(L_own - L) + out_anc·exp(L_anc - L)
+
+    Backward runs the flash backward of each part with the MERGED out and L (as ring attention does): the
+    kernel forms P = exp(s - L) and D = rowsum(dout·out), so each part yields exactly its share of dq and its
+    keys' dk, dv. Gradients land in one buffer per tensor (no per-segment slice backward, which would
+    allocate an N-row zero tensor per segment)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: SegmentTreeMask, scale: float) -> Tensor:
+        out = torch.empty_like(q)
+        lse = q.new_empty(q.shape[:3])
+        for a, b in plan.own:
+            o, lo = _flash(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], 0.0, True, scale=scale)[:2]
+            out[:, :, a:b] = o
+            lse[:, :, a:b] = lo
+        for rows, keys in plan.groups:
+            o1, l1 = _flash(_take(q, rows), _take(k, keys), _take(v, keys), 0.0, False, scale=scale)[:2]
+            o0, l0 = _take(out, rows), _take(lse, rows)
+            merged = torch.logaddexp(l0, l1)
+            o = o0 * torch.exp(l0 - merged)[..., None] + o1 * torch.exp(l1 - merged)[..., None]
+            out[:, :, rows], lse[:, :, rows] = o, merged  # a slice or an index: both assign in place
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.plan, ctx.scale = plan, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dout: Tensor):
+        q, k, v, out, lse = ctx.saved_tensors
+        plan, scale = ctx.plan, ctx.scale
+        dout = dout.contiguous()
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for a, b in plan.own:
+            s = slice(a, b)
+            g = _flash_backward(dout[:, :, s], q[:, :, s], k[:, :, s], v[:, :, s], out[:, :, s], lse[:, :, s],
+                                0.0, True, scale=scale)
+            dq[:, :, s] += g[0]
+            dk[:, :, s] += g[1]
+            dv[:, :, s] += g[2]
+        for rows, keys in plan.groups:
+            g = _flash_backward(_take(dout, rows), _take(q, rows), _take(k, keys), _take(v, keys),
+                                _take(out, rows), _take(lse, rows), 0.0, False, scale=scale)
+            _add_at(dq, rows, g[0])
+            _add_at(dk, keys, g[1])
+            _add_at(dv, keys, g[2])
+        return dq, dk, dv, None, None
 
 
 @functools.cache

@@ -97,21 +97,30 @@ def root_path(forest: Forest, i: int) -> np.ndarray:
 
 
 def split_tree(forest: Forest, start: int, end: int, max_tokens: int) -> list[Part]:
-    """Cuts a tree's DFS range into parts of ≤ max_tokens packed tokens (root path included), greedily."""
+    """Cuts a tree's DFS range into parts of ≤ max_tokens packed tokens (root path included).
+
+    Every part after the first recomputes the root path of its first token (depth[cut] tokens), so where to
+    cut matters: among the cut points in the second half of the room left, take the shallowest (latest on
+    ties). A cut between the subtrees of a shared prompt's children then carries just the prompt, where the
+    fullest possible cut could land deep in a long branch and recompute its whole history.
+    """
     if end - start <= max_tokens:
         return [Part(np.zeros(0, dtype=np.int64), start, end)]
     parts = []
     cur = start
     while cur < end:
-        rp = root_path(forest, cur)
-        room = max_tokens - len(rp)
+        room = max_tokens - int(forest.depth[cur])  # depth = number of ancestors = root path length
         if room <= 0:
             raise ValueError(
-                f"a branch is deeper than packing.max_tokens={max_tokens} (token at depth {len(rp)} needs its whole "
-                f"root path in one micro-batch): raise packing.max_tokens above the longest trajectory"
+                f"a branch is deeper than packing.max_tokens={max_tokens} (token at depth {forest.depth[cur]} needs "
+                f"its whole root path in one micro-batch): raise packing.max_tokens above the longest trajectory"
             )
-        nxt = min(end, cur + room)
-        parts.append(Part(rp, cur, nxt))
+        nxt = end
+        if end - cur > room:
+            lo, hi = cur + max(1, room // 2), cur + room  # candidate cuts lo..hi (the next part starts there)
+            d = forest.depth[lo : hi + 1]
+            nxt = lo + int(len(d) - 1 - np.argmin(d[::-1]))  # shallowest, latest on ties
+        parts.append(Part(root_path(forest, cur), cur, nxt))
         cur = nxt
     return parts
 
