@@ -2,8 +2,9 @@
 
     cd trainer && ../.venv/bin/python ../bench/trie/gpu.py      → bench/results/trie-gpu.json
 
-(a) grpo: groups of 8 answers (128-512 tokens) to a 1024-token prompt; (b) agentic: multi-turn trees of
-8k-32k unique tokens with forks at several depths. Step = forward + backward + AdamW step; same batches for
+(a) grpo: groups of 8 answers (128-512 tokens) to a 1024-token prompt; (b) agentic: per task a group of 8
+tree-search rollouts (workloads.agentic) scaled up: a 4096-token system prompt, longer turns and tool outputs,
+~20k-30k unique tokens per task tree, rollouts of ~6k-13k tokens. Step = forward + backward + AdamW step; same batches for
 flat and trie, both through FlexAttention (flat = chains: block-diagonal causal BlockMask). Exits with code 2
 and a clear message when no CUDA device is present.
 """
@@ -28,6 +29,10 @@ import workloads  # noqa: E402
 from trainflow_trainer.model import Transformer, preset  # noqa: E402
 from trainflow_trainer.trie import LossSpec, build_forest, flat_forward_backward, packed_forward_backward  # noqa: E402
 
+# workloads.agentic at GPU scale (the CPU bench uses its defaults)
+GPU_AGENTIC = dict(system_len=4096, task_len=(512, 2048), turns=(4, 10), call_len=(50, 200), tool_len=(150, 700),
+                   answer_len=(50, 200), fork_turns=(1, 4))
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -35,7 +40,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=32768)
     ap.add_argument("--grpo-groups", type=int, default=8)
-    ap.add_argument("--agentic-trees", type=int, default=2)
+    ap.add_argument("--agentic-tasks", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trie-gpu.json"))
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -48,9 +53,8 @@ def main() -> None:
     cases = {
         "grpo": (workloads.grpo(np.random.default_rng(0), cfg.vocab_size, groups=args.grpo_groups),
                  LossSpec.from_config("grpo")),
-        "agentic": (workloads.agentic(np.random.default_rng(0), cfg.vocab_size, trees=args.agentic_trees,
-                                      tree_tokens=(8000, 32000), max_turns=400,
-                                      fork_p=(0.05, 0.3)), LossSpec.from_config("dapo")),
+        "agentic": (workloads.agentic(np.random.default_rng(0), cfg.vocab_size, tasks=args.agentic_tasks,
+                                      **GPU_AGENTIC), LossSpec.from_config("dapo")),
     }
     rows = []
     for name, (batch, spec) in cases.items():
@@ -90,7 +94,7 @@ def main() -> None:
         torch.cuda.empty_cache()
 
     result = {"workloads": rows,
-              "config": {"preset": args.preset, "dtype": "bfloat16", "attention": "flex", "max_tokens": args.max_tokens,
+              "config": {"agentic_params": GPU_AGENTIC, "preset": args.preset, "dtype": "bfloat16", "attention": "flex", "max_tokens": args.max_tokens,
                          "repeats": args.repeats, "device": torch.cuda.get_device_name(), "torch": torch.__version__}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
