@@ -8,8 +8,17 @@
 // skipped. Appends are idempotent by trajectory id (a retried finish does not duplicate a trajectory).
 //
 // A crash can tear the last line (a write cut short). Readers ignore a final line that is incomplete or
-// fails its checksum; the writer, on opening, cuts it off before appending. Sealed segments (full ones) are
-// uploaded to S3 under PREFIX/segments/, and `restore` rebuilds an empty local folder from there.
+// fails its checksum; the writer, on opening, cuts it off before appending.
+//
+// Shipping to S3 (PREFIX/segments/<segment name>): a sealed (full) segment is uploaded once; the open
+// segment's complete records are uploaded again every `shipIntervalMs` when it grew, and on clean shutdown
+// (`shutdown`), overwriting the same key (a segment only ever grows, so each upload is a longer prefix of
+// the final one). A machine lost for good therefore loses at most one interval of records. After each upload
+// DIR/shipped.json records the last seq known to be in S3. What is offered to a consumer must be in S3
+// first (`syncShipped`, `readShipped`): a trainer never acknowledges a record that a restore from S3 would
+// not bring back, so after a restore nothing acknowledged is offered again (the records after the restored
+// end are appended anew, with new seqs after it) and nothing is lost that was acknowledged.
+// `restoreFromS3` rebuilds an empty local folder from the uploaded segments.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,6 +39,8 @@ export interface LedgerShipping {
 export interface LedgerOptions {
   segmentRecords?: number;
   ship?: LedgerShipping;
+  /** upload the open segment's new records this often (ms); 0: only when sealed and at shutdown */
+  shipIntervalMs?: number;
   /** test hook: write each record in two syscalls so a kill -9 can tear it */
   splitWrites?: boolean;
 }
@@ -62,6 +73,8 @@ export function parseSegment(text: Buffer): { entries: LedgerEntry[]; validBytes
   return { entries, validBytes: pos };
 }
 
+const SHIPPED_FILE = 'shipped.json';
+
 function segmentName(firstSeq: number): string {
   return `segment-${String(firstSeq).padStart(12, '0')}.log`;
 }
@@ -85,15 +98,35 @@ function fsyncDir(dir: string): void {
   }
 }
 
+/** The last seq known to be in S3 (DIR/shipped.json), or -1 when nothing was shipped yet. */
+export function shippedThrough(dir: string): number {
+  const file = path.join(dir, SHIPPED_FILE);
+  if (!fs.existsSync(file)) return -1;
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { through: number }).through;
+}
+
+/** readLedger limited to what is in S3: what a consumer of a shipped ledger may be offered. */
+export function readShipped(dir: string, after: number, limit = Infinity): LedgerEntry[] {
+  const through = shippedThrough(dir);
+  if (through <= after) return [];
+  return readLedger(dir, after, Math.min(limit, through - after));
+}
+
 /** The single writer of a ledger folder. */
 export class Ledger {
   private fd: number | null = null;
   private activeFirst = 0;
   private activeCount = 0;
+  /** bytes of complete records in the active segment (what a tail upload sends) */
+  private activeBytes = 0;
   private nextSeq = 0;
   private readonly ids = new Map<string, number>();
   private readonly segmentRecords: number;
   private shipping: Promise<void> = Promise.resolve();
+  /** the last seq an upload has been queued for (uploads run one at a time, in order) */
+  private queuedThrough = -1;
+  private shipped = -1;
+  private shipTimer: NodeJS.Timeout | null = null;
   shipErrors: unknown[] = [];
 
   constructor(
@@ -119,9 +152,23 @@ export class Ledger {
       }
       this.activeFirst = segs[i].first;
       this.activeCount = entries.length;
+      this.activeBytes = validBytes;
+    }
+    if (opts.ship) {
+      // Whatever a previous run appended but did not ship (it was killed) goes up now, oldest first.
+      this.shipped = Math.min(shippedThrough(dir), this.nextSeq - 1);
+      this.queuedThrough = this.shipped;
     }
     if (segs.length === 0 || this.activeCount >= this.segmentRecords) this.roll();
-    else this.fd = fs.openSync(path.join(dir, segmentName(this.activeFirst)), 'a');
+    else {
+      this.fd = fs.openSync(path.join(dir, segmentName(this.activeFirst)), 'a');
+      this.shipTail();
+    }
+    const every = opts.shipIntervalMs ?? 5000;
+    if (opts.ship && every > 0) {
+      this.shipTimer = setInterval(() => this.shipTail(), every);
+      this.shipTimer.unref(); // a pending upload keeps the process alive; an idle timer does not
+    }
   }
 
   get size(): number {
@@ -150,47 +197,113 @@ export class Ledger {
     this.ids.set(id, seq);
     this.nextSeq++;
     this.activeCount++;
+    this.activeBytes += line.length;
     return seq;
   }
 
   private roll(): void {
-    if (this.fd !== null) {
-      fs.closeSync(this.fd);
-      const sealed = segmentName(this.activeFirst);
-      if (this.opts.ship) this.queueShip(sealed);
-    }
+    if (this.fd !== null) fs.closeSync(this.fd);
     this.activeFirst = this.nextSeq;
     this.activeCount = 0;
+    this.activeBytes = 0;
     this.fd = fs.openSync(path.join(this.dir, segmentName(this.activeFirst)), 'a');
     fsyncDir(this.dir);
+    this.shipTail(); // the segment just sealed (and anything an earlier failure left behind)
   }
 
-  private queueShip(name: string): void {
+  /**
+   * Queues uploads for every record not yet queued: sealed segments whole, the open one up to its last
+   * complete record. Called on each roll, every `shipIntervalMs`, and before offering or shutting down.
+   */
+  shipTail(): void {
+    if (!this.opts.ship || this.nextSeq - 1 <= this.queuedThrough) return;
+    const segs = listSegments(this.dir);
+    for (let i = 0; i < segs.length; i++) {
+      const open = segs[i].first === this.activeFirst;
+      const last = open ? this.nextSeq - 1 : segs[i + 1].first - 1;
+      if (last <= this.queuedThrough || last < segs[i].first) continue; // queued already, or empty
+      this.queueUpload(segs[i].name, segs[i].first, open ? this.activeBytes : null, last);
+    }
+  }
+
+  /**
+   * Queues an upload of segment `name` (first seq `first`; its first `bytes` bytes, null: the whole file)
+   * holding records up to `through`. DIR/shipped.json advances only over a gapless run of uploaded records;
+   * after a failure the next shipTail queues again from the last gapless point.
+   */
+  private queueUpload(name: string, first: number, bytes: number | null, through: number): void {
     const ship = this.opts.ship!;
     const file = path.join(this.dir, name);
+    this.queuedThrough = through;
     this.shipping = this.shipping.then(async () => {
+      // An earlier upload failed: uploading this one would leave a hole in S3 (a restored ledger would
+      // have a gap in its seqs); the next shipTail queues both again, in order.
+      if (first - 1 > this.shipped) {
+        this.queuedThrough = Math.min(this.queuedThrough, this.shipped);
+        return;
+      }
       try {
+        let body = fs.readFileSync(file);
+        if (bytes !== null) body = body.subarray(0, bytes);
         await ship.client.send(
           new PutObjectCommand({
             Bucket: ship.bucket,
             Key: `${ship.prefix.replace(/\/$/, '')}/segments/${name}`,
-            Body: fs.readFileSync(file),
+            Body: body,
           }),
         );
+        if (through > this.shipped) {
+          this.shipped = through;
+          writeAtomic(path.join(this.dir, SHIPPED_FILE), JSON.stringify({ through }));
+        }
       } catch (err) {
         this.shipErrors.push(err);
+        this.queuedThrough = Math.min(this.queuedThrough, this.shipped);
       }
     });
   }
 
-  /** Uploads every sealed segment not yet known to be in S3 and waits for all uploads. */
+  /** The last seq known to be in S3 (-1: none; without shipping, every appended record counts). */
+  get shippedThrough(): number {
+    return this.opts.ship ? this.shipped : this.nextSeq - 1;
+  }
+
+  /** Waits for the uploads queued so far. */
   async flushShipping(): Promise<void> {
     await this.shipping;
   }
 
-  /** Seals the active segment (if it holds anything) so it ships; used at shutdown. */
+  /**
+   * Ships everything appended so far and waits until it is in S3 (a no-op without shipping): call before
+   * offering records to a consumer. Tries `attempts` times, then throws with the last upload error.
+   */
+  async syncShipped(attempts = 3): Promise<void> {
+    for (let i = 0; i < attempts && this.shippedThrough < this.nextSeq - 1; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 500 * i));
+      this.shipTail();
+      await this.shipping;
+    }
+    if (this.shippedThrough < this.nextSeq - 1) {
+      const last = this.shipErrors[this.shipErrors.length - 1];
+      throw new Error(
+        `ledger ${this.dir}: records up to seq ${this.nextSeq - 1} could not be shipped to ` +
+          `s3://${this.opts.ship!.bucket}/${this.opts.ship!.prefix} (${(last as Error)?.message ?? String(last)})`,
+      );
+    }
+  }
+
+  /** Seals the active segment (if it holds anything) so it ships whole. */
   seal(): void {
     if (this.activeCount > 0) this.roll();
+  }
+
+  /** Clean shutdown: ships the open segment's tail, waits for every upload, closes. */
+  async shutdown(): Promise<void> {
+    if (this.shipTimer) clearInterval(this.shipTimer);
+    this.shipTimer = null;
+    this.shipTail();
+    await this.shipping;
+    this.close();
   }
 
   /**
@@ -215,6 +328,8 @@ export class Ledger {
   }
 
   close(): void {
+    if (this.shipTimer) clearInterval(this.shipTimer);
+    this.shipTimer = null;
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
   }
@@ -236,9 +351,16 @@ export function readLedger(dir: string, after: number, limit = Infinity): Ledger
   return out;
 }
 
-/** Rebuilds a local ledger folder from the segments shipped to S3 (after the local disk was lost). */
+/**
+ * Rebuilds an empty local ledger folder from the segments shipped to S3 (after the local disk was lost);
+ * returns how many segments it fetched. DIR/shipped.json then says everything restored is in S3.
+ */
 export async function restoreFromS3(dir: string, ship: LedgerShipping): Promise<number> {
   fs.mkdirSync(dir, { recursive: true });
+  if (listSegments(dir).length > 0)
+    throw new Error(
+      `cannot restore the ledger into ${dir}: it already holds segments (restore needs an empty folder)`,
+    );
   const prefix = `${ship.prefix.replace(/\/$/, '')}/segments/`;
   let token: string | undefined;
   let n = 0;
@@ -255,6 +377,13 @@ export async function restoreFromS3(dir: string, ship: LedgerShipping): Promise<
     }
     token = page.NextContinuationToken;
   } while (token);
+  const segs = listSegments(dir);
+  if (segs.length > 0) {
+    const last = segs[segs.length - 1];
+    const { entries } = parseSegment(fs.readFileSync(path.join(dir, last.name)));
+    const through = entries.length ? entries[entries.length - 1].seq : last.first - 1;
+    writeAtomic(path.join(dir, SHIPPED_FILE), JSON.stringify({ through }));
+  }
   return n;
 }
 

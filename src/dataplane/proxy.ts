@@ -10,11 +10,19 @@
 // Admin endpoints (admin token only): issue session keys, read sessions and trajectories, finish a session
 // with its reward (the trajectory is appended to the ledger before the call returns), pause/resume/reload
 // the inference servers.
+//
+// Sessions that are never finished (an agent that crashed or hangs) expire after `sessionIdleMs` without a
+// request: their key stops working and their partial record is dropped, not turned into a trajectory. A
+// trajectory without a reward cannot be trained on without inventing one (a made-up 0 would teach the
+// policy that the infrastructure failing is its fault), and a GRPO group missing a member has a biased
+// baseline, so the rollout manager drops the whole group (src/dataplane/rollout.ts). Expiries are counted in
+// /admin/stats and reported to `onExpire` listeners.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { absorb, newRecord, SseReader, type ResponseRecord } from './record';
 import {
   addTurn,
+  extendsHistory,
   findParent,
   messageParts,
   messagesKey,
@@ -42,6 +50,8 @@ export interface ProxyOptions {
   /** reads recorded trajectories for GET /admin/trajectories */
   readTrajectories?: (after: number, limit: number) => Promise<unknown>;
   maxBodyBytes?: number;
+  /** expire sessions idle (no request, no finish) for this long; 0 or absent: never */
+  sessionIdleMs?: number;
 }
 
 class HttpError extends Error {
@@ -59,14 +69,23 @@ export interface ProxyStats {
   upstreamErrors: number;
   driftDetected: number;
   driftFixed: number;
+  expiredSessions: number;
 }
 
 export class TrajectoryProxy {
   readonly sessions = new SessionStore();
   readonly pool: UpstreamPool;
   readonly server: http.Server;
-  readonly stats: ProxyStats = { requests: 0, upstreamErrors: 0, driftDetected: 0, driftFixed: 0 };
+  readonly stats: ProxyStats = {
+    requests: 0,
+    upstreamErrors: 0,
+    driftDetected: 0,
+    driftFixed: 0,
+    expiredSessions: 0,
+  };
   private readonly drift: DriftMode;
+  private readonly expireListeners = new Set<(s: Session) => void>();
+  private sweeper: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: ProxyOptions) {
     if (!opts.adminToken)
@@ -76,6 +95,33 @@ export class TrajectoryProxy {
     this.server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
+    const idle = opts.sessionIdleMs ?? 0;
+    if (!Number.isFinite(idle) || idle < 0)
+      throw new Error(`sessionIdleMs must be a number of milliseconds >= 0, got ${idle}`);
+    if (idle > 0) {
+      // Checked a few times per timeout: a session lives at most ~1.25x its idle timeout.
+      this.sweeper = setInterval(() => this.expireIdle(idle), Math.max(20, Math.min(idle / 4, 10_000)));
+      this.sweeper.unref();
+    }
+  }
+
+  /** Calls `fn` with each session that expires; returns a function that stops listening. */
+  onExpire(fn: (s: Session) => void): () => void {
+    this.expireListeners.add(fn);
+    return () => {
+      this.expireListeners.delete(fn);
+    };
+  }
+
+  /** Expires the sessions idle for more than `idleMs` (the sweeper's job; public for tests and drivers). */
+  expireIdle(idleMs: number, now = Date.now()): Session[] {
+    const gone = this.sessions.expire(idleMs, now);
+    for (const s of gone) {
+      if (s.upstream !== null) this.pool.upstreams[s.upstream].sessions--;
+      this.stats.expiredSessions++;
+      for (const fn of this.expireListeners) fn(s);
+    }
+    return gone;
   }
 
   listen(port = 0, host = '127.0.0.1'): Promise<number> {
@@ -89,6 +135,7 @@ export class TrajectoryProxy {
   }
 
   async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
     this.server.closeAllConnections();
     await new Promise<void>((r) => this.server.close(() => r()));
     this.pool.close();
@@ -170,8 +217,9 @@ export class TrajectoryProxy {
           'the admin token cannot run inference: issue a session key',
           'permission_error',
         );
-      throw new HttpError(401, 'unknown or finished session key', 'authentication_error');
+      throw new HttpError(401, 'unknown, finished or expired session key', 'authentication_error');
     }
+    s.lastActiveAt = Date.now();
     return s;
   }
 
@@ -255,7 +303,7 @@ export class TrajectoryProxy {
     if (method === 'GET' && path === '/admin/stats') {
       return sendJson(res, 200, {
         ...this.stats,
-        live_sessions: this.sessions.all().length,
+        live_sessions: this.sessions.size,
         upstreams: this.pool.upstreams.map((u) => ({
           url: u.url.toString(),
           sessions: u.sessions,
@@ -284,7 +332,7 @@ export class TrajectoryProxy {
 
   /** Calls an admin endpoint on every upstream; throws if any fails (a half-updated fleet must be noticed). */
   async fanOut(path: string, payload: unknown): Promise<unknown[]> {
-    const headers = this.opts.upstreamAdminToken
+    const headers: Record<string, string> = this.opts.upstreamAdminToken
       ? { authorization: `Bearer ${this.opts.upstreamAdminToken}` }
       : {};
     const results = await Promise.all(
@@ -346,8 +394,24 @@ export class TrajectoryProxy {
     kind: 'chat' | 'completion',
   ): Promise<void> {
     this.stats.requests++;
+    s.inFlight++;
+    s.lastActiveAt = Date.now();
+    try {
+      await this.forward(req, res, s, kind);
+    } finally {
+      s.inFlight--;
+      s.lastActiveAt = Date.now();
+    }
+  }
+
+  private async forward(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    s: Session,
+    kind: 'chat' | 'completion',
+  ): Promise<void> {
     const { raw, json } = await this.body(req);
-    let payload = raw;
+    let payload: Buffer | string = raw;
     let parent: TurnRecord | null = null;
     let fixed = false;
     let messages: unknown[] | undefined;
@@ -363,7 +427,7 @@ export class TrajectoryProxy {
       if (parent && this.drift === 'fix') {
         const ids = await this.fixedPrompt(s, json, parent);
         if (ids) {
-          payload = Buffer.from(JSON.stringify({ ...json, prompt_token_ids: ids }));
+          payload = JSON.stringify({ ...json, prompt_token_ids: ids });
           fixed = true;
         }
       }
@@ -383,20 +447,25 @@ export class TrajectoryProxy {
     if (streaming) {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       const reader = new SseReader((ev) => absorb(rec, ev as Parameters<typeof absorb>[1]));
-      for await (const chunk of up.body) {
-        res.write(chunk);
-        reader.push(chunk as Buffer);
-      }
+      // Each chunk goes on to the agent as it arrives (no buffering), then is parsed for the record.
+      await new Promise<void>((resolve, reject) => {
+        up.body.on('data', (chunk: Buffer) => {
+          res.write(chunk);
+          reader.push(chunk);
+        });
+        up.body.once('end', resolve);
+        up.body.once('error', reject);
+      });
       res.end();
     } else {
-      const text = await readAll(up.body);
+      const bytes = await readAll(up.body);
       res.writeHead(up.status, {
         'content-type': up.headers['content-type'] ?? 'application/json',
-        'content-length': Buffer.byteLength(text),
+        'content-length': bytes.length,
       });
-      res.end(text);
+      res.end(bytes);
       if (up.status !== 200) return;
-      absorb(rec, JSON.parse(text) as Parameters<typeof absorb>[1]);
+      absorb(rec, JSON.parse(bytes.toString('utf8')) as Parameters<typeof absorb>[1]);
     }
     this.recordTurns(
       s,
@@ -428,7 +497,7 @@ export class TrajectoryProxy {
       throw new Error(
         `upstream ${upstream} returned no prompt_token_ids: it cannot be recorded (see ADAPTERS.md)`,
       );
-    const drift = fixed || (parent !== null && !startsWith(rec.promptIds, recordedHistory(parent)));
+    const drift = fixed || (parent !== null && !extendsHistory(rec.promptIds, parent));
     if (drift) {
       s.drift.detected++;
       this.stats.driftDetected++;

@@ -9,6 +9,11 @@
 // (also used by bench/dataplane-sim) decides when a new group may start so that no group is trained on more
 // than `maxStaleness` versions after it started, and the batch check drops any group whose oldest token is
 // older than that (which admission makes rare).
+//
+// A member session that expires (its agent went quiet for the proxy's idle timeout) has no reward and the
+// group's baseline would be biased without it: the whole group is recorded as filtered (never trained on)
+// and its launch slot is freed, whether or not the hung agent ever returns. Batches are offered only once
+// their records are in S3 when the ledger ships (Ledger.syncShipped).
 import type { Ledger, LedgerEntry } from './ledger';
 import type { TrajectoryProxy } from './proxy';
 import { TagScheduler, type ResourceSpec } from './scheduler';
@@ -104,6 +109,8 @@ export interface RolloutStats {
   groupsLaunched: number;
   sessions: number;
   dropped: number;
+  /** groups dropped because a member session expired */
+  expiredGroups: number;
   batches: Batch[];
 }
 
@@ -140,7 +147,14 @@ export class RolloutManager {
   }
 
   async run(steps: number): Promise<RolloutStats> {
-    const stats: RolloutStats = { steps: 0, groupsLaunched: 0, sessions: 0, dropped: 0, batches: [] };
+    const stats: RolloutStats = {
+      steps: 0,
+      groupsLaunched: 0,
+      sessions: 0,
+      dropped: 0,
+      expiredGroups: 0,
+      batches: [],
+    };
     let training: Promise<void> | null = null;
     while (stats.steps < steps) {
       if (this.failure) throw this.failure;
@@ -174,24 +188,51 @@ export class RolloutManager {
     const groupId = `g${this.groupSeq++}-${task.id}`;
     stats.groupsLaunched++;
     this.inFlight += this.o.groupSize;
-    const members = Array.from({ length: this.o.groupSize }, async () => {
+    const members = Array.from({ length: this.o.groupSize }, async (): Promise<Trajectory | null> => {
       const { session, key } = this.o.proxy.sessions.issue(task.id, groupId, {
         launch_version: launchVersion,
       });
       stats.sessions++;
-      try {
+      let released = false;
+      const release = (): void => {
+        if (!released) this.inFlight--;
+        released = true;
+      };
+      let stopListening: () => void = () => undefined;
+      const expired = new Promise<null>((resolve) => {
+        stopListening = this.o.proxy.onExpire((s) => {
+          if (s.id === session.id) resolve(null);
+        });
+      });
+      const finished = (async () => {
         const reward = await this.o.agent({ baseUrl: `${this.o.proxyUrl}/v1`, apiKey: key }, task);
-        return await this.o.proxy.finish(session.id, reward);
+        return this.o.proxy.finish(session.id, reward);
+      })();
+      try {
+        return await Promise.race([finished, expired]);
+      } catch (err) {
+        // An agent that fails after its session expired only confirms what expiry already decided.
+        if (session.finished && !this.o.proxy.sessions.get(session.id)) return null;
+        throw err;
       } finally {
-        this.inFlight--;
+        stopListening();
+        release();
+        // A hung agent may still answer later: its result (or error) no longer matters.
+        finished.catch(() => undefined);
       }
     });
     Promise.all(members).then(
-      (trajectories) => {
-        const decision = this.o.sampler.observe?.(
-          task.id,
-          trajectories.map((t) => t.reward),
-        ) ?? { keep: true };
+      (results) => {
+        const trajectories = results.filter((t): t is Trajectory => t !== null);
+        const expired = results.length - trajectories.length;
+        const decision =
+          expired > 0
+            ? { keep: false, reason: `${expired} of ${results.length} sessions expired without finishing` }
+            : (this.o.sampler.observe?.(
+                task.id,
+                trajectories.map((t) => t.reward),
+              ) ?? { keep: true });
+        if (expired > 0) stats.expiredGroups++;
         const rec: GroupRecord = {
           kind: 'group',
           group_id: groupId,
@@ -241,6 +282,7 @@ export class RolloutManager {
   }
 
   private async trainStep(stats: RolloutStats): Promise<void> {
+    await this.o.ledger.syncShipped(); // the trainer only ever acknowledges records that are in S3
     const batch = this.nextBatch();
     this.scheduler.startTraining();
     const { checkpoint, version } = await this.o.trainer.train(batch);

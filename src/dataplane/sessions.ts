@@ -4,7 +4,7 @@
 // turns (one per returned choice): prompt ids, output ids, log-probs, the policy version of each generated
 // token, the request's messages (tool results included) and the returned message (tool calls included).
 // Finishing a session with a reward turns it into a trajectory: its conversation tree plus metadata.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { buildTree, versionRange, type Sequence, type TokenMeta, type TreeNode } from './tree';
 
 export interface TurnRecord {
@@ -35,8 +35,14 @@ export interface Session {
   groupId: string | null;
   meta: Record<string, unknown>;
   createdAt: number;
+  /** when the session was issued or last made a request (idle expiry counts from here) */
+  lastActiveAt: number;
+  /** the session's API key (so finishing or expiring it revokes the key without a scan) */
+  key: string;
   turns: TurnRecord[];
   drift: { detected: number; fixed: number };
+  /** requests being answered now (a session is never expired in the middle of a generation) */
+  inFlight: number;
   /** index of the upstream this session sticks to (affinity), set on its first request */
   upstream: number | null;
   finished: boolean;
@@ -92,8 +98,11 @@ export class SessionStore {
       groupId,
       meta,
       createdAt: Date.now(),
+      lastActiveAt: Date.now(),
+      key,
       turns: [],
       drift: { detected: 0, fixed: 0 },
+      inFlight: 0,
       upstream: null,
       finished: false,
       nextRequest: 0,
@@ -116,15 +125,34 @@ export class SessionStore {
     return [...this.byId.values()];
   }
 
+  get size(): number {
+    return this.byId.size;
+  }
+
   /** Ends a session: its key stops working and its record becomes a trajectory. */
   finish(id: string, reward: number): Trajectory {
     const s = this.byId.get(id);
-    if (!s) throw new SessionError(`no session ${id}`, 404);
+    if (!s) throw new SessionError(`no session ${id} (finished, expired or never issued)`, 404);
     if (s.finished) throw new SessionError(`session ${id} is already finished`, 409);
-    s.finished = true;
-    for (const [k, v] of this.byKey) if (v === s) this.byKey.delete(k);
-    this.byId.delete(id);
+    this.remove(s);
     return toTrajectory(s, reward);
+  }
+
+  /**
+   * Removes the sessions idle (no request, no finish) for longer than `idleMs` and returns them. Their keys
+   * stop working at once; what they recorded is not turned into trajectories (see TrajectoryProxy.expire).
+   */
+  expire(idleMs: number, now = Date.now()): Session[] {
+    const out: Session[] = [];
+    for (const s of this.byId.values()) if (s.inFlight === 0 && now - s.lastActiveAt > idleMs) out.push(s);
+    for (const s of out) this.remove(s);
+    return out;
+  }
+
+  private remove(s: Session): void {
+    s.finished = true;
+    this.byKey.delete(s.key);
+    this.byId.delete(s.id);
   }
 }
 
@@ -177,8 +205,14 @@ export function messageParts(messages: unknown[]): string[] {
   return messages.map((m) => JSON.stringify(m));
 }
 
+/**
+ * The index key of the first k messages: a digest of their serialised form, so that the index holds a fixed
+ * size per turn rather than a copy of the whole conversation so far (quadratic in the session's length).
+ */
 export function messagesKey(parts: string[], k = parts.length): string {
-  return parts.slice(0, k).join('\u0001');
+  const h = createHash('sha256');
+  for (let i = 0; i < k; i++) h.update(parts[i]).update('\u0001');
+  return h.digest('base64');
 }
 
 /** Records a turn in the session (and in the index findParent uses). */
@@ -240,4 +274,14 @@ export function startsWith(a: number[], prefix: number[]): boolean {
 /** The ids a continuation of `parent` must start with: its prompt followed by what the model generated. */
 export function recordedHistory(parent: TurnRecord): number[] {
   return parent.promptIds.concat(parent.outputIds);
+}
+
+/** startsWith(ids, recordedHistory(parent)) without building the history (runs on every chat request). */
+export function extendsHistory(ids: number[], parent: TurnRecord): boolean {
+  const p = parent.promptIds;
+  const o = parent.outputIds;
+  if (ids.length < p.length + o.length) return false;
+  for (let i = 0; i < p.length; i++) if (ids[i] !== p[i]) return false;
+  for (let i = 0; i < o.length; i++) if (ids[p.length + i] !== o[i]) return false;
+  return true;
 }

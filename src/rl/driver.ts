@@ -14,19 +14,30 @@
 //
 // mode "collect" (RFT): run `groups` groups once, no training, then print one `collected` line with them.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import { Ledger } from '../dataplane/ledger';
+import path from 'node:path';
+import { Ledger, type LedgerShipping } from '../dataplane/ledger';
 import { TrajectoryProxy } from '../dataplane/proxy';
 import { RolloutManager, type Batch, type GroupRecord, type Task } from '../dataplane/rollout';
 import type { Trajectory } from '../dataplane/sessions';
 import { createSampler, StatsStore, StatsTable, TaskDrawer, type SamplingConfig } from '../sampling';
+import { parseS3Uri, s3Client } from '../storage/s3';
 
 export interface DriverSpec {
   mode: 'rl' | 'collect';
   upstreams: string[];
   upstream_admin_token?: string;
   ledger_dir: string;
+  /**
+   * s3://bucket/prefix the ledger ships to (segments, and the open segment's tail every few seconds and at
+   * shutdown), under one sub-folder per ledger folder: PREFIX/<ledger generation>/segments/. A ledger the
+   * stage starts afresh (a new machine) gets a new generation, so it never overwrites an earlier one's copy.
+   */
+  ledger_uri?: string | null;
+  /** rl mode: drop agent sessions idle this long (default max(300, 3 × agent.timeout_s)) */
+  session_idle_timeout_s?: number;
   tasks_file: string;
   group_size: number;
   batch_groups: number;
@@ -222,12 +233,15 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   };
 
   const adminToken = `tfa_${process.pid}_${Date.now()}`;
-  const ledger = new Ledger(spec.ledger_dir);
+  const ledger = new Ledger(spec.ledger_dir, { ship: ledgerShipping(spec) });
+  // Only the RL rollout manager copes with an expired session (it drops the group); RFT's collect waits.
+  const idleS = spec.session_idle_timeout_s ?? Math.max(300, 3 * spec.agent.timeout_s);
   const proxy = new TrajectoryProxy({
     upstreams: spec.upstreams,
     adminToken,
     upstreamAdminToken: spec.upstream_admin_token,
     drift: 'fix',
+    sessionIdleMs: spec.mode === 'rl' ? idleS * 1000 : 0,
     onTrajectory: (t) => {
       ledger.append(t.trajectory_id, { kind: 'trajectory', ...t });
       return Promise.resolve();
@@ -243,7 +257,8 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   };
   const stop = (): void => {
     cleanup?.();
-    void proxy.close().finally(() => process.exit(0));
+    // The open segment's tail goes to S3 before exiting (the ledger still reads its closed files).
+    void Promise.allSettled([ledger.shutdown(), proxy.close()]).finally(() => process.exit(0));
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
@@ -267,6 +282,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
 
   if (spec.mode === 'collect') {
     const groups = await collect(spec, proxy, proxyUrl, ledger, sampler, agent);
+    await ledger.syncShipped(); // what the trainer gets is in S3 first
     await store.save(spec.stats_uri, table);
     await emit({ type: 'collected', groups, sampler_stats: table.toJSON(), metrics: stats.take() });
   } else {
@@ -307,8 +323,39 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
     await emit({ type: 'done' });
   }
   cleanup();
+  await ledger.shutdown();
   await proxy.close();
   process.exit(0);
+}
+
+/** Where the ledger ships (see DriverSpec.ledger_uri); undefined when the stage gave no S3 location. */
+export function ledgerShipping(spec: DriverSpec): LedgerShipping | undefined {
+  if (!spec.ledger_uri) return undefined;
+  if (!spec.ledger_uri.startsWith('s3://')) {
+    process.stderr.write(`trainflow rl driver: ledger_uri ${spec.ledger_uri} is not s3://: not shipped\n`);
+    return undefined;
+  }
+  const loc = parseS3Uri(spec.ledger_uri);
+  const endpoint = spec.storage?.endpoint ?? process.env.TRAINFLOW_S3_ENDPOINT;
+  return {
+    client: s3Client({
+      endpoint,
+      region: spec.storage?.region,
+      force_path_style: spec.storage?.force_path_style ?? Boolean(endpoint),
+    }),
+    bucket: loc.bucket,
+    prefix: `${loc.key}/${ledgerGeneration(spec.ledger_dir)}`,
+  };
+}
+
+/** The ledger folder's generation: made when the folder is new, kept with it (DIR/generation). */
+function ledgerGeneration(dir: string): string {
+  const file = path.join(dir, 'generation');
+  if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
+  fs.mkdirSync(dir, { recursive: true });
+  const gen = `g-${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
+  fs.writeFileSync(file, `${gen}\n`);
+  return gen;
 }
 
 /** RFT: run `spec.groups` groups (tasks drawn by the sampler) with bounded concurrency; no training. */

@@ -338,3 +338,42 @@ test('malformed requests get 4xx; an unreachable upstream fails over, none at al
   expect(r.status).toBe(503);
   expect(r.json.error.message).toMatch(/no inference server is reachable/);
 });
+
+test('idle sessions expire: key revoked, record dropped, listeners told; a session mid-generation stays', async () => {
+  const proxy = new TrajectoryProxy({
+    upstreams: [servers[1].url],
+    adminToken: ADMIN,
+    upstreamAdminToken: SERVER_ADMIN,
+    sessionIdleMs: 400,
+  });
+  proxies.push(proxy);
+  const base = `http://127.0.0.1:${await proxy.listen(0)}`;
+  const expired: string[] = [];
+  proxy.onExpire((s) => expired.push(s.id));
+  const idle = await newSession(base, 'task-idle');
+  const busy = await newSession(base, 'task-busy');
+  await turn(base, idle.key, [{ role: 'user', content: 'hello' }]);
+  expect(proxy.pool.upstreams[0].sessions).toBe(1);
+  // The busy session's request waits on a paused server for longer than the idle timeout.
+  expect((await call(base, '/admin/pause', ADMIN, {})).status).toBe(200);
+  let pending: Promise<{ status: number }>;
+  try {
+    pending = call(base, '/v1/completions', busy.key, { prompt: 'hello', max_tokens: 2 });
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(expired).toEqual([idle.id]);
+    expect((await call(base, '/v1/session', idle.key)).status).toBe(401);
+    const fin = await call(base, `/admin/sessions/${idle.id}/finish`, ADMIN, { reward: 1 });
+    expect(fin.status).toBe(404);
+    expect(fin.json.error.message).toMatch(/expired/);
+    const stats = await call(base, '/admin/stats', ADMIN);
+    expect(stats.json.expiredSessions).toBe(1);
+    expect(stats.json.live_sessions).toBe(1);
+  } finally {
+    expect((await call(base, '/admin/resume', ADMIN, {})).status).toBe(200);
+  }
+  expect((await pending).status).toBe(200);
+  expect(proxy.pool.upstreams[0].sessions).toBe(1); // the busy one; the expired one gave its slot back
+  const fin = await call(base, `/admin/sessions/${busy.id}/finish`, ADMIN, { reward: 0.5 });
+  expect(fin.status).toBe(200);
+  expect(fin.json.turns).toHaveLength(1);
+});

@@ -158,3 +158,63 @@ test('groups the sampler filters out (all rewards equal) are recorded but never 
     ledger.close();
   }
 });
+
+test('a group whose agent hangs expires with its sessions: recorded as filtered, never trained, run goes on', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-rollout-'));
+  const ledger = new Ledger(dir);
+  const proxy = new TrajectoryProxy({
+    upstreams: [server.url],
+    adminToken: 'admin',
+    upstreamAdminToken: SERVER_ADMIN,
+    sessionIdleMs: 300,
+  });
+  const port = await proxy.listen(0);
+  const trained: Batch[] = [];
+  // task-b's agent makes one request, then hangs for good (a stuck sandbox, a lost worker).
+  const hanging: Agent = async (endpoint, task) => {
+    if (task.id !== 'task-b') return agent(endpoint, task);
+    await fetch(`${endpoint.baseUrl}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${endpoint.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'x' }], max_tokens: 2 }),
+    });
+    return new Promise<number>(() => undefined);
+  };
+  const manager = new RolloutManager({
+    proxy,
+    proxyUrl: `http://127.0.0.1:${port}`,
+    ledger,
+    sampler: new UniformSampler([{ id: 'task-a' }, { id: 'task-b' }], 5),
+    agent: hanging,
+    trainer: {
+      train: (batch) => {
+        trained.push(batch);
+        return Promise.resolve({ checkpoint: fix.checkpoints[0], version: batch.trainerVersion + 1 });
+      },
+    },
+    groupSize: 2,
+    batchGroups: 2,
+    concurrency: 4,
+    maxStaleness: 1,
+    initialVersion: 1,
+  });
+  try {
+    const stats = await manager.run(2);
+    expect(stats.steps).toBe(2);
+    expect(stats.expiredGroups).toBeGreaterThan(0);
+    expect(proxy.stats.expiredSessions).toBe(2 * stats.expiredGroups);
+    const trainedTasks = trained.flatMap((b) => b.groups.map((g) => g.task_id));
+    expect(trainedTasks).toEqual(['task-a', 'task-a', 'task-a', 'task-a']);
+    const expiredGroups = readLedger(dir, -1)
+      .map((e) => e.record as { kind: string; task_id: string; filtered?: string; trajectories: unknown[] })
+      .filter((r) => r.kind === 'group' && r.task_id === 'task-b');
+    expect(expiredGroups.length).toBe(stats.expiredGroups);
+    for (const g of expiredGroups) {
+      expect(g.filtered).toBe('2 of 2 sessions expired without finishing');
+      expect(g.trajectories).toEqual([]);
+    }
+  } finally {
+    await proxy.close();
+    ledger.close();
+  }
+});

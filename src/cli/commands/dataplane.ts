@@ -1,7 +1,9 @@
 // `trainflow dataplane serve`: the rollout data plane's trajectory proxy (with its ledger) as a process.
 import type { Command } from 'commander';
+import fs from 'node:fs';
 import { UserError } from '../../errors';
-import { Ledger, readLedger, type LedgerShipping } from '../../dataplane/ledger';
+import { parseDuration } from '../../config/units';
+import { Ledger, readLedger, restoreFromS3, type LedgerShipping } from '../../dataplane/ledger';
 import { TrajectoryProxy } from '../../dataplane/proxy';
 import { parseS3Uri, s3Client } from '../../storage/s3';
 
@@ -15,6 +17,18 @@ interface ServeOptions {
   ledgerDir?: string;
   ledgerS3?: string;
   segmentRecords: string;
+  shipInterval: string;
+  sessionIdleTimeout: string;
+}
+
+/** A duration flag (`30s`, `5m`, `0` for off) in milliseconds, or a clear error naming the flag. */
+function durationFlag(flag: string, value: string): number {
+  const ms = value.trim() === '0' ? 0 : parseDuration(value);
+  if (ms === undefined)
+    throw new UserError(
+      `dataplane serve: ${flag} must be a duration such as 30s, 5m or 1h (0: off), got ${value}`,
+    );
+  return ms;
 }
 
 const collect = (value: string, previous: string[]): string[] => previous.concat([value]);
@@ -41,9 +55,19 @@ export function register(program: Command): void {
     .option('--ledger-dir <dir>', 'append finished trajectories to this ledger folder')
     .option(
       '--ledger-s3 <uri>',
-      'ship sealed ledger segments to s3://bucket/prefix (MinIO: TRAINFLOW_S3_ENDPOINT)',
+      'ship ledger segments to s3://bucket/prefix (MinIO: TRAINFLOW_S3_ENDPOINT); an empty --ledger-dir is restored from there',
     )
     .option('--segment-records <n>', 'records per ledger segment', '1000')
+    .option(
+      '--ship-interval <duration>',
+      "upload the open segment's new records this often (0: only sealed segments and at shutdown)",
+      '5s',
+    )
+    .option(
+      '--session-idle-timeout <duration>',
+      'drop sessions without a request or finish for this long (their key stops working; 0: never)',
+      '30m',
+    )
     .action(async (opts: ServeOptions) => {
       const adminToken = opts.adminToken ?? process.env.TRAINFLOW_DATAPLANE_ADMIN_TOKEN;
       if (!adminToken)
@@ -57,6 +81,13 @@ export function register(program: Command): void {
         if (!/^https?:\/\/[^/]+/.test(u))
           throw new UserError(`dataplane serve: --upstream ${u} is not an http(s) URL`);
       }
+      const segmentRecords = Number(opts.segmentRecords);
+      if (!Number.isInteger(segmentRecords) || segmentRecords < 1)
+        throw new UserError(
+          `dataplane serve: --segment-records must be a whole number >= 1, got ${opts.segmentRecords}`,
+        );
+      const shipIntervalMs = durationFlag('--ship-interval', opts.shipInterval);
+      const sessionIdleMs = durationFlag('--session-idle-timeout', opts.sessionIdleTimeout);
       let ship: LedgerShipping | undefined;
       if (opts.ledgerS3) {
         if (!opts.ledgerDir)
@@ -71,23 +102,35 @@ export function register(program: Command): void {
           prefix: loc.key,
         };
       }
+      // A lost machine: the ledger's S3 copy is the ledger; an empty local folder starts from it.
+      if (ship && opts.ledgerDir && !hasSegments(opts.ledgerDir)) {
+        const n = await restoreFromS3(opts.ledgerDir, ship);
+        if (n > 0)
+          process.stderr.write(`dataplane serve: restored ${n} ledger segments from ${opts.ledgerS3}\n`);
+      }
       const ledger = opts.ledgerDir
-        ? new Ledger(opts.ledgerDir, { segmentRecords: Number(opts.segmentRecords), ship })
+        ? new Ledger(opts.ledgerDir, { segmentRecords, ship, shipIntervalMs })
         : null;
       const proxy = new TrajectoryProxy({
         upstreams: opts.upstream,
         adminToken,
         upstreamAdminToken: opts.upstreamAdminToken ?? process.env.TRAINFLOW_SERVE_ADMIN_TOKEN,
         drift: opts.drift,
+        sessionIdleMs,
         onTrajectory: ledger
           ? (t) => {
               ledger.append(t.trajectory_id, { kind: 'trajectory', ...t });
               return Promise.resolve();
             }
           : undefined,
+        // Only what is in S3 is offered (see ledger.ts): a consumer never acknowledges a record that a
+        // restore would not bring back.
         readTrajectories: ledger
-          ? (after, limit) =>
-              Promise.resolve({ entries: readLedger(ledger.dir, after, limit), acked: ledger.acked() })
+          ? async (after, limit) => {
+              await ledger.syncShipped();
+              const upTo = Math.min(limit, ledger.shippedThrough - after);
+              return { entries: upTo > 0 ? readLedger(ledger.dir, after, upTo) : [], acked: ledger.acked() };
+            }
           : undefined,
       });
       const bound = await proxy.listen(port, opts.host);
@@ -96,14 +139,14 @@ export function register(program: Command): void {
       );
       const stop = async (): Promise<void> => {
         await proxy.close();
-        if (ledger) {
-          ledger.seal();
-          await ledger.flushShipping();
-          ledger.close();
-        }
+        if (ledger) await ledger.shutdown(); // the open segment's tail goes to S3 before exiting
         process.exit(0);
       };
       process.once('SIGTERM', () => void stop());
       process.once('SIGINT', () => void stop());
     });
+}
+
+function hasSegments(dir: string): boolean {
+  return fs.existsSync(dir) && fs.readdirSync(dir).some((f) => f.startsWith('segment-'));
 }
