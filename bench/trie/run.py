@@ -198,8 +198,12 @@ def main() -> None:
 
     pg_row = next((r for r in rows if "prefix_grouper_step_s" in r), None)
     pg_value = pg_row["prefix_grouper_step_s"] if pg_row else None
-    pg_note = ("prefix-grouper 0.0.1.post1 as the attention backend on the same trie layout" if pg_row else
-               "prefix-grouper not importable: pip install prefix-grouper==0.0.1.post1 to add this column")
+    if pg_row:
+        import prefix_grouper
+        pg_note = (f"prefix-grouper (imported from {Path(prefix_grouper.__file__).parent}) as the attention backend "
+                   "on the same trie layout; not in trainer/requirements.txt")
+    else:
+        pg_note = "prefix-grouper not importable: pip install prefix-grouper==0.0.1.post1 to add this column"
     targets = {
         "grpo_efficiency_ge_0.8": next((r["efficiency"] >= 0.8 for r in rows if r["name"] == "grpo"), None),
         "agentic_efficiency_ge_0.8": next((r["efficiency"] >= 0.8 for r in rows if r["name"] == "agentic"), None),
