@@ -1,5 +1,5 @@
 // `trainflow dataplane serve` as a process: sessions finished over the admin API land in the ledger.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -83,6 +83,87 @@ test('serve: issue a key, finish the session, read the trajectory back from the 
   }
 });
 
+function serve(args: string[]): { proc: ChildProcess; port: Promise<number> } {
+  const proc = spawn(
+    process.execPath,
+    [
+      BIN,
+      'dataplane',
+      'serve',
+      '--upstream',
+      'http://127.0.0.1:9',
+      '--port',
+      '0',
+      '--admin-token',
+      'adm',
+      ...args,
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = new Promise<number>((resolve, reject) => {
+    readline.createInterface({ input: proc.stdout }).on('line', (l) => {
+      const m = /^TRAINFLOW_DATAPLANE .*"port":(\d+)/.exec(l);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.once('exit', (code) => reject(new Error(`exited ${code}`)));
+  });
+  return { proc, port };
+}
+
+test('serve with --ledger-s3: SIGTERM ships the open segment; a new machine (empty --ledger-dir) restores it', async () => {
+  const bucket = process.env.TRAINFLOW_BUCKET ?? 'trainflow';
+  const uri = `s3://${bucket}/test/dp-cli-${Date.now()}-${process.pid}`;
+  const admin = { authorization: 'Bearer adm', 'content-type': 'application/json' };
+  const first = serve([
+    '--ledger-dir',
+    fs.mkdtempSync(path.join(os.tmpdir(), 'tf-dp-cli-')),
+    '--ledger-s3',
+    uri,
+    '--ship-interval',
+    '0',
+  ]);
+  let base = `http://127.0.0.1:${await first.port}`;
+  const ids: string[] = [];
+  for (const task of ['t-1', 't-2']) {
+    const s = (await (
+      await fetch(`${base}/admin/sessions`, {
+        method: 'POST',
+        headers: admin,
+        body: JSON.stringify({ task_id: task }),
+      })
+    ).json()) as { session_id: string };
+    const fin = await fetch(`${base}/admin/sessions/${s.session_id}/finish`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ reward: 1 }),
+    });
+    expect(fin.status).toBe(200);
+    ids.push(s.session_id);
+  }
+  first.proc.kill('SIGTERM');
+  expect(await new Promise((r) => first.proc.once('exit', r))).toBe(0);
+  // The first machine is gone with its disk; the second starts from S3 alone.
+  const second = serve([
+    '--ledger-dir',
+    fs.mkdtempSync(path.join(os.tmpdir(), 'tf-dp-cli-')),
+    '--ledger-s3',
+    uri,
+  ]);
+  try {
+    base = `http://127.0.0.1:${await second.port}`;
+    const read = (await (await fetch(`${base}/admin/trajectories?after=-1`, { headers: admin })).json()) as {
+      entries: { seq: number; id: string }[];
+    };
+    expect(read.entries.map((e) => [e.seq, e.id])).toEqual([
+      [0, ids[0]],
+      [1, ids[1]],
+    ]);
+  } finally {
+    second.proc.kill('SIGTERM');
+    await new Promise((r) => second.proc.once('exit', r));
+  }
+});
+
 test('serve: bad input is one clear line and exit code 1', () => {
   const r = spawnSync(
     process.execPath,
@@ -91,4 +172,23 @@ test('serve: bad input is one clear line and exit code 1', () => {
   );
   expect(r.status).toBe(1);
   expect(r.stderr).toContain('--upstream nope is not an http(s) URL');
+  const idle = spawnSync(
+    process.execPath,
+    [
+      BIN,
+      'dataplane',
+      'serve',
+      '--upstream',
+      'http://x:1',
+      '--admin-token',
+      'x',
+      '--session-idle-timeout',
+      '10',
+    ],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
+  expect(idle.status).toBe(1);
+  expect(idle.stderr).toContain(
+    '--session-idle-timeout must be a duration such as 30s, 5m or 1h (0: off), got 10',
+  );
 });
