@@ -344,22 +344,22 @@ test('idle sessions expire: key revoked, record dropped, listeners told; a sessi
     upstreams: [servers[1].url],
     adminToken: ADMIN,
     upstreamAdminToken: SERVER_ADMIN,
-    sessionIdleMs: 400,
+    sessionIdleMs: 600,
   });
   proxies.push(proxy);
   const base = `http://127.0.0.1:${await proxy.listen(0)}`;
   const expired: string[] = [];
   proxy.onExpire((s) => expired.push(s.id));
   const idle = await newSession(base, 'task-idle');
-  const busy = await newSession(base, 'task-busy');
   await turn(base, idle.key, [{ role: 'user', content: 'hello' }]);
   expect(proxy.pool.upstreams[0].sessions).toBe(1);
+  const busy = await newSession(base, 'task-busy');
   // The busy session's request waits on a paused server for longer than the idle timeout.
   expect((await call(base, '/admin/pause', ADMIN, {})).status).toBe(200);
   let pending: Promise<{ status: number }>;
   try {
     pending = call(base, '/v1/completions', busy.key, { prompt: 'hello', max_tokens: 2 });
-    await new Promise((r) => setTimeout(r, 1200));
+    await new Promise((r) => setTimeout(r, 1500));
     expect(expired).toEqual([idle.id]);
     expect((await call(base, '/v1/session', idle.key)).status).toBe(401);
     const fin = await call(base, `/admin/sessions/${idle.id}/finish`, ADMIN, { reward: 1 });

@@ -166,7 +166,7 @@ test('a group whose agent hangs expires with its sessions: recorded as filtered,
     upstreams: [server.url],
     adminToken: 'admin',
     upstreamAdminToken: SERVER_ADMIN,
-    sessionIdleMs: 300,
+    sessionIdleMs: 600,
   });
   const port = await proxy.listen(0);
   const trained: Batch[] = [];
