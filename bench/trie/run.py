@@ -35,7 +35,7 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "trainer"), str(HERE)]
 
 import workloads  # noqa: E402
-from trainflow_trainer.model import Transformer, preset  # noqa: E402
+from trainflow_trainer.model import ModelConfig, Transformer, preset  # noqa: E402
 from trainflow_trainer.trie import LossSpec, build_forest, flat_forward_backward, packed_forward_backward  # noqa: E402
 from trainflow_trainer.trie.packer import pack  # noqa: E402
 
@@ -45,6 +45,12 @@ WORKLOADS = {
     "agentic": (lambda rng, v: workloads.agentic(rng, v, tasks=2), LossSpec.from_config("dapo")),
     "none": (lambda rng, v: workloads.no_sharing(rng, v, n=10), LossSpec.from_config("sft")),
 }
+
+# A wider model for the optional second row set (--wide): 4× tiny's width, 2 layers. Per token its linears
+# cost 15.7 MFLOP against 4 096 FLOP per attended key, so attention overtakes them only past depth ~3 800 and
+# the FLOP ceiling moves toward the token ratio. Not a trainer preset: the trainer's `tiny` stays as it is.
+WIDE = ModelConfig(vocab_size=4096, hidden_size=512, intermediate_size=2048, num_hidden_layers=2,
+                   num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096)
 
 PARAMS = {  # what each workload is, for the JSON (the builders' arguments)
     "grpo": {"groups": 1, "group_size": 8, "prompt_len": 1024, "answer_len": [128, 512], "loss": "grpo"},
@@ -124,77 +130,86 @@ def prefix_grouper_factory(batch):
     return make
 
 
+def measure(cfg, name: str, repeats: int, max_tokens: int, with_pg: bool = True) -> dict:
+    """One workload on one model config: warm-up, then `repeats` interleaved flat/trie steps; the JSON row."""
+    build, spec = WORKLOADS[name]
+    batch = build(np.random.default_rng(0), cfg.vocab_size)
+    forest = build_forest(batch)
+    total, unique = forest.total_tokens, forest.unique_tokens
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    times: dict[str, list[tuple[float, float]]] = {"flat": [], "trie": []}
+    fns = {"flat": flat_forward_backward, "trie": packed_forward_backward}
+    for mode in fns:  # warm-up (allocator, first-call costs)
+        step_time(model, opt, fns[mode], batch, spec, max_tokens)
+    for _ in range(repeats):  # interleaved, so machine load hits both alike
+        for mode in fns:
+            times[mode].append(step_time(model, opt, fns[mode], batch, spec, max_tokens))
+    pg = prefix_grouper_factory(batch) if name == "grpo" and with_pg else None
+    pg_s = None
+    if pg is not None:
+        pg_fn = lambda m, b, s, t: packed_forward_backward(m, b, s, t, attention=pg)  # noqa: E731
+        try:
+            step_time(model, opt, pg_fn, batch, spec, max_tokens)
+            pg_s = statistics.median(step_time(model, opt, pg_fn, batch, spec, max_tokens)[0]
+                                     for _ in range(repeats))
+        except Exception as e:  # noqa: BLE001 - an optional column must not sink the bench
+            print(f"prefix-grouper column failed: {e}", flush=True)
+    med = lambda mode, k: statistics.median(t[k] for t in times[mode])  # noqa: E731 - k 0: wall, 1: CPU
+    flat_s, trie_s = med("flat", 0), med("trie", 0)
+    ratio = total / unique
+    speedup = flat_s / trie_s
+    row = {"name": name, "total_tokens": total, "unique_tokens": unique, "token_ratio": round(ratio, 4),
+           "flat_step_s": round(flat_s, 4), "trie_step_s": round(trie_s, 4), "speedup": round(speedup, 4),
+           "efficiency": round(speedup / ratio, 4), "trajectories": len(batch), "trees": len(forest.trees),
+           "packed_tokens_trie": sum(len(mb) for mb in pack(forest, max_tokens)),
+           "flat_times_s": [round(t[0], 4) for t in times["flat"]],
+           "trie_times_s": [round(t[0], 4) for t in times["trie"]],
+           "flat_cpu_s": round(med("flat", 1), 4), "trie_cpu_s": round(med("trie", 1), 4),
+           "speedup_cpu": round(med("flat", 1) / med("trie", 1), 4)}
+    if name in PARAMS:
+        row["params"] = PARAMS[name]
+    row["flop_ratio"] = round(flop_estimate(cfg, batch, False, max_tokens)
+                              / flop_estimate(cfg, batch, True, max_tokens), 4)
+    row["speedup_over_flop_ratio"] = round(speedup / row["flop_ratio"], 4)
+    # The same ratio for the 1b preset (estimate only, not timed): linears dominate there, so the ceiling
+    # approaches the token ratio.
+    big = preset("1b")
+    row["flop_ratio_1b_estimate"] = round(flop_estimate(big, batch, False, max_tokens)
+                                          / flop_estimate(big, batch, True, max_tokens), 4)
+    if pg_s is not None:
+        row["prefix_grouper_step_s"] = round(pg_s, 4)
+        row["prefix_grouper_speedup"] = round(flat_s / pg_s, 4)
+    print(f"{name:8s} total {total:6d} unique {unique:6d} ratio {ratio:5.2f}  flat {flat_s:7.3f}s  "
+          f"trie {trie_s:7.3f}s  speedup {speedup:5.2f}x (CPU time {row['speedup_cpu']:5.2f}x)  "
+          f"efficiency {speedup / ratio:5.2f}  flop ratio {row['flop_ratio']:5.2f}", flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3, help="timed steps per mode (after one warm-up)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed steps per mode (after one warm-up)")
     ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 by default: on the shared 2-core machine a 2-thread step waits at every "
                          "op's barrier for whichever thread another process preempted, which measures the load, "
                          "not the work (and hits the mode with more, smaller ops harder)")
     ap.add_argument("--only", nargs="*", default=list(WORKLOADS))
+    ap.add_argument("--wide", action="store_true", help="also time grpo and agentic on the WIDE config (minutes)")
+    ap.add_argument("--wide-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trie.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.nice(5)  # a shared machine: other sessions' work first
     load_at_start = os.getloadavg()
 
-    cfg = preset("tiny")
-    rows = []
-    for name in args.only:
-        build, spec = WORKLOADS[name]
-        batch = build(np.random.default_rng(0), cfg.vocab_size)
-        forest = build_forest(batch)
-        total, unique = forest.total_tokens, forest.unique_tokens
-        torch.manual_seed(0)
-        model = Transformer(cfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        times: dict[str, list[tuple[float, float]]] = {"flat": [], "trie": []}
-        fns = {"flat": flat_forward_backward, "trie": packed_forward_backward}
-        for mode in fns:  # warm-up (allocator, first-call costs)
-            step_time(model, opt, fns[mode], batch, spec, args.max_tokens)
-        for _ in range(args.repeats):  # interleaved, so machine load hits both alike
-            for mode in fns:
-                times[mode].append(step_time(model, opt, fns[mode], batch, spec, args.max_tokens))
-        pg = prefix_grouper_factory(batch) if name == "grpo" else None
-        pg_s = None
-        if pg is not None:
-            pg_fn = lambda m, b, s, t: packed_forward_backward(m, b, s, t, attention=pg)  # noqa: E731
-            try:
-                step_time(model, opt, pg_fn, batch, spec, args.max_tokens)
-                pg_s = statistics.median(step_time(model, opt, pg_fn, batch, spec, args.max_tokens)[0]
-                                         for _ in range(args.repeats))
-            except Exception as e:  # noqa: BLE001 - an optional column must not sink the bench
-                print(f"prefix-grouper column failed: {e}", flush=True)
-        med = lambda mode, k: statistics.median(t[k] for t in times[mode])  # noqa: E731 - k 0: wall, 1: CPU
-        flat_s, trie_s = med("flat", 0), med("trie", 0)
-        ratio = total / unique
-        speedup = flat_s / trie_s
-        row = {"name": name, "total_tokens": total, "unique_tokens": unique, "token_ratio": round(ratio, 4),
-               "flat_step_s": round(flat_s, 4), "trie_step_s": round(trie_s, 4), "speedup": round(speedup, 4),
-               "efficiency": round(speedup / ratio, 4), "trajectories": len(batch), "trees": len(forest.trees),
-               "packed_tokens_trie": sum(len(mb) for mb in pack(forest, args.max_tokens)),
-               "flat_times_s": [round(t[0], 4) for t in times["flat"]],
-               "trie_times_s": [round(t[0], 4) for t in times["trie"]],
-               "flat_cpu_s": round(med("flat", 1), 4), "trie_cpu_s": round(med("trie", 1), 4),
-               "speedup_cpu": round(med("flat", 1) / med("trie", 1), 4)}
-        if name in PARAMS:
-            row["params"] = PARAMS[name]
-        row["flop_ratio"] = round(flop_estimate(cfg, batch, False, args.max_tokens)
-                                  / flop_estimate(cfg, batch, True, args.max_tokens), 4)
-        row["speedup_over_flop_ratio"] = round(speedup / row["flop_ratio"], 4)
-        # The same ratio for the 1b preset (estimate only, not timed): linears dominate there, so the ceiling
-        # approaches the token ratio.
-        big = preset("1b")
-        row["flop_ratio_1b_estimate"] = round(flop_estimate(big, batch, False, args.max_tokens)
-                                              / flop_estimate(big, batch, True, args.max_tokens), 4)
-        if pg_s is not None:
-            row["prefix_grouper_step_s"] = round(pg_s, 4)
-            row["prefix_grouper_speedup"] = round(flat_s / pg_s, 4)
-        rows.append(row)
-        print(f"{name:8s} total {total:6d} unique {unique:6d} ratio {ratio:5.2f}  flat {flat_s:7.3f}s  "
-              f"trie {trie_s:7.3f}s  speedup {speedup:5.2f}x (CPU time {row['speedup_cpu']:5.2f}x)  "
-              f"efficiency {speedup / ratio:5.2f}  flop ratio {row['flop_ratio']:5.2f}", flush=True)
+    rows = [measure(preset("tiny"), name, args.repeats, args.max_tokens) for name in args.only]
+    wide_rows = []
+    if args.wide:  # second row set: a wider model (defined here, not a trainer preset), fewer repeats
+        print(f"wide preset {WIDE}", flush=True)
+        wide_rows = [measure(WIDE, name, args.wide_repeats, args.max_tokens, with_pg=False)
+                     for name in ("grpo", "agentic") if name in args.only]
 
     pg_row = next((r for r in rows if "prefix_grouper_step_s" in r), None)
     pg_value = pg_row["prefix_grouper_step_s"] if pg_row else None
@@ -212,6 +227,9 @@ def main() -> None:
     }
     result = {
         "workloads": rows,
+        **({"wide_workloads": wide_rows, "wide_preset": {**WIDE.__dict__, "repeats": args.wide_repeats,
+                                                         "note": "second row set, not the issue's (those are tiny)"}}
+           if wide_rows else {}),
         "targets_met": targets,
         "prefix_grouper": {"grpo_step_s": pg_value, "note": pg_note},
         "config": {"preset": "tiny", "dtype": "float32", "device": "cpu", "threads": args.threads,
@@ -223,9 +241,11 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'workload':8s} {'ratio':>6s} {'speedup':>8s} {'effic.':>7s}")
-    for r in rows:
-        print(f"{r['name']:8s} {r['token_ratio']:6.2f} {r['speedup']:8.2f} {r['efficiency']:7.2f}")
+    print(f"\n{'workload':14s} {'ratio':>6s} {'speedup':>8s} {'effic.':>7s} {'flop ratio':>10s}")
+    for tag, rs in (("", rows), (" (wide)", wide_rows)):
+        for r in rs:
+            print(f"{r['name'] + tag:14s} {r['token_ratio']:6.2f} {r['speedup']:8.2f} {r['efficiency']:7.2f} "
+                  f"{r['flop_ratio']:10.2f}")
     print("targets:", targets)
     print(f"wrote {out}")
 
