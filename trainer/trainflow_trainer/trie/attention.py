@@ -153,7 +153,8 @@ class _SegmentAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: SegmentTreeMask, scale: float) -> Tensor:
         out = torch.empty_like(q)
-        lse = q.new_empty(q.shape[:3])
+        # the kernel's log-sum-exp is float32 for float32/bf16/fp16 inputs (float64 for float64)
+        lse = q.new_empty(q.shape[:3], dtype=torch.promote_types(q.dtype, torch.float32))
         for a, b in plan.own:
             o, lo = _flash(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], 0.0, True, scale=scale)[:2]
             out[:, :, a:b] = o
