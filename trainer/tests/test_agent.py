@@ -67,11 +67,17 @@ def call(code: str, i: int = 0) -> dict:
 
 
 def python_for(question: str) -> str:
-    for prefix, fmt in (("What is the sum of ", "print(sum({}))"), ("What is ", "print({})"),
-                        ("Reverse the string ", "print({}[::-1])")):
-        if question.startswith(prefix):
-            return fmt.format(question[len(prefix):-1])
-    return "print(sorted({}))".format(question[len("Sort "):-len(" in increasing order.")])
+    """The program that answers a demo question (it reads the task's data.txt)."""
+    from trainflow_trainer.demo_data import QUESTIONS
+
+    return {q: code for level in QUESTIONS for q, code, _ in level}[question]
+
+
+def said(task, **changes):
+    """The task with its answer read from the final message (verifier source final) instead of the tool."""
+    import dataclasses
+
+    return dataclasses.replace(task, verifier={**task.verifier, "source": "final"}, **changes)
 
 
 @pytest.fixture
@@ -115,7 +121,7 @@ def test_tool_call_then_answer(stub, sandbox):
 
 
 def test_several_tool_calls_in_one_turn_run_in_parallel(stub, sandbox):
-    task = demo_tasks(1)[0]
+    task = said(demo_tasks(1)[0])
     code = "import time\nt0 = time.time()\ntime.sleep(0.5)\nprint({i}, t0, time.time())"
 
     def script(messages):
@@ -239,6 +245,7 @@ def test_worker_mode_answers_episode_requests_from_stdin(stub):
 
     s = stub(script)
     tasks = demo_tasks(3, seed=2)
+    tasks[2] = said(tasks[2])  # stopped after its tool call: no final answer, no reward
     requests = [{"id": f"r{i}", "base_url": s.url, "api_key": f"key-{i}", "task": t.to_dict(),
                  "max_turns": 1 if i == 2 else 3, "sampling": {"max_tokens": 7}} for i, t in enumerate(tasks)]
     stdin = "\n".join(json.dumps(r) for r in requests) + "\nnot json\n" + json.dumps({"id": "bad", "task": {}}) + "\n"
@@ -256,7 +263,7 @@ def test_worker_mode_answers_episode_requests_from_stdin(stub):
 
 
 def test_tool_calls_of_an_episode_share_one_work_folder(stub, sandbox):
-    task = demo_tasks(1)[0]
+    task = said(demo_tasks(1)[0], environment={})
     replies = iter([
         {"content": "", "tool_calls": [call("open('notes.txt', 'w').write('42')", 0),
                                        call("open('other.txt', 'w').write('x')", 1)]},

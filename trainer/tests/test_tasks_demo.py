@@ -25,21 +25,36 @@ def test_deterministic_in_the_seed_and_spread_over_difficulties():
 
 
 def test_the_python_tool_computes_every_answer():
-    """The tool route works: the expression the question names, printed by the sandbox, is the answer."""
+    """The tool route works: the program SFT teaches for the question, run in the sandbox on the task's
+    data file, prints the answer; the hard level-4 question needs a program SFT never shows."""
+    from trainflow_trainer.demo_data import QUESTIONS, UNSEEN, _conversation
+
+    programs = {q: code for level in QUESTIONS for q, code, _ in level}
     sb = Sandbox()
-    for t in demo_tasks(10, seed=0):
+    tasks = demo_tasks(40, seed=0)
+    assert {t.prompt[-1]["content"] for t in tasks} == set(programs)  # every operation occurs, nothing else
+    for t in tasks:
+        ws = sb.workspace()
+        try:
+            ws.write(t.environment["files"])
+            out = sb.run_python(programs[t.prompt[-1]["content"]], workspace=ws).stdout.strip()
+        finally:
+            ws.close()
+        assert out == t.verifier["expected"], (t.prompt[-1]["content"], t.environment, out)
+        # the answer counts when the agent's program printed it (source: tool), not when it is only stated
         q = t.prompt[-1]["content"]
-        if q.startswith("What is the sum of "):
-            code = f"print(sum({q[len('What is the sum of '):-1]}))"
-        elif q.startswith("What is "):
-            code = f"print({q[len('What is '):-1]})"
-        elif q.startswith("Reverse the string "):
-            code = f"print({q[len('Reverse the string '):-1]}[::-1])"
-        else:
-            code = f"print(sorted({q[len('Sort '):-len(' in increasing order.')]}))"
-        out = sb.run_python(code).stdout.strip()
-        assert out == t.verifier["expected"], (q, code, out)
-        assert verify(t, f"The answer is {out}.").reward == 1.0
+        said = [*t.prompt, {"role": "assistant", "content": f"The answer is {out}."}]
+        did = [*t.prompt, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+            "name": "python", "arguments": {"code": programs[q]}}}]}, {"role": "tool", "content": out + "\n"},
+            {"role": "assistant", "content": "The answer is 0."}]
+        assert verify(t, did).reward == 1.0 and verify(t, said).reward == 0.0
+    code_len = {lvl: min(len(programs[q]) for q, *_ in QUESTIONS[lvl]) for lvl in range(5)}
+    assert code_len[0] < code_len[1] <= code_len[2] < code_len[3]  # harder levels need longer programs
+    import random
+
+    rng = random.Random(0)
+    seen = {m["content"] for _ in range(300) for m in _conversation(rng)["messages"] if m["role"] == "user"}
+    assert UNSEEN not in seen and UNSEEN in {t.prompt[-1]["content"] for t in tasks}
 
 
 def test_the_sft_phrasing_is_what_the_verifier_reads():
@@ -53,6 +68,7 @@ def test_the_sft_phrasing_is_what_the_verifier_reads():
 
 def test_answer_verifier():
     t = demo_tasks(1)[0]
+    t = Task(**{**t.__dict__, "verifier": {"kind": "answer", "expected": t.verifier["expected"]}})  # source final
     exp = t.verifier["expected"]
     conv = [{"role": "user", "content": "q"}, {"role": "assistant", "content": f"The answer is {exp}."}]
     assert verify(t, conv).passed

@@ -69,21 +69,47 @@ def _func_doc(rng: random.Random) -> str:
     )
 
 
+LEVELS = 5
+DEMO_SYSTEM = "You are a coding agent. Use the python tool to compute."
+DATA_FILE = "data.txt"
+_NUMS = f"map(int, open('{DATA_FILE}').read().split())"
+# Per level, the questions of that level: (question, the program that answers it, the answer's function).
+# The levels are programs of growing length, and a longer program has more tokens a sampling policy can get
+# wrong; level 4's first question needs a program the SFT data never shows (only RL can find it).
+QUESTIONS: list[list[tuple[str, str, object]]] = [
+    [("How many numbers are in data.txt?", f"print(len(open('{DATA_FILE}').read().split()))", len)],
+    [("What is the largest number in data.txt?", f"print(max({_NUMS}))", max),
+     ("What is the smallest number in data.txt?", f"print(min({_NUMS}))", min)],
+    [("What is the sum of the numbers in data.txt?", f"print(sum({_NUMS}))", sum)],
+    [("What is the sum of the even numbers in data.txt?", f"print(sum(x for x in {_NUMS} if x % 2 == 0))",
+      lambda xs: sum(x for x in xs if x % 2 == 0)),
+     ("How many odd numbers are in data.txt?", f"print(sum(1 for x in {_NUMS} if x % 2 == 1))",
+      lambda xs: sum(1 for x in xs if x % 2 == 1))],
+    [("What is the sum of the two largest numbers in data.txt?", f"print(sum(sorted({_NUMS})[-2:]))",
+      lambda xs: sum(sorted(xs)[-2:])),
+     ("What is the product of the numbers in data.txt?", f"import math\nprint(math.prod({_NUMS}))",
+      lambda xs: __import__("math").prod(xs))],
+]
+UNSEEN = QUESTIONS[4][0][0]
+
+
+def demo_question(rng: random.Random, level: int, unseen: bool = True) -> tuple[str, dict[str, str], str, str]:
+    """(question, files, python code that prints the answer, the answer) at difficulty `level` 0 … 4.
+
+    The one generator behind the demo's SFT conversations, mid-training transcripts and RL tasks, so the
+    phrasing the model learns is the phrasing it is tested on. The numbers live in the task's `data.txt`
+    (the agent reads them with code, as a real agent reads a repository): the model has to pick and write
+    the right program for the question. `unseen=False` (the SFT data) leaves out level 4's first question."""
+    xs = [rng.randint(1, 99) for _ in range(rng.randint(3, 8))]
+    choices = [c for c in QUESTIONS[level] if unseen or c[0] != UNSEEN]
+    question, code, fn = rng.choice(choices)
+    return question, {DATA_FILE: " ".join(map(str, xs)) + "\n"}, code, str(fn(xs))
+
+
 def _arith_task(rng: random.Random) -> tuple[str, str, str]:
-    """(question, python code, printed result)."""
-    kind = rng.randrange(4)
-    if kind == 0:
-        a, b = rng.randint(10, 999), rng.randint(10, 999)
-        op = rng.choice(["+", "-", "*"])
-        return f"What is {a} {op} {b}?", f"print({a} {op} {b})", str(eval(f"{a} {op} {b}"))
-    if kind == 1:
-        xs = [rng.randint(1, 99) for _ in range(rng.randint(3, 6))]
-        return f"What is the sum of {xs}?", f"print(sum({xs}))", str(sum(xs))
-    if kind == 2:
-        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 9)))
-        return f"Reverse the string {word!r}.", f"print({word!r}[::-1])", word[::-1]
-    xs = [rng.randint(1, 99) for _ in range(rng.randint(3, 6))]
-    return f"Sort {xs} in increasing order.", f"print(sorted({xs}))", str(sorted(xs))
+    """(question, python code, printed result) of a demo question of a random level, without the hard one."""
+    question, _files, code, answer = demo_question(rng, rng.randrange(LEVELS), unseen=False)
+    return question, code, answer
 
 
 def _answer(question: str, result: str) -> str:
@@ -91,20 +117,20 @@ def _answer(question: str, result: str) -> str:
 
 
 def _conversation(rng: random.Random) -> dict:
-    """1–2 tool-using rounds, sometimes with a system prompt and a closing small-talk turn."""
+    """A demo task solved: the question, a python call that reads data.txt, its output, the answer; mostly
+    with the demo's system prompt, sometimes closed by a small-talk turn."""
     messages: list[dict] = []
-    if rng.random() < 0.5:
-        messages.append({"role": "system", "content": "You are a coding agent. Use the python tool to compute."})
-    for _ in range(rng.choice([1, 1, 2])):
-        q, code, out = _arith_task(rng)
-        messages.append({"role": "user", "content": q})
-        messages.append({
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [{"type": "function", "function": {"name": "python", "arguments": {"code": code}}}],
-        })
-        messages.append({"role": "tool", "content": out})
-        messages.append({"role": "assistant", "content": _answer(q, out)})
+    if rng.random() < 0.9:
+        messages.append({"role": "system", "content": DEMO_SYSTEM})
+    q, code, out = _arith_task(rng)
+    messages.append({"role": "user", "content": q})
+    messages.append({
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": "python", "arguments": {"code": code}}}],
+    })
+    messages.append({"role": "tool", "content": out})
+    messages.append({"role": "assistant", "content": _answer(q, out)})
     if rng.random() < 0.2:
         messages.append({"role": "user", "content": "Thanks!"})
         messages.append({"role": "assistant", "content": "You are welcome."})
@@ -170,4 +196,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["generate", "PYTHON_TOOL"]
+__all__ = ["generate", "PYTHON_TOOL", "DEMO_SYSTEM", "LEVELS", "demo_question"]

@@ -67,6 +67,9 @@ class Task:
             raise TaskFormatError(f"{where} ({d['id']}): field 'verifier.kind' must be one of {VERIFIER_KINDS}")
         if v["kind"] == "answer" and not isinstance(v.get("expected"), str):
             raise TaskFormatError(f"{where} ({d['id']}): an answer verifier needs 'expected' (a string)")
+        if v["kind"] == "answer" and v.get("source", "final") not in ("final", "tool"):
+            raise TaskFormatError(f"{where} ({d['id']}): field 'verifier.source' must be final or tool, "
+                                  f"got {v.get('source')!r}")
         if v["kind"] == "unit_tests" and not isinstance(v.get("test"), str):
             raise TaskFormatError(f"{where} ({d['id']}): a unit_tests verifier needs 'test' (Python source)")
         return cls(id=d["id"], family=d.get("family", "jsonl"), prompt=prompt, verifier=v,

@@ -1,9 +1,11 @@
 """Verifiers: score an agent's final response to a task with a reward of 1 (passed) or 0.
 
 Kinds (the task's `verifier.kind`):
-  answer      {"expected": "42"}: the final assistant message states the answer as "The answer is 42."
-              (the demo SFT data's phrasing) or "ANSWER: 42"; compared after trimming spaces and a final
-              full stop.
+  answer      {"expected": "42", "source": "final" | "tool"}: with source final (the default) the final
+              assistant message states the answer as "The answer is 42." (the demo SFT data's phrasing)
+              or "ANSWER: 42"; with source tool the answer is what the agent's last tool call printed
+              (the agent must compute it with a program, not state it). Compared after trimming spaces
+              and a final full stop.
   unit_tests  {"test": SOURCE, "prefix": SOURCE?, "entry_point": NAME?, "timeout_s": S?}: the program
               prefix + the response's code + test [+ check(entry_point)] runs in the sandbox and passes
               when it exits 0 within its limits. The response's code is the last ```python block of the
@@ -48,6 +50,16 @@ def final_text(response: str | list[dict]) -> str:
     return ""
 
 
+def last_tool_output(response: str | list[dict]) -> str | None:
+    """What the last tool call of a conversation returned (None when there was none)."""
+    if isinstance(response, str):
+        return None
+    for m in reversed(response):
+        if m.get("role") == "tool":
+            return m.get("content") or ""
+    return None
+
+
 def final_answer(text: str) -> str | None:
     for rx in ANSWER_RES:
         m = rx.search(text.strip())
@@ -83,7 +95,13 @@ def verify(task: Task, response: str | list[dict], sandbox: Sandbox | None = Non
     v = task.verifier
     text = final_text(response)
     if v["kind"] == "answer":
-        got = final_answer(text)
+        if v.get("source") == "tool":
+            out = last_tool_output(response)
+            if out is None:
+                return Verdict(0.0, False, "no tool call: the answer must be computed with the python tool")
+            got = _normalise(out)
+        else:
+            got = final_answer(text)
         if got is None:
             return Verdict(0.0, False, "no final answer ('The answer is ...' or 'ANSWER: ...')")
         ok = got == _normalise(v["expected"])
@@ -111,4 +129,4 @@ def verify_code(task: Task, code: str, sandbox: Sandbox | None = None) -> Verdic
     return Verdict(0.0, False, reason, run)
 
 
-__all__ = ["Verdict", "verify", "verify_code", "final_answer", "extract_code", "unit_test_program", "Limits"]
+__all__ = ["Verdict", "verify", "verify_code", "final_answer", "last_tool_output", "extract_code", "unit_test_program", "Limits"]
