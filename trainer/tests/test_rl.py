@@ -53,6 +53,31 @@ def test_tree_paths_and_trajectories_use_recorded_ids_and_mask_generated_tokens(
     assert np.allclose(group_advantages([1.0, 0.0, 0.0, 0.0], normalize_std=False), [0.75, -0.25, -0.25, -0.25])
 
 
+def test_advantage_scaling_difficulty_and_entropy_scale_groups_relative_to_the_batch():
+    from trainflow_trainer.rl.batch import advantage_scales
+
+    def grp(rewards, lp):  # every session generated one token with log-prob lp
+        return {"group_id": "g", "trajectories": [session(r, node([1], children=[node([2], [lp], [0])]))
+                                                  for r in rewards]}
+
+    hard, easy = grp([1.0, 0.0, 0.0, 0.0], -2.0), grp([1.0, 1.0, 1.0, 0.0], -0.5)
+    # pass rates 0.25 and 0.75: mean failure 0.5, scales 0.75/0.5 = 1.5 and 0.25/0.5 = 0.5
+    assert advantage_scales([hard, easy], "difficulty") == pytest.approx([1.5, 0.5])
+    # entropies 2.0 and 0.5: mean 1.25, scales 1.6 and 0.4 → clipped to 0.5
+    assert advantage_scales([hard, easy], "entropy") == pytest.approx([1.6, 0.5])
+    assert advantage_scales([hard, easy], "none") == [1.0, 1.0]
+    plain, _ = to_trajectories([hard, easy], 0)
+    scaled, _ = to_trajectories([hard, easy], 0, scaling="difficulty")
+    assert [s.advantage for s in scaled] == pytest.approx([p.advantage * f for p, f in zip(plain, [1.5] * 4 + [0.5] * 4)])
+    with pytest.raises(ValueError, match="advantage_scaling"):
+        advantage_scales([hard], "bogus")
+    from trainflow_trainer.errors import BadInput
+    from trainflow_trainer.stages.rl import loss_spec
+    assert loss_spec({"algorithm": {"advantage_scaling": "entropy"}})[2] == "entropy"
+    with pytest.raises(BadInput, match="stage.algorithm.advantage_scaling"):
+        loss_spec({"algorithm": {"advantage_scaling": "loud"}})
+
+
 def test_rft_keeps_passing_or_top_rollouts():
     from trainflow_trainer.stages.rft import select
 

@@ -8,7 +8,12 @@ log-probs and versions as recorded. The trie packer merges what the branches sha
 group, earlier turns across a session), so it is computed once.
 
 Advantages (GRPO): A_i = (r_i − mean(r)) / (std(r) + eps) within the group (centred only when
-normalize_std is false), the same for every branch of session i.
+normalize_std is false), the same for every branch of session i. `algorithm.advantage_scaling` then scales
+each group's advantages relative to the batch (the same formulas as src/sampling/advantages.ts, which the
+config reference documents), clipped to [0.5, 2]:
+  difficulty  s_g = (1 − p_g) / (1 − p̄): groups harder than the batch average count more;
+  entropy     s_g = H_g / H̄, with H_g the mean negative log-prob of the group's sampled tokens (an unbiased
+              estimate of the policy's token entropy from what was recorded): exploring groups count more.
 """
 
 from __future__ import annotations
@@ -42,6 +47,37 @@ def group_advantages(rewards: list[float], normalize_std: bool = True, eps: floa
     return (centred / (r.std() + eps)).tolist()
 
 
+SCALINGS = ("none", "difficulty", "entropy")
+MIN_SCALE, MAX_SCALE = 0.5, 2.0
+
+
+def group_entropy(g: dict) -> float:
+    """Mean negative log-prob of the group's generated tokens (every path of every session's tree)."""
+    lps = [lp for t in g["trajectories"] for _, lp_path, _ in tree_paths(t["tree"]) for lp in lp_path[1:]
+           if lp is not None]
+    return float(-np.mean(lps)) if lps else 0.0
+
+
+def advantage_scales(groups: list[dict], mode: str = "none") -> list[float]:
+    """Per-group factors for a batch: all 1 for `none`; see the module docstring for the others."""
+    if mode not in SCALINGS:
+        raise ValueError(f"advantage_scaling: expected one of {' | '.join(SCALINGS)}, got {mode!r}")
+    if mode == "none" or not groups:
+        return [1.0] * len(groups)
+    if mode == "difficulty":
+        rates = [float(np.mean([min(1.0, max(0.0, float(t["reward"]))) for t in g["trajectories"]]))
+                 for g in groups]
+        mean_fail = 1.0 - float(np.mean(rates))
+        if mean_fail <= 0:
+            return [1.0] * len(groups)
+        return [float(np.clip((1.0 - p) / mean_fail, MIN_SCALE, MAX_SCALE)) for p in rates]
+    hs = [group_entropy(g) for g in groups]
+    mean = float(np.mean(hs))
+    if mean <= 0:
+        return [1.0] * len(groups)
+    return [float(np.clip(h / mean, MIN_SCALE, MAX_SCALE)) for h in hs]
+
+
 @dataclass
 class BatchStats:
     groups: int
@@ -67,14 +103,15 @@ def branches(t: dict, advantage: float) -> list[Trajectory]:
 
 
 def to_trajectories(groups: list[dict], trainer_version: int, normalize_std: bool = True,
-                    mode: str = "rl") -> tuple[list[Trajectory], BatchStats]:
-    """mode rl: every branch with its group advantage. mode sft: advantages unused (RFT's kept rollouts)."""
+                    mode: str = "rl", scaling: str = "none") -> tuple[list[Trajectory], BatchStats]:
+    """mode rl: every branch with its (scaled) group advantage. mode sft: advantages unused (RFT's kept rollouts)."""
     trajs: list[Trajectory] = []
     rewards, stale, n_traj = [], [], 0
-    for g in groups:
+    scales = advantage_scales(groups, scaling) if mode == "rl" else [1.0] * len(groups)
+    for g, scale in zip(groups, scales):
         rs = [float(t["reward"]) for t in g["trajectories"]]
         rewards.extend(rs)
-        advs = group_advantages(rs, normalize_std) if mode == "rl" else [0.0] * len(rs)
+        advs = [a * scale for a in group_advantages(rs, normalize_std)] if mode == "rl" else [0.0] * len(rs)
         for t, a in zip(g["trajectories"], advs):
             n_traj += 1
             for br in branches(t, a):

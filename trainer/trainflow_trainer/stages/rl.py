@@ -17,7 +17,7 @@ at or before it never again.
 
 Config: rollout {group_size, concurrency, batch_groups, max_turns, max_new_tokens, temperature, max_staleness,
 sandbox}, sampling {...src/sampling}, algorithm {name, clip_low, clip_high, loss_agg, kl_coef, entropy_coef,
-normalize_std}, packing {mode: trie|flat, max_tokens}, train {steps, lr, ...}, checkpoint {every, keep_last}.
+normalize_std, advantage_scaling}, packing {mode: trie|flat, max_tokens}, train {steps, lr, ...}, checkpoint {every, keep_last}.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInput, Preempted
-from ..rl.batch import to_trajectories
+from ..rl.batch import SCALINGS, to_trajectories
 from ..rl.policy import open_stage, save_checkpoint, write_weights
 from ..rl.rollouts import Rollouts
 from ..train import lr_at
@@ -39,7 +39,7 @@ from ..trie import LossSpec, forward_backward
 from ..trie.step import packed_logprobs
 
 
-def loss_spec(stage: dict) -> tuple[LossSpec, bool]:
+def loss_spec(stage: dict) -> tuple[LossSpec, bool, str]:
     a = {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean", "kl_coef": 0.0,
          "entropy_coef": 0.0, "normalize_std": True, **(stage.get("algorithm") or {})}
     agg = {"token-mean": "token_mean", "seq-mean": "seq_mean"}.get(a["loss_agg"])
@@ -47,14 +47,15 @@ def loss_spec(stage: dict) -> tuple[LossSpec, bool]:
         raise BadInput(f"stage.algorithm.loss_agg: expected token-mean or seq-mean, got {a['loss_agg']!r}")
     if a["name"] not in ("grpo", "dapo", "ppo"):
         raise BadInput(f"stage.algorithm.name: expected grpo | dapo | ppo, got {a['name']!r}")
-    if a.get("advantage_scaling", "none") != "none":
-        raise BadInput("stage.algorithm.advantage_scaling: only `none` is implemented by the trainer so far")
+    scaling = a.get("advantage_scaling", "none")
+    if scaling not in SCALINGS:
+        raise BadInput(f"stage.algorithm.advantage_scaling: expected one of {' | '.join(SCALINGS)}, got {scaling!r}")
     try:
         spec = LossSpec(kind="ppo", aggregation=agg, eps_low=float(a["clip_low"]), eps_high=float(a["clip_high"]),
                         kl_coef=float(a["kl_coef"]), entropy_coef=float(a["entropy_coef"]))
     except ValueError as e:
         raise BadInput(f"stage.algorithm: {e}") from None
-    return spec, bool(a["normalize_std"])
+    return spec, bool(a["normalize_std"]), scaling
 
 
 def packing(stage: dict) -> dict:
@@ -66,7 +67,7 @@ def packing(stage: dict) -> dict:
 
 def run(ctx) -> None:
     spec, stage = ctx.spec, ctx.spec.stage
-    lspec, normalize_std = loss_spec(stage)
+    lspec, normalize_std, scaling = loss_spec(stage)
     pack = packing(stage)
     opened = open_stage(ctx)
     if opened is None:
@@ -111,7 +112,7 @@ def run(ctx) -> None:
                 raise RuntimeError(f"data plane: expected a batch, got {msg.get('type')!r}")
             t0 = time.perf_counter()
             wait_s = t0 - t_wait  # the trainer idle, waiting for a batch (what asynchrony should shrink)
-            trajs, bs = to_trajectories(msg["groups"], step, normalize_std)
+            trajs, bs = to_trajectories(msg["groups"], step, normalize_std, scaling=scaling)
             if ref_model is not None and trajs:
                 for t, ref in zip(trajs, packed_logprobs(ref_model, trajs, pack["max_tokens"])):
                     t.ref_logprobs = [0.0] + ref.tolist()
