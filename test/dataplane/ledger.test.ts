@@ -4,7 +4,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { HeadBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import {
   encodeLine,
   Ledger,
@@ -292,5 +292,34 @@ test("the RL driver's ledger ships to the stage's S3 location, one generation pe
   expect(fresh.prefix).not.toBe(ship.prefix);
   // Without an S3 location (a local output prefix) nothing ships.
   expect(ledgerShipping({ ...spec, ledger_uri: null })).toBeUndefined();
+  client.destroy();
+});
+
+test('a failed upload is retried in order; S3 never holds a later segment without the earlier one', async () => {
+  const { client, bucket } = await minio();
+  // Segment 0's upload goes to a bucket that does not exist (S3 refusing); S3 works again for what follows.
+  const prefix = `test/ledger-retry-${Date.now()}-${process.pid}`;
+  const ship = { client, bucket: `missing-${Date.now()}`, prefix };
+  const dir = tmp();
+  const l = new Ledger(dir, { segmentRecords: 2, ship, shipIntervalMs: 0 });
+  for (let i = 0; i < 3; i++) l.append(`t${i}`, { i }); // seals segment 0 (its upload starts), opens 2
+  l.shipTail(); // queues segment 2's tail behind it
+  await new Promise((r) => setImmediate(r)); // segment 0's request is on its way to the missing bucket
+  ship.bucket = bucket;
+  await l.flushShipping();
+  expect(l.shipErrors.length).toBe(1);
+  // Segment 2 alone was not uploaded (a restore would have a gap), and nothing is offered.
+  const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
+  expect(listed.Contents ?? []).toEqual([]);
+  expect(l.shippedThrough).toBe(-1);
+  expect(readShipped(dir, -1)).toEqual([]);
+  l.append('t3', { i: 3 });
+  await l.syncShipped();
+  expect(l.shippedThrough).toBe(3);
+  expect(readShipped(dir, -1).map((e) => e.id)).toEqual(['t0', 't1', 't2', 't3']);
+  const restored = tmp();
+  expect(await restoreFromS3(restored, ship)).toBe(2);
+  expect(readLedger(restored, -1)).toEqual(readLedger(dir, -1));
+  await l.shutdown();
   client.destroy();
 });
