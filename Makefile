@@ -65,8 +65,12 @@ format: setup-node
 bench-trainer: setup-python
 	cd trainer && ../.venv/bin/python ../bench/trainer/run.py
 
+# prefix-grouper (PyPI) is the third column on the GRPO workload; it stays out of the trainer's environment
+# (installed without dependencies beside it, into the cache) so the trainer's pinned set is untouched.
+PREFIX_GROUPER := $(HOME)/.cache/trainflow/prefix-grouper-0.0.1.post1
 bench-trie: setup-python
-	cd trainer && ../.venv/bin/python ../bench/trie/run.py
+	@test -d $(PREFIX_GROUPER) || .venv/bin/python -m pip install -q --no-deps --target $(PREFIX_GROUPER) prefix-grouper==0.0.1.post1
+	cd trainer && PYTHONPATH=$(PREFIX_GROUPER) ../.venv/bin/python ../bench/trie/run.py $(BENCH_TRIE_ARGS)
 
 bench-pipeline: setup
 	@bash infra/dev/with-stack.sh npx tsx bench/pipeline/run.ts
