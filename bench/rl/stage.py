@@ -19,7 +19,7 @@ TRAINER = REPO / "trainer"
 
 
 def rl_stage(steps: int, seed: int, strategy: str = "difficulty", max_staleness: int = 1, group_size: int = 8,
-             batch_groups: int = 4, concurrency: int = 8, tasks: int = 64, lr: float = 2e-4) -> dict:
+             batch_groups: int = 4, concurrency: int = 8, tasks: int = 64, lr: float = 5e-4) -> dict:
     return {
         "name": "rl", "kind": "rl", "tasks": {"family": "demo", "count": tasks, "seed": seed},
         "rollout": {"group_size": group_size, "concurrency": concurrency, "batch_groups": batch_groups,

@@ -215,3 +215,16 @@ def test_reward_rise_needs_three_standard_errors():
     assert rising["z"] == pytest.approx(0.4 / ((0.09 + 0.25) / 64) ** 0.5)
     assert not reward_rise(hist([0.3, 0.3] + [0.3] * 16 + [0.35, 0.35]))["passed"]  # too small a rise for 64 episodes
     assert not reward_rise(hist([0.5] * 20 + [0.1] * 2))["passed"]
+    # the command the CI demo test and `make demo` run on an RL checkpoint's trainer_state.json
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    for rewards, code in (([0.1, 0.1] + [0.3] * 16 + [0.5, 0.5], 0), ([0.3] * 20, 1)):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump({"history": hist(rewards)}, f)
+        p = subprocess.run([sys.executable, "-m", "trainflow_trainer.rl.evidence", f.name], cwd=TRAINER,
+                           capture_output=True, text=True, timeout=60)
+        out = json.loads(p.stdout)
+        assert p.returncode == code and out["passed"] == (code == 0) and out["rewards"] == rewards

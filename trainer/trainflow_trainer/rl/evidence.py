@@ -33,3 +33,27 @@ def reward_rise(history: list[dict], k: float = 3.0) -> dict:
     se = math.sqrt(var(ma) / len(a) + var(mb) / len(b))
     z = (mb - ma) / se
     return {"first": ma, "last": mb, "se": se, "z": z, "passed": z >= k}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m trainflow_trainer.rl.evidence TRAINER_STATE.json [--k 3]: prints the check as JSON; exit 0
+    when the reward rose by at least k standard errors, 1 when it did not."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(prog="python -m trainflow_trainer.rl.evidence", description=main.__doc__)
+    ap.add_argument("state", help="an RL checkpoint's trainer_state.json (its `history` is read)")
+    ap.add_argument("--k", type=float, default=3.0)
+    args = ap.parse_args(argv)
+    history = json.loads(Path(args.state).read_text()).get("history") or []
+    if not history:
+        print(json.dumps({"error": f"{args.state}: no `history` (is this an RL checkpoint's trainer_state.json?)"}))
+        return 2
+    result = reward_rise(history, args.k)
+    print(json.dumps({**result, "steps": len(history), "rewards": [h["metrics"]["reward_mean"] for h in history]}))
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -169,4 +169,9 @@ def run(ctx) -> None:
                 nxt = write_weights(policy, policy_root / f"v-{step:06d}")
                 ro.trained(nxt, step)
                 shutil.rmtree(policy_root / f"v-{step - 2:06d}", ignore_errors=True)  # the server holds step-1 at most
+    if len(history) >= 2:  # the demo's acceptance check, in the log of every RL stage
+        from ..rl.evidence import reward_rise
+        ev = reward_rise(history)
+        ctx.log(f"trainflow: rl reward first tenth {ev['first']:.3f} → last tenth {ev['last']:.3f} "
+                f"({ev['z']:+.1f} standard errors: {'a rise' if ev['passed'] else 'no clear rise'})")
     ctx.status.update(step=step, metrics=metrics)
