@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True, help="starting policy (the demo's SFT/RFT output)")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--target", type=float, default=0.3)
     args = ap.parse_args()
     arms = []
     for name in ("difficulty", "uniform"):
