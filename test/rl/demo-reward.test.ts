@@ -1,4 +1,4 @@
-// The demo pipeline in a reduced form (fewer steps), end to end on the real stack — the CLI's `trainflow run`,
+// The demo pipeline in a reduced form (fewer mid-train/RFT steps and tasks; RL as long as the demo's), end to end on the real stack — the CLI's `trainflow run`,
 // Temporal, MinIO, the trainer, the data plane, the inference server, the sandboxed agent — on two seeds.
 // Each run must show RL working: the RL stage's mean reward over its last tenth of steps exceeds its first
 // tenth by at least three standard errors (trainflow_trainer.rl.evidence, the check `make demo` prints).
@@ -13,7 +13,7 @@ import { BUCKET, S3_ENDPOINT, TEMPORAL_ADDRESS, uniqueId, useDataDir } from '../
 
 const PYTHON = path.join(repoRoot, '.venv/bin/python');
 const TRAINER = path.join(repoRoot, 'trainer');
-const RL_STEPS = 20;
+const RL_STEPS = 30;
 
 interface Stage {
   name: string;
