@@ -1,5 +1,6 @@
-// The demo pipeline in a reduced form (fewer mid-train/RFT steps and tasks; RL as long as the demo's), end to end on the real stack — the CLI's `trainflow run`,
-// Temporal, MinIO, the trainer, the data plane, the inference server, the sandboxed agent — on two seeds.
+// The demo pipeline in a reduced form (fewer mid-train and RFT steps, fewer tasks; RL as long as the demo's),
+// end to end on the real stack — the CLI's `trainflow run`, Temporal, MinIO, the trainer, the data plane, the
+// inference server, the sandboxed agent — on two seeds.
 // Each run must show RL working: the RL stage's mean reward over its last tenth of steps exceeds its first
 // tenth by at least three standard errors (trainflow_trainer.rl.evidence, the check `make demo` prints).
 import { execFileSync, spawn } from 'node:child_process';
