@@ -200,13 +200,15 @@ test('kill -9 at random points, the machine lost for good now and then: restored
   const work = tmp();
   const dir = path.join(work, 'machine'); // the data plane's disk: deleted when the machine is lost
   const ckpt = path.join(work, 'consumer-checkpoint.json'); // the trainer's checkpoint (in S3 in real life)
-  const env = { SHIP_PREFIX: prefix, SHIP_INTERVAL_MS: '60', SHIPPED: '1' };
+  const env = { SHIP_PREFIX: prefix, SHIP_INTERVAL_MS: '60', SHIPPED: '1', PRODUCER_PACE_MS: '60' };
   const n = 200;
   let producerDone = false;
   let kills = 0;
   let losses = 0;
   let lostRecords = 0;
-  for (let round = 0; round < 20; round++) {
+  // At least twenty rounds, and more (up to forty) until twenty processes were killed mid-work: how many
+  // finish on their own before their kill depends on the machine's speed.
+  for (let round = 0; round < 20 || (kills < 20 && round < 40); round++) {
     // Every other round the machine is gone: a new one restores the ledger from S3 into an empty disk.
     if (round % 2 === 1 && !producerDone) {
       const local = fs.existsSync(dir) ? readLedger(dir, -1).length : 0;

@@ -31,6 +31,9 @@ const ledger = new Ledger(dir, {
   shipIntervalMs: Number(process.env.SHIP_INTERVAL_MS ?? 100),
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// Up to this many ms between appends (a rollout finishing now and then); the loss loop slows it down so the
+// producer is still running, and killable, through its twenty rounds.
+const pace = Number(process.env.PRODUCER_PACE_MS ?? 12);
 process.stdout.write('READY\n'); // the test kills at random moments counted from here, not from spawn
 
 void (async () => {
@@ -46,7 +49,7 @@ void (async () => {
       reward: i % 2,
       tree: { tokens: Array.from({ length: 20 + (i % 50) }, (_, k) => k) },
     });
-    await sleep(Math.random() * 12);
+    await sleep(Math.random() * pace);
   }
   await ledger.shutdown();
   if (ledger.shipErrors.length) throw new Error(`shipping failed: ${String(ledger.shipErrors[0])}`);
