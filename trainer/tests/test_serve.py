@@ -19,7 +19,7 @@ import torch
 
 from trainflow_trainer.model import load_pretrained
 from trainflow_trainer.serve.codec import parse_tool_calls
-from trainflow_trainer.serve.engine import Engine, SamplingParams
+from trainflow_trainer.serve.engine import Engine, Generation, SamplingParams
 from trainflow_trainer.serve.fixture import build
 from trainflow_trainer.serve.runner import TransformerRunner
 from trainflow_trainer.serve.weights import CheckpointError, load_checkpoint
@@ -114,6 +114,83 @@ def test_engine_swap_mid_generation_rebuilds_cache_under_new_weights(fix):
     lp1, lp2 = full_logprobs(m1, prompt, ids), full_logprobs(m2, prompt, ids)
     assert [t.logprob for t in toks[:4]] == pytest.approx(lp1[:4], abs=1e-4)
     assert [t.logprob for t in toks[4:]] == pytest.approx(lp2[4:], abs=1e-4)
+
+
+def test_slot_store_decodes_many_sequences_as_a_full_forward_would(fix):
+    """Three sequences of different lengths in one SlotKV; the middle one leaves, so the other two decode from
+    non-contiguous slots (the gather path); then all three contiguous slots again. Every row's logits equal a
+    full-sequence forward of that row alone."""
+    model = load_pretrained(fix["checkpoints"][0])
+    runner = TransformerRunner(model)
+    kv = runner.new_kv()
+    seqs = {kv.alloc(): [5, 17, 33], kv.alloc(): [8, 9, 10, 11, 12, 13, 14], kv.alloc(): list(range(40, 70))}
+    assert sorted(seqs) == [0, 1, 2]
+    for slot, ids in seqs.items():
+        runner.prefill(ids, kv, slot)
+
+    def check(slots: list[int], tokens: list[int]) -> None:
+        logits = runner.decode(tokens, kv, slots)
+        for row, (slot, t) in enumerate(zip(slots, tokens)):
+            seqs[slot].append(t)
+            with torch.no_grad():
+                want = model(torch.tensor([seqs[slot]]))[0, -1].float()
+            assert torch.allclose(logits[row], want, atol=1e-5), f"slot {slot}"
+
+    check([0, 2], [3, 4])  # slot 1 idle: rows 0 and 2 gathered
+    kv.release(1)
+    assert kv.alloc() == 1  # the lowest free slot comes back first
+    runner.prefill(seqs[1], kv, 1)
+    for step in range(3):
+        check([0, 1, 2], [7 + step, 8 + step, 9 + step])
+    assert [kv.lengths[s] for s in range(3)] == [len(seqs[s]) for s in range(3)]
+
+
+def test_concurrent_generations_are_batched_and_equal_their_solo_runs(fix):
+    """Six threads generate at once: the engine steps them together (mean batch > 1), and each generation's
+    tokens and log-probs equal what it gets alone on an idle engine (same seed)."""
+    model = load_pretrained(fix["checkpoints"][0])
+    prompts = [[5 + i, 17, 33 + 2 * i] + [9] * (3 * i) for i in range(6)]
+    params = [SamplingParams(max_tokens=16, temperature=0.9, seed=100 + i, ignore_eos=True) for i in range(6)]
+    solo = Engine(TransformerRunner(model), version=3)
+    alone = [list(solo.generate(p, sp)) for p, sp in zip(prompts, params)]
+    assert solo.stepped_rows == solo.steps  # one at a time
+
+    engine = Engine(TransformerRunner(model), version=3)
+    start = threading.Barrier(6)
+    out: dict[int, list] = {}
+
+    def work(i: int) -> None:
+        start.wait()
+        out[i] = list(engine.generate(prompts[i], params[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert engine.stepped_rows == 6 * 16 and engine.steps < 6 * 16 / 1.5, (engine.steps, engine.stepped_rows)
+    for i in range(6):
+        assert [t.id for t in out[i]] == [t.id for t in alone[i]]
+        assert [t.logprob for t in out[i]] == pytest.approx([t.logprob for t in alone[i]], abs=1e-5)
+        assert all(t.version == 3 for t in out[i])
+
+
+def test_n_choices_step_together_and_swap_rebuilds_all(fix):
+    m1, m2 = load_pretrained(fix["checkpoints"][0]), load_pretrained(fix["checkpoints"][1])
+    engine = Engine(TransformerRunner(m1), version=1)
+    gens = [Generation([10, 11, 12 + i], SamplingParams(max_tokens=8, seed=i, ignore_eos=True)) for i in range(3)]
+    it = engine.run_many(gens)
+    for _ in range(3 * 3):  # three rounds of three choices
+        next(it)
+    assert engine.steps == 3
+    engine.swap(TransformerRunner(m2), 2)
+    list(it)
+    assert engine.steps == 8 and engine.stepped_rows == 24
+    for g in gens:
+        assert [t.version for t in g.tokens] == [1] * 3 + [2] * 5
+        ids = [t.id for t in g.tokens]
+        assert [t.logprob for t in g.tokens[:3]] == pytest.approx(full_logprobs(m1, g.prompt_ids, ids)[:3], abs=1e-4)
+        assert [t.logprob for t in g.tokens[3:]] == pytest.approx(full_logprobs(m2, g.prompt_ids, ids)[3:], abs=1e-4)
 
 
 def test_tool_call_parsing():

@@ -1,13 +1,16 @@
-"""The generation engine: one model, many concurrent generations, weight swaps between tokens.
+"""The generation engine: one model, many concurrent generations, stepped together, weight swaps between steps.
 
-Every generation is a Python generator that yields one token at a time. Between two tokens it takes the
-engine lock, so a weight reload (which also takes the lock) always lands *between* tokens of every
-in-flight generation. Each generation remembers the policy version its KV cache was built with; when the
-engine's version moved on (a reload happened), the cache is rebuilt by re-running the prompt plus the
-tokens generated so far under the new weights, and decoding continues: this is partial rollout. The agent
-sees one uninterrupted response; every token carries the version of the weights that sampled it.
+Each request's generations are Python generators that yield one token at a time (`run_many`). A consumer
+that wants the next token registers its generations and waits; whoever finds the engine idle becomes the
+stepper and advances *every* waiting generation in one batched decode step (group commit: no scheduler
+thread, and a generation only advances when its consumer asked, so streaming applies back-pressure).
 
-Pause blocks generations at their next token boundary until resume; requests keep their connections.
+Each generation remembers the policy version its KV cache was built with. A weight swap takes effect at the
+next step: generations whose cache is older rebuild it by re-running the prompt plus the tokens generated so
+far under the new weights, and decoding continues: this is partial rollout. The agent sees one uninterrupted
+response; every token carries the version of the weights that sampled it.
+
+Pause stops new steps until resume (a step in flight finishes); requests keep their connections.
 """
 
 from __future__ import annotations
@@ -20,15 +23,23 @@ import torch
 from torch import Tensor
 
 
-class Runner(Protocol):
-    """What the engine needs from a model: a prefill that builds a cache and a one-token decode step."""
+class KVStore(Protocol):
+    def alloc(self) -> int: ...
 
-    def prefill(self, ids: list[int]) -> tuple[Tensor, object]:
-        """Runs `ids` from position 0; returns (logits of the last position [V] fp32, cache)."""
+    def release(self, slot: int) -> None: ...
+
+
+class Runner(Protocol):
+    """What the engine needs from a model: a KV store, a prefill into a slot and a batched one-token decode."""
+
+    def new_kv(self) -> KVStore: ...
+
+    def prefill(self, ids: list[int], kv: KVStore, slot: int) -> Tensor:
+        """Runs `ids` from position 0 into `slot`; returns the logits of the last position [V] fp32."""
         ...
 
-    def decode(self, token: int, position: int, cache: object) -> tuple[Tensor, object]:
-        """Feeds one token at `position`; returns (logits [V] fp32, cache)."""
+    def decode(self, tokens: list[int], kv: KVStore, slots: list[int]) -> Tensor:
+        """Feeds token b at the end of slot b's cache; returns logits [B, V] fp32."""
         ...
 
 
@@ -64,16 +75,42 @@ class EngineError(Exception):
     pass
 
 
+@dataclass
+class _Live:
+    """Engine-side state of one generation: its RNG, its slot in a KV store and the version that filled it."""
+
+    gen: Generation
+    rng: torch.Generator
+    stops: set[int]
+    kv: KVStore | None = None
+    slot: int = -1
+    version: int = -1
+    logits: Tensor | None = None
+    token: Token | None = None
+
+
+@dataclass
+class _Request:
+    lives: list[_Live]
+    done: bool = False
+    error: BaseException | None = None
+
+
 class Engine:
     def __init__(self, runner: Runner, version: int = 0, eos_token_ids: tuple[int, ...] = (), max_len: int = 4096):
         self._runner = runner
+        self._kv = runner.new_kv()
         self.version = version
         self.eos_token_ids = tuple(eos_token_ids)
         self.max_len = max_len
         self._lock = threading.Lock()
-        self._unpaused = threading.Condition(self._lock)
+        self._cv = threading.Condition(self._lock)
+        self._waiting: list[_Request] = []
+        self._stepping = False
         self.paused = False
         self.reloads = 0
+        self.steps = 0  # batched steps run (for tests and metrics)
+        self.stepped_rows = 0  # generations advanced over all steps: rows / steps is the mean batch
 
     # ---- admin -----------------------------------------------------------------------------------------
     def pause(self) -> None:
@@ -83,59 +120,114 @@ class Engine:
     def resume(self) -> None:
         with self._lock:
             self.paused = False
-            self._unpaused.notify_all()
+            self._cv.notify_all()
 
     def swap(self, runner: Runner, version: int | None = None) -> int:
-        """Installs new weights between tokens. In-flight generations rebuild their cache at their next token."""
+        """Installs new weights for the next step. In-flight generations rebuild their cache under them."""
+        kv = runner.new_kv()
         with self._lock:
-            self._runner = runner
+            self._runner, self._kv = runner, kv
             self.version = self.version + 1 if version is None else version
             self.reloads += 1
             return self.version
 
     # ---- generation ------------------------------------------------------------------------------------
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Token]:
-        """Yields tokens one by one; the Generation's finish_reason is available via `run`."""
-        gen = Generation(list(prompt_ids), params)
-        yield from self.run(gen)
+        """Yields the tokens of one generation as they are sampled."""
+        yield from self.run(Generation(list(prompt_ids), params))
 
     def run(self, gen: Generation) -> Iterator[Token]:
-        params = gen.params
+        for _, token in self.run_many([gen]):
+            yield token
+
+    def run_many(self, gens: list[Generation]) -> Iterator[tuple[int, Token]]:
+        """Advances the generations together (one batched step per round); yields (index, token) per token."""
+        lives = [self._live(g) for g in gens]
+        try:
+            active = [lv for lv in lives if not self._finished(lv)]
+            while active:
+                self._next_tokens(active)
+                for lv in active:
+                    assert lv.token is not None
+                    lv.gen.tokens.append(lv.token)
+                    yield lives.index(lv), lv.token
+                    if lv.token.id in lv.stops:
+                        lv.gen.finish_reason = "stop"
+                active = [lv for lv in active if not self._finished(lv)]
+        finally:
+            for lv in lives:
+                if lv.kv is not None:
+                    lv.kv.release(lv.slot)
+                    lv.kv = None
+
+    def _live(self, gen: Generation) -> _Live:
+        p = gen.params
         if not gen.prompt_ids:
             raise EngineError("the prompt is empty: give at least one token")
         if len(gen.prompt_ids) >= self.max_len:
             raise EngineError(f"the prompt has {len(gen.prompt_ids)} tokens; this server's limit is {self.max_len}")
-        rng = torch.Generator().manual_seed(params.seed if params.seed is not None else torch.seed() % 2**63)
-        stops = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.eos_token_ids))
-        cache: object = None
-        cache_version = -1
-        logits: Tensor | None = None
-        while True:
-            if len(gen.tokens) >= params.max_tokens:
-                gen.finish_reason = "length"
+        rng = torch.Generator().manual_seed(p.seed if p.seed is not None else torch.seed() % 2**63)
+        stops = set(p.stop_token_ids) | (set() if p.ignore_eos else set(self.eos_token_ids))
+        return _Live(gen, rng, stops)
+
+    def _finished(self, lv: _Live) -> bool:
+        g = lv.gen
+        if g.finish_reason is None and (len(g.tokens) >= g.params.max_tokens
+                                        or len(g.prompt_ids) + len(g.tokens) >= self.max_len):
+            g.finish_reason = "length"
+        return g.finish_reason is not None
+
+    def _next_tokens(self, lives: list[_Live]) -> None:
+        """Blocks until each of `lives` has its next token in `.token`, stepping the batch if nobody else is."""
+        req = _Request(lives)
+        with self._cv:
+            self._waiting.append(req)
+            while not req.done and (self._stepping or self.paused):
+                self._cv.wait()
+            if req.done:
+                if req.error is not None:
+                    raise req.error
                 return
-            if len(gen.prompt_ids) + len(gen.tokens) >= self.max_len:
-                gen.finish_reason = "length"
-                return
-            with self._lock:
-                while self.paused:
-                    self._unpaused.wait()
-                runner, version = self._runner, self.version
-                if cache_version != version:
-                    # New weights (or first token): rebuild the cache from everything so far under them.
-                    ids = gen.prompt_ids + [t.id for t in gen.tokens]
-                    logits, cache = runner.prefill(ids)
-                    cache_version = version
-                elif gen.tokens:
-                    logits, cache = runner.decode(gen.tokens[-1].id, len(gen.prompt_ids) + len(gen.tokens) - 1, cache)
-                assert logits is not None
-                tok = sample(logits, params, rng)
-            token = Token(tok[0], tok[1], version)
-            gen.tokens.append(token)
-            yield token
-            if token.id in stops:
-                gen.finish_reason = "stop"
-                return
+            batch, self._waiting = self._waiting, []
+            self._stepping = True
+            runner, kv, version = self._runner, self._kv, self.version
+        try:
+            self._step([lv for r in batch for lv in r.lives], runner, kv, version)
+        except BaseException as e:  # every waiting consumer hears of it
+            for r in batch:
+                r.error = e
+        finally:
+            with self._cv:
+                self._stepping = False
+                for r in batch:
+                    r.done = True
+                self._cv.notify_all()
+        if req.error is not None:
+            raise req.error
+
+    def _step(self, lives: list[_Live], runner: Runner, kv: KVStore, version: int) -> None:
+        decode: list[_Live] = []
+        for lv in lives:
+            if lv.version != version or lv.kv is not kv:
+                # New weights (or the first token): rebuild the cache from everything so far under them.
+                if lv.kv is not None:
+                    lv.kv.release(lv.slot)
+                lv.kv, lv.slot = kv, kv.alloc()
+                lv.logits = runner.prefill(lv.gen.prompt_ids + [t.id for t in lv.gen.tokens], kv, lv.slot)
+                lv.version = version
+            else:
+                decode.append(lv)
+        if decode:
+            decode.sort(key=lambda lv: lv.slot)  # contiguous slots decode without a gather
+            logits = runner.decode([lv.gen.tokens[-1].id for lv in decode], kv, [lv.slot for lv in decode])
+            for lv, row in zip(decode, logits):
+                lv.logits = row
+        for lv in lives:
+            assert lv.logits is not None
+            tok, logprob = sample(lv.logits, lv.gen.params, lv.rng)
+            lv.token = Token(tok, logprob, version)
+        self.steps += 1
+        self.stepped_rows += len(lives)
 
 
 def sample(logits: Tensor, params: SamplingParams, rng: torch.Generator) -> tuple[int, float]:

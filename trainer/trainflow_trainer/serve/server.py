@@ -108,18 +108,9 @@ def _choice_extras(gen: Generation) -> dict:
 
 
 def interleave(gens: list[Generation], engine: Engine) -> Iterator[tuple[int, Generation]]:
-    """Steps the n generations of one request round-robin, yielding (choice index, generation) per token."""
-    live = [(i, engine.run(g), g) for i, g in enumerate(gens)]
-    while live:
-        nxt = []
-        for i, it, g in live:
-            try:
-                next(it)
-            except StopIteration:
-                continue
-            nxt.append((i, it, g))
-            yield i, g
-        live = nxt
+    """Advances the n generations of one request together, yielding (choice index, generation) per token."""
+    for i, _ in engine.run_many(gens):
+        yield i, gens[i]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -187,7 +178,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/state":
             if self._admin_ok():
                 e = st.engine
-                self._send_json(200, {"paused": e.paused, "policy_version": e.version, "reloads": e.reloads, "checkpoint": st.checkpoint})
+                self._send_json(200, {"paused": e.paused, "policy_version": e.version, "reloads": e.reloads, "checkpoint": st.checkpoint,
+                                      "steps": e.steps, "mean_batch": e.stepped_rows / e.steps if e.steps else 0.0})
         else:
             self._error(404, f"no route GET {self.path}")
 
