@@ -137,12 +137,23 @@ def test_slot_store_decodes_many_sequences_as_a_full_forward_would(fix):
             assert torch.allclose(logits[row], want, atol=1e-5), f"slot {slot}"
 
     check([0, 2], [3, 4])  # slot 1 idle: rows 0 and 2 gathered
-    kv.release(1)
-    assert kv.alloc() == 1  # the lowest free slot comes back first
-    runner.prefill(seqs[1], kv, 1)
     for step in range(3):
         check([0, 1, 2], [7 + step, 8 + step, 9 + step])
-    assert [kv.lengths[s] for s in range(3)] == [len(seqs[s]) for s in range(3)]
+    assert [kv.length(s) for s in range(3)] == [len(seqs[s]) for s in range(3)]
+
+    # Prefix reuse: a prompt extending slot 2's sequence copies its keys and computes only the new tokens.
+    kv.release(2)  # finished, but its keys stay available as a prefix
+    longer = seqs[2] + [11, 12, 13]
+    slot = kv.alloc()
+    assert slot not in (0, 1, 2)
+    before = kv.computed_tokens
+    logits = runner.prefill(longer, kv, slot)
+    assert kv.computed_tokens - before == 3 and kv.length(slot) == len(longer)
+    with torch.no_grad():
+        want = model(torch.tensor([longer]))[0, -1].float()
+    assert torch.allclose(logits, want, atol=1e-5)
+    seqs[slot] = longer
+    check([0, slot], [1, 2])
 
 
 def test_concurrent_generations_are_batched_and_equal_their_solo_runs(fix):

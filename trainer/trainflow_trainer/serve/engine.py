@@ -131,6 +131,13 @@ class Engine:
             self.reloads += 1
             return self.version
 
+    def stats(self) -> dict:
+        """Batched steps run, the mean generations per step, and the share of prompt tokens reused from cache."""
+        kv = self._kv
+        reused, computed = getattr(kv, "reused_tokens", 0), getattr(kv, "computed_tokens", 0)
+        return {"steps": self.steps, "mean_batch": self.stepped_rows / self.steps if self.steps else 0.0,
+                "prefix_reuse": reused / (reused + computed) if reused + computed else 0.0}
+
     # ---- generation ------------------------------------------------------------------------------------
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Token]:
         """Yields the tokens of one generation as they are sampled."""

@@ -179,7 +179,7 @@ class Handler(BaseHTTPRequestHandler):
             if self._admin_ok():
                 e = st.engine
                 self._send_json(200, {"paused": e.paused, "policy_version": e.version, "reloads": e.reloads, "checkpoint": st.checkpoint,
-                                      "steps": e.steps, "mean_batch": e.stepped_rows / e.steps if e.steps else 0.0})
+                                      **e.stats()})
         else:
             self._error(404, f"no route GET {self.path}")
 
