@@ -291,6 +291,11 @@ const rolloutSchema = z.strictObject({
   max_staleness: nonNegativeInt()
     .default(1)
     .describe('Policy versions a sample may lag behind the trainer (0 = on-policy).'),
+  session_idle_timeout: duration()
+    .optional()
+    .describe(
+      'RL: drop an agent session idle this long (its group is filtered, never trained on); default the longer of 5m and 3 × sandbox.timeout.',
+    ),
   token_in_token_out: z
     .boolean()
     .default(true)

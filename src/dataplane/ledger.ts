@@ -79,7 +79,8 @@ function segmentName(firstSeq: number): string {
   return `segment-${String(firstSeq).padStart(12, '0')}.log`;
 }
 
-function listSegments(dir: string): { name: string; first: number }[] {
+/** The segment files of a ledger folder, oldest first. */
+export function listSegments(dir: string): { name: string; first: number }[] {
   if (!fs.existsSync(dir)) return [];
   return fs
     .readdirSync(dir)

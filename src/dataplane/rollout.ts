@@ -14,6 +14,7 @@
 // group's baseline would be biased without it: the whole group is recorded as filtered (never trained on)
 // and its launch slot is freed, whether or not the hung agent ever returns. Batches are offered only once
 // their records are in S3 when the ledger ships (Ledger.syncShipped).
+import { randomBytes } from 'node:crypto';
 import type { Ledger, LedgerEntry } from './ledger';
 import type { TrajectoryProxy } from './proxy';
 import { TagScheduler, type ResourceSpec } from './scheduler';
@@ -119,6 +120,11 @@ export class RolloutManager {
   private cursor: number;
   private inFlight = 0;
   private groupSeq = 0;
+  /**
+   * Group ids are unique across manager runs: a resumed run appends to the same (or a restored) ledger, whose
+   * appends are idempotent by id, so a repeated `g0-<task>` would silently stand for the earlier group.
+   */
+  private readonly runTag = randomBytes(3).toString('hex');
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
 
@@ -185,7 +191,7 @@ export class RolloutManager {
   private launchGroup(stats: RolloutStats): void {
     const task = this.o.sampler.next();
     const launchVersion = this.o.initialVersion + this.scheduler.launch();
-    const groupId = `g${this.groupSeq++}-${task.id}`;
+    const groupId = `g${this.groupSeq++}.${this.runTag}-${task.id}`;
     stats.groupsLaunched++;
     this.inFlight += this.o.groupSize;
     const members = Array.from({ length: this.o.groupSize }, async (): Promise<Trajectory | null> => {

@@ -18,7 +18,13 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import path from 'node:path';
-import { Ledger, type LedgerShipping } from '../dataplane/ledger';
+import {
+  Ledger,
+  listSegments,
+  restoreFromS3,
+  shippedThrough,
+  type LedgerShipping,
+} from '../dataplane/ledger';
 import { TrajectoryProxy } from '../dataplane/proxy';
 import { RolloutManager, type Batch, type GroupRecord, type Task } from '../dataplane/rollout';
 import type { Trajectory } from '../dataplane/sessions';
@@ -36,8 +42,14 @@ export interface DriverSpec {
    * stage starts afresh (a new machine) gets a new generation, so it never overwrites an earlier one's copy.
    */
   ledger_uri?: string | null;
-  /** rl mode: drop agent sessions idle this long (default max(300, 3 × agent.timeout_s)) */
-  session_idle_timeout_s?: number;
+  /**
+   * The generation the trainer's checkpoint cursor refers to (its checkpoint records it). When the ledger
+   * folder is empty (a retry on a new machine) and `cursor` >= 0, the ledger is restored from
+   * PREFIX/<ledger_generation>/segments/ and continues in that generation (see prepareLedger).
+   */
+  ledger_generation?: string | null;
+  /** rl mode: drop agent sessions idle this long (stage rollout.session_idle_timeout; default sessionIdleMs) */
+  session_idle_timeout_s?: number | null;
   tasks_file: string;
   group_size: number;
   batch_groups: number;
@@ -233,15 +245,16 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   };
 
   const adminToken = `tfa_${process.pid}_${Date.now()}`;
+  const idleMs = sessionIdleMs(spec);
+  const origin = await prepareLedger(spec);
+  process.stderr.write(`trainflow rl driver: ledger ${origin.from}: ${origin.note}\n`);
   const ledger = new Ledger(spec.ledger_dir, { ship: ledgerShipping(spec) });
-  // Only the RL rollout manager copes with an expired session (it drops the group); RFT's collect waits.
-  const idleS = spec.session_idle_timeout_s ?? Math.max(300, 3 * spec.agent.timeout_s);
   const proxy = new TrajectoryProxy({
     upstreams: spec.upstreams,
     adminToken,
     upstreamAdminToken: spec.upstream_admin_token,
     drift: 'fix',
-    sessionIdleMs: spec.mode === 'rl' ? idleS * 1000 : 0,
+    sessionIdleMs: idleMs,
     onTrajectory: (t) => {
       ledger.append(t.trajectory_id, { kind: 'trajectory', ...t });
       return Promise.resolve();
@@ -262,7 +275,14 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  void emit({ type: 'ready', proxy: proxyUrl, ledger_size: ledger.size });
+  void emit({
+    type: 'ready',
+    proxy: proxyUrl,
+    ledger_size: ledger.size,
+    ledger_from: origin.from,
+    ledger_note: origin.note,
+    cursor: origin.cursor,
+  });
 
   const agent = async (endpoint: { baseUrl: string; apiKey: string }, task: Task): Promise<number> => {
     const ep = await agents.run(endpoint.baseUrl, endpoint.apiKey, task);
@@ -297,7 +317,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
       concurrency: spec.concurrency,
       maxStaleness: spec.max_staleness,
       initialVersion: spec.initial_version,
-      cursor: spec.cursor,
+      cursor: origin.cursor,
       trainer: {
         train: async (batch: Batch) => {
           await store.save(spec.stats_uri, table);
@@ -346,6 +366,73 @@ export function ledgerShipping(spec: DriverSpec): LedgerShipping | undefined {
     bucket: loc.bucket,
     prefix: `${loc.key}/${ledgerGeneration(spec.ledger_dir)}`,
   };
+}
+
+/**
+ * How long an idle agent session lives (ms; 0: forever). Only the RL rollout manager copes with an expired
+ * session (it drops the group); RFT's collect waits. Default: the longer of 5 minutes and 3 agent timeouts.
+ */
+export function sessionIdleMs(spec: DriverSpec): number {
+  if (spec.mode !== 'rl') return 0;
+  const s = spec.session_idle_timeout_s ?? Math.max(300, 3 * spec.agent.timeout_s);
+  if (typeof s !== 'number' || !Number.isFinite(s) || s <= 0)
+    throw new Error(
+      `session_idle_timeout_s: expected a positive number of seconds (stage rollout.session_idle_timeout), got ${JSON.stringify(s)}`,
+    );
+  return s * 1000;
+}
+
+export interface LedgerOrigin {
+  /** local: the folder's own ledger; s3: restored from the checkpoint's generation; new: a fresh ledger */
+  from: 'local' | 's3' | 'new';
+  /** the cursor to read after (-1 for a new ledger: what the checkpoint trained stays trained) */
+  cursor: number;
+  note: string;
+}
+
+/**
+ * Makes the ledger folder the one the trainer's cursor refers to. A folder that holds segments is used as it
+ * is (the parent checked that it reaches the cursor). An empty folder with a cursor >= 0 is a retry on a new
+ * machine: the checkpoint's generation is restored from S3, and the trainer's cursor applies to it, since a
+ * record is offered (and so acknowledged) only once it is in S3: what comes after the cursor was produced by
+ * the lost machine and is trained once, what is at or before it never again. When S3 holds nothing that
+ * reaches the cursor (no generation recorded, no shipping, an unreadable or short copy), the ledger starts
+ * anew under a new generation with cursor -1, as before shipping existed.
+ */
+export async function prepareLedger(spec: DriverSpec): Promise<LedgerOrigin> {
+  const dir = spec.ledger_dir;
+  if (listSegments(dir).length > 0)
+    return { from: 'local', cursor: spec.cursor, note: `${dir} (cursor ${spec.cursor})` };
+  if (spec.cursor < 0) return { from: 'new', cursor: -1, note: `${dir} is empty and nothing was consumed` };
+  const fresh = (why: string): LedgerOrigin => {
+    fs.rmSync(dir, { recursive: true, force: true }); // a new generation, never overwriting the old copy
+    return {
+      from: 'new',
+      cursor: -1,
+      note: `${why}: a new ledger (the checkpoint's cursor ${spec.cursor} is void)`,
+    };
+  };
+  if (!spec.ledger_uri?.startsWith('s3://') || !spec.ledger_generation)
+    return fresh(`${dir} is empty and the checkpoint names no ledger shipped to S3`);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'generation'), `${spec.ledger_generation}\n`);
+  const ship = ledgerShipping(spec)!;
+  const where = `s3://${ship.bucket}/${ship.prefix}`;
+  try {
+    const segments = await restoreFromS3(dir, ship);
+    const through = segments > 0 ? shippedThrough(dir) : -1;
+    if (through < spec.cursor)
+      return fresh(`${where} holds records up to seq ${through}, short of the checkpoint's cursor`);
+    return {
+      from: 's3',
+      cursor: spec.cursor,
+      note: `${segments} segment(s) from ${where}, seqs 0..${through}; reading after cursor ${spec.cursor}`,
+    };
+  } catch (err) {
+    return fresh(`${where} could not be restored (${(err as Error).message})`);
+  } finally {
+    ship.client.destroy();
+  }
 }
 
 /** The ledger folder's generation: made when the folder is new, kept with it (DIR/generation). */

@@ -126,6 +126,16 @@ describe('invalid configs: every problem at once, FILE:LINE:COL path: message', 
     ]);
   });
 
+  test('rollout.session_idle_timeout is a duration (resolved to ms for the RL driver)', () => {
+    const rl = (idle: string) =>
+      `${BASE}  - name: r\n    kind: rl\n    tasks: { family: demo }\n    rollout: { session_idle_timeout: ${idle} }\n    algorithm: { name: dapo }\n    train: { steps: 1 }\n`;
+    expect(parseConfig(rl('10m'), 'x.yaml').stages[1].rollout?.session_idle_timeout).toBe(600_000);
+    expect(parseConfig(BASE, 'x.yaml').stages[0].rollout?.session_idle_timeout).toBeUndefined();
+    expect(problems(rl('300'))).toEqual([
+      'x.yaml:17:38 stages[1].rollout.session_idle_timeout: expected a duration such as 30s, 5m, 2h or 7d, got 300',
+    ]);
+  });
+
   test('duplicate stage names', () => {
     const yaml = `${BASE}  - name: a\n    kind: sft\n    data: { sources: [{ path: /tmp/s.jsonl }] }\n    train: { steps: 1 }\n`;
     expect(problems(yaml)).toEqual([

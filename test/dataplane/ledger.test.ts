@@ -4,7 +4,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { HeadBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import {
   encodeLine,
   Ledger,
@@ -15,6 +15,7 @@ import {
   shippedThrough,
 } from '../../src/dataplane/ledger';
 import { ledgerShipping, type DriverSpec } from '../../src/rl/driver';
+import { minio } from './s3';
 
 const ROOT = path.resolve(__dirname, '../..');
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tf-ledger-'));
@@ -35,29 +36,6 @@ function ready(p: ChildProcess): Promise<void> {
     });
     p.once('exit', () => resolve());
   });
-}
-
-/** The local stack's MinIO; fails loudly (not a skip) when it is not up. */
-async function minio(): Promise<{ client: S3Client; bucket: string }> {
-  const endpoint = process.env.TRAINFLOW_S3_ENDPOINT ?? 'http://127.0.0.1:9000';
-  const bucket = process.env.TRAINFLOW_BUCKET ?? 'trainflow';
-  const client = new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: {
-      accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'trainflow',
-      secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'trainflow-secret',
-    },
-  });
-  try {
-    await client.send(new HeadBucketCommand({ Bucket: bucket }));
-  } catch (err) {
-    throw new Error(
-      `MinIO is unreachable at ${endpoint} (bucket ${bucket}): start the local stack with \`trainflow dev up\` (${String(err)})`,
-    );
-  }
-  return { client, bucket };
 }
 
 const exited = (p: ChildProcess): Promise<number | null> =>

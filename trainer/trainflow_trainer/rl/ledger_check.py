@@ -1,4 +1,4 @@
-"""How many records a ledger folder holds (src/dataplane/ledger.ts layout: segment-<first seq>.log files of
+"""How many records a ledger folder holds, and its S3 generation (src/dataplane/ledger.ts layout: segment-<first seq>.log files of
 `<checksum> <json>` lines), read without the writer: a resumed stage checks its checkpoint's cursor against it."""
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ def ledger_size(folder: Path) -> int:
     first, last = segs[-1]
     complete = [ln for ln in last.read_bytes().split(b"\n")[:-1] if len(ln) > 17 and ln[16:17] == b" "]
     return first + len(complete)
+
+
+def ledger_generation(folder: Path) -> str | None:
+    """The folder's generation (DIR/generation, written by src/rl/driver.ts when the ledger ships to S3: its
+    copy is PREFIX/<generation>/segments/), or None."""
+    f = folder / "generation"
+    return f.read_text().strip() if f.is_file() else None
 
 
 def read_ledger(folder: Path) -> list[dict]:

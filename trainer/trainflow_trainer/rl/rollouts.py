@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ..sandbox import Limits
+from ..sandbox.limits import _duration_s as duration_s
 from ..tasks import TaskFormatError, load_tasks, write_tasks_jsonl
 from .processes import Child
 
@@ -36,6 +37,15 @@ def rollout_config(stage: dict) -> dict:
     if r["concurrency"] < r["group_size"]:
         raise BadInput(f"stage.rollout.concurrency {r['concurrency']} must be >= group_size {r['group_size']} "
                        "(a group's sessions run at once)")
+    if r.get("session_idle_timeout") is not None:  # milliseconds in the resolved config; "5m" read too
+        try:
+            idle_s = duration_s(r["session_idle_timeout"], "stage.rollout.session_idle_timeout")
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+        if idle_s <= 0:
+            raise BadInput(f"stage.rollout.session_idle_timeout: expected a positive duration such as 5m, "
+                           f"got {r['session_idle_timeout']!r}")
+        r["session_idle_timeout_s"] = idle_s
     return r
 
 
@@ -51,10 +61,11 @@ def stats_uri(spec, stage: dict) -> str:
 class Rollouts:
     def __init__(self, server: Child, driver: Child, proxy: str):
         self.server, self.driver, self.proxy = server, driver, proxy
+        self.ledger_from, self.cursor = "local", -1  # where the driver's ledger came from, its starting cursor
 
     @classmethod
     def start(cls, ctx, policy_dir: Path, version: int, cursor: int, stats_file: Path | None, mode: str,
-              steps: int = 0, groups: int = 0) -> "Rollouts":
+              steps: int = 0, groups: int = 0, ledger_generation: str | None = None) -> "Rollouts":
         spec, stage = ctx.spec, ctx.spec.stage
         r = rollout_config(stage)
         try:
@@ -89,10 +100,13 @@ class Rollouts:
                 "upstream_admin_token": serve_token, "ledger_dir": str(work / "ledger"),
                 # the ledger ships to S3 next to the stage's checkpoints (src/rl/driver.ts: ledger_uri)
                 "ledger_uri": spec.output_prefix.rstrip("/") + "/ledger" if spec.output_prefix.startswith("s3://") else None,
+                "ledger_generation": ledger_generation,
                 "tasks_file": str(tasks_file), "group_size": r["group_size"], "batch_groups": r["batch_groups"],
                 "concurrency": r["concurrency"], "max_staleness": r["max_staleness"], "initial_version": version,
                 "cursor": cursor, "steps": steps, "groups": groups, "sampling": stage.get("sampling") or {},
                 "stats_uri": stats_uri(spec, stage), "seed": int((stage.get("train") or {}).get("seed", 0)),
+                # rl: agent sessions idle this long are dropped (absent: the driver's default)
+                "session_idle_timeout_s": r.get("session_idle_timeout_s"),
                 "storage": spec.storage,
                 "agent": {"python": sys.executable, "cwd": str(TRAINER_DIR), "workers": 1,
                           "max_turns": r["max_turns"], "max_tokens": r["max_new_tokens"],
@@ -107,8 +121,12 @@ class Rollouts:
                                          str(DRIVER), str(spec_file)],
                            "TRAINFLOW_RL", cwd=str(REPO_DIR), env=env, stdin=True)
             ready = driver.next_message(120, ctx.stop_requested.is_set)
-            ctx.log(f"trainflow: data plane on {ready['proxy']} (ledger holds {ready['ledger_size']} records)")
-            return cls(server, driver, ready["proxy"])
+            origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready["ledger_from"]]
+            ctx.log(f"trainflow: data plane on {ready['proxy']} (ledger holds {ready['ledger_size']} records; "
+                    f"{origin}: {ready['ledger_note']})")
+            ro = cls(server, driver, ready["proxy"])
+            ro.ledger_from, ro.cursor = ready["ledger_from"], int(ready["cursor"])
+            return ro
         except BaseException:
             if driver is not None:
                 driver.stop()

@@ -89,19 +89,25 @@ def run(ctx) -> None:
     history: list[dict] = list(st.get("history", []))
     ledger_dir = Path(spec.work_dir) / "ledger"
     cursor = int(st.get("cursor", -1))
-    # The ledger lives in the job's scratch folder; if it is not the one the checkpoint's cursor refers to
-    # (a new machine), start a fresh ledger: what the checkpoint trained stays trained, new rollouts follow.
-    from ..rl.ledger_check import ledger_size
-    if cursor >= 0 and ledger_size(ledger_dir) <= cursor:
-        ctx.log(f"trainflow: the ledger in {ledger_dir} does not reach the checkpoint's cursor {cursor}: starting a new one")
+    generation = st.get("ledger_generation")
+    # The ledger lives in the job's scratch folder. If it is not the one the checkpoint's cursor refers to (a
+    # new machine: empty, or another generation), it is cleared and the data-plane driver restores the
+    # checkpoint's generation from S3 (records after the cursor, which the lost machine produced and shipped,
+    # are trained once; those at or before it never again), or, when S3 holds nothing usable, starts a new
+    # ledger (what the checkpoint trained stays trained, new rollouts follow). The driver says which happened.
+    from ..rl.ledger_check import ledger_generation, ledger_size
+    if cursor >= 0 and (ledger_size(ledger_dir) <= cursor or
+                        (generation and ledger_generation(ledger_dir) not in (None, generation))):
+        ctx.log(f"trainflow: the ledger in {ledger_dir} is not the one the checkpoint's cursor {cursor} refers to "
+                f"(generation {generation or 'unrecorded'}): restoring it from S3 if it is there")
         shutil.rmtree(ledger_dir, ignore_errors=True)
-        cursor = -1
     policy_root = Path(spec.work_dir) / "policy"
     weights = write_weights(policy, policy_root / f"v-{step:06d}")
 
     metrics: dict[str, float] = dict(st.get("metrics", {}))
     sampler_stats = None
-    with Rollouts.start(ctx, weights, step, cursor, policy.sampler_file, "rl", steps=tcfg.steps - step) as ro:
+    with Rollouts.start(ctx, weights, step, cursor, policy.sampler_file, "rl", steps=tcfg.steps - step,
+                        ledger_generation=generation) as ro:
         while step < tcfg.steps:
             t_wait = time.perf_counter()
             try:
@@ -161,7 +167,8 @@ def run(ctx) -> None:
                 # committed before the manager acknowledges the batch: the cursor and the weights go together
                 save_checkpoint(ctx, policy, step, final, {
                     "total_steps": tcfg.steps, "stage": stage.get("name"), "kind": "rl", "cursor": cursor,
-                    "ledger_dir": str(ledger_dir), "metrics": metrics, "history": history,
+                    "ledger_dir": str(ledger_dir), "ledger_generation": ledger_generation(ledger_dir),
+                    "metrics": metrics, "history": history,
                 }, sampler_stats, keep_last)
             if stop and not final:
                 raise Preempted()

@@ -1,0 +1,148 @@
+"""The RL stage's ledger on a new machine: the trajectory ledger ships to S3 (<stage output prefix>/ledger/
+<generation>/segments/) and the checkpoint records the generation next to its cursor. A retry whose work dir is
+gone restores that generation from S3, so the groups the lost machine produced after the committed cursor are
+trained (once), and none at or before the cursor is offered again. Also: rollout.session_idle_timeout reaches
+the data-plane driver. Needs the local stack's MinIO (`make dev-up`); fails loudly without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from trainflow_trainer.errors import BadInput
+from trainflow_trainer.rl.rollouts import rollout_config
+from trainflow_trainer.storage import Storage, StorageConfig, join
+
+from conftest import job_env
+from test_rl import alive, descendants
+
+TRAINER = Path(__file__).resolve().parents[1]
+ENDPOINT = os.environ.get("TRAINFLOW_S3_ENDPOINT", "http://127.0.0.1:9000")
+BUCKET = os.environ.get("TRAINFLOW_BUCKET", "trainflow")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "trainflow")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "trainflow-secret")
+
+
+def test_session_idle_timeout_is_a_positive_duration():
+    base = {"rollout": {"group_size": 2, "concurrency": 2}}
+    assert "session_idle_timeout_s" not in rollout_config(base)  # absent: the driver's default
+    # the resolved config holds milliseconds; a raw spec may say "10m"
+    assert rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 90_000}})["session_idle_timeout_s"] == 90
+    assert rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "10m"}})["session_idle_timeout_s"] == 600
+    with pytest.raises(BadInput, match=r"stage.rollout.session_idle_timeout: expected a duration such as 10s or 500ms, got 'soon'"):
+        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "soon"}})
+    with pytest.raises(BadInput, match=r"stage.rollout.session_idle_timeout: expected a positive duration"):
+        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 0}})
+
+
+@pytest.fixture(scope="module")
+def storage() -> Storage:
+    try:
+        urllib.request.urlopen(f"{ENDPOINT}/minio/health/live", timeout=3)
+    except OSError as e:
+        pytest.fail(f"MinIO is not reachable at {ENDPOINT} ({e}): start the local stack (make dev-up)")
+    return Storage(StorageConfig(endpoint=ENDPOINT, region="us-east-1", force_path_style=True))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("demo")
+    subprocess.run([sys.executable, "-m", "trainflow_trainer.demo_data", str(d), "--quiet"], cwd=TRAINER, check=True,
+                   capture_output=True)
+    return d / "tokenizer.json"
+
+
+def shipped_groups(storage: Storage, ledger_prefix: str) -> list[tuple[int, dict]]:
+    """(seq, group record) of every group the S3 copy of a ledger generation holds, in seq order."""
+    out = []
+    for name in storage.list_files(join(ledger_prefix, "segments")):
+        for ln in storage.read_bytes(join(ledger_prefix, "segments", name)).split(b"\n")[:-1]:
+            e = json.loads(ln[17:])
+            if e["record"].get("kind") == "group":
+                out.append((e["seq"], e["record"]))
+    return sorted(out, key=lambda x: x[0])
+
+
+def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after_the_cursor(tmp_path, tokenizer,
+                                                                                            storage):
+    root = f"s3://{BUCKET}/tests/rl-ledger-{uuid.uuid4().hex[:10]}"
+    out, work = f"{root}/rl", tmp_path / "work"
+    spec = {
+        "protocol": 1, "pipeline_id": "t", "run_id": "r", "stage_index": 4, "attempt": 1,
+        "stage": {"name": "rl", "kind": "rl", "tasks": {"family": "demo", "count": 12},
+                  "rollout": {"group_size": 2, "concurrency": 4, "batch_groups": 2, "max_turns": 1,
+                              "max_new_tokens": 8, "max_staleness": 1, "session_idle_timeout": "10m"},
+                  # a random model solves nothing: keep all-equal groups so batches still form
+                  "sampling": {"strategy": "difficulty", "filter_all_equal": False},
+                  "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+                  "packing": {"mode": "trie", "max_tokens": 2048},
+                  "train": {"steps": 4, "lr": 1e-4}, "checkpoint": {"every": 2}},
+        "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"},
+        "input_checkpoint": None, "output_prefix": out, "resume": True, "status_uri": None,
+        "storage": {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True},
+        "work_dir": str(work),
+    }
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
+    try:
+        # machine 1: killed once step 2 is committed and step 3 trained (its batch was in S3 before it was offered)
+        job = subprocess.Popen(cmd, cwd=TRAINER, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+        children: set[int] = set()
+        deadline, log = time.monotonic() + 150, []
+        for line in job.stdout:
+            log.append(line)
+            children |= descendants(job.pid)
+            if line.startswith("trainflow: rl step 3/4"):
+                break
+            assert time.monotonic() < deadline, "machine 1 did not reach step 3:\n" + "".join(log[-30:])
+        else:
+            pytest.fail("machine 1 exited before step 3:\n" + "".join(log[-30:]))
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        job.stdout.close()
+        t_end = time.monotonic() + 20
+        while any(alive(p) for p in children) and time.monotonic() < t_end:
+            time.sleep(0.2)
+        assert not [p for p in children if alive(p)], "children outlived the killed job"
+        driver_spec = json.loads((work / "driver-rl.json").read_text())
+        assert driver_spec["session_idle_timeout_s"] == 600  # rollout.session_idle_timeout reached the driver
+
+        ckpt2 = json.loads(storage.read_bytes(join(out, "step-000002", "trainer_state.json")))
+        cursor, generation = ckpt2["cursor"], ckpt2["ledger_generation"]
+        assert generation == (work / "ledger" / "generation").read_text().strip()
+        shipped = shipped_groups(storage, join(out, "ledger", generation))
+        after = [g["group_id"] for seq, g in shipped if seq > cursor and not g.get("filtered")]
+        upto = {g["group_id"] for seq, g in shipped if seq <= cursor}
+        assert len(after) >= 2, f"machine 1 shipped {len(after)} groups after cursor {cursor}: expected its step-3 batch"
+
+        # machine 2: an empty work dir
+        shutil.rmtree(work)
+        r = subprocess.run(cmd, cwd=TRAINER, env=job_env(), capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"ledger cursor {cursor}" in r.stderr and "restored from S3" in r.stderr, r.stderr[-3000:]
+        assert "a new ledger" not in r.stderr
+        assert (work / "ledger" / "generation").read_text().strip() == generation  # continues that generation
+        final = json.loads(storage.read_bytes(join(out, "step-000004", "trainer_state.json")))
+        hist = final["history"]
+        assert [h["step"] for h in hist] == [1, 2, 3, 4] and hist[:2] == ckpt2["history"]
+        # the first batch after resume: the lost machine's first two groups after the cursor, in ledger order
+        first = hist[2]
+        assert sorted(first["groups"] + first["dropped"]) == sorted(after[:2])
+        resumed = [g for h in hist[2:] for g in h["groups"] + h["dropped"]]
+        assert not upto & set(resumed), "a group at or before the committed cursor was offered again"
+        assert len(resumed) == len(set(resumed)) == 4
+        assert final["ledger_generation"] == generation and final["cursor"] > cursor
+    finally:
+        storage.delete_prefix(root)
