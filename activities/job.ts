@@ -42,6 +42,7 @@ export interface StageJobInput {
     name: string;
     kind: string;
     job?: { command: string[]; env: Record<string, string> };
+    resources?: { cpus_per_node?: number };
   };
   model: Record<string, unknown>;
   storageUri: string;
@@ -159,7 +160,11 @@ export function createJobActivities(options: JobActivityOptions = {}) {
         name,
         command: custom?.command ?? base.command,
         cwd: base.cwd,
-        env: { ...(options.command?.env ?? {}), ...(custom?.env ?? {}) },
+        env: {
+          ...threadEnv(input.stage.resources?.cpus_per_node),
+          ...(options.command?.env ?? {}),
+          ...(custom?.env ?? {}),
+        },
         spec,
         attempt,
       });
@@ -305,4 +310,13 @@ export function createJobActivities(options: JobActivityOptions = {}) {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * The trainer's CPU threads follow the stage's `resources.cpus_per_node`: PyTorch (OpenMP) otherwise starts one
+ * thread per core in every job, and jobs sharing a machine then oversubscribe it — two 2-thread jobs on 2 cores
+ * ran a tiny model's step 4x slower than two 1-thread jobs. A `job.env` entry still wins.
+ */
+function threadEnv(cpus: number | undefined): Record<string, string> {
+  return cpus ? { OMP_NUM_THREADS: String(cpus), MKL_NUM_THREADS: String(cpus) } : {};
 }

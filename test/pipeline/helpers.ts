@@ -59,6 +59,8 @@ export interface StageSketch {
   env?: Record<string, string>;
   gates?: { metric: string; min?: number; max?: number }[];
   maxAttempts?: number;
+  /** resources.cpus_per_node */
+  cpus?: number;
 }
 
 /** A pipeline config through the real schema: midtrain stages running the fake job with the given knobs. */
@@ -89,6 +91,7 @@ export function makeConfig(opts: {
       checkpoint: { every: s.every, keep_last: 2 },
       gates: s.gates ?? [],
       ...(s.maxAttempts ? { retry: { max_attempts: s.maxAttempts } } : {}),
+      ...(s.cpus ? { resources: { cpus_per_node: s.cpus } } : {}),
       job: {
         command: FAKE_JOB.command,
         env: { ...FAKE_JOB.env, FAKE_STEP_MS: String(s.stepMs ?? 20), FAKE_STATUS_MS: '300', ...s.env },
@@ -166,6 +169,12 @@ export async function waitFor<T>(
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(100);
   }
+}
+
+/** The OMP_NUM_THREADS each attempt of the fake job saw (from the job's log file). */
+export function jobThreads(dataDir: string, jobName: string): string[] {
+  const log = readFileSync(path.join(dataDir, 'jobs', jobName, 'job.log'), 'utf8');
+  return [...log.matchAll(/^FAKE_THREADS (\S+)$/gm)].map((m) => m[1]);
 }
 
 /** Steps the fake job executed, in order, across every attempt (from the job's log file). */

@@ -10,6 +10,7 @@ import { trainingPipeline } from '../../workflows';
 import {
   connectTestClient,
   executedSteps,
+  jobThreads,
   makeConfig,
   S3_ENDPOINT,
   startWorkers,
@@ -27,7 +28,7 @@ test('a three-stage pipeline completes, chains outputs and commits manifest and 
     storagePrefix: `tests/${id}`,
     stages: [
       { name: 'mid-1', steps: 6, every: 3 },
-      { name: 'mid-2', steps: 4, every: 2 },
+      { name: 'mid-2', steps: 4, every: 2, cpus: 3 },
       { name: 'sft', steps: 3, every: 2 },
     ],
   });
@@ -72,6 +73,9 @@ test('a three-stage pipeline completes, chains outputs and commits manifest and 
       expect(committed.length).toBeLessThanOrEqual(2);
       expect(committed.at(-1)).toBe(steps[i]);
     }
+
+    // resources.cpus_per_node sets the job's CPU threads (OMP_NUM_THREADS, read by PyTorch).
+    expect(jobThreads(dataDir, jobName(id, 'mid-2'))).toEqual(['3']);
 
     const manifest = await new ManifestStore(store, config.storage.uri).read(id);
     expect(manifest?.state).toBe('completed');
