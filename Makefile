@@ -5,7 +5,7 @@ NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
 .PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-k8s-validator demo demo-data test typecheck lint format \
-        bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling clean-data
+        bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
 
 help:
 	@echo "make demo    run the demo pipeline (configs/demo.yaml) on the local stack"
@@ -84,6 +84,9 @@ bench-rl: setup
 
 bench-sampling: setup
 	.venv/bin/python bench/sampling/run.py --checkpoint $(BENCH_CHECKPOINT)
+
+bench-serve: setup-python
+	.venv/bin/python bench/serve/run.py --checkpoint $(BENCH_CHECKPOINT)
 
 bench-dataplane-sim: setup-node
 	npx tsx bench/dataplane-sim/run.ts

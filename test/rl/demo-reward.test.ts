@@ -31,6 +31,7 @@ function reducedDemo(id: string, seed: number, dataDir: string): string {
   const cfg = parse(readFileSync(path.join(repoRoot, 'configs/demo.yaml'), 'utf8')) as {
     metadata: { name: string };
     storage: Record<string, unknown>;
+    defaults: { resources?: Record<string, unknown> };
     temporal?: Record<string, unknown>;
     model: { init: { preset: string; seed?: number }; tokenizer: { path: string } };
     stages: Stage[];
@@ -39,6 +40,8 @@ function reducedDemo(id: string, seed: number, dataDir: string): string {
   cfg.storage = { uri: `s3://${BUCKET}/tests/${id}`, endpoint: S3_ENDPOINT, force_path_style: true };
   cfg.temporal = { address: TEMPORAL_ADDRESS, task_queue: `q-${id}` };
   cfg.model.init.seed = seed;
+  // Two pipelines side by side on CI's 2 cores: one CPU thread per job, or PyTorch's per-core threads fight.
+  cfg.defaults.resources = { ...cfg.defaults.resources, cpus_per_node: 1 };
   cfg.model.tokenizer.path = path.join(dataDir, 'tokenizer.json');
   const steps: Record<string, number> = {
     'midtrain-1': 100,

@@ -166,24 +166,32 @@ def test_concurrent_generations_are_batched_and_equal_their_solo_runs(fix):
     alone = [list(solo.generate(p, sp)) for p, sp in zip(prompts, params)]
     assert solo.stepped_rows == solo.steps  # one at a time
 
+    def concurrently(engine: Engine) -> dict[int, list]:
+        start = threading.Barrier(6)
+        out: dict[int, list] = {}
+
+        def work(i: int) -> None:
+            start.wait()
+            out[i] = list(engine.generate(prompts[i], params[i]))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return out
+
     engine = Engine(TransformerRunner(model), version=3)
-    start = threading.Barrier(6)
-    out: dict[int, list] = {}
-
-    def work(i: int) -> None:
-        start.wait()
-        out[i] = list(engine.generate(prompts[i], params[i]))
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    out = concurrently(engine)
     assert engine.stepped_rows == 6 * 16 and engine.steps < 6 * 16 / 1.5, (engine.steps, engine.stepped_rows)
+    one_by_one = Engine(TransformerRunner(model, reuse_prefixes=False), version=3, max_batch=1)
+    sequential = concurrently(one_by_one)
+    assert one_by_one.steps == one_by_one.stepped_rows == 6 * 16
     for i in range(6):
-        assert [t.id for t in out[i]] == [t.id for t in alone[i]]
-        assert [t.logprob for t in out[i]] == pytest.approx([t.logprob for t in alone[i]], abs=1e-5)
-        assert all(t.version == 3 for t in out[i])
+        for got in (out[i], sequential[i]):
+            assert [t.id for t in got] == [t.id for t in alone[i]]
+            assert [t.logprob for t in got] == pytest.approx([t.logprob for t in alone[i]], abs=1e-5)
+            assert all(t.version == 3 for t in got)
 
 
 def test_n_choices_step_together_and_swap_rebuilds_all(fix):

@@ -23,9 +23,11 @@ from .server import ServeState, make_server
 from .weights import load_checkpoint
 
 
-def load_runner(path: str) -> tuple[TransformerRunner, int | None]:
-    model, step = load_checkpoint(path)
-    return TransformerRunner(model), step
+def runner_loader(reuse_prefixes: bool):
+    def load_runner(path: str) -> tuple[TransformerRunner, int | None]:
+        model, step = load_checkpoint(path)
+        return TransformerRunner(model, reuse_prefixes=reuse_prefixes), step
+    return load_runner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--admin-token", default=os.environ.get("TRAINFLOW_SERVE_ADMIN_TOKEN"))
     ap.add_argument("--max-len", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--max-batch", type=int, default=64, help="generations per decode step (1: one at a time)")
+    ap.add_argument("--no-prefix-reuse", action="store_true", help="always prefill whole prompts (benchmarks)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     if not tok_path or not Path(tok_path).is_file():
         return bad(f"no tokenizer: pass --tokenizer FILE (looked for {tok_path})")
     codec = Codec.from_file(tok_path)
+    if args.max_batch < 1:
+        return bad(f"--max-batch must be at least 1, got {args.max_batch}")
+    load_runner = runner_loader(not args.no_prefix_reuse)
     if args.checkpoint:
         try:
             runner, step = load_runner(args.checkpoint)
@@ -58,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             return bad(f"--checkpoint {args.checkpoint}: {e}")
     elif args.preset:
         torch.manual_seed(args.init_seed)
-        runner, step = TransformerRunner(Transformer(preset(args.preset, vocab_size=codec.vocab_size))), None
+        runner, step = TransformerRunner(Transformer(preset(args.preset, vocab_size=codec.vocab_size)),
+                                         reuse_prefixes=not args.no_prefix_reuse), None
     else:
         return bad("give --checkpoint DIR or --preset NAME")
     if runner.vocab_size < codec.vocab_size:
         return bad(f"the model's vocab_size {runner.vocab_size} is smaller than the tokenizer's {codec.vocab_size}")
     version = args.policy_version if args.policy_version is not None else (step or 0)
     max_len = args.max_len or runner.model.config.max_position_embeddings
-    engine = Engine(runner, version=version, eos_token_ids=codec.eos_token_ids, max_len=max_len)
+    engine = Engine(runner, version=version, eos_token_ids=codec.eos_token_ids, max_len=max_len,
+                    max_batch=args.max_batch)
     name = Path(args.checkpoint).name if args.checkpoint else f"{args.preset}-seed{args.init_seed}"
     state = ServeState(engine, codec, load_runner, name, args.admin_token)
     state.checkpoint = args.checkpoint

@@ -97,7 +97,11 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, runner: Runner, version: int = 0, eos_token_ids: tuple[int, ...] = (), max_len: int = 4096):
+    def __init__(self, runner: Runner, version: int = 0, eos_token_ids: tuple[int, ...] = (), max_len: int = 4096,
+                 max_batch: int = 64):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch  # generations per step (vLLM's max_num_seqs); 1 steps them one at a time
         self._runner = runner
         self._kv = runner.new_kv()
         self.version = version
@@ -185,32 +189,45 @@ class Engine:
         return g.finish_reason is not None
 
     def _next_tokens(self, lives: list[_Live]) -> None:
-        """Blocks until each of `lives` has its next token in `.token`, stepping the batch if nobody else is."""
+        """Blocks until each of `lives` has its next token in `.token`, stepping batches while nobody else is.
+
+        A consumer that finds the engine idle steps the oldest waiting requests (its own may have to wait for a
+        later step when max_batch is reached, so it keeps going until its own request is done).
+        """
         req = _Request(lives)
         with self._cv:
             self._waiting.append(req)
-            while not req.done and (self._stepping or self.paused):
-                self._cv.wait()
-            if req.done:
-                if req.error is not None:
-                    raise req.error
-                return
-            batch, self._waiting = self._waiting, []
-            self._stepping = True
-            runner, kv, version = self._runner, self._kv, self.version
-        try:
-            self._step([lv for r in batch for lv in r.lives], runner, kv, version)
-        except BaseException as e:  # every waiting consumer hears of it
-            for r in batch:
-                r.error = e
-        finally:
+        while True:
             with self._cv:
-                self._stepping = False
+                while not req.done and (self._stepping or self.paused):
+                    self._cv.wait()
+                if req.done:
+                    break
+                batch = self._take_batch()
+                self._stepping = True
+                runner, kv, version = self._runner, self._kv, self.version
+            try:
+                self._step([lv for r in batch for lv in r.lives], runner, kv, version)
+            except BaseException as e:  # every consumer in the batch hears of it
                 for r in batch:
-                    r.done = True
-                self._cv.notify_all()
+                    r.error = e
+            finally:
+                with self._cv:
+                    self._stepping = False
+                    for r in batch:
+                        r.done = True
+                    self._cv.notify_all()
         if req.error is not None:
             raise req.error
+
+    def _take_batch(self) -> list[_Request]:
+        """The oldest waiting requests, up to max_batch generations (always at least one request)."""
+        batch, rows = [], 0
+        while self._waiting and (not batch or rows + len(self._waiting[0].lives) <= self.max_batch):
+            req = self._waiting.pop(0)
+            batch.append(req)
+            rows += len(req.lives)
+        return batch
 
     def _step(self, lives: list[_Live], runner: Runner, kv: KVStore, version: int) -> None:
         decode: list[_Live] = []

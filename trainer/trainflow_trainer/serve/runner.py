@@ -30,12 +30,13 @@ class SlotKV:
     """Key/value caches of many sequences in shared tensors; `update` is the model's KV-cache hook."""
 
     def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 slots: int = 8, capacity: int = 256, max_retained: int = 16):
+                 slots: int = 8, capacity: int = 256, max_retained: int = 16, reuse_prefixes: bool = True):
         self.num_layers, self.kv_heads, self.head_dim, self.dtype = num_layers, kv_heads, head_dim, dtype
         self.k = [torch.zeros(slots, kv_heads, capacity, head_dim, dtype=dtype) for _ in range(num_layers)]
         self.v = [torch.zeros_like(t) for t in self.k]
         self.tokens: list[list[int]] = [[] for _ in range(slots)]  # the ids whose keys slot s holds, in order
-        self.max_retained = max_retained
+        self.reuse_prefixes = reuse_prefixes
+        self.max_retained = max_retained if reuse_prefixes else 0
         self.reused_tokens = 0  # prompt tokens copied from a cached prefix
         self.computed_tokens = 0  # prompt tokens run through the model
         self._free = list(range(slots - 1, -1, -1))
@@ -100,6 +101,8 @@ class SlotKV:
     def longest_prefix(self, ids: list[int], exclude: int) -> tuple[int, int]:
         """(slot, n): the slot holding the longest prefix of `ids` (n tokens), not counting `exclude`."""
         best, best_n = -1, 0
+        if not self.reuse_prefixes:
+            return best, best_n
         for s, held in enumerate(self.tokens):
             if s == exclude or len(held) <= best_n:
                 continue
@@ -162,14 +165,16 @@ class SlotKV:
 
 
 class TransformerRunner:
-    def __init__(self, model: Transformer):
+    def __init__(self, model: Transformer, reuse_prefixes: bool = True):
         self.model = model.eval()
+        self.reuse_prefixes = reuse_prefixes
         self.vocab_size = model.config.vocab_size
 
     def new_kv(self) -> SlotKV:
         cfg = self.model.config
         dtype = next(self.model.parameters()).dtype
-        return SlotKV(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, dtype)
+        return SlotKV(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, dtype,
+                      reuse_prefixes=self.reuse_prefixes)
 
     @torch.inference_mode()
     def prefill(self, ids: list[int], kv: SlotKV, slot: int) -> Tensor:
