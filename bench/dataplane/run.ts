@@ -11,8 +11,16 @@
 // is bounded by CPU: direct costs load+stub per request, proxied costs load+stub+proxy.
 // `cpu_bound_ratio` = (load+stub)/(load+stub+proxy) from the measured CPU is printed next to the ratio.
 //
-// Run: npx tsx bench/dataplane/run.ts   → bench/results/dataplane.json   (BENCH_REQUESTS=N to change size)
-import { spawn, type ChildProcess } from 'node:child_process';
+// So every row is measured twice: unpinned (all three processes on all cores, as above) and pinned, like a
+// deployment where the proxy is its own service: with >= 2 cores the proxy runs on its own core(s) and the
+// load generator and the stub share the others (`taskset`), the same for both arms, so direct and proxied
+// get the same client/stub CPU and the ratio shows whether the proxy keeps up with its clients. Each row
+// says `pinned: true/false`; the targets are judged on each set separately.
+//
+// Run: npx tsx bench/dataplane/run.ts   → bench/results/dataplane.json   (BENCH_REQUESTS=N to change size,
+// BENCH_SESSIONS=1,64 for a subset;
+// BENCH_PROXY_PROF=DIR writes the proxy's V8 CPU profiles there, `node --cpu-prof`)
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,13 +29,42 @@ import { Pool } from 'undici';
 
 const ROOT = path.resolve(__dirname, '../..');
 const ADMIN = 'bench-admin';
-const SESSIONS = [1, 64, 512];
+const SESSIONS = (process.env.BENCH_SESSIONS ?? '1,64,512').split(',').map(Number); // a subset: quick checks
 const REQUESTS_PER_CONFIG = Number(process.env.BENCH_REQUESTS ?? 6000);
 const SLICES = 4; // interleaved direct/proxy slices per row
 const NICE = 5;
 
-function start(args: string[], marker: RegExp): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn(process.execPath, args, {
+/** Where each process runs: `cpus` as taskset lists them (null: anywhere). */
+interface Placement {
+  pinned: boolean;
+  proxy: string | null;
+  loadAndStub: string | null;
+}
+
+function placements(cpus: number): Placement[] {
+  const all: Placement = { pinned: false, proxy: null, loadAndStub: null };
+  if (cpus < 2) return [all];
+  const proxyCores = Math.max(1, Math.floor(cpus / 2)); // the proxy's share: half, the upper cores
+  const range = (a: number, b: number) => (a === b ? `${a}` : `${a}-${b}`);
+  return [
+    all,
+    { pinned: true, proxy: range(cpus - proxyCores, cpus - 1), loadAndStub: range(0, cpus - proxyCores - 1) },
+  ];
+}
+
+/** Moves this process (every thread: the load generator) onto `cpus`. */
+function pinSelf(cpus: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(process.pid)], { stdio: 'ignore' });
+}
+
+function start(
+  args: string[],
+  marker: RegExp,
+  cpus: string | null,
+): Promise<{ proc: ChildProcess; port: number }> {
+  // taskset execs node in place: the pid is node's (its /proc CPU counters are read below)
+  const [cmd, argv] = cpus ? ['taskset', ['-c', cpus, process.execPath, ...args]] : [process.execPath, args];
+  const proc = spawn(cmd, argv, {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, TRAINFLOW_LOG_LEVEL: 'warn' },
@@ -103,6 +140,7 @@ async function drive(
 interface Row {
   sessions: number;
   streaming: boolean;
+  pinned: boolean;
   added_p50_ms: number;
   throughput_ratio: number;
   [more: string]: unknown;
@@ -113,9 +151,70 @@ const perRequestUs = (seconds: number, n: number): number => (seconds / n) * 1e6
 async function main(): Promise<void> {
   os.setPriority(NICE); // others share the CPU; the children inherit it
   const loadAtStart = os.loadavg()[0];
-  const stub = await start(['-r', 'tsx/cjs', 'bench/dataplane/stub.ts'], /^STUB (\d+)/);
+  const cpus = os.availableParallelism();
+  const plan = placements(cpus);
+  const rows: Row[] = [];
+  for (const place of plan) await measure(place, cpus, rows);
+  const judge = (pinned: boolean) => {
+    const at = (sessions: number) => rows.filter((r) => r.pinned === pinned && r.sessions === sessions);
+    return {
+      added_p50_ms_at_1_session: { target: '<= 0.5', met: at(1).every((r) => r.added_p50_ms <= 0.5) },
+      throughput_ratio_at_64_sessions: {
+        target: '>= 0.8',
+        met: at(64).every((r) => r.throughput_ratio >= 0.8),
+      },
+    };
+  };
+  const pinned = plan.find((p) => p.pinned);
+  const targets = { unpinned: judge(false), ...(pinned ? { pinned: judge(true) } : {}) };
+  const file = path.join(ROOT, 'bench/results/dataplane.json');
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        bench: 'dataplane',
+        requests_per_config: REQUESTS_PER_CONFIG,
+        slices: SLICES,
+        nproc: cpus,
+        pinning: pinned
+          ? { proxy_cpus: pinned.proxy, load_generator_and_stub_cpus: pinned.loadAndStub, tool: 'taskset -c' }
+          : 'none: fewer than 2 cores',
+        shared_cpus:
+          'unpinned rows: the load generator, the stub upstream and the proxy are three processes sharing ' +
+          'all cores (and other users of the machine); pinned rows: the proxy on its own core(s), the load ' +
+          'generator and the stub on the others, in both arms; the run is niced',
+        nice: NICE,
+        load_average_at_start: loadAtStart,
+        node: process.version,
+        targets,
+        rows,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
+  for (const [set, t] of Object.entries(targets))
+    console.log(
+      `targets (${set}): added p50 at 1 session ${t.added_p50_ms_at_1_session.met ? 'met' : 'MISSED'}, ` +
+        `throughput at 64 sessions ${t.throughput_ratio_at_64_sessions.met ? 'met' : 'MISSED'}`,
+    );
+  console.log(`wrote ${path.relative(process.cwd(), file)}`);
+}
+
+/** Every row (sessions × streaming) with one placement of the processes; appends to `rows`. */
+async function measure(place: Placement, cpus: number, rows: Row[]): Promise<void> {
+  pinSelf(place.loadAndStub ?? `0-${cpus - 1}`);
+  console.log(
+    place.pinned
+      ? `pinned: proxy on cpus ${place.proxy}, load generator and stub on ${place.loadAndStub}`
+      : `unpinned: all processes on cpus 0-${cpus - 1}`,
+  );
+  const prof = process.env.BENCH_PROXY_PROF;
+  const stub = await start(['-r', 'tsx/cjs', 'bench/dataplane/stub.ts'], /^STUB (\d+)/, place.loadAndStub);
   const proxy = await start(
     [
+      ...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []),
       'bin/trainflow.js',
       'dataplane',
       'serve',
@@ -127,10 +226,10 @@ async function main(): Promise<void> {
       ADMIN,
     ],
     /^TRAINFLOW_DATAPLANE .*"port":(\d+)/,
+    place.proxy,
   );
   const pids = { stub: stub.proc.pid!, proxy: proxy.proc.pid! };
   const admin = new Pool(`http://127.0.0.1:${proxy.port}`, { connections: 4 });
-  const rows: Row[] = [];
   try {
     for (const sessions of SESSIONS) {
       const keys: string[] = [];
@@ -185,6 +284,7 @@ async function main(): Promise<void> {
         const row = {
           sessions,
           streaming,
+          pinned: place.pinned,
           requests: n,
           direct_p50_ms: quantile(d.lat, 0.5),
           proxy_p50_ms: quantile(p.lat, 0.5),
@@ -200,7 +300,7 @@ async function main(): Promise<void> {
         };
         rows.push(row);
         console.log(
-          `${String(sessions).padStart(4)} sessions ${streaming ? 'stream' : 'whole '}  ` +
+          `${place.pinned ? 'pinned  ' : 'unpinned'} ${String(sessions).padStart(4)} sessions ${streaming ? 'stream' : 'whole '}  ` +
             `added p50 ${row.added_p50_ms.toFixed(3)} ms  p99 ${row.added_p99_ms.toFixed(3)} ms  ` +
             `throughput ${row.throughput_ratio.toFixed(2)}x (${proxyRps.toFixed(0)} vs ${directRps.toFixed(0)} req/s)  ` +
             `CPU us/request: proxy ${cpu.proxied.proxy.toFixed(0)}, stub ${cpu.proxied.stub.toFixed(0)}, ` +
@@ -214,43 +314,9 @@ async function main(): Promise<void> {
     proxy.proc.kill('SIGTERM');
     stub.proc.kill('SIGTERM');
     await admin.close();
+    // the proxy writes its CPU profile as it exits
+    await new Promise((r) => (proxy.proc.exitCode !== null ? r(null) : proxy.proc.once('exit', r)));
   }
-  const at = (sessions: number) => rows.filter((r) => r.sessions === sessions);
-  const targets = {
-    added_p50_ms_at_1_session: { target: '<= 0.5', met: at(1).every((r) => r.added_p50_ms <= 0.5) },
-    throughput_ratio_at_64_sessions: {
-      target: '>= 0.8',
-      met: at(64).every((r) => r.throughput_ratio >= 0.8),
-    },
-  };
-  const file = path.join(ROOT, 'bench/results/dataplane.json');
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(
-    file,
-    JSON.stringify(
-      {
-        bench: 'dataplane',
-        requests_per_config: REQUESTS_PER_CONFIG,
-        slices: SLICES,
-        cpus: os.cpus().length,
-        shared_cpus:
-          'the load generator, the stub upstream and the proxy are three processes sharing these cores ' +
-          '(and other users of the machine); the run is niced',
-        nice: NICE,
-        load_average_at_start: loadAtStart,
-        node: process.version,
-        targets,
-        rows,
-      },
-      null,
-      2,
-    ) + '\n',
-  );
-  console.log(
-    `targets: added p50 at 1 session ${targets.added_p50_ms_at_1_session.met ? 'met' : 'MISSED'}, ` +
-      `throughput at 64 sessions ${targets.throughput_ratio_at_64_sessions.met ? 'met' : 'MISSED'}`,
-  );
-  console.log(`wrote ${path.relative(process.cwd(), file)}`);
 }
 
 main().catch((err: unknown) => {

@@ -19,7 +19,7 @@
 // not bring back, so after a restore nothing acknowledged is offered again (the records after the restored
 // end are appended anew, with new seqs after it) and nothing is lost that was acknowledged.
 // `restoreFromS3` rebuilds an empty local folder from the uploaded segments.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -48,7 +48,7 @@ export interface LedgerOptions {
 const SEGMENT_RE = /^segment-(\d{12})\.log$/;
 
 function checksum(json: string): string {
-  return createHash('sha256').update(json).digest('hex').slice(0, 16);
+  return hash('sha256', json, 'hex').slice(0, 16);
 }
 
 export function encodeLine(entry: LedgerEntry): string {

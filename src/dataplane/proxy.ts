@@ -35,7 +35,7 @@ import {
   type Trajectory,
   type TurnRecord,
 } from './sessions';
-import { NoUpstreamError, readAll, UpstreamPool } from './upstreams';
+import { NoUpstreamError, UpstreamPool, type ResponseSink } from './upstreams';
 
 export type DriftMode = 'detect' | 'fix';
 
@@ -435,49 +435,15 @@ export class TrajectoryProxy {
       throw new HttpError(400, "field 'prompt' is required (text or token ids)");
     }
     const requestNo = s.nextRequest++;
-    const up = await this.pool.send(
-      'POST',
+    const relay = new Relay(res, json.stream === true);
+    const upstream = await this.pool.forward(
       kind === 'chat' ? '/v1/chat/completions' : '/v1/completions',
       payload,
-      s.upstream,
-      (i) => (s.upstream = i),
+      s,
+      relay,
     );
-    const rec = newRecord();
-    const streaming = json.stream === true && up.status === 200;
-    if (streaming) {
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      const reader = new SseReader((ev) => absorb(rec, ev as Parameters<typeof absorb>[1]));
-      // Each chunk goes on to the agent as it arrives, then is parsed for the record. Chunks that arrive in
-      // the same tick (one socket read often holds several events) leave in one write: fewer syscalls and
-      // fewer wake-ups of the agent, and nothing is held back past the current tick.
-      let corked = false;
-      await new Promise<void>((resolve, reject) => {
-        up.body.on('data', (chunk: Buffer) => {
-          if (!corked) {
-            corked = true;
-            res.cork();
-            process.nextTick(() => {
-              corked = false;
-              res.uncork();
-            });
-          }
-          res.write(chunk);
-          reader.push(chunk);
-        });
-        up.body.once('end', resolve);
-        up.body.once('error', reject);
-      });
-      res.end();
-    } else {
-      const bytes = await readAll(up.body);
-      res.writeHead(up.status, {
-        'content-type': up.headers['content-type'] ?? 'application/json',
-        'content-length': bytes.length,
-      });
-      res.end(bytes);
-      if (up.status !== 200) return;
-      absorb(rec, JSON.parse(bytes.toString('utf8')) as Parameters<typeof absorb>[1]);
-    }
+    const rec = relay.finish();
+    if (rec === null) return; // the upstream's error answer went to the agent as it was
     this.recordTurns(
       s,
       rec,
@@ -487,8 +453,8 @@ export class TrajectoryProxy {
       key,
       parent,
       fixed,
-      up.upstream.url.toString(),
-      up.upstream.version,
+      upstream.url.toString(),
+      upstream.version,
     );
   }
 
@@ -585,6 +551,72 @@ export class TrajectoryProxy {
     const rest = tail.length && history[history.length - 1] === tail[0] ? tail.slice(1) : tail;
     return history.concat(rest, full.slice(head.length));
   }
+}
+
+/**
+ * Passes one upstream response on to the agent and records it. Streamed (an SSE answer with status 200):
+ * each chunk goes on as it arrives, then is parsed for the record; chunks that arrive in the same tick (one
+ * socket read often holds several events) leave in one write: fewer syscalls and fewer wake-ups of the
+ * agent, and nothing is held back past the current tick. Otherwise the body is gathered, sent with its
+ * length, and parsed once. One object per request, no closures (it runs on every inference request).
+ */
+class Relay implements ResponseSink {
+  private readonly rec = newRecord();
+  private status = 0;
+  private type: string | undefined;
+  private readonly chunks: Buffer[] = [];
+  private reader: SseReader | null = null;
+  corked = false;
+
+  constructor(
+    readonly res: http.ServerResponse,
+    private readonly wantsStream: boolean,
+  ) {}
+
+  head(status: number, contentType: string | undefined): void {
+    this.status = status;
+    this.type = contentType;
+    if (!this.wantsStream || status !== 200) return;
+    this.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    const rec = this.rec;
+    this.reader = new SseReader((ev) => absorb(rec, ev as Parameters<typeof absorb>[1]));
+  }
+
+  data(chunk: Buffer): void {
+    if (this.reader === null) {
+      this.chunks.push(chunk);
+      return;
+    }
+    if (!this.corked) {
+      this.corked = true;
+      this.res.cork();
+      process.nextTick(uncork, this);
+    }
+    this.res.write(chunk);
+    this.reader.push(chunk);
+  }
+
+  /** Ends the agent's response; returns the record, or null when the upstream did not answer 200. */
+  finish(): ResponseRecord | null {
+    if (this.reader !== null) {
+      this.res.end();
+      return this.rec;
+    }
+    const bytes = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+    this.res.writeHead(this.status, {
+      'content-type': this.type ?? 'application/json',
+      'content-length': bytes.length,
+    });
+    this.res.end(bytes);
+    if (this.status !== 200) return null;
+    absorb(this.rec, JSON.parse(bytes.toString('utf8')) as Parameters<typeof absorb>[1]);
+    return this.rec;
+  }
+}
+
+function uncork(relay: Relay): void {
+  relay.corked = false;
+  relay.res.uncork();
 }
 
 function sendJson(res: http.ServerResponse, status: number, obj: unknown): void {

@@ -116,18 +116,30 @@ export class SseReader {
   private readonly decoder = new StringDecoder('utf8');
   constructor(private readonly onEvent: (obj: unknown) => void) {}
 
+  // Runs on every chunk of every streamed response: it scans by index and cuts out only the data payloads
+  // (no copies of the buffer per event, no line arrays).
   push(chunk: Buffer): void {
-    this.buf += this.decoder.write(chunk);
+    const text = this.decoder.write(chunk);
+    const buf = this.buf.length ? this.buf + text : text;
+    let start = 0;
     let cut: number;
-    while ((cut = this.buf.indexOf('\n\n')) >= 0) {
-      const event = this.buf.slice(0, cut);
-      this.buf = this.buf.slice(cut + 2);
-      for (const line of event.split('\n')) {
-        if (!line.startsWith('data:')) continue;
-        const data = line.slice(5).trim();
-        if (data === '[DONE]' || data === '') continue;
-        this.onEvent(JSON.parse(data));
+    while ((cut = buf.indexOf('\n\n', start)) >= 0) {
+      this.event(buf, start, cut);
+      start = cut + 2;
+    }
+    this.buf = start === 0 ? buf : buf.slice(start);
+  }
+
+  /** The event in buf[start, end): each `data:` line's payload. */
+  private event(buf: string, start: number, end: number): void {
+    for (let line = start; line < end;) {
+      let eol = buf.indexOf('\n', line);
+      if (eol < 0 || eol > end) eol = end;
+      if (buf.startsWith('data:', line)) {
+        const data = buf.slice(line + 5, eol).trim();
+        if (data !== '[DONE]' && data !== '') this.onEvent(JSON.parse(data));
       }
+      line = eol + 1;
     }
   }
 }

@@ -4,7 +4,7 @@
 // turns (one per returned choice): prompt ids, output ids, log-probs, the policy version of each generated
 // token, the request's messages (tool results included) and the returned message (tool calls included).
 // Finishing a session with a reward turns it into a trajectory: its conversation tree plus metadata.
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { buildTree, versionRange, type Sequence, type TokenMeta, type TreeNode } from './tree';
 
 export interface TurnRecord {
@@ -210,9 +210,8 @@ export function messageParts(messages: unknown[]): string[] {
  * size per turn rather than a copy of the whole conversation so far (quadratic in the session's length).
  */
 export function messagesKey(parts: string[], k = parts.length): string {
-  const h = createHash('sha256');
-  for (let i = 0; i < k; i++) h.update(parts[i]).update('\u0001');
-  return h.digest('base64');
+  // one-shot hash: no Hash object per request (it runs on every chat request, once per assistant message)
+  return hash('sha256', (k === parts.length ? parts : parts.slice(0, k)).join('\u0001'), 'base64');
 }
 
 /** Records a turn in the session (and in the index findParent uses). */

@@ -6,7 +6,9 @@
 //
 // Each upstream has one undici Pool (keep-alive, no pipelining: a generation can run for minutes and must
 // not hold up the requests queued behind it on the same connection). undici costs less CPU per request
-// than node:http's client (bench/dataplane), and the proxy's CPU is what agents wait on.
+// than node:http's client (bench/dataplane), and the proxy's CPU is what agents wait on. Inference responses
+// go through `forward`: undici's dispatch API hands each body chunk straight to the proxy (a ResponseSink),
+// without the Readable stream its request API builds around every response.
 import { Pool, type Dispatcher } from 'undici';
 
 export interface Upstream {
@@ -43,6 +45,55 @@ const RETRYABLE = new Set([
 ]);
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
+
+/** Receives a forwarded response as undici reads it: the head once, then every body chunk in order. */
+export interface ResponseSink {
+  head(status: number, contentType: string | undefined): void;
+  data(chunk: Buffer): void;
+}
+
+/**
+ * One attempt's undici dispatch handler (its callback API, the one undici runs on internally): a class, so
+ * a request allocates one object rather than a closure per callback.
+ */
+class Exchange {
+  started = false;
+  constructor(
+    private readonly sink: ResponseSink,
+    private readonly done: (err: Error | null) => void,
+  ) {}
+
+  onConnect(): void {}
+
+  onHeaders(status: number, raw: Buffer[] | string[] | null): boolean {
+    this.started = true;
+    this.sink.head(status, contentType(raw));
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.sink.data(chunk);
+    return true;
+  }
+
+  onComplete(): void {
+    this.done(null);
+  }
+
+  onError(err: Error): void {
+    this.done(err);
+  }
+}
+
+/** The content-type among undici's raw header pairs (name, value, name, value, ...). */
+function contentType(raw: Buffer[] | string[] | null): string | undefined {
+  if (!raw) return undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i].toString();
+    if (name.length === 12 && name.toLowerCase() === 'content-type') return raw[i + 1].toString();
+  }
+  return undefined;
+}
 
 export class UpstreamPool {
   readonly upstreams: Upstream[];
@@ -139,6 +190,57 @@ export class UpstreamPool {
     );
   }
 
+  /**
+   * Sends a request and streams its response into `sink`, with the failover of `send`: a connection-level
+   * error before the response started is retried on another upstream; anything later rejects (the request
+   * may have run). `affinity.upstream` is the session's upstream, updated to the one used. Resolves with the
+   * upstream that answered once the response is complete.
+   */
+  async forward(
+    path: string,
+    body: Buffer | string,
+    affinity: { upstream: number | null },
+    sink: ResponseSink,
+  ): Promise<Upstream> {
+    let tried: Set<number> | undefined;
+    let last: unknown = null;
+    for (;;) {
+      const index = this.assign(affinity.upstream, tried);
+      affinity.upstream = index;
+      const failed = await this.dispatchOnce(index, path, body, sink);
+      if (failed === null) return this.upstreams[index];
+      if (failed.started || !RETRYABLE.has(failed.code ?? '')) throw failed.error;
+      this.upstreams[index].downUntil = Date.now() + this.downForMs;
+      last = failed.error;
+      tried ??= new Set();
+      tried.add(index);
+      if (tried.size >= this.upstreams.length) break;
+    }
+    throw new NoUpstreamError(
+      `no inference server is reachable (last error: ${(last as Error)?.message ?? 'none'})`,
+    );
+  }
+
+  /** One attempt; resolves with null when the response is complete, else the error and whether it started. */
+  private dispatchOnce(
+    index: number,
+    path: string,
+    body: Buffer | string,
+    sink: ResponseSink,
+  ): Promise<{ error: Error; started: boolean; code?: string } | null> {
+    return new Promise((resolve) => {
+      const x: Exchange = new Exchange(sink, (error) =>
+        resolve(
+          error === null ? null : { error, started: x.started, code: (error as { code?: string }).code },
+        ),
+      );
+      this.pools[index].dispatch(
+        { method: 'POST', path: this.prefixes[index] + path, headers: JSON_HEADERS, body },
+        x,
+      );
+    });
+  }
+
   /** A JSON request to one upstream (admin fan-out, tokenize); throws on transport errors. */
   async json(
     index: number,
@@ -165,19 +267,4 @@ export class UpstreamPool {
   close(): void {
     for (const p of this.pools) void p.destroy();
   }
-}
-
-/** Reads a whole upstream body (up to `limit` bytes) as one Buffer. */
-export function readAll(stream: NodeJS.ReadableStream, limit = 64 * 1024 * 1024): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    stream.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) reject(new Error(`body larger than ${limit} bytes`));
-      else chunks.push(c);
-    });
-    stream.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
-    stream.on('error', reject);
-  });
 }
