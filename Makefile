@@ -45,6 +45,7 @@ demo: setup demo-data
 	@$(TRAINFLOW) dev up
 	@$(TRAINFLOW) validate configs/demo.yaml >/dev/null
 	@$(TRAINFLOW) run configs/demo.yaml --id $(DEMO_ID); rc=$$?; \
+	  $(TRAINFLOW) logs $(DEMO_ID) rl 2>/dev/null | grep 'rl reward first tenth' || true; \
 	  AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-trainflow} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-trainflow-secret} \
 	  $(TRAINFLOW) report $(DEMO_ID); exit $$rc
 
