@@ -10,6 +10,8 @@
 // machine, with other people's processes). At 64+ sessions all three are CPU-bound, so the throughput ratio
 // is bounded by CPU: direct costs load+stub per request, proxied costs load+stub+proxy.
 // `cpu_bound_ratio` = (load+stub)/(load+stub+proxy) from the measured CPU is printed next to the ratio.
+// Pinned rows add `core_bound_ratio` = min(1, (load+stub)/proxy), the ratio with each side on cores of its
+// own, and `proxy_core_busy`, the share of a core the proxy used while it was measured.
 //
 // So every row is measured twice: unpinned (all three processes on all cores, as above) and pinned, like a
 // deployment where the proxy is its own service: with >= 2 cores the proxy runs on its own core(s) and the
@@ -297,6 +299,14 @@ async function measure(place: Placement, cpus: number, rows: Row[]): Promise<voi
           cpu_us_per_request: cpu,
           cpu_bound_ratio:
             (cpu.proxied.load + cpu.proxied.stub) / (cpu.proxied.load + cpu.proxied.stub + cpu.proxied.proxy),
+          // Pinned: the ratio if the proxy had its core(s) and the clients theirs to themselves; and the
+          // share of one core the proxy got while proxying (below 1 at full load: other work held its core).
+          ...(place.pinned
+            ? {
+                core_bound_ratio: Math.min(1, (cpu.proxied.load + cpu.proxied.stub) / cpu.proxied.proxy),
+                proxy_core_busy: p.cpu.proxy / p.seconds,
+              }
+            : {}),
         };
         rows.push(row);
         console.log(
@@ -304,7 +314,10 @@ async function measure(place: Placement, cpus: number, rows: Row[]): Promise<voi
             `added p50 ${row.added_p50_ms.toFixed(3)} ms  p99 ${row.added_p99_ms.toFixed(3)} ms  ` +
             `throughput ${row.throughput_ratio.toFixed(2)}x (${proxyRps.toFixed(0)} vs ${directRps.toFixed(0)} req/s)  ` +
             `CPU us/request: proxy ${cpu.proxied.proxy.toFixed(0)}, stub ${cpu.proxied.stub.toFixed(0)}, ` +
-            `load ${cpu.proxied.load.toFixed(0)} (CPU-bound ratio ${row.cpu_bound_ratio.toFixed(2)})`,
+            `load ${cpu.proxied.load.toFixed(0)} (CPU-bound ratio ${row.cpu_bound_ratio.toFixed(2)}` +
+            (row.proxy_core_busy === undefined
+              ? ')'
+              : `, core-bound ${row.core_bound_ratio!.toFixed(2)}, proxy core busy ${row.proxy_core_busy.toFixed(2)})`),
         );
       }
       await direct.close();
