@@ -156,7 +156,6 @@ export class UpstreamPool {
     headers: Record<string, string> = JSON_HEADERS,
   ): Promise<UpstreamResponse> {
     let tried: Set<number> | undefined; // allocated only when a first attempt fails
-    let last: unknown = null;
     for (;;) {
       const index = this.assign(current, tried);
       onAssign(index);
@@ -176,18 +175,25 @@ export class UpstreamPool {
           index,
         };
       } catch (err) {
-        const code = (err as { code?: string }).code ?? '';
-        if (!RETRYABLE.has(code)) throw err;
-        this.upstreams[index].downUntil = Date.now() + this.downForMs;
-        last = err;
-        tried ??= new Set();
-        tried.add(index);
-        if (tried.size >= this.upstreams.length) break;
+        if (!RETRYABLE.has((err as { code?: string }).code ?? '')) throw err;
+        tried = this.markDown(index, tried, err);
       }
     }
-    throw new NoUpstreamError(
-      `no inference server is reachable (last error: ${(last as Error)?.message ?? 'none'})`,
-    );
+  }
+
+  /**
+   * After a connection-level failure on upstream `index`: marks it down for a while and returns the set of
+   * upstreams this request has tried, or throws NoUpstreamError when it has tried them all.
+   */
+  private markDown(index: number, tried: Set<number> | undefined, err: unknown): Set<number> {
+    this.upstreams[index].downUntil = Date.now() + this.downForMs;
+    tried ??= new Set();
+    tried.add(index);
+    if (tried.size >= this.upstreams.length)
+      throw new NoUpstreamError(
+        `no inference server is reachable (last error: ${(err as Error)?.message ?? String(err)})`,
+      );
+    return tried;
   }
 
   /**
@@ -203,22 +209,14 @@ export class UpstreamPool {
     sink: ResponseSink,
   ): Promise<Upstream> {
     let tried: Set<number> | undefined;
-    let last: unknown = null;
     for (;;) {
       const index = this.assign(affinity.upstream, tried);
       affinity.upstream = index;
       const failed = await this.dispatchOnce(index, path, body, sink);
       if (failed === null) return this.upstreams[index];
       if (failed.started || !RETRYABLE.has(failed.code ?? '')) throw failed.error;
-      this.upstreams[index].downUntil = Date.now() + this.downForMs;
-      last = failed.error;
-      tried ??= new Set();
-      tried.add(index);
-      if (tried.size >= this.upstreams.length) break;
+      tried = this.markDown(index, tried, failed.error);
     }
-    throw new NoUpstreamError(
-      `no inference server is reachable (last error: ${(last as Error)?.message ?? 'none'})`,
-    );
   }
 
   /** One attempt; resolves with null when the response is complete, else the error and whether it started. */

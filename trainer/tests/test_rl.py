@@ -109,6 +109,18 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def kill9_and_reap(job: subprocess.Popen, children: set[int]) -> None:
+    """SIGKILLs a job; its children must follow (the kernel's parent-death signal stops the server and the data
+    plane, which stops the agents): no orphans."""
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    job.stdout.close()
+    t_end = time.monotonic() + 20
+    while any(alive(p) for p in children) and time.monotonic() < t_end:
+        time.sleep(0.2)
+    assert not [p for p in children if alive(p)], "children outlived the killed job"
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("demo")
@@ -164,14 +176,7 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
         assert time.monotonic() < deadline, "attempt 1 did not reach a committed step 2"
     assert len(children) >= 3, f"expected server, data plane and agent worker children, saw {children}"
     time.sleep(0.5)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    job.stdout.close()
-    # no orphans: the kernel's parent-death signal stops the server and the data plane, which stops the agents
-    t_end = time.monotonic() + 20
-    while any(alive(p) for p in children) and time.monotonic() < t_end:
-        time.sleep(0.2)
-    assert not [p for p in children if alive(p)], "children outlived the killed job"
+    kill9_and_reap(job, children)
     ckpt2 = json.loads((out / "step-000002" / "trainer_state.json").read_text())
     stats2 = json.loads((out / "step-000002" / "sampler_stats.json").read_text())
 

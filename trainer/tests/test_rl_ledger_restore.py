@@ -7,13 +7,10 @@ the data-plane driver. Needs the local stack's MinIO (`make dev-up`); fails loud
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -21,16 +18,14 @@ import pytest
 
 from trainflow_trainer.errors import BadInput
 from trainflow_trainer.rl.rollouts import rollout_config
-from trainflow_trainer.storage import Storage, StorageConfig, join
+from trainflow_trainer.storage import Storage, join
 
 from conftest import job_env
-from test_rl import alive, descendants
+# fixtures: the local stack's MinIO (failing loudly when it is down), the demo tokenizer
+from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401
+from test_rl import descendants, kill9_and_reap, tokenizer  # noqa: F401
 
 TRAINER = Path(__file__).resolve().parents[1]
-ENDPOINT = os.environ.get("TRAINFLOW_S3_ENDPOINT", "http://127.0.0.1:9000")
-BUCKET = os.environ.get("TRAINFLOW_BUCKET", "trainflow")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "trainflow")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "trainflow-secret")
 
 
 def test_session_idle_timeout_is_a_positive_duration():
@@ -43,23 +38,6 @@ def test_session_idle_timeout_is_a_positive_duration():
         rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "soon"}})
     with pytest.raises(BadInput, match=r"stage.rollout.session_idle_timeout: expected a positive duration"):
         rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 0}})
-
-
-@pytest.fixture(scope="module")
-def storage() -> Storage:
-    try:
-        urllib.request.urlopen(f"{ENDPOINT}/minio/health/live", timeout=3)
-    except OSError as e:
-        pytest.fail(f"MinIO is not reachable at {ENDPOINT} ({e}): start the local stack (make dev-up)")
-    return Storage(StorageConfig(endpoint=ENDPOINT, region="us-east-1", force_path_style=True))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("demo")
-    subprocess.run([sys.executable, "-m", "trainflow_trainer.demo_data", str(d), "--quiet"], cwd=TRAINER, check=True,
-                   capture_output=True)
-    return d / "tokenizer.json"
 
 
 def shipped_groups(storage: Storage, ledger_prefix: str) -> list[tuple[int, dict]]:
@@ -109,13 +87,7 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
             assert time.monotonic() < deadline, "machine 1 did not reach step 3:\n" + "".join(log[-30:])
         else:
             pytest.fail("machine 1 exited before step 3:\n" + "".join(log[-30:]))
-        job.send_signal(signal.SIGKILL)
-        job.wait()
-        job.stdout.close()
-        t_end = time.monotonic() + 20
-        while any(alive(p) for p in children) and time.monotonic() < t_end:
-            time.sleep(0.2)
-        assert not [p for p in children if alive(p)], "children outlived the killed job"
+        kill9_and_reap(job, children)
         driver_spec = json.loads((work / "driver-rl.json").read_text())
         assert driver_spec["session_idle_timeout_s"] == 600  # rollout.session_idle_timeout reached the driver
 
