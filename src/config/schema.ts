@@ -66,7 +66,9 @@ const resourcesSchema = z.strictObject({
   nodes: positiveInt().default(1).describe('Nodes of the job (torchrun across nodes on Slurm/Kubernetes).'),
   gpus_per_node: nonNegativeInt().default(0).describe('GPUs per node.'),
   gpu_type: text().optional().describe("GPU model the job needs (must match the pool's)."),
-  cpus_per_node: positiveInt().optional().describe('CPU cores per node to request.'),
+  cpus_per_node: positiveInt()
+    .optional()
+    .describe("CPU cores per node to request; also the job's CPU threads (OMP_NUM_THREADS for PyTorch)."),
   memory_per_node: size().optional().describe('Memory per node to request.'),
 });
 const resourcesOverrideSchema = z.strictObject({
