@@ -1,9 +1,8 @@
 // `trainflow dataplane serve`: the rollout data plane's trajectory proxy (with its ledger) as a process.
 import type { Command } from 'commander';
-import fs from 'node:fs';
 import { UserError } from '../../errors';
 import { parseDuration } from '../../config/units';
-import { Ledger, readLedger, restoreFromS3, type LedgerShipping } from '../../dataplane/ledger';
+import { Ledger, listSegments, readLedger, restoreFromS3, type LedgerShipping } from '../../dataplane/ledger';
 import { TrajectoryProxy } from '../../dataplane/proxy';
 import { parseS3Uri, s3Client } from '../../storage/s3';
 
@@ -103,7 +102,7 @@ export function register(program: Command): void {
         };
       }
       // A lost machine: the ledger's S3 copy is the ledger; an empty local folder starts from it.
-      if (ship && opts.ledgerDir && !hasSegments(opts.ledgerDir)) {
+      if (ship && opts.ledgerDir && listSegments(opts.ledgerDir).length === 0) {
         const n = await restoreFromS3(opts.ledgerDir, ship);
         if (n > 0)
           process.stderr.write(`dataplane serve: restored ${n} ledger segments from ${opts.ledgerS3}\n`);
@@ -145,8 +144,4 @@ export function register(program: Command): void {
       process.once('SIGTERM', () => void stop());
       process.once('SIGINT', () => void stop());
     });
-}
-
-function hasSegments(dir: string): boolean {
-  return fs.existsSync(dir) && fs.readdirSync(dir).some((f) => f.startsWith('segment-'));
 }

@@ -13,10 +13,10 @@ manager's trainer. Per step:
   4. every checkpoint.every steps one commit holds weights, optimizer, RNG, the ledger cursor, the sampler's
      statistics and the list of groups each step trained, written BEFORE the manager acknowledges the batch.
 A retry resumes all three from the latest commit: groups after the committed cursor are trained (once), those
-at or before it never again.
+at or before it never again. On a new machine the ledger comes back from S3 (the commit names its generation).
 
 Config: rollout {group_size, concurrency, batch_groups, max_turns, max_new_tokens, temperature, max_staleness,
-sandbox}, sampling {...src/sampling}, algorithm {name, clip_low, clip_high, loss_agg, kl_coef, entropy_coef,
+session_idle_timeout, sandbox}, sampling {...src/sampling}, algorithm {name, clip_low, clip_high, loss_agg, kl_coef, entropy_coef,
 normalize_std, advantage_scaling}, packing {mode: trie|flat, max_tokens}, train {steps, lr, ...}, checkpoint {every, keep_last}.
 """
 
