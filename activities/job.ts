@@ -42,7 +42,7 @@ export interface StageJobInput {
     name: string;
     kind: string;
     job?: { command: string[]; env: Record<string, string> };
-    resources?: { cpus_per_node?: number };
+    resources?: { cpus_per_node?: number; gpus_per_node?: number };
   };
   model: Record<string, unknown>;
   storageUri: string;
@@ -161,7 +161,7 @@ export function createJobActivities(options: JobActivityOptions = {}) {
         command: custom?.command ?? base.command,
         cwd: base.cwd,
         env: {
-          ...threadEnv(input.stage.resources?.cpus_per_node),
+          ...threadEnv(input.stage.resources),
           ...(options.command?.env ?? {}),
           ...(custom?.env ?? {}),
         },
@@ -313,10 +313,17 @@ function sleep(ms: number): Promise<void> {
 }
 
 /**
- * The trainer's CPU threads follow the stage's `resources.cpus_per_node`: PyTorch (OpenMP) otherwise starts one
- * thread per core in every job, and jobs sharing a machine then oversubscribe it — two 2-thread jobs on 2 cores
- * ran a tiny model's step 4x slower than two 1-thread jobs. A `job.env` entry still wins.
+ * The trainer's CPU threads follow the stage's `resources.cpus_per_node`, shared by the node's processes (one per
+ * GPU under torchrun, else one): PyTorch (OpenMP) otherwise starts one thread per core in every process, and
+ * processes sharing a machine then oversubscribe it — two 2-thread jobs on 2 cores ran a tiny model's step 4x
+ * slower than two 1-thread jobs. A `job.env` entry still wins.
  */
-function threadEnv(cpus: number | undefined): Record<string, string> {
-  return cpus ? { OMP_NUM_THREADS: String(cpus), MKL_NUM_THREADS: String(cpus) } : {};
+export function threadEnv(
+  resources: { cpus_per_node?: number; gpus_per_node?: number } = {},
+): Record<string, string> {
+  if (!resources.cpus_per_node) return {};
+  const threads = String(
+    Math.max(1, Math.floor(resources.cpus_per_node / Math.max(1, resources.gpus_per_node ?? 0))),
+  );
+  return { OMP_NUM_THREADS: threads, MKL_NUM_THREADS: threads };
 }
