@@ -140,6 +140,15 @@ export class RolloutManager {
       { batchSize: o.batchGroups, maxStaleness: o.maxStaleness, wholeBatches: false },
     );
     this.cursor = o.cursor ?? -1;
+    // Groups already in the ledger after the cursor (a resumed stage: finished by the previous run, or
+    // restored from S3 after a lost machine) count as launched and complete: they are the next batches, and
+    // the trainer gets them without waiting for new groups to finish first.
+    for (const e of o.ledger.read(this.cursor)) {
+      const rec = e.record as { kind?: string; filtered?: string };
+      if (rec.kind !== 'group' || rec.filtered) continue;
+      this.scheduler.launch();
+      this.scheduler.complete();
+    }
   }
 
   get version(): number {

@@ -218,3 +218,70 @@ test('a group whose agent hangs expires with its sessions: recorded as filtered,
     ledger.close();
   }
 });
+
+test('a resumed manager offers the groups already in the ledger after its cursor first, without waiting', async () => {
+  // A previous run: one group it trained (at or before the cursor), two it finished but never trained, one
+  // the sampler filtered.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-rollout-'));
+  const ledger = new Ledger(dir);
+  const group = (id: string, filtered?: string) =>
+    ledger.append(id, {
+      kind: 'group',
+      group_id: id,
+      task_id: 't',
+      launch_version: 1,
+      trajectories: [],
+      filtered,
+    });
+  const cursor = group('old-trained');
+  group('old-1');
+  group('old-filtered', 'all rewards equal');
+  group('old-2');
+  const proxy = new TrajectoryProxy({
+    upstreams: [server.url],
+    adminToken: 'admin',
+    upstreamAdminToken: SERVER_ADMIN,
+  });
+  const port = await proxy.listen(0);
+  // New agents finish only after the first batch was trained (or after 5 s, failing the check below).
+  let release: () => void = () => undefined;
+  const firstTrained = new Promise<void>((r) => (release = r));
+  let agentsFinishedBeforeFirstBatch = 0;
+  const trained: Batch[] = [];
+  const manager = new RolloutManager({
+    proxy,
+    proxyUrl: `http://127.0.0.1:${port}`,
+    ledger,
+    sampler: new UniformSampler([{ id: 'task-a' }], 1),
+    agent: async () => {
+      const timedOut = await Promise.race([
+        firstTrained.then(() => false),
+        new Promise<boolean>((r) => setTimeout(() => r(true), 5000)),
+      ]);
+      if (timedOut) agentsFinishedBeforeFirstBatch++;
+      return 1;
+    },
+    trainer: {
+      train: (batch) => {
+        trained.push(batch);
+        release();
+        return Promise.resolve({ checkpoint: fix.checkpoints[0], version: batch.trainerVersion + 1 });
+      },
+    },
+    groupSize: 2,
+    batchGroups: 2,
+    concurrency: 4,
+    maxStaleness: 1,
+    initialVersion: 1,
+    cursor,
+  });
+  try {
+    await manager.run(2);
+    expect(agentsFinishedBeforeFirstBatch).toBe(0);
+    expect(trained[0].groups.map((g) => g.group_id)).toEqual(['old-1', 'old-2']);
+    expect(trained[1].groups.every((g) => g.group_id.startsWith('g'))).toBe(true); // new groups next
+  } finally {
+    await proxy.close();
+    ledger.close();
+  }
+}, 60_000);
