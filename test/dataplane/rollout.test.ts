@@ -4,8 +4,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Ledger, readLedger } from '../../src/dataplane/ledger';
-import { TrajectoryProxy } from '../../src/dataplane/proxy';
-import { RolloutManager, UniformSampler, type Agent, type Batch } from '../../src/dataplane/rollout';
+import { TrajectoryProxy, type ProxyOptions } from '../../src/dataplane/proxy';
+import {
+  RolloutManager,
+  UniformSampler,
+  type Agent,
+  type Batch,
+  type RolloutOptions,
+} from '../../src/dataplane/rollout';
 import { buildFixture, SERVER_ADMIN, startServer, type Fixture, type RunningServer } from './servers';
 
 let fix: Fixture;
@@ -38,18 +44,21 @@ const agent: Agent = async ({ baseUrl, apiKey }, task) => {
   return reply.length % 2;
 };
 
-test('groups, batches, weight updates with partial rollout, staleness bound, ledger cursor', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-rollout-'));
-  const ledger = new Ledger(dir, { segmentRecords: 50 });
+/**
+ * A small manager over a new proxy: groups of 2 sessions, batches of 2 groups, 4 sessions at once, staleness
+ * 1; its stand-in trainer records each batch (and calls `onTrain`) and serves the first fixture weights.
+ */
+async function smallManager(
+  ledger: Ledger,
+  o: Pick<RolloutOptions, 'sampler' | 'agent'> & Partial<RolloutOptions>,
+  proxyOptions: Partial<ProxyOptions> = {},
+  onTrain: () => void = () => undefined,
+): Promise<{ manager: RolloutManager; proxy: TrajectoryProxy; trained: Batch[] }> {
   const proxy = new TrajectoryProxy({
     upstreams: [server.url],
     adminToken: 'admin',
     upstreamAdminToken: SERVER_ADMIN,
-    drift: 'fix',
-    onTrajectory: async (t) => {
-      ledger.append(t.trajectory_id, { kind: 'trajectory', ...t });
-      return Promise.resolve();
-    },
+    ...proxyOptions,
   });
   const port = await proxy.listen(0);
   const trained: Batch[] = [];
@@ -57,22 +66,51 @@ test('groups, batches, weight updates with partial rollout, staleness bound, led
     proxy,
     proxyUrl: `http://127.0.0.1:${port}`,
     ledger,
-    sampler: new UniformSampler([{ id: 'task-a' }, { id: 'task-b' }, { id: 'task-c' }], 7),
-    agent,
     trainer: {
-      train: async (batch) => {
+      train: (batch) => {
         trained.push(batch);
-        await new Promise((r) => setTimeout(r, 150));
-        const version = batch.trainerVersion + 1;
-        return { checkpoint: fix.checkpoints[version % 2 === 0 ? 1 : 0], version };
+        onTrain();
+        return Promise.resolve({ checkpoint: fix.checkpoints[0], version: batch.trainerVersion + 1 });
       },
     },
     groupSize: 2,
     batchGroups: 2,
-    concurrency: 6,
+    concurrency: 4,
     maxStaleness: 1,
     initialVersion: 1,
+    ...o,
   });
+  return { manager, proxy, trained };
+}
+
+test('groups, batches, weight updates with partial rollout, staleness bound, ledger cursor', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-rollout-'));
+  const ledger = new Ledger(dir, { segmentRecords: 50 });
+  const trained: Batch[] = [];
+  const { manager, proxy } = await smallManager(
+    ledger,
+    {
+      sampler: new UniformSampler([{ id: 'task-a' }, { id: 'task-b' }, { id: 'task-c' }], 7),
+      agent,
+      concurrency: 6,
+      // training takes a while, and the two fixture weights alternate with rising versions
+      trainer: {
+        train: async (batch) => {
+          trained.push(batch);
+          await new Promise((r) => setTimeout(r, 150));
+          const version = batch.trainerVersion + 1;
+          return { checkpoint: fix.checkpoints[version % 2 === 0 ? 1 : 0], version };
+        },
+      },
+    },
+    {
+      drift: 'fix',
+      onTrajectory: async (t) => {
+        ledger.append(t.trajectory_id, { kind: 'trajectory', ...t });
+        return Promise.resolve();
+      },
+    },
+  );
   try {
     const stats = await manager.run(3);
     expect(stats.steps).toBe(3);
@@ -110,36 +148,15 @@ test('groups, batches, weight updates with partial rollout, staleness bound, led
 test('groups the sampler filters out (all rewards equal) are recorded but never trained on', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-rollout-'));
   const ledger = new Ledger(dir);
-  const proxy = new TrajectoryProxy({
-    upstreams: [server.url],
-    adminToken: 'admin',
-    upstreamAdminToken: SERVER_ADMIN,
-  });
-  const port = await proxy.listen(0);
   const uniform = new UniformSampler([{ id: 'task-a' }, { id: 'task-b' }, { id: 'task-c' }], 3);
   let steps = 0;
-  const trained: Batch[] = [];
-  const manager = new RolloutManager({
-    proxy,
-    proxyUrl: `http://127.0.0.1:${port}`,
-    ledger,
+  const { manager, proxy, trained } = await smallManager(ledger, {
     sampler: {
       next: () => uniform.next(),
       observe: (taskId) => (taskId === 'task-b' ? { keep: false, reason: 'all-equal' } : { keep: true }),
       step: () => void steps++,
     },
     agent,
-    trainer: {
-      train: (batch) => {
-        trained.push(batch);
-        return Promise.resolve({ checkpoint: fix.checkpoints[0], version: batch.trainerVersion + 1 });
-      },
-    },
-    groupSize: 2,
-    batchGroups: 2,
-    concurrency: 4,
-    maxStaleness: 1,
-    initialVersion: 1,
   });
   try {
     await manager.run(2);
@@ -162,14 +179,6 @@ test('groups the sampler filters out (all rewards equal) are recorded but never 
 test('a group whose agent hangs expires with its sessions: recorded as filtered, never trained, run goes on', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-rollout-'));
   const ledger = new Ledger(dir);
-  const proxy = new TrajectoryProxy({
-    upstreams: [server.url],
-    adminToken: 'admin',
-    upstreamAdminToken: SERVER_ADMIN,
-    sessionIdleMs: 600,
-  });
-  const port = await proxy.listen(0);
-  const trained: Batch[] = [];
   // task-b's agent makes one request, then hangs for good (a stuck sandbox, a lost worker).
   const hanging: Agent = async (endpoint, task) => {
     if (task.id !== 'task-b') return agent(endpoint, task);
@@ -180,24 +189,11 @@ test('a group whose agent hangs expires with its sessions: recorded as filtered,
     });
     return new Promise<number>(() => undefined);
   };
-  const manager = new RolloutManager({
-    proxy,
-    proxyUrl: `http://127.0.0.1:${port}`,
+  const { manager, proxy, trained } = await smallManager(
     ledger,
-    sampler: new UniformSampler([{ id: 'task-a' }, { id: 'task-b' }], 5),
-    agent: hanging,
-    trainer: {
-      train: (batch) => {
-        trained.push(batch);
-        return Promise.resolve({ checkpoint: fix.checkpoints[0], version: batch.trainerVersion + 1 });
-      },
-    },
-    groupSize: 2,
-    batchGroups: 2,
-    concurrency: 4,
-    maxStaleness: 1,
-    initialVersion: 1,
-  });
+    { sampler: new UniformSampler([{ id: 'task-a' }, { id: 'task-b' }], 5), agent: hanging },
+    { sessionIdleMs: 600 },
+  );
   try {
     const stats = await manager.run(2);
     expect(stats.steps).toBe(2);
@@ -237,44 +233,27 @@ test('a resumed manager offers the groups already in the ledger after its cursor
   group('old-1');
   group('old-filtered', 'all rewards equal');
   group('old-2');
-  const proxy = new TrajectoryProxy({
-    upstreams: [server.url],
-    adminToken: 'admin',
-    upstreamAdminToken: SERVER_ADMIN,
-  });
-  const port = await proxy.listen(0);
   // New agents finish only after the first batch was trained (or after 5 s, failing the check below).
   let release: () => void = () => undefined;
   const firstTrained = new Promise<void>((r) => (release = r));
   let agentsFinishedBeforeFirstBatch = 0;
-  const trained: Batch[] = [];
-  const manager = new RolloutManager({
-    proxy,
-    proxyUrl: `http://127.0.0.1:${port}`,
+  const { manager, proxy, trained } = await smallManager(
     ledger,
-    sampler: new UniformSampler([{ id: 'task-a' }], 1),
-    agent: async () => {
-      const timedOut = await Promise.race([
-        firstTrained.then(() => false),
-        new Promise<boolean>((r) => setTimeout(() => r(true), 5000)),
-      ]);
-      if (timedOut) agentsFinishedBeforeFirstBatch++;
-      return 1;
-    },
-    trainer: {
-      train: (batch) => {
-        trained.push(batch);
-        release();
-        return Promise.resolve({ checkpoint: fix.checkpoints[0], version: batch.trainerVersion + 1 });
+    {
+      sampler: new UniformSampler([{ id: 'task-a' }], 1),
+      agent: async () => {
+        const timedOut = await Promise.race([
+          firstTrained.then(() => false),
+          new Promise<boolean>((r) => setTimeout(() => r(true), 5000)),
+        ]);
+        if (timedOut) agentsFinishedBeforeFirstBatch++;
+        return 1;
       },
+      cursor,
     },
-    groupSize: 2,
-    batchGroups: 2,
-    concurrency: 4,
-    maxStaleness: 1,
-    initialVersion: 1,
-    cursor,
-  });
+    {},
+    () => release(),
+  );
   try {
     await manager.run(2);
     expect(agentsFinishedBeforeFirstBatch).toBe(0);
