@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ..sandbox import Limits
-from ..sandbox.limits import _duration_s as duration_s
+from ..sandbox.limits import duration_s
 from ..tasks import TaskFormatError, load_tasks, write_tasks_jsonl
 from .processes import Child
 
@@ -61,7 +61,6 @@ def stats_uri(spec, stage: dict) -> str:
 class Rollouts:
     def __init__(self, server: Child, driver: Child, proxy: str):
         self.server, self.driver, self.proxy = server, driver, proxy
-        self.ledger_from, self.cursor = "local", -1  # where the driver's ledger came from, its starting cursor
 
     @classmethod
     def start(cls, ctx, policy_dir: Path, version: int, cursor: int, stats_file: Path | None, mode: str,
@@ -124,9 +123,7 @@ class Rollouts:
             origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready["ledger_from"]]
             ctx.log(f"trainflow: data plane on {ready['proxy']} (ledger holds {ready['ledger_size']} records; "
                     f"{origin}: {ready['ledger_note']})")
-            ro = cls(server, driver, ready["proxy"])
-            ro.ledger_from, ro.cursor = ready["ledger_from"], int(ready["cursor"])
-            return ro
+            return cls(server, driver, ready["proxy"])
         except BaseException:
             if driver is not None:
                 driver.stop()

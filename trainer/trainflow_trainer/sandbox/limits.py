@@ -46,7 +46,7 @@ class Limits:
             raise ValueError(f"rollout.sandbox: unknown field(s) {sorted(unknown)} (known: timeout, memory, max_processes)")
         kw = {}
         if "timeout" in block:
-            kw["timeout_s"] = _duration_s(block["timeout"], "rollout.sandbox.timeout")
+            kw["timeout_s"] = duration_s(block["timeout"], "rollout.sandbox.timeout")
         if "memory" in block:
             kw["memory_bytes"] = _size_bytes(block["memory"], "rollout.sandbox.memory")
         if "max_processes" in block:
@@ -54,7 +54,7 @@ class Limits:
         return cls(**kw)
 
 
-def _duration_s(v, field: str) -> float:
+def duration_s(v, field: str) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return v / 1000.0  # the resolved config's durations are milliseconds
     m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h)\s*", str(v))

@@ -24,6 +24,9 @@ from torch import Tensor
 
 
 class KVStore(Protocol):
+    reused_tokens: int  # prompt tokens copied from a cached prefix
+    computed_tokens: int  # prompt tokens run through the model
+
     def alloc(self) -> int: ...
 
     def release(self, slot: int) -> None: ...
@@ -79,6 +82,7 @@ class EngineError(Exception):
 class _Live:
     """Engine-side state of one generation: its RNG, its slot in a KV store and the version that filled it."""
 
+    index: int  # its place among its request's generations
     gen: Generation
     rng: torch.Generator
     stops: set[int]
@@ -137,8 +141,7 @@ class Engine:
 
     def stats(self) -> dict:
         """Batched steps run, the mean generations per step, and the share of prompt tokens reused from cache."""
-        kv = self._kv
-        reused, computed = getattr(kv, "reused_tokens", 0), getattr(kv, "computed_tokens", 0)
+        reused, computed = self._kv.reused_tokens, self._kv.computed_tokens
         return {"steps": self.steps, "mean_batch": self.stepped_rows / self.steps if self.steps else 0.0,
                 "prefix_reuse": reused / (reused + computed) if reused + computed else 0.0}
 
@@ -153,7 +156,7 @@ class Engine:
 
     def run_many(self, gens: list[Generation]) -> Iterator[tuple[int, Token]]:
         """Advances the generations together (one batched step per round); yields (index, token) per token."""
-        lives = [self._live(g) for g in gens]
+        lives = [self._live(i, g) for i, g in enumerate(gens)]
         try:
             active = [lv for lv in lives if not self._finished(lv)]
             while active:
@@ -161,7 +164,7 @@ class Engine:
                 for lv in active:
                     assert lv.token is not None
                     lv.gen.tokens.append(lv.token)
-                    yield lives.index(lv), lv.token
+                    yield lv.index, lv.token
                     if lv.token.id in lv.stops:
                         lv.gen.finish_reason = "stop"
                 active = [lv for lv in active if not self._finished(lv)]
@@ -171,7 +174,7 @@ class Engine:
                     lv.kv.release(lv.slot)
                     lv.kv = None
 
-    def _live(self, gen: Generation) -> _Live:
+    def _live(self, index: int, gen: Generation) -> _Live:
         p = gen.params
         if not gen.prompt_ids:
             raise EngineError("the prompt is empty: give at least one token")
@@ -179,7 +182,7 @@ class Engine:
             raise EngineError(f"the prompt has {len(gen.prompt_ids)} tokens; this server's limit is {self.max_len}")
         rng = torch.Generator().manual_seed(p.seed if p.seed is not None else torch.seed() % 2**63)
         stops = set(p.stop_token_ids) | (set() if p.ignore_eos else set(self.eos_token_ids))
-        return _Live(gen, rng, stops)
+        return _Live(index, gen, rng, stops)
 
     def _finished(self, lv: _Live) -> bool:
         g = lv.gen
