@@ -162,7 +162,8 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     rft_stats = json.loads((tmp_path / "out" / "sampling" / "stats.json").read_text())
     assert sum(t["attempts"] for t in rft_stats["tasks"].values()) == 8
 
-    # attempt 1: SIGKILL once step 2 is committed and step 3 is under way
+    # attempt 1: SIGKILL once step 2 is committed (steps are fast with the batched server: by the time the kill
+    # lands, step 4 may be committed too; the test resumes from whichever commit is the latest)
     job = subprocess.Popen(cmd, cwd=TRAINER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     children: set[int] = set()
     deadline = time.monotonic() + 150
@@ -175,12 +176,13 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
             break
         assert time.monotonic() < deadline, "attempt 1 did not reach a committed step 2"
     assert len(children) >= 3, f"expected server, data plane and agent worker children, saw {children}"
-    time.sleep(0.5)
     kill9_and_reap(job, children)
-    ckpt2 = json.loads((out / "step-000002" / "trainer_state.json").read_text())
-    stats2 = json.loads((out / "step-000002" / "sampler_stats.json").read_text())
+    assert not (out / "step-000005" / "COMMIT.json").exists(), "attempt 1 finished before the kill landed"
+    k = max(s for s in (2, 4) if (out / f"step-{s:06d}" / "COMMIT.json").exists())
+    ckpt2 = json.loads((out / f"step-{k:06d}" / "trainer_state.json").read_text())
+    stats2 = json.loads((out / f"step-{k:06d}" / "sampler_stats.json").read_text())
 
-    # attempt 2: resumes from step 2 and finishes
+    # attempt 2: resumes from step k and finishes
     r = subprocess.run(cmd, cwd=TRAINER, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from" in r.stderr and f"ledger cursor {ckpt2['cursor']}" in r.stderr
@@ -188,15 +190,19 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     stats5 = json.loads((out / "step-000005" / "sampler_stats.json").read_text())
     assert json.loads((out / "step-000005" / "COMMIT.json").read_text())["final"] is True
 
-    # the resumed lineage: steps 1-2 as committed by attempt 1, then 3-5
+    # the resumed lineage: steps 1-k as committed by attempt 1, then the rest
     hist = final["history"]
     assert [h["step"] for h in hist] == [1, 2, 3, 4, 5]
-    assert hist[:2] == ckpt2["history"]
-    # sampler statistics continued (the same table, more attempts), not restarted: RFT's table, then RL's
+    assert hist[:k] == ckpt2["history"]
+    # sampler statistics continued (the same table, saved again by the resumed run), not restarted: RFT's
+    # table, then RL's. The resumed run may draw no new task at all: groups attempt 1 finished after its last
+    # commit are in the ledger after the cursor, and they are the next batches (rollout.ts), so the number of
+    # attempts may stay where it was.
     assert stats5["id"] == stats2["id"] == rft_stats["id"]
+    assert stats5["step"] > stats2["step"]
     assert all(stats2["tasks"][k]["attempts"] >= v["attempts"] for k, v in rft_stats["tasks"].items())
     tries = lambda s: sum(t["attempts"] for t in s["tasks"].values())  # noqa: E731
-    assert tries(stats5) > tries(stats2) > 0
+    assert tries(stats5) >= tries(stats2) > 0
 
     # counted: every group the ledger holds up to the final cursor was trained exactly once, or dropped as stale
     trained = [g for h in hist for g in h["groups"]]
