@@ -16,8 +16,11 @@ TRAINER_DIR = Path(__file__).resolve().parents[1]
 
 # A model small enough that a CPU step takes milliseconds (the `tiny` preset, shrunk).
 TEST_MODEL_OVERRIDES = {
-    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
 }
 
 
@@ -38,27 +41,57 @@ def tok(demo_dir):
     return Tokenizer.load(demo_dir)
 
 
-def make_spec(demo_dir: Path, out: str, work: Path, kind: str = "midtrain", steps: int = 4, every: int = 2,
-              batch_size: int = 4, micro_batch_size: int | None = 2, seq_len: int = 64, keep_last=None,
-              storage: dict | None = None, **extra) -> dict:
+def make_spec(
+    demo_dir: Path,
+    out: str,
+    work: Path,
+    kind: str = "midtrain",
+    steps: int = 4,
+    every: int = 2,
+    batch_size: int = 4,
+    micro_batch_size: int | None = 2,
+    seq_len: int = 64,
+    keep_last=None,
+    storage: dict | None = None,
+    **extra,
+) -> dict:
     if kind == "midtrain":
-        sources = [{"path": str(demo_dir / "midtrain-code.jsonl"), "weight": 0.4},
-                   {"path": str(demo_dir / "midtrain-tools.jsonl"), "weight": 0.6}]
+        sources = [
+            {"path": str(demo_dir / "midtrain-code.jsonl"), "weight": 0.4},
+            {"path": str(demo_dir / "midtrain-tools.jsonl"), "weight": 0.6},
+        ]
     else:
         sources = [{"path": str(demo_dir / "sft.jsonl")}]
     spec = {
-        "protocol": 1, "pipeline_id": "test", "run_id": "run-1", "stage_index": 0, "attempt": 1,
+        "protocol": 1,
+        "pipeline_id": "test",
+        "run_id": "run-1",
+        "stage_index": 0,
+        "attempt": 1,
         "stage": {
-            "name": f"{kind}-test", "kind": kind,
+            "name": f"{kind}-test",
+            "kind": kind,
             "data": {"sources": sources, "seq_len": seq_len},
-            "train": {"steps": steps, "batch_size": batch_size, "micro_batch_size": micro_batch_size, "lr": 3e-3,
-                      "warmup_steps": 1, "seed": 7},
+            "train": {
+                "steps": steps,
+                "batch_size": batch_size,
+                "micro_batch_size": micro_batch_size,
+                "lr": 3e-3,
+                "warmup_steps": 1,
+                "seed": 7,
+            },
             "checkpoint": {"every": every, "keep_last": keep_last},
         },
-        "model": {"init": {"preset": "tiny", "overrides": dict(TEST_MODEL_OVERRIDES)},
-                  "tokenizer": {"path": str(demo_dir)}},
-        "input_checkpoint": None, "output_prefix": out, "resume": True,
-        "status_uri": f"{out}/status.json", "storage": storage or {}, "work_dir": str(work),
+        "model": {
+            "init": {"preset": "tiny", "overrides": dict(TEST_MODEL_OVERRIDES)},
+            "tokenizer": {"path": str(demo_dir)},
+        },
+        "input_checkpoint": None,
+        "output_prefix": out,
+        "resume": True,
+        "status_uri": f"{out}/status.json",
+        "storage": storage or {},
+        "work_dir": str(work),
     }
     spec.update(extra)
     return spec
@@ -81,15 +114,23 @@ def write_spec(spec: dict, path: Path) -> Path:
 
 def start_job(spec_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_path)], cwd=TRAINER_DIR, env=job_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_path)],
+        cwd=TRAINER_DIR,
+        env=job_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 def run_job(spec_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_path)], cwd=TRAINER_DIR, env=job_env(),
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_path)],
+        cwd=TRAINER_DIR,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

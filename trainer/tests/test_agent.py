@@ -42,10 +42,15 @@ class Stub:
                     self.wfile.write(b'{"error": {"message": "scripted failure"}}')
                     return
                 reason = "tool_calls" if msg.get("tool_calls") else "stop"
-                data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
-                                   "choices": [{"index": 0, "message": {"role": "assistant", **msg},
-                                                "finish_reason": reason}],
-                                   "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+                data = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [{"index": 0, "message": {"role": "assistant", **msg}, "finish_reason": reason}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -63,7 +68,11 @@ class Stub:
 
 
 def call(code: str, i: int = 0) -> dict:
-    return {"id": f"call_{i}", "type": "function", "function": {"name": "python", "arguments": json.dumps({"code": code})}}
+    return {
+        "id": f"call_{i}",
+        "type": "function",
+        "function": {"name": "python", "arguments": json.dumps({"code": code})},
+    }
 
 
 def python_for(question: str) -> str:
@@ -143,12 +152,22 @@ def test_several_tool_calls_in_one_turn_run_in_parallel(stub, sandbox):
 
 def test_stops_at_max_turns_and_reports_tool_errors_to_the_model(stub, sandbox):
     task = demo_tasks(1)[0]
-    replies = iter([
-        {"content": "", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "shell", "arguments": "{}"}}]},
-        {"content": "", "tool_calls": [{"id": "b", "type": "function", "function": {"name": "python", "arguments": "{not json"}}]},
-        {"content": "", "tool_calls": [call("while True: pass")]},
-        {"content": "never reached"},
-    ])
+    replies = iter(
+        [
+            {
+                "content": "",
+                "tool_calls": [{"id": "a", "type": "function", "function": {"name": "shell", "arguments": "{}"}}],
+            },
+            {
+                "content": "",
+                "tool_calls": [
+                    {"id": "b", "type": "function", "function": {"name": "python", "arguments": "{not json"}}
+                ],
+            },
+            {"content": "", "tool_calls": [call("while True: pass")]},
+            {"content": "never reached"},
+        ]
+    )
     s = stub(lambda messages: next(replies))
     with Agent(ChatClient(s.url), Sandbox(Limits(timeout_s=1)), max_turns=3) as agent:
         ep = agent.run(task)
@@ -183,17 +202,41 @@ def test_command_line_prints_episodes_and_a_summary(stub):
         return {"content": f"The answer is {messages[-1]['content']}."}
 
     s = stub(script)
-    p = subprocess.run([sys.executable, "-m", "trainflow_trainer.agent", "--base-url", s.url, "--tasks", "demo",
-                        "--count", "4", "--concurrency", "2"], cwd=TRAINER, capture_output=True, text=True,
-                       timeout=120, env={"PATH": "/usr/bin:/bin", "TRAINFLOW_AGENT_API_KEY": "k"})
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainflow_trainer.agent",
+            "--base-url",
+            s.url,
+            "--tasks",
+            "demo",
+            "--count",
+            "4",
+            "--concurrency",
+            "2",
+        ],
+        cwd=TRAINER,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "TRAINFLOW_AGENT_API_KEY": "k"},
+    )
     assert p.returncode == 0, p.stderr
-    episodes = [json.loads(line.split(" ", 1)[1]) for line in p.stdout.splitlines() if line.startswith("TRAINFLOW_EPISODE ")]
+    episodes = [
+        json.loads(line.split(" ", 1)[1]) for line in p.stdout.splitlines() if line.startswith("TRAINFLOW_EPISODE ")
+    ]
     summary = json.loads(re.search(r"TRAINFLOW_AGENT_SUMMARY (.*)", p.stdout).group(1))
     assert len(episodes) == 4 and all(e["reward"] == 1.0 and "messages" not in e for e in episodes)
     assert summary == {"episodes": 4, "mean_reward": 1.0, "mean_turns": 2.0, "parallel_call_share": 0.0, "errors": 0}
     assert {r["auth"] for r in s.requests} == {"Bearer k"}
-    bad = subprocess.run([sys.executable, "-m", "trainflow_trainer.agent", "--base-url", s.url, "--tasks", "nope.jsonl"],
-                         cwd=TRAINER, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "trainflow_trainer.agent", "--base-url", s.url, "--tasks", "nope.jsonl"],
+        cwd=TRAINER,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("trainflow: bad input: tasks.path: no such file")
 
 
@@ -202,14 +245,19 @@ def test_against_the_real_inference_server(tmp_path):
     from trainflow_trainer.serve.fixture import build
 
     fix = build(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "trainflow_trainer.serve", "--checkpoint", fix["checkpoints"][0],
-                             "--port", "0"], cwd=TRAINER, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainflow_trainer.serve", "--checkpoint", fix["checkpoints"][0], "--port", "0"],
+        cwd=TRAINER,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("TRAINFLOW_SERVE "), line
         port = json.loads(line.split(" ", 1)[1])["port"]
-        with Agent(ChatClient(f"http://127.0.0.1:{port}"), Sandbox(), max_turns=2, max_tokens=12,
-                   temperature=1.0, seed=1) as agent:
+        with Agent(
+            ChatClient(f"http://127.0.0.1:{port}"), Sandbox(), max_turns=2, max_tokens=12, temperature=1.0, seed=1
+        ) as agent:
             episodes = [agent.run(demo_tasks(1)[0])]
     finally:
         proc.terminate()
@@ -223,9 +271,14 @@ def test_against_the_real_inference_server(tmp_path):
 def test_task_environment_files_are_in_the_tool_sandbox(stub, sandbox):
     from trainflow_trainer.tasks import Task
 
-    task = Task(id="env/1", family="jsonl", prompt=[{"role": "user", "content": "What is in data.txt?"}],
-                tools=demo_tasks(1)[0].tools, environment={"files": {"data.txt": "1234\n"}},
-                verifier={"kind": "answer", "expected": "1234"})
+    task = Task(
+        id="env/1",
+        family="jsonl",
+        prompt=[{"role": "user", "content": "What is in data.txt?"}],
+        tools=demo_tasks(1)[0].tools,
+        environment={"files": {"data.txt": "1234\n"}},
+        verifier={"kind": "answer", "expected": "1234"},
+    )
 
     def script(messages):
         if messages[-1]["role"] == "user":
@@ -246,11 +299,26 @@ def test_worker_mode_answers_episode_requests_from_stdin(stub):
     s = stub(script)
     tasks = demo_tasks(3, seed=2)
     tasks[2] = said(tasks[2])  # stopped after its tool call: no final answer, no reward
-    requests = [{"id": f"r{i}", "base_url": s.url, "api_key": f"key-{i}", "task": t.to_dict(),
-                 "max_turns": 1 if i == 2 else 3, "sampling": {"max_tokens": 7}} for i, t in enumerate(tasks)]
+    requests = [
+        {
+            "id": f"r{i}",
+            "base_url": s.url,
+            "api_key": f"key-{i}",
+            "task": t.to_dict(),
+            "max_turns": 1 if i == 2 else 3,
+            "sampling": {"max_tokens": 7},
+        }
+        for i, t in enumerate(tasks)
+    ]
     stdin = "\n".join(json.dumps(r) for r in requests) + "\nnot json\n" + json.dumps({"id": "bad", "task": {}}) + "\n"
-    p = subprocess.run([sys.executable, "-m", "trainflow_trainer.agent", "--worker", "--concurrency", "3"],
-                       cwd=TRAINER, input=stdin, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "trainflow_trainer.agent", "--worker", "--concurrency", "3"],
+        cwd=TRAINER,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     answers = [json.loads(line.split(" ", 1)[1]) for line in p.stdout.splitlines()]
     by_id = {a["id"]: a for a in answers}
@@ -264,17 +332,36 @@ def test_worker_mode_answers_episode_requests_from_stdin(stub):
 
 def test_tool_calls_of_an_episode_share_one_work_folder(stub, sandbox):
     task = said(demo_tasks(1)[0], environment={})
-    replies = iter([
-        {"content": "", "tool_calls": [call("open('notes.txt', 'w').write('42')", 0),
-                                       call("open('other.txt', 'w').write('x')", 1)]},
-        {"content": "", "tool_calls": [call("import os\nprint(open('notes.txt').read(), sorted(f for f in os.listdir('.') if not f.startswith('.')))", 2)]},
-        {"content": "done"},
-    ])
+    replies = iter(
+        [
+            {
+                "content": "",
+                "tool_calls": [
+                    call("open('notes.txt', 'w').write('42')", 0),
+                    call("open('other.txt', 'w').write('x')", 1),
+                ],
+            },
+            {
+                "content": "",
+                "tool_calls": [
+                    call(
+                        "import os\nprint(open('notes.txt').read(), sorted(f for f in os.listdir('.') if not f.startswith('.')))",
+                        2,
+                    )
+                ],
+            },
+            {"content": "done"},
+        ]
+    )
     s = stub(lambda messages: next(replies))
     with Agent(ChatClient(s.url), sandbox) as agent:
         ep = agent.run(task)
     assert ep.messages[-2]["content"] == "42 ['notes.txt', 'other.txt']"
     with Agent(ChatClient(s.url), sandbox) as agent:  # the next episode starts from an empty folder
-        replies = iter([{"content": "", "tool_calls": [call("import os\nprint(os.path.exists('notes.txt'))")]},
-                        {"content": "done"}])
+        replies = iter(
+            [
+                {"content": "", "tool_calls": [call("import os\nprint(os.path.exists('notes.txt'))")]},
+                {"content": "done"},
+            ]
+        )
         assert agent.run(task).messages[-2]["content"] == "False"

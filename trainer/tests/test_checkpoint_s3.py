@@ -11,13 +11,19 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import make_spec, run_job, write_spec
 
 from trainflow_trainer.checkpoint import (
-    COMMIT_FILE, CheckpointError, apply_retention, commit, committed_steps, fetch_verified, latest_verified, step_dir,
+    COMMIT_FILE,
+    CheckpointError,
+    apply_retention,
+    commit,
+    committed_steps,
+    fetch_verified,
+    latest_verified,
+    step_dir,
 )
 from trainflow_trainer.storage import Storage, StorageConfig, join, split_s3
-
-from conftest import make_spec, run_job, write_spec
 
 ENDPOINT = os.environ.get("TRAINFLOW_S3_ENDPOINT", "http://127.0.0.1:9000")
 BUCKET = os.environ.get("TRAINFLOW_BUCKET", "trainflow")
@@ -118,9 +124,18 @@ def test_job_round_trip_on_s3_with_corrupt_latest(storage, prefix, tmp_path, dem
     assert r.returncode == 0, r.stderr
     assert committed_steps(prefix, storage) == [2, 4]
     status = json.loads(storage.read_bytes(join(prefix, "status.json")))
-    assert status["state"] == "done" and status["step"] == 4 and status["last_checkpoint"] == join(prefix, "step-000004")
+    assert (
+        status["state"] == "done" and status["step"] == 4 and status["last_checkpoint"] == join(prefix, "step-000004")
+    )
     files = {e["path"] for e in json.loads(storage.read_bytes(join(prefix, "step-000004", COMMIT_FILE)))["files"]}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "optimizer.pt", "trainer_state.json", "rng.pt"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "optimizer.pt",
+        "trainer_state.json",
+        "rng.pt",
+    } <= files
     first = storage.read_bytes(join(prefix, "step-000004", "model.safetensors"))
 
     # Truncate the final checkpoint's weights: the rerun refuses it, resumes from step 2 and redoes steps 3-4,

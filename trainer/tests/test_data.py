@@ -8,15 +8,23 @@ import pytest
 import torch
 
 from trainflow_trainer.data import (
-    IGNORE, DataError, FlatPacker, SourceSpec, load_source_rows, load_stream, make_packer,
+    IGNORE,
+    DataError,
+    FlatPacker,
+    SourceSpec,
+    load_source_rows,
+    load_stream,
+    make_packer,
 )
 from trainflow_trainer.storage import Storage
 
 
 def stream_of(demo_dir, tok, kind, seed=3):
     if kind == "midtrain":
-        sources = [SourceSpec(str(demo_dir / "midtrain-code.jsonl"), 0.4),
-                   SourceSpec(str(demo_dir / "midtrain-tools.jsonl"), 0.6)]
+        sources = [
+            SourceSpec(str(demo_dir / "midtrain-code.jsonl"), 0.4),
+            SourceSpec(str(demo_dir / "midtrain-tools.jsonl"), 0.6),
+        ]
     else:
         sources = [SourceSpec(str(demo_dir / "sft.jsonl"))]
     return load_stream(sources, Storage(), tok, kind, seed)

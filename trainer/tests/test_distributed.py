@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import torch
-from safetensors.torch import load_file
-
 from conftest import TRAINER_DIR, job_env, make_spec, run_job, write_spec
+from safetensors.torch import load_file
 
 
 def free_port() -> int:
@@ -27,8 +26,21 @@ def test_two_gloo_processes_match_one(tmp_path, demo_dir):
     spec2 = make_spec(demo_dir, str(two), tmp_path / "w2", steps=steps, every=0, batch_size=4, micro_batch_size=2)
     r = run_job(write_spec(spec1, tmp_path / "one.json"))
     assert r.returncode == 0, r.stderr
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "trainflow_trainer.job", "--spec", str(write_spec(spec2, tmp_path / "two.json"))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "trainflow_trainer.job",
+        "--spec",
+        str(write_spec(spec2, tmp_path / "two.json")),
+    ]
     r = subprocess.run(cmd, cwd=TRAINER_DIR, env=job_env(), capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
 

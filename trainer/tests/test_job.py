@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import make_spec, run_job, start_job, wait_for, write_spec
+from safetensors.torch import load_file
 
 
 def committed(out: Path) -> list[str]:
@@ -71,8 +70,11 @@ def test_sigterm_saves_checkpoint_then_exits_75(tmp_path, demo_dir):
 def final_state(out: Path, step: int):
     d = out / f"step-{step:06d}"
     assert json.loads((d / "COMMIT.json").read_text())["final"] is True
-    return (load_file(d / "model.safetensors"), torch.load(d / "optimizer.pt", weights_only=False),
-            json.loads((d / "trainer_state.json").read_text()))
+    return (
+        load_file(d / "model.safetensors"),
+        torch.load(d / "optimizer.pt", weights_only=False),
+        json.loads((d / "trainer_state.json").read_text()),
+    )
 
 
 def assert_same_optimizer(a, b):
@@ -86,10 +88,14 @@ def assert_same_optimizer(a, b):
 def test_exact_resume_after_sigkill(tmp_path, demo_dir):
     steps = 12
     straight_out, killed_out = tmp_path / "straight", tmp_path / "killed"
-    r = run_job(write_spec(make_spec(demo_dir, str(straight_out), tmp_path / "w1", steps=steps, every=4), tmp_path / "a.json"))
+    r = run_job(
+        write_spec(make_spec(demo_dir, str(straight_out), tmp_path / "w1", steps=steps, every=4), tmp_path / "a.json")
+    )
     assert r.returncode == 0, r.stderr
 
-    spec_b = write_spec(make_spec(demo_dir, str(killed_out), tmp_path / "w2", steps=steps, every=4), tmp_path / "b.json")
+    spec_b = write_spec(
+        make_spec(demo_dir, str(killed_out), tmp_path / "w2", steps=steps, every=4), tmp_path / "b.json"
+    )
     proc = start_job(spec_b)
     wait_for(lambda: (killed_out / "step-000004" / "COMMIT.json").exists(), 120, "the step-4 commit", proc)
     proc.send_signal(signal.SIGKILL)
@@ -107,8 +113,8 @@ def test_exact_resume_after_sigkill(tmp_path, demo_dir):
     for k in w1:
         assert torch.equal(w1[k], w2[k]), k  # bitwise
     assert_same_optimizer(o1, o2)
-    assert s1["data"] == s2["data"]                    # same data cursor at the end
-    assert s1["loss_history"] == s2["loss_history"]    # same batches, same losses, step by step
+    assert s1["data"] == s2["data"]  # same data cursor at the end
+    assert s1["loss_history"] == s2["loss_history"]  # same batches, same losses, step by step
     assert len(s1["loss_history"]) == steps
 
     # A finished stage, run again with resume, does nothing and exits 0.
@@ -117,12 +123,12 @@ def test_exact_resume_after_sigkill(tmp_path, demo_dir):
 
 
 def test_one_cpu_training_step_learns(demo_dir, tok):
+    from conftest import TEST_MODEL_OVERRIDES
+
     from trainflow_trainer.data import FlatPacker, SourceSpec, load_stream
     from trainflow_trainer.model import Transformer, preset
     from trainflow_trainer.storage import Storage
     from trainflow_trainer.train import Dist, TrainConfig, build_optimizer, train_step
-
-    from conftest import TEST_MODEL_OVERRIDES
 
     torch.manual_seed(0)
     model = Transformer(preset("tiny", vocab_size=tok.vocab_size, **TEST_MODEL_OVERRIDES))
@@ -140,12 +146,12 @@ def test_one_cpu_training_step_learns(demo_dir, tok):
 
 def test_micro_batching_does_not_change_the_step(demo_dir, tok):
     """Gradient accumulation is exact: 4 micro-batches of 1 == 1 micro-batch of 4 (up to fp32 summation order)."""
+    from conftest import TEST_MODEL_OVERRIDES
+
     from trainflow_trainer.data import FlatPacker, SourceSpec, load_stream
     from trainflow_trainer.model import Transformer, preset
     from trainflow_trainer.storage import Storage
     from trainflow_trainer.train import Dist, TrainConfig, build_optimizer, train_step
-
-    from conftest import TEST_MODEL_OVERRIDES
 
     stream = load_stream([SourceSpec(str(demo_dir / "sft.jsonl"))], Storage(), tok, "sft", 0)
     batch = FlatPacker(stream, 256, tok.pad_id).next_batch(4)
@@ -162,12 +168,12 @@ def test_micro_batching_does_not_change_the_step(demo_dir, tok):
 
 def test_trie_sft_step_equals_flat_step(demo_dir, tok):
     """packing.mode trie (shared prefixes computed once, via trie/) makes the same optimizer step as flat."""
+    from conftest import TEST_MODEL_OVERRIDES
+
     from trainflow_trainer.data import IGNORE, Batch, ExamplePacker, SourceSpec, load_stream
     from trainflow_trainer.model import Transformer, preset
     from trainflow_trainer.storage import Storage
     from trainflow_trainer.train import Dist, TrainConfig, train_step, train_step_trie
-
-    from conftest import TEST_MODEL_OVERRIDES
 
     stream = load_stream([SourceSpec(str(demo_dir / "sft.jsonl"))], Storage(), tok, "sft", 0)
     trie_batch = ExamplePacker(stream, seq_len=1024).next_batch(4)

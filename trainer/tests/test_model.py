@@ -10,8 +10,14 @@ import torch
 from trainflow_trainer.attention import CausalMask, DenseMask, DocumentMask
 from trainflow_trainer.model import PRESETS, KVCache, ModelConfig, Transformer, load_pretrained, preset, save_pretrained
 
-SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2)
+SMALL = dict(
+    vocab_size=300,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 def random_model(seed=0, **kw) -> Transformer:
@@ -95,9 +101,9 @@ def test_document_mask_gradient_does_not_cross_documents():
         x = layer(x, cos, sin, DocumentMask(doc), None)
     logits = m.lm_head(m.model.norm(x))
     logits[0, 7].logsumexp(-1).backward()  # a loss on one token of document 1
-    assert torch.all(emb.grad[0, :4] == 0)        # document 0: exactly nothing
-    assert torch.all(emb.grad[0, 8:] == 0)        # later tokens of its own document: causal
-    assert emb.grad[0, 4:8].abs().sum() > 0       # its own past: something
+    assert torch.all(emb.grad[0, :4] == 0)  # document 0: exactly nothing
+    assert torch.all(emb.grad[0, 8:] == 0)  # later tokens of its own document: causal
+    assert emb.grad[0, 4:8].abs().sum() > 0  # its own past: something
 
 
 def test_dense_mask_equals_causal():
@@ -115,7 +121,7 @@ def test_kv_cache_decoding_matches_full_forward():
         full = m(ids)
         cache = KVCache(m.config.num_hidden_layers)
         first = m(ids[:, :8], kv_cache=cache)
-        steps = [m(ids[:, t:t + 1], kv_cache=cache) for t in range(8, 12)]
+        steps = [m(ids[:, t : t + 1], kv_cache=cache) for t in range(8, 12)]
     assert torch.allclose(first, full[:, :8], atol=1e-5)
     assert torch.allclose(torch.cat(steps, 1), full[:, 8:], atol=1e-5)
 

@@ -24,8 +24,13 @@ TRAINER = Path(__file__).resolve().parents[1]
 
 def node(tokens, logprobs=None, versions=None, children=()):
     n = len(tokens)
-    return {"tokens": tokens, "logprobs": logprobs or [None] * n, "versions": versions or [None] * n,
-            "children": list(children), "turns": []}
+    return {
+        "tokens": tokens,
+        "logprobs": logprobs or [None] * n,
+        "versions": versions or [None] * n,
+        "children": list(children),
+        "turns": [],
+    }
 
 
 def session(reward, tree):
@@ -34,9 +39,18 @@ def session(reward, tree):
 
 def test_tree_paths_and_trajectories_use_recorded_ids_and_mask_generated_tokens():
     # a two-turn session: prompt [1 2], output [3 4] (v0), tool text [5], output [6] (v1)
-    tree = node([], children=[node([1, 2], children=[node([3, 4], [-0.5, -0.25], [0, 0], children=[
-        node([5], children=[node([6], [-1.0], [1])])])])])
-    assert tree_paths(tree) == [([1, 2, 3, 4, 5, 6], [None, None, -0.5, -0.25, None, -1.0], [None, None, 0, 0, None, 1])]
+    tree = node(
+        [],
+        children=[
+            node(
+                [1, 2],
+                children=[node([3, 4], [-0.5, -0.25], [0, 0], children=[node([5], children=[node([6], [-1.0], [1])])])],
+            )
+        ],
+    )
+    assert tree_paths(tree) == [
+        ([1, 2, 3, 4, 5, 6], [None, None, -0.5, -0.25, None, -1.0], [None, None, 0, 0, None, 1])
+    ]
     other = node([], children=[node([1, 2, 7], [None, None, -2.0], [None, None, 1])])
     groups = [{"group_id": "g", "trajectories": [session(1.0, tree), session(0.0, other)]}]
     trajs, stats = to_trajectories(groups, trainer_version=2)
@@ -57,8 +71,10 @@ def test_advantage_scaling_difficulty_and_entropy_scale_groups_relative_to_the_b
     from trainflow_trainer.rl.batch import advantage_scales
 
     def grp(rewards, lp):  # every session generated one token with log-prob lp
-        return {"group_id": "g", "trajectories": [session(r, node([1], children=[node([2], [lp], [0])]))
-                                                  for r in rewards]}
+        return {
+            "group_id": "g",
+            "trajectories": [session(r, node([1], children=[node([2], [lp], [0])])) for r in rewards],
+        }
 
     hard, easy = grp([1.0, 0.0, 0.0, 0.0], -2.0), grp([1.0, 1.0, 1.0, 0.0], -0.5)
     # pass rates 0.25 and 0.75: mean failure 0.5, scales 0.75/0.5 = 1.5 and 0.25/0.5 = 0.5
@@ -68,11 +84,14 @@ def test_advantage_scaling_difficulty_and_entropy_scale_groups_relative_to_the_b
     assert advantage_scales([hard, easy], "none") == [1.0, 1.0]
     plain, _ = to_trajectories([hard, easy], 0)
     scaled, _ = to_trajectories([hard, easy], 0, scaling="difficulty")
-    assert [s.advantage for s in scaled] == pytest.approx([p.advantage * f for p, f in zip(plain, [1.5] * 4 + [0.5] * 4)])
+    assert [s.advantage for s in scaled] == pytest.approx(
+        [p.advantage * f for p, f in zip(plain, [1.5] * 4 + [0.5] * 4)]
+    )
     with pytest.raises(ValueError, match="advantage_scaling"):
         advantage_scales([hard], "bogus")
     from trainflow_trainer.errors import BadInput
     from trainflow_trainer.stages.rl import loss_spec
+
     assert loss_spec({"algorithm": {"advantage_scaling": "entropy"}})[2] == "entropy"
     with pytest.raises(BadInput, match="stage.algorithm.advantage_scaling"):
         loss_spec({"algorithm": {"advantage_scaling": "loud"}})
@@ -124,25 +143,48 @@ def kill9_and_reap(job: subprocess.Popen, children: set[int]) -> None:
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("demo")
-    subprocess.run([sys.executable, "-m", "trainflow_trainer.demo_data", str(d), "--quiet"], cwd=TRAINER, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "trainflow_trainer.demo_data", str(d), "--quiet"],
+        cwd=TRAINER,
+        check=True,
+        capture_output=True,
+    )
     return d / "tokenizer.json"
 
 
 def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_group_twice(tmp_path, tokenizer):
     out, work = tmp_path / "out" / "rl", tmp_path / "work"
     spec = {
-        "protocol": 1, "pipeline_id": "t", "run_id": "r", "stage_index": 4, "attempt": 1,
-        "stage": {"name": "rl", "kind": "rl", "tasks": {"family": "demo", "count": 12},
-                  "rollout": {"group_size": 2, "concurrency": 4, "batch_groups": 2, "max_turns": 1,
-                              "max_new_tokens": 8, "max_staleness": 1},
-                  # a random model solves nothing: keep all-equal groups so batches still form
-                  "sampling": {"strategy": "difficulty", "filter_all_equal": False},
-                  "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
-                  "packing": {"mode": "trie", "max_tokens": 2048},
-                  "train": {"steps": 5, "lr": 1e-4}, "checkpoint": {"every": 2}},
+        "protocol": 1,
+        "pipeline_id": "t",
+        "run_id": "r",
+        "stage_index": 4,
+        "attempt": 1,
+        "stage": {
+            "name": "rl",
+            "kind": "rl",
+            "tasks": {"family": "demo", "count": 12},
+            "rollout": {
+                "group_size": 2,
+                "concurrency": 4,
+                "batch_groups": 2,
+                "max_turns": 1,
+                "max_new_tokens": 8,
+                "max_staleness": 1,
+            },
+            # a random model solves nothing: keep all-equal groups so batches still form
+            "sampling": {"strategy": "difficulty", "filter_all_equal": False},
+            "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+            "packing": {"mode": "trie", "max_tokens": 2048},
+            "train": {"steps": 5, "lr": 1e-4},
+            "checkpoint": {"every": 2},
+        },
         "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"},
-        "input_checkpoint": None, "output_prefix": str(out), "resume": True, "status_uri": None, "storage": {},
+        "input_checkpoint": None,
+        "output_prefix": str(out),
+        "resume": True,
+        "status_uri": None,
+        "storage": {},
         "work_dir": str(work),
     }
     spec_file = tmp_path / "spec.json"
@@ -150,13 +192,27 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
 
     # RFT first, in the same pipeline folder: its rollouts' pass rates are the table RL's sampler continues
-    rft = {**spec, "stage": {"name": "rft", "kind": "rft", "tasks": {"family": "demo", "count": 4},
-                             "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8},
-                             "rft": {"keep": "passing"}, "train": {"steps": 1, "batch_size": 4}},
-           "output_prefix": str(tmp_path / "out" / "rft"), "work_dir": str(tmp_path / "work-rft")}
+    rft = {
+        **spec,
+        "stage": {
+            "name": "rft",
+            "kind": "rft",
+            "tasks": {"family": "demo", "count": 4},
+            "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8},
+            "rft": {"keep": "passing"},
+            "train": {"steps": 1, "batch_size": 4},
+        },
+        "output_prefix": str(tmp_path / "out" / "rft"),
+        "work_dir": str(tmp_path / "work-rft"),
+    }
     (tmp_path / "rft.json").write_text(json.dumps(rft))
-    r = subprocess.run([sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "rft.json")],
-                       cwd=TRAINER, capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "rft.json")],
+        cwd=TRAINER,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "rft rollouts: 8 episodes" in r.stderr
     rft_stats = json.loads((tmp_path / "out" / "sampling" / "stats.json").read_text())
@@ -210,7 +266,9 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     assert len(trained) == len(set(trained)) == 5 * 2 - len(dropped)
     entries = read_ledger(work / "ledger")
     assert ledger_size(work / "ledger") == len(entries)
-    upto = [e["record"]["group_id"] for e in entries if e["seq"] <= final["cursor"] and e["record"].get("kind") == "group"]
+    upto = [
+        e["record"]["group_id"] for e in entries if e["seq"] <= final["cursor"] and e["record"].get("kind") == "group"
+    ]
     assert sorted(upto) == sorted(trained + dropped)
     for h in hist:  # a step trains only groups after the previous step's cursor
         assert h["cursor"] > (hist[hist.index(h) - 1]["cursor"] if h["step"] > 1 else -1)
@@ -235,7 +293,12 @@ def test_reward_rise_needs_three_standard_errors():
     for rewards, code in (([0.1, 0.1] + [0.3] * 16 + [0.5, 0.5], 0), ([0.3] * 20, 1)):
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({"history": hist(rewards)}, f)
-        p = subprocess.run([sys.executable, "-m", "trainflow_trainer.rl.evidence", f.name], cwd=TRAINER,
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [sys.executable, "-m", "trainflow_trainer.rl.evidence", f.name],
+            cwd=TRAINER,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         out = json.loads(p.stdout)
         assert p.returncode == code and out["passed"] == (code == 0) and out["rewards"] == rewards

@@ -15,15 +15,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import job_env
+
+# fixtures: the local stack's MinIO (failing loudly when it is down), the demo tokenizer
+from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401
+from test_rl import descendants, kill9_and_reap, tokenizer  # noqa: F401
 
 from trainflow_trainer.errors import BadInput
 from trainflow_trainer.rl.rollouts import rollout_config
 from trainflow_trainer.storage import Storage, join
-
-from conftest import job_env
-# fixtures: the local stack's MinIO (failing loudly when it is down), the demo tokenizer
-from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401
-from test_rl import descendants, kill9_and_reap, tokenizer  # noqa: F401
 
 TRAINER = Path(__file__).resolve().parents[1]
 
@@ -32,9 +32,15 @@ def test_session_idle_timeout_is_a_positive_duration():
     base = {"rollout": {"group_size": 2, "concurrency": 2}}
     assert "session_idle_timeout_s" not in rollout_config(base)  # absent: the driver's default
     # the resolved config holds milliseconds; a raw spec may say "10m"
-    assert rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 90_000}})["session_idle_timeout_s"] == 90
-    assert rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "10m"}})["session_idle_timeout_s"] == 600
-    with pytest.raises(BadInput, match=r"stage.rollout.session_idle_timeout: expected a duration such as 10s or 500ms, got 'soon'"):
+    assert (
+        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 90_000}})["session_idle_timeout_s"] == 90
+    )
+    assert (
+        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "10m"}})["session_idle_timeout_s"] == 600
+    )
+    with pytest.raises(
+        BadInput, match=r"stage.rollout.session_idle_timeout: expected a duration such as 10s or 500ms, got 'soon'"
+    ):
         rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "soon"}})
     with pytest.raises(BadInput, match=r"stage.rollout.session_idle_timeout: expected a positive duration"):
         rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 0}})
@@ -51,22 +57,42 @@ def shipped_groups(storage: Storage, ledger_prefix: str) -> list[tuple[int, dict
     return sorted(out, key=lambda x: x[0])
 
 
-def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after_the_cursor(tmp_path, tokenizer,
-                                                                                            storage):
+def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after_the_cursor(
+    tmp_path, tokenizer, storage
+):
     root = f"s3://{BUCKET}/tests/rl-ledger-{uuid.uuid4().hex[:10]}"
     out, work = f"{root}/rl", tmp_path / "work"
     spec = {
-        "protocol": 1, "pipeline_id": "t", "run_id": "r", "stage_index": 4, "attempt": 1,
-        "stage": {"name": "rl", "kind": "rl", "tasks": {"family": "demo", "count": 12},
-                  "rollout": {"group_size": 2, "concurrency": 4, "batch_groups": 2, "max_turns": 1,
-                              "max_new_tokens": 8, "max_staleness": 1, "session_idle_timeout": "10m"},
-                  # a random model solves nothing: keep all-equal groups so batches still form
-                  "sampling": {"strategy": "difficulty", "filter_all_equal": False},
-                  "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
-                  "packing": {"mode": "trie", "max_tokens": 2048},
-                  "train": {"steps": 4, "lr": 1e-4}, "checkpoint": {"every": 2}},
+        "protocol": 1,
+        "pipeline_id": "t",
+        "run_id": "r",
+        "stage_index": 4,
+        "attempt": 1,
+        "stage": {
+            "name": "rl",
+            "kind": "rl",
+            "tasks": {"family": "demo", "count": 12},
+            "rollout": {
+                "group_size": 2,
+                "concurrency": 4,
+                "batch_groups": 2,
+                "max_turns": 1,
+                "max_new_tokens": 8,
+                "max_staleness": 1,
+                "session_idle_timeout": "10m",
+            },
+            # a random model solves nothing: keep all-equal groups so batches still form
+            "sampling": {"strategy": "difficulty", "filter_all_equal": False},
+            "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+            "packing": {"mode": "trie", "max_tokens": 2048},
+            "train": {"steps": 4, "lr": 1e-4},
+            "checkpoint": {"every": 2},
+        },
         "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"},
-        "input_checkpoint": None, "output_prefix": out, "resume": True, "status_uri": None,
+        "input_checkpoint": None,
+        "output_prefix": out,
+        "resume": True,
+        "status_uri": None,
         "storage": {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True},
         "work_dir": str(work),
     }
@@ -75,8 +101,9 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
     try:
         # machine 1: killed once step 2 is committed and step 3 trained (its batch was in S3 before it was offered)
-        job = subprocess.Popen(cmd, cwd=TRAINER, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+        job = subprocess.Popen(
+            cmd, cwd=TRAINER, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         children: set[int] = set()
         deadline, log = time.monotonic() + 150, []
         for line in job.stdout:
@@ -97,7 +124,9 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
         shipped = shipped_groups(storage, join(out, "ledger", generation))
         after = [g["group_id"] for seq, g in shipped if seq > cursor and not g.get("filtered")]
         upto = {g["group_id"] for seq, g in shipped if seq <= cursor}
-        assert len(after) >= 2, f"machine 1 shipped {len(after)} groups after cursor {cursor}: expected its step-3 batch"
+        assert len(after) >= 2, (
+            f"machine 1 shipped {len(after)} groups after cursor {cursor}: expected its step-3 batch"
+        )
 
         # machine 2: an empty work dir
         shutil.rmtree(work)

@@ -77,9 +77,12 @@ def test_bwrap_is_the_confinement_here():
 
 
 def test_run_returns_output_exit_status_and_uses_a_private_folder(sb):
-    r = sb.run_python("import os, sys\nprint(open('data.txt').read().strip(), sys.stdin.read())\n"
-                      "print(len(os.listdir('.')), file=sys.stderr)\nopen('out.txt', 'w').write('x')\nsys.exit(3)",
-                      files={"data.txt": "hello"}, stdin="from stdin")
+    r = sb.run_python(
+        "import os, sys\nprint(open('data.txt').read().strip(), sys.stdin.read())\n"
+        "print(len(os.listdir('.')), file=sys.stderr)\nopen('out.txt', 'w').write('x')\nsys.exit(3)",
+        files={"data.txt": "hello"},
+        stdin="from stdin",
+    )
     assert r.stdout == "hello from stdin\n" and r.exit_code == 3 and not r.timed_out and not r.killed
     assert int(r.stderr) >= 2 and not r.ok and r.confinement == sb.confinement
     r2 = sb.run_python("import os; print(sorted(os.listdir('.')))")
@@ -89,8 +92,9 @@ def test_run_returns_output_exit_status_and_uses_a_private_folder(sb):
 
 
 def test_output_is_capped_and_a_crash_is_reported(sb):
-    r = sb.run_python("import sys\nfor _ in range(200000): sys.stdout.write('y' * 100)",
-                      limits=sb.limits.with_(output_bytes=1000))
+    r = sb.run_python(
+        "import sys\nfor _ in range(200000): sys.stdout.write('y' * 100)", limits=sb.limits.with_(output_bytes=1000)
+    )
     assert len(r.stdout) == 1000 and r.stdout_truncated and r.exit_code == 0
     r = sb.run_python("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     assert r.killed and r.signal == 11 and not r.ok
@@ -110,8 +114,10 @@ def test_an_endless_loop_is_killed_at_the_timeout(sb):
 
 def test_a_daemonised_child_does_not_survive_the_run(sb):
     # Double fork + setsid, then the parent exits 0 at once: the grandchild must still be killed.
-    r = sb.run_python("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-                      "        time.sleep(60)\n    os._exit(0)\nprint('parent done')")
+    r = sb.run_python(
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        time.sleep(60)\n    os._exit(0)\nprint('parent done')"
+    )
     assert r.exit_code == 0 and r.stdout == "parent done\n"
 
 
@@ -128,8 +134,10 @@ def test_a_fork_bomb_is_contained_by_the_process_limit(sb):
     w = threading.Thread(target=watch)
     w.start()
     try:
-        r = sb.run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
-                          limits=sb.limits.with_(timeout_s=2, max_processes=16))
+        r = sb.run_python(
+            "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+            limits=sb.limits.with_(timeout_s=2, max_processes=16),
+        )
     finally:
         stop.set()
         w.join()
@@ -144,8 +152,10 @@ def test_no_network(sb):
     server.listen()
     server.settimeout(0.1)
     port = server.getsockname()[1]
-    code = (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hi')\n"
-            "print('connected')")
+    code = (
+        f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hi')\n"
+        "print('connected')"
+    )
     try:
         r = sb.run_python(code)
         with pytest.raises(socket.timeout):
@@ -163,12 +173,14 @@ def test_writes_outside_the_work_folder_never_reach_the_host(sb, tmp_path):
     os.chmod(tmp_path, 0o777)
     os.chmod(target, 0o777)  # permissions would allow it: only the confinement stops it
     name = f"trainflow-canary-{uuid.uuid4().hex}"
-    code = ("import os\n"
-            f"for d in [{str(target)!r}, '/tmp', '/var/tmp', '/dev/shm', os.path.expanduser('~')]:\n"
-            "    try:\n"
-            f"        open(os.path.join(d, {name!r}), 'w').write('pwned')\n"
-            "    except OSError as e:\n"
-            "        print('refused', d, type(e).__name__)\n")
+    code = (
+        "import os\n"
+        f"for d in [{str(target)!r}, '/tmp', '/var/tmp', '/dev/shm', os.path.expanduser('~')]:\n"
+        "    try:\n"
+        f"        open(os.path.join(d, {name!r}), 'w').write('pwned')\n"
+        "    except OSError as e:\n"
+        "        print('refused', d, type(e).__name__)\n"
+    )
     r = sb.run_python(code)
     assert r.exit_code == 0
     for d in [target, "/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~")]:
@@ -193,8 +205,10 @@ def test_a_workspace_persists_across_runs_and_parallel_runs_share_it(sb):
         ws.write({"seed.txt": "7"})
         r = sb.run_python("open('made.txt', 'w').write(str(int(open('seed.txt').read()) * 6))", workspace=ws)
         assert r.ok, r.stderr
-        code = ("import time\nx = int(open('made.txt').read())\nopen('out-{i}.txt', 'w').write(str(x + {i}))\n"
-                "open('seed.txt', 'a').write('')\ntime.sleep(0.3)\nprint(x + {i})")
+        code = (
+            "import time\nx = int(open('made.txt').read())\nopen('out-{i}.txt', 'w').write(str(x + {i}))\n"
+            "open('seed.txt', 'a').write('')\ntime.sleep(0.3)\nprint(x + {i})"
+        )
         with ThreadPoolExecutor(3) as pool:
             runs = list(pool.map(lambda i: sb.run_python(code.format(i=i), workspace=ws), range(3)))
         assert [r.stdout for r in runs] == ["42\n", "43\n", "44\n"], [r.stderr for r in runs]
@@ -212,8 +226,9 @@ def test_links_planted_in_a_workspace_never_lead_the_host_outside(sb, tmp_path):
     before = os.stat(target)
     with sb.workspace() as ws:
         if sb.confinement == "bwrap":  # a run plants the links (the fallback's audit hook would refuse it) ...
-            r = sb.run_python(f"import os\nos.symlink({str(target)!r}, 'evil')\nos.symlink({str(tmp_path)!r}, 'sub')",
-                              workspace=ws)
+            r = sb.run_python(
+                f"import os\nos.symlink({str(target)!r}, 'evil')\nos.symlink({str(tmp_path)!r}, 'sub')", workspace=ws
+            )
             assert r.ok, r.stderr
         else:  # ... or, as if one had managed to, the test does
             os.symlink(target, os.path.join(ws.path, "evil"))

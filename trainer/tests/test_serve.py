@@ -36,9 +36,21 @@ def fix(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(fix):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trainflow_trainer.serve", "--checkpoint", fix["checkpoints"][0], "--port", "0",
-         "--admin-token", ADMIN],
-        cwd=TRAINER, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "trainflow_trainer.serve",
+            "--checkpoint",
+            fix["checkpoints"][0],
+            "--port",
+            "0",
+            "--admin-token",
+            ADMIN,
+        ],
+        cwd=TRAINER,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert line.startswith("TRAINFLOW_SERVE "), line
     info = json.loads(line.split(" ", 1)[1])
@@ -85,6 +97,7 @@ def full_logprobs(model, prompt: list[int], out: list[int], temperature: float =
 
 
 # ------------------------------------------------------------------------------------------------- engine
+
 
 def test_kv_cache_logprobs_equal_full_forward_and_seed_reproduces(fix):
     model = load_pretrained(fix["checkpoints"][0])
@@ -238,6 +251,7 @@ def test_corrupt_checkpoint_is_refused(fix, tmp_path):
 
 # --------------------------------------------------------------------------------------------------- HTTP
 
+
 def test_completions_text_and_ids_n_and_streaming_agree(server, fix):
     model = load_pretrained(fix["checkpoints"][0])
     code, r = post(server, "/v1/completions", {"prompt": "hello world", "max_tokens": 6, "n": 2, "seed": 5})
@@ -264,8 +278,11 @@ def test_chat_prompt_uses_the_trainer_template_and_allowed_ids(server, fix):
     msgs = [{"role": "user", "content": "run the tests"}]
     tools = [{"type": "function", "function": {"name": "python", "parameters": {"type": "object"}}}]
     allowed = list(fix["letters"].values()) + [fix["im_end"]]
-    code, r = post(server, "/v1/chat/completions",
-                   {"messages": msgs, "tools": tools, "max_tokens": 8, "seed": 1, "allowed_token_ids": allowed})
+    code, r = post(
+        server,
+        "/v1/chat/completions",
+        {"messages": msgs, "tools": tools, "max_tokens": 8, "seed": 1, "allowed_token_ids": allowed},
+    )
     assert code == 200
     assert r["prompt_token_ids"] == tok.render_chat(msgs, tools, add_generation_prompt=True).ids
     ch = r["choices"][0]
@@ -274,8 +291,11 @@ def test_chat_prompt_uses_the_trainer_template_and_allowed_ids(server, fix):
     assert set(text) <= set("XYZ") and tok.encode(text) == [i for i in ch["token_ids"] if i != fix["im_end"]]
     # Streaming chat: the content deltas concatenate to the non-streamed message.
     pieces, ids = [], []
-    for ev in stream(server, "/v1/chat/completions",
-                     {"messages": msgs, "tools": tools, "max_tokens": 8, "seed": 1, "allowed_token_ids": allowed}):
+    for ev in stream(
+        server,
+        "/v1/chat/completions",
+        {"messages": msgs, "tools": tools, "max_tokens": 8, "seed": 1, "allowed_token_ids": allowed},
+    ):
         for c in ev["choices"]:
             pieces.append(c["delta"].get("content") or "")
             ids += c.get("token_ids", [])
@@ -312,7 +332,13 @@ def test_partial_rollout_reload_mid_generation(server, fix):
     prompt = None
     for ev in events:
         for ch in ev["choices"]:
-            toks += list(zip(ch["token_ids"], ch["logprobs"]["token_logprobs"] if ch.get("logprobs") else [], ch["policy_versions"]))
+            toks += list(
+                zip(
+                    ch["token_ids"],
+                    ch["logprobs"]["token_logprobs"] if ch.get("logprobs") else [],
+                    ch["policy_versions"],
+                )
+            )
         prompt = ev.get("prompt_token_ids", prompt)
         if len(toks) == 5:
             assert post(server, "/pause", {}, token=ADMIN)[0] == 200
@@ -337,7 +363,9 @@ def test_partial_rollout_reload_mid_generation(server, fix):
 def test_pause_holds_requests_until_resume(server):
     assert post(server, "/pause", {}, token=ADMIN)[0] == 200
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=post(server, "/v1/completions", {"prompt": "a", "max_tokens": 2})))
+    t = threading.Thread(
+        target=lambda: result.update(r=post(server, "/v1/completions", {"prompt": "a", "max_tokens": 2}))
+    )
     t.start()
     time.sleep(0.5)
     assert t.is_alive() and "r" not in result

@@ -9,8 +9,15 @@ import pytest
 
 from trainflow_trainer.demo_data import PYTHON_TOOL, _conversation
 from trainflow_trainer.sandbox import Sandbox
-from trainflow_trainer.tasks import (Task, TaskFormatError, demo_tasks, load_tasks, read_tasks_jsonl, verify,
-                                     write_tasks_jsonl)
+from trainflow_trainer.tasks import (
+    Task,
+    TaskFormatError,
+    demo_tasks,
+    load_tasks,
+    read_tasks_jsonl,
+    verify,
+    write_tasks_jsonl,
+)
 from trainflow_trainer.tasks.verify import final_answer
 
 
@@ -44,9 +51,18 @@ def test_the_python_tool_computes_every_answer():
         # the answer counts when the agent's program printed it (source: tool), not when it is only stated
         q = t.prompt[-1]["content"]
         said = [*t.prompt, {"role": "assistant", "content": f"The answer is {out}."}]
-        did = [*t.prompt, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
-            "name": "python", "arguments": {"code": programs[q]}}}]}, {"role": "tool", "content": out + "\n"},
-            {"role": "assistant", "content": "The answer is 0."}]
+        did = [
+            *t.prompt,
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "python", "arguments": {"code": programs[q]}}}
+                ],
+            },
+            {"role": "tool", "content": out + "\n"},
+            {"role": "assistant", "content": "The answer is 0."},
+        ]
         assert verify(t, did).reward == 1.0 and verify(t, said).reward == 0.0
     code_len = {lvl: min(len(programs[q]) for q, *_ in QUESTIONS[lvl]) for lvl in range(5)}
     assert code_len[0] < code_len[1] <= code_len[2] < code_len[3]  # harder levels need longer programs

@@ -14,7 +14,7 @@ import pytest
 from trainflow_trainer.sandbox import Limits, Sandbox
 from trainflow_trainer.tasks import humaneval_tasks, load_tasks, verify, verify_code
 
-PERTURB = '''
+PERTURB = """
 
 def _perturb(r):
     if isinstance(r, bool):
@@ -35,7 +35,7 @@ _canonical = {name}
 
 def {name}(*args, **kwargs):
     return _perturb(_canonical(*args, **kwargs))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_hostile_solutions_are_stopped_scored_zero_and_leave_the_host_untouched(
         "network": f"    import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n" + correct,
         "write outside": f"    open({str(canary)!r}, 'w').write('x')\n" + correct,
         "fork bomb": "    import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n"
-                     "            pass\n",
+        "            pass\n",
         "endless loop": "    while True:\n        pass\n",
     }
     sandbox = Sandbox(Limits(timeout_s=2, max_processes=16))

@@ -6,14 +6,27 @@ import pytest
 
 from trainflow_trainer.tokenizer import IM_END, SPECIAL_TOKENS, Tokenizer, parse_tool_calls
 
-TOOLS = [{"type": "function", "function": {"name": "python", "description": "run code",
-                                           "parameters": {"type": "object", "properties": {"code": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "python",
+            "description": "run code",
+            "parameters": {"type": "object", "properties": {"code": {"type": "string"}}},
+        },
+    }
+]
 CONV = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "  What is 2+2? é"},
-    {"role": "assistant", "content": "", "tool_calls": [
-        {"type": "function", "function": {"name": "python", "arguments": {"code": "print(2+2)"}}},
-        {"type": "function", "function": {"name": "python", "arguments": "{\"code\": \"print(1)\"}"}}]},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"type": "function", "function": {"name": "python", "arguments": {"code": "print(2+2)"}}},
+            {"type": "function", "function": {"name": "python", "arguments": '{"code": "print(1)"}'}},
+        ],
+    },
     {"role": "tool", "content": "4"},
     {"role": "tool", "content": "1"},
     {"role": "assistant", "content": " It is 4."},
@@ -32,9 +45,13 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(tok):
     assert len(r.ids) == len(r.assistant_mask)
     assert r.ids == tok.encode(tok.chat_text(CONV, tools=TOOLS))  # one encode of the full text
     trained = tok.decode([i for i, m in zip(r.ids, r.assistant_mask) if m])
-    expected = ('<tool_call>\n{"name": "python", "arguments": {"code": "print(2+2)"}}\n</tool_call>\n'
-                '<tool_call>\n{"name": "python", "arguments": {"code": "print(1)"}}\n</tool_call>' + IM_END
-                + " It is 4." + IM_END)
+    expected = (
+        '<tool_call>\n{"name": "python", "arguments": {"code": "print(2+2)"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "python", "arguments": {"code": "print(1)"}}\n</tool_call>'
+        + IM_END
+        + " It is 4."
+        + IM_END
+    )
     assert trained == expected
     # Nothing from the user, system, tools or the role headers is trained.
     untrained = tok.decode([i for i, m in zip(r.ids, r.assistant_mask) if not m])
@@ -65,8 +82,9 @@ def test_save_load_round_trip(tok, tmp_path):
 
 
 def test_parse_tool_calls_inverts_rendering():
-    content, calls = parse_tool_calls('Let me run it.\n<tool_call>\n{"name": "python", "arguments": {"code": "1"}}\n'
-                                      '</tool_call><|im_end|>')
+    content, calls = parse_tool_calls(
+        'Let me run it.\n<tool_call>\n{"name": "python", "arguments": {"code": "1"}}\n</tool_call><|im_end|>'
+    )
     assert content == "Let me run it."
     assert calls == [{"type": "function", "function": {"name": "python", "arguments": {"code": "1"}}}]
 

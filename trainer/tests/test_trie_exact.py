@@ -23,8 +23,15 @@ from trainflow_trainer.trie.losses import flat_reference_loss
 from trainflow_trainer.trie.step import packed_logprobs
 
 VOCAB = 7
-CFG = ModelConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+CFG = ModelConfig(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
 
 SPECS = [
     LossSpec.from_config("sft"),
@@ -63,15 +70,17 @@ def random_trajectories(rng: np.random.Generator, model: Transformer, seqs: list
         mask = rng.choice([0.0, 1.0, 1.0, 1.0, 0.5], size=n)
         mask[0] = 0.0
         lp = lp.detach().double().cpu().numpy()
-        out.append(Trajectory(
-            tokens=s,
-            loss_mask=mask,
-            logprobs=np.r_[0.0, lp + rng.normal(0, 0.4, n - 1)],
-            versions=rng.integers(0, 3, n),
-            ref_logprobs=np.r_[0.0, lp + rng.normal(0, 0.2, n - 1)],
-            advantage=float(rng.normal()),
-            weight=float(rng.uniform(0.5, 2.0)),
-        ))
+        out.append(
+            Trajectory(
+                tokens=s,
+                loss_mask=mask,
+                logprobs=np.r_[0.0, lp + rng.normal(0, 0.4, n - 1)],
+                versions=rng.integers(0, 3, n),
+                ref_logprobs=np.r_[0.0, lp + rng.normal(0, 0.2, n - 1)],
+                advantage=float(rng.normal()),
+                weight=float(rng.uniform(0.5, 2.0)),
+            )
+        )
     return out
 
 
@@ -130,8 +139,12 @@ def check_against_reference(seed: int, dtype: torch.dtype, rtol: float, spec: Lo
 
 
 @settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), spec=st.sampled_from(SPECS), n_branches=st.integers(1, 9),
-       max_len=st.integers(2, 24))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    spec=st.sampled_from(SPECS),
+    n_branches=st.integers(1, 9),
+    max_len=st.integers(2, 24),
+)
 def test_trie_equals_flat_float64(seed, spec, n_branches, max_len):
     trajs, metrics = check_against_reference(seed, torch.float64, 1e-10, spec, n_branches, max_len)
     assert metrics["unique_tokens"] <= metrics["total_tokens"]
@@ -152,7 +165,7 @@ def test_random_batches_exercise_sharing_and_clipping():
     forest = build_forest(trajs)
     assert forest.unique_tokens < forest.total_tokens  # shared prefixes
     assert len(forest.trees) >= 2  # several trees
-    assert any((np.bincount(forest.parent[forest.parent >= 0]) >= 2))  # a node with several children
+    assert any(np.bincount(forest.parent[forest.parent >= 0]) >= 2)  # a node with several children
     advs = [t.advantage for t in trajs]
     assert min(advs) < 0 < max(advs)
     spec = LossSpec.from_config("dapo")

@@ -16,9 +16,9 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .storage import Storage, is_s3, join, split_s3
 
@@ -54,7 +54,9 @@ def commit(local_dir: str | Path, uri: str, step: int, final: bool, storage: Sto
     """
     local = Path(local_dir)
     entries = []
-    for f in sorted(p for p in local.rglob("*") if p.is_file() and p.name != COMMIT_FILE and not p.name.startswith(".")):
+    for f in sorted(
+        p for p in local.rglob("*") if p.is_file() and p.name != COMMIT_FILE and not p.name.startswith(".")
+    ):
         rel = str(f.relative_to(local))
         entries.append({"path": rel, "size": f.stat().st_size, "sha256": sha256_file(f)})
         storage.upload_file(f, join(uri, rel))
@@ -121,8 +123,12 @@ class Found:
     manifest: dict
 
 
-def latest_verified(prefix: str, storage: Storage, cache_dir: str | Path,
-                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> Found | None:
+def latest_verified(
+    prefix: str,
+    storage: Storage,
+    cache_dir: str | Path,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> Found | None:
     """The newest checkpoint under prefix that is committed and verifies; refusals are logged."""
     for step in reversed(step_dirs(prefix, storage)):
         uri = join(prefix, step_dir(step))
@@ -135,8 +141,12 @@ def latest_verified(prefix: str, storage: Storage, cache_dir: str | Path,
     return None
 
 
-def apply_retention(prefix: str, storage: Storage, keep_last: int | None,
-                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> list[int]:
+def apply_retention(
+    prefix: str,
+    storage: Storage,
+    keep_last: int | None,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> list[int]:
     """Deletes committed non-final checkpoints older than the newest keep_last; finals always stay.
     Returns the deleted steps. keep_last None or <= 0 keeps everything."""
     if not keep_last or keep_last <= 0:

@@ -17,9 +17,10 @@ text plus an <|endoftext|>); SFT conversations only on assistant tokens. Rows al
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ class DataError(BadInput):
 
 # ------------------------------------------------------------------------------------------------ sources
 
+
 @dataclass
 class SourceSpec:
     path: str
@@ -46,7 +48,7 @@ class SourceSpec:
     format: str | None = None  # jsonl | parquet; inferred from the extension when absent
 
     @classmethod
-    def from_dict(cls, d: dict, where: str) -> "SourceSpec":
+    def from_dict(cls, d: dict, where: str) -> SourceSpec:
         if not isinstance(d, dict) or not isinstance(d.get("path"), str):
             raise DataError(f"{where}: each source needs a string `path`")
         w = d.get("weight", 1.0)
@@ -89,9 +91,13 @@ def load_source_rows(spec: SourceSpec, storage: Storage) -> list[dict]:
     """All rows of a file, or of every .jsonl/.parquet file of a folder (sorted by name)."""
     path = spec.path
     if is_s3(path):
-        files = [path] if not path.endswith("/") and storage.exists(path) else [
-            path.rstrip("/") + "/" + rel for rel in storage.list_files(path) if rel.endswith((".jsonl", ".parquet"))
-        ]
+        files = (
+            [path]
+            if not path.endswith("/") and storage.exists(path)
+            else [
+                path.rstrip("/") + "/" + rel for rel in storage.list_files(path) if rel.endswith((".jsonl", ".parquet"))
+            ]
+        )
     else:
         p = Path(path)
         if p.is_file():
@@ -112,11 +118,12 @@ def load_source_rows(spec: SourceSpec, storage: Storage) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ examples
 
+
 @dataclass
 class Example:
     ids: list[int]
     targets: list[bool]  # targets[t]: token t is a training target (predicted from tokens < t)
-    splittable: bool      # documents may be split across rows; conversations are not
+    splittable: bool  # documents may be split across rows; conversations are not
 
 
 def midtrain_example(row: dict, tok: Tokenizer, where: str) -> Example:
@@ -148,8 +155,14 @@ def sft_example(row: dict, tok: Tokenizer, where: str) -> Example:
 class ExampleStream:
     """Deterministic weighted mixture over sources; see the module doc for the state."""
 
-    def __init__(self, sources: list[list[dict]], weights: list[float], seed: int,
-                 to_example: Callable[[dict, str], Example], names: list[str]):
+    def __init__(
+        self,
+        sources: list[list[dict]],
+        weights: list[float],
+        seed: int,
+        to_example: Callable[[dict, str], Example],
+        names: list[str],
+    ):
         self.sources, self.names, self.seed = sources, names, seed
         w = np.asarray(weights, dtype=np.float64)
         self.probs = w / w.sum()
@@ -183,7 +196,9 @@ class ExampleStream:
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["sources"]) != len(self.sources):
-            raise DataError(f"data cursor has {len(state['sources'])} sources, the stage config has {len(self.sources)}")
+            raise DataError(
+                f"data cursor has {len(state['sources'])} sources, the stage config has {len(self.sources)}"
+            )
         self.drawn = int(state["drawn"])
         self.cursors = [{"epoch": int(c["epoch"]), "pos": int(c["pos"])} for c in state["sources"]]
 
@@ -191,21 +206,23 @@ class ExampleStream:
 def load_stream(sources: list[SourceSpec], storage: Storage, tok: Tokenizer, kind: str, seed: int) -> ExampleStream:
     make = {"midtrain": midtrain_example, "sft": sft_example}[kind]
     rows = [load_source_rows(s, storage) for s in sources]
-    return ExampleStream(rows, [s.weight for s in sources], seed, lambda row, where: make(row, tok, where),
-                         [s.path for s in sources])
+    return ExampleStream(
+        rows, [s.weight for s in sources], seed, lambda row, where: make(row, tok, where), [s.path for s in sources]
+    )
 
 
 # ------------------------------------------------------------------------------------------------ batches
+
 
 @dataclass
 class Batch:
     """Rows of packed tokens. labels[b, t] is the target for the logits at t (IGNORE = no loss);
     doc_ids give the DocumentMask (each packed example, and padding, has its own id)."""
 
-    input_ids: Tensor     # [B, T] long
+    input_ids: Tensor  # [B, T] long
     position_ids: Tensor  # [B, T] long
-    labels: Tensor        # [B, T] long
-    doc_ids: Tensor       # [B, T] long
+    labels: Tensor  # [B, T] long
+    doc_ids: Tensor  # [B, T] long
 
     @property
     def num_rows(self) -> int:
@@ -217,11 +234,13 @@ class Batch:
     def num_tokens(self) -> int:
         return self.input_ids.numel()
 
-    def select(self, rows: slice) -> "Batch":
+    def select(self, rows: slice) -> Batch:
         return Batch(self.input_ids[rows], self.position_ids[rows], self.labels[rows], self.doc_ids[rows])
 
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.input_ids, self.position_ids, self.labels, self.doc_ids)))
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            *(t.to(device, non_blocking=True) for t in (self.input_ids, self.position_ids, self.labels, self.doc_ids))
+        )
 
     def attention(self) -> AttentionMask:
         return DocumentMask(self.doc_ids)
@@ -237,7 +256,7 @@ class Packer(Protocol):
     """What the training loop asks of a packer (flat here, trie in trie/)."""
 
     def next_batch(self, rows: int) -> Any: ...  # a Batch, or any object with Batch's methods
-    def state_dict(self) -> dict: ...            # JSON-serialisable, part of the data cursor
+    def state_dict(self) -> dict: ...  # JSON-serialisable, part of the data cursor
     def load_state_dict(self, state: dict) -> None: ...
 
 
@@ -273,13 +292,13 @@ class FlatPacker:
                     # This row takes the first `room` tokens and the rest opens the next row. The piece's last
                     # label is the document's next token, so no target is lost at the cut.
                     self.pending = Example(ex.ids[room:], ex.targets[room:], True)
-                    piece_ids, piece_next = ex.ids[:room], ex.ids[1:room + 1]
-                    piece_tgt = ex.targets[1:room + 1]
+                    piece_ids, piece_next = ex.ids[:room], ex.ids[1 : room + 1]
+                    piece_tgt = ex.targets[1 : room + 1]
                 elif len(ids) > 0:
                     self.pending = ex
                     break
                 else:
-                    piece_ids, piece_next, piece_tgt = ex.ids[:room], ex.ids[1:room + 1], ex.targets[1:room + 1]
+                    piece_ids, piece_next, piece_tgt = ex.ids[:room], ex.ids[1 : room + 1], ex.targets[1 : room + 1]
             else:
                 piece_ids, piece_next, piece_tgt = ex.ids, ex.ids[1:] + [IGNORE], ex.targets[1:] + [False]
             ids.extend(piece_ids)
@@ -350,7 +369,9 @@ class ExamplePacker:
         self.stream.load_state_dict(state["stream"])
 
 
-def make_packer(mode: str, stream: ExampleStream, seq_len: int, tok: Tokenizer, max_tokens: int | None = None) -> Packer:
+def make_packer(
+    mode: str, stream: ExampleStream, seq_len: int, tok: Tokenizer, max_tokens: int | None = None
+) -> Packer:
     """The one place a packing mode is chosen: `flat` packs rows here (FlatPacker); `trie` hands whole examples
     to the step, which trains shared prefixes once with trie/ (the trie-packing engineer's code)."""
     if mode == "flat":
@@ -361,7 +382,19 @@ def make_packer(mode: str, stream: ExampleStream, seq_len: int, tok: Tokenizer, 
 
 
 __all__ = [
-    "IGNORE", "DataError", "SourceSpec", "Example", "ExampleStream", "Batch", "Packer", "FlatPacker",
-    "ExampleBatch", "ExamplePacker",
-    "load_stream", "load_source_rows", "make_packer", "midtrain_example", "sft_example",
+    "IGNORE",
+    "DataError",
+    "SourceSpec",
+    "Example",
+    "ExampleStream",
+    "Batch",
+    "Packer",
+    "FlatPacker",
+    "ExampleBatch",
+    "ExamplePacker",
+    "load_stream",
+    "load_source_rows",
+    "make_packer",
+    "midtrain_example",
+    "sft_example",
 ]

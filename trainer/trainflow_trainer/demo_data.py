@@ -51,9 +51,11 @@ def _func_doc(rng: random.Random) -> str:
         "smallest": ("Return the smallest of the {n}.", "return min({n})", min(xs)),
         "average": ("Return the mean of the {n}.", "return sum({n}) / len({n})", sum(xs) / len(xs)),
         "sorted": ("Return the {n} in increasing order.", "return sorted({n})", sorted(xs)),
-        "unique": ("Return the distinct {n}, in order of first appearance.",
-                   "seen = []\n    for x in {n}:\n        if x not in seen:\n            seen.append(x)\n    return seen",
-                   list(dict.fromkeys(xs))),
+        "unique": (
+            "Return the distinct {n}, in order of first appearance.",
+            "seen = []\n    for x in {n}:\n        if x not in seen:\n            seen.append(x)\n    return seen",
+            list(dict.fromkeys(xs)),
+        ),
         "evens": ("Return the even {n}.", "return [x for x in {n} if x % 2 == 0]", [x for x in xs if x % 2 == 0]),
         "odds": ("Return the odd {n}.", "return [x for x in {n} if x % 2 == 1]", [x for x in xs if x % 2 == 1]),
         "squares": ("Return the square of each of the {n}.", "return [x * x for x in {n}]", [x * x for x in xs]),
@@ -61,12 +63,7 @@ def _func_doc(rng: random.Random) -> str:
     }
     doc, body, result = bodies[verb]
     doc, body = doc.format(n=noun), body.format(n=noun)
-    return (
-        f"def {name}({noun}):\n"
-        f'    """{doc}"""\n'
-        f"    {body}\n\n\n"
-        f"assert {name}({xs!r}) == {result!r}\n"
-    )
+    return f'def {name}({noun}):\n    """{doc}"""\n    {body}\n\n\nassert {name}({xs!r}) == {result!r}\n'
 
 
 LEVELS = 5
@@ -78,17 +75,35 @@ _NUMS = f"map(int, open('{DATA_FILE}').read().split())"
 # wrong; level 4's first question needs a program the SFT data never shows (only RL can find it).
 QUESTIONS: list[list[tuple[str, str, object]]] = [
     [("How many numbers are in data.txt?", f"print(len(open('{DATA_FILE}').read().split()))", len)],
-    [("What is the largest number in data.txt?", f"print(max({_NUMS}))", max),
-     ("What is the smallest number in data.txt?", f"print(min({_NUMS}))", min)],
+    [
+        ("What is the largest number in data.txt?", f"print(max({_NUMS}))", max),
+        ("What is the smallest number in data.txt?", f"print(min({_NUMS}))", min),
+    ],
     [("What is the sum of the numbers in data.txt?", f"print(sum({_NUMS}))", sum)],
-    [("What is the sum of the even numbers in data.txt?", f"print(sum(x for x in {_NUMS} if x % 2 == 0))",
-      lambda xs: sum(x for x in xs if x % 2 == 0)),
-     ("How many odd numbers are in data.txt?", f"print(sum(1 for x in {_NUMS} if x % 2 == 1))",
-      lambda xs: sum(1 for x in xs if x % 2 == 1))],
-    [("What is the sum of the two largest numbers in data.txt?", f"print(sum(sorted({_NUMS})[-2:]))",
-      lambda xs: sum(sorted(xs)[-2:])),
-     ("What is the product of the numbers in data.txt?", f"import math\nprint(math.prod({_NUMS}))",
-      lambda xs: __import__("math").prod(xs))],
+    [
+        (
+            "What is the sum of the even numbers in data.txt?",
+            f"print(sum(x for x in {_NUMS} if x % 2 == 0))",
+            lambda xs: sum(x for x in xs if x % 2 == 0),
+        ),
+        (
+            "How many odd numbers are in data.txt?",
+            f"print(sum(1 for x in {_NUMS} if x % 2 == 1))",
+            lambda xs: sum(1 for x in xs if x % 2 == 1),
+        ),
+    ],
+    [
+        (
+            "What is the sum of the two largest numbers in data.txt?",
+            f"print(sum(sorted({_NUMS})[-2:]))",
+            lambda xs: sum(sorted(xs)[-2:]),
+        ),
+        (
+            "What is the product of the numbers in data.txt?",
+            f"import math\nprint(math.prod({_NUMS}))",
+            lambda xs: __import__("math").prod(xs),
+        ),
+    ],
 ]
 UNSEEN = QUESTIONS[4][0][0]
 
@@ -124,11 +139,13 @@ def _conversation(rng: random.Random) -> dict:
         messages.append({"role": "system", "content": DEMO_SYSTEM})
     q, code, out = _arith_task(rng)
     messages.append({"role": "user", "content": q})
-    messages.append({
-        "role": "assistant",
-        "content": "",
-        "tool_calls": [{"type": "function", "function": {"name": "python", "arguments": {"code": code}}}],
-    })
+    messages.append(
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "python", "arguments": {"code": code}}}],
+        }
+    )
     messages.append({"role": "tool", "content": out})
     messages.append({"role": "assistant", "content": _answer(q, out)})
     if rng.random() < 0.2:
@@ -140,12 +157,7 @@ def _conversation(rng: random.Random) -> dict:
 def _transcript_doc(rng: random.Random) -> str:
     """A tool-use transcript as plain text (mid-training sees agent behaviour before SFT's chat format)."""
     q, code, out = _arith_task(rng)
-    return (
-        f"Task: {q}\n"
-        f"Action: python\n```python\n{code}\n```\n"
-        f"Observation: {out}\n"
-        f"Answer: {out}\n"
-    )
+    return f"Task: {q}\nAction: python\n```python\n{code}\n```\nObservation: {out}\nAnswer: {out}\n"
 
 
 def write_jsonl(path: Path, rows) -> int:
@@ -188,7 +200,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="print nothing")
     args = ap.parse_args()
     counts = generate(args.out_dir, args.seed, args.scale, args.vocab_size)
-    for k, v in ([] if args.quiet else counts.items()):
+    for k, v in [] if args.quiet else counts.items():
         print(f"{k}: {v}")
 
 

@@ -43,7 +43,7 @@ class JobSpec:
     protocol: int = 1
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "JobSpec":
+    def from_dict(cls, d: Any, where: str) -> JobSpec:
         if not isinstance(d, dict):
             raise BadInput(f"{where}: the job spec must be a JSON object")
         if d.get("protocol", 1) != 1:
@@ -68,12 +68,19 @@ class JobSpec:
         if not isinstance(storage, dict):
             raise BadInput(f"{where}: field `storage` must be an object")
         return cls(
-            stage=stage, model=model,
+            stage=stage,
+            model=model,
             output_prefix=need("output_prefix", str, "an s3:// URI or a local folder"),
             work_dir=need("work_dir", str, "an absolute scratch folder path"),
-            input_checkpoint=ic, resume=bool(d.get("resume", True)), status_uri=d.get("status_uri") or None,
-            storage=storage, pipeline_id=str(d.get("pipeline_id", "")), run_id=str(d.get("run_id", "")),
-            stage_index=int(d.get("stage_index", 0)), attempt=int(d.get("attempt", 1)), protocol=1,
+            input_checkpoint=ic,
+            resume=bool(d.get("resume", True)),
+            status_uri=d.get("status_uri") or None,
+            storage=storage,
+            pipeline_id=str(d.get("pipeline_id", "")),
+            run_id=str(d.get("run_id", "")),
+            stage_index=int(d.get("stage_index", 0)),
+            attempt=int(d.get("attempt", 1)),
+            protocol=1,
         )
 
 

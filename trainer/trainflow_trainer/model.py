@@ -40,7 +40,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}")
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
         if self.num_attention_heads % self.num_key_value_heads != 0:
             raise ValueError(
                 f"num_attention_heads {self.num_attention_heads} is not a multiple of num_key_value_heads {self.num_key_value_heads}"
@@ -91,14 +93,18 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_hf_dict(cls, d: dict) -> "ModelConfig":
+    def from_hf_dict(cls, d: dict) -> ModelConfig:
         model_type = d.get("model_type", "qwen2")
         if model_type not in ("qwen2", "llama"):
             raise ValueError(f"unsupported model_type {model_type!r} (expected 'qwen2' or 'llama')")
         rope_theta = d.get("rope_theta")
         if rope_theta is None:
             rope_theta = (d.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads") if k not in d]
+        missing = [
+            k
+            for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+            if k not in d
+        ]
         if missing:
             raise ValueError(f"config.json lacks {missing}")
         cfg = cls(
@@ -115,7 +121,9 @@ class ModelConfig:
             attention_bias=True if model_type == "qwen2" else bool(d.get("attention_bias", False)),
         )
         if d.get("head_dim") not in (None, cfg.head_dim):
-            raise ValueError(f"head_dim {d['head_dim']} != hidden_size/num_attention_heads {cfg.head_dim}: not supported")
+            raise ValueError(
+                f"head_dim {d['head_dim']} != hidden_size/num_attention_heads {cfg.head_dim}: not supported"
+            )
         return cfg
 
 
@@ -123,18 +131,34 @@ PRESETS: dict[str, ModelConfig] = {
     # ~1.3M parameters at vocab 4096 (~1.05M with the demo's 2048): CPU tests and the demo pipeline, sized
     # so a shared 2-core machine runs the demo's stages in minutes.
     "tiny": ModelConfig(
-        vocab_size=4096, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        vocab_size=4096,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
     ),
     # ~40M parameters: a CPU-possible but slow model, handy on a small GPU.
     "small": ModelConfig(
-        vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096,
+        vocab_size=32000,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
     ),
     # ~1.04B parameters (Llama-3.2-1B shape with a 32k vocabulary): the GPU benchmark.
     "1b": ModelConfig(
-        vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
     ),
 }
 
@@ -311,7 +335,9 @@ class Transformer(nn.Module):
             start = kv_cache.length if kv_cache is not None else 0
             position_ids = torch.arange(start, start + t, device=input_ids.device)[None].expand(b, t)
         if position_ids.shape != input_ids.shape:
-            raise ValueError(f"position_ids shape {tuple(position_ids.shape)} != input_ids shape {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"position_ids shape {tuple(position_ids.shape)} != input_ids shape {tuple(input_ids.shape)}"
+            )
         mask = attention if attention is not None else CausalMask()
         x = self.model.embed_tokens(input_ids)
         cos, sin = self.model.rotary(position_ids, x.dtype)
@@ -336,8 +362,12 @@ def hf_state_dict(model: Transformer) -> dict[str, Tensor]:
     return sd
 
 
-def save_pretrained(model: Transformer, directory: str | os.PathLike, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                    dtype: torch.dtype | None = None) -> list[str]:
+def save_pretrained(
+    model: Transformer,
+    directory: str | os.PathLike,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    dtype: torch.dtype | None = None,
+) -> list[str]:
     """Writes config.json and safetensors (sharded with an HF index above max_shard_bytes).
 
     Returns the file names written. dtype casts floating tensors on the way out (e.g. bf16 for serving).
@@ -345,8 +375,13 @@ def save_pretrained(model: Transformer, directory: str | os.PathLike, max_shard_
     return save_hf(hf_state_dict(model), model.config, directory, max_shard_bytes, dtype)
 
 
-def save_hf(sd: dict[str, Tensor], config: ModelConfig, directory: str | os.PathLike,
-            max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, dtype: torch.dtype | None = None) -> list[str]:
+def save_hf(
+    sd: dict[str, Tensor],
+    config: ModelConfig,
+    directory: str | os.PathLike,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    dtype: torch.dtype | None = None,
+) -> list[str]:
     """save_pretrained for a full state dict under HF names (e.g. gathered from FSDP shards)."""
     from safetensors.torch import save_file
 
@@ -354,8 +389,10 @@ def save_hf(sd: dict[str, Tensor], config: ModelConfig, directory: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     if config.tie_word_embeddings:
         sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
-    sd = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
-          for k, v in sd.items()}
+    sd = {
+        k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
+        for k, v in sd.items()
+    }
     cfg = config.to_hf_dict()
     if dtype is not None:
         cfg["torch_dtype"] = cfg["dtype"] = str(dtype).removeprefix("torch.")
@@ -381,7 +418,9 @@ def save_hf(sd: dict[str, Tensor], config: ModelConfig, directory: str | os.Path
         save_file(shard, str(out / fname), metadata=meta)
         weight_map.update({k: fname for k in shard})
     total = sum(t.numel() * t.element_size() for t in sd.values())
-    (out / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+    (out / INDEX_FILE).write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n"
+    )
     return [CONFIG_FILE, *names, INDEX_FILE]
 
 
@@ -407,8 +446,9 @@ def load_state_dict(directory: str | os.PathLike) -> dict[str, Tensor]:
     raise FileNotFoundError(f"{d}: neither {WEIGHTS_FILE} nor {INDEX_FILE}")
 
 
-def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> Transformer:
+def load_pretrained(
+    directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Transformer:
     """A Transformer from an HF-format folder (ours, or a compatible Qwen2/Llama checkpoint)."""
     cfg = load_config(directory)
     model = Transformer(cfg)
@@ -419,11 +459,22 @@ def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise ValueError(f"{directory}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ValueError(
+            f"{directory}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     return model.to(device=device, dtype=dtype)
 
 
 __all__ = [
-    "ModelConfig", "PRESETS", "preset", "Transformer", "KVCache", "save_pretrained", "save_hf", "load_pretrained",
-    "load_config", "load_state_dict", "hf_state_dict",
+    "ModelConfig",
+    "PRESETS",
+    "preset",
+    "Transformer",
+    "KVCache",
+    "save_pretrained",
+    "save_hf",
+    "load_pretrained",
+    "load_config",
+    "load_state_dict",
+    "hf_state_dict",
 ]

@@ -20,14 +20,27 @@ def iso_now() -> str:
 
 
 class StatusReporter:
-    def __init__(self, storage: Storage, uri: str | None, attempt: int, total_steps: int = 0,
-                 interval: float = 15.0, enabled: bool = True):
+    def __init__(
+        self,
+        storage: Storage,
+        uri: str | None,
+        attempt: int,
+        total_steps: int = 0,
+        interval: float = 15.0,
+        enabled: bool = True,
+    ):
         self.storage, self.uri, self.enabled = storage, uri, enabled
         self.interval = interval
         self._lock = threading.Lock()
         self._status: dict[str, Any] = {
-            "state": "running", "step": 0, "total_steps": total_steps, "metrics": {},
-            "last_checkpoint": None, "last_checkpoint_step": None, "attempt": attempt, "pid": os.getpid(),
+            "state": "running",
+            "step": 0,
+            "total_steps": total_steps,
+            "metrics": {},
+            "last_checkpoint": None,
+            "last_checkpoint_step": None,
+            "attempt": attempt,
+            "pid": os.getpid(),
             "updated_at": iso_now(),
         }
         self._stop = threading.Event()

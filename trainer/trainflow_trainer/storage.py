@@ -19,7 +19,7 @@ def is_s3(uri: str) -> bool:
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    rest = uri[len("s3://"):]
+    rest = uri[len("s3://") :]
     bucket, _, key = rest.partition("/")
     if not bucket:
         raise ValueError(f"{uri!r}: not an s3://bucket/key URI")
@@ -40,10 +40,13 @@ class StorageConfig:
     force_path_style: bool = True
 
     @classmethod
-    def from_spec(cls, d: dict | None) -> "StorageConfig":
+    def from_spec(cls, d: dict | None) -> StorageConfig:
         d = d or {}
-        return cls(endpoint=d.get("endpoint") or os.environ.get("TRAINFLOW_S3_ENDPOINT"),
-                   region=d.get("region", "us-east-1"), force_path_style=bool(d.get("force_path_style", True)))
+        return cls(
+            endpoint=d.get("endpoint") or os.environ.get("TRAINFLOW_S3_ENDPOINT"),
+            region=d.get("region", "us-east-1"),
+            force_path_style=bool(d.get("force_path_style", True)),
+        )
 
 
 class Storage:
@@ -64,7 +67,9 @@ class Storage:
 
                 style = "path" if self.config.force_path_style else "auto"
                 self._client = boto3.client(
-                    "s3", endpoint_url=self.config.endpoint, region_name=self.config.region,
+                    "s3",
+                    endpoint_url=self.config.endpoint,
+                    region_name=self.config.region,
                     config=Config(s3={"addressing_style": style}, retries={"max_attempts": 5, "mode": "standard"}),
                 )
             return self._client
@@ -108,7 +113,9 @@ class Storage:
             from boto3.s3.transfer import TransferConfig
 
             bucket, key = split_s3(uri)
-            cfg = TransferConfig(multipart_threshold=self.MULTIPART_THRESHOLD, multipart_chunksize=self.MULTIPART_THRESHOLD)
+            cfg = TransferConfig(
+                multipart_threshold=self.MULTIPART_THRESHOLD, multipart_chunksize=self.MULTIPART_THRESHOLD
+            )
             self.s3.upload_file(str(local), bucket, key, Config=cfg)
             return
         dst = Path(uri)
@@ -138,7 +145,7 @@ class Storage:
             names = []
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
                 for cp in page.get("CommonPrefixes", []):
-                    names.append(cp["Prefix"][len(key):].rstrip("/"))
+                    names.append(cp["Prefix"][len(key) :].rstrip("/"))
             return sorted(names)
         p = Path(prefix)
         return sorted(c.name for c in p.iterdir() if c.is_dir()) if p.is_dir() else []
@@ -150,7 +157,7 @@ class Storage:
             key = key.rstrip("/") + "/" if key else ""
             out = []
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-                out.extend(o["Key"][len(key):] for o in page.get("Contents", []))
+                out.extend(o["Key"][len(key) :] for o in page.get("Contents", []))
             return sorted(out)
         p = Path(prefix)
         return sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
@@ -161,6 +168,6 @@ class Storage:
             key = key.rstrip("/") + "/"
             keys = [{"Key": key + rel} for rel in self.list_files(prefix)]
             for i in range(0, len(keys), 1000):
-                self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
+                self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[i : i + 1000], "Quiet": True})
             return
         shutil.rmtree(prefix, ignore_errors=True)

@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -166,7 +167,9 @@ class Tokenizer:
         if tools or start == 1:
             text = f"{IM_START}system\n{system}"
             if tools:
-                text += TOOLS_PREAMBLE + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools) + TOOLS_POSTAMBLE
+                text += (
+                    TOOLS_PREAMBLE + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools) + TOOLS_POSTAMBLE
+                )
             yield text + f"{IM_END}\n", False
         rest = messages[start:]
         for i, m in enumerate(rest):
@@ -198,11 +201,14 @@ class Tokenizer:
         if add_generation_prompt:
             yield f"{IM_START}assistant\n", False
 
-    def chat_text(self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:
+    def chat_text(
+        self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False
+    ) -> str:
         return "".join(t for t, _ in self._segments(messages, tools, add_generation_prompt))
 
-    def render_chat(self, messages: list[dict], tools: list[dict] | None = None,
-                    add_generation_prompt: bool = False) -> RenderedChat:
+    def render_chat(
+        self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False
+    ) -> RenderedChat:
         """Token ids of the whole rendered text (encoded at once, so identical to what a server tokenises)
         and the assistant mask, from each token's character span: a token is the assistant's when it lies
         inside an assistant segment (a token straddling a boundary, which needs odd whitespace, is not)."""
@@ -243,7 +249,7 @@ class Tokenizer:
         return [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE]
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
         """From a folder holding tokenizer.json, or the tokenizer.json file itself."""
         p = Path(path)
         if p.is_dir():

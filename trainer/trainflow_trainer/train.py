@@ -48,24 +48,26 @@ def _num(d: dict, key: str, default, kind, where: str, minimum=None):
 @dataclass
 class TrainConfig:
     steps: int
-    batch_size: int = 8            # sequences per optimizer step, global (all ranks, all micro-batches)
+    batch_size: int = 8  # sequences per optimizer step, global (all ranks, all micro-batches)
     micro_batch_size: int | None = None  # sequences per forward/backward on one rank; default: all of its share
     lr: float = 1e-3
-    min_lr: float | None = None    # end of the cosine; default lr / 10
+    min_lr: float | None = None  # end of the cosine; default lr / 10
     warmup_steps: int = 0
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0         # max global grad norm; 0 disables clipping
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "stage.train") -> "TrainConfig":
+    def from_dict(cls, d: Any, where: str = "stage.train") -> TrainConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected an object with at least `steps`")
         if "steps" not in d:
             raise ConfigError(f"{where}.steps: required (number of optimizer steps)")
         betas = d.get("betas", [0.9, 0.95])
-        if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(isinstance(b, (int, float)) for b in betas)):
+        if not (
+            isinstance(betas, (list, tuple)) and len(betas) == 2 and all(isinstance(b, (int, float)) for b in betas)
+        ):
             raise ConfigError(f"{where}.betas: expected two numbers, got {betas!r}")
         cfg = cls(
             steps=_num(d, "steps", None, int, where, 1),
@@ -103,6 +105,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ processes
+
 
 @dataclass
 class Dist:
@@ -151,6 +154,7 @@ def set_deterministic(device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------------------------ model/optim
 
+
 def parallelize(model: Transformer, d: Dist) -> nn.Module:
     """FSDP2 on multi-GPU (each block its own shard group, then the root); CPU ranks keep full replicas."""
     model.to(d.device)
@@ -179,6 +183,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 # run can resume on another world size. Under FSDP, torch.distributed.checkpoint gathers it; otherwise plain
 # state dicts are renamed by hand (DCP's import alone costs seconds of start-up on a small CPU).
 
+
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Unsharded fp32 weights under HF names, on CPU (a collective under FSDP: call it on every rank)."""
     if _is_fsdp(model):
@@ -193,7 +198,9 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     if _is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return get_optimizer_state_dict(
+            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
     names = {id(p): n for n, p in model.named_parameters()}
     sd = optimizer.state_dict()
     index_to_name = {}
@@ -201,19 +208,25 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
         for p, i in zip(group["params"], sd_group["params"]):
             index_to_name[i] = names[id(p)]
     return {
-        "state": {index_to_name[i]: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
-                  for i, st in sd["state"].items()},
+        "state": {
+            index_to_name[i]: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
+            for i, st in sd["state"].items()
+        },
         "param_groups": [{**g, "params": [index_to_name[i] for i in g["params"]]} for g in sd["param_groups"]],
     }
 
 
-def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, model_sd: dict, optim_sd: dict | None) -> None:
+def load_full_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None, model_sd: dict, optim_sd: dict | None
+) -> None:
     cfg = getattr(model, "config", None)
     if cfg is not None and cfg.tie_word_embeddings and "lm_head.weight" not in model_sd:
         model_sd = {**model_sd, "lm_head.weight": model_sd["model.embed_tokens.weight"]}
     if _is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions, set_model_state_dict, set_optimizer_state_dict,
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
         )
 
         set_model_state_dict(model, model_sd, options=StateDictOptions(full_state_dict=True, strict=False))
@@ -227,10 +240,14 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, m
                 for p in g["params"]:
                     index[id(p)] = len(index)
             name_to_index = {n: index[id(p)] for n, p in model.named_parameters()}
-            optimizer.load_state_dict({
-                "state": {name_to_index[n]: st for n, st in optim_sd["state"].items()},
-                "param_groups": [{**g, "params": [name_to_index[n] for n in g["params"]]} for g in optim_sd["param_groups"]],
-            })
+            optimizer.load_state_dict(
+                {
+                    "state": {name_to_index[n]: st for n, st in optim_sd["state"].items()},
+                    "param_groups": [
+                        {**g, "params": [name_to_index[n] for n in g["params"]]} for g in optim_sd["param_groups"]
+                    ],
+                }
+            )
     if optimizer is not None:
         for g in optimizer.param_groups:  # a state-dict round trip may turn AdamW's betas tuple into a list
             g["betas"] = tuple(g["betas"])
@@ -257,8 +274,16 @@ def set_rng_state(state: dict) -> None:
 
 # ------------------------------------------------------------------------------------------------ one step
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, step: int, cfg: TrainConfig,
-               d: Dist, autocast_dtype: torch.dtype | None) -> dict[str, float]:
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    step: int,
+    cfg: TrainConfig,
+    d: Dist,
+    autocast_dtype: torch.dtype | None,
+) -> dict[str, float]:
     """One optimizer step on a global batch (every rank passes the same one). Returns global metrics."""
     lr = lr_at(step, cfg)
     for g in optimizer.param_groups:
@@ -306,8 +331,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, s
     }
 
 
-def train_step_trie(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, step: int, cfg: TrainConfig,
-                    d: Dist, autocast_dtype: torch.dtype | None, max_tokens: int) -> dict[str, float]:
+def train_step_trie(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    step: int,
+    cfg: TrainConfig,
+    d: Dist,
+    autocast_dtype: torch.dtype | None,
+    max_tokens: int,
+) -> dict[str, float]:
     """One SFT optimizer step with trie packing: this rank's conversations become a prefix forest (trie/),
     shared prefixes are computed once, and the loss is the same token-mean cross-entropy over the global
     batch's assistant tokens as the flat step's. Not for FSDP (the trie step calls the layers directly)."""
@@ -319,9 +352,11 @@ def train_step_trie(model: nn.Module, optimizer: torch.optim.Optimizer, batch: A
     for g in optimizer.param_groups:
         g["lr"] = lr
     if batch.num_rows != cfg.batch_size or cfg.batch_size % d.world:
-        raise ValueError(f"batch has {batch.num_rows} examples, expected batch_size {cfg.batch_size} divisible by {d.world}")
+        raise ValueError(
+            f"batch has {batch.num_rows} examples, expected batch_size {cfg.batch_size} divisible by {d.world}"
+        )
     per_rank = cfg.batch_size // d.world
-    local = batch.examples[d.rank * per_rank:(d.rank + 1) * per_rank]
+    local = batch.examples[d.rank * per_rank : (d.rank + 1) * per_rank]
     global_targets = batch.num_targets()
     local_targets = sum(sum(e.targets[1:]) for e in local)
     trajectories = [Trajectory(tokens=e.ids, loss_mask=[0.0] + [float(t) for t in e.targets[1:]]) for e in local]
@@ -340,14 +375,20 @@ def train_step_trie(model: nn.Module, optimizer: torch.optim.Optimizer, batch: A
     if d.distributed:
         for p in model.parameters():
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+    grad_norm = float(
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.tensor([metrics.get("loss", 0.0) * local_targets], dtype=torch.float64)
     if d.distributed:
         dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
     return {
-        "loss": float(loss_sum) / max(1, global_targets), "lr": lr, "grad_norm": grad_norm,
-        "target_tokens": float(global_targets), "tokens": float(batch.num_tokens()),
-        "unique_tokens": metrics.get("unique_tokens", 0.0), "packed_tokens": metrics.get("packed_tokens", 0.0),
+        "loss": float(loss_sum) / max(1, global_targets),
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "target_tokens": float(global_targets),
+        "tokens": float(batch.num_tokens()),
+        "unique_tokens": metrics.get("unique_tokens", 0.0),
+        "packed_tokens": metrics.get("packed_tokens", 0.0),
     }

@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.base_url or not args.tasks:
         ap.error("--base-url and --tasks are required (or --worker)")
 
-    spec = {"family": args.tasks, "seed": args.seed} if args.tasks in ("demo", "humaneval") else \
-        {"family": "jsonl", "path": args.tasks, "seed": args.seed}
+    spec = (
+        {"family": args.tasks, "seed": args.seed}
+        if args.tasks in ("demo", "humaneval")
+        else {"family": "jsonl", "path": args.tasks, "seed": args.seed}
+    )
     if args.count is not None:
         spec["count"] = args.count
     try:
@@ -61,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainflow: bad input: {e}", file=sys.stderr)
         return 2
     client = ChatClient(args.base_url, args.api_key, model=args.model)
-    with Agent(client, Sandbox(Limits(timeout_s=args.timeout)), max_turns=args.max_turns, **sampling) as agent, \
-            ThreadPoolExecutor(max(1, args.concurrency)) as pool:
+    with (
+        Agent(client, Sandbox(Limits(timeout_s=args.timeout)), max_turns=args.max_turns, **sampling) as agent,
+        ThreadPoolExecutor(max(1, args.concurrency)) as pool,
+    ):
         episodes = []
         for ep in pool.map(agent.run, tasks):
             d = ep.to_dict()
@@ -72,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             episodes.append(ep)
     n = len(episodes)
     calls = sum(e.tool_calls for e in episodes)
-    summary = {"episodes": n, "mean_reward": sum(e.reward for e in episodes) / max(n, 1),
-               "mean_turns": sum(e.turns for e in episodes) / max(n, 1),
-               "parallel_call_share": sum(e.parallel_calls for e in episodes) / calls if calls else 0.0,
-               "errors": sum(e.stop == "error" for e in episodes)}
+    summary = {
+        "episodes": n,
+        "mean_reward": sum(e.reward for e in episodes) / max(n, 1),
+        "mean_turns": sum(e.turns for e in episodes) / max(n, 1),
+        "parallel_call_share": sum(e.parallel_calls for e in episodes) / calls if calls else 0.0,
+        "errors": sum(e.stop == "error" for e in episodes),
+    }
     print("TRAINFLOW_AGENT_SUMMARY " + json.dumps(summary), flush=True)
     return 0
 
@@ -106,8 +114,12 @@ def worker(args, sampling: dict) -> int:
         except Exception as e:  # a bad request is answered, never fatal to the worker
             emit({"id": rid, "error": f"{type(e).__name__}: {e}"})
 
-    with Agent(ChatClient("http://unused.invalid"), Sandbox(Limits(timeout_s=args.timeout)),
-               max_turns=args.max_turns) as agent, ThreadPoolExecutor(max(1, args.concurrency)) as pool:
+    with (
+        Agent(
+            ChatClient("http://unused.invalid"), Sandbox(Limits(timeout_s=args.timeout)), max_turns=args.max_turns
+        ) as agent,
+        ThreadPoolExecutor(max(1, args.concurrency)) as pool,
+    ):
         for line in sys.stdin:
             if line.strip():
                 pool.submit(serve, agent, line)

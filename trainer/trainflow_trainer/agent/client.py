@@ -1,8 +1,8 @@
 """A minimal OpenAI-compatible chat client (standard library only): the agent knows nothing but this.
 
-    client = ChatClient("http://127.0.0.1:8000/v1", api_key="sess-123")
-    reply = client.chat(messages, tools=tools, max_tokens=256, temperature=1.0)
-    reply.message   # {"role": "assistant", "content": ..., "tool_calls": [...]}
+client = ChatClient("http://127.0.0.1:8000/v1", api_key="sess-123")
+reply = client.chat(messages, tools=tools, max_tokens=256, temperature=1.0)
+reply.message   # {"role": "assistant", "content": ..., "tool_calls": [...]}
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ class ChatError(RuntimeError):
 
 @dataclass
 class ChatReply:
-    message: dict             # the assistant message (content, tool_calls)
+    message: dict  # the assistant message (content, tool_calls)
     finish_reason: str | None
     usage: dict
-    raw: dict                 # the whole response (token ids, log-probs and other extensions included)
+    raw: dict  # the whole response (token ids, log-probs and other extensions included)
 
 
 class ChatClient:
@@ -44,15 +44,17 @@ class ChatClient:
         except (KeyError, IndexError, TypeError):
             raise ChatError(f"{self.base_url}/chat/completions: malformed response: {json.dumps(raw)[:300]}") from None
         message.setdefault("role", "assistant")
-        return ChatReply(message=message, finish_reason=choice.get("finish_reason"), usage=raw.get("usage") or {},
-                         raw=raw)
+        return ChatReply(
+            message=message, finish_reason=choice.get("finish_reason"), usage=raw.get("usage") or {}, raw=raw
+        )
 
     def _post(self, path: str, body: dict) -> dict:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.base_url + path, data=json.dumps(body).encode(), headers=headers,
-                                     method="POST")
+        req = urllib.request.Request(
+            self.base_url + path, data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return json.loads(resp.read())

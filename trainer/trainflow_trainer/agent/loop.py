@@ -30,12 +30,12 @@ class Episode:
     reward: float
     passed: bool
     verdict: str
-    stop: str                      # "answer" | "max_turns" | "error"
-    turns: int                     # model turns
-    tool_calls: int                # tool calls executed
-    parallel_turns: int            # turns that asked for more than one tool call
-    parallel_calls: int            # tool calls made in such turns
-    max_concurrent_tools: int      # most tool calls observed running at the same moment
+    stop: str  # "answer" | "max_turns" | "error"
+    turns: int  # model turns
+    tool_calls: int  # tool calls executed
+    parallel_turns: int  # turns that asked for more than one tool call
+    parallel_calls: int  # tool calls made in such turns
+    max_concurrent_tools: int  # most tool calls observed running at the same moment
     duration_s: float
     error: str | None = None
     completions: list[dict] = field(default_factory=list)  # per turn: finish_reason, usage
@@ -50,8 +50,14 @@ class Episode:
 
 
 class Agent:
-    def __init__(self, client: ChatClient, sandbox: Sandbox | None = None, max_turns: int = 4,
-                 max_parallel_tools: int = 8, **sampling: Any):
+    def __init__(
+        self,
+        client: ChatClient,
+        sandbox: Sandbox | None = None,
+        max_turns: int = 4,
+        max_parallel_tools: int = 8,
+        **sampling: Any,
+    ):
         """sampling: extra request fields (max_tokens, temperature, top_p, seed, ...)."""
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
@@ -68,8 +74,9 @@ class Agent:
     def __exit__(self, *exc):
         self.close()
 
-    def run(self, task: Task, client: ChatClient | None = None, max_turns: int | None = None,
-            **sampling: Any) -> Episode:
+    def run(
+        self, task: Task, client: ChatClient | None = None, max_turns: int | None = None, **sampling: Any
+    ) -> Episode:
         """One episode. `client` replaces the agent's own (a per-session key), `max_turns` its turn limit, and
         `sampling` adds request fields."""
         client, sampling = client or self.client, {**self.sampling, **sampling}
@@ -78,8 +85,9 @@ class Agent:
         with ToolBox(self.sandbox, task.environment.get("files")) as tools:
             return self._episode(task, client, max_turns, sampling, tools, t0)
 
-    def _episode(self, task: Task, client: ChatClient, max_turns: int, sampling: dict, tools: ToolBox,
-                 t0: float) -> Episode:
+    def _episode(
+        self, task: Task, client: ChatClient, max_turns: int, sampling: dict, tools: ToolBox, t0: float
+    ) -> Episode:
         messages: list[dict] = [dict(m) for m in task.prompt]
         turns = n_calls = par_turns = par_calls = 0
         gauge = _Gauge()  # per episode: episodes may run side by side on one Agent
@@ -106,16 +114,34 @@ class Agent:
                 par_calls += len(calls)
             outputs = list(self._pool.map(lambda c: self._call_tool(tools, c, gauge), calls))
             for i, (call, out) in enumerate(zip(calls, outputs)):
-                messages.append({"role": "tool", "tool_call_id": call.get("id") or f"call_{turns}_{i}",
-                                 "name": (call.get("function") or {}).get("name", ""), "content": out})
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.get("id") or f"call_{turns}_{i}",
+                        "name": (call.get("function") or {}).get("name", ""),
+                        "content": out,
+                    }
+                )
         verdict = verify(task, messages, self.sandbox)
-        return Episode(task_id=task.id, messages=messages, reward=verdict.reward, passed=verdict.passed,
-                       verdict=verdict.reason, stop=stop, turns=turns, tool_calls=n_calls,
-                       parallel_turns=par_turns, parallel_calls=par_calls, max_concurrent_tools=gauge.peak,
-                       duration_s=time.monotonic() - t0, error=error, completions=completions)
+        return Episode(
+            task_id=task.id,
+            messages=messages,
+            reward=verdict.reward,
+            passed=verdict.passed,
+            verdict=verdict.reason,
+            stop=stop,
+            turns=turns,
+            tool_calls=n_calls,
+            parallel_turns=par_turns,
+            parallel_calls=par_calls,
+            max_concurrent_tools=gauge.peak,
+            duration_s=time.monotonic() - t0,
+            error=error,
+            completions=completions,
+        )
 
     @staticmethod
-    def _call_tool(tools: ToolBox, call: dict, gauge: "_Gauge") -> str:
+    def _call_tool(tools: ToolBox, call: dict, gauge: _Gauge) -> str:
         fn = call.get("function") or {}
         with gauge:
             return tools.call(fn.get("name", ""), fn.get("arguments", {}))

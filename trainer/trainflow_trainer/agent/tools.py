@@ -53,7 +53,7 @@ class ToolBox:
     def close(self) -> None:
         self.workspace.close()
 
-    def __enter__(self) -> "ToolBox":
+    def __enter__(self) -> ToolBox:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -67,7 +67,7 @@ class ToolBox:
         if name == "python":
             code = args.get("code")
             if not isinstance(code, str):
-                return "error: the python tool needs {\"code\": \"...\"}"
+                return 'error: the python tool needs {"code": "..."}'
             try:
                 return format_run(self.sandbox.run_python(code, workspace=self.workspace))
             except ValueError as e:  # e.g. main.py replaced by a symlink out of the folder by an earlier call

@@ -53,8 +53,9 @@ MIN_SCALE, MAX_SCALE = 0.5, 2.0
 
 def group_entropy(g: dict) -> float:
     """Mean negative log-prob of the group's generated tokens (every path of every session's tree)."""
-    lps = [lp for t in g["trajectories"] for _, lp_path, _ in tree_paths(t["tree"]) for lp in lp_path[1:]
-           if lp is not None]
+    lps = [
+        lp for t in g["trajectories"] for _, lp_path, _ in tree_paths(t["tree"]) for lp in lp_path[1:] if lp is not None
+    ]
     return float(-np.mean(lps)) if lps else 0.0
 
 
@@ -65,8 +66,7 @@ def advantage_scales(groups: list[dict], mode: str = "none") -> list[float]:
     if mode == "none" or not groups:
         return [1.0] * len(groups)
     if mode == "difficulty":
-        rates = [float(np.mean([min(1.0, max(0.0, float(t["reward"]))) for t in g["trajectories"]]))
-                 for g in groups]
+        rates = [float(np.mean([min(1.0, max(0.0, float(t["reward"]))) for t in g["trajectories"]])) for g in groups]
         mean_fail = 1.0 - float(np.mean(rates))
         if mean_fail <= 0:
             return [1.0] * len(groups)
@@ -93,17 +93,21 @@ def branches(t: dict, advantage: float) -> list[Trajectory]:
     out = []
     for toks, lps, vers in tree_paths(t["tree"]):
         mask = [0.0] + [1.0 if lp is not None else 0.0 for lp in lps[1:]]
-        out.append(Trajectory(
-            tokens=toks, loss_mask=mask,
-            logprobs=[lp if lp is not None else 0.0 for lp in lps],
-            versions=[v if v is not None else -1 for v in vers],
-            advantage=advantage,
-        ))
+        out.append(
+            Trajectory(
+                tokens=toks,
+                loss_mask=mask,
+                logprobs=[lp if lp is not None else 0.0 for lp in lps],
+                versions=[v if v is not None else -1 for v in vers],
+                advantage=advantage,
+            )
+        )
     return out
 
 
-def to_trajectories(groups: list[dict], trainer_version: int, normalize_std: bool = True,
-                    mode: str = "rl", scaling: str = "none") -> tuple[list[Trajectory], BatchStats]:
+def to_trajectories(
+    groups: list[dict], trainer_version: int, normalize_std: bool = True, mode: str = "rl", scaling: str = "none"
+) -> tuple[list[Trajectory], BatchStats]:
     """mode rl: every branch with its (scaled) group advantage. mode sft: advantages unused (RFT's kept rollouts)."""
     trajs: list[Trajectory] = []
     rewards, stale, n_traj = [], [], 0
@@ -119,7 +123,10 @@ def to_trajectories(groups: list[dict], trainer_version: int, normalize_std: boo
                 stale.extend(trainer_version - v for v, m in zip(br.versions, br.loss_mask) if m > 0)
     gen = int(sum(sum(1 for m in br.loss_mask if m > 0) for br in trajs))
     stats = BatchStats(
-        groups=len(groups), trajectories=n_traj, branches=len(trajs), generated_tokens=gen,
+        groups=len(groups),
+        trajectories=n_traj,
+        branches=len(trajs),
+        generated_tokens=gen,
         reward_mean=float(np.mean(rewards)) if rewards else 0.0,
         pass_rate=float(np.mean([r >= 1.0 for r in rewards])) if rewards else 0.0,
         staleness_mean=float(np.mean(stale)) if stale else 0.0,

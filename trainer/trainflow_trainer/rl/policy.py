@@ -17,14 +17,26 @@ from ..checkpoint import Found, apply_retention, commit, latest_verified, step_d
 from ..errors import BadInput
 from ..model import ModelConfig, Transformer, load_config, load_state_dict, save_hf
 from ..stages.lm import (
-    OPTIMIZER_FILE, RNG_FILE, STATE_FILE, checkpoint_config, model_config_from_init, open_checkpoint,
+    OPTIMIZER_FILE,
+    RNG_FILE,
+    STATE_FILE,
+    checkpoint_config,
+    model_config_from_init,
+    open_checkpoint,
     resolve_tokenizer,
 )
 from ..storage import is_s3, join
 from ..tokenizer import Tokenizer
 from ..train import (
-    TrainConfig, build_optimizer, full_model_state, full_optimizer_state, load_full_state, rng_state, seed_everything,
-    set_deterministic, set_rng_state,
+    TrainConfig,
+    build_optimizer,
+    full_model_state,
+    full_optimizer_state,
+    load_full_state,
+    rng_state,
+    seed_everything,
+    set_deterministic,
+    set_rng_state,
 )
 
 SAMPLER_FILE = "sampler_stats.json"
@@ -55,13 +67,19 @@ class Policy:
 def load_policy(ctx, tcfg: TrainConfig) -> Policy:
     spec = ctx.spec
     set_deterministic(torch.device("cpu"))
-    found = latest_verified(spec.output_prefix, ctx.storage, Path(spec.work_dir) / "resume", log=ctx.log) \
-        if spec.resume else None
+    found = (
+        latest_verified(spec.output_prefix, ctx.storage, Path(spec.work_dir) / "resume", log=ctx.log)
+        if spec.resume
+        else None
+    )
     state = json.loads((found.local_dir / STATE_FILE).read_text()) if found else {}
     input_dir = open_checkpoint(ctx, spec.input_checkpoint, "input_checkpoint") if spec.input_checkpoint else None
     init = spec.model.get("init") if isinstance(spec.model.get("init"), dict) else {}
-    init_dir = open_checkpoint(ctx, init["checkpoint"], "model.init.checkpoint") \
-        if input_dir is None and found is None and init.get("checkpoint") else None
+    init_dir = (
+        open_checkpoint(ctx, init["checkpoint"], "model.init.checkpoint")
+        if input_dir is None and found is None and init.get("checkpoint")
+        else None
+    )
     weights_dir = found.local_dir if found else (input_dir or init_dir)
     tok = resolve_tokenizer(ctx, [p for p in (found.local_dir if found else None, input_dir, init_dir) if p])
     seed_everything(tcfg.seed)
@@ -81,7 +99,9 @@ def load_policy(ctx, tcfg: TrainConfig) -> Policy:
         missing, unexpected = model.load_state_dict(load_state_dict(weights_dir), strict=False)
         missing = [k for k in missing if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
         if missing or unexpected:
-            raise BadInput(f"{weights_dir}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise BadInput(
+                f"{weights_dir}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     return Policy(model, cfg, tok, optimizer, found, state)
 
 
@@ -112,8 +132,16 @@ def write_weights(policy: Policy, folder: Path) -> Path:
     return folder
 
 
-def save_checkpoint(ctx, policy: Policy, step: int, final: bool, trainer_state: dict, sampler_stats: Any,
-                    keep_last: int | None, extra_files: dict[str, str] | None = None) -> str:
+def save_checkpoint(
+    ctx,
+    policy: Policy,
+    step: int,
+    final: bool,
+    trainer_state: dict,
+    sampler_stats: Any,
+    keep_last: int | None,
+    extra_files: dict[str, str] | None = None,
+) -> str:
     """One commit holding weights, optimizer, RNG, trainer state (with the ledger cursor), sampler stats and
     any `extra_files` (name → text) the stage needs to resume exactly."""
     spec = ctx.spec

@@ -31,13 +31,28 @@ class Child:
     """A subprocess whose stdout lines with a given prefix are parsed as JSON and queued; others are echoed
     to our stderr (so its logs reach the job's log)."""
 
-    def __init__(self, name: str, argv: list[str], prefix: str, cwd: str | None = None, env: dict | None = None,
-                 stdin: bool = False):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        prefix: str,
+        cwd: str | None = None,
+        env: dict | None = None,
+        stdin: bool = False,
+    ):
         self.name, self.prefix = name, prefix
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                     encoding="utf-8", errors="replace",
-                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            encoding="utf-8",
+            errors="replace",
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         self.messages: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
         self._reader.start()
@@ -46,7 +61,7 @@ class Child:
         try:
             for line in out:
                 if line.startswith(self.prefix + " "):
-                    self.messages.put(json.loads(line[len(self.prefix) + 1:]))
+                    self.messages.put(json.loads(line[len(self.prefix) + 1 :]))
                 else:
                     sys.stderr.write(f"[{self.name}] {line}")
         except Exception as e:  # noqa: BLE001 - a bad line must fail the waiting caller, not hang it

@@ -29,22 +29,34 @@ DRIVER = REPO_DIR / "src" / "rl" / "driver.ts"
 
 
 def rollout_config(stage: dict) -> dict:
-    r = {"group_size": 8, "concurrency": 8, "batch_groups": 4, "max_turns": 4, "max_new_tokens": 256,
-         "temperature": 1.0, "max_staleness": 1, **(stage.get("rollout") or {})}
+    r = {
+        "group_size": 8,
+        "concurrency": 8,
+        "batch_groups": 4,
+        "max_turns": 4,
+        "max_new_tokens": 256,
+        "temperature": 1.0,
+        "max_staleness": 1,
+        **(stage.get("rollout") or {}),
+    }
     for k in ("group_size", "concurrency", "batch_groups", "max_turns", "max_new_tokens"):
         if not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 1:
             raise BadInput(f"stage.rollout.{k}: expected a positive integer, got {r[k]!r}")
     if r["concurrency"] < r["group_size"]:
-        raise BadInput(f"stage.rollout.concurrency {r['concurrency']} must be >= group_size {r['group_size']} "
-                       "(a group's sessions run at once)")
+        raise BadInput(
+            f"stage.rollout.concurrency {r['concurrency']} must be >= group_size {r['group_size']} "
+            "(a group's sessions run at once)"
+        )
     if r.get("session_idle_timeout") is not None:  # milliseconds in the resolved config; "5m" read too
         try:
             idle_s = duration_s(r["session_idle_timeout"], "stage.rollout.session_idle_timeout")
         except ValueError as e:
             raise BadInput(str(e)) from None
         if idle_s <= 0:
-            raise BadInput(f"stage.rollout.session_idle_timeout: expected a positive duration such as 5m, "
-                           f"got {r['session_idle_timeout']!r}")
+            raise BadInput(
+                f"stage.rollout.session_idle_timeout: expected a positive duration such as 5m, "
+                f"got {r['session_idle_timeout']!r}"
+            )
         r["session_idle_timeout_s"] = idle_s
     return r
 
@@ -63,8 +75,18 @@ class Rollouts:
         self.server, self.driver, self.proxy = server, driver, proxy
 
     @classmethod
-    def start(cls, ctx, policy_dir: Path, version: int, cursor: int, stats_file: Path | None, mode: str,
-              steps: int = 0, groups: int = 0, ledger_generation: str | None = None) -> "Rollouts":
+    def start(
+        cls,
+        ctx,
+        policy_dir: Path,
+        version: int,
+        cursor: int,
+        stats_file: Path | None,
+        mode: str,
+        steps: int = 0,
+        groups: int = 0,
+        ledger_generation: str | None = None,
+    ) -> Rollouts:
         spec, stage = ctx.spec, ctx.spec.stage
         r = rollout_config(stage)
         try:
@@ -87,42 +109,85 @@ class Rollouts:
         env.setdefault("AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED", "true")
         if spec.storage.get("endpoint"):
             env.setdefault("TRAINFLOW_S3_ENDPOINT", spec.storage["endpoint"])
-        server = Child("serve", [sys.executable, "-m", "trainflow_trainer.serve", "--checkpoint", str(policy_dir),
-                                 "--port", "0", "--policy-version", str(version), "--threads", "1"],
-                       "TRAINFLOW_SERVE", cwd=str(TRAINER_DIR), env=env)
+        server = Child(
+            "serve",
+            [
+                sys.executable,
+                "-m",
+                "trainflow_trainer.serve",
+                "--checkpoint",
+                str(policy_dir),
+                "--port",
+                "0",
+                "--policy-version",
+                str(version),
+                "--threads",
+                "1",
+            ],
+            "TRAINFLOW_SERVE",
+            cwd=str(TRAINER_DIR),
+            env=env,
+        )
         driver = None
         try:
             info = server.next_message(120, ctx.stop_requested.is_set)
-            ctx.log(f"trainflow: inference server on {info['host']}:{info['port']} (policy version {info['policy_version']})")
+            ctx.log(
+                f"trainflow: inference server on {info['host']}:{info['port']} (policy version {info['policy_version']})"
+            )
             dspec = {
-                "mode": mode, "upstreams": [f"http://{info['host']}:{info['port']}"],
-                "upstream_admin_token": serve_token, "ledger_dir": str(work / "ledger"),
+                "mode": mode,
+                "upstreams": [f"http://{info['host']}:{info['port']}"],
+                "upstream_admin_token": serve_token,
+                "ledger_dir": str(work / "ledger"),
                 # the ledger ships to S3 next to the stage's checkpoints (src/rl/driver.ts: ledger_uri)
-                "ledger_uri": spec.output_prefix.rstrip("/") + "/ledger" if spec.output_prefix.startswith("s3://") else None,
+                "ledger_uri": spec.output_prefix.rstrip("/") + "/ledger"
+                if spec.output_prefix.startswith("s3://")
+                else None,
                 "ledger_generation": ledger_generation,
-                "tasks_file": str(tasks_file), "group_size": r["group_size"], "batch_groups": r["batch_groups"],
-                "concurrency": r["concurrency"], "max_staleness": r["max_staleness"], "initial_version": version,
-                "cursor": cursor, "steps": steps, "groups": groups, "sampling": stage.get("sampling") or {},
-                "stats_uri": stats_uri(spec, stage), "seed": int((stage.get("train") or {}).get("seed", 0)),
+                "tasks_file": str(tasks_file),
+                "group_size": r["group_size"],
+                "batch_groups": r["batch_groups"],
+                "concurrency": r["concurrency"],
+                "max_staleness": r["max_staleness"],
+                "initial_version": version,
+                "cursor": cursor,
+                "steps": steps,
+                "groups": groups,
+                "sampling": stage.get("sampling") or {},
+                "stats_uri": stats_uri(spec, stage),
+                "seed": int((stage.get("train") or {}).get("seed", 0)),
                 # rl: agent sessions idle this long are dropped (absent: the driver's default)
                 "session_idle_timeout_s": r.get("session_idle_timeout_s"),
                 "storage": spec.storage,
-                "agent": {"python": sys.executable, "cwd": str(TRAINER_DIR), "workers": 1,
-                          "max_turns": r["max_turns"], "max_tokens": r["max_new_tokens"],
-                          "temperature": float(r["temperature"]), "timeout_s": limits.timeout_s},
+                "agent": {
+                    "python": sys.executable,
+                    "cwd": str(TRAINER_DIR),
+                    "workers": 1,
+                    "max_turns": r["max_turns"],
+                    "max_tokens": r["max_new_tokens"],
+                    "temperature": float(r["temperature"]),
+                    "timeout_s": limits.timeout_s,
+                },
             }
             if stats_file is not None:
                 dspec["stats_file"] = str(stats_file)
             dspec["sampling"].pop("stats_uri", None)
             spec_file = work / f"driver-{mode}.json"
             spec_file.write_text(json.dumps(dspec, indent=1))
-            driver = Child("dataplane", [node, "-e", "require('tsx/cjs'); require(process.argv[1]).main()",
-                                         str(DRIVER), str(spec_file)],
-                           "TRAINFLOW_RL", cwd=str(REPO_DIR), env=env, stdin=True)
+            driver = Child(
+                "dataplane",
+                [node, "-e", "require('tsx/cjs'); require(process.argv[1]).main()", str(DRIVER), str(spec_file)],
+                "TRAINFLOW_RL",
+                cwd=str(REPO_DIR),
+                env=env,
+                stdin=True,
+            )
             ready = driver.next_message(120, ctx.stop_requested.is_set)
             origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready["ledger_from"]]
-            ctx.log(f"trainflow: data plane on {ready['proxy']} (ledger holds {ready['ledger_size']} records; "
-                    f"{origin}: {ready['ledger_note']})")
+            ctx.log(
+                f"trainflow: data plane on {ready['proxy']} (ledger holds {ready['ledger_size']} records; "
+                f"{origin}: {ready['ledger_note']})"
+            )
             return cls(server, driver, ready["proxy"])
         except BaseException:
             if driver is not None:
@@ -140,7 +205,7 @@ class Rollouts:
         self.driver.stop()
         self.server.stop()
 
-    def __enter__(self) -> "Rollouts":
+    def __enter__(self) -> Rollouts:
         return self
 
     def __exit__(self, *exc) -> None:

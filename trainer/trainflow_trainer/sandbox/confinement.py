@@ -36,8 +36,17 @@ SANDBOX_DIR = "/sandbox"  # where the work folder appears inside a bwrap sandbox
 UID_RANGE = (3_000_000, 3_999_999)  # private uids: far above any real account's
 
 # Read-only paths a program needs to start (binaries, shared libraries, the loader's cache, time zone data).
-SYSTEM_RO_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache",
-                   "/etc/localtime", "/etc/alternatives")
+SYSTEM_RO_PATHS = (
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/alternatives",
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -140,19 +149,49 @@ def prlimit_argv(limits, nproc: int) -> list[str]:
     exe = shutil.which("prlimit")
     if exe is None:
         raise SandboxUnavailable("the sandbox needs `prlimit` (util-linux); install it: apt-get install -y util-linux")
-    return [exe, f"--as={limits.memory_bytes}", f"--nproc={nproc}", f"--cpu={limits.effective_cpu_s}",
-            f"--fsize={limits.file_size_bytes}", f"--nofile={limits.open_files}", "--core=0", "--"]
+    return [
+        exe,
+        f"--as={limits.memory_bytes}",
+        f"--nproc={nproc}",
+        f"--cpu={limits.effective_cpu_s}",
+        f"--fsize={limits.file_size_bytes}",
+        f"--nofile={limits.open_files}",
+        "--core=0",
+        "--",
+    ]
 
 
 def bwrap_argv(work_dir: str, limits, ro_binds: tuple[str, ...], env: dict[str, str]) -> list[str]:
     """The bwrap argv prefix. bwrap runs as the run's uid, so every path it binds must be reachable by that
     uid on the host (world-searchable ancestors): the system paths are; see `sandbox_python` for Python."""
-    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
-            "--new-session", "--disable-userns", "--hostname", "sandbox", "--clearenv"]
+    argv = [
+        shutil.which("bwrap") or "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--die-with-parent",
+        "--new-session",
+        "--disable-userns",
+        "--hostname",
+        "sandbox",
+        "--clearenv",
+    ]
     for path in dict.fromkeys((*SYSTEM_RO_PATHS, *ro_binds)):
         argv += ["--ro-bind-try", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
-             "--bind", work_dir, SANDBOX_DIR, "--chdir", SANDBOX_DIR]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(limits.tmp_bytes),
+        "--tmpfs",
+        "/tmp",
+        "--bind",
+        work_dir,
+        SANDBOX_DIR,
+        "--chdir",
+        SANDBOX_DIR,
+    ]
     for k, v in env.items():
         argv += ["--setenv", k, v]
     return argv + ["--"]
@@ -176,10 +215,12 @@ def sandbox_python() -> tuple[str, tuple[str, ...]]:
         return exe, (python_install(),)
     if os.path.exists("/usr/bin/python3"):
         return "/usr/bin/python3", ()
-    raise SandboxUnavailable(f"the sandbox needs a Python its private uid can reach; {exe} is not: apt-get install -y python3")
+    raise SandboxUnavailable(
+        f"the sandbox needs a Python its private uid can reach; {exe} is not: apt-get install -y python3"
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bwrap_works() -> tuple[bool, str]:
     """Whether bwrap can build the sandbox here (it needs unprivileged user namespaces for a non-root uid)."""
     if shutil.which("bwrap") is None:
@@ -201,7 +242,7 @@ def bwrap_works() -> tuple[bool, str]:
         return False, f"bwrap fails here (exit {p.returncode}): {p.stderr.strip()[:300]}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def unshare_net_works() -> bool:
     """Whether `unshare --user --net` can drop the network for a private uid (the fallback's network cut)."""
     if shutil.which("unshare") is None:

@@ -34,15 +34,15 @@ CONFINEMENTS = ("auto", "bwrap", "fallback")
 class RunResult:
     stdout: str
     stderr: str
-    exit_code: int | None     # the command's exit status; None when it was killed before it exited
-    timed_out: bool           # the wall-clock limit was hit and the sandbox killed
-    killed: bool              # ended by a signal (our SIGKILL on timeout, SIGXCPU at the CPU limit, ...)
-    signal: int | None        # that signal, when known
+    exit_code: int | None  # the command's exit status; None when it was killed before it exited
+    timed_out: bool  # the wall-clock limit was hit and the sandbox killed
+    killed: bool  # ended by a signal (our SIGKILL on timeout, SIGXCPU at the CPU limit, ...)
+    signal: int | None  # that signal, when known
     duration_s: float
-    confinement: str          # "bwrap" or "fallback"
+    confinement: str  # "bwrap" or "fallback"
     stdout_truncated: bool = False
     stderr_truncated: bool = False
-    uid: int | None = None    # the private uid the run had (None when the host is not root)
+    uid: int | None = None  # the private uid the run had (None when the host is not root)
 
     @property
     def ok(self) -> bool:
@@ -53,8 +53,13 @@ class RunResult:
 
 
 class Sandbox:
-    def __init__(self, limits: Limits | None = None, confinement: str = "auto", ro_binds: tuple[str, ...] = (),
-                 work_root: str | None = None):
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        confinement: str = "auto",
+        ro_binds: tuple[str, ...] = (),
+        work_root: str | None = None,
+    ):
         """ro_binds: extra host paths visible read-only (e.g. a virtualenv whose packages programs import).
         work_root: where the private work folders are made (default: the system temp dir)."""
         if confinement not in CONFINEMENTS:
@@ -72,17 +77,27 @@ class Sandbox:
 
     def describe(self) -> str:
         if self.confinement == "bwrap":
-            return ("bwrap: user/pid/net/ipc/uts/cgroup namespaces, read-only system, private /tmp and work folder; "
-                    "rlimits AS/NPROC/CPU/FSIZE/NOFILE; private uid" + ("" if cf.is_root() else " (not root: own uid)"))
+            return (
+                "bwrap: user/pid/net/ipc/uts/cgroup namespaces, read-only system, private /tmp and work folder; "
+                "rlimits AS/NPROC/CPU/FSIZE/NOFILE; private uid" + ("" if cf.is_root() else " (not root: own uid)")
+            )
         net = "unshare --user --net" if cf.unshare_net_works() else "NO network namespace"
-        return (f"fallback ({self.why_not_bwrap}): {net}; Python audit hook against sockets and outside writes; "
-                "rlimits AS/NPROC/CPU/FSIZE/NOFILE; private cwd; process-group and uid kill on timeout")
+        return (
+            f"fallback ({self.why_not_bwrap}): {net}; Python audit hook against sockets and outside writes; "
+            "rlimits AS/NPROC/CPU/FSIZE/NOFILE; private cwd; process-group and uid kill on timeout"
+        )
 
     # ---------------------------------------------------------------------------------------------------------
 
-    def run_python(self, code: str, files: dict[str, str | bytes] | None = None, stdin: str | bytes | None = None,
-                   limits: Limits | None = None, args: list[str] | None = None,
-                   workspace: "Workspace | None" = None) -> RunResult:
+    def run_python(
+        self,
+        code: str,
+        files: dict[str, str | bytes] | None = None,
+        stdin: str | bytes | None = None,
+        limits: Limits | None = None,
+        args: list[str] | None = None,
+        workspace: Workspace | None = None,
+    ) -> RunResult:
         """Runs `code` as `main.py` in the work folder with the sandbox's Python (isolated mode: no user site,
         no PYTHON* variables)."""
         # A name of its own, so parallel runs in one workspace never overwrite each other's program.
@@ -102,13 +117,19 @@ class Sandbox:
                     if name.startswith(".run-"):
                         workspace.remove(name)
 
-    def workspace(self) -> "Workspace":
+    def workspace(self) -> Workspace:
         """A work folder that persists across runs (one agent episode's): what a run leaves there, the next
         run sees. Use as a context manager; it is deleted on exit."""
         return Workspace(self.work_root)
 
-    def run(self, argv: list[str], files: dict[str, str | bytes] | None = None, stdin: str | bytes | None = None,
-            limits: Limits | None = None, workspace: "Workspace | None" = None) -> RunResult:
+    def run(
+        self,
+        argv: list[str],
+        files: dict[str, str | bytes] | None = None,
+        stdin: str | bytes | None = None,
+        limits: Limits | None = None,
+        workspace: Workspace | None = None,
+    ) -> RunResult:
         limits = limits or self.limits
         uid = cf.allocate_uid() if cf.is_root() else None
         own = workspace is None
@@ -130,13 +151,18 @@ class Sandbox:
 
     # ---------------------------------------------------------------------------------------------------------
 
-    def _launch(self, argv: list[str], work: str, stdin_path: str, limits: Limits, uid: int | None,
-                gid: int | None) -> RunResult:
+    def _launch(
+        self, argv: list[str], work: str, stdin_path: str, limits: Limits, uid: int | None, gid: int | None
+    ) -> RunResult:
         # A private uid makes NPROC a per-run limit; bwrap's own two processes are added. Without root the
         # count is the user's, so the limit is set above what the user already runs.
         nproc = limits.max_processes + 2 + (0 if uid is not None else cf.count_processes_of_current_user())
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-               "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         if self.confinement == "bwrap":
             env["HOME"] = cf.SANDBOX_DIR
             cmd = cf.prlimit_argv(limits, nproc) + cf.bwrap_argv(work, limits, self.ro_binds, env) + argv
@@ -149,8 +175,18 @@ class Sandbox:
         ids = dict(user=uid, group=gid if gid is not None else uid, extra_groups=[]) if uid is not None else {}
         t0 = time.monotonic()
         with open(stdin_path, "rb") as fin:
-            proc = subprocess.Popen(cmd, stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                                    env=popen_env, start_new_session=True, close_fds=True, umask=0o007, **ids)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=fin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=popen_env,
+                start_new_session=True,
+                close_fds=True,
+                umask=0o007,
+                **ids,
+            )
         out, err = _Drain(proc.stdout, limits.output_bytes), _Drain(proc.stderr, limits.output_bytes)
         timed_out = False
         try:
@@ -171,10 +207,19 @@ class Sandbox:
         elif self.confinement == "bwrap" and rc > 128 and rc - 128 < signal.NSIG:
             sig = rc - 128  # bwrap's init reports a signalled command as 128 + signal
         killed = timed_out or sig is not None
-        return RunResult(stdout=out.text(), stderr=err.text(), exit_code=None if (timed_out or rc < 0) else rc,
-                         timed_out=timed_out, killed=killed, signal=signal.SIGKILL if timed_out else sig,
-                         duration_s=duration, confinement=self.confinement,
-                         stdout_truncated=out.truncated, stderr_truncated=err.truncated, uid=uid)
+        return RunResult(
+            stdout=out.text(),
+            stderr=err.text(),
+            exit_code=None if (timed_out or rc < 0) else rc,
+            timed_out=timed_out,
+            killed=killed,
+            signal=signal.SIGKILL if timed_out else sig,
+            duration_s=duration,
+            confinement=self.confinement,
+            stdout_truncated=out.truncated,
+            stderr_truncated=err.truncated,
+            uid=uid,
+        )
 
 
 class Workspace:
@@ -205,7 +250,9 @@ class Workspace:
             path = Path(self.path, rel)
             if not path.resolve().is_relative_to(base) or path.is_symlink():
                 raise ValueError(f"sandbox file {rel!r} would land outside the work folder")
-            missing = [p for p in [*reversed(path.relative_to(self.path).parents)][1:] if not (Path(self.path) / p).exists()]
+            missing = [
+                p for p in [*reversed(path.relative_to(self.path).parents)][1:] if not (Path(self.path) / p).exists()
+            ]
             for p in missing:
                 self._mkdir(str(Path(self.path) / p))
             if path.parent.resolve() != path.resolve().parent:
@@ -226,7 +273,7 @@ class Workspace:
     def close(self) -> None:
         shutil.rmtree(self.host_dir, ignore_errors=True)
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> Workspace:
         return self
 
     def __exit__(self, *exc) -> None:

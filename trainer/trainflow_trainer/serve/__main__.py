@@ -27,6 +27,7 @@ def runner_loader(reuse_prefixes: bool):
     def load_runner(path: str) -> tuple[TransformerRunner, int | None]:
         model, step = load_checkpoint(path)
         return TransformerRunner(model, reuse_prefixes=reuse_prefixes), step
+
     return load_runner
 
 
@@ -38,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer", help="tokenizer.json (default: the checkpoint's)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--policy-version", type=int, default=None, help="version of the initial weights (default: checkpoint step or 0)")
+    ap.add_argument(
+        "--policy-version",
+        type=int,
+        default=None,
+        help="version of the initial weights (default: checkpoint step or 0)",
+    )
     ap.add_argument("--admin-token", default=os.environ.get("TRAINFLOW_SERVE_ADMIN_TOKEN"))
     ap.add_argument("--max-len", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -51,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainflow: bad input: {msg}", file=sys.stderr)
         return 2
 
-    tok_path = args.tokenizer or (str(Path(args.checkpoint) / "tokenizer.json") if args.checkpoint and not args.checkpoint.startswith("s3://") else None)
+    tok_path = args.tokenizer or (
+        str(Path(args.checkpoint) / "tokenizer.json")
+        if args.checkpoint and not args.checkpoint.startswith("s3://")
+        else None
+    )
     if not tok_path or not Path(tok_path).is_file():
         return bad(f"no tokenizer: pass --tokenizer FILE (looked for {tok_path})")
     codec = Codec.from_file(tok_path)
@@ -65,16 +75,21 @@ def main(argv: list[str] | None = None) -> int:
             return bad(f"--checkpoint {args.checkpoint}: {e}")
     elif args.preset:
         torch.manual_seed(args.init_seed)
-        runner, step = TransformerRunner(Transformer(preset(args.preset, vocab_size=codec.vocab_size)),
-                                         reuse_prefixes=not args.no_prefix_reuse), None
+        runner, step = (
+            TransformerRunner(
+                Transformer(preset(args.preset, vocab_size=codec.vocab_size)), reuse_prefixes=not args.no_prefix_reuse
+            ),
+            None,
+        )
     else:
         return bad("give --checkpoint DIR or --preset NAME")
     if runner.vocab_size < codec.vocab_size:
         return bad(f"the model's vocab_size {runner.vocab_size} is smaller than the tokenizer's {codec.vocab_size}")
     version = args.policy_version if args.policy_version is not None else (step or 0)
     max_len = args.max_len or runner.model.config.max_position_embeddings
-    engine = Engine(runner, version=version, eos_token_ids=codec.eos_token_ids, max_len=max_len,
-                    max_batch=args.max_batch)
+    engine = Engine(
+        runner, version=version, eos_token_ids=codec.eos_token_ids, max_len=max_len, max_batch=args.max_batch
+    )
     name = Path(args.checkpoint).name if args.checkpoint else f"{args.preset}-seed{args.init_seed}"
     state = ServeState(engine, codec, load_runner, name, args.admin_token)
     state.checkpoint = args.checkpoint

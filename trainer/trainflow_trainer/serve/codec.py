@@ -26,7 +26,7 @@ class Codec:
     tokenizer: Tokenizer
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Codec":
+    def from_file(cls, path: str | Path) -> Codec:
         return cls(Tokenizer.load(path))
 
     @property
@@ -65,6 +65,14 @@ def parse_tool_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
     out = []
     for c in calls:
         args = c["function"]["arguments"]
-        out.append({"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-                    "function": {"name": c["function"]["name"], "arguments": args if isinstance(args, str) else json.dumps(args)}})
+        out.append(
+            {
+                "id": f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {
+                    "name": c["function"]["name"],
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
+                },
+            }
+        )
     return (content if out else text), out

@@ -16,8 +16,9 @@ Pause stops new steps until resume (a step in flight finishes); requests keep th
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -101,8 +102,14 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, runner: Runner, version: int = 0, eos_token_ids: tuple[int, ...] = (), max_len: int = 4096,
-                 max_batch: int = 64):
+    def __init__(
+        self,
+        runner: Runner,
+        version: int = 0,
+        eos_token_ids: tuple[int, ...] = (),
+        max_len: int = 4096,
+        max_batch: int = 64,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch  # generations per step (vLLM's max_num_seqs); 1 steps them one at a time
@@ -142,8 +149,11 @@ class Engine:
     def stats(self) -> dict:
         """Batched steps run, the mean generations per step, and the share of prompt tokens reused from cache."""
         reused, computed = self._kv.reused_tokens, self._kv.computed_tokens
-        return {"steps": self.steps, "mean_batch": self.stepped_rows / self.steps if self.steps else 0.0,
-                "prefix_reuse": reused / (reused + computed) if reused + computed else 0.0}
+        return {
+            "steps": self.steps,
+            "mean_batch": self.stepped_rows / self.steps if self.steps else 0.0,
+            "prefix_reuse": reused / (reused + computed) if reused + computed else 0.0,
+        }
 
     # ---- generation ------------------------------------------------------------------------------------
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Token]:
@@ -186,8 +196,9 @@ class Engine:
 
     def _finished(self, lv: _Live) -> bool:
         g = lv.gen
-        if g.finish_reason is None and (len(g.tokens) >= g.params.max_tokens
-                                        or len(g.prompt_ids) + len(g.tokens) >= self.max_len):
+        if g.finish_reason is None and (
+            len(g.tokens) >= g.params.max_tokens or len(g.prompt_ids) + len(g.tokens) >= self.max_len
+        ):
             g.finish_reason = "length"
         return g.finish_reason is not None
 

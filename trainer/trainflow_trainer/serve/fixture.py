@@ -29,8 +29,15 @@ TEXTS = [
 
 
 def micro_config(vocab_size: int) -> ModelConfig:
-    return ModelConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    return ModelConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
 
 
 def write_committed(model: Transformer, folder: Path, step: int, extra_files: dict[str, bytes] | None = None) -> None:
@@ -43,8 +50,13 @@ def write_committed(model: Transformer, folder: Path, step: int, extra_files: di
     for name in names:
         data = (folder / name).read_bytes()
         files.append({"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    commit = {"format": 1, "step": step, "final": False,
-              "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "files": files}
+    commit = {
+        "format": 1,
+        "step": step,
+        "final": False,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "files": files,
+    }
     (folder / "COMMIT.json").write_text(json.dumps(commit))
 
 
@@ -67,8 +79,13 @@ def build(out: Path, seed: int = 0) -> dict:
         write_committed(model, folder, step, {"tokenizer.json": tok_bytes})
         paths.append(str(folder))
     letters = {c: tok.encode(c)[0] for c in "XYZ"}
-    return {"tokenizer": str(out / "tokenizer.json"), "checkpoints": paths, "letters": letters,
-            "im_end": tok.special_ids[IM_END], "vocab_size": tok.vocab_size}
+    return {
+        "tokenizer": str(out / "tokenizer.json"),
+        "checkpoints": paths,
+        "letters": letters,
+        "im_end": tok.special_ids[IM_END],
+        "vocab_size": tok.vocab_size,
+    }
 
 
 if __name__ == "__main__":

@@ -29,8 +29,17 @@ from ..model import Transformer
 class SlotKV:
     """Key/value caches of many sequences in shared tensors; `update` is the model's KV-cache hook."""
 
-    def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 slots: int = 8, capacity: int = 256, max_retained: int = 16, reuse_prefixes: bool = True):
+    def __init__(
+        self,
+        num_layers: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        slots: int = 8,
+        capacity: int = 256,
+        max_retained: int = 16,
+        reuse_prefixes: bool = True,
+    ):
         self.num_layers, self.kv_heads, self.head_dim, self.dtype = num_layers, kv_heads, head_dim, dtype
         self.k = [torch.zeros(slots, kv_heads, capacity, head_dim, dtype=dtype) for _ in range(num_layers)]
         self.v = [torch.zeros_like(t) for t in self.k]
@@ -159,9 +168,11 @@ class SlotKV:
         self.v[layer][rows, :, cols] = v.transpose(1, 2)
         first, b, span = self._read
         if first >= 0:
-            return self.k[layer][first:first + b, :, :span], self.v[layer][first:first + b, :, :span]
-        return (self.k[layer][:, :, :span].index_select(0, self._rows),
-                self.v[layer][:, :, :span].index_select(0, self._rows))
+            return self.k[layer][first : first + b, :, :span], self.v[layer][first : first + b, :, :span]
+        return (
+            self.k[layer][:, :, :span].index_select(0, self._rows),
+            self.v[layer][:, :, :span].index_select(0, self._rows),
+        )
 
 
 class TransformerRunner:
@@ -173,8 +184,9 @@ class TransformerRunner:
     def new_kv(self) -> SlotKV:
         cfg = self.model.config
         dtype = next(self.model.parameters()).dtype
-        return SlotKV(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, dtype,
-                      reuse_prefixes=self.reuse_prefixes)
+        return SlotKV(
+            cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, dtype, reuse_prefixes=self.reuse_prefixes
+        )
 
     @torch.inference_mode()
     def prefill(self, ids: list[int], kv: SlotKV, slot: int) -> Tensor:
@@ -190,14 +202,14 @@ class TransformerRunner:
         kv.computed_tokens += len(ids) - n
         new = ids[n:]
         positions = kv.extending(slot, new)
-        logits = self.model(torch.tensor([new], dtype=torch.long), position_ids=positions,
-                            kv_cache=kv)  # type: ignore[arg-type]
+        logits = self.model(torch.tensor([new], dtype=torch.long), position_ids=positions, kv_cache=kv)  # type: ignore[arg-type]
         return logits[0, -1].float()
 
     @torch.inference_mode()
     def decode(self, tokens: list[int], kv: SlotKV, slots: list[int]) -> Tensor:
         """Feeds token b at the end of slot b's cache, for all b at once; returns logits [B, V] fp32."""
         positions, mask = kv.decoding(slots, tokens)
-        logits = self.model(torch.tensor(tokens, dtype=torch.long)[:, None], position_ids=positions,
-                            attention=mask, kv_cache=kv)  # type: ignore[arg-type]
+        logits = self.model(
+            torch.tensor(tokens, dtype=torch.long)[:, None], position_ids=positions, attention=mask, kv_cache=kv
+        )  # type: ignore[arg-type]
         return logits[:, -1].float()

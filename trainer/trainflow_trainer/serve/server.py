@@ -21,8 +21,9 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .codec import TOOL_OPEN, BadRequest, Codec, parse_tool_calls
 from .engine import Engine, EngineError, Generation, Runner, SamplingParams
@@ -39,6 +40,7 @@ class ServeState:
 
 
 # ------------------------------------------------------------------------------------------ request parsing
+
 
 def _num(body: dict, key: str, default: Any, kind: type, lo: float | None = None, hi: float | None = None) -> Any:
     v = body.get(key, default)
@@ -59,7 +61,9 @@ def sampling_params(body: dict, max_len: int) -> tuple[SamplingParams, int]:
     if not isinstance(stop_ids, list) or not all(isinstance(i, int) for i in stop_ids):
         raise BadRequest("field 'stop_token_ids' must be a list of integers")
     allowed = body.get("allowed_token_ids")
-    if allowed is not None and (not isinstance(allowed, list) or not allowed or not all(isinstance(i, int) for i in allowed)):
+    if allowed is not None and (
+        not isinstance(allowed, list) or not allowed or not all(isinstance(i, int) for i in allowed)
+    ):
         raise BadRequest("field 'allowed_token_ids' must be a non-empty list of token ids")
     params = SamplingParams(
         allowed_token_ids=tuple(allowed) if allowed is not None else None,
@@ -82,7 +86,9 @@ def completion_prompt(body: dict, codec: Codec) -> list[int]:
     if isinstance(prompt, list) and prompt and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
         bad = [i for i in prompt if not 0 <= i < codec.vocab_size]
         if bad:
-            raise BadRequest(f"field 'prompt' holds token ids outside the vocabulary [0, {codec.vocab_size}): {bad[:5]}")
+            raise BadRequest(
+                f"field 'prompt' holds token ids outside the vocabulary [0, {codec.vocab_size}): {bad[:5]}"
+            )
         return list(prompt)
     raise BadRequest("field 'prompt' must be a string or a non-empty list of token ids (one prompt per request)")
 
@@ -90,7 +96,11 @@ def completion_prompt(body: dict, codec: Codec) -> list[int]:
 def chat_prompt(body: dict, codec: Codec) -> list[int]:
     ids = body.get("prompt_token_ids")
     if ids is not None:
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < codec.vocab_size for i in ids):
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or not all(isinstance(i, int) and 0 <= i < codec.vocab_size for i in ids)
+        ):
             raise BadRequest("field 'prompt_token_ids' must be a non-empty list of token ids within the vocabulary")
         return list(ids)
     return codec.encode_chat(body.get("messages"), body.get("tools"))
@@ -98,9 +108,12 @@ def chat_prompt(body: dict, codec: Codec) -> list[int]:
 
 # ------------------------------------------------------------------------------------------------- responses
 
+
 def _logprob_entries(gen: Generation, start: int = 0) -> list[dict]:
-    return [{"token": f"token_id:{t.id}", "logprob": t.logprob, "bytes": None, "top_logprobs": []}
-            for t in gen.tokens[start:]]
+    return [
+        {"token": f"token_id:{t.id}", "logprob": t.logprob, "bytes": None, "top_logprobs": []}
+        for t in gen.tokens[start:]
+    ]
 
 
 def _choice_extras(gen: Generation) -> dict:
@@ -174,12 +187,22 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health":
             self._send_json(200, {"ok": True})
         elif self.path == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [{"id": st.model_name, "object": "model", "owned_by": "trainflow"}]})
+            self._send_json(
+                200, {"object": "list", "data": [{"id": st.model_name, "object": "model", "owned_by": "trainflow"}]}
+            )
         elif self.path == "/state":
             if self._admin_ok():
                 e = st.engine
-                self._send_json(200, {"paused": e.paused, "policy_version": e.version, "reloads": e.reloads, "checkpoint": st.checkpoint,
-                                      **e.stats()})
+                self._send_json(
+                    200,
+                    {
+                        "paused": e.paused,
+                        "policy_version": e.version,
+                        "reloads": e.reloads,
+                        "checkpoint": st.checkpoint,
+                        **e.stats(),
+                    },
+                )
         else:
             self._error(404, f"no route GET {self.path}")
 
@@ -232,7 +255,10 @@ class Handler(BaseHTTPRequestHandler):
             except Exception as e:  # noqa: BLE001 - every load failure is the caller's bad path or checkpoint
                 self._error(400, f"cannot load weights from {path}: {e}")
                 return
-            v = st.engine.swap(runner, version if version is not None else (step if step is not None and step > st.engine.version else None))
+            v = st.engine.swap(
+                runner,
+                version if version is not None else (step if step is not None and step > st.engine.version else None),
+            )
             st.checkpoint = path
         self._send_json(200, {"policy_version": v, "checkpoint": path, "paused": st.engine.paused})
 
@@ -250,10 +276,14 @@ class Handler(BaseHTTPRequestHandler):
     def _start(self, body: dict, prompt_ids: list[int]) -> list[Generation]:
         params, n = sampling_params(body, self.state.engine.max_len)
         if len(prompt_ids) >= self.state.engine.max_len:
-            raise BadRequest(f"the prompt has {len(prompt_ids)} tokens; this server's limit is {self.state.engine.max_len}")
+            raise BadRequest(
+                f"the prompt has {len(prompt_ids)} tokens; this server's limit is {self.state.engine.max_len}"
+            )
         allowed = params.allowed_token_ids or ()
         if any(not 0 <= i < self.state.codec.vocab_size for i in allowed):
-            raise BadRequest(f"field 'allowed_token_ids' holds ids outside the vocabulary [0, {self.state.codec.vocab_size})")
+            raise BadRequest(
+                f"field 'allowed_token_ids' holds ids outside the vocabulary [0, {self.state.codec.vocab_size})"
+            )
         gens = []
         for i in range(n):
             p = SamplingParams(**{**params.__dict__, "seed": None if params.seed is None else params.seed + i})
@@ -271,12 +301,36 @@ class Handler(BaseHTTPRequestHandler):
             for i, g in interleave(gens, st.engine):
                 t = g.tokens[-1]
                 piece = st.codec.decode([t.id])
-                self._sse({**base, "choices": [{
-                    "index": i, "text": piece, "finish_reason": None,
-                    "logprobs": {"tokens": [f"token_id:{t.id}"], "token_logprobs": [t.logprob]},
-                    "token_ids": [t.id], "policy_versions": [t.version]}]})
+                self._sse(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": i,
+                                "text": piece,
+                                "finish_reason": None,
+                                "logprobs": {"tokens": [f"token_id:{t.id}"], "token_logprobs": [t.logprob]},
+                                "token_ids": [t.id],
+                                "policy_versions": [t.version],
+                            }
+                        ],
+                    }
+                )
             for i, g in enumerate(gens):
-                self._sse({**base, "choices": [{"index": i, "text": "", "finish_reason": g.finish_reason, "token_ids": [], "policy_versions": []}]})
+                self._sse(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": i,
+                                "text": "",
+                                "finish_reason": g.finish_reason,
+                                "token_ids": [],
+                                "policy_versions": [],
+                            }
+                        ],
+                    }
+                )
             self._sse({**base, "choices": [], "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)})
             self._sse_end()
             return
@@ -285,10 +339,21 @@ class Handler(BaseHTTPRequestHandler):
         choices = []
         for i, g in enumerate(gens):
             ids = [t.id for t in g.tokens]
-            choices.append({"index": i, "text": st.codec.decode(ids), "finish_reason": g.finish_reason,
-                            "logprobs": {"tokens": [f"token_id:{t}" for t in ids], "token_logprobs": [t.logprob for t in g.tokens]},
-                            **_choice_extras(g)})
-        self._send_json(200, {**base, "choices": choices, "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)})
+            choices.append(
+                {
+                    "index": i,
+                    "text": st.codec.decode(ids),
+                    "finish_reason": g.finish_reason,
+                    "logprobs": {
+                        "tokens": [f"token_id:{t}" for t in ids],
+                        "token_logprobs": [t.logprob for t in g.tokens],
+                    },
+                    **_choice_extras(g),
+                }
+            )
+        self._send_json(
+            200, {**base, "choices": choices, "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)}
+        )
 
     def chat(self, body: dict) -> None:
         st = self.state
@@ -310,22 +375,60 @@ class Handler(BaseHTTPRequestHandler):
             self._sse_start()
             shown = [""] * len(gens)
             for i in range(len(gens)):
-                self._sse({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+                self._sse(
+                    {
+                        **base,
+                        "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                    }
+                )
             for i, g in interleave(gens, st.engine):
                 t = g.tokens[-1]
                 visible = _visible_text(st.codec.decode_output([x.id for x in g.tokens]))
-                piece = visible[len(shown[i]):] if visible.startswith(shown[i]) else ""
+                piece = visible[len(shown[i]) :] if visible.startswith(shown[i]) else ""
                 shown[i] = visible if piece else shown[i]
-                self._sse({**base, "choices": [{
-                    "index": i, "delta": {"content": piece}, "finish_reason": None,
-                    "logprobs": {"content": [{"token": f"token_id:{t.id}", "logprob": t.logprob, "bytes": None, "top_logprobs": []}]},
-                    "token_ids": [t.id], "policy_versions": [t.version]}]})
+                self._sse(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": i,
+                                "delta": {"content": piece},
+                                "finish_reason": None,
+                                "logprobs": {
+                                    "content": [
+                                        {
+                                            "token": f"token_id:{t.id}",
+                                            "logprob": t.logprob,
+                                            "bytes": None,
+                                            "top_logprobs": [],
+                                        }
+                                    ]
+                                },
+                                "token_ids": [t.id],
+                                "policy_versions": [t.version],
+                            }
+                        ],
+                    }
+                )
             for i, g in enumerate(gens):
                 msg, reason = finish(g)
                 delta: dict[str, Any] = {}
                 if msg.get("tool_calls"):
                     delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(msg["tool_calls"])]
-                self._sse({**base, "choices": [{"index": i, "delta": delta, "finish_reason": reason, "token_ids": [], "policy_versions": []}]})
+                self._sse(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": i,
+                                "delta": delta,
+                                "finish_reason": reason,
+                                "token_ids": [],
+                                "policy_versions": [],
+                            }
+                        ],
+                    }
+                )
             self._sse({**base, "choices": [], "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)})
             self._sse_end()
             return
@@ -334,9 +437,18 @@ class Handler(BaseHTTPRequestHandler):
         choices = []
         for i, g in enumerate(gens):
             msg, reason = finish(g)
-            choices.append({"index": i, "message": msg, "finish_reason": reason,
-                            "logprobs": {"content": _logprob_entries(g)}, **_choice_extras(g)})
-        self._send_json(200, {**base, "choices": choices, "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)})
+            choices.append(
+                {
+                    "index": i,
+                    "message": msg,
+                    "finish_reason": reason,
+                    "logprobs": {"content": _logprob_entries(g)},
+                    **_choice_extras(g),
+                }
+            )
+        self._send_json(
+            200, {**base, "choices": choices, "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)}
+        )
 
 
 def _visible_text(text: str) -> str:

@@ -58,7 +58,7 @@ def _download_s3(uri: str, dest: Path) -> None:
     prefix = prefix.rstrip("/") + "/"
     names = [n for n in ("COMMIT.json",) + WEIGHT_FILES]
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    shards = [o["Key"][len(prefix):] for o in listed if o["Key"].endswith(".safetensors")]
+    shards = [o["Key"][len(prefix) :] for o in listed if o["Key"].endswith(".safetensors")]
     for name in dict.fromkeys(names + shards):
         try:
             s3.download_file(bucket, prefix + name, str(dest / name))

@@ -5,7 +5,7 @@ codes). To add a stage (rft, rl), write stages/<kind>.py with a `run` and regist
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 STAGES: dict[str, str] = {
     "midtrain": "trainflow_trainer.stages.midtrain",

@@ -28,8 +28,19 @@ from ..model import ModelConfig, Transformer, load_config, load_state_dict, pres
 from ..storage import is_s3, join
 from ..tokenizer import TOKENIZER_FILE, Tokenizer
 from ..train import (
-    ConfigError, TrainConfig, build_optimizer, full_model_state, full_optimizer_state, load_full_state, parallelize,
-    rng_state, seed_everything, set_deterministic, set_rng_state, train_step, train_step_trie,
+    ConfigError,
+    TrainConfig,
+    build_optimizer,
+    full_model_state,
+    full_optimizer_state,
+    load_full_state,
+    parallelize,
+    rng_state,
+    seed_everything,
+    set_deterministic,
+    set_rng_state,
+    train_step,
+    train_step_trie,
 )
 
 STATE_FILE = "trainer_state.json"
@@ -38,6 +49,7 @@ RNG_FILE = "rng.pt"
 
 
 # ------------------------------------------------------------------------------------------------ config
+
 
 def data_config(stage: dict) -> tuple[list[SourceSpec], int]:
     data = stage.get("data")
@@ -72,6 +84,7 @@ def packing_config(stage: dict, kind: str) -> tuple[str, int | None]:
 
 
 # ------------------------------------------------------------------------------------------------ inputs
+
 
 def open_checkpoint(ctx, uri: str, what: str) -> Path:
     """A local folder for an input checkpoint: verified when committed; a plain HF folder is accepted locally."""
@@ -124,6 +137,7 @@ def model_config_from_init(ctx, tok: Tokenizer) -> ModelConfig:
 
 # ------------------------------------------------------------------------------------------------ the stage
 
+
 def run_lm_stage(ctx, kind: str) -> None:
     spec, d = ctx.spec, ctx.dist
     stage = spec.stage
@@ -166,14 +180,18 @@ def run_lm_stage(ctx, kind: str) -> None:
     if tok.vocab_size > cfg.vocab_size:
         raise BadInput(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {cfg.vocab_size}")
     if seq_len > cfg.max_position_embeddings:
-        raise BadInput(f"stage.data.seq_len {seq_len} exceeds the model's max_position_embeddings {cfg.max_position_embeddings}")
+        raise BadInput(
+            f"stage.data.seq_len {seq_len} exceeds the model's max_position_embeddings {cfg.max_position_embeddings}"
+        )
     model = Transformer(cfg)
     if weights_dir is not None and found is None:
         sd = load_state_dict(weights_dir)
         missing, unexpected = model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
         if missing or unexpected:
-            raise BadInput(f"{weights_dir}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise BadInput(
+                f"{weights_dir}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
 
     stream = load_stream(sources, ctx.storage, tok, kind, tcfg.seed)
     packer = make_packer(mode, stream, seq_len, tok, max_tokens)
@@ -207,9 +225,14 @@ def run_lm_stage(ctx, kind: str) -> None:
             torch.save(osd, local / OPTIMIZER_FILE)
             torch.save(rng_state(), local / RNG_FILE)
             trainer_state = {
-                "step": step, "total_steps": tcfg.steps, "stage": stage.get("name"), "kind": kind,
+                "step": step,
+                "total_steps": tcfg.steps,
+                "stage": stage.get("name"),
+                "kind": kind,
                 "scheduler": {"lr": metrics.get("lr"), "warmup_steps": tcfg.warmup_steps, "min_lr": tcfg.min_lr},
-                "data": packer.state_dict(), "metrics": metrics, "loss_history": history,
+                "data": packer.state_dict(),
+                "metrics": metrics,
+                "loss_history": history,
                 "world_size": d.world,
             }
             (local / STATE_FILE).write_text(json.dumps(trainer_state) + "\n")
@@ -229,14 +252,26 @@ def run_lm_stage(ctx, kind: str) -> None:
         batch = packer.next_batch(tcfg.batch_size)
         t0 = time.perf_counter()
         if mode == "trie":
-            m = train_step_trie(model, optimizer, batch, step, tcfg, d, autocast, max_tokens or seq_len * (tcfg.micro_batch_size or tcfg.batch_size // d.world))
+            m = train_step_trie(
+                model,
+                optimizer,
+                batch,
+                step,
+                tcfg,
+                d,
+                autocast,
+                max_tokens or seq_len * (tcfg.micro_batch_size or tcfg.batch_size // d.world),
+            )
         else:
             m = train_step(model, optimizer, batch, step, tcfg, d, autocast)
         dt = time.perf_counter() - t0
         step += 1
         tokens_seen += m["tokens"]
-        metrics = {**m, "tokens_per_s": m["tokens"] / dt if dt > 0 else 0.0,
-                   "avg_tokens_per_s": tokens_seen / (time.perf_counter() - t_start)}
+        metrics = {
+            **m,
+            "tokens_per_s": m["tokens"] / dt if dt > 0 else 0.0,
+            "avg_tokens_per_s": tokens_seen / (time.perf_counter() - t_start),
+        }
         history.append(m["loss"])
         ctx.status.update(step=step, metrics=metrics, write=(step == 1))  # the first step shows progress at once
         final = step == tcfg.steps

@@ -51,10 +51,13 @@ def run(ctx) -> None:
 
     if policy.found:
         kept = json.loads((policy.found.local_dir / KEPT_FILE).read_text())
-        rollout_metrics, sampler_stats = policy.state["rollout_metrics"], json.loads(
-            policy.sampler_file.read_text()) if policy.sampler_file else None
+        rollout_metrics, sampler_stats = (
+            policy.state["rollout_metrics"],
+            json.loads(policy.sampler_file.read_text()) if policy.sampler_file else None,
+        )
     else:
         from ..tasks import load_tasks
+
         n_tasks = len(load_tasks(stage.get("tasks") or {}))
         weights = write_weights(policy, Path(spec.work_dir) / "policy" / "v-000000")
         with Rollouts.start(ctx, weights, 0, -1, None, "collect", groups=n_tasks) as ro:
@@ -66,8 +69,10 @@ def run(ctx) -> None:
             raise RuntimeError(f"data plane: expected the collected rollouts, got {msg.get('type')!r}")
         kept = select(msg["groups"], stage.get("rft") or {})
         rollout_metrics, sampler_stats = msg.get("metrics", {}), msg.get("sampler_stats")
-        ctx.log(f"trainflow: rft rollouts: {rollout_metrics.get('episodes')} episodes, pass rate "
-                f"{rollout_metrics.get('pass_rate', 0):.3f}; keeping {len(kept)}")
+        ctx.log(
+            f"trainflow: rft rollouts: {rollout_metrics.get('episodes')} episodes, pass rate "
+            f"{rollout_metrics.get('pass_rate', 0):.3f}; keeping {len(kept)}"
+        )
 
     examples: list[Trajectory] = []
     for t in kept:  # loss on generated tokens only: cross-entropy on what the model produced and passed
@@ -88,7 +93,7 @@ def run(ctx) -> None:
         t0 = time.perf_counter()
         m: dict = {}
         if examples:
-            batch = [examples[i] for i in order[step * tcfg.batch_size:(step + 1) * tcfg.batch_size]]
+            batch = [examples[i] for i in order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]]
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, tcfg)
             optimizer.zero_grad(set_to_none=True)
@@ -97,16 +102,30 @@ def run(ctx) -> None:
             optimizer.step()
         step += 1
         dt = time.perf_counter() - t0
-        metrics.update(loss=float(m.get("loss", 0.0)),
-                       tokens_per_s=float(m.get("total_tokens", 0.0)) / dt if dt > 0 else 0.0)
+        metrics.update(
+            loss=float(m.get("loss", 0.0)), tokens_per_s=float(m.get("total_tokens", 0.0)) / dt if dt > 0 else 0.0
+        )
         ctx.status.update(step=step, metrics=metrics, write=(step == 1))
         final = step == tcfg.steps
         stop = ctx.should_stop()
         if final or (every and step % every == 0) or stop:
-            local_extra = {"total_steps": tcfg.steps, "stage": stage.get("name"), "kind": "rft",
-                           "metrics": metrics, "rollout_metrics": rollout_metrics}
-            save_checkpoint(ctx, policy, step, final, local_extra, sampler_stats, keep_last,
-                            extra_files={KEPT_FILE: json.dumps(kept) + "\n"})
+            local_extra = {
+                "total_steps": tcfg.steps,
+                "stage": stage.get("name"),
+                "kind": "rft",
+                "metrics": metrics,
+                "rollout_metrics": rollout_metrics,
+            }
+            save_checkpoint(
+                ctx,
+                policy,
+                step,
+                final,
+                local_extra,
+                sampler_stats,
+                keep_last,
+                extra_files={KEPT_FILE: json.dumps(kept) + "\n"},
+            )
         if stop and not final:
             raise Preempted()
     if not examples:

@@ -40,8 +40,16 @@ from ..trie.step import packed_logprobs
 
 
 def loss_spec(stage: dict) -> tuple[LossSpec, bool, str]:
-    a = {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean", "kl_coef": 0.0,
-         "entropy_coef": 0.0, "normalize_std": True, **(stage.get("algorithm") or {})}
+    a = {
+        "name": "grpo",
+        "clip_low": 0.2,
+        "clip_high": 0.28,
+        "loss_agg": "token-mean",
+        "kl_coef": 0.0,
+        "entropy_coef": 0.0,
+        "normalize_std": True,
+        **(stage.get("algorithm") or {}),
+    }
     agg = {"token-mean": "token_mean", "seq-mean": "seq_mean"}.get(a["loss_agg"])
     if agg is None:
         raise BadInput(f"stage.algorithm.loss_agg: expected token-mean or seq-mean, got {a['loss_agg']!r}")
@@ -51,8 +59,14 @@ def loss_spec(stage: dict) -> tuple[LossSpec, bool, str]:
     if scaling not in SCALINGS:
         raise BadInput(f"stage.algorithm.advantage_scaling: expected one of {' | '.join(SCALINGS)}, got {scaling!r}")
     try:
-        spec = LossSpec(kind="ppo", aggregation=agg, eps_low=float(a["clip_low"]), eps_high=float(a["clip_high"]),
-                        kl_coef=float(a["kl_coef"]), entropy_coef=float(a["entropy_coef"]))
+        spec = LossSpec(
+            kind="ppo",
+            aggregation=agg,
+            eps_low=float(a["clip_low"]),
+            eps_high=float(a["clip_high"]),
+            kl_coef=float(a["kl_coef"]),
+            entropy_coef=float(a["entropy_coef"]),
+        )
     except ValueError as e:
         raise BadInput(f"stage.algorithm: {e}") from None
     return spec, bool(a["normalize_std"]), scaling
@@ -80,8 +94,10 @@ def run(ctx) -> None:
         if policy.found and spec.input_checkpoint:
             from ..model import load_state_dict
             from .lm import open_checkpoint
-            ref_model.load_state_dict(load_state_dict(open_checkpoint(ctx, spec.input_checkpoint, "input_checkpoint")),
-                                      strict=False)
+
+            ref_model.load_state_dict(
+                load_state_dict(open_checkpoint(ctx, spec.input_checkpoint, "input_checkpoint")), strict=False
+            )
         ref_model.requires_grad_(False)
 
     step = policy.step
@@ -96,18 +112,23 @@ def run(ctx) -> None:
     # are trained once; those at or before it never again), or, when S3 holds nothing usable, starts a new
     # ledger (what the checkpoint trained stays trained, new rollouts follow). The driver says which happened.
     from ..rl.ledger_check import ledger_generation, ledger_size
-    if cursor >= 0 and (ledger_size(ledger_dir) <= cursor or
-                        (generation and ledger_generation(ledger_dir) not in (None, generation))):
-        ctx.log(f"trainflow: the ledger in {ledger_dir} is not the one the checkpoint's cursor {cursor} refers to "
-                f"(generation {generation or 'unrecorded'}): restoring it from S3 if it is there")
+
+    if cursor >= 0 and (
+        ledger_size(ledger_dir) <= cursor or (generation and ledger_generation(ledger_dir) not in (None, generation))
+    ):
+        ctx.log(
+            f"trainflow: the ledger in {ledger_dir} is not the one the checkpoint's cursor {cursor} refers to "
+            f"(generation {generation or 'unrecorded'}): restoring it from S3 if it is there"
+        )
         shutil.rmtree(ledger_dir, ignore_errors=True)
     policy_root = Path(spec.work_dir) / "policy"
     weights = write_weights(policy, policy_root / f"v-{step:06d}")
 
     metrics: dict[str, float] = dict(st.get("metrics", {}))
     sampler_stats = None
-    with Rollouts.start(ctx, weights, step, cursor, policy.sampler_file, "rl", steps=tcfg.steps - step,
-                        ledger_generation=generation) as ro:
+    with Rollouts.start(
+        ctx, weights, step, cursor, policy.sampler_file, "rl", steps=tcfg.steps - step, ledger_generation=generation
+    ) as ro:
         while step < tcfg.steps:
             t_wait = time.perf_counter()
             try:
@@ -138,7 +159,11 @@ def run(ctx) -> None:
                 "pass_rate": float(rm.get("pass_rate", bs.pass_rate)),
                 "batch_reward_mean": bs.reward_mean,
                 # KL(behaviour || current) by the k1 estimator on the trained tokens, unless a reference KL is on
-                "kl": float(m["kl"]) if "kl" in m else float(np.mean(behaviour) - m.get("mean_logprob", 0.0)) if behaviour else 0.0,
+                "kl": float(m["kl"])
+                if "kl" in m
+                else float(np.mean(behaviour) - m.get("mean_logprob", 0.0))
+                if behaviour
+                else 0.0,
                 # the sampled tokens' negative log-likelihood: an estimate of the policy's entropy
                 "entropy": float(m["entropy"]) if "entropy" in m else -float(m.get("mean_logprob", 0.0)),
                 "no_signal_fraction": float(rm.get("no_signal_fraction", 0.0)),
@@ -149,27 +174,53 @@ def run(ctx) -> None:
                 "unique_token_ratio": float(m["total_tokens"] / m["unique_tokens"]) if m.get("unique_tokens") else 1.0,
                 "clip_frac": float(m.get("clip_frac", 0.0)),
                 "grad_norm": grad_norm,
-                "groups": float(bs.groups), "dropped": float(len(msg.get("dropped", []))),
+                "groups": float(bs.groups),
+                "dropped": float(len(msg.get("dropped", []))),
                 "lr": lr_at(step - 1, tcfg),
-                "wait_s": wait_s, "train_s": dt, "episodes": float(rm.get("episodes", 0)),
+                "wait_s": wait_s,
+                "train_s": dt,
+                "episodes": float(rm.get("episodes", 0)),
             }
-            history.append({"step": step, "cursor": msg["cursor"], "groups": [g["group_id"] for g in msg["groups"]],
-                            "dropped": msg.get("dropped", []), "episodes": int(rm.get("episodes", 0)),
-                            "time": time.time(), "metrics": metrics})
+            history.append(
+                {
+                    "step": step,
+                    "cursor": msg["cursor"],
+                    "groups": [g["group_id"] for g in msg["groups"]],
+                    "dropped": msg.get("dropped", []),
+                    "episodes": int(rm.get("episodes", 0)),
+                    "time": time.time(),
+                    "metrics": metrics,
+                }
+            )
             cursor, sampler_stats = int(msg["cursor"]), msg.get("sampler_stats")
             ctx.status.update(step=step, metrics=metrics, write=(step == 1))
-            ctx.log(f"trainflow: rl step {step}/{tcfg.steps} reward {metrics['reward_mean']:.3f} "
-                    f"pass {metrics['pass_rate']:.2f} loss {metrics['loss']:+.4f} kl {metrics['kl']:+.4f} "
-                    f"no-signal {metrics['no_signal_fraction']:.2f} staleness {metrics['staleness_mean']:.2f}")
+            ctx.log(
+                f"trainflow: rl step {step}/{tcfg.steps} reward {metrics['reward_mean']:.3f} "
+                f"pass {metrics['pass_rate']:.2f} loss {metrics['loss']:+.4f} kl {metrics['kl']:+.4f} "
+                f"no-signal {metrics['no_signal_fraction']:.2f} staleness {metrics['staleness_mean']:.2f}"
+            )
             final = step == tcfg.steps
             stop = ctx.should_stop()
             if final or (every and step % every == 0) or stop:
                 # committed before the manager acknowledges the batch: the cursor and the weights go together
-                save_checkpoint(ctx, policy, step, final, {
-                    "total_steps": tcfg.steps, "stage": stage.get("name"), "kind": "rl", "cursor": cursor,
-                    "ledger_dir": str(ledger_dir), "ledger_generation": ledger_generation(ledger_dir),
-                    "metrics": metrics, "history": history,
-                }, sampler_stats, keep_last)
+                save_checkpoint(
+                    ctx,
+                    policy,
+                    step,
+                    final,
+                    {
+                        "total_steps": tcfg.steps,
+                        "stage": stage.get("name"),
+                        "kind": "rl",
+                        "cursor": cursor,
+                        "ledger_dir": str(ledger_dir),
+                        "ledger_generation": ledger_generation(ledger_dir),
+                        "metrics": metrics,
+                        "history": history,
+                    },
+                    sampler_stats,
+                    keep_last,
+                )
             if stop and not final:
                 raise Preempted()
             if not final:
@@ -178,7 +229,10 @@ def run(ctx) -> None:
                 shutil.rmtree(policy_root / f"v-{step - 2:06d}", ignore_errors=True)  # the server holds step-1 at most
     if len(history) >= 2:  # the demo's acceptance check, in the log of every RL stage
         from ..rl.evidence import reward_rise
+
         ev = reward_rise(history)
-        ctx.log(f"trainflow: rl reward first tenth {ev['first']:.3f} → last tenth {ev['last']:.3f} "
-                f"({ev['z']:+.1f} standard errors: {'a rise' if ev['passed'] else 'no clear rise'})")
+        ctx.log(
+            f"trainflow: rl reward first tenth {ev['first']:.3f} → last tenth {ev['last']:.3f} "
+            f"({ev['z']:+.1f} standard errors: {'a rise' if ev['passed'] else 'no clear rise'})"
+        )
     ctx.status.update(step=step, metrics=metrics)

@@ -34,5 +34,16 @@ def load_tasks(spec: dict, base_dir: str | Path | None = None) -> list[Task]:
     raise TaskFormatError(f"tasks.family: expected one of {FAMILIES}, got {family!r}")
 
 
-__all__ = ["Task", "TaskFormatError", "Verdict", "demo_task", "demo_tasks", "humaneval_tasks", "load_tasks",
-           "read_tasks_jsonl", "write_tasks_jsonl", "verify", "verify_code"]
+__all__ = [
+    "Task",
+    "TaskFormatError",
+    "Verdict",
+    "demo_task",
+    "demo_tasks",
+    "humaneval_tasks",
+    "load_tasks",
+    "read_tasks_jsonl",
+    "write_tasks_jsonl",
+    "verify",
+    "verify_code",
+]

@@ -42,7 +42,7 @@ class Task:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "task") -> "Task":
+    def from_dict(cls, d: Any, where: str = "task") -> Task:
         if not isinstance(d, dict):
             raise TaskFormatError(f"{where}: expected a JSON object, got {type(d).__name__}")
         for key in ("id", "prompt", "verifier"):
@@ -50,31 +50,47 @@ class Task:
                 raise TaskFormatError(f"{where}: missing field '{key}' (a task needs id, prompt and verifier)")
         unknown = set(d) - {"id", "family", "prompt", "verifier", "tools", "environment", "meta"}
         if unknown:
-            raise TaskFormatError(f"{where}: unknown field(s) {sorted(unknown)} "
-                                  "(known: id, family, prompt, verifier, tools, environment, meta)")
+            raise TaskFormatError(
+                f"{where}: unknown field(s) {sorted(unknown)} "
+                "(known: id, family, prompt, verifier, tools, environment, meta)"
+            )
         if not isinstance(d["id"], str) or not d["id"]:
             raise TaskFormatError(f"{where}: field 'id' must be a non-empty string")
         prompt = d["prompt"]
         if isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
-        if not isinstance(prompt, list) or not prompt or not all(
+        if (
+            not isinstance(prompt, list)
+            or not prompt
+            or not all(
                 isinstance(m, dict) and m.get("role") in ("system", "user") and isinstance(m.get("content"), str)
-                for m in prompt):
-            raise TaskFormatError(f"{where} ({d['id']}): field 'prompt' must be a string or a non-empty list of "
-                                  "{role: system|user, content: string} messages")
+                for m in prompt
+            )
+        ):
+            raise TaskFormatError(
+                f"{where} ({d['id']}): field 'prompt' must be a string or a non-empty list of "
+                "{role: system|user, content: string} messages"
+            )
         v = d["verifier"]
         if not isinstance(v, dict) or v.get("kind") not in VERIFIER_KINDS:
             raise TaskFormatError(f"{where} ({d['id']}): field 'verifier.kind' must be one of {VERIFIER_KINDS}")
         if v["kind"] == "answer" and not isinstance(v.get("expected"), str):
             raise TaskFormatError(f"{where} ({d['id']}): an answer verifier needs 'expected' (a string)")
         if v["kind"] == "answer" and v.get("source", "final") not in ("final", "tool"):
-            raise TaskFormatError(f"{where} ({d['id']}): field 'verifier.source' must be final or tool, "
-                                  f"got {v.get('source')!r}")
+            raise TaskFormatError(
+                f"{where} ({d['id']}): field 'verifier.source' must be final or tool, got {v.get('source')!r}"
+            )
         if v["kind"] == "unit_tests" and not isinstance(v.get("test"), str):
             raise TaskFormatError(f"{where} ({d['id']}): a unit_tests verifier needs 'test' (Python source)")
-        return cls(id=d["id"], family=d.get("family", "jsonl"), prompt=prompt, verifier=v,
-                   tools=list(d.get("tools") or []), environment=dict(d.get("environment") or {}),
-                   meta=dict(d.get("meta") or {}))
+        return cls(
+            id=d["id"],
+            family=d.get("family", "jsonl"),
+            prompt=prompt,
+            verifier=v,
+            tools=list(d.get("tools") or []),
+            environment=dict(d.get("environment") or {}),
+            meta=dict(d.get("meta") or {}),
+        )
 
 
 def read_tasks_jsonl(path: str | Path) -> list[Task]:

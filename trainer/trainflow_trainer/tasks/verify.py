@@ -36,8 +36,12 @@ class Verdict:
     run: RunResult | None = None
 
     def to_dict(self) -> dict:
-        return {"reward": self.reward, "passed": self.passed, "reason": self.reason,
-                "run": self.run.to_dict() if self.run else None}
+        return {
+            "reward": self.reward,
+            "passed": self.passed,
+            "reason": self.reason,
+            "run": self.run.to_dict() if self.run else None,
+        }
 
 
 def final_text(response: str | list[dict]) -> str:
@@ -129,4 +133,13 @@ def verify_code(task: Task, code: str, sandbox: Sandbox | None = None) -> Verdic
     return Verdict(0.0, False, reason, run)
 
 
-__all__ = ["Verdict", "verify", "verify_code", "final_answer", "last_tool_output", "extract_code", "unit_test_program", "Limits"]
+__all__ = [
+    "Verdict",
+    "verify",
+    "verify_code",
+    "final_answer",
+    "last_tool_output",
+    "extract_code",
+    "unit_test_program",
+    "Limits",
+]

@@ -9,5 +9,12 @@ from .builder import Forest, Trajectory, build_forest
 from .losses import LossSpec
 from .step import flat_forward_backward, forward_backward, packed_forward_backward
 
-__all__ = ["Trajectory", "Forest", "build_forest", "LossSpec", "packed_forward_backward",
-           "flat_forward_backward", "forward_backward"]
+__all__ = [
+    "Trajectory",
+    "Forest",
+    "build_forest",
+    "LossSpec",
+    "packed_forward_backward",
+    "flat_forward_backward",
+    "forward_backward",
+]

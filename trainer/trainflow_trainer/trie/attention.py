@@ -111,7 +111,9 @@ class SegmentTreeMask:
             vs = torch.cat([v[:, :, s:e] for s, e in anc] + [v[:, :, a:b]], dim=2)
             key = (b - a, ks.shape[2], q.device)
             if key not in self._masks:  # query i is key tk - tq + i: it sees every key up to itself
-                self._masks[key] = torch.ones(b - a, ks.shape[2], dtype=torch.bool, device=q.device).tril(ks.shape[2] - (b - a))
+                self._masks[key] = torch.ones(b - a, ks.shape[2], dtype=torch.bool, device=q.device).tril(
+                    ks.shape[2] - (b - a)
+                )
             outs.append(F.scaled_dot_product_attention(q[:, :, a:b], ks, vs, attn_mask=self._masks[key], scale=scale))
         return torch.cat(outs, dim=2)
 
@@ -177,14 +179,24 @@ class _SegmentAttention(torch.autograd.Function):
         dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         for a, b in plan.own:
             s = slice(a, b)
-            g = _flash_backward(dout[:, :, s], q[:, :, s], k[:, :, s], v[:, :, s], out[:, :, s], lse[:, :, s],
-                                0.0, True, scale=scale)
+            g = _flash_backward(
+                dout[:, :, s], q[:, :, s], k[:, :, s], v[:, :, s], out[:, :, s], lse[:, :, s], 0.0, True, scale=scale
+            )
             dq[:, :, s] += g[0]
             dk[:, :, s] += g[1]
             dv[:, :, s] += g[2]
         for rows, keys in plan.groups:
-            g = _flash_backward(_take(dout, rows), _take(q, rows), _take(k, keys), _take(v, keys),
-                                _take(out, rows), _take(lse, rows), 0.0, False, scale=scale)
+            g = _flash_backward(
+                _take(dout, rows),
+                _take(q, rows),
+                _take(k, keys),
+                _take(v, keys),
+                _take(out, rows),
+                _take(lse, rows),
+                0.0,
+                False,
+                scale=scale,
+            )
             _add_at(dq, rows, g[0])
             _add_at(dk, keys, g[1])
             _add_at(dv, keys, g[2])
@@ -214,8 +226,9 @@ class FlexTreeMask:
 
         # On GPU build the BlockMask compiled, block by block: a 32k-token micro-batch would otherwise
         # materialise a 1 GiB dense [N, N] mask first.
-        self.block_mask = create_block_mask(tree_rule, None, None, self.n, self.n, device=str(device),
-                                            _compile=torch.device(device).type == "cuda")
+        self.block_mask = create_block_mask(
+            tree_rule, None, None, self.n, self.n, device=str(device), _compile=torch.device(device).type == "cuda"
+        )
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         _check_packed(q, k, self.n)

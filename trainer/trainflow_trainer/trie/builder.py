@@ -19,8 +19,8 @@ loss masks or behaviour log-probs for it, and a node with several children has s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class Trajectory:
     advantage: float = 0.0
     weight: float = 1.0
 
-    def validated(self, b: int) -> "Trajectory":
+    def validated(self, b: int) -> Trajectory:
         """Checks lengths and the mask; returns a copy holding numpy arrays (errors name branch and field)."""
         toks = np.asarray(self.tokens, dtype=np.int64)
         n = len(toks)

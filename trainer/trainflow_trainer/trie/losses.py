@@ -21,8 +21,9 @@ per packed row; each entry then gathers one logit, logits[row, target] - lse[row
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ class LossSpec:
             raise ValueError("clip ranges eps_low/eps_high must be ≥ 0")
 
     @classmethod
-    def from_config(cls, algorithm: str, **overrides) -> "LossSpec":
+    def from_config(cls, algorithm: str, **overrides) -> LossSpec:
         """Named defaults: sft/rft (ce, token_mean), ppo, grpo (seq_mean), dapo (token_mean, clip-higher)."""
         base = {
             "sft": dict(kind="ce"),
@@ -96,8 +97,9 @@ class TokenStats:
     entropy: Tensor | None
 
 
-def token_losses(spec: LossSpec, logp: Tensor, old_logp: Tensor, advantage: Tensor, ref_logp: Tensor,
-                 entropy: Tensor | None) -> tuple[Tensor, TokenStats]:
+def token_losses(
+    spec: LossSpec, logp: Tensor, old_logp: Tensor, advantage: Tensor, ref_logp: Tensor, entropy: Tensor | None
+) -> tuple[Tensor, TokenStats]:
     """ℓ per entry (see module docstring)."""
     if spec.kind == "ce":
         loss = -logp
@@ -150,8 +152,9 @@ def flat_reference_loss(model, trajectories: Sequence, spec: LossSpec) -> tuple[
             p = torch.softmax(logits[b, : L - 1].to(dtype), -1)
             ent = -(p * logsm[b, : L - 1]).sum(-1)
         f = lambda a: torch.as_tensor(np.asarray(a[1:], dtype=np.float64), device=device, dtype=dtype)  # noqa: E731
-        ell, _ = token_losses(spec, lp, f(t.logprobs), torch.tensor(t.advantage, dtype=dtype, device=device),
-                              f(t.ref_logprobs), ent)
+        ell, _ = token_losses(
+            spec, lp, f(t.logprobs), torch.tensor(t.advantage, dtype=dtype, device=device), f(t.ref_logprobs), ent
+        )
         mask = f(t.loss_mask)
         branch_sums.append((mask * ell).sum() * t.weight)
         branch_masks.append(mask.sum())

@@ -35,7 +35,7 @@ class LossEntries:
     branch: np.ndarray  # branch number
     index: np.ndarray  # entry number in the whole batch (to look up per-entry coefficients)
 
-    def take(self, sel: np.ndarray) -> "LossEntries":
+    def take(self, sel: np.ndarray) -> LossEntries:
         return LossEntries(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
 
     def __len__(self) -> int:
@@ -142,7 +142,9 @@ def first_fit_decreasing(sizes: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def pack(forest: Forest, max_tokens: int, pad_multiple: int = 1, entries: LossEntries | None = None) -> list[MicroBatch]:
+def pack(
+    forest: Forest, max_tokens: int, pad_multiple: int = 1, entries: LossEntries | None = None
+) -> list[MicroBatch]:
     """Micro-batches of ≤ max_tokens tokens (before padding to a multiple of pad_multiple, e.g. 128 on GPU)."""
     if max_tokens <= 0:
         raise ValueError(f"packing.max_tokens must be positive, got {max_tokens}")
@@ -174,8 +176,11 @@ def pack(forest: Forest, max_tokens: int, pad_multiple: int = 1, entries: LossEn
             gpar = forest.parent[rng]
             inside = gpar >= p.start
             # A parent outside the run is on the root path; the path node at depth d is root_path[d].
-            par[nrp:] = np.where(inside, offset + nrp + gpar - p.start,
-                                 np.where(gpar >= 0, offset + forest.depth[np.maximum(gpar, 0)], -1))
+            par[nrp:] = np.where(
+                inside,
+                offset + nrp + gpar - p.start,
+                np.where(gpar >= 0, offset + forest.depth[np.maximum(gpar, 0)], -1),
+            )
             parent.append(par)
             # Subtrees clipped to the run (a root-path node's subtree may end inside it: later siblings).
             both = np.concatenate([p.root_path, rng])

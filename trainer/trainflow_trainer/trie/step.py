@@ -12,7 +12,7 @@ isolates what sharing buys, and input without shared prefixes yields bit-identic
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ def _mask_for(mb: MicroBatch, device: torch.device, backend):
     raise ValueError(f"unknown tree attention backend {backend!r} (segment or flex)")
 
 
-def logits_at_rows(model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask, rows: torch.Tensor) -> torch.Tensor:
+def logits_at_rows(
+    model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask, rows: torch.Tensor
+) -> torch.Tensor:
     """Logits [len(rows), V] of one packed micro-batch at the given rows only.
 
     Rows that predict nothing (prompts, tool outputs) skip the LM head and every vocab-sized op after it:
@@ -51,9 +53,16 @@ def logits_at_rows(model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor,
     return model.lm_head(core.norm(x[0, rows]))
 
 
-def packed_forward_backward(model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec,
-                            max_tokens: int, *, share_prefixes: bool = True, attention: str = "auto",
-                            backward: bool = True) -> dict[str, float]:
+def packed_forward_backward(
+    model: torch.nn.Module,
+    trajectories: Sequence[Trajectory],
+    loss_spec: LossSpec,
+    max_tokens: int,
+    *,
+    share_prefixes: bool = True,
+    attention: str = "auto",
+    backward: bool = True,
+) -> dict[str, float]:
     """Trie mode. attention: "auto" (flex on CUDA, segment elsewhere), "segment", "flex", or a callable
     MicroBatch -> AttentionMask."""
     param = next(model.parameters())
@@ -115,15 +124,24 @@ def packed_forward_backward(model: torch.nn.Module, trajectories: Sequence[Traje
     return metrics
 
 
-def flat_forward_backward(model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec,
-                          max_tokens: int, *, attention: str = "auto", backward: bool = True) -> dict[str, float]:
+def flat_forward_backward(
+    model: torch.nn.Module,
+    trajectories: Sequence[Trajectory],
+    loss_spec: LossSpec,
+    max_tokens: int,
+    *,
+    attention: str = "auto",
+    backward: bool = True,
+) -> dict[str, float]:
     """Flat mode: the same computation with every trajectory packed on its own (no shared prefixes)."""
-    return packed_forward_backward(model, trajectories, loss_spec, max_tokens, share_prefixes=False,
-                                   attention=attention, backward=backward)
+    return packed_forward_backward(
+        model, trajectories, loss_spec, max_tokens, share_prefixes=False, attention=attention, backward=backward
+    )
 
 
-def forward_backward(packing: dict, model: torch.nn.Module, trajectories: Sequence[Trajectory],
-                     loss_spec: LossSpec) -> dict[str, float]:
+def forward_backward(
+    packing: dict, model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec
+) -> dict[str, float]:
     """Dispatch on the config's `packing: {mode: trie | flat, max_tokens}` block."""
     mode = packing.get("mode", "trie")
     max_tokens = packing.get("max_tokens")
@@ -137,8 +155,14 @@ def forward_backward(packing: dict, model: torch.nn.Module, trajectories: Sequen
 
 
 @torch.no_grad()
-def packed_logprobs(model: torch.nn.Module, trajectories: Sequence[Trajectory], max_tokens: int, *,
-                    share_prefixes: bool = True, attention: str = "auto") -> list[torch.Tensor]:
+def packed_logprobs(
+    model: torch.nn.Module,
+    trajectories: Sequence[Trajectory],
+    max_tokens: int,
+    *,
+    share_prefixes: bool = True,
+    attention: str = "auto",
+) -> list[torch.Tensor]:
     """Per-branch log-probs of tokens 1..n-1 under `model`, one forward per unique token (e.g. reference or
     behaviour log-probs for RL). Returns one 1-D tensor per trajectory (length len(tokens) - 1)."""
     everything = [Trajectory(t.tokens) for t in trajectories]  # loss on every position → an entry for each
@@ -147,8 +171,7 @@ def packed_logprobs(model: torch.nn.Module, trajectories: Sequence[Trajectory], 
     backend = attention if attention != "auto" else ("flex" if device.type == "cuda" else "segment")
     forest = build_forest(everything, share_prefixes=share_prefixes)
     entries = loss_entries(forest)
-    out = torch.empty(len(entries), dtype=param.dtype if param.dtype == torch.float64 else torch.float32,
-                      device=device)
+    out = torch.empty(len(entries), dtype=param.dtype if param.dtype == torch.float64 else torch.float32, device=device)
     for mb in pack(forest, max_tokens, pad_multiple=128 if backend == "flex" else 1, entries=entries):
         e = mb.entries
         ids = torch.as_tensor(mb.input_ids, device=device)[None]
