@@ -13,7 +13,8 @@ test('the checked-in contract files are current (make contract regenerates them)
 
 test('every message is in the schema, and durations and sizes are integers with no defaults', () => {
   const defs = contractJsonSchema().$defs as Record<string, { properties?: Record<string, unknown> }>;
-  for (const name of ['PipelineConfig', 'StageConfig', 'JobSpec', 'JobStatus']) expect(defs[name]).toBeDefined();
+  for (const name of ['PipelineConfig', 'StageConfig', 'JobSpec', 'JobStatus'])
+    expect(defs[name]).toBeDefined();
   expect(defs.RetryConfig.properties?.initial_interval).toMatchObject({ type: 'integer' });
   expect(JSON.stringify(defs)).not.toContain('"default"');
 });
