@@ -345,7 +345,8 @@ def test_tool_calls_of_an_episode_share_one_work_folder(stub, sandbox):
                 "content": "",
                 "tool_calls": [
                     call(
-                        "import os\nprint(open('notes.txt').read(), sorted(f for f in os.listdir('.') if not f.startswith('.')))",
+                        "import os\n"
+                        "print(open('notes.txt').read(), sorted(f for f in os.listdir('.') if not f.startswith('.')))",
                         2,
                     )
                 ],

@@ -45,7 +45,8 @@ class ModelConfig:
             )
         if self.num_attention_heads % self.num_key_value_heads != 0:
             raise ValueError(
-                f"num_attention_heads {self.num_attention_heads} is not a multiple of num_key_value_heads {self.num_key_value_heads}"
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads {self.num_key_value_heads}"
             )
         if (self.hidden_size // self.num_attention_heads) % 2 != 0:
             raise ValueError("head_dim must be even for rotary embeddings")

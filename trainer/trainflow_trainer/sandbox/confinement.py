@@ -4,13 +4,13 @@ Two confinements, strongest first:
 
   bwrap     bubblewrap (Debian's `bubblewrap`): new user, pid, network, ipc, uts and cgroup namespaces
             (`--unshare-all`: no network at all, only a loopback), a root file system made of read-only
-            binds of /usr, /lib*, /bin (and the Python install if not under /usr), a private tmpfs /tmp, the run's work folder
-            bound read-write at /sandbox (the only writable host path), `--die-with-parent`, `--new-session`
-            and `--disable-userns`.
+            binds of /usr, /lib*, /bin (and the Python install if not under /usr), a private tmpfs /tmp, the
+            run's work folder bound read-write at /sandbox (the only writable host path), `--die-with-parent`,
+            `--new-session` and `--disable-userns`.
   fallback  where bwrap cannot run: `unshare --user --net` (no network) when that works, and a Python audit
-            hook (for Python runs) that refuses sockets, other programs and writes outside the work folder (TMPDIR is in it).
-            Weaker than bwrap: no pid namespace, the host file system stays readable, and non-Python
-            programs are not guarded beyond the network namespace and rlimits.
+            hook (for Python runs) that refuses sockets, other programs and writes outside the work folder
+            (TMPDIR is in it). Weaker than bwrap: no pid namespace, the host file system stays readable, and
+            non-Python programs are not guarded beyond the network namespace and rlimits.
 
 Both add, through `prlimit`: RLIMIT_AS (memory), RLIMIT_NPROC (processes), RLIMIT_CPU, RLIMIT_FSIZE,
 RLIMIT_NOFILE and no core files; and both run the command as a private uid, unused by any other process,
@@ -264,6 +264,8 @@ def _inside(p):
     try: p = os.path.realpath(os.fsdecode(p) if not isinstance(p, int) else '')
     except Exception: return False
     return p == _root or p.startswith(_root + os.sep)
+_CHANGES = ('os.remove', 'os.rename', 'os.mkdir', 'os.rmdir', 'os.chmod', 'os.symlink', 'os.link',
+            'shutil.rmtree', 'os.truncate')
 def _guard(event, args):
     if event in ('socket.connect', 'socket.bind', 'socket.sendto', 'socket.sendmsg', 'socket.getaddrinfo'):
         raise PermissionError('sandbox: no network')
@@ -271,9 +273,8 @@ def _guard(event, args):
         raise PermissionError('sandbox: no network')
     if event in ('os.system', 'os.exec', 'os.posix_spawn', 'os.spawn', 'subprocess.Popen', 'ctypes.dlopen'):
         raise PermissionError('sandbox: running other programs is not allowed here')
-    if event == 'open' and isinstance(args[0], (str, bytes)) and args[1] and any(c in args[1] for c in 'wax+') and not _inside(args[0]):
-        raise PermissionError('sandbox: writes outside the work folder are not allowed: %r' % (args[0],))
-    if event in ('os.remove', 'os.rename', 'os.mkdir', 'os.rmdir', 'os.chmod', 'os.symlink', 'os.link', 'shutil.rmtree', 'os.truncate'):
+    writes = event == 'open' and args[1] and any(c in args[1] for c in 'wax+')
+    if writes or event in _CHANGES:
         if args and isinstance(args[0], (str, bytes)) and not _inside(args[0]):
             raise PermissionError('sandbox: writes outside the work folder are not allowed: %r' % (args[0],))
 sys.addaudithook(_guard)
