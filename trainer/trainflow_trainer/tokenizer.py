@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,9 @@ class Tokenizer:
 
     # ---------------------------------------------------------------------------------------- chat
 
-    def _segments(self, messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool):
+    def _segments(
+        self, messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool
+    ) -> Iterator[tuple[str, bool]]:
         """Yields (text, is_assistant) segments of the rendered conversation."""
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ChatFormatError("messages must be a list of {role, content} objects")

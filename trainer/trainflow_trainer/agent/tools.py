@@ -57,7 +57,7 @@ class ToolBox:
     def __enter__(self) -> ToolBox:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def call(self, name: str, raw_arguments: Any) -> str:
