@@ -5,6 +5,7 @@ NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
 .PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-k8s-validator demo demo-data test typecheck lint format \
+        lint-python typecheck-python \
         bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
 
 help:
@@ -61,6 +62,13 @@ lint: setup-node
 
 format: setup-node
 	npm run --silent format
+
+# the Python checks `make test` runs: ruff (lint + format check) over trainer/, bench/, infra/; mypy over trainer/
+lint-python: setup-python
+	@bash infra/dev/check-python.sh lint
+
+typecheck-python: setup-python
+	@bash infra/dev/check-python.sh typecheck
 
 ## benchmarks: each writes bench/results/NAME.json and prints a table
 bench-trainer: setup-python
