@@ -18,7 +18,8 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-TRAINER_DIR = Path(__file__).resolve().parents[1]
+from conftest import TRAINER_DIR
+
 PACKAGE = "trainflow_trainer"
 
 # Run in the scratch environment: import every module of the installed package and report where each came
