@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def worker(args, sampling: dict) -> int:
+def worker(args: argparse.Namespace, sampling: dict) -> int:
     out_lock = threading.Lock()
 
     def emit(obj: dict) -> None:
