@@ -18,3 +18,30 @@ export const METRICS_BY_KIND: Record<'midtrain' | 'sft' | 'rft' | 'rl', readonly
     'staleness_mean',
   ],
 };
+
+/**
+ * The names stage metrics are tracked under (TensorBoard, MLflow, W&B): verl's where verl has one, so dashboards
+ * carry over; every other metric as `trainflow/NAME`. LM stages (midtrain, sft) use verl's SFT trainer names,
+ * rollout stages (rft, rl) its PPO actor's. The trainer reads these tables from the generated contract.
+ */
+export const TRACKED_NAMES_LM: Record<string, string> = {
+  loss: 'train/loss',
+  lr: 'train/lr',
+  grad_norm: 'train/grad_norm',
+  tokens_per_s: 'perf/throughput',
+  eval_loss: 'val/loss',
+};
+export const TRACKED_NAMES_ROLLOUT: Record<string, string> = {
+  loss: 'actor/pg_loss',
+  lr: 'actor/lr',
+  grad_norm: 'actor/grad_norm',
+  entropy: 'actor/entropy',
+  kl: 'actor/kl_loss',
+  clip_frac: 'actor/pg_clipfrac',
+  reward_mean: 'critic/score/mean',
+  turns_mean: 'num_turns/mean',
+  response_length_mean: 'response_length/mean',
+  tokens_per_s: 'perf/throughput',
+  wait_s: 'timing_s/gen',
+  train_s: 'timing_s/update_actor',
+};

@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import { duration, size } from './units';
 import { METRICS_BY_KIND } from './metrics';
+import { trackingSchema } from './tracking';
 
 // ---- small typed leaves, each with the message a user should read ----------------------------------------
 
@@ -462,6 +463,7 @@ const rawConfigSchema = z.strictObject({
   model: modelSchema,
   stages: z.array(stageSchema).min(1, { error: 'expected at least one stage' }),
   schedule: scheduleSchema.optional(),
+  tracking: trackingSchema.prefault({}).describe('Where stage metrics are tracked (TensorBoard by default).'),
 });
 
 type RawConfig = z.output<typeof rawConfigSchema>;
@@ -657,4 +659,5 @@ export const CONFIG_BLOCKS: Record<string, z.ZodType> = {
   TemporalConfig: temporalSchema,
   PoolConfig: resolvedPoolSchema,
   ScheduleConfig: scheduleSchema,
+  TrackingConfig: trackingSchema,
 };

@@ -8,3 +8,24 @@ EXIT_BAD_INPUT: Final = 2
 EXIT_PREEMPTED: Final = 75
 BAD_INPUT_PREFIX: Final = "trainflow: bad input: "
 STATUS_LINE_PREFIX: Final = "TRAINFLOW_STATUS "
+TRACKED_NAMES_LM: Final = {
+    "loss": "train/loss",
+    "lr": "train/lr",
+    "grad_norm": "train/grad_norm",
+    "tokens_per_s": "perf/throughput",
+    "eval_loss": "val/loss",
+}
+TRACKED_NAMES_ROLLOUT: Final = {
+    "loss": "actor/pg_loss",
+    "lr": "actor/lr",
+    "grad_norm": "actor/grad_norm",
+    "entropy": "actor/entropy",
+    "kl": "actor/kl_loss",
+    "clip_frac": "actor/pg_clipfrac",
+    "reward_mean": "critic/score/mean",
+    "turns_mean": "num_turns/mean",
+    "response_length_mean": "response_length/mean",
+    "tokens_per_s": "perf/throughput",
+    "wait_s": "timing_s/gen",
+    "train_s": "timing_s/update_actor",
+}

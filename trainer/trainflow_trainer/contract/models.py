@@ -600,6 +600,16 @@ class TrainedTokenizer(BaseModel):
     path: StrictStr
 
 
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    tensorboard: StrictBool
+    """
+    Write every stage's metrics as TensorBoard event files under the stage's storage prefix (`tensorboard/`).
+    """
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -775,6 +785,10 @@ class JobSpec(BaseModel):
     """
     Id of the pipeline run.
     """
+    pipeline_name: StrictStr
+    """
+    The pipeline's metadata.name.
+    """
     run_id: StrictStr
     """
     Temporal run id of the pipeline workflow.
@@ -812,6 +826,10 @@ class JobSpec(BaseModel):
     Where the job writes its status object.
     """
     storage: Storage
+    tracking: TrackingConfig
+    """
+    The pipeline's tracking block.
+    """
     work_dir: StrictStr
     """
     Scratch folder of the job on its host.
@@ -831,3 +849,7 @@ class PipelineConfig(BaseModel):
     model: ModelBlock
     stages: list[StageConfig]
     schedule: ScheduleConfig | None = None
+    tracking: TrackingConfig
+    """
+    Where stage metrics are tracked (TensorBoard by default).
+    """
