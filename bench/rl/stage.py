@@ -23,9 +23,13 @@ def rl_stage(steps: int, seed: int, strategy: str = "difficulty", max_staleness:
     return {
         "name": "rl", "kind": "rl", "tasks": {"family": "demo", "count": tasks, "seed": seed},
         "rollout": {"group_size": group_size, "concurrency": concurrency, "batch_groups": batch_groups,
-                    "max_turns": 3, "max_new_tokens": 48, "temperature": 1.0, "max_staleness": max_staleness},
-        "sampling": {"strategy": strategy},
-        "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+                    "max_turns": 3, "max_new_tokens": 48, "temperature": 1.0, "top_p": 1.0,
+                    "max_staleness": max_staleness},
+        "sampling": {"strategy": strategy, "all_equal_tolerance": 1e-6},
+        # a resolved `algorithm: {name: dapo}` (src/config/algorithm.ts): job specs carry every field
+        "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean", "kl_coef": 0.0,
+                      "entropy_coef": 0.0, "normalize_std": True, "advantage_scaling": "none", "decoupled": False,
+                      "behav_weight_cap": None, "minibatches": 1},
         "packing": {"mode": "trie", "max_tokens": 4096},
         "train": {"steps": steps, "lr": lr, "seed": seed}, "checkpoint": {"every": 0},
     }

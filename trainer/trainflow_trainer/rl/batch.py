@@ -39,8 +39,15 @@ def tree_paths(node: dict, prefix: tuple = ((), (), ())) -> list[tuple[list, lis
     return out
 
 
-def group_advantages(rewards: list[float], normalize_std: bool = True, eps: float = 1e-6) -> list[float]:
+def group_advantages(
+    rewards: list[float], normalize_std: bool = True, eps: float = 1e-6, tolerance: float = 0.0
+) -> list[float]:
+    """GRPO advantages of one group; all zero when the rewards are equal within `tolerance` (max − min), so
+    float noise such as 1, 1, 1, 1 + 1e-7 never becomes advantages of ±1 (sampling.all_equal_tolerance, the
+    sampler's filter, drops such groups; this covers filter_all_equal: false)."""
     r = np.asarray(rewards, dtype=np.float64)
+    if len(r) == 0 or float(r.max() - r.min()) <= tolerance:
+        return [0.0] * len(r)
     centred = r - r.mean()
     if not normalize_std:
         return centred.tolist()
@@ -106,7 +113,12 @@ def branches(t: dict, advantage: float) -> list[Trajectory]:
 
 
 def to_trajectories(
-    groups: list[dict], trainer_version: int, normalize_std: bool = True, mode: str = "rl", scaling: str = "none"
+    groups: list[dict],
+    trainer_version: int,
+    normalize_std: bool = True,
+    mode: str = "rl",
+    scaling: str = "none",
+    tolerance: float = 0.0,
 ) -> tuple[list[Trajectory], BatchStats]:
     """mode rl: every branch with its (scaled) group advantage. mode sft: advantages unused (RFT's kept rollouts)."""
     trajs: list[Trajectory] = []
@@ -115,7 +127,11 @@ def to_trajectories(
     for g, scale in zip(groups, scales):
         rs = [float(t["reward"]) for t in g["trajectories"]]
         rewards.extend(rs)
-        advs = [a * scale for a in group_advantages(rs, normalize_std)] if mode == "rl" else [0.0] * len(rs)
+        advs = (
+            [a * scale for a in group_advantages(rs, normalize_std, tolerance=tolerance)]
+            if mode == "rl"
+            else [0.0] * len(rs)
+        )
         for t, a in zip(g["trajectories"], advs):
             n_traj += 1
             for br in branches(t, a):

@@ -32,7 +32,8 @@ class Trajectory:
     loss_mask[t] > 0 trains the prediction of token t from tokens[:t] (so loss_mask[0] must be 0: nothing
     predicts the first token); it may be fractional (a per-token weight). logprobs[t] is the behaviour
     policy's log-prob of token t, versions[t] the policy version that sampled it, ref_logprobs[t] the
-    reference model's log-prob (for the KL term). advantage and weight apply to every token of the branch.
+    reference model's log-prob (for the KL term), prox_logprobs[t] the proximal policy's (decoupled PPO; NaN
+    or None: none, the loss uses the current log-prob). advantage and weight apply to every token of the branch.
     """
 
     tokens: Sequence[int]
@@ -40,6 +41,7 @@ class Trajectory:
     logprobs: Sequence[float] | None = None
     versions: Sequence[int] | None = None
     ref_logprobs: Sequence[float] | None = None
+    prox_logprobs: Sequence[float] | None = None
     advantage: float = 0.0
     weight: float = 1.0
 
@@ -71,6 +73,7 @@ class Trajectory:
             logprobs=arr("logprobs", self.logprobs, np.float64, np.zeros(n)),
             versions=arr("versions", self.versions, np.int64, np.zeros(n, dtype=np.int64)),
             ref_logprobs=arr("ref_logprobs", self.ref_logprobs, np.float64, np.zeros(n)),
+            prox_logprobs=arr("prox_logprobs", self.prox_logprobs, np.float64, np.full(n, np.nan)),
             advantage=float(self.advantage),
             weight=float(self.weight),
         )
