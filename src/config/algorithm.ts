@@ -126,6 +126,7 @@ export const algorithmSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['behav_weight_cap'],
+        input: a.behav_weight_cap,
         message: 'applies to decoupled PPO only: set decoupled: true (or name: decoupled-ppo), or remove it',
       });
     const kl = a.kl_coef ?? ALGORITHM_PRESETS[a.name].kl_coef;
@@ -133,6 +134,7 @@ export const algorithmSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['kl_reference'],
+        input: a.kl_reference,
         message: 'has no effect with kl_coef 0: set kl_coef > 0, or remove it',
       });
   })
