@@ -147,7 +147,12 @@ def stage_with(algorithm: dict[str, Any], temperature: float = 1.0, top_p: float
 
 
 def node(tokens: list[int], lps: list[float | None], children: tuple = ()) -> dict[str, Any]:
-    return {"tokens": tokens, "logprobs": lps, "versions": [None if lp is None else 0 for lp in lps], "children": list(children)}
+    return {
+        "tokens": tokens,
+        "logprobs": lps,
+        "versions": [None if lp is None else 0 for lp in lps],
+        "children": list(children),
+    }
 
 
 def preset_groups(model: Transformer, seed: int = 3) -> list[dict[str, Any]]:
@@ -426,7 +431,7 @@ def test_kill9_mid_rl_keeps_the_kl_reference_and_the_kl_curve(tmp_path, tokenize
     job = subprocess.Popen(cmd, cwd=TRAINER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     children: set[int] = set()
     deadline = time.monotonic() + 200
-    for line in job.stdout or []:
+    for _line in job.stdout or []:
         children |= descendants(job.pid)
         if (out / "step-000002" / "COMMIT.json").exists():
             break

@@ -122,7 +122,9 @@ def to_trajectories(
 ) -> tuple[list[Trajectory], BatchStats]:
     """mode rl: every branch with its (scaled) group advantage. mode sft: advantages unused (RFT's kept rollouts)."""
     trajs: list[Trajectory] = []
-    rewards, stale, n_traj = [], [], 0
+    rewards: list[float] = []
+    stale: list[int] = []
+    n_traj = 0
     scales = advantage_scales(groups, scaling) if mode == "rl" else [1.0] * len(groups)
     for g, scale in zip(groups, scales):
         rs = [float(t["reward"]) for t in g["trajectories"]]
@@ -136,8 +138,8 @@ def to_trajectories(
             n_traj += 1
             for br in branches(t, a):
                 trajs.append(br)
-                stale.extend(trainer_version - v for v, m in zip(br.versions, br.loss_mask) if m > 0)
-    gen = int(sum(sum(1 for m in br.loss_mask if m > 0) for br in trajs))
+                stale.extend(trainer_version - v for v, m in zip(br.versions or (), br.loss_mask or ()) if m > 0)
+    gen = sum(sum(1 for m in br.loss_mask or () if m > 0) for br in trajs)
     stats = BatchStats(
         groups=len(groups),
         trajectories=n_traj,
@@ -147,4 +149,4 @@ def to_trajectories(
         pass_rate=float(np.mean([r >= 1.0 for r in rewards])) if rewards else 0.0,
         staleness_mean=float(np.mean(stale)) if stale else 0.0,
     )
-    return [t for t in trajs if any(m > 0 for m in t.loss_mask)], stats
+    return [t for t in trajs if any(m > 0 for m in t.loss_mask or ())], stats

@@ -238,7 +238,8 @@ class Engine:
 
     def _take_batch(self) -> list[_Request]:
         """The oldest waiting requests, up to max_batch generations (always at least one request)."""
-        batch, rows = [], 0
+        batch: list[_Request] = []
+        rows = 0
         while self._waiting and (not batch or rows + len(self._waiting[0].lives) <= self.max_batch):
             req = self._waiting.pop(0)
             batch.append(req)

@@ -45,8 +45,8 @@ class Trajectory:
     advantage: float = 0.0
     weight: float = 1.0
 
-    def validated(self, b: int) -> Trajectory:
-        """Checks lengths and the mask; returns a copy holding numpy arrays (errors name branch and field)."""
+    def validated(self, b: int) -> Branch:
+        """Checks lengths and the mask; returns the branch as numpy arrays (errors name branch and field)."""
         toks = np.asarray(self.tokens, dtype=np.int64)
         n = len(toks)
         if toks.ndim != 1 or n == 0:
@@ -54,10 +54,10 @@ class Trajectory:
         if (toks < 0).any():
             raise ValueError(f"trajectory {b}: tokens holds negative ids")
 
-        def arr(name: str, value, dtype, default):
+        def arr(name: str, value: Sequence[float] | None, dtype: type, default: np.ndarray) -> np.ndarray:
             if value is None:
                 return default
-            a = np.asarray(value, dtype=dtype)
+            a: np.ndarray = np.asarray(value, dtype=dtype)
             if a.shape != (n,):
                 raise ValueError(f"trajectory {b}: {name} has shape {a.shape}, expected ({n},) like tokens")
             return a
@@ -67,7 +67,7 @@ class Trajectory:
             raise ValueError(f"trajectory {b}: loss_mask[0] must be 0 (no token predicts the first one)")
         if (mask < 0).any():
             raise ValueError(f"trajectory {b}: loss_mask must be >= 0")
-        return Trajectory(
+        return Branch(
             tokens=toks,
             loss_mask=mask,
             logprobs=arr("logprobs", self.logprobs, np.float64, np.zeros(n)),
@@ -80,6 +80,20 @@ class Trajectory:
 
 
 @dataclass
+class Branch:
+    """A validated Trajectory: the same fields, every per-token one a numpy array of len(tokens)."""
+
+    tokens: np.ndarray  # int64
+    loss_mask: np.ndarray  # float64
+    logprobs: np.ndarray  # float64
+    versions: np.ndarray  # int64
+    ref_logprobs: np.ndarray  # float64
+    prox_logprobs: np.ndarray  # float64, NaN where none
+    advantage: float
+    weight: float
+
+
+@dataclass
 class Forest:
     """The depth-first serialisation of all trees of a batch (see module docstring)."""
 
@@ -89,7 +103,7 @@ class Forest:
     subtree_end: np.ndarray  # [N] int64
     trees: list[tuple[int, int]]  # serial range [start, end) of each tree, in order
     branch_index: list[np.ndarray]  # branch_index[b][t] = serial index of token t of branch b
-    branches: list[Trajectory] = field(repr=False)  # validated trajectories (numpy arrays)
+    branches: list[Branch] = field(repr=False)  # validated trajectories (numpy arrays)
 
     @property
     def unique_tokens(self) -> int:
@@ -117,7 +131,7 @@ def build_forest(trajectories: Sequence[Trajectory], share_prefixes: bool = True
     root_list: list[int] = []  # roots in creation order (one per tree)
     paths: list[list[int]] = []
     for br in branches:
-        path = []
+        path: list[int] = []
         level = roots if share_prefixes else {}
         for tok in br.tokens.tolist():
             child = level.get(tok)

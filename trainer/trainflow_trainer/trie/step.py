@@ -50,7 +50,8 @@ def logits_at_rows(
     cos, sin = core.rotary(pos, x.dtype)
     for layer in core.layers:
         x = layer(x, cos, sin, mask, None)
-    return model.lm_head(core.norm(x[0, rows]))
+    head: torch.nn.Module = getattr(model, "lm_head")  # noqa: B009 (typed: Module attributes are Tensor | Module)
+    return head(core.norm(x[0, rows]))
 
 
 def packed_forward_backward(
