@@ -17,7 +17,7 @@ the same value). With several minibatches the later ones see π_θ ≠ π_prox a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +99,6 @@ def objective(stage: dict[str, Any]) -> Objective:
         )
     except ValueError as e:
         raise BadInput(f"stage.algorithm: {e}") from None
-    if spec.temperature <= 0:
-        raise BadInput("stage.rollout.temperature: RL samples from the policy; expected a temperature > 0")
     return Objective(
         loss=spec,
         normalize_std=bool(vals["normalize_std"]),
@@ -164,10 +162,10 @@ def update(
     obj: Objective,
     packing: dict[str, Any],
     grad_clip: float | None,
-    set_lr: Callable[[], None] | None = None,
 ) -> tuple[dict[str, float], float]:
-    """One policy update on a batch (module docstring): (metrics merged over the minibatches, the last
-    minibatch's gradient norm). set_lr runs before each optimizer step (the schedule is per batch)."""
+    """One policy update on a batch (module docstring): (metrics merged over the minibatches, each measured
+    in its forward before its own optimizer step, so ratio_* of later minibatches include the drift of the
+    earlier steps; the last minibatch's gradient norm). The learning rate is the caller's, per batch."""
     if obj.loss.decoupled and obj.minibatches > 1 and trajs:
         with_logprobs(model, trajs, obj.loss, packing["max_tokens"], "prox_logprobs")
     parts: list[dict[str, float]] = []
@@ -177,8 +175,6 @@ def update(
         if chunk:
             parts.append(forward_backward(packing, model, chunk, obj.loss))
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf")))
-        if set_lr is not None:
-            set_lr()
         optimizer.step()
     metrics = merge_metrics(parts)
     if "kl" in metrics:

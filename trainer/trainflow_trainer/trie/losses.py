@@ -20,7 +20,7 @@ Per-token terms:
        ℓ = w · max(-A·r, -A·clip(r, 1-eps_low, 1+eps_high)),  r = π_θ/π_prox
        π_prox is the policy before this batch's first optimizer step (`prox_logprobs`); a branch without them
        uses logp itself, detached: the same value, so r = 1 and the gradient is w·A·∇logp (the clip is then
-       inactive: see stages/rl.py, `algorithm.minibatches`, for when it is not).
+       inactive: see rl/objective.py, `algorithm.minibatches`, for when it is not).
 - both: + kl_coef · k3(ref, logp) - entropy_coef · H(row),  k3 = exp(ref-logp) - (ref-logp) - 1.
 
 Log-probs are those of the distribution the sampler drew from (`sampling_logprobs`): logits divided by the
