@@ -90,4 +90,10 @@ test('`trainflow validate` prints the resolved algorithm values', () => {
   const stage = JSON.parse(out).stages[0];
   expect(stage.algorithm).toEqual({ ...ALGORITHM_PRESETS.grpo, name: 'grpo', clip_high: 0.25 });
   expect(stage.rollout.top_p).toBe(0.9);
+  // a local kl_reference is relative to the config file, like every other local path
+  writeFileSync(file, config('{ name: dapo, kl_coef: 0.1, kl_reference: ckpt/step-000010 }'));
+  const resolved = JSON.parse(
+    execFileSync('node', ['bin/trainflow.js', 'validate', '--json', file], { cwd: ROOT, encoding: 'utf8' }),
+  );
+  expect(resolved.stages[0].algorithm.kl_reference).toBe(join(dir, 'ckpt', 'step-000010'));
 });
