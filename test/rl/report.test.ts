@@ -85,6 +85,12 @@ test('report: HTML page and PNG charts from a pipeline in storage', async () => 
         turns_mean: 2,
         parallel_call_share: 0.1,
         tokens_per_s: 100,
+        ratio_mean: 1 + 0.01 * step,
+        ratio_max: 1.2 + 0.1 * step,
+        clip_frac_low: 0.01 * step,
+        clip_frac_high: 0.02 * step,
+        kl_ref: 0.001 * step,
+        dropped_stale_tokens: 10 * step,
       },
     })),
   });
@@ -107,6 +113,11 @@ test('report: HTML page and PNG charts from a pipeline in storage', async () => 
     'rl-reward_mean.png',
     'rl-turns_mean.png',
     'rl-parallel_call_share.png',
+    // the objective's curves (rl/objective.py)
+    'rl-ratio_mean.png',
+    'rl-clip_frac_low.png',
+    'rl-kl_ref.png',
+    'rl-dropped_stale_tokens.png',
   ]) {
     expect(html).toContain(`src="${png}"`);
     const { w, h, pixels } = decodePng(readFileSync(path.join(root, 'out', png)));
