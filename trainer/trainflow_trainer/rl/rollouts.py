@@ -136,7 +136,8 @@ class Rollouts:
         try:
             info = server.next_message(120, ctx.stop_requested.is_set)
             ctx.log(
-                f"trainflow: inference server on {info['host']}:{info['port']} (policy version {info['policy_version']})"
+                f"trainflow: inference server on {info['host']}:{info['port']} "
+                f"(policy version {info['policy_version']})"
             )
             dspec = {
                 "mode": mode,
