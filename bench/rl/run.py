@@ -39,6 +39,13 @@ def main() -> None:
                 "trainer_idle_fraction": wait / loop,
                 "wall_s": wall,
                 "staleness_mean": sum(h["metrics"]["staleness_mean"] for h in hist) / len(hist),
+                # the objective: importance ratio π_θ/μ, clip fractions, tokens dropped as stale
+                **{
+                    k: sum(h["metrics"].get(k, 0.0) for h in hist) / len(hist)
+                    for k in ("ratio_mean", "clip_frac_low", "clip_frac_high")
+                },
+                "ratio_max": max(h["metrics"].get("ratio_max", 0.0) for h in hist),
+                "dropped_stale_tokens": sum(h["metrics"].get("dropped_stale_tokens", 0.0) for h in hist),
             }
         )
     print(
@@ -51,6 +58,11 @@ def main() -> None:
                 "loop_samples_per_s",
                 "trainer_idle_fraction",
                 "staleness_mean",
+                "ratio_mean",
+                "ratio_max",
+                "clip_frac_low",
+                "clip_frac_high",
+                "dropped_stale_tokens",
                 "wall_s",
             ],
         )

@@ -16,6 +16,18 @@ export const METRICS_BY_KIND: Record<'midtrain' | 'sft' | 'rft' | 'rl', readonly
     'no_signal_fraction',
     'turns_mean',
     'staleness_mean',
+    // the objective (trainer/trainflow_trainer/rl/objective.py): importance ratio π_θ/π_behaviour on the
+    // trained tokens, clip fractions (verl's actor/pg_clipfrac = clip_frac), the decoupled weight
+    // π_prox/π_behaviour, the k3 KL to the reference, generated tokens dropped as staler than max_staleness
+    'clip_frac',
+    'clip_frac_low',
+    'clip_frac_high',
+    'ratio_mean',
+    'ratio_max',
+    'behav_weight_mean',
+    'behav_weight_max',
+    'kl_ref',
+    'dropped_stale_tokens',
   ],
 };
 

@@ -72,6 +72,7 @@ export interface DriverSpec {
     max_turns: number;
     max_tokens: number;
     temperature: number;
+    top_p: number;
     timeout_s: number;
   };
 }
@@ -116,6 +117,8 @@ class AgentPool {
           String(a.max_tokens),
           '--temperature',
           String(a.temperature),
+          '--top-p',
+          String(a.top_p),
           '--timeout',
           String(a.timeout_s),
         ],
@@ -328,6 +331,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
             cursor: batch.cursor,
             trainer_version: batch.trainerVersion,
             dropped: batch.dropped,
+            dropped_tokens: batch.droppedTokens,
             sampler_stats: table.toJSON(),
             metrics: stats.take(),
           });

@@ -26,34 +26,53 @@ class AlgorithmConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    name: Literal["grpo", "dapo", "ppo"]
+    name: Literal["grpo", "dapo", "ppo", "decoupled-ppo"]
     """
-    Policy-gradient family.
+    Objective preset: grpo (seq-mean, clip 0.2/0.2), dapo (token-mean, clip-higher 0.2/0.28), ppo (token-mean, clip 0.2/0.2), decoupled-ppo (AReaL: dapo + decoupled clip, behav_weight_cap 5, 4 minibatches). Every other field overrides the preset.
     """
     clip_low: float
     """
-    Lower clip ε of the ratio.
+    Lower clip ε of the ratio; default: the preset’s.
     """
     clip_high: float
     """
-    Upper clip ε of the ratio (clip-higher when above clip_low).
+    Upper clip ε of the ratio (clip-higher when above clip_low); default: the preset’s.
     """
     loss_agg: Literal["token-mean", "seq-mean"]
     """
-    Loss aggregation: mean over all tokens, or mean of per-sequence means.
+    Loss aggregation: mean over all tokens, or mean of per-sequence means; default: the preset’s.
     """
     kl_coef: float
     """
-    Coefficient of the KL penalty to the reference policy (k3 estimator).
+    Coefficient of the k3 KL penalty to the reference policy (see kl_reference); default: the preset’s.
+    """
+    kl_reference: StrictStr | None = None
+    """
+    Checkpoint the KL is measured against; default the stage's input checkpoint (or its initial weights). Fixed for the stage: a resumed attempt reloads it and checks its weights hash.
     """
     entropy_coef: float
     """
-    Coefficient of the entropy bonus.
+    Coefficient of the entropy bonus; default: the preset’s.
     """
     advantage_scaling: Literal["none", "difficulty", "entropy"]
+    """
+    Per-group advantage scale relative to the batch; default: the preset’s.
+    """
     normalize_std: StrictBool
     """
-    Divide group-centred rewards by the group's standard deviation (GRPO).
+    Divide group-centred rewards by the group's standard deviation; default: the preset’s.
+    """
+    decoupled: StrictBool
+    """
+    Decoupled PPO (AReaL): clip π_θ/π_prox, weight by π_prox/π_behaviour; coupled clips π_θ/π_behaviour; default: the preset’s.
+    """
+    behav_weight_cap: float | None
+    """
+    Decoupled: truncate the weight π_prox/π_behaviour at this value (null: no cap); default: the preset’s.
+    """
+    minibatches: StrictInt
+    """
+    Optimizer steps per batch (the batch split into this many minibatches); above 1 the PPO clip acts within a batch; default: the preset’s.
     """
 
 
@@ -486,6 +505,10 @@ class SamplingConfig(BaseModel):
     """
     Drop groups whose outcomes are all equal (DAPO dynamic sampling).
     """
+    all_equal_tolerance: float
+    """
+    Outcomes within this distance of the group’s first count as equal for filter_all_equal.
+    """
     recheck_every: StrictInt
     """
     Re-check a filtered task after this many steps.
@@ -757,7 +780,7 @@ class StageConfig(BaseModel):
     """
     algorithm: AlgorithmConfig | None = None
     """
-    RL objective (rl).
+    RL objective (rl), the preset resolved.
     """
     rft: RftConfig | None = None
     """

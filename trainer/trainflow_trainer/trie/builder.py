@@ -37,7 +37,8 @@ class Trajectory:
     loss_mask[t] > 0 trains the prediction of token t from tokens[:t] (so loss_mask[0] must be 0: nothing
     predicts the first token); it may be fractional (a per-token weight). logprobs[t] is the behaviour
     policy's log-prob of token t, versions[t] the policy version that sampled it, ref_logprobs[t] the
-    reference model's log-prob (for the KL term). advantage and weight apply to every token of the branch.
+    reference model's log-prob (for the KL term), prox_logprobs[t] the proximal policy's (decoupled PPO; NaN
+    or None: none, the loss uses the current log-prob). advantage and weight apply to every token of the branch.
     """
 
     tokens: Ints
@@ -45,6 +46,7 @@ class Trajectory:
     logprobs: Floats | None = None
     versions: Ints | None = None
     ref_logprobs: Floats | None = None
+    prox_logprobs: Floats | None = None
     advantage: float = 0.0
     weight: float = 1.0
 
@@ -60,7 +62,7 @@ class Trajectory:
         def arr(name: str, value: Ints | Floats | None, dtype: type[np.generic], default: np.ndarray) -> np.ndarray:
             if value is None:
                 return default
-            a = np.asarray(value, dtype=dtype)
+            a: np.ndarray = np.asarray(value, dtype=dtype)
             if a.shape != (n,):
                 raise ValueError(f"trajectory {b}: {name} has shape {a.shape}, expected ({n},) like tokens")
             return a
@@ -76,6 +78,7 @@ class Trajectory:
             logprobs=arr("logprobs", self.logprobs, np.float64, np.zeros(n)),
             versions=arr("versions", self.versions, np.int64, np.zeros(n, dtype=np.int64)),
             ref_logprobs=arr("ref_logprobs", self.ref_logprobs, np.float64, np.zeros(n)),
+            prox_logprobs=arr("prox_logprobs", self.prox_logprobs, np.float64, np.full(n, np.nan)),
             advantage=float(self.advantage),
             weight=float(self.weight),
         )
@@ -90,6 +93,7 @@ class Branch:
     logprobs: np.ndarray  # [n] float64
     versions: np.ndarray  # [n] int64
     ref_logprobs: np.ndarray  # [n] float64
+    prox_logprobs: np.ndarray  # [n] float64, NaN where none
     advantage: float
     weight: float
 
