@@ -10,6 +10,8 @@ from .constants import (
     EXIT_PREEMPTED,
     PROTOCOL_VERSION,
     STATUS_LINE_PREFIX,
+    TRACKED_NAMES_LM,
+    TRACKED_NAMES_ROLLOUT,
 )
 from .models import (
     AlgorithmConfig,
@@ -27,6 +29,7 @@ from .models import (
     SamplingConfig,
     StageConfig,
     TasksConfig,
+    TrackingConfig,
     TrainConfig,
 )
 
@@ -37,6 +40,8 @@ __all__ = [
     "EXIT_PREEMPTED",
     "PROTOCOL_VERSION",
     "STATUS_LINE_PREFIX",
+    "TRACKED_NAMES_LM",
+    "TRACKED_NAMES_ROLLOUT",
     "AlgorithmConfig",
     "CheckpointConfig",
     "DataConfig",
@@ -52,5 +57,6 @@ __all__ = [
     "SamplingConfig",
     "StageConfig",
     "TasksConfig",
+    "TrackingConfig",
     "TrainConfig",
 ]
