@@ -112,6 +112,10 @@ def test_pip_install_installs_and_imports_every_module(tmp_path: Path) -> None:
     assert not installed - source, f"installed files not in the source: {sorted(installed - source)}"
 
 
+# torch.utils.tensorboard is torch's writer over the `tensorboard` distribution, which torch does not install
+TORCH_EXTRAS = ("torch.utils.tensorboard", "tensorboard")
+
+
 def imported_distributions() -> dict[str, str]:
     """Third-party top-level modules the package's code imports -> the distribution that provides each."""
     modules: set[str] = set()
@@ -121,6 +125,8 @@ def imported_distributions() -> dict[str, str]:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
+                if node.module.startswith(TORCH_EXTRAS[0]):  # a torch module that needs a distribution of its own
+                    modules.add(TORCH_EXTRAS[1])
     providers = packages_distributions()
     found: dict[str, str] = {}
     for module in sorted(modules - set(sys.stdlib_module_names) - {PACKAGE}):
