@@ -2,7 +2,16 @@
 // MinIO as S3, built from the Go module proxy into a cache outside the checkout. `up` is idempotent and
 // waits for health; `down` stops only what `up` started, identified by the pid files it wrote.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -19,6 +28,7 @@ export type StackSettings = {
   temporalUiPort: number;
   minioPort: number;
   minioConsolePort: number;
+  mlflowPort: number;
   accessKey: string;
   secretKey: string;
   bucket: string;
@@ -43,13 +53,14 @@ export function stackSettings(env = process.env): StackSettings {
     temporalUiPort: envInt(env, 'TRAINFLOW_TEMPORAL_UI_PORT', 8233),
     minioPort: envInt(env, 'TRAINFLOW_MINIO_PORT', 9000),
     minioConsolePort: envInt(env, 'TRAINFLOW_MINIO_CONSOLE_PORT', 9001),
+    mlflowPort: envInt(env, 'TRAINFLOW_MLFLOW_PORT', 5050),
     accessKey: env.AWS_ACCESS_KEY_ID ?? 'trainflow',
     secretKey: env.AWS_SECRET_ACCESS_KEY ?? 'trainflow-secret',
     bucket: env.TRAINFLOW_BUCKET ?? 'trainflow',
   };
 }
 
-export type ServiceName = 'temporal' | 'minio';
+export type ServiceName = 'temporal' | 'minio' | 'mlflow';
 type ServiceSpec = {
   name: ServiceName;
   binary: string;
@@ -105,7 +116,39 @@ function services(s: StackSettings): Record<ServiceName, ServiceSpec> {
       ports: [s.minioPort, s.minioConsolePort],
       healthy: () => httpOk(`http://${s.host}:${s.minioPort}/minio/health/live`),
     },
+    // optional (`dev up --mlflow`): its SQLite store and artifacts under the data folder, like the others
+    mlflow: {
+      name: 'mlflow',
+      binary: mlflowBinary(s) ?? join(s.cacheDir, 'venvs', 'mlflow', 'bin', 'mlflow'),
+      args: [
+        'server',
+        '--host',
+        s.host,
+        '--port',
+        String(s.mlflowPort),
+        '--workers',
+        '1',
+        '--backend-store-uri',
+        `sqlite:///${join(s.dataDir, 'mlflow', 'mlflow.db')}`,
+        '--default-artifact-root',
+        join(s.dataDir, 'mlflow', 'artifacts'),
+      ],
+      env: process.env,
+      ports: [s.mlflowPort],
+      healthy: () => httpOk(`http://${s.host}:${s.mlflowPort}/health`),
+    },
   };
+}
+
+/** The MLflow server `make setup-mlflow` installed (infra/dev/setup-mlflow.sh names its version). */
+function mlflowBinary(s: StackSettings): string | undefined {
+  const venvs = join(s.cacheDir, 'venvs');
+  if (!existsSync(venvs)) return undefined;
+  const found = readdirSync(venvs)
+    .filter((d) => d.startsWith('mlflow-') && existsSync(join(venvs, d, '.complete')))
+    .sort()
+    .pop();
+  return found === undefined ? undefined : join(venvs, found, 'bin', 'mlflow');
 }
 
 // ---- health ------------------------------------------------------------------------------------------------
@@ -214,7 +257,7 @@ async function startService(
       );
     }
   }
-  for (const dir of ['pids', 'logs', 'temporal', 'minio'])
+  for (const dir of ['pids', 'logs', 'temporal', 'minio', 'mlflow'])
     mkdirSync(join(s.dataDir, dir), { recursive: true });
   const out = openSync(logFile(s, spec.name), 'a');
   const child = spawn(spec.binary, spec.args, { detached: true, stdio: ['ignore', out, out], env: spec.env });
@@ -314,10 +357,14 @@ export function addresses(s: StackSettings) {
     temporalUi: `http://${s.host}:${s.temporalUiPort}`,
     s3: `http://${s.host}:${s.minioPort}`,
     bucket: `s3://${s.bucket}`,
+    mlflow: `http://${s.host}:${s.mlflowPort}`,
   };
 }
 
-export async function up(s = stackSettings(), opts: { timeoutMs?: number; log?: (l: string) => void } = {}) {
+export async function up(
+  s = stackSettings(),
+  opts: { timeoutMs?: number; log?: (l: string) => void; mlflow?: boolean } = {},
+) {
   const log = opts.log ?? (() => undefined);
   const timeoutMs = opts.timeoutMs ?? 60_000;
   ensureTools(s, log);
@@ -325,10 +372,18 @@ export async function up(s = stackSettings(), opts: { timeoutMs?: number; log?: 
   await startService(s, specs.minio, timeoutMs, log);
   await ensureBucket(s);
   await startService(s, specs.temporal, timeoutMs, log);
+  if (opts.mlflow) {
+    if (mlflowBinary(s) === undefined)
+      throw new UserError(
+        'MLflow is not installed: run `make setup-mlflow` (once), then `trainflow dev up --mlflow`',
+      );
+    await startService(s, specs.mlflow, timeoutMs, log);
+  }
   return addresses(s);
 }
 
 export async function down(s = stackSettings(), log: (l: string) => void = () => undefined): Promise<void> {
+  if (readPid(s, 'mlflow')) await stopService(s, 'mlflow', log);
   await stopService(s, 'temporal', log);
   await stopService(s, 'minio', log);
 }
@@ -336,7 +391,9 @@ export async function down(s = stackSettings(), log: (l: string) => void = () =>
 export async function status(s = stackSettings()): Promise<ServiceState[]> {
   const specs = services(s);
   const out: ServiceState[] = [];
-  for (const name of ['temporal', 'minio'] as const) {
+  // MLflow is optional: listed only when `up --mlflow` started it
+  const names: ServiceName[] = ['temporal', 'minio', ...(readPid(s, 'mlflow') ? ['mlflow' as const] : [])];
+  for (const name of names) {
     const record = readPid(s, name);
     if (!record || !isOurs(record)) out.push({ name, state: 'stopped' });
     else out.push({ name, state: (await specs[name].healthy()) ? 'running' : 'unhealthy', pid: record.pid });

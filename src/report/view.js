@@ -44,7 +44,9 @@
       const label = data.runs.length > 1 ? `${run.pipelineId} · ${m}` : m;
       // a family's second and third metric are dashed and dotted: equal curves (reward and pass rate under a
       // binary reward) stay two visible lines
-      specs.get(key).series.push({ name: label, points: stage.curves[m], dash: ['solid', 'dashed', 'dotted'][k % 3] });
+      specs
+        .get(key)
+        .series.push({ name: label, points: stage.curves[m], dash: ['solid', 'dashed', 'dotted'][k % 3] });
     });
   }
 

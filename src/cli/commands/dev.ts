@@ -11,13 +11,15 @@ export function register(program: Command): void {
     .command('up')
     .description('build (once) and start the local stack; idempotent; waits until it is healthy')
     .option('--timeout <seconds>', 'how long to wait for health', '90')
-    .action(async (opts: { timeout: string }) => {
+    .option('--mlflow', 'also start an MLflow tracking server (install it once with `make setup-mlflow`)')
+    .action(async (opts: { timeout: string; mlflow?: boolean }) => {
       const s = stackSettings();
-      const a = await up(s, { timeoutMs: Number(opts.timeout) * 1000, log: say });
+      const a = await up(s, { timeoutMs: Number(opts.timeout) * 1000, log: say, mlflow: opts.mlflow });
       say('');
       say(`Temporal gRPC  ${a.temporal}`);
       say(`Temporal UI    ${a.temporalUi}`);
       say(`S3 (MinIO)     ${a.s3}  bucket ${a.bucket}  (key ${s.accessKey})`);
+      if (opts.mlflow) say(`MLflow         ${a.mlflow}`);
       say(`data           ${s.dataDir}`);
       say('stop it with   npx trainflow dev down');
     });
@@ -41,7 +43,7 @@ export function register(program: Command): void {
         return;
       }
       const a = addresses(s);
-      const where = { temporal: `${a.temporal} (UI ${a.temporalUi})`, minio: a.s3 };
+      const where = { temporal: `${a.temporal} (UI ${a.temporalUi})`, minio: a.s3, mlflow: a.mlflow };
       for (const st of states)
         say(
           `${st.name.padEnd(9)} ${st.state.padEnd(10)} ${st.pid ? `pid ${st.pid}  ` : ''}${where[st.name]}`,

@@ -623,6 +623,46 @@ class TrainedTokenizer(BaseModel):
     path: StrictStr
 
 
+class Mlflow(BaseModel):
+    """
+    Also log to an MLflow tracking server: a run per pipeline run, a child run per stage.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    tracking_uri: StrictStr
+    """
+    MLflow tracking server (`trainflow dev up --mlflow` starts one locally).
+    """
+    experiment: StrictStr
+    """
+    MLflow experiment of the pipeline runs.
+    """
+
+
+class Wandb(BaseModel):
+    """
+    Also log to Weights & Biases: a run per stage, grouped by pipeline run.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    project: StrictStr
+    """
+    Weights & Biases project.
+    """
+    entity: StrictStr | None = None
+    """
+    Weights & Biases entity (team or user); default: the API key’s.
+    """
+    mode: Literal["offline", "online"]
+    """
+    offline: a run folder kept in storage next to the stage's checkpoints (`wandb/`; `wandb sync` uploads it); online: straight to W&B.
+    """
+
+
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -630,6 +670,14 @@ class TrackingConfig(BaseModel):
     tensorboard: StrictBool
     """
     Write every stage's metrics as TensorBoard event files under the stage's storage prefix (`tensorboard/`).
+    """
+    mlflow: Mlflow | None = None
+    """
+    Also log to an MLflow tracking server: a run per pipeline run, a child run per stage.
+    """
+    wandb: Wandb | None = None
+    """
+    Also log to Weights & Biases: a run per stage, grouped by pipeline run.
     """
 
 
