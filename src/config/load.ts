@@ -174,7 +174,7 @@ export function resolveLocalPaths(config: PipelineConfig, baseDir: string): Pipe
     tok === undefined
       ? undefined
       : 'train' in tok
-        ? { path: fix(tok.path), train: { ...tok.train, corpora: tok.train.corpora.map(fix) } }
+        ? { path: fix(tok.path), train: { ...tok.train, corpora: tok.train.corpora?.map(fix) } }
         : { path: fix(tok.path) };
   return {
     ...config,
