@@ -49,7 +49,14 @@ export function exampleFixture(name: 'demo' | 'kat-dev-72b'): Fixture {
     write('../.data/demo/midtrain-tools.jsonl', jsonl([{ text: '<tool_call> ls </tool_call>' }]));
     write(
       '../.data/demo/sft.jsonl',
-      jsonl([{ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }] }]),
+      jsonl([
+        {
+          messages: [
+            { role: 'user', content: 'hi' },
+            { role: 'assistant', content: 'hello' },
+          ],
+        },
+      ]),
     );
     write('../.data/demo/tokenizer.json', tokenizerJson());
   }
