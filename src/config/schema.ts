@@ -164,8 +164,10 @@ const poolSchema = z.strictObject({
 const defaultsSchema = z.strictObject({
   launcher: z
     .enum(LAUNCHERS, { error: `expected one of ${LAUNCHERS.join(' | ')}` })
-    .default('local')
-    .describe('Launcher of stages whose pool does not say.'),
+    .optional()
+    .describe(
+      'Launcher of the implicit `default` pool of a config without `pools` (default local); with pools, each pool names its own.',
+    ),
   retry: retrySchema.prefault({}),
   heartbeat_timeout: duration()
     .prefault('2m')
@@ -483,7 +485,8 @@ const rawConfigSchema = z.strictObject({
   defaults: defaultsSchema.prefault({}),
   pools: z
     .record(name('pool'), poolSchema)
-    .default({ default: { launcher: 'local', gpus_per_node: 0, max_nodes: 1 } }),
+    .optional()
+    .describe('Resource pools by name; default one pool `default` with defaults.launcher, 0 GPUs, 1 node.'),
   model: modelSchema,
   stages: z.array(stageSchema).min(1, { error: 'expected at least one stage' }),
   schedule: scheduleSchema.optional(),
@@ -491,7 +494,17 @@ const rawConfigSchema = z.strictObject({
 
 type RawConfig = z.output<typeof rawConfigSchema>;
 
+/** The pools, or the implicit one: `default`, with defaults.launcher. */
+function poolsOf(config: RawConfig): Record<string, z.output<typeof poolSchema>> {
+  return (
+    config.pools ?? {
+      default: { launcher: config.defaults.launcher ?? 'local', gpus_per_node: 0, max_nodes: 1 },
+    }
+  );
+}
+
 function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
+  const pools = poolsOf(config);
   const issue: Issue = (path, message, input) => ctx.addIssue({ code: 'custom', path, message, input });
 
   const seen = new Map<string, number>();
@@ -526,13 +539,13 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     checkStage(config, stage, i, issue);
 
     const poolName = stage.resources?.pool ?? config.defaults.resources.pool;
-    const pool = config.pools[poolName];
+    const pool = pools[poolName];
     const where =
       stage.resources?.pool !== undefined
         ? ['stages', i, 'resources', 'pool']
         : ['defaults', 'resources', 'pool'];
     if (!pool) {
-      issue(where, `unknown pool (defined: ${Object.keys(config.pools).join(', ') || 'none'})`, poolName);
+      issue(where, `unknown pool (defined: ${Object.keys(pools).join(', ') || 'none'})`, poolName);
       return;
     }
     const res = { ...config.defaults.resources, ...stage.resources };
@@ -579,7 +592,14 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     );
   }
 
-  for (const [poolName, pool] of Object.entries(config.pools)) {
+  if (config.pools !== undefined && config.defaults.launcher !== undefined) {
+    issue(
+      ['defaults', 'launcher'],
+      'applies only to the implicit default pool of a config without pools; each pool names its launcher (remove it)',
+      config.defaults.launcher,
+    );
+  }
+  for (const [poolName, pool] of Object.entries(pools)) {
     if (pool.slurm && pool.launcher !== 'slurm')
       issue(['pools', poolName, 'slurm'], 'slurm settings on a pool whose launcher is not slurm');
     if (pool.kubernetes && pool.launcher !== 'kubernetes') {
@@ -808,7 +828,7 @@ function checkRollout(r: NonNullable<RawConfig['stages'][number]['rollout']>, at
 function resolve(config: RawConfig) {
   const { defaults } = config;
   const pools = Object.fromEntries(
-    Object.entries(config.pools).map(([poolName, pool]) => [
+    Object.entries(poolsOf(config)).map(([poolName, pool]) => [
       poolName,
       { ...pool, task_queue: pool.task_queue ?? `trainflow-pool-${poolName}` },
     ]),

@@ -554,6 +554,13 @@ const CASES: Case[] = [
     message: 'pool h800-slurm has H800 GPUs',
   },
   {
+    rule: 'defaults.launcher beside pools',
+    base: 'kat-dev-72b',
+    change: set(['defaults', 'launcher'], 'slurm'),
+    path: ['defaults', 'launcher'],
+    message: 'applies only to the implicit default pool',
+  },
+  {
     rule: 'local launcher: one process',
     base: 'demo',
     change: set(['defaults', 'resources', 'gpus_per_node'], 2),

@@ -79,6 +79,14 @@ describe('valid configs', () => {
     expect(k.schedule).toMatchObject({ cron: '0 2 * * 0', overlap: 'skip', pause_on_failure: true });
   });
 
+  test("defaults.launcher is the implicit default pool's launcher", () => {
+    const c = parseConfig(BASE.replace('model:', 'defaults: { launcher: slurm }\nmodel:'), 'x.yaml');
+    expect(c.pools).toEqual({
+      default: { launcher: 'slurm', gpus_per_node: 0, max_nodes: 1, task_queue: 'trainflow-pool-default' },
+    });
+    expect(parseConfig(BASE, 'x.yaml').pools.default.launcher).toBe('local');
+  });
+
   test('{{placeholders}} are substituted before parsing; config hashes ignore key order', () => {
     const src = readFileSync(join(ROOT, 'configs/kat-dev-72b.yaml'), 'utf8');
     const c = parseConfig(substituteVariables(src, { scheduled_date: '2026-11-29' }), 'k.yaml');
