@@ -102,6 +102,17 @@ const tasksFile = (i: number, text: string) => (doc: Document, fx: Fixture) => {
   doc.setIn(['stages', i, 'tasks'], doc.createNode({ family: 'jsonl', path: 'tasks.jsonl' }));
 };
 const line = (o: unknown) => JSON.stringify(o);
+/** An HF config.json the trainer reads (model.py from_hf_dict): the tiny preset's shape. */
+const HF_CONFIG = {
+  model_type: 'qwen2',
+  vocab_size: 4096,
+  hidden_size: 128,
+  intermediate_size: 384,
+  num_hidden_layers: 4,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 2048,
+};
 
 // demo: stages 0 midtrain-1, 1 midtrain-2, 2 sft, 3 rft, 4 rl. kat: the same kinds, 8 nodes × 8 GPUs (64 processes).
 const CASES: Case[] = [
@@ -248,6 +259,27 @@ const CASES: Case[] = [
     },
     path: ['model', 'init', 'checkpoint'],
     message: 'lacks vocab_size, hidden_size',
+  },
+  {
+    rule: 'lm.py:121 (checkpoint without tokenizer.json)',
+    base: 'demo',
+    change: (doc, fx) => {
+      fx.write('ckpt/config.json', line(HF_CONFIG));
+      doc.setIn(['model', 'init'], doc.createNode({ checkpoint: 'ckpt' }));
+      doc.deleteIn(['model', 'tokenizer']);
+    },
+    path: ['model', 'tokenizer'],
+    message: 'holds no tokenizer.json',
+  },
+  {
+    rule: 'lm.py:183 (checkpoint)',
+    base: 'demo',
+    change: (doc, fx) => {
+      fx.write('ckpt/config.json', line({ ...HF_CONFIG, max_position_embeddings: 256 }));
+      doc.setIn(['model', 'init'], doc.createNode({ checkpoint: 'ckpt' }));
+    },
+    path: ['stages', 2, 'data', 'seq_len'],
+    message: "exceeds the init checkpoint's max_position_embeddings 256",
   },
   // ---- data.py: the data sources ----
   {
@@ -673,6 +705,16 @@ test.each(['demo', 'kat-dev-72b'] as const)(
     expect(await problemsOf(fx.file)).toEqual([]);
   },
 );
+
+test('a demo that starts from a local HF folder (config.json, tokenizer.json) passes validate', async () => {
+  const { fx, doc } = baseline('demo');
+  fx.write('ckpt/config.json', line(HF_CONFIG));
+  fx.write('ckpt/tokenizer.json', tokenizerJson());
+  doc.setIn(['model', 'init'], doc.createNode({ checkpoint: 'ckpt' }));
+  doc.deleteIn(['model', 'tokenizer']);
+  writeFileSync(fx.file, doc.toString());
+  expect(await problemsOf(fx.file)).toEqual([]);
+});
 
 describe('each bad config is rejected at its field: FILE:LINE:COL path: message', () => {
   test.each(CASES.map((c) => [`${c.base}: ${c.rule} → ${formatPath(c.path)}`, c] as const))(
