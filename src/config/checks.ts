@@ -56,9 +56,11 @@ export async function checkInputs(
     else check();
   };
 
+  // A stage with its own job.command does not run the trainer's loaders: what it reads is its own business.
+  const trainerRuns = config.stages.some((stage) => stage.job === undefined);
   const init = config.model.init;
   let hfConfig: Record<string, unknown> | undefined;
-  if ('checkpoint' in init) {
+  if (trainerRuns && 'checkpoint' in init) {
     local(['model', 'init', 'checkpoint'], init.checkpoint, 'checkpoint', () => {
       const found = checkCheckpointFolder(init.checkpoint, (m) => report(['model', 'init', 'checkpoint'], m));
       hfConfig = found?.config;
@@ -73,7 +75,7 @@ export async function checkInputs(
   }
   const tok = config.model.tokenizer;
   let tokenizerVocab: number | undefined;
-  if (tok !== undefined && !('train' in tok)) {
+  if (trainerRuns && tok !== undefined && !('train' in tok)) {
     local(['model', 'tokenizer', 'path'], tok.path, 'tokenizer', () => {
       tokenizerVocab = checkTokenizer(tok.path, (m) => report(['model', 'tokenizer', 'path'], m));
     });
@@ -81,6 +83,7 @@ export async function checkInputs(
   checkModelFit(config, hfConfig, tokenizerVocab, report);
 
   config.stages.forEach((stage, i) => {
+    if (stage.job !== undefined) return;
     stage.data?.sources.forEach((src, j) => {
       const path = ['stages', i, 'data', 'sources', j, 'path'];
       local(path, src.path, 'data', () =>

@@ -716,6 +716,15 @@ test('a demo that starts from a local HF folder (config.json, tokenizer.json) pa
   expect(await problemsOf(fx.file)).toEqual([]);
 });
 
+test("a stage with its own job.command is not held to the trainer's inputs; the others still are", async () => {
+  const { fx, doc } = baseline('demo');
+  doc.setIn(['stages', 1, 'data', 'sources', 0, 'path'], 'nowhere.jsonl');
+  doc.setIn(['stages', 1, 'job'], doc.createNode({ command: ['my-trainer', '{spec}'] }));
+  doc.setIn(['stages', 2, 'data', 'sources', 0, 'path'], 'nowhere.jsonl');
+  writeFileSync(fx.file, doc.toString());
+  expect((await problemsOf(fx.file)).map((p) => p.path)).toEqual(['stages[2].data.sources[0].path']);
+});
+
 describe('each bad config is rejected at its field: FILE:LINE:COL path: message', () => {
   test.each(CASES.map((c) => [`${c.base}: ${c.rule} → ${formatPath(c.path)}`, c] as const))(
     '%s',
