@@ -38,6 +38,7 @@
 // | data.py:56 source weight positive                           | schema: positiveNumber                                    |
 // | data.py:59 source format                                    | schema: enum jsonl / parquet                              |
 // | data.py:70 format not told by the extension                 | schema: format always resolved (default jsonl); checkStage refuses a .parquet/.jsonl path in the other format; files: a folder's files in another format |
+// | data.py:79 parquet unreadable (pyarrow error, not BadInput: retried as exit 1) | files: checkParquet (PAR1 magic at both ends of the first file) |
 // | data.py:86 invalid JSON line                                | files: first 20 records of the first file; later lines stay (data) |
 // | data.py:110 source missing / empty folder                   | files: checkDataSource (s3: --check-remote)               |
 // | data.py:115 source has no rows                              | files: checkJsonlRows                                     |
@@ -336,7 +337,7 @@ const CASES: Case[] = [
     message: 'the file is parquet but format is jsonl',
   },
   {
-    rule: 'data.py:74 (not parquet)',
+    rule: 'data.py:79 (not parquet: a pyarrow error, exit 1 and retried)',
     base: 'demo',
     change: fileAt(['stages', 0, 'data', 'sources', 0, 'path'], 'folder/a.data', 'not parquet', {
       format: 'parquet',
@@ -409,7 +410,7 @@ const CASES: Case[] = [
     message: 'no such file /shared/kat-training/rl/swe-instances.jsonl',
   },
   {
-    rule: 'tasks/__init__.py:29 (s3 tasks file)',
+    rule: 'tasks/__init__.py:31 (an s3:// tasks path is no local file)',
     base: 'kat-dev-72b',
     change: set(['stages', 3, 'tasks', 'path'], 's3://kat-training/data/rl/swe-instances.jsonl'),
     path: ['stages', 3, 'tasks', 'path'],
