@@ -17,6 +17,7 @@
 import { z } from 'zod';
 
 export const ALGORITHMS = ['grpo', 'dapo', 'ppo', 'decoupled-ppo'] as const;
+export const ADVANTAGE_SCALINGS = ['none', 'difficulty', 'entropy'] as const;
 export type AlgorithmName = (typeof ALGORITHMS)[number];
 
 /** Every field a preset fixes; a stage may override each. */
@@ -92,7 +93,7 @@ const algorithmFields = z.strictObject({
     ),
   entropy_coef: nonNegative().optional().describe(`Coefficient of the entropy bonus${preset}.`),
   advantage_scaling: z
-    .enum(['none', 'difficulty', 'entropy'], { error: 'expected none | difficulty | entropy' })
+    .enum(ADVANTAGE_SCALINGS, { error: `expected ${ADVANTAGE_SCALINGS.join(' | ')}` })
     .optional()
     .describe(`Per-group advantage scale relative to the batch${preset}.`),
   normalize_std: z

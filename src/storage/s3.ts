@@ -6,6 +6,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   NoSuchKey,
   PutObjectCommand,
@@ -120,6 +121,32 @@ export class ObjectStore {
         throw err;
       }
     });
+  }
+
+  /** Whether one object exists (HeadObject; nothing is downloaded). */
+  async exists(uri: string): Promise<boolean> {
+    const { bucket, key } = parseS3Uri(uri);
+    return this.call(async () => {
+      try {
+        await this.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+        return true;
+      } catch (err) {
+        const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+        if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404)
+          return false;
+        throw err;
+      }
+    });
+  }
+
+  /** The first keys (at most `max`, one request) under a prefix folder, as full URIs. */
+  async firstKeys(prefixUri: string, max = 100): Promise<string[]> {
+    const { bucket, key } = parseS3Uri(prefixUri);
+    const prefix = key ? `${key.replace(/\/$/, '')}/` : '';
+    const page = await this.call(() =>
+      this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, MaxKeys: max })),
+    );
+    return (page.Contents ?? []).map((o) => `s3://${bucket}/${o.Key}`);
   }
 
   async getStream(uri: string): Promise<Readable | undefined> {

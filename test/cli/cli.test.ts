@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main';
+import { exampleFixture } from '../config/fixtures';
 
 const run = promisify(execFile);
 const CLI = join(__dirname, '..', '..', 'bin', 'trainflow.js');
@@ -53,7 +54,7 @@ test('trainflow validate: a bad config exits 2 with every problem on stderr', as
   ]);
   expect(typeErrors.code).toBe(2);
   expect(typeErrors.stderr.trim().split('\n')).toEqual([
-    'bad.yaml:4:26 model.init.preset: expected one of tiny | small | 1b | 7b | 72b, got "huge"',
+    'bad.yaml:4:26 model.init.preset: expected one of tiny | small | 1b (a larger model starts from {checkpoint: PATH_OR_S3_URI}), got "huge"',
     'bad.yaml:8:28 stages[0].train.lr: expected a positive number, got "fast"',
   ]);
   // Cross-field checks run once every field has the right type.
@@ -68,17 +69,15 @@ test('trainflow validate: a bad config exits 2 with every problem on stderr', as
   ]);
   expect(crossField.code).toBe(2);
   expect(crossField.stderr.trim().split('\n')).toEqual([
+    'bad.yaml:4:8 model.tokenizer: required when model.init is a preset (a preset brings no tokenizer): set {path: tokenizer.json}',
     'bad.yaml:6:5 stages[0]: sft stages need the data block',
     'bad.yaml:9:23 stages[0].gates[0].metric: unknown metric for a sft stage (known: loss, eval_loss, grad_norm, lr, tokens_per_s), got "reward_mean"',
   ]);
 });
 
 test('trainflow validate: a good config prints the resolved YAML', async () => {
-  const { stdout, stderr } = await run('node', [
-    CLI,
-    'validate',
-    join(__dirname, '..', '..', 'configs', 'demo.yaml'),
-  ]);
+  // The demo's data and tokenizer (made by `make demo-data`) are checked too: a copy with small stand-ins.
+  const { stdout, stderr } = await run('node', [CLI, 'validate', exampleFixture('demo').file]);
   expect(stderr).toContain('valid (5 stages: midtrain-1 → midtrain-2 → sft → rft → rl)');
   expect(stdout).toContain('heartbeat_timeout: 60000');
 });

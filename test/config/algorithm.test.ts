@@ -18,6 +18,7 @@ storage:
   uri: s3://trainflow/runs
 model:
   init: { preset: tiny }
+  tokenizer: { path: tokenizer.json }
 stages:
   - name: r
     kind: rl
@@ -61,13 +62,13 @@ test('every field overrides its preset, and the resolved stage carries them all'
 
 test('a field with no effect is rejected where it is written', () => {
   expect(problems(config('{ name: dapo, behav_weight_cap: 3 }'))).toEqual([
-    'x.yaml:13:48 stages[0].algorithm.behav_weight_cap: applies to decoupled PPO only: set decoupled: true (or name: decoupled-ppo), or remove it, got 3',
+    'x.yaml:14:48 stages[0].algorithm.behav_weight_cap: applies to decoupled PPO only: set decoupled: true (or name: decoupled-ppo), or remove it, got 3',
   ]);
   expect(problems(config('{ name: grpo, kl_reference: s3://b/ckpt }'))).toEqual([
-    'x.yaml:13:44 stages[0].algorithm.kl_reference: has no effect with kl_coef 0: set kl_coef > 0, or remove it, got "s3://b/ckpt"',
+    'x.yaml:14:44 stages[0].algorithm.kl_reference: has no effect with kl_coef 0: set kl_coef > 0, or remove it, got "s3://b/ckpt"',
   ]);
   expect(problems(config('{ name: vanilla }'))[0]).toMatch(
-    /^x\.yaml:13:24 stages\[0\]\.algorithm\.name: expected grpo \| dapo \| ppo \| decoupled-ppo/,
+    /^x\.yaml:14:24 stages\[0\]\.algorithm\.name: expected grpo \| dapo \| ppo \| decoupled-ppo/,
   );
   // the same fields are accepted where they act
   expect(() => parseConfig(config('{ name: decoupled-ppo, behav_weight_cap: 3 }'), 'x.yaml')).not.toThrow();
@@ -83,7 +84,7 @@ test('`trainflow validate` prints the resolved algorithm values', () => {
     file,
     config('{ name: grpo, clip_high: 0.25 }', '{ group_size: 2, concurrency: 2, top_p: 0.9 }'),
   );
-  const out = execFileSync('node', ['bin/trainflow.js', 'validate', '--json', file], {
+  const out = execFileSync('node', ['bin/trainflow.js', 'validate', '--json', '--schema-only', file], {
     cwd: ROOT,
     encoding: 'utf8',
   });
@@ -93,7 +94,7 @@ test('`trainflow validate` prints the resolved algorithm values', () => {
   // a local kl_reference is relative to the config file, like every other local path
   writeFileSync(file, config('{ name: dapo, kl_coef: 0.1, kl_reference: ckpt/step-000010 }'));
   const resolved = JSON.parse(
-    execFileSync('node', ['bin/trainflow.js', 'validate', '--json', file], { cwd: ROOT, encoding: 'utf8' }),
+    execFileSync('node', ['bin/trainflow.js', 'validate', '--json', '--schema-only', file], { cwd: ROOT, encoding: 'utf8' }),
   );
   expect(resolved.stages[0].algorithm.kl_reference).toBe(join(dir, 'ckpt', 'step-000010'));
 });

@@ -12,8 +12,8 @@ metadata:
   name: t
 storage:
   uri: s3://trainflow/runs
-model:
-  init: { preset: tiny }
+model: { tokenizer: { path: /tmp/tokenizer.json },
+  init: { preset: tiny } }
 stages:
   - name: a
     kind: midtrain
@@ -79,10 +79,18 @@ describe('valid configs', () => {
     expect(k.schedule).toMatchObject({ cron: '0 2 * * 0', overlap: 'skip', pause_on_failure: true });
   });
 
+  test("defaults.launcher is the implicit default pool's launcher", () => {
+    const c = parseConfig(BASE.replace('model:', 'defaults: { launcher: slurm }\nmodel:'), 'x.yaml');
+    expect(c.pools).toEqual({
+      default: { launcher: 'slurm', gpus_per_node: 0, max_nodes: 1, task_queue: 'trainflow-pool-default' },
+    });
+    expect(parseConfig(BASE, 'x.yaml').pools.default.launcher).toBe('local');
+  });
+
   test('{{placeholders}} are substituted before parsing; config hashes ignore key order', () => {
     const src = readFileSync(join(ROOT, 'configs/kat-dev-72b.yaml'), 'utf8');
     const c = parseConfig(substituteVariables(src, { scheduled_date: '2026-11-29' }), 'k.yaml');
-    expect(c.stages[4].tasks?.path).toBe('s3://kat-training/data/rl/snapshots/2026-11-29/instances.jsonl');
+    expect(c.stages[4].tasks?.path).toBe('/shared/kat-training/rl/snapshots/2026-11-29/instances.jsonl');
     expect(hashJson({ a: 1, b: { c: 2, d: 3 } })).toBe(hashJson({ b: { d: 3, c: 2 }, a: 1 }));
     expect(hashJson({ a: 1 })).not.toBe(hashJson({ a: 2 }));
   });
@@ -113,8 +121,8 @@ describe('invalid configs: every problem at once, FILE:LINE:COL path: message', 
   });
 
   test('a missing required field points at its parent', () => {
-    expect(problems(BASE.replace('  init: { preset: tiny }\n', '  dtype: fp32\n'))).toEqual([
-      'x.yaml:7:3 model.init: expected one of {preset: tiny}, {checkpoint: PATH_OR_S3_URI} or {from_pipeline: NAME} (required field is missing)',
+    expect(problems(BASE.replace('  init: { preset: tiny } }', '  dtype: fp32 }'))).toEqual([
+      'x.yaml:6:8 model.init: expected one of {preset: tiny}, {checkpoint: PATH_OR_S3_URI} or {from_pipeline: NAME} (required field is missing)',
     ]);
   });
 
@@ -174,7 +182,7 @@ describe('invalid configs: every problem at once, FILE:LINE:COL path: message', 
     const gpus =
       `${BASE.replace('model:', 'pools:\n  g: { launcher: slurm, gpus_per_node: 8, max_nodes: 2 }\nmodel:')}`.replace(
         '    train: { steps: 10 }',
-        '    train: { steps: 10 }\n    resources: { pool: g, gpus_per_node: 16 }',
+        '    train: { steps: 10, batch_size: 16 }\n    resources: { pool: g, gpus_per_node: 16 }',
       );
     expect(problems(gpus)).toEqual([
       'x.yaml:16:42 stages[0].resources.gpus_per_node: pool g has 8 GPU(s) per node, got 16',

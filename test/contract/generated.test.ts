@@ -24,7 +24,7 @@ test('the Python models accept the resolved demo and production configs exactly,
 import json, subprocess, sys
 from trainflow_trainer.contract import PipelineConfig, StageConfig
 for f in sys.argv[1:]:
-    raw = subprocess.run(["node", "bin/trainflow.js", "validate", f, "--json"], cwd="..", check=True,
+    raw = subprocess.run(["node", "bin/trainflow.js", "validate", f, "--json", "--schema-only"], cwd="..", check=True,
                          capture_output=True, text=True).stdout
     resolved = json.loads(raw)
     parsed = PipelineConfig.model_validate(resolved)

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def resolved_demo() -> dict:
     out = subprocess.run(
-        ["node", "bin/trainflow.js", "validate", "configs/demo.yaml", "--json"],
+        ["node", "bin/trainflow.js", "validate", "configs/demo.yaml", "--json", "--schema-only"],
         cwd=REPO,
         check=True,
         capture_output=True,

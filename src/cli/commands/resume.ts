@@ -2,7 +2,7 @@
 // stages its manifest records as completed (no job launched) and restarts the failed stage from its last
 // committed checkpoint. A changed config is refused for completed stages, with the difference, unless --force.
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load';
+import { validateConfigFile } from '../../config/checks';
 import { resumePipeline } from '../../pipeline/client';
 import {
   addConnectionFlags,
@@ -24,7 +24,7 @@ export function register(program: Command): void {
       .option('--follow', 'show progress until the pipeline ends'),
   ).action(
     async (id: string, opts: ConnectionFlags & { from?: string; force?: boolean; follow?: boolean }) => {
-      const config = opts.config ? loadConfigFile(opts.config) : undefined;
+      const config = opts.config ? await validateConfigFile(opts.config) : undefined;
       const client = await clientFor(opts, config);
       const handle = await resumePipeline(client, id, { config, from: opts.from, force: opts.force });
       process.stdout.write(

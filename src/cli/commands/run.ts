@@ -3,7 +3,7 @@
 // Interrupted (Ctrl-C), the workers stop but the pipeline stays durable in Temporal and its job keeps running;
 // `trainflow run FILE --id ID` (or any workers) picks it up again.
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load';
+import { validateConfigFile } from '../../config/checks';
 import { startPipeline, storageOf } from '../../pipeline/client';
 import { follow } from '../../pipeline/cli-support';
 import { StorageUnreachableError } from '../../storage/s3';
@@ -19,7 +19,8 @@ export function register(program: Command): void {
     .argument('<file>', 'pipeline config (YAML)')
     .option('--id <id>', 'pipeline id; if a run with this id is in progress, serve and follow it')
     .action(async (file: string, opts: { id?: string }) => {
-      const config = loadConfigFile(file);
+      // Every check that needs no job (schema, input files) runs before the stack or a worker starts.
+      const config = await validateConfigFile(file);
       const { address, namespace } = config.temporal;
       if (config.storage.endpoint && isLocal(config.storage.endpoint.replace(/^https?:\/\//, ''))) {
         // On the local stack its own MinIO credentials are the default; any set in the environment win.

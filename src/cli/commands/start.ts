@@ -1,6 +1,6 @@
 // `trainflow start FILE [--follow] [--id ID]`: validate the config, check Temporal and S3, start the pipeline.
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load';
+import { validateConfigFile } from '../../config/checks';
 import { startPipeline, storageOf } from '../../pipeline/client';
 import {
   addConnectionFlags,
@@ -19,7 +19,7 @@ export function register(program: Command): void {
       .option('--id <id>', 'pipeline id (default: NAME-YYYYMMDD-HHMMSS)')
       .option('--follow', 'show progress until the pipeline ends'),
   ).action(async (file: string, opts: ConnectionFlags & { id?: string; follow?: boolean }) => {
-    const config = loadConfigFile(file);
+    const config = await validateConfigFile(file);
     const client = await clientFor(opts, config);
     await storageOf(config).checkBucket(config.storage.uri);
     const handle = await startPipeline(client, config, { id: opts.id });

@@ -109,7 +109,7 @@ class DataConfig(BaseModel):
     """
     seq_len: StrictInt
     """
-    Tokens per packed sequence.
+    Tokens per packed sequence (at most the model's max_position_embeddings).
     """
 
 
@@ -209,9 +209,12 @@ class PresetInit(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    preset: Literal["tiny", "small", "1b", "7b", "72b"]
-    overrides: dict[str, StrictInt | float | StrictBool | StrictStr]
-    seed: StrictInt
+    preset: Literal["tiny", "small", "1b"]
+    overrides: dict[str, StrictInt | float | StrictBool]
+    seed: StrictInt | None = None
+    """
+    Not read (the first stage's train.seed decides): an error when set.
+    """
 
 
 class CheckpointInit(BaseModel):
@@ -412,9 +415,9 @@ class RftConfig(BaseModel):
     """
     Fraction kept when keep is top.
     """
-    rounds: StrictInt
+    rounds: StrictInt | None = None
     """
-    Rollout-then-train rounds.
+    Not supported yet (one rollout-then-train round): an error when set.
     """
 
 
@@ -423,7 +426,13 @@ class Inference(BaseModel):
         extra="forbid",
     )
     backend: Literal["local", "vllm", "sglang"]
+    """
+    Inference engine: `local`, the trainer's own server (vllm and sglang are not supported yet).
+    """
     servers: StrictInt
+    """
+    Inference servers of the stage (one today).
+    """
 
 
 class Sandbox(BaseModel):
@@ -432,13 +441,16 @@ class Sandbox(BaseModel):
     )
     timeout: StrictInt
     """
-    (milliseconds)
+    Wall-clock limit of one sandboxed run of an agent tool.
     """
-    memory: StrictInt
+    memory: StrictInt | None = None
     """
-    (bytes)
+    Not passed to the agent's sandbox yet (it uses 512Mi): an error when set.
     """
-    max_processes: StrictInt
+    max_processes: StrictInt | None = None
+    """
+    Not passed to the agent's sandbox yet (it uses 32): an error when set.
+    """
 
 
 class RolloutConfig(BaseModel):
@@ -481,9 +493,9 @@ class RolloutConfig(BaseModel):
     """
     RL: drop an agent session idle this long (its group is filtered, never trained on); default the longer of 5m and 3 × sandbox.timeout.
     """
-    token_in_token_out: StrictBool
+    token_in_token_out: StrictBool | None = None
     """
-    Send the recorded token ids back to the server instead of re-tokenising (no drift).
+    Not read by anything yet: an error when set.
     """
     inference: Inference
     sandbox: Sandbox
@@ -505,13 +517,13 @@ class SamplingConfig(BaseModel):
     """
     Drop groups whose outcomes are all equal (DAPO dynamic sampling).
     """
-    all_equal_tolerance: float
-    """
-    Outcomes within this distance of the group’s first count as equal for filter_all_equal.
-    """
     recheck_every: StrictInt
     """
     Re-check a filtered task after this many steps.
+    """
+    all_equal_tolerance: float
+    """
+    Outcomes within this distance of the group’s first count as equal for filter_all_equal.
     """
     stats_uri: StrictStr | None = None
     """
@@ -570,15 +582,15 @@ class TasksConfig(BaseModel):
     """
     path: StrictStr | None = None
     """
-    Tasks file (family jsonl).
+    Tasks file (family jsonl, required there): a local JSONL file, one task per line.
     """
     count: StrictInt | None = None
     """
     Use only the first N tasks.
     """
-    seed: StrictInt
+    seed: StrictInt | None = None
     """
-    Seed of task order and splits.
+    Seed of the demo family's generated tasks (family demo only; resolved to 0).
     """
 
 
@@ -608,11 +620,15 @@ class TokenizerFile(BaseModel):
 
 
 class TokenizerTraining(BaseModel):
+    """
+    Not implemented (train the tokenizer beforehand): an error when set.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
     )
-    vocab_size: StrictInt
-    corpora: Annotated[list[StrictStr], Field(min_length=1)]
+    vocab_size: StrictInt | None = None
+    corpora: list[StrictStr] | None = None
 
 
 class TrainedTokenizer(BaseModel):
@@ -620,6 +636,9 @@ class TrainedTokenizer(BaseModel):
         extra="forbid",
     )
     train: Annotated[TokenizerTraining, Field(title="TokenizerTraining")]
+    """
+    Not implemented (train the tokenizer beforehand): an error when set.
+    """
     path: StrictStr
 
 
@@ -693,9 +712,9 @@ class TrainConfig(BaseModel):
     """
     Sequences (or trajectories) per optimizer step, across all processes.
     """
-    micro_batch_size: StrictInt
+    micro_batch_size: StrictInt | None = None
     """
-    Sequences per forward/backward (resolved: batch_size when unset).
+    midtrain, sft: sequences per forward/backward on one process (divides batch_size / processes); default all of its share. rft and rl micro-batch by packing.max_tokens instead.
     """
     lr: float
     """
@@ -749,9 +768,9 @@ class Defaults(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    launcher: Literal["local", "slurm", "kubernetes"]
+    launcher: Literal["local", "slurm", "kubernetes"] | None = None
     """
-    Launcher of stages whose pool does not say.
+    Launcher of the implicit `default` pool of a config without `pools` (default local); with pools, each pool names its own.
     """
     retry: RetryConfig
     heartbeat_timeout: StrictInt
