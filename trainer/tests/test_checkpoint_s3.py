@@ -144,5 +144,7 @@ def test_job_round_trip_on_s3_with_corrupt_latest(storage, prefix, tmp_path, dem
     put(storage, m, first[:100])
     r = run_job(spec_path)
     assert r.returncode == 0, r.stderr
-    assert "checkpoint refused" in r.stderr and "resuming from " + join(prefix, "step-000002") in r.stderr
+    assert "checkpoint refused" in r.stderr
+    status = json.loads(storage.read_bytes(join(prefix, "status.json")))
+    assert status["resumed_from"] == {"uri": join(prefix, "step-000002"), "step": 2}
     assert storage.read_bytes(m) == first

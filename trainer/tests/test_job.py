@@ -105,7 +105,8 @@ def test_exact_resume_after_sigkill(tmp_path, demo_dir):
 
     r = run_job(spec_b)
     assert r.returncode == 0, r.stderr
-    assert "resuming from" in r.stderr
+    status = json.loads((killed_out / "status.json").read_text())
+    assert status["resumed_from"] == {"uri": str(killed_out / "step-000004"), "step": 4}
 
     w1, o1, s1 = final_state(straight_out, steps)
     w2, o2, s2 = final_state(killed_out, steps)
@@ -117,9 +118,12 @@ def test_exact_resume_after_sigkill(tmp_path, demo_dir):
     assert s1["loss_history"] == s2["loss_history"]  # same batches, same losses, step by step
     assert len(s1["loss_history"]) == steps
 
-    # A finished stage, run again with resume, does nothing and exits 0.
+    # A finished stage, run again with resume, does nothing and exits 0 (no resume, no new commit).
     r = run_job(spec_b)
     assert r.returncode == 0 and "nothing to do" in r.stderr
+    status = json.loads((killed_out / "status.json").read_text())
+    assert status["resumed_from"] is None and status["state"] == "done" and status["step"] == steps
+    assert status["last_checkpoint"] == str(killed_out / f"step-{steps:06d}")
 
 
 def test_one_cpu_training_step_learns(demo_dir, tok):

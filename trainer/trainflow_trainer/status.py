@@ -39,6 +39,7 @@ class StatusReporter:
             "metrics": {},
             "last_checkpoint": None,
             "last_checkpoint_step": None,
+            "resumed_from": None,  # {"uri", "step"}: the committed checkpoint this attempt resumed from
             "attempt": attempt,
             "pid": os.getpid(),
             "updated_at": iso_now(),

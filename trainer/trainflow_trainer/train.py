@@ -275,6 +275,18 @@ def set_rng_state(state: dict) -> None:
 # ------------------------------------------------------------------------------------------------ one step
 
 
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float) -> float:
+    """The end of every stage's step, once the gradients are in `.grad` (summed over micro-batches and ranks):
+    set the LR, clip the global grad norm (grad_clip 0: measure only), step, zero. Returns the norm before
+    clipping. A parameter whose `.grad` is None is skipped by AdamW (no decay, no moment update)."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -286,8 +298,6 @@ def train_step(
 ) -> dict[str, float]:
     """One optimizer step on a global batch (every rank passes the same one). Returns global metrics."""
     lr = lr_at(step, cfg)
-    for g in optimizer.param_groups:
-        g["lr"] = lr
     micro = cfg.check_layout(d.world)
     per_rank = cfg.batch_size // d.world
     if batch.num_rows != cfg.batch_size:
@@ -312,12 +322,7 @@ def train_step(
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-    if cfg.grad_clip > 0:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-    else:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
     if d.distributed:
         t = loss_sum.to(d.device) if d.fsdp else loss_sum
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -349,8 +354,6 @@ def train_step_trie(
     if d.fsdp:
         raise ConfigError("stage.packing.mode trie is not supported with FSDP yet; use packing.mode: flat")
     lr = lr_at(step, cfg)
-    for g in optimizer.param_groups:
-        g["lr"] = lr
     if batch.num_rows != cfg.batch_size or cfg.batch_size % d.world:
         raise ValueError(
             f"batch has {batch.num_rows} examples, expected batch_size {cfg.batch_size} divisible by {d.world}"
@@ -375,11 +378,7 @@ def train_step_trie(
     if d.distributed:
         for p in model.parameters():
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-    grad_norm = float(
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-    )
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
     loss_sum = torch.tensor([metrics.get("loss", 0.0) * local_targets], dtype=torch.float64)
     if d.distributed:
         dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)

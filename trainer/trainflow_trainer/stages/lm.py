@@ -13,40 +13,18 @@ tokenizer {path}; dtype auto|bfloat16|float32 (auto = bf16 autocast on GPU; CPU 
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..checkpoint import CheckpointError, Found, apply_retention, commit, fetch_verified, latest_verified, step_dir
 from ..data import SourceSpec, load_stream, make_packer
-from ..errors import BadInput, Preempted
-from ..model import ModelConfig, Transformer, load_config, load_state_dict, preset, save_hf
-from ..storage import is_s3, join
-from ..tokenizer import TOKENIZER_FILE, Tokenizer
-from ..train import (
-    ConfigError,
-    TrainConfig,
-    build_optimizer,
-    full_model_state,
-    full_optimizer_state,
-    load_full_state,
-    parallelize,
-    rng_state,
-    seed_everything,
-    set_deterministic,
-    set_rng_state,
-    train_step,
-    train_step_trie,
-)
+from ..errors import BadInput
+from ..runtime import Extra, open_stage, run_loop
+from ..train import ConfigError, TrainConfig, train_step, train_step_trie
 
-STATE_FILE = "trainer_state.json"
-OPTIMIZER_FILE = "optimizer.pt"
-RNG_FILE = "rng.pt"
-
+if TYPE_CHECKING:
+    from ..job import JobContext
 
 # ------------------------------------------------------------------------------------------------ config
 
@@ -83,204 +61,53 @@ def packing_config(stage: dict, kind: str) -> tuple[str, int | None]:
     return mode, max_tokens
 
 
-# ------------------------------------------------------------------------------------------------ inputs
-
-
-def open_checkpoint(ctx, uri: str, what: str) -> Path:
-    """A local folder for an input checkpoint: verified when committed; a plain HF folder is accepted locally."""
-    cache = Path(ctx.spec.work_dir) / "inputs"
-    try:
-        local, _ = fetch_verified(uri, ctx.storage, cache)
-        return local
-    except CheckpointError as e:
-        if not is_s3(uri) and (Path(uri) / "config.json").is_file() and not (Path(uri) / STATE_FILE).exists():
-            ctx.log(f"trainflow: {what} {uri} has no COMMIT.json; using it as a plain HF model folder")
-            return Path(uri)
-        raise BadInput(f"{what} {uri}: {e}") from None
-
-
-def resolve_tokenizer(ctx, checkpoint_dirs: list[Path]) -> Tokenizer:
-    tcfg = ctx.spec.model.get("tokenizer") or {}
-    path = tcfg.get("path") if isinstance(tcfg, dict) else None
-    if path:
-        if is_s3(path):
-            local = Path(ctx.spec.work_dir) / "inputs" / "tokenizer" / TOKENIZER_FILE
-            src = path if path.endswith(".json") else join(path, TOKENIZER_FILE)
-            try:
-                ctx.storage.download_file(src, local)
-            except Exception as e:  # noqa: BLE001
-                raise BadInput(f"model.tokenizer.path {src}: cannot download ({e})") from None
-            path = str(local)
-        try:
-            return Tokenizer.load(path)
-        except (FileNotFoundError, ValueError) as e:
-            raise BadInput(f"model.tokenizer.path: {e}") from None
-    for d in checkpoint_dirs:
-        if (d / TOKENIZER_FILE).is_file():
-            return Tokenizer.load(d)
-    raise BadInput("no tokenizer: set model.tokenizer.path, or start from a checkpoint that holds tokenizer.json")
-
-
-def model_config_from_init(ctx, tok: Tokenizer) -> ModelConfig:
-    init = ctx.spec.model.get("init")
-    if not isinstance(init, dict) or "preset" not in init:
-        raise BadInput("model.init: expected {preset: NAME, vocab_size?, overrides?} or {checkpoint: URI}")
-    overrides = dict(init.get("overrides") or {})
-    if "vocab_size" in init:
-        overrides["vocab_size"] = init["vocab_size"]
-    overrides.setdefault("vocab_size", tok.vocab_size)
-    try:
-        return preset(init["preset"], **overrides)
-    except (KeyError, ValueError, TypeError) as e:
-        raise BadInput(f"model.init: {e.args[0] if e.args else e}") from None
-
-
 # ------------------------------------------------------------------------------------------------ the stage
 
 
-def run_lm_stage(ctx, kind: str) -> None:
-    spec, d = ctx.spec, ctx.dist
-    stage = spec.stage
+def run_lm_stage(ctx: JobContext, kind: str) -> None:
+    d, stage = ctx.dist, ctx.spec.stage
     tcfg = TrainConfig.from_dict(stage.get("train"))
     sources, seq_len = data_config(stage)
     every, keep_last = checkpoint_config(stage)
     mode, max_tokens = packing_config(stage, kind)
     tcfg.check_layout(d.world)
-    ctx.status.update(total_steps=tcfg.steps)
-    set_deterministic(d.device)
-
-    # Where do we start? The latest committed checkpoint of this stage (resume), else the input checkpoint,
-    # else model.init.
-    found: Found | None = None
-    if spec.resume:
-        found = latest_verified(spec.output_prefix, ctx.storage, Path(spec.work_dir) / "resume", log=ctx.log)
-    state: dict[str, Any] | None = None
-    if found is not None:
-        state = json.loads((found.local_dir / STATE_FILE).read_text())
-        ctx.status.update(last_checkpoint=found.uri, last_checkpoint_step=found.step)
-        if found.manifest.get("final") and state["step"] >= tcfg.steps:
-            ctx.log(f"trainflow: {found.uri} is this stage's final checkpoint: nothing to do")
-            ctx.status.update(step=state["step"], metrics=state.get("metrics", {}))
-            return
-        ctx.log(f"trainflow: resuming from {found.uri} (step {state['step']})")
-
-    input_dir = open_checkpoint(ctx, spec.input_checkpoint, "input_checkpoint") if spec.input_checkpoint else None
-    init = spec.model.get("init") if isinstance(spec.model.get("init"), dict) else {}
-    init_ckpt_dir = None
-    if input_dir is None and found is None and init.get("checkpoint"):
-        init_ckpt_dir = open_checkpoint(ctx, init["checkpoint"], "model.init.checkpoint")
-    weights_dir = found.local_dir if found else (input_dir or init_ckpt_dir)
-    tok = resolve_tokenizer(ctx, [p for p in (found.local_dir if found else None, input_dir, init_ckpt_dir) if p])
-
-    seed_everything(tcfg.seed)
-    try:
-        cfg = load_config(weights_dir) if weights_dir else model_config_from_init(ctx, tok)
-    except ValueError as e:
-        raise BadInput(f"{weights_dir}/config.json: {e}") from None
-    if tok.vocab_size > cfg.vocab_size:
-        raise BadInput(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {cfg.vocab_size}")
-    if seq_len > cfg.max_position_embeddings:
-        raise BadInput(
-            f"stage.data.seq_len {seq_len} exceeds the model's max_position_embeddings {cfg.max_position_embeddings}"
-        )
-    model = Transformer(cfg)
-    if weights_dir is not None and found is None:
-        sd = load_state_dict(weights_dir)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
-        if missing or unexpected:
-            raise BadInput(
-                f"{weights_dir}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-
-    stream = load_stream(sources, ctx.storage, tok, kind, tcfg.seed)
-    packer = make_packer(mode, stream, seq_len, tok, max_tokens)
-
-    model = parallelize(model, d)
-    optimizer = build_optimizer(model, tcfg)
-    step, history = 0, []
-    if found is not None and state is not None:
-        optim_sd = torch.load(found.local_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=False)
-        load_full_state(model, optimizer, load_state_dict(found.local_dir), optim_sd)
-        packer.load_state_dict(state["data"])
-        set_rng_state(torch.load(found.local_dir / RNG_FILE, weights_only=False))
-        step, history = int(state["step"]), list(state.get("loss_history", []))
-
-    dtype = spec.model.get("dtype", "auto")
-    if dtype not in ("auto", "bfloat16", "bf16", "float32", "fp32"):
-        raise BadInput(f"model.dtype: expected auto|bfloat16|bf16|float32|fp32, got {dtype!r}")
-    # bf16 autocast over fp32 master weights on GPU; CPU runs stay fp32 (exact, and CPU bf16 is slow).
-    autocast = torch.bfloat16 if d.device.type == "cuda" and dtype in ("auto", "bfloat16", "bf16") else None
-
-    def save(step: int, final: bool, metrics: dict) -> None:
-        msd, osd = full_model_state(model), full_optimizer_state(model, optimizer)
-        if d.is_main:
-            uri = join(spec.output_prefix, step_dir(step))
-            local = Path(uri) if not is_s3(uri) else Path(spec.work_dir) / "staging" / step_dir(step)
-            (local / "COMMIT.json").unlink(missing_ok=True)  # an older commit of this step no longer holds
-            shutil.rmtree(local, ignore_errors=True)
-            local.mkdir(parents=True)
-            save_hf(msd, cfg, local)
-            tok.save(local)
-            torch.save(osd, local / OPTIMIZER_FILE)
-            torch.save(rng_state(), local / RNG_FILE)
-            trainer_state = {
-                "step": step,
-                "total_steps": tcfg.steps,
-                "stage": stage.get("name"),
-                "kind": kind,
-                "scheduler": {"lr": metrics.get("lr"), "warmup_steps": tcfg.warmup_steps, "min_lr": tcfg.min_lr},
-                "data": packer.state_dict(),
-                "metrics": metrics,
-                "loss_history": history,
-                "world_size": d.world,
-            }
-            (local / STATE_FILE).write_text(json.dumps(trainer_state) + "\n")
-            commit(local, uri, step, final, ctx.storage)
-            if is_s3(uri):
-                shutil.rmtree(local, ignore_errors=True)
-            apply_retention(spec.output_prefix, ctx.storage, keep_last, log=ctx.log)
-            ctx.status.update(last_checkpoint=uri, last_checkpoint_step=step, write=True)
-        if d.distributed:
-            torch.distributed.barrier()
-
-    metrics: dict[str, float] = {}
+    st = open_stage(ctx, kind, tcfg, every, keep_last, seq_len=seq_len)
+    if st is None:
+        return
+    packer = make_packer(mode, load_stream(sources, ctx.storage, st.tok, kind, tcfg.seed), seq_len, st.tok, max_tokens)
+    if st.found is not None:
+        packer.load_state_dict(st.state["data"])
+    history: list[float] = list(st.state.get("loss_history", []))
+    autocast = autocast_dtype(ctx)
+    trie_tokens = max_tokens or seq_len * (tcfg.micro_batch_size or tcfg.batch_size // d.world)
     t_start, tokens_seen = time.perf_counter(), 0.0
-    while step < tcfg.steps:
-        if ctx.should_stop():  # before a step, e.g. SIGTERM during set-up: nothing new to save
-            raise Preempted()
+
+    def step_fn(step: int) -> dict[str, float]:
+        nonlocal tokens_seen
         batch = packer.next_batch(tcfg.batch_size)
         t0 = time.perf_counter()
         if mode == "trie":
-            m = train_step_trie(
-                model,
-                optimizer,
-                batch,
-                step,
-                tcfg,
-                d,
-                autocast,
-                max_tokens or seq_len * (tcfg.micro_batch_size or tcfg.batch_size // d.world),
-            )
+            m = train_step_trie(st.model, st.optimizer, batch, step, tcfg, d, autocast, trie_tokens)
         else:
-            m = train_step(model, optimizer, batch, step, tcfg, d, autocast)
+            m = train_step(st.model, st.optimizer, batch, step, tcfg, d, autocast)
         dt = time.perf_counter() - t0
-        step += 1
         tokens_seen += m["tokens"]
-        metrics = {
+        history.append(m["loss"])
+        return {
             **m,
             "tokens_per_s": m["tokens"] / dt if dt > 0 else 0.0,
             "avg_tokens_per_s": tokens_seen / (time.perf_counter() - t_start),
         }
-        history.append(m["loss"])
-        ctx.status.update(step=step, metrics=metrics, write=(step == 1))  # the first step shows progress at once
-        final = step == tcfg.steps
-        stop = ctx.should_stop()
-        if final or (every and step % every == 0) or stop:
-            save(step, final, metrics)
-        if stop and not final:
-            raise Preempted()
-    ctx.status.update(step=step, metrics=metrics)
+
+    run_loop(ctx, st, step_fn, lambda: Extra({"data": packer.state_dict(), "loss_history": history}))
+
+
+def autocast_dtype(ctx: JobContext) -> torch.dtype | None:
+    """bf16 autocast over fp32 master weights on GPU; CPU runs stay fp32 (exact, and CPU bf16 is slow)."""
+    dtype = ctx.spec.model.get("dtype", "auto")
+    if dtype not in ("auto", "bfloat16", "bf16", "float32", "fp32"):
+        raise BadInput(f"model.dtype: expected auto|bfloat16|bf16|float32|fp32, got {dtype!r}")
+    return torch.bfloat16 if ctx.dist.device.type == "cuda" and dtype in ("auto", "bfloat16", "bf16") else None
 
 
 __all__ = ["run_lm_stage"]
