@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from specs import job_spec
 
 TRAINER_DIR = Path(__file__).resolve().parents[1]
 
@@ -51,50 +53,41 @@ def make_spec(
     batch_size: int = 4,
     micro_batch_size: int | None = 2,
     seq_len: int = 64,
-    keep_last=None,
+    keep_last: int | None = None,
     storage: dict | None = None,
-    **extra,
+    model: dict | None = None,
+    sources: list[dict] | None = None,
+    **stage_blocks: Any,
 ) -> dict:
-    if kind == "midtrain":
+    """The job spec of a small LM stage on the demo corpora, resolved by the real config resolver (specs.py).
+    keep_last None: the schema's default; model: the model block (default: the test model, demo tokenizer);
+    sources: the data sources (default: the demo corpus of the kind); stage_blocks: further stage blocks as a
+    config says them (e.g. packing={"mode": "trie"})."""
+    if sources is None and kind == "midtrain":
         sources = [
             {"path": str(demo_dir / "midtrain-code.jsonl"), "weight": 0.4},
             {"path": str(demo_dir / "midtrain-tools.jsonl"), "weight": 0.6},
         ]
-    else:
+    elif sources is None:
         sources = [{"path": str(demo_dir / "sft.jsonl")}]
-    spec = {
-        "protocol": 1,
-        "pipeline_id": "test",
-        "run_id": "run-1",
-        "stage_index": 0,
-        "attempt": 1,
-        "stage": {
-            "name": f"{kind}-test",
-            "kind": kind,
-            "data": {"sources": sources, "seq_len": seq_len},
-            "train": {
-                "steps": steps,
-                "batch_size": batch_size,
-                "micro_batch_size": micro_batch_size,
-                "lr": 3e-3,
-                "warmup_steps": 1,
-                "seed": 7,
-            },
-            "checkpoint": {"every": every, "keep_last": keep_last},
-        },
-        "model": {
-            "init": {"preset": "tiny", "overrides": dict(TEST_MODEL_OVERRIDES)},
-            "tokenizer": {"path": str(demo_dir)},
-        },
-        "input_checkpoint": None,
-        "output_prefix": out,
-        "resume": True,
-        "status_uri": f"{out}/status.json",
-        "storage": storage or {},
-        "work_dir": str(work),
+    train = {"steps": steps, "batch_size": batch_size, "lr": 3e-3, "warmup_steps": 1, "seed": 7}
+    if micro_batch_size is not None:
+        train["micro_batch_size"] = micro_batch_size
+    checkpoint = {"every": every} if keep_last is None else {"every": every, "keep_last": keep_last}
+    stage = {
+        "name": f"{kind}-test",
+        "kind": kind,
+        "data": {"sources": sources, "seq_len": seq_len},
+        "train": train,
+        "checkpoint": checkpoint,
+        **stage_blocks,
     }
-    spec.update(extra)
-    return spec
+    if model is None:
+        model = {
+            "init": {"preset": "tiny", "overrides": dict(TEST_MODEL_OVERRIDES)},
+            "tokenizer": {"path": str(demo_dir / "tokenizer.json")},
+        }
+    return job_spec(stage, model, out, work, storage=storage, status_uri=f"{out}/status.json")
 
 
 def job_env() -> dict:

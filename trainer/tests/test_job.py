@@ -29,29 +29,34 @@ def test_bad_spec_exits_2(tmp_path, demo_dir):
 
 
 def test_unknown_preset_and_missing_data_exit_2(tmp_path, demo_dir, capsys):
-    # In-process (job.main) to spare two interpreter start-ups; the exit-code mapping is the same code.
+    # In-process (job.main) to spare three interpreter start-ups; the exit-code mapping is the same code.
+    from conftest import TEST_MODEL_OVERRIDES
+
     from trainflow_trainer.job import main
 
     spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work")
-    spec["model"]["init"]["preset"] = "gigantic"
-    spec["stage"]["data"]["sources"].append({"path": str(tmp_path / "nowhere.jsonl")})
+    spec["model"]["init"]["preset"] = "gigantic"  # a spec no resolver writes: the trainer still refuses it
     assert main(["--spec", str(write_spec(spec, tmp_path / "preset.json"))]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("trainflow: bad input: model.init: unknown model preset 'gigantic'")
-    spec["model"]["init"]["preset"] = "tiny"
+    sources = [{"path": str(demo_dir / "midtrain-code.jsonl")}, {"path": str(tmp_path / "nowhere.jsonl")}]
+    spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work", sources=sources)
     assert main(["--spec", str(write_spec(spec, tmp_path / "data.json"))]) == 2
     assert f"trainflow: bad input: data source {tmp_path / 'nowhere.jsonl'}: no such file" in capsys.readouterr().err
     status = json.loads((tmp_path / "out" / "status.json").read_text())
     assert status["state"] == "failed" and status["reason"].startswith("bad input: data source")
-    spec["stage"]["data"]["sources"].pop()
-    spec["model"]["init"]["vocab_size"] = 10  # smaller than the tokenizer: wrong shapes
+    model = {  # a vocabulary smaller than the tokenizer's: wrong shapes
+        "init": {"preset": "tiny", "overrides": {**TEST_MODEL_OVERRIDES, "vocab_size": 10}},
+        "tokenizer": {"path": str(demo_dir / "tokenizer.json")},
+    }
+    spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work", model=model)
     assert main(["--spec", str(write_spec(spec, tmp_path / "vocab.json"))]) == 2
     assert "tokenizer has" in capsys.readouterr().err
 
 
 def test_sigterm_saves_checkpoint_then_exits_75(tmp_path, demo_dir):
     out = tmp_path / "out"
-    spec = make_spec(demo_dir, str(out), tmp_path / "work", steps=400, every=0)
+    spec = make_spec(demo_dir, str(out), tmp_path / "work", steps=400, every=400)  # only the final one
     proc = start_job(write_spec(spec, tmp_path / "spec.json"))
     status_file = out / "status.json"
     wait_for(lambda: status_file.exists() and json.loads(status_file.read_text())["step"] >= 1, 120, "step 1", proc)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from specs import job_spec
 
 from trainflow_trainer.rl.batch import group_advantages, to_trajectories, tree_paths
 from trainflow_trainer.rl.ledger_check import ledger_size, read_ledger
@@ -152,59 +153,51 @@ def tokenizer(tmp_path_factory) -> Path:
     return d / "tokenizer.json"
 
 
+def rl_stage(steps: int, **rollout: object) -> dict:
+    """A small RL stage on the demo tasks, as a config says it (resolved by specs.job_spec)."""
+    return {
+        "name": "rl",
+        "kind": "rl",
+        "tasks": {"family": "demo", "count": 12},
+        "rollout": {
+            "group_size": 2,
+            "concurrency": 4,
+            "batch_groups": 2,
+            "max_turns": 1,
+            "max_new_tokens": 8,
+            "max_staleness": 1,
+            **rollout,
+        },
+        # a random model solves nothing: keep all-equal groups so batches still form
+        "sampling": {"strategy": "difficulty", "filter_all_equal": False},
+        "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+        "packing": {"mode": "trie", "max_tokens": 2048},
+        "train": {"steps": steps, "lr": 1e-4},
+        "checkpoint": {"every": 2},
+    }
+
+
+def rl_model(tokenizer: Path) -> dict:
+    return {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"}
+
+
 def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_group_twice(tmp_path, tokenizer):
     out, work = tmp_path / "out" / "rl", tmp_path / "work"
-    spec = {
-        "protocol": 1,
-        "pipeline_id": "t",
-        "run_id": "r",
-        "stage_index": 4,
-        "attempt": 1,
-        "stage": {
-            "name": "rl",
-            "kind": "rl",
-            "tasks": {"family": "demo", "count": 12},
-            "rollout": {
-                "group_size": 2,
-                "concurrency": 4,
-                "batch_groups": 2,
-                "max_turns": 1,
-                "max_new_tokens": 8,
-                "max_staleness": 1,
-            },
-            # a random model solves nothing: keep all-equal groups so batches still form
-            "sampling": {"strategy": "difficulty", "filter_all_equal": False},
-            "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
-            "packing": {"mode": "trie", "max_tokens": 2048},
-            "train": {"steps": 5, "lr": 1e-4},
-            "checkpoint": {"every": 2},
-        },
-        "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"},
-        "input_checkpoint": None,
-        "output_prefix": str(out),
-        "resume": True,
-        "status_uri": None,
-        "storage": {},
-        "work_dir": str(work),
-    }
+    spec = job_spec(rl_stage(steps=5), rl_model(tokenizer), str(out), work, stage_index=4)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
 
     # RFT first, in the same pipeline folder: its rollouts' pass rates are the table RL's sampler continues
-    rft = {
-        **spec,
-        "stage": {
-            "name": "rft",
-            "kind": "rft",
-            "tasks": {"family": "demo", "count": 4},
-            "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8},
-            "rft": {"keep": "passing"},
-            "train": {"steps": 1, "batch_size": 4},
-        },
-        "output_prefix": str(tmp_path / "out" / "rft"),
-        "work_dir": str(tmp_path / "work-rft"),
+    rft_stage = {
+        "name": "rft",
+        "kind": "rft",
+        "tasks": {"family": "demo", "count": 4},
+        "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8},
+        "rft": {"keep": "passing"},
+        "train": {"steps": 1, "batch_size": 4},
     }
+    rft = job_spec(rft_stage, rl_model(tokenizer), str(tmp_path / "out" / "rft"), tmp_path / "work-rft", stage_index=3)
     (tmp_path / "rft.json").write_text(json.dumps(rft))
     r = subprocess.run(
         [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "rft.json")],

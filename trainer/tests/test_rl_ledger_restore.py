@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 from conftest import job_env
+from specs import job_spec
 
 # fixtures: the local stack's MinIO (failing loudly when it is down), the demo tokenizer
 from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401
-from test_rl import descendants, kill9_and_reap, tokenizer  # noqa: F401
+from test_rl import descendants, kill9_and_reap, rl_model, rl_stage, tokenizer  # noqa: F401
 
 from trainflow_trainer.errors import BadInput
 from trainflow_trainer.rl.rollouts import rollout_config
@@ -62,40 +63,9 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
 ):
     root = f"s3://{BUCKET}/tests/rl-ledger-{uuid.uuid4().hex[:10]}"
     out, work = f"{root}/rl", tmp_path / "work"
-    spec = {
-        "protocol": 1,
-        "pipeline_id": "t",
-        "run_id": "r",
-        "stage_index": 4,
-        "attempt": 1,
-        "stage": {
-            "name": "rl",
-            "kind": "rl",
-            "tasks": {"family": "demo", "count": 12},
-            "rollout": {
-                "group_size": 2,
-                "concurrency": 4,
-                "batch_groups": 2,
-                "max_turns": 1,
-                "max_new_tokens": 8,
-                "max_staleness": 1,
-                "session_idle_timeout": "10m",
-            },
-            # a random model solves nothing: keep all-equal groups so batches still form
-            "sampling": {"strategy": "difficulty", "filter_all_equal": False},
-            "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
-            "packing": {"mode": "trie", "max_tokens": 2048},
-            "train": {"steps": 4, "lr": 1e-4},
-            "checkpoint": {"every": 2},
-        },
-        "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"},
-        "input_checkpoint": None,
-        "output_prefix": out,
-        "resume": True,
-        "status_uri": None,
-        "storage": {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True},
-        "work_dir": str(work),
-    }
+    store = {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True}
+    stage = rl_stage(steps=4, session_idle_timeout="10m")
+    spec = job_spec(stage, rl_model(tokenizer), out, work, storage=store, stage_index=4)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
@@ -132,7 +102,9 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
         shutil.rmtree(work)
         r = subprocess.run(cmd, cwd=TRAINER, env=job_env(), capture_output=True, text=True, timeout=240)
         assert r.returncode == 0, r.stderr[-3000:]
-        assert f"ledger cursor {cursor}" in r.stderr and "restored from S3" in r.stderr, r.stderr[-3000:]
+        assert "restored from S3" in r.stderr, r.stderr[-3000:]
+        status = [json.loads(ln.split(" ", 1)[1]) for ln in r.stdout.splitlines() if ln.startswith("TRAINFLOW_STATUS")]
+        assert status[-1]["resumed_from"] == {"uri": join(out, "step-000002"), "step": 2}
         assert "a new ledger" not in r.stderr
         assert (work / "ledger" / "generation").read_text().strip() == generation  # continues that generation
         final = json.loads(storage.read_bytes(join(out, "step-000004", "trainer_state.json")))
