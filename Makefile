@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
-.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-k8s-validator demo demo-data test typecheck lint format \
+.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-k8s-validator demo demo-data test typecheck lint format contract \
         bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
 
 help:
@@ -61,6 +61,10 @@ lint: setup-node
 
 format: setup-node
 	npm run --silent format
+
+# the contract's generated files (JSON Schema, the trainer's pydantic models) from the zod schemas in src/contract
+contract: setup-node setup-python
+	npx tsx src/contract/generate.ts
 
 ## benchmarks: each writes bench/results/NAME.json and prints a table
 bench-trainer: setup-python
