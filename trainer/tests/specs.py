@@ -10,7 +10,6 @@ a changed schema resolves everything again.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
@@ -18,6 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from trainflow_trainer.contract import DataSource, StageConfig, TasksConfig, TrainConfig
 
 TRAINER_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = TRAINER_DIR.parent
@@ -58,9 +59,32 @@ def _resolve_text(config_text: str) -> str:
     return r.stdout
 
 
+def _swap_paths(value: Any, table: dict[str, str]) -> Any:
+    """`value` with every string found in `table` replaced by its entry."""
+    if isinstance(value, dict):
+        return {k: _swap_paths(v, table) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_swap_paths(v, table) for v in value]
+    return table.get(value, value) if isinstance(value, str) else value
+
+
+def _absolute_paths(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _absolute_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _absolute_paths(v)]
+    return [value] if isinstance(value, str) and value.startswith("/") else []
+
+
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved pipeline config of `config` (a dict written out as YAML's JSON subset), a fresh copy."""
-    return copy.deepcopy(json.loads(_resolve_text(json.dumps(config, indent=1, sort_keys=True) + "\n")))
+    """The resolved pipeline config of `config` (a dict written out as YAML's JSON subset), a fresh copy.
+    Absolute paths (a test's temporary folders) go to the resolver as stand-ins and come back as they were:
+    the resolver leaves absolute paths alone, and the disk cache then holds across sessions."""
+    paths = list(dict.fromkeys(_absolute_paths(config)))
+    to_stand_in = {p: f"/stand-in/{i}" for i, p in enumerate(paths)}
+    text = json.dumps(_swap_paths(config, to_stand_in), indent=1, sort_keys=True) + "\n"
+    resolved = json.loads(_resolve_text(text))
+    return _swap_paths(resolved, {v: k for k, v in to_stand_in.items()})
 
 
 def pipeline(stages: list[dict[str, Any]], model: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +111,7 @@ def job_spec(
     work_dir: str | Path,
     *,
     storage: dict[str, Any] | None = None,
-    status_uri: str | None = None,
+    status_uri: str | None = None,  # default: status.json under the output prefix
     input_checkpoint: str | None = None,
     stage_index: int = 0,
     attempt: int = 1,
@@ -105,7 +129,51 @@ def job_spec(
         "input_checkpoint": input_checkpoint,
         "output_prefix": output_prefix,
         "resume": True,
-        "status_uri": status_uri,
+        "status_uri": status_uri or f"{output_prefix.rstrip('/')}/status.json",
         "storage": storage or {},
         "work_dir": str(work_dir),
     }
+
+
+# ---- typed blocks for unit tests: the contract's models, from resolved configs -------------------------------
+
+MINIMAL_MODEL: dict[str, Any] = {"init": {"preset": "tiny"}}
+
+
+def lm_stage(**blocks: Any) -> dict[str, Any]:
+    """A minimal midtrain stage (as a config says it) with the given blocks."""
+    return {"kind": "midtrain", "data": {"sources": [{"path": "/unused.jsonl"}]}, "train": {"steps": 1}, **blocks}
+
+
+def rollout_stage(kind: str = "rl", **blocks: Any) -> dict[str, Any]:
+    """A minimal rl (or rft) stage with the given blocks."""
+    base: dict[str, Any] = {"kind": kind, "tasks": {"family": "demo"}, "rollout": {}, "train": {"steps": 1}}
+    if kind == "rl":
+        base["algorithm"] = {}
+    return {**base, **blocks}
+
+
+def stage_configs(*stages: dict[str, Any]) -> list[StageConfig]:
+    """The resolved, typed stages of one pipeline holding all of `stages` (one resolver run for all)."""
+    named = [{**st, "name": f"s{i}"} for i, st in enumerate(stages)]
+    config = resolve(pipeline(named, MINIMAL_MODEL))
+    return [StageConfig.model_validate(st) for st in config["stages"]]
+
+
+def train_configs(*trains: dict[str, Any]) -> list[TrainConfig]:
+    """Resolved train blocks (micro_batch_size and min_lr filled in as the schema does)."""
+    return [st.train for st in stage_configs(*(lm_stage(train=t) for t in trains))]
+
+
+def data_sources(*sources: dict[str, Any]) -> list[DataSource]:
+    """Resolved data sources ({path, weight?, format?} as a config says them)."""
+    data = stage_configs(lm_stage(data={"sources": list(sources)}))[0].data
+    assert data is not None
+    return data.sources
+
+
+def tasks_config(tasks: dict[str, Any]) -> TasksConfig:
+    """A resolved `tasks` block."""
+    block = stage_configs(rollout_stage(tasks=tasks))[0].tasks
+    assert block is not None
+    return block

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from specs import job_spec
+from specs import job_spec, rollout_stage, stage_configs
 
 from trainflow_trainer.rl.batch import group_advantages, to_trajectories, tree_paths
 from trainflow_trainer.rl.ledger_check import ledger_size, read_ledger
@@ -90,12 +90,11 @@ def test_advantage_scaling_difficulty_and_entropy_scale_groups_relative_to_the_b
     )
     with pytest.raises(ValueError, match="advantage_scaling"):
         advantage_scales([hard], "bogus")
-    from trainflow_trainer.errors import BadInput
     from trainflow_trainer.stages.rl import loss_spec
 
-    assert loss_spec({"algorithm": {"advantage_scaling": "entropy"}})[2] == "entropy"
-    with pytest.raises(BadInput, match="stage.algorithm.advantage_scaling"):
-        loss_spec({"algorithm": {"advantage_scaling": "loud"}})
+    (st,) = stage_configs(rollout_stage(algorithm={"advantage_scaling": "entropy", "loss_agg": "seq-mean"}))
+    lspec, normalize_std, scaling = loss_spec(st.algorithm)
+    assert scaling == "entropy" and normalize_std is True and lspec.aggregation == "seq_mean"
 
 
 def test_rft_keeps_passing_or_top_rollouts():
@@ -103,9 +102,17 @@ def test_rft_keeps_passing_or_top_rollouts():
 
     t = lambda r: {"reward": r, "tree": node([1, 2], children=[node([3], [-1.0], [0])])}  # noqa: E731
     groups = [{"trajectories": [t(1.0), t(0.0), t(0.5)]}, {"trajectories": [t(0.0), t(1.0), t(0.25)]}]
-    assert [x["reward"] for x in select(groups, {"keep": "passing"})] == [1.0, 1.0]
-    assert [x["reward"] for x in select(groups, {"keep": "top", "top_fraction": 0.5})] == [1.0, 1.0, 0.5]
-    trajs, _ = to_trajectories([{"trajectories": select(groups, {})}], 0, mode="sft")
+    passing, top, default = (
+        st.rft
+        for st in stage_configs(
+            rollout_stage("rft", rft={"keep": "passing"}),
+            rollout_stage("rft", rft={"keep": "top", "top_fraction": 0.5}),
+            rollout_stage("rft"),
+        )
+    )
+    assert [x["reward"] for x in select(groups, passing)] == [1.0, 1.0]
+    assert [x["reward"] for x in select(groups, top)] == [1.0, 1.0, 0.5]
+    trajs, _ = to_trajectories([{"trajectories": select(groups, default)}], 0, mode="sft")
     assert [list(x.loss_mask) for x in trajs] == [[0, 0, 1]] * 2 and all(x.advantage == 0 for x in trajs)
 
 

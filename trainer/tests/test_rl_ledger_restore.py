@@ -1,8 +1,9 @@
 """The RL stage's ledger on a new machine: the trajectory ledger ships to S3 (<stage output prefix>/ledger/
 <generation>/segments/) and the checkpoint records the generation next to its cursor. A retry whose work dir is
 gone restores that generation from S3, so the groups the lost machine produced after the committed cursor are
-trained (once), and none at or before the cursor is offered again. Also: rollout.session_idle_timeout reaches
-the data-plane driver. Needs the local stack's MinIO (`make dev-up`); fails loudly without it."""
+trained (once), and none at or before the cursor is offered again. Also: rollout.session_idle_timeout (resolved
+to milliseconds) reaches the data-plane driver in seconds. Needs the local stack's MinIO (`make dev-up`); fails
+loudly without it."""
 
 from __future__ import annotations
 
@@ -22,29 +23,9 @@ from specs import job_spec
 from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401
 from test_rl import descendants, kill9_and_reap, rl_model, rl_stage, tokenizer  # noqa: F401
 
-from trainflow_trainer.errors import BadInput
-from trainflow_trainer.rl.rollouts import rollout_config
 from trainflow_trainer.storage import Storage, join
 
 TRAINER = Path(__file__).resolve().parents[1]
-
-
-def test_session_idle_timeout_is_a_positive_duration():
-    base = {"rollout": {"group_size": 2, "concurrency": 2}}
-    assert "session_idle_timeout_s" not in rollout_config(base)  # absent: the driver's default
-    # the resolved config holds milliseconds; a raw spec may say "10m"
-    assert (
-        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 90_000}})["session_idle_timeout_s"] == 90
-    )
-    assert (
-        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "10m"}})["session_idle_timeout_s"] == 600
-    )
-    with pytest.raises(
-        BadInput, match=r"stage.rollout.session_idle_timeout: expected a duration such as 10s or 500ms, got 'soon'"
-    ):
-        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "soon"}})
-    with pytest.raises(BadInput, match=r"stage.rollout.session_idle_timeout: expected a positive duration"):
-        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 0}})
 
 
 def shipped_groups(storage: Storage, ledger_prefix: str) -> list[tuple[int, dict]]:

@@ -31,12 +31,13 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, Found, apply_retention, commit, fetch_verified, latest_verified, step_dir
+from .contract import TrainConfig
+from .contract.models import CheckpointInit, PresetInit
 from .errors import BadInput, Preempted
 from .model import ModelConfig, Transformer, load_config, load_state_dict, preset, save_hf
 from .storage import is_s3, join
 from .tokenizer import TOKENIZER_FILE, Tokenizer
 from .train import (
-    TrainConfig,
     build_optimizer,
     full_model_state,
     full_optimizer_state,
@@ -70,8 +71,8 @@ class StageState:
 
     kind: str
     tcfg: TrainConfig
-    every: int  # commit every N steps; 0: only the final one
-    keep_last: int | None
+    every: int  # commit every N steps (and always at the end)
+    keep_last: int  # non-final checkpoints kept
     model: nn.Module
     cfg: ModelConfig
     tok: Tokenizer
@@ -109,8 +110,8 @@ def open_checkpoint(ctx: JobContext, uri: str, what: str) -> Path:
 
 def resolve_tokenizer(ctx: JobContext, checkpoint_dirs: list[Path]) -> Tokenizer:
     """model.tokenizer.path when set (a file or folder, local or s3://), else the first checkpoint's own."""
-    tcfg = ctx.spec.model.get("tokenizer") or {}
-    path = tcfg.get("path") if isinstance(tcfg, dict) else None
+    block = ctx.spec.model.tokenizer
+    path = block.path if block is not None else None
     if path:
         if is_s3(path):
             local = Path(ctx.spec.work_dir) / "inputs" / "tokenizer" / TOKENIZER_FILE
@@ -131,15 +132,13 @@ def resolve_tokenizer(ctx: JobContext, checkpoint_dirs: list[Path]) -> Tokenizer
 
 
 def model_config_from_init(ctx: JobContext, tok: Tokenizer) -> ModelConfig:
-    init = ctx.spec.model.get("init")
-    if not isinstance(init, dict) or "preset" not in init:
-        raise BadInput("model.init: expected {preset: NAME, vocab_size?, overrides?} or {checkpoint: URI}")
-    overrides = dict(init.get("overrides") or {})
-    if "vocab_size" in init:
-        overrides["vocab_size"] = init["vocab_size"]
-    overrides.setdefault("vocab_size", tok.vocab_size)
+    """A preset's config with the init block's overrides; the vocabulary is the tokenizer's unless overridden."""
+    init = ctx.spec.model.init
+    if not isinstance(init, PresetInit):  # from_pipeline is resolved by the workflow into input_checkpoint
+        raise BadInput(f"model.init {init.model_dump()}: no input checkpoint arrived for it (nothing to start from)")
+    overrides: dict[str, Any] = {"vocab_size": tok.vocab_size, **init.overrides}
     try:
-        return preset(init["preset"], **overrides)
+        return preset(init.preset, **overrides)
     except (KeyError, ValueError, TypeError) as e:
         raise BadInput(f"model.init: {e.args[0] if e.args else e}") from None
 
@@ -162,11 +161,9 @@ def build_model(
     are loaded later, with the optimizer). The global RNG is seeded from train.seed before the init draws."""
     spec = ctx.spec
     input_dir = open_checkpoint(ctx, spec.input_checkpoint, "input_checkpoint") if spec.input_checkpoint else None
-    init_block = spec.model.get("init")
-    init: dict[str, Any] = init_block if isinstance(init_block, dict) else {}
-    init_dir = None
-    if input_dir is None and found is None and init.get("checkpoint"):
-        init_dir = open_checkpoint(ctx, init["checkpoint"], "model.init.checkpoint")
+    init, init_dir = spec.model.init, None
+    if input_dir is None and found is None and isinstance(init, CheckpointInit):
+        init_dir = open_checkpoint(ctx, init.checkpoint, "model.init.checkpoint")
     weights_dir = found.local_dir if found else (input_dir or init_dir)
     tok = resolve_tokenizer(ctx, [p for p in (weights_dir if found else None, input_dir, init_dir) if p])
     try:
@@ -193,20 +190,13 @@ def build_model(
 # ------------------------------------------------------------------------------------------------ open
 
 
-def open_stage(
-    ctx: JobContext,
-    kind: str,
-    tcfg: TrainConfig,
-    every: int,
-    keep_last: int | None,
-    *,
-    seq_len: int | None = None,
-    parallel: bool = True,
-) -> StageState | None:
+def open_stage(ctx: JobContext, *, seq_len: int | None = None, parallel: bool = True) -> StageState | None:
     """The stage's state, resumed from its latest committed checkpoint when there is one; None when that
-    checkpoint is already the stage's final one (nothing to do). parallel: place the model on the job's
-    processes (FSDP2 on GPUs, replicas on CPU ranks); False keeps one CPU copy (the rollout stages)."""
-    d = ctx.dist
+    checkpoint is already the stage's final one (nothing to do). seq_len: the longest sequence trained, checked
+    against the model's positions. parallel: place the model on the job's processes (FSDP2 on GPUs, replicas on
+    CPU ranks); False keeps one CPU copy (the rollout stages)."""
+    d, stage = ctx.dist, ctx.spec.stage
+    tcfg = stage.train
     ctx.status.update(total_steps=tcfg.steps)
     set_deterministic(d.device if parallel else torch.device("cpu"))
     found, state = find_resume(ctx)
@@ -223,7 +213,9 @@ def open_stage(
     transformer, cfg, tok = build_model(ctx, found, seq_len)
     model: nn.Module = parallelize(transformer, d) if parallel else transformer
     optimizer = build_optimizer(model, tcfg)
-    st = StageState(kind, tcfg, every, keep_last, model, cfg, tok, optimizer, found, state)
+    st = StageState(
+        stage.kind, tcfg, stage.checkpoint.every, stage.checkpoint.keep_last, model, cfg, tok, optimizer, found, state
+    )
     if found is not None:
         optim_sd = torch.load(found.local_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=False)
         load_full_state(model, optimizer, load_state_dict(found.local_dir), optim_sd)
@@ -269,7 +261,7 @@ def trainer_state(ctx: JobContext, st: StageState, extra: Extra) -> dict[str, An
     return {
         "step": st.step,
         "total_steps": t.steps,
-        "stage": ctx.spec.stage.get("name"),
+        "stage": ctx.spec.stage.name,
         "kind": st.kind,
         "scheduler": {"lr": st.metrics.get("lr"), "warmup_steps": t.warmup_steps, "min_lr": t.min_lr},
         "metrics": st.metrics,
@@ -301,7 +293,7 @@ def run_loop(
         ctx.status.update(step=st.step, metrics=st.metrics, write=(st.step == 1))  # the first step shows at once
         final = st.step == total
         stop = ctx.should_stop()
-        if final or (st.every and st.step % st.every == 0) or stop:
+        if final or st.step % st.every == 0 or stop:
             save(ctx, st, final, extra())
         if stop and not final:
             raise Preempted()

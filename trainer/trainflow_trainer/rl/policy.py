@@ -10,11 +10,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInput
 from ..model import save_hf
 from ..runtime import StageState, open_stage
-from ..stages.lm import checkpoint_config
-from ..train import TrainConfig, full_model_state
+from ..train import full_model_state
 
 if TYPE_CHECKING:
     from ..job import JobContext
@@ -22,16 +20,10 @@ if TYPE_CHECKING:
 SAMPLER_FILE = "sampler_stats.json"
 
 
-def open_policy(ctx: JobContext, kind: str) -> StageState | None:
-    """The start every rollout stage shares: its train config, checkpoint cadence and policy, resumed from the
-    latest committed checkpoint. None when that checkpoint is already the stage's final one."""
-    stage = ctx.spec.stage
-    try:
-        tcfg = TrainConfig.from_dict(stage.get("train"))
-    except ValueError as e:
-        raise BadInput(str(e)) from None
-    every, keep_last = checkpoint_config(stage)
-    return open_stage(ctx, kind, tcfg, every, keep_last, parallel=False)
+def open_policy(ctx: JobContext) -> StageState | None:
+    """The policy of a rollout stage, on one CPU copy, resumed from the stage's latest committed checkpoint;
+    None when that checkpoint is already the stage's final one."""
+    return open_stage(ctx, parallel=False)
 
 
 def sampler_files(sampler_stats: Any) -> dict[str, str]:

@@ -1,14 +1,8 @@
-"""The shared runner of token-level LM stages (midtrain, sft): resolve tokenizer, model and data, resume
-from the latest committed checkpoint, train, checkpoint every N steps and at the end, stop cleanly on SIGTERM.
-
-Stage config fields read here (snake_case, under the spec's `stage`):
-    data.sources[]: {path, weight=1, format=jsonl|parquet}   data.seq_len (int, default 512)
-    train: see train.TrainConfig
-    checkpoint: {every: int = 0 (only the final one), keep_last: int | null = null (keep all)}
-    packing: {mode: flat|trie = flat, max_tokens: int | null}   (sft only; trie: batch_size counts conversations,
-             max_tokens is the token budget of one packed forward, default seq_len x micro_batch_size)
-Model block (spec's `model`): init {preset, vocab_size?, overrides?} | {checkpoint: URI};
-tokenizer {path}; dtype auto|bfloat16|float32 (auto = bf16 autocast on GPU; CPU always float32).
+"""The shared runner of token-level LM stages (midtrain, sft): data from the stage's `data` block, packed flat
+(midtrain, sft packing.mode flat) or as whole conversations for trie packing (sft packing.mode trie: batch_size
+counts conversations, packing.max_tokens is the token budget of one packed forward); opening, checkpoints, the
+loop and resume are the stage runtime's (runtime.py). The stage and model blocks arrive resolved (the contract's
+StageConfig and ModelBlock): every field is there, with the schema's defaults and checks.
 """
 
 from __future__ import annotations
@@ -18,68 +12,31 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..data import SourceSpec, load_stream, make_packer
-from ..errors import BadInput
+from ..data import load_stream, make_packer
 from ..runtime import Extra, open_stage, run_loop
-from ..train import ConfigError, TrainConfig, train_step, train_step_trie
+from ..train import micro_batch_size, train_step, train_step_trie
 
 if TYPE_CHECKING:
     from ..job import JobContext
 
-# ------------------------------------------------------------------------------------------------ config
-
-
-def data_config(stage: dict) -> tuple[list[SourceSpec], int]:
-    data = stage.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("sources"), list) or not data["sources"]:
-        raise ConfigError("stage.data.sources: required, a non-empty list of {path, weight, format}")
-    sources = [SourceSpec.from_dict(s, f"stage.data.sources[{i}]") for i, s in enumerate(data["sources"])]
-    seq_len = data.get("seq_len", 512)
-    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
-        raise ConfigError(f"stage.data.seq_len: expected an integer >= 2, got {seq_len!r}")
-    return sources, seq_len
-
-
-def checkpoint_config(stage: dict) -> tuple[int, int | None]:
-    c = stage.get("checkpoint") or {}
-    every, keep = c.get("every", 0), c.get("keep_last")
-    if not isinstance(every, int) or every < 0:
-        raise ConfigError(f"stage.checkpoint.every: expected an integer >= 0 (0: only the final one), got {every!r}")
-    if keep is not None and (not isinstance(keep, int) or keep < 1):
-        raise ConfigError(f"stage.checkpoint.keep_last: expected an integer >= 1 or null, got {keep!r}")
-    return every, keep
-
-
-def packing_config(stage: dict, kind: str) -> tuple[str, int | None]:
-    p = stage.get("packing") or {}
-    mode = p.get("mode", "flat")
-    if kind != "sft" and mode != "flat":
-        raise ConfigError(f"stage.packing.mode {mode!r}: only sft stages support trie packing")
-    max_tokens = p.get("max_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise ConfigError(f"stage.packing.max_tokens: expected a positive integer or null, got {max_tokens!r}")
-    return mode, max_tokens
-
-
-# ------------------------------------------------------------------------------------------------ the stage
-
 
 def run_lm_stage(ctx: JobContext, kind: str) -> None:
     d, stage = ctx.dist, ctx.spec.stage
-    tcfg = TrainConfig.from_dict(stage.get("train"))
-    sources, seq_len = data_config(stage)
-    every, keep_last = checkpoint_config(stage)
-    mode, max_tokens = packing_config(stage, kind)
-    tcfg.check_layout(d.world)
-    st = open_stage(ctx, kind, tcfg, every, keep_last, seq_len=seq_len)
+    tcfg, data = stage.train, stage.data
+    assert data is not None, "the schema requires a data block of midtrain and sft stages"
+    # midtrain has no packing block: documents are packed flat
+    mode, max_tokens = (stage.packing.mode, stage.packing.max_tokens) if stage.packing else ("flat", 0)
+    micro_batch_size(tcfg, d.world)
+    st = open_stage(ctx, seq_len=data.seq_len)
     if st is None:
         return
-    packer = make_packer(mode, load_stream(sources, ctx.storage, st.tok, kind, tcfg.seed), seq_len, st.tok, max_tokens)
+    stream = load_stream(data.sources, ctx.storage, st.tok, kind, tcfg.seed)
+    packer = make_packer(mode, stream, data.seq_len, st.tok)
     if st.found is not None:
         packer.load_state_dict(st.state["data"])
     history: list[float] = list(st.state.get("loss_history", []))
-    autocast = autocast_dtype(ctx)
-    trie_tokens = max_tokens or seq_len * (tcfg.micro_batch_size or tcfg.batch_size // d.world)
+    # bf16 autocast over fp32 master weights on GPU; CPU runs stay fp32 (exact, and CPU bf16 is slow).
+    autocast = torch.bfloat16 if d.device.type == "cuda" and ctx.spec.model.dtype in ("auto", "bf16") else None
     t_start, tokens_seen = time.perf_counter(), 0.0
 
     def step_fn(step: int) -> dict[str, float]:
@@ -87,7 +44,7 @@ def run_lm_stage(ctx: JobContext, kind: str) -> None:
         batch = packer.next_batch(tcfg.batch_size)
         t0 = time.perf_counter()
         if mode == "trie":
-            m = train_step_trie(st.model, st.optimizer, batch, step, tcfg, d, autocast, trie_tokens)
+            m = train_step_trie(st.model, st.optimizer, batch, step, tcfg, d, autocast, max_tokens)
         else:
             m = train_step(st.model, st.optimizer, batch, step, tcfg, d, autocast)
         dt = time.perf_counter() - t0
@@ -100,14 +57,6 @@ def run_lm_stage(ctx: JobContext, kind: str) -> None:
         }
 
     run_loop(ctx, st, step_fn, lambda: Extra({"data": packer.state_dict(), "loss_history": history}))
-
-
-def autocast_dtype(ctx: JobContext) -> torch.dtype | None:
-    """bf16 autocast over fp32 master weights on GPU; CPU runs stay fp32 (exact, and CPU bf16 is slow)."""
-    dtype = ctx.spec.model.get("dtype", "auto")
-    if dtype not in ("auto", "bfloat16", "bf16", "float32", "fp32"):
-        raise BadInput(f"model.dtype: expected auto|bfloat16|bf16|float32|fp32, got {dtype!r}")
-    return torch.bfloat16 if ctx.dist.device.type == "cuda" and dtype in ("auto", "bfloat16", "bf16") else None
 
 
 __all__ = ["run_lm_stage"]

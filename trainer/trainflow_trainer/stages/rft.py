@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInput, Preempted
+from ..contract import RftConfig, TrainConfig
+from ..errors import Preempted
 from ..rl.batch import to_trajectories
 from ..rl.policy import SAMPLER_FILE, open_policy, sampler_files, write_weights
 from ..rl.rollouts import Rollouts
 from ..runtime import Extra, StageState, run_loop
-from ..train import TrainConfig, lr_at, optimizer_step
+from ..train import lr_at, optimizer_step
 from ..trie import LossSpec, Trajectory, forward_backward
 from .rl import packing
 
@@ -31,17 +32,13 @@ if TYPE_CHECKING:
 KEPT_FILE = "kept.json"
 
 
-def select(groups: list[dict], rft: dict) -> list[dict]:
-    """The trajectories (ledger records) RFT trains on."""
-    keep = rft.get("keep", "passing")
+def select(groups: list[dict], rft: RftConfig) -> list[dict]:
+    """The trajectories (ledger records) RFT trains on: the passing ones, or the top fraction by reward."""
     trajs = [t for g in groups for t in g["trajectories"]]
-    if keep == "passing":
+    if rft.keep == "passing":
         return [t for t in trajs if float(t["reward"]) >= 1.0]
-    if keep == "top":
-        frac = float(rft.get("top_fraction", 0.25))
-        ranked = sorted(trajs, key=lambda t: -float(t["reward"]))
-        return [t for t in ranked[: max(1, int(len(ranked) * frac))] if float(t["reward"]) > 0]
-    raise BadInput(f"stage.rft.keep: expected passing or top, got {keep!r}")
+    ranked = sorted(trajs, key=lambda t: -float(t["reward"]))
+    return [t for t in ranked[: max(1, int(len(ranked) * rft.top_fraction))] if float(t["reward"]) > 0]
 
 
 def collect(ctx: JobContext, st: StageState) -> tuple[list[dict], dict[str, Any], Any]:
@@ -57,7 +54,8 @@ def collect(ctx: JobContext, st: StageState) -> tuple[list[dict], dict[str, Any]
         )
     from ..tasks import load_tasks
 
-    n_tasks = len(load_tasks(stage.get("tasks") or {}))
+    assert stage.tasks is not None and stage.rft is not None, "the schema requires them of rft stages"
+    n_tasks = len(load_tasks(stage.tasks))
     weights = write_weights(st, Path(ctx.spec.work_dir) / "policy" / "v-000000")
     with Rollouts.start(ctx, weights, 0, -1, None, "collect", groups=n_tasks) as ro:
         try:
@@ -66,7 +64,7 @@ def collect(ctx: JobContext, st: StageState) -> tuple[list[dict], dict[str, Any]
             raise Preempted() from None
     if msg.get("type") != "collected":
         raise RuntimeError(f"data plane: expected the collected rollouts, got {msg.get('type')!r}")
-    kept = select(msg["groups"], stage.get("rft") or {})
+    kept = select(msg["groups"], stage.rft)
     rollout_metrics = msg.get("metrics", {})
     ctx.log(
         f"trainflow: rft rollouts: {rollout_metrics.get('episodes')} episodes, pass rate "
@@ -88,7 +86,7 @@ def example_order(n: int, tcfg: TrainConfig) -> list[int]:
 
 def run(ctx: JobContext) -> None:
     pack = packing(ctx.spec.stage)
-    st = open_policy(ctx, "rft")
+    st = open_policy(ctx)
     if st is None:
         return
     tcfg = st.tcfg

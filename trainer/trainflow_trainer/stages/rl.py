@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from ..errors import BadInput, Preempted
-from ..rl.batch import SCALINGS, BatchStats, to_trajectories
+from ..contract import AlgorithmConfig, StageConfig
+from ..errors import Preempted
+from ..rl.batch import BatchStats, to_trajectories
 from ..rl.ledger_check import ledger_generation, ledger_size
 from ..rl.policy import SAMPLER_FILE, open_policy, sampler_files, write_weights
 from ..rl.rollouts import Rollouts
@@ -46,44 +47,23 @@ if TYPE_CHECKING:
     from ..job import JobContext
 
 
-def loss_spec(stage: dict) -> tuple[LossSpec, bool, str]:
-    a = {
-        "name": "grpo",
-        "clip_low": 0.2,
-        "clip_high": 0.28,
-        "loss_agg": "token-mean",
-        "kl_coef": 0.0,
-        "entropy_coef": 0.0,
-        "normalize_std": True,
-        **(stage.get("algorithm") or {}),
-    }
-    agg = {"token-mean": "token_mean", "seq-mean": "seq_mean"}.get(a["loss_agg"])
-    if agg is None:
-        raise BadInput(f"stage.algorithm.loss_agg: expected token-mean or seq-mean, got {a['loss_agg']!r}")
-    if a["name"] not in ("grpo", "dapo", "ppo"):
-        raise BadInput(f"stage.algorithm.name: expected grpo | dapo | ppo, got {a['name']!r}")
-    scaling = a.get("advantage_scaling", "none")
-    if scaling not in SCALINGS:
-        raise BadInput(f"stage.algorithm.advantage_scaling: expected one of {' | '.join(SCALINGS)}, got {scaling!r}")
-    try:
-        spec = LossSpec(
-            kind="ppo",
-            aggregation=agg,
-            eps_low=float(a["clip_low"]),
-            eps_high=float(a["clip_high"]),
-            kl_coef=float(a["kl_coef"]),
-            entropy_coef=float(a["entropy_coef"]),
-        )
-    except ValueError as e:
-        raise BadInput(f"stage.algorithm: {e}") from None
-    return spec, bool(a["normalize_std"]), scaling
+def loss_spec(a: AlgorithmConfig) -> tuple[LossSpec, bool, str]:
+    """The PPO-clip loss of the stage's `algorithm` block, normalize_std and the advantage scaling."""
+    spec = LossSpec(
+        kind="ppo",
+        aggregation="token_mean" if a.loss_agg == "token-mean" else "seq_mean",
+        eps_low=a.clip_low,
+        eps_high=a.clip_high,
+        kl_coef=a.kl_coef,
+        entropy_coef=a.entropy_coef,
+    )
+    return spec, a.normalize_std, a.advantage_scaling
 
 
-def packing(stage: dict) -> dict:
-    p = {"mode": "trie", "max_tokens": 4096, **(stage.get("packing") or {})}
-    if p["mode"] not in ("trie", "flat"):
-        raise BadInput(f"stage.packing.mode: expected trie or flat, got {p['mode']!r}")
-    return p
+def packing(stage: StageConfig) -> dict[str, Any]:
+    """The stage's packing block as trie.forward_backward takes it (rft and rl stages always have one)."""
+    assert stage.packing is not None, "the schema resolves a packing block for rft and rl stages"
+    return stage.packing.model_dump()
 
 
 def reference_model(ctx: JobContext, st: StageState, lspec: LossSpec) -> nn.Module | None:
@@ -154,9 +134,10 @@ def step_metrics(
 
 def run(ctx: JobContext) -> None:
     spec, stage = ctx.spec, ctx.spec.stage
-    lspec, normalize_std, scaling = loss_spec(stage)
+    assert stage.algorithm is not None, "the schema requires the algorithm block of rl stages"
+    lspec, normalize_std, scaling = loss_spec(stage.algorithm)
     pack = packing(stage)
-    st = open_policy(ctx, "rl")
+    st = open_policy(ctx)
     if st is None:
         return
     tcfg, model, optimizer = st.tcfg, st.model, st.optimizer
