@@ -82,10 +82,6 @@ class StageState:
     step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def resumed_from(self) -> dict[str, Any] | None:
-        return {"uri": self.found.uri, "step": self.found.step} if self.found else None
-
     def resumed_file(self, name: str) -> Path | None:
         """A file of the resumed checkpoint (an Extra file saved earlier), if there is one."""
         p = self.found.local_dir / name if self.found else None
