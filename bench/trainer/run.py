@@ -23,23 +23,37 @@ sys.path.insert(0, str(ROOT / "trainer"))
 
 import torch  # noqa: E402
 
-from trainflow_trainer.data import FlatPacker, SourceSpec, load_stream  # noqa: E402
+from trainflow_trainer.contract import DataSource, TrainConfig  # noqa: E402
+from trainflow_trainer.data import FlatPacker, load_stream  # noqa: E402
 from trainflow_trainer.demo_data import CODE_FILE, SFT_FILE, TOOLS_FILE, generate  # noqa: E402
 from trainflow_trainer.model import Transformer, preset  # noqa: E402
 from trainflow_trainer.storage import Storage  # noqa: E402
 from trainflow_trainer.tokenizer import Tokenizer  # noqa: E402
-from trainflow_trainer.train import Dist, TrainConfig, build_optimizer, train_step  # noqa: E402
+from trainflow_trainer.train import Dist, build_optimizer, train_step  # noqa: E402
 
 
 def measure(kind: str, data_dir: Path, tok: Tokenizer, steps: int, batch: int, micro: int, seq_len: int) -> dict:
     if kind == "midtrain":
-        sources = [SourceSpec(str(data_dir / CODE_FILE), 1.0), SourceSpec(str(data_dir / TOOLS_FILE), 1.0)]
+        files = [CODE_FILE, TOOLS_FILE]
     else:
-        sources = [SourceSpec(str(data_dir / SFT_FILE))]
+        files = [SFT_FILE]
+    sources = [DataSource(path=str(data_dir / f), weight=1.0, format="jsonl") for f in files]
     packer = FlatPacker(load_stream(sources, Storage(), tok, kind, 0), seq_len, tok.pad_id)
     torch.manual_seed(0)
     model = Transformer(preset("tiny", vocab_size=tok.vocab_size))
-    cfg = TrainConfig(steps=steps + 1, batch_size=batch, micro_batch_size=micro, lr=1e-3, warmup_steps=1)
+    # every field explicit, as a resolved config holds them (the benchmark's settings, not defaults)
+    cfg = TrainConfig(
+        steps=steps + 1,
+        batch_size=batch,
+        micro_batch_size=micro,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=1,
+        weight_decay=0.1,
+        betas=(0.9, 0.95),
+        grad_clip=1.0,
+        seed=0,
+    )
     opt = build_optimizer(model, cfg)
     batches = [packer.next_batch(batch) for _ in range(steps + 1)]  # data prep is not timed
     train_step(model, opt, batches[0], 0, cfg, Dist(), None)  # warm-up

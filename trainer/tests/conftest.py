@@ -9,10 +9,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from specs import job_spec
+
+from trainflow_trainer.storage import Storage, StorageConfig
 
 TRAINER_DIR = Path(__file__).resolve().parents[1]
+
+# The local stack's MinIO (tests that need it fail loudly when it is down)
+ENDPOINT = os.environ.get("TRAINFLOW_S3_ENDPOINT", "http://127.0.0.1:9000")
+BUCKET = os.environ.get("TRAINFLOW_BUCKET", "trainflow")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "trainflow")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "trainflow-secret")
 
 # A model small enough that a CPU step takes milliseconds (the `tiny` preset, shrunk).
 TEST_MODEL_OVERRIDES = {
@@ -51,50 +61,41 @@ def make_spec(
     batch_size: int = 4,
     micro_batch_size: int | None = 2,
     seq_len: int = 64,
-    keep_last=None,
+    keep_last: int | None = None,
     storage: dict | None = None,
-    **extra,
+    model: dict | None = None,
+    sources: list[dict] | None = None,
+    **stage_blocks: Any,
 ) -> dict:
-    if kind == "midtrain":
+    """The job spec of a small LM stage on the demo corpora, resolved by the real config resolver (specs.py).
+    keep_last None: the schema's default; model: the model block (default: the test model, demo tokenizer);
+    sources: the data sources (default: the demo corpus of the kind); stage_blocks: further stage blocks as a
+    config says them (e.g. packing={"mode": "trie"})."""
+    if sources is None and kind == "midtrain":
         sources = [
             {"path": str(demo_dir / "midtrain-code.jsonl"), "weight": 0.4},
             {"path": str(demo_dir / "midtrain-tools.jsonl"), "weight": 0.6},
         ]
-    else:
+    elif sources is None:
         sources = [{"path": str(demo_dir / "sft.jsonl")}]
-    spec = {
-        "protocol": 1,
-        "pipeline_id": "test",
-        "run_id": "run-1",
-        "stage_index": 0,
-        "attempt": 1,
-        "stage": {
-            "name": f"{kind}-test",
-            "kind": kind,
-            "data": {"sources": sources, "seq_len": seq_len},
-            "train": {
-                "steps": steps,
-                "batch_size": batch_size,
-                "micro_batch_size": micro_batch_size,
-                "lr": 3e-3,
-                "warmup_steps": 1,
-                "seed": 7,
-            },
-            "checkpoint": {"every": every, "keep_last": keep_last},
-        },
-        "model": {
-            "init": {"preset": "tiny", "overrides": dict(TEST_MODEL_OVERRIDES)},
-            "tokenizer": {"path": str(demo_dir)},
-        },
-        "input_checkpoint": None,
-        "output_prefix": out,
-        "resume": True,
-        "status_uri": f"{out}/status.json",
-        "storage": storage or {},
-        "work_dir": str(work),
+    train = {"steps": steps, "batch_size": batch_size, "lr": 3e-3, "warmup_steps": 1, "seed": 7}
+    if micro_batch_size is not None:
+        train["micro_batch_size"] = micro_batch_size
+    checkpoint = {"every": every} if keep_last is None else {"every": every, "keep_last": keep_last}
+    stage = {
+        "name": f"{kind}-test",
+        "kind": kind,
+        "data": {"sources": sources, "seq_len": seq_len},
+        "train": train,
+        "checkpoint": checkpoint,
+        **stage_blocks,
     }
-    spec.update(extra)
-    return spec
+    if model is None:
+        model = {
+            "init": {"preset": "tiny", "overrides": dict(TEST_MODEL_OVERRIDES)},
+            "tokenizer": {"path": str(demo_dir / "tokenizer.json")},
+        }
+    return job_spec(stage, model, out, work, storage=storage, status_uri=f"{out}/status.json")
 
 
 def job_env() -> dict:
@@ -146,3 +147,28 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
     if proc is not None:
         proc.send_signal(signal.SIGKILL)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def storage() -> Storage:
+    """The local stack's MinIO as the trainer's storage."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{ENDPOINT}/minio/health/live", timeout=3)
+    except OSError as e:
+        pytest.fail(f"MinIO is not reachable at {ENDPOINT} ({e}): start the local stack (make dev-up)")
+    return Storage(StorageConfig(endpoint=ENDPOINT, region="us-east-1", force_path_style=True))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full-size demo data's tokenizer (python -m trainflow_trainer.demo_data, as `make demo-data`)."""
+    d = tmp_path_factory.mktemp("demo")
+    subprocess.run(
+        [sys.executable, "-m", "trainflow_trainer.demo_data", str(d), "--quiet"],
+        cwd=TRAINER_DIR,
+        check=True,
+        capture_output=True,
+    )
+    return d / "tokenizer.json"

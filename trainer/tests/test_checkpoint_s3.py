@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import make_spec, run_job, write_spec
+from conftest import BUCKET, ENDPOINT, make_spec, run_job, write_spec
 
 from trainflow_trainer.checkpoint import (
     COMMIT_FILE,
@@ -23,21 +22,7 @@ from trainflow_trainer.checkpoint import (
     latest_verified,
     step_dir,
 )
-from trainflow_trainer.storage import Storage, StorageConfig, join, split_s3
-
-ENDPOINT = os.environ.get("TRAINFLOW_S3_ENDPOINT", "http://127.0.0.1:9000")
-BUCKET = os.environ.get("TRAINFLOW_BUCKET", "trainflow")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "trainflow")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "trainflow-secret")
-
-
-@pytest.fixture(scope="module")
-def storage() -> Storage:
-    try:
-        urllib.request.urlopen(f"{ENDPOINT}/minio/health/live", timeout=3)
-    except OSError as e:
-        pytest.fail(f"MinIO is not reachable at {ENDPOINT} ({e}): start the local stack (make dev-up)")
-    return Storage(StorageConfig(endpoint=ENDPOINT, region="us-east-1", force_path_style=True))
+from trainflow_trainer.storage import Storage, join, split_s3
 
 
 @pytest.fixture
@@ -144,5 +129,7 @@ def test_job_round_trip_on_s3_with_corrupt_latest(storage, prefix, tmp_path, dem
     put(storage, m, first[:100])
     r = run_job(spec_path)
     assert r.returncode == 0, r.stderr
-    assert "checkpoint refused" in r.stderr and "resuming from " + join(prefix, "step-000002") in r.stderr
+    assert "checkpoint refused" in r.stderr
+    status = json.loads(storage.read_bytes(join(prefix, "status.json")))
+    assert status["resumed_from"] == {"uri": join(prefix, "step-000002"), "step": 2}
     assert storage.read_bytes(m) == first

@@ -6,27 +6,26 @@ import json
 
 import pytest
 import torch
+from specs import data_sources
 
 from trainflow_trainer.data import (
     IGNORE,
     DataError,
     FlatPacker,
-    SourceSpec,
     load_source_rows,
     load_stream,
-    make_packer,
 )
 from trainflow_trainer.storage import Storage
 
 
 def stream_of(demo_dir, tok, kind, seed=3):
     if kind == "midtrain":
-        sources = [
-            SourceSpec(str(demo_dir / "midtrain-code.jsonl"), 0.4),
-            SourceSpec(str(demo_dir / "midtrain-tools.jsonl"), 0.6),
-        ]
+        sources = data_sources(
+            {"path": str(demo_dir / "midtrain-code.jsonl"), "weight": 0.4},
+            {"path": str(demo_dir / "midtrain-tools.jsonl"), "weight": 0.6},
+        )
     else:
-        sources = [SourceSpec(str(demo_dir / "sft.jsonl"))]
+        sources = data_sources({"path": str(demo_dir / "sft.jsonl")})
     return load_stream(sources, Storage(), tok, kind, seed)
 
 
@@ -65,7 +64,7 @@ def test_split_document_continues_in_next_row(demo_dir, tok):
 
 def test_sft_loss_only_on_assistant_tokens(demo_dir, tok):
     stream = stream_of(demo_dir, tok, "sft")
-    rows = [json.loads(l) for l in (demo_dir / "sft.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (demo_dir / "sft.jsonl").read_text().splitlines()]
     packer = FlatPacker(stream, seq_len=2048, pad_id=tok.pad_id)
     b = packer.next_batch(2)
     # Every label is the next token, and that token was produced by the assistant.
@@ -127,22 +126,21 @@ def test_parquet_and_folder_sources(demo_dir, tok, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [json.loads(l) for l in (demo_dir / "midtrain-code.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (demo_dir / "midtrain-code.jsonl").read_text().splitlines()]
     pq.write_table(pa.Table.from_pylist(rows[:10]), tmp_path / "a.parquet")
     (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[10:15]))
-    got = load_source_rows(SourceSpec(str(tmp_path)), Storage())
+    got = load_source_rows(data_sources({"path": str(tmp_path)})[0], Storage())  # a folder: the extension decides
     assert got == rows[:15]
 
 
 def test_bad_data_is_named(demo_dir, tok, tmp_path):
+    nope, bad, wrong = data_sources(*({"path": str(tmp_path / f)} for f in ("nope.jsonl", "bad.jsonl", "wrong.jsonl")))
     with pytest.raises(DataError, match="no such file"):
-        load_source_rows(SourceSpec(str(tmp_path / "nope.jsonl")), Storage())
+        load_source_rows(nope, Storage())
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{oops\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
-        load_source_rows(SourceSpec(str(tmp_path / "bad.jsonl")), Storage())
+        load_source_rows(bad, Storage())
     (tmp_path / "wrong.jsonl").write_text('{"body": "x"}\n')
-    s = load_stream([SourceSpec(str(tmp_path / "wrong.jsonl"))], Storage(), tok, "midtrain", 0)
+    s = load_stream([wrong], Storage(), tok, "midtrain", 0)
     with pytest.raises(DataError, match="needs a string `text`"):
         s.next()
-    with pytest.raises(DataError, match="packing.mode"):
-        make_packer("zigzag", s, 64, tok)

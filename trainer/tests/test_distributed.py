@@ -22,8 +22,8 @@ def free_port() -> int:
 def test_two_gloo_processes_match_one(tmp_path, demo_dir):
     steps = 4
     one, two = tmp_path / "one", tmp_path / "two"
-    spec1 = make_spec(demo_dir, str(one), tmp_path / "w1", steps=steps, every=0, batch_size=4, micro_batch_size=2)
-    spec2 = make_spec(demo_dir, str(two), tmp_path / "w2", steps=steps, every=0, batch_size=4, micro_batch_size=2)
+    spec1 = make_spec(demo_dir, str(one), tmp_path / "w1", steps=steps, every=steps, batch_size=4, micro_batch_size=2)
+    spec2 = make_spec(demo_dir, str(two), tmp_path / "w2", steps=steps, every=steps, batch_size=4, micro_batch_size=2)
     r = run_job(write_spec(spec1, tmp_path / "one.json"))
     assert r.returncode == 0, r.stderr
     cmd = [

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import make_spec, run_job, start_job, wait_for, write_spec
 from safetensors.torch import load_file
+from specs import data_sources, train_configs
 
 
 def committed(out: Path) -> list[str]:
@@ -21,37 +22,43 @@ def test_bad_spec_exits_2(tmp_path, demo_dir):
     assert r.returncode == 2 and "trainflow: bad input: job spec" in r.stderr and "no such file" in r.stderr
     (tmp_path / "broken.json").write_text("{not json")
     r = run_job(tmp_path / "broken.json")
-    assert r.returncode == 2 and "invalid JSON at line 1" in r.stderr
+    assert r.returncode == 2 and "trainflow: bad input: job spec" in r.stderr and "invalid JSON" in r.stderr
     spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work")
-    spec["stage"]["kind"] = "dance"
+    spec["stage"]["kind"] = "dance"  # a spec the contract refuses: one line naming the field
     r = run_job(write_spec(spec, tmp_path / "kind.json"))
-    assert r.returncode == 2 and "stage.kind 'dance' is not known" in r.stderr
+    line = f"trainflow: bad input: job spec {tmp_path / 'kind.json'}: stage.kind: Input should be 'midtrain'"
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(line), r.stderr
 
 
 def test_unknown_preset_and_missing_data_exit_2(tmp_path, demo_dir, capsys):
-    # In-process (job.main) to spare two interpreter start-ups; the exit-code mapping is the same code.
+    # In-process (job.main) to spare three interpreter start-ups; the exit-code mapping is the same code.
+    from conftest import TEST_MODEL_OVERRIDES
+
     from trainflow_trainer.job import main
 
     spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work")
-    spec["model"]["init"]["preset"] = "gigantic"
-    spec["stage"]["data"]["sources"].append({"path": str(tmp_path / "nowhere.jsonl")})
+    spec["model"]["init"]["preset"] = "gigantic"  # a spec no resolver writes: the contract refuses it
     assert main(["--spec", str(write_spec(spec, tmp_path / "preset.json"))]) == 2
-    err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1].startswith("trainflow: bad input: model.init: unknown model preset 'gigantic'")
-    spec["model"]["init"]["preset"] = "tiny"
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"trainflow: bad input: job spec {tmp_path / 'preset.json'}: model.init.PresetInit.preset:")
+    sources = [{"path": str(demo_dir / "midtrain-code.jsonl")}, {"path": str(tmp_path / "nowhere.jsonl")}]
+    spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work", sources=sources)
     assert main(["--spec", str(write_spec(spec, tmp_path / "data.json"))]) == 2
     assert f"trainflow: bad input: data source {tmp_path / 'nowhere.jsonl'}: no such file" in capsys.readouterr().err
     status = json.loads((tmp_path / "out" / "status.json").read_text())
     assert status["state"] == "failed" and status["reason"].startswith("bad input: data source")
-    spec["stage"]["data"]["sources"].pop()
-    spec["model"]["init"]["vocab_size"] = 10  # smaller than the tokenizer: wrong shapes
+    model = {  # a vocabulary smaller than the tokenizer's: wrong shapes
+        "init": {"preset": "tiny", "overrides": {**TEST_MODEL_OVERRIDES, "vocab_size": 10}},
+        "tokenizer": {"path": str(demo_dir / "tokenizer.json")},
+    }
+    spec = make_spec(demo_dir, str(tmp_path / "out"), tmp_path / "work", model=model)
     assert main(["--spec", str(write_spec(spec, tmp_path / "vocab.json"))]) == 2
     assert "tokenizer has" in capsys.readouterr().err
 
 
 def test_sigterm_saves_checkpoint_then_exits_75(tmp_path, demo_dir):
     out = tmp_path / "out"
-    spec = make_spec(demo_dir, str(out), tmp_path / "work", steps=400, every=0)
+    spec = make_spec(demo_dir, str(out), tmp_path / "work", steps=400, every=400)  # only the final one
     proc = start_job(write_spec(spec, tmp_path / "spec.json"))
     status_file = out / "status.json"
     wait_for(lambda: status_file.exists() and json.loads(status_file.read_text())["step"] >= 1, 120, "step 1", proc)
@@ -105,7 +112,8 @@ def test_exact_resume_after_sigkill(tmp_path, demo_dir):
 
     r = run_job(spec_b)
     assert r.returncode == 0, r.stderr
-    assert "resuming from" in r.stderr
+    status = json.loads((killed_out / "status.json").read_text())
+    assert status["resumed_from"] == {"uri": str(killed_out / "step-000004"), "step": 4}
 
     w1, o1, s1 = final_state(straight_out, steps)
     w2, o2, s2 = final_state(killed_out, steps)
@@ -117,24 +125,27 @@ def test_exact_resume_after_sigkill(tmp_path, demo_dir):
     assert s1["loss_history"] == s2["loss_history"]  # same batches, same losses, step by step
     assert len(s1["loss_history"]) == steps
 
-    # A finished stage, run again with resume, does nothing and exits 0.
+    # A finished stage, run again with resume, does nothing and exits 0 (no resume, no new commit).
     r = run_job(spec_b)
     assert r.returncode == 0 and "nothing to do" in r.stderr
+    status = json.loads((killed_out / "status.json").read_text())
+    assert status["resumed_from"] is None and status["state"] == "done" and status["step"] == steps
+    assert status["last_checkpoint"] == str(killed_out / f"step-{steps:06d}")
 
 
 def test_one_cpu_training_step_learns(demo_dir, tok):
     from conftest import TEST_MODEL_OVERRIDES
 
-    from trainflow_trainer.data import FlatPacker, SourceSpec, load_stream
+    from trainflow_trainer.data import FlatPacker, load_stream
     from trainflow_trainer.model import Transformer, preset
     from trainflow_trainer.storage import Storage
-    from trainflow_trainer.train import Dist, TrainConfig, build_optimizer, train_step
+    from trainflow_trainer.train import Dist, build_optimizer, train_step
 
     torch.manual_seed(0)
     model = Transformer(preset("tiny", vocab_size=tok.vocab_size, **TEST_MODEL_OVERRIDES))
-    cfg = TrainConfig(steps=5, batch_size=4, micro_batch_size=2, lr=3e-3)
+    (cfg,) = train_configs({"steps": 5, "batch_size": 4, "micro_batch_size": 2, "lr": 3e-3})
     opt = build_optimizer(model, cfg)
-    stream = load_stream([SourceSpec(str(demo_dir / "midtrain-code.jsonl"))], Storage(), tok, "midtrain", 0)
+    stream = load_stream(data_sources({"path": str(demo_dir / "midtrain-code.jsonl")}), Storage(), tok, "midtrain", 0)
     batch = FlatPacker(stream, 64, tok.pad_id).next_batch(4)
     before = model.model.embed_tokens.weight.detach().clone()
     losses = [train_step(model, opt, batch, s, cfg, Dist(), None)["loss"] for s in range(5)]
@@ -148,18 +159,18 @@ def test_micro_batching_does_not_change_the_step(demo_dir, tok):
     """Gradient accumulation is exact: 4 micro-batches of 1 == 1 micro-batch of 4 (up to fp32 summation order)."""
     from conftest import TEST_MODEL_OVERRIDES
 
-    from trainflow_trainer.data import FlatPacker, SourceSpec, load_stream
+    from trainflow_trainer.data import FlatPacker, load_stream
     from trainflow_trainer.model import Transformer, preset
     from trainflow_trainer.storage import Storage
-    from trainflow_trainer.train import Dist, TrainConfig, build_optimizer, train_step
+    from trainflow_trainer.train import Dist, build_optimizer, train_step
 
-    stream = load_stream([SourceSpec(str(demo_dir / "sft.jsonl"))], Storage(), tok, "sft", 0)
+    stream = load_stream(data_sources({"path": str(demo_dir / "sft.jsonl")}), Storage(), tok, "sft", 0)
     batch = FlatPacker(stream, 256, tok.pad_id).next_batch(4)
     results = []
-    for micro in (4, 1):
+    cfgs = train_configs(*({"steps": 1, "batch_size": 4, "micro_batch_size": micro} for micro in (4, 1)))
+    for cfg in cfgs:
         torch.manual_seed(0)
         model = Transformer(preset("tiny", vocab_size=tok.vocab_size, **TEST_MODEL_OVERRIDES))
-        cfg = TrainConfig(steps=1, batch_size=4, micro_batch_size=micro)
         m = train_step(model, build_optimizer(model, cfg), batch, 0, cfg, Dist(), None)
         results.append((m["loss"], model.model.embed_tokens.weight.detach().clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
@@ -170,12 +181,12 @@ def test_trie_sft_step_equals_flat_step(demo_dir, tok):
     """packing.mode trie (shared prefixes computed once, via trie/) makes the same optimizer step as flat."""
     from conftest import TEST_MODEL_OVERRIDES
 
-    from trainflow_trainer.data import IGNORE, Batch, ExamplePacker, SourceSpec, load_stream
+    from trainflow_trainer.data import IGNORE, Batch, ExamplePacker, load_stream
     from trainflow_trainer.model import Transformer, preset
     from trainflow_trainer.storage import Storage
-    from trainflow_trainer.train import Dist, TrainConfig, train_step, train_step_trie
+    from trainflow_trainer.train import Dist, train_step, train_step_trie
 
-    stream = load_stream([SourceSpec(str(demo_dir / "sft.jsonl"))], Storage(), tok, "sft", 0)
+    stream = load_stream(data_sources({"path": str(demo_dir / "sft.jsonl")}), Storage(), tok, "sft", 0)
     trie_batch = ExamplePacker(stream, seq_len=1024).next_batch(4)
     t = max(len(e.ids) for e in trie_batch.examples)
     rows = []
@@ -190,7 +201,7 @@ def test_trie_sft_step_equals_flat_step(demo_dir, tok):
     for step_fn, batch in ((train_step, flat_batch), (train_step_trie, trie_batch)):
         torch.manual_seed(0)
         model = Transformer(preset("tiny", vocab_size=tok.vocab_size, **TEST_MODEL_OVERRIDES))
-        cfg = TrainConfig(steps=1, batch_size=4, micro_batch_size=2, lr=1.0, min_lr=1.0)
+        (cfg,) = train_configs({"steps": 1, "batch_size": 4, "micro_batch_size": 2, "lr": 1.0, "min_lr": 1.0})
         extra = (512,) if step_fn is train_step_trie else ()
         # SGD with lr 1: the weight change IS the (clipped) gradient. (Adam's first step, g/|g|, would blow
         # rounding-level differences of near-zero gradients up to ±lr.)

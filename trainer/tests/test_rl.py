@@ -15,27 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from specs import job_spec, rollout_stage, stage_configs
 
 from trainflow_trainer.rl.batch import group_advantages, to_trajectories, tree_paths
 from trainflow_trainer.rl.ledger_check import ledger_size, read_ledger
 
 TRAINER = Path(__file__).resolve().parents[1]
-
-
-# a resolved `algorithm: {name: dapo}` block (src/config/algorithm.ts; job specs carry every field)
-DAPO = {
-    "name": "dapo",
-    "clip_low": 0.2,
-    "clip_high": 0.28,
-    "loss_agg": "token-mean",
-    "kl_coef": 0.0,
-    "entropy_coef": 0.0,
-    "normalize_std": True,
-    "advantage_scaling": "none",
-    "decoupled": False,
-    "behav_weight_cap": None,
-    "minibatches": 1,
-}
 
 
 def node(tokens, logprobs=None, versions=None, children=()):
@@ -105,17 +90,11 @@ def test_advantage_scaling_difficulty_and_entropy_scale_groups_relative_to_the_b
     )
     with pytest.raises(ValueError, match="advantage_scaling"):
         advantage_scales([hard], "bogus")
-    from trainflow_trainer.errors import BadInput
     from trainflow_trainer.rl.objective import objective
 
-    stage = {
-        "algorithm": {**DAPO, "advantage_scaling": "entropy"},
-        "rollout": {"temperature": 1.0, "top_p": 1.0},
-        "sampling": {"all_equal_tolerance": 1e-6},
-    }
-    assert objective(stage).scaling == "entropy"
-    with pytest.raises(BadInput, match="stage.algorithm.advantage_scaling"):
-        objective({**stage, "algorithm": {**DAPO, "advantage_scaling": "loud"}})
+    (st,) = stage_configs(rollout_stage(algorithm={"advantage_scaling": "entropy", "loss_agg": "seq-mean"}))
+    obj = objective(st)
+    assert obj.scaling == "entropy" and obj.normalize_std is True and obj.loss.aggregation == "seq_mean"
 
 
 def test_rft_keeps_passing_or_top_rollouts():
@@ -123,9 +102,17 @@ def test_rft_keeps_passing_or_top_rollouts():
 
     t = lambda r: {"reward": r, "tree": node([1, 2], children=[node([3], [-1.0], [0])])}  # noqa: E731
     groups = [{"trajectories": [t(1.0), t(0.0), t(0.5)]}, {"trajectories": [t(0.0), t(1.0), t(0.25)]}]
-    assert [x["reward"] for x in select(groups, {"keep": "passing"})] == [1.0, 1.0]
-    assert [x["reward"] for x in select(groups, {"keep": "top", "top_fraction": 0.5})] == [1.0, 1.0, 0.5]
-    trajs, _ = to_trajectories([{"trajectories": select(groups, {})}], 0, mode="sft")
+    passing, top, default = (
+        st.rft
+        for st in stage_configs(
+            rollout_stage("rft", rft={"keep": "passing"}),
+            rollout_stage("rft", rft={"keep": "top", "top_fraction": 0.5}),
+            rollout_stage("rft"),
+        )
+    )
+    assert [x["reward"] for x in select(groups, passing)] == [1.0, 1.0]
+    assert [x["reward"] for x in select(groups, top)] == [1.0, 1.0, 0.5]
+    trajs, _ = to_trajectories([{"trajectories": select(groups, default)}], 0, mode="sft")
     assert [list(x.loss_mask) for x in trajs] == [[0, 0, 1]] * 2 and all(x.advantage == 0 for x in trajs)
 
 
@@ -161,73 +148,51 @@ def kill9_and_reap(job: subprocess.Popen, children: set[int]) -> None:
     assert not [p for p in children if alive(p)], "children outlived the killed job"
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("demo")
-    subprocess.run(
-        [sys.executable, "-m", "trainflow_trainer.demo_data", str(d), "--quiet"],
-        cwd=TRAINER,
-        check=True,
-        capture_output=True,
-    )
-    return d / "tokenizer.json"
+def rl_stage(steps: int, **rollout: object) -> dict:
+    """A small RL stage on the demo tasks, as a config says it (resolved by specs.job_spec)."""
+    return {
+        "name": "rl",
+        "kind": "rl",
+        "tasks": {"family": "demo", "count": 12},
+        "rollout": {
+            "group_size": 2,
+            "concurrency": 4,
+            "batch_groups": 2,
+            "max_turns": 1,
+            "max_new_tokens": 8,
+            "max_staleness": 1,
+            **rollout,
+        },
+        # a random model solves nothing: keep all-equal groups so batches still form
+        "sampling": {"strategy": "difficulty", "filter_all_equal": False},
+        "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+        "packing": {"mode": "trie", "max_tokens": 2048},
+        "train": {"steps": steps, "lr": 1e-4},
+        "checkpoint": {"every": 2},
+    }
+
+
+def rl_model(tokenizer: Path) -> dict:
+    return {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"}
 
 
 def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_group_twice(tmp_path, tokenizer):
     out, work = tmp_path / "out" / "rl", tmp_path / "work"
-    spec = {
-        "protocol": 1,
-        "pipeline_id": "t",
-        "run_id": "r",
-        "stage_index": 4,
-        "attempt": 1,
-        "stage": {
-            "name": "rl",
-            "kind": "rl",
-            "tasks": {"family": "demo", "count": 12},
-            "rollout": {
-                "group_size": 2,
-                "concurrency": 4,
-                "batch_groups": 2,
-                "max_turns": 1,
-                "max_new_tokens": 8,
-                "max_staleness": 1,
-                "temperature": 1.0,
-                "top_p": 1.0,
-            },
-            # a random model solves nothing: keep all-equal groups so batches still form
-            "sampling": {"strategy": "difficulty", "filter_all_equal": False, "all_equal_tolerance": 1e-6},
-            "algorithm": DAPO,
-            "packing": {"mode": "trie", "max_tokens": 2048},
-            "train": {"steps": 5, "lr": 1e-4},
-            "checkpoint": {"every": 2},
-        },
-        "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"},
-        "input_checkpoint": None,
-        "output_prefix": str(out),
-        "resume": True,
-        "status_uri": None,
-        "storage": {},
-        "work_dir": str(work),
-    }
+    spec = job_spec(rl_stage(steps=5), rl_model(tokenizer), str(out), work, stage_index=4)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
 
     # RFT first, in the same pipeline folder: its rollouts' pass rates are the table RL's sampler continues
-    rft = {
-        **spec,
-        "stage": {
-            "name": "rft",
-            "kind": "rft",
-            "tasks": {"family": "demo", "count": 4},
-            "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8, "top_p": 1.0},
-            "rft": {"keep": "passing"},
-            "train": {"steps": 1, "batch_size": 4},
-        },
-        "output_prefix": str(tmp_path / "out" / "rft"),
-        "work_dir": str(tmp_path / "work-rft"),
+    rft_stage = {
+        "name": "rft",
+        "kind": "rft",
+        "tasks": {"family": "demo", "count": 4},
+        "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8},
+        "rft": {"keep": "passing"},
+        "train": {"steps": 1, "batch_size": 4},
     }
+    rft = job_spec(rft_stage, rl_model(tokenizer), str(tmp_path / "out" / "rft"), tmp_path / "work-rft", stage_index=3)
     (tmp_path / "rft.json").write_text(json.dumps(rft))
     r = subprocess.run(
         [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "rft.json")],
@@ -264,7 +229,8 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     # attempt 2: resumes from step k and finishes
     r = subprocess.run(cmd, cwd=TRAINER, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "resuming from" in r.stderr and f"ledger cursor {ckpt2['cursor']}" in r.stderr
+    statuses = [json.loads(ln.split(" ", 1)[1]) for ln in r.stdout.splitlines() if ln.startswith("TRAINFLOW_STATUS")]
+    assert statuses[-1]["resumed_from"] == {"uri": str(out / f"step-{k:06d}"), "step": k}
     final = json.loads((out / "step-000005" / "trainer_state.json").read_text())
     stats5 = json.loads((out / "step-000005" / "sampler_stats.json").read_text())
     assert json.loads((out / "step-000005" / "COMMIT.json").read_text())["final"] is True

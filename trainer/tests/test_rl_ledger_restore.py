@@ -1,8 +1,9 @@
 """The RL stage's ledger on a new machine: the trajectory ledger ships to S3 (<stage output prefix>/ledger/
 <generation>/segments/) and the checkpoint records the generation next to its cursor. A retry whose work dir is
 gone restores that generation from S3, so the groups the lost machine produced after the committed cursor are
-trained (once), and none at or before the cursor is offered again. Also: rollout.session_idle_timeout reaches
-the data-plane driver. Needs the local stack's MinIO (`make dev-up`); fails loudly without it."""
+trained (once), and none at or before the cursor is offered again. Also: rollout.session_idle_timeout (resolved
+to milliseconds) reaches the data-plane driver in seconds. Needs the local stack's MinIO (`make dev-up`); fails
+loudly without it."""
 
 from __future__ import annotations
 
@@ -15,35 +16,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import job_env
 
 # fixtures: the local stack's MinIO (failing loudly when it is down), the demo tokenizer
-from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401
-from test_rl import DAPO, descendants, kill9_and_reap, tokenizer  # noqa: F401
+from conftest import BUCKET, ENDPOINT, job_env
+from specs import job_spec
+from test_rl import descendants, kill9_and_reap, rl_model, rl_stage
 
-from trainflow_trainer.errors import BadInput
-from trainflow_trainer.rl.rollouts import rollout_config
 from trainflow_trainer.storage import Storage, join
 
 TRAINER = Path(__file__).resolve().parents[1]
-
-
-def test_session_idle_timeout_is_a_positive_duration():
-    base = {"rollout": {"group_size": 2, "concurrency": 2, "top_p": 1.0}}
-    assert "session_idle_timeout_s" not in rollout_config(base)  # absent: the driver's default
-    # the resolved config holds milliseconds; a raw spec may say "10m"
-    assert (
-        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 90_000}})["session_idle_timeout_s"] == 90
-    )
-    assert (
-        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "10m"}})["session_idle_timeout_s"] == 600
-    )
-    with pytest.raises(
-        BadInput, match=r"stage.rollout.session_idle_timeout: expected a duration such as 10s or 500ms, got 'soon'"
-    ):
-        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": "soon"}})
-    with pytest.raises(BadInput, match=r"stage.rollout.session_idle_timeout: expected a positive duration"):
-        rollout_config({"rollout": {**base["rollout"], "session_idle_timeout": 0}})
 
 
 def shipped_groups(storage: Storage, ledger_prefix: str) -> list[tuple[int, dict]]:
@@ -62,42 +43,9 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
 ):
     root = f"s3://{BUCKET}/tests/rl-ledger-{uuid.uuid4().hex[:10]}"
     out, work = f"{root}/rl", tmp_path / "work"
-    spec = {
-        "protocol": 1,
-        "pipeline_id": "t",
-        "run_id": "r",
-        "stage_index": 4,
-        "attempt": 1,
-        "stage": {
-            "name": "rl",
-            "kind": "rl",
-            "tasks": {"family": "demo", "count": 12},
-            "rollout": {
-                "group_size": 2,
-                "concurrency": 4,
-                "batch_groups": 2,
-                "max_turns": 1,
-                "max_new_tokens": 8,
-                "max_staleness": 1,
-                "temperature": 1.0,
-                "top_p": 1.0,
-                "session_idle_timeout": "10m",
-            },
-            # a random model solves nothing: keep all-equal groups so batches still form
-            "sampling": {"strategy": "difficulty", "filter_all_equal": False, "all_equal_tolerance": 1e-6},
-            "algorithm": DAPO,
-            "packing": {"mode": "trie", "max_tokens": 2048},
-            "train": {"steps": 4, "lr": 1e-4},
-            "checkpoint": {"every": 2},
-        },
-        "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"},
-        "input_checkpoint": None,
-        "output_prefix": out,
-        "resume": True,
-        "status_uri": None,
-        "storage": {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True},
-        "work_dir": str(work),
-    }
+    store = {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True}
+    stage = rl_stage(steps=4, session_idle_timeout="10m")
+    spec = job_spec(stage, rl_model(tokenizer), out, work, storage=store, stage_index=4)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(spec_file)]
@@ -134,7 +82,9 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
         shutil.rmtree(work)
         r = subprocess.run(cmd, cwd=TRAINER, env=job_env(), capture_output=True, text=True, timeout=240)
         assert r.returncode == 0, r.stderr[-3000:]
-        assert f"ledger cursor {cursor}" in r.stderr and "restored from S3" in r.stderr, r.stderr[-3000:]
+        assert "restored from S3" in r.stderr, r.stderr[-3000:]
+        status = [json.loads(ln.split(" ", 1)[1]) for ln in r.stdout.splitlines() if ln.startswith("TRAINFLOW_STATUS")]
+        assert status[-1]["resumed_from"] == {"uri": join(out, "step-000002"), "step": 2}
         assert "a new ledger" not in r.stderr
         assert (work / "ledger" / "generation").read_text().strip() == generation  # continues that generation
         final = json.loads(storage.read_bytes(join(out, "step-000004", "trainer_state.json")))

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import subprocess
 import sys
@@ -26,8 +27,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_rl import DAPO, descendants, kill9_and_reap, tokenizer  # noqa: F401
+from specs import job_spec, rollout_stage, stage_configs
+from test_rl import descendants, kill9_and_reap, rl_model, rl_stage
 
+from trainflow_trainer.contract import AlgorithmConfig, StageConfig
 from trainflow_trainer.model import ModelConfig, Transformer
 from trainflow_trainer.rl.batch import group_advantages, to_trajectories
 from trainflow_trainer.rl.objective import objective, update, with_logprobs
@@ -138,12 +141,19 @@ def resolve_algorithm(block: dict[str, Any]) -> dict[str, Any]:
     return json.loads(r.stdout)
 
 
-def stage_with(algorithm: dict[str, Any], temperature: float = 1.0, top_p: float = 1.0) -> dict[str, Any]:
-    return {
-        "algorithm": algorithm,
-        "rollout": {"temperature": temperature, "top_p": top_p},
-        "sampling": {"all_equal_tolerance": 1e-6},
-    }
+@functools.cache
+def rl_template() -> StageConfig:
+    """A resolved rl stage (one resolver run), whose algorithm and sampling temperature the tests swap."""
+    (st,) = stage_configs(rollout_stage())
+    return st
+
+
+def stage_with(algorithm: dict[str, Any], temperature: float = 1.0, top_p: float = 1.0) -> StageConfig:
+    """The template stage with a resolved `algorithm` block and the sampler's temperature and top-p."""
+    t = rl_template()
+    assert t.rollout is not None
+    rollout = t.rollout.model_copy(update={"temperature": temperature, "top_p": top_p})
+    return t.model_copy(update={"algorithm": AlgorithmConfig.model_validate(algorithm), "rollout": rollout})
 
 
 def node(tokens: list[int], lps: list[float | None], children: tuple = ()) -> dict[str, Any]:
@@ -190,7 +200,7 @@ def updated_weights(alg: dict[str, Any], ref_shift: float = 0.3) -> torch.Tensor
         for t in trajs:
             t.prox_logprobs = [lp + 0.8 * (i % 2) - 0.3 for i, lp in enumerate(t.logprobs)]
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    update(model, opt, trajs, obj, {"mode": "trie", "max_tokens": 32}, None)
+    update(model, opt, trajs, obj, {"mode": "trie", "max_tokens": 32}, 0.5, 0.0)  # SGD at 0.5, no clip
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
@@ -386,44 +396,15 @@ def test_trainer_matches_an_independent_reference_in_float64(mode, agg, temperat
 
 
 def rl_spec(tmp_path: Path, tok: Path) -> dict[str, Any]:
-    return {
-        "protocol": 1,
-        "pipeline_id": "t",
-        "run_id": "r",
-        "stage_index": 0,
-        "attempt": 1,
-        "stage": {
-            "name": "rl",
-            "kind": "rl",
-            "tasks": {"family": "demo", "count": 12},
-            "rollout": {
-                "group_size": 2,
-                "concurrency": 4,
-                "batch_groups": 2,
-                "max_turns": 1,
-                "max_new_tokens": 8,
-                "max_staleness": 0,  # on-policy: every trained token's ratio is 1 before the update
-                "temperature": 1.25,
-                "top_p": 0.9,
-            },
-            "sampling": {"strategy": "difficulty", "filter_all_equal": False, "all_equal_tolerance": 1e-6},
-            # the entropy bonus moves the policy every step, even when a batch's rewards are all equal
-            "algorithm": {**DAPO, "kl_coef": 0.5, "entropy_coef": 0.05},
-            "packing": {"mode": "trie", "max_tokens": 2048},
-            "train": {"steps": 6, "lr": 3e-3},
-            "checkpoint": {"every": 2},
-        },
-        "model": {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tok)}, "dtype": "fp32"},
-        "input_checkpoint": None,
-        "output_prefix": str(tmp_path / "out" / "rl"),
-        "resume": True,
-        "status_uri": None,
-        "storage": {},
-        "work_dir": str(tmp_path / "work"),
-    }
+    # on-policy (max_staleness 0): every trained token's ratio is 1 before the update; the entropy bonus moves
+    # the policy every step, even when a batch's rewards are all equal
+    stage = rl_stage(steps=6, max_staleness=0, temperature=1.25, top_p=0.9)
+    stage["algorithm"] = {"name": "dapo", "kl_coef": 0.5, "entropy_coef": 0.05}
+    stage["train"] = {"steps": 6, "lr": 3e-3}
+    return job_spec(stage, rl_model(tok), str(tmp_path / "out" / "rl"), tmp_path / "work")
 
 
-def test_kill9_mid_rl_keeps_the_kl_reference_and_the_kl_curve(tmp_path, tokenizer):  # noqa: F811
+def test_kill9_mid_rl_keeps_the_kl_reference_and_the_kl_curve(tmp_path, tokenizer):
     out = tmp_path / "out" / "rl"
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(rl_spec(tmp_path, tokenizer)))

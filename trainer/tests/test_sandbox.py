@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+from specs import rollout_stage, stage_configs
 
 from trainflow_trainer.sandbox import Limits, Sandbox
 from trainflow_trainer.sandbox import confinement as cf
@@ -189,13 +190,17 @@ def test_writes_outside_the_work_folder_never_reach_the_host(sb, tmp_path):
 
 
 def test_limits_from_the_config_block():
-    lim = Limits.from_config({"timeout": 10000, "memory": 536870912, "max_processes": 32})
+    """The resolved rollout.sandbox block (milliseconds, bytes: the schema parses the units) becomes Limits."""
+    default, custom = (
+        st.rollout
+        for st in stage_configs(
+            rollout_stage(), rollout_stage(rollout={"sandbox": {"timeout": "2s", "memory": "1Gi", "max_processes": 8}})
+        )
+    )
+    lim = Limits.from_config(default.sandbox)
     assert (lim.timeout_s, lim.memory_bytes, lim.max_processes) == (10.0, 512 * 2**20, 32)
-    assert Limits.from_config({"timeout": "2s", "memory": "1Gi"}).memory_bytes == 2**30
-    with pytest.raises(ValueError, match="rollout.sandbox.memory"):
-        Limits.from_config({"memory": "lots"})
-    with pytest.raises(ValueError, match="unknown field"):
-        Limits.from_config({"timout": 3})
+    lim = Limits.from_config(custom.sandbox)
+    assert (lim.timeout_s, lim.memory_bytes, lim.max_processes) == (2.0, 2**30, 8)
 
 
 def test_a_workspace_persists_across_runs_and_parallel_runs_share_it(sb):

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import pytest
+from specs import rollout_stage, stage_configs, tasks_config
 
 from trainflow_trainer.demo_data import PYTHON_TOOL, _conversation
 from trainflow_trainer.sandbox import Sandbox
@@ -28,7 +29,7 @@ def test_deterministic_in_the_seed_and_spread_over_difficulties():
     assert len({t.id for t in a}) == 50
     assert Counter(t.meta["difficulty"] for t in a) == {lvl: 10 for lvl in range(5)}
     assert demo_tasks(60, seed=0)[:50] == a  # more tasks extend the set without changing it
-    assert load_tasks({"family": "demo", "count": 7, "seed": 3}) == demo_tasks(7, seed=3)
+    assert load_tasks(tasks_config({"family": "demo", "count": 7, "seed": 3})) == demo_tasks(7, seed=3)
 
 
 def test_the_python_tool_computes_every_answer():
@@ -99,7 +100,14 @@ def test_task_format_round_trip_and_errors(tmp_path):
     tasks = demo_tasks(5)
     write_tasks_jsonl(tmp_path / "t.jsonl", tasks)
     assert read_tasks_jsonl(tmp_path / "t.jsonl") == tasks
-    assert load_tasks({"family": "jsonl", "path": "t.jsonl", "count": 2}, base_dir=tmp_path) == tasks[:2]
+    listed, missing = (
+        st.tasks
+        for st in stage_configs(
+            rollout_stage(tasks={"family": "jsonl", "path": str(tmp_path / "t.jsonl"), "count": 2}),
+            rollout_stage(tasks={"family": "jsonl", "path": str(tmp_path / "nope.jsonl")}),
+        )
+    )
+    assert load_tasks(listed) == tasks[:2]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "prompt": "hi", "verifier": {"kind": "magic"}}) + "\n")
     with pytest.raises(TaskFormatError, match=r"bad.jsonl:1 \(x\): field 'verifier.kind'"):
@@ -111,8 +119,6 @@ def test_task_format_round_trip_and_errors(tmp_path):
     with pytest.raises(TaskFormatError, match="duplicate task id"):
         read_tasks_jsonl(bad)
     with pytest.raises(TaskFormatError, match="tasks.path: no such file"):
-        load_tasks({"family": "jsonl", "path": "nope.jsonl"}, base_dir=tmp_path)
-    with pytest.raises(TaskFormatError, match="tasks.family"):
-        load_tasks({"family": "mbpp"})
+        load_tasks(missing)
     t = Task.from_dict({"id": "s", "prompt": "plain string", "verifier": {"kind": "answer", "expected": "1"}})
     assert t.prompt == [{"role": "user", "content": "plain string"}] and t.family == "jsonl"

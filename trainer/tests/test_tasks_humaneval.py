@@ -10,6 +10,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from specs import tasks_config
 
 from trainflow_trainer.sandbox import Limits, Sandbox
 from trainflow_trainer.tasks import humaneval_tasks, load_tasks, verify, verify_code
@@ -51,7 +52,7 @@ def sandbox():
 def test_all_164_problems_from_the_package(tasks):
     assert len(tasks) == 164
     assert [t.id for t in tasks] == [f"HumanEval/{i}" for i in range(164)]
-    assert len(load_tasks({"family": "humaneval", "count": 5})) == 5
+    assert len(load_tasks(tasks_config({"family": "humaneval", "count": 5}))) == 5
     t = tasks[0]
     assert t.verifier["entry_point"] == "has_close_elements" and "def check(" in t.verifier["test"]
     assert "```python" in t.prompt[0]["content"] and t.tools[0]["function"]["name"] == "python"

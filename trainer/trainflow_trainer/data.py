@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .attention import AttentionMask, DocumentMask
+from .contract import DataSource
 from .errors import BadInput
 from .storage import Storage, is_s3
 from .tokenizer import ChatFormatError, Tokenizer
@@ -41,33 +42,14 @@ class DataError(BadInput):
 # ------------------------------------------------------------------------------------------------ sources
 
 
-@dataclass
-class SourceSpec:
-    path: str
-    weight: float = 1.0
-    format: str | None = None  # jsonl | parquet; inferred from the extension when absent
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str) -> SourceSpec:
-        if not isinstance(d, dict) or not isinstance(d.get("path"), str):
-            raise DataError(f"{where}: each source needs a string `path`")
-        w = d.get("weight", 1.0)
-        if not isinstance(w, (int, float)) or w <= 0:
-            raise DataError(f"{where}: `weight` must be a positive number, got {w!r}")
-        fmt = d.get("format")
-        if fmt not in (None, "jsonl", "parquet"):
-            raise DataError(f"{where}: `format` must be 'jsonl' or 'parquet', got {fmt!r}")
-        return cls(d["path"], float(w), fmt)
-
-
-def _format_of(name: str, fmt: str | None) -> str:
-    if fmt:
-        return fmt
+def _format_of(name: str, fmt: str) -> str:
+    """A file's format: its extension when it has a known one (a folder may mix JSONL and Parquet files),
+    else the source's `format`."""
     if name.endswith(".parquet"):
         return "parquet"
     if name.endswith((".jsonl", ".json")):
         return "jsonl"
-    raise DataError(f"{name}: cannot tell the format from the extension; set `format: jsonl|parquet`")
+    return fmt
 
 
 def _parse_rows(name: str, data: bytes, fmt: str) -> list[dict]:
@@ -87,7 +69,7 @@ def _parse_rows(name: str, data: bytes, fmt: str) -> list[dict]:
     return rows
 
 
-def load_source_rows(spec: SourceSpec, storage: Storage) -> list[dict]:
+def load_source_rows(spec: DataSource, storage: Storage) -> list[dict]:
     """All rows of a file, or of every .jsonl/.parquet file of a folder (sorted by name)."""
     path = spec.path
     if is_s3(path):
@@ -203,7 +185,7 @@ class ExampleStream:
         self.cursors = [{"epoch": int(c["epoch"]), "pos": int(c["pos"])} for c in state["sources"]]
 
 
-def load_stream(sources: list[SourceSpec], storage: Storage, tok: Tokenizer, kind: str, seed: int) -> ExampleStream:
+def load_stream(sources: list[DataSource], storage: Storage, tok: Tokenizer, kind: str, seed: int) -> ExampleStream:
     make = {"midtrain": midtrain_example, "sft": sft_example}[kind]
     rows = [load_source_rows(s, storage) for s in sources]
     return ExampleStream(
@@ -378,13 +360,12 @@ def make_packer(
         return FlatPacker(stream, seq_len, tok.pad_id)
     if mode == "trie":
         return ExamplePacker(stream, seq_len)
-    raise DataError(f"packing.mode must be 'flat' or 'trie', got {mode!r}")
+    raise ValueError(f"packing.mode must be 'flat' or 'trie', got {mode!r}")
 
 
 __all__ = [
     "IGNORE",
     "DataError",
-    "SourceSpec",
     "Example",
     "ExampleStream",
     "Batch",

@@ -2,7 +2,9 @@
 
     python -m trainflow_trainer.job --spec SPEC.json        (or under torchrun for several GPUs)
 
-Reads and validates the job spec, runs the stage's entry (stages/), writes the status object, and exits
+Reads the job spec and validates it against the contract (trainflow_trainer/contract/, generated from the
+zod schemas: the stage and model blocks arrive resolved, every default filled in), runs the stage's entry
+(stages/), writes the status object, and exits
     0  done
     2  bad input (spec, config, data, shapes, unknown preset): one line `trainflow: bad input: ...` on stderr
     75 preempted: SIGTERM arrived; a checkpoint was saved first when one could be made
@@ -12,93 +14,40 @@ Reads and validates the job spec, runs the stage's entry (stages/), writes the s
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from pydantic import ValidationError
+
+from .contract import BAD_INPUT_PREFIX, EXIT_BAD_INPUT, EXIT_DONE, EXIT_PREEMPTED, JobSpec
 from .errors import BadInput, Preempted
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_PREEMPTED, EXIT_FAILURE = 0, 2, 75, 1
-
-
-@dataclass
-class JobSpec:
-    stage: dict
-    model: dict
-    output_prefix: str
-    work_dir: str
-    input_checkpoint: str | None = None
-    resume: bool = True
-    status_uri: str | None = None
-    storage: dict = field(default_factory=dict)
-    pipeline_id: str = ""
-    run_id: str = ""
-    stage_index: int = 0
-    attempt: int = 1
-    protocol: int = 1
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str) -> JobSpec:
-        if not isinstance(d, dict):
-            raise BadInput(f"{where}: the job spec must be a JSON object")
-        if d.get("protocol", 1) != 1:
-            raise BadInput(f"{where}: protocol {d.get('protocol')!r} is not supported (this trainer speaks protocol 1)")
-
-        def need(key: str, kind: type | tuple, what: str):
-            v = d.get(key)
-            if not isinstance(v, kind) or (isinstance(v, str) and not v):
-                raise BadInput(f"{where}: field `{key}` must be {what}, got {v!r}")
-            return v
-
-        stage = need("stage", dict, "an object (the resolved stage config)")
-        if not isinstance(stage.get("kind"), str):
-            raise BadInput(f"{where}: field `stage.kind` must be a string (midtrain, sft, ...)")
-        model = d.get("model") or {}
-        if not isinstance(model, dict):
-            raise BadInput(f"{where}: field `model` must be an object")
-        ic = d.get("input_checkpoint")
-        if ic is not None and (not isinstance(ic, str) or not ic):
-            raise BadInput(f"{where}: field `input_checkpoint` must be a URI/path or null, got {ic!r}")
-        storage = d.get("storage") or {}
-        if not isinstance(storage, dict):
-            raise BadInput(f"{where}: field `storage` must be an object")
-        return cls(
-            stage=stage,
-            model=model,
-            output_prefix=need("output_prefix", str, "an s3:// URI or a local folder"),
-            work_dir=need("work_dir", str, "an absolute scratch folder path"),
-            input_checkpoint=ic,
-            resume=bool(d.get("resume", True)),
-            status_uri=d.get("status_uri") or None,
-            storage=storage,
-            pipeline_id=str(d.get("pipeline_id", "")),
-            run_id=str(d.get("run_id", "")),
-            stage_index=int(d.get("stage_index", 0)),
-            attempt=int(d.get("attempt", 1)),
-            protocol=1,
-        )
+EXIT_FAILURE = 1  # any other code retries; 0, 2 and 75 are the contract's
 
 
 def load_spec(path: str) -> JobSpec:
+    """The job spec, validated against the contract (src/contract/job.ts): one line naming the first bad field."""
     p = Path(path)
     if not p.is_file():
         raise BadInput(f"job spec {path}: no such file")
     try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise BadInput(f"job spec {path}: invalid JSON at line {e.lineno} ({e.msg})") from None
-    return JobSpec.from_dict(d, f"job spec {path}")
+        return JobSpec.model_validate_json(p.read_bytes())
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] == "json_invalid":
+            raise BadInput(f"job spec {path}: invalid JSON ({first['msg']})") from None
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in first["loc"]).lstrip(".") or "(root)"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise BadInput(f"job spec {path}: {where}: {first['msg']}{more}") from None
 
 
 class JobContext:
     """What a stage entry gets: the spec, storage, processes, status reporter and the stop request."""
 
-    def __init__(self, spec: JobSpec):
+    def __init__(self, spec: JobSpec) -> None:
         from .status import StatusReporter
         from .storage import Storage, StorageConfig
         from .train import init_distributed
@@ -128,7 +77,7 @@ class JobContext:
 
 
 def bad_input(msg: str) -> int:
-    print(f"trainflow: bad input: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+    print(f"{BAD_INPUT_PREFIX}{' '.join(str(msg).split())}", file=sys.stderr, flush=True)
     return EXIT_BAD_INPUT
 
 
@@ -145,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from .stages import get_stage
 
     try:
-        run = get_stage(spec.stage["kind"])
+        run = get_stage(spec.stage.kind)
     except KeyError as e:
         return bad_input(str(e.args[0]))
 
@@ -156,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(ctx)
         ctx.status.update(state="done")
-        code = EXIT_OK
+        code = EXIT_DONE
     except BadInput as e:  # includes ConfigError and DataError
         ctx.status.update(state="failed", reason=f"bad input: {e}")
         code = bad_input(str(e))

@@ -4,13 +4,13 @@ at exit. The activity reads it (S3 or stdout) for heartbeats; S3 remains the sou
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
 from typing import Any
 
+from .contract import STATUS_LINE_PREFIX, JobStatus
 from .storage import Storage
 
 
@@ -20,6 +20,9 @@ def iso_now() -> str:
 
 
 class StatusReporter:
+    """The job's status, typed by the contract's JobStatus: every update is validated, so a field the activity
+    cannot read never leaves the job."""
+
     def __init__(
         self,
         storage: Storage,
@@ -28,41 +31,43 @@ class StatusReporter:
         total_steps: int = 0,
         interval: float = 15.0,
         enabled: bool = True,
-    ):
+    ) -> None:
         self.storage, self.uri, self.enabled = storage, uri, enabled
         self.interval = interval
         self._lock = threading.Lock()
-        self._status: dict[str, Any] = {
-            "state": "running",
-            "step": 0,
-            "total_steps": total_steps,
-            "metrics": {},
-            "last_checkpoint": None,
-            "last_checkpoint_step": None,
-            "attempt": attempt,
-            "pid": os.getpid(),
-            "updated_at": iso_now(),
-        }
+        self._status = JobStatus(
+            state="running",
+            step=0,
+            total_steps=total_steps,
+            metrics={},
+            last_checkpoint=None,
+            last_checkpoint_step=None,
+            resumed_from=None,  # the committed checkpoint this attempt resumed from
+            attempt=attempt,
+            pid=os.getpid(),
+            updated_at=iso_now(),
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def update(self, write: bool = False, **fields: Any) -> None:
         with self._lock:
-            self._status.update(fields)
+            self._status = JobStatus.model_validate({**self._status.model_dump(), **fields})
         if write:
             self.write()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> JobStatus:
         with self._lock:
-            return json.loads(json.dumps(self._status))
+            return self._status.model_copy(deep=True)
 
     def write(self) -> None:
         if not self.enabled:
             return
         with self._lock:
-            self._status["updated_at"] = iso_now()
-            line = json.dumps(self._status, separators=(",", ":"))
-        print(f"TRAINFLOW_STATUS {line}", flush=True)
+            self._status = self._status.model_copy(update={"updated_at": iso_now()})
+            # `reason` is optional (absent, never null) in the contract
+            line = self._status.model_dump_json(exclude={"reason"} if self._status.reason is None else None)
+        print(f"{STATUS_LINE_PREFIX}{line}", flush=True)
         if self.uri:
             try:
                 self.storage.write_bytes(self.uri, line.encode())

@@ -12,7 +12,10 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .contract.models import Storage as StorageEndpoint
 
 
 def is_s3(uri: str) -> bool:
@@ -41,12 +44,14 @@ class StorageConfig:
     force_path_style: bool = True
 
     @classmethod
-    def from_spec(cls, d: dict | None) -> StorageConfig:
-        d = d or {}
+    def from_spec(cls, s: StorageEndpoint | None) -> StorageConfig:
+        """From the job spec's storage block (its fields are optional: a process without one uses the
+        environment's endpoint, MinIO-style addressing)."""
+        endpoint = s.endpoint if s is not None else None
         return cls(
-            endpoint=d.get("endpoint") or os.environ.get("TRAINFLOW_S3_ENDPOINT"),
-            region=d.get("region", "us-east-1"),
-            force_path_style=bool(d.get("force_path_style", True)),
+            endpoint=endpoint or os.environ.get("TRAINFLOW_S3_ENDPOINT"),
+            region=s.region if s is not None and s.region is not None else "us-east-1",
+            force_path_style=s.force_path_style if s is not None and s.force_path_style is not None else True,
         )
 
 

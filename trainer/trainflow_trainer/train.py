@@ -1,5 +1,5 @@
-"""The training loop's parts, with all state explicit: config, LR schedule, distributed set-up, optimizer,
-one optimizer step, and the (full, unsharded) state that goes into a checkpoint.
+"""The training loop's parts, with all state explicit: the train block (the contract's TrainConfig), LR
+schedule, distributed set-up, optimizer, one optimizer step, and the (full, unsharded) state of a checkpoint.
 
 Data parallelism: every rank builds the same global batch from the same data cursor and takes its own
 contiguous slice of rows, then micro-batches. Each micro-batch's summed token loss is divided by the
@@ -23,80 +23,26 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .contract import TrainConfig
 from .errors import BadInput
 from .model import Transformer
 
 
-class ConfigError(BadInput):
-    """A bad stage/model config field: the job exits 2 with this message."""
-
-
-def _num(d: dict, key: str, default, kind, where: str, minimum=None):
-    v = d.get(key, default)
-    if v is None and default is None:
-        return None
-    ok = isinstance(v, kind) and not isinstance(v, bool)
-    if kind is float:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    if not ok:
-        raise ConfigError(f"{where}.{key}: expected a {kind.__name__}, got {v!r}")
-    if minimum is not None and v < minimum:
-        raise ConfigError(f"{where}.{key}: must be >= {minimum}, got {v!r}")
-    return kind(v)
-
-
-@dataclass
-class TrainConfig:
-    steps: int
-    batch_size: int = 8  # sequences per optimizer step, global (all ranks, all micro-batches)
-    micro_batch_size: int | None = None  # sequences per forward/backward on one rank; default: all of its share
-    lr: float = 1e-3
-    min_lr: float | None = None  # end of the cosine; default lr / 10
-    warmup_steps: int = 0
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "stage.train") -> TrainConfig:
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: expected an object with at least `steps`")
-        if "steps" not in d:
-            raise ConfigError(f"{where}.steps: required (number of optimizer steps)")
-        betas = d.get("betas", [0.9, 0.95])
-        if not (
-            isinstance(betas, (list, tuple)) and len(betas) == 2 and all(isinstance(b, (int, float)) for b in betas)
-        ):
-            raise ConfigError(f"{where}.betas: expected two numbers, got {betas!r}")
-        cfg = cls(
-            steps=_num(d, "steps", None, int, where, 1),
-            batch_size=_num(d, "batch_size", 8, int, where, 1),
-            micro_batch_size=_num(d, "micro_batch_size", None, int, where, 1),
-            lr=_num(d, "lr", 1e-3, float, where, 0),
-            min_lr=_num(d, "min_lr", None, float, where, 0),
-            warmup_steps=_num(d, "warmup_steps", 0, int, where, 0),
-            weight_decay=_num(d, "weight_decay", 0.1, float, where, 0),
-            betas=(float(betas[0]), float(betas[1])),
-            grad_clip=_num(d, "grad_clip", 1.0, float, where, 0),
-            seed=_num(d, "seed", 0, int, where, 0),
-        )
-        return cfg
-
-    def check_layout(self, world: int, where: str = "stage.train") -> int:
-        """Micro-batch size per rank, after checking the batch divides evenly."""
-        if self.batch_size % world:
-            raise ConfigError(f"{where}.batch_size {self.batch_size} is not divisible by the {world} ranks")
-        per_rank = self.batch_size // world
-        micro = self.micro_batch_size or per_rank
-        if per_rank % micro:
-            raise ConfigError(f"{where}.micro_batch_size {micro} does not divide the per-rank batch {per_rank}")
-        return micro
+def micro_batch_size(cfg: TrainConfig, world: int) -> int:
+    """Sequences per forward/backward on one rank, after checking the global batch splits evenly over the
+    job's ranks (a run-time fact: the schema cannot know how many processes a launcher starts)."""
+    if cfg.batch_size % world:
+        raise BadInput(f"stage.train.batch_size {cfg.batch_size} is not divisible by the {world} ranks")
+    per_rank = cfg.batch_size // world
+    micro = min(cfg.micro_batch_size, per_rank)
+    if per_rank % micro:
+        raise BadInput(f"stage.train.micro_batch_size {micro} does not divide the per-rank batch {per_rank}")
+    return micro
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up over warmup_steps, then cosine from lr to min_lr at the last step (step is 0-based)."""
-    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+    min_lr = cfg.min_lr
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.steps - cfg.warmup_steps - 1)
@@ -275,6 +221,18 @@ def set_rng_state(state: dict) -> None:
 # ------------------------------------------------------------------------------------------------ one step
 
 
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float) -> float:
+    """The end of every stage's step, once the gradients are in `.grad` (summed over micro-batches and ranks):
+    set the LR, clip the global grad norm (grad_clip 0: measure only), step, zero. Returns the norm before
+    clipping. A parameter whose `.grad` is None is skipped by AdamW (no decay, no moment update)."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -286,9 +244,7 @@ def train_step(
 ) -> dict[str, float]:
     """One optimizer step on a global batch (every rank passes the same one). Returns global metrics."""
     lr = lr_at(step, cfg)
-    for g in optimizer.param_groups:
-        g["lr"] = lr
-    micro = cfg.check_layout(d.world)
+    micro = micro_batch_size(cfg, d.world)
     per_rank = cfg.batch_size // d.world
     if batch.num_rows != cfg.batch_size:
         raise ValueError(f"batch has {batch.num_rows} rows, expected batch_size {cfg.batch_size}")
@@ -312,12 +268,7 @@ def train_step(
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-    if cfg.grad_clip > 0:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-    else:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
     if d.distributed:
         t = loss_sum.to(d.device) if d.fsdp else loss_sum
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -347,10 +298,8 @@ def train_step_trie(
     from .trie import LossSpec, Trajectory, packed_forward_backward
 
     if d.fsdp:
-        raise ConfigError("stage.packing.mode trie is not supported with FSDP yet; use packing.mode: flat")
+        raise BadInput("stage.packing.mode trie is not supported with FSDP yet; use packing.mode: flat")
     lr = lr_at(step, cfg)
-    for g in optimizer.param_groups:
-        g["lr"] = lr
     if batch.num_rows != cfg.batch_size or cfg.batch_size % d.world:
         raise ValueError(
             f"batch has {batch.num_rows} examples, expected batch_size {cfg.batch_size} divisible by {d.world}"
@@ -375,11 +324,7 @@ def train_step_trie(
     if d.distributed:
         for p in model.parameters():
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-    grad_norm = float(
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-    )
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
     loss_sum = torch.tensor([metrics.get("loss", 0.0) * local_targets], dtype=torch.float64)
     if d.distributed:
         dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)

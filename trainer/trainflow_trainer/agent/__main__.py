@@ -23,6 +23,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ..contract import TasksConfig
 from ..sandbox import Limits, Sandbox
 from ..tasks import Task, TaskFormatError, load_tasks
 from .client import ChatClient
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.count is not None:
         spec["count"] = args.count
     try:
-        tasks = load_tasks(spec)
+        tasks = load_tasks(TasksConfig.model_validate(spec))
     except (TaskFormatError, OSError) as e:
         print(f"trainflow: bad input: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
-"""How many records a ledger folder holds, and its S3 generation (src/dataplane/ledger.ts layout: segment-<first seq>.log files of
-`<checksum> <json>` lines), read without the writer: a resumed stage checks its checkpoint's cursor against it."""
+"""How many records a ledger folder holds, and its S3 generation (src/dataplane/ledger.ts layout:
+segment-<first seq>.log files of `<checksum> <json>` lines), read without the writer: a resumed stage checks
+its checkpoint's cursor against it."""
 
 from __future__ import annotations
 

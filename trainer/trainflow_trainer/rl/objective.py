@@ -19,30 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from ..errors import BadInput
+from ..contract import StageConfig
+from ..train import optimizer_step
 from ..trie import LossSpec, Trajectory, forward_backward
 from ..trie.step import packed_logprobs
-from .batch import SCALINGS
 
-AGGREGATIONS = {"token-mean": "token_mean", "seq-mean": "seq_mean"}
-FIELDS = (
-    "name",
-    "clip_low",
-    "clip_high",
-    "loss_agg",
-    "kl_coef",
-    "entropy_coef",
-    "normalize_std",
-    "advantage_scaling",
-    "decoupled",
-    "behav_weight_cap",
-    "minibatches",
-)
+AGGREGATIONS: dict[str, Literal["token_mean", "seq_mean"]] = {"token-mean": "token_mean", "seq-mean": "seq_mean"}
 
 
 @dataclass(frozen=True)
@@ -55,57 +42,30 @@ class Objective:
     kl_reference: str | None  # a configured checkpoint; None: the stage's input (rl/reference.py)
 
 
-def _required(block: dict[str, Any], name: str, key: str) -> Any:
-    if key not in block:
-        raise BadInput(
-            f"stage.{name}.{key} is missing: a job spec carries the resolved config (`trainflow validate` prints "
-            "it, every default filled in)"
-        )
-    return block[key]
-
-
-def objective(stage: dict[str, Any]) -> Objective:
-    """The stage's objective from its resolved algorithm, rollout and sampling blocks (BadInput names a field)."""
-    a = stage.get("algorithm") or {}
-    r = stage.get("rollout") or {}
-    s = stage.get("sampling") or {}
-    vals = {k: _required(a, "algorithm", k) for k in FIELDS}
-    agg = AGGREGATIONS.get(vals["loss_agg"])
-    if agg is None:
-        raise BadInput(f"stage.algorithm.loss_agg: expected token-mean or seq-mean, got {vals['loss_agg']!r}")
-    if vals["advantage_scaling"] not in SCALINGS:
-        raise BadInput(
-            f"stage.algorithm.advantage_scaling: expected one of {' | '.join(SCALINGS)}, "
-            f"got {vals['advantage_scaling']!r}"
-        )
-    mb = vals["minibatches"]
-    if not isinstance(mb, int) or isinstance(mb, bool) or mb < 1:
-        raise BadInput(f"stage.algorithm.minibatches: expected a positive integer, got {mb!r}")
-    cap = vals["behav_weight_cap"]
-    if cap is not None and not vals["decoupled"]:
-        raise BadInput("stage.algorithm.behav_weight_cap applies to decoupled PPO only (set decoupled: true)")
-    try:
-        spec = LossSpec(
-            kind="ppo",
-            aggregation=agg,  # type: ignore[arg-type]
-            eps_low=float(vals["clip_low"]),
-            eps_high=float(vals["clip_high"]),
-            kl_coef=float(vals["kl_coef"]),
-            entropy_coef=float(vals["entropy_coef"]),
-            temperature=float(_required(r, "rollout", "temperature")),
-            top_p=float(_required(r, "rollout", "top_p")),
-            decoupled=bool(vals["decoupled"]),
-            behav_weight_cap=None if cap is None else float(cap),
-        )
-    except ValueError as e:
-        raise BadInput(f"stage.algorithm: {e}") from None
+def objective(stage: StageConfig) -> Objective:
+    """The stage's objective from its resolved algorithm, rollout and sampling blocks (the schema has checked
+    every value: src/config/algorithm.ts)."""
+    a, r, s = stage.algorithm, stage.rollout, stage.sampling
+    assert a is not None and r is not None and s is not None, "the schema resolves these blocks for rl stages"
+    spec = LossSpec(
+        kind="ppo",
+        aggregation=AGGREGATIONS[a.loss_agg],
+        eps_low=a.clip_low,
+        eps_high=a.clip_high,
+        kl_coef=a.kl_coef,
+        entropy_coef=a.entropy_coef,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        decoupled=a.decoupled,
+        behav_weight_cap=a.behav_weight_cap,
+    )
     return Objective(
         loss=spec,
-        normalize_std=bool(vals["normalize_std"]),
-        scaling=str(vals["advantage_scaling"]),
-        minibatches=mb,
-        all_equal_tolerance=float(_required(s, "sampling", "all_equal_tolerance")),
-        kl_reference=a.get("kl_reference"),
+        normalize_std=a.normalize_std,
+        scaling=a.advantage_scaling,
+        minibatches=a.minibatches,
+        all_equal_tolerance=s.all_equal_tolerance,
+        kl_reference=a.kl_reference,
     )
 
 
@@ -161,21 +121,20 @@ def update(
     trajs: list[Trajectory],
     obj: Objective,
     packing: dict[str, Any],
-    grad_clip: float | None,
+    lr: float,
+    grad_clip: float,
 ) -> tuple[dict[str, float], float]:
     """One policy update on a batch (module docstring): (metrics merged over the minibatches, each measured
     in its forward before its own optimizer step, so ratio_* of later minibatches include the drift of the
-    earlier steps; the last minibatch's gradient norm). The learning rate is the caller's, per batch."""
+    earlier steps; the last minibatch's gradient norm). Every minibatch steps at the batch's learning rate."""
     if obj.loss.decoupled and obj.minibatches > 1 and trajs:
         with_logprobs(model, trajs, obj.loss, packing["max_tokens"], "prox_logprobs")
     parts: list[dict[str, float]] = []
     grad_norm = 0.0
     for chunk in split_minibatches(trajs, obj.minibatches) if trajs else [[]]:
-        optimizer.zero_grad(set_to_none=True)
         if chunk:
             parts.append(forward_backward(packing, model, chunk, obj.loss))
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf")))
-        optimizer.step()
+        grad_norm = optimizer_step(model, optimizer, lr, grad_clip)
     metrics = merge_metrics(parts)
     if "kl" in metrics:
         metrics["kl_ref"] = metrics["kl"]  # k3 KL to the reference, on the trained tokens

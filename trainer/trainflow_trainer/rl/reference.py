@@ -23,9 +23,9 @@ import torch
 from ..checkpoint import commit, read_commit
 from ..errors import BadInput
 from ..model import load_state_dict, save_hf
+from ..runtime import StageState
 from ..storage import is_s3, join
 from ..train import full_model_state
-from .policy import Policy
 
 STATE_KEY = "kl_reference"
 INIT_FOLDER = "kl-reference"
@@ -54,7 +54,7 @@ def weights_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _frozen_copy(policy: Policy, weights_dir: Path | None) -> torch.nn.Module:
+def _frozen_copy(policy: StageState, weights_dir: Path | None) -> torch.nn.Module:
     ref = copy.deepcopy(policy.model)
     if weights_dir is not None:
         ref.load_state_dict(load_state_dict(weights_dir), strict=False)  # tied lm_head may be absent
@@ -62,7 +62,7 @@ def _frozen_copy(policy: Policy, weights_dir: Path | None) -> torch.nn.Module:
     return ref
 
 
-def _commit_initial(ctx: Any, policy: Policy) -> str:
+def _commit_initial(ctx: Any, policy: StageState) -> str:
     """Commits the policy's current (initial) weights as the stage's KL reference folder; returns its URI."""
     spec = ctx.spec
     uri = join(spec.output_prefix, INIT_FOLDER)
@@ -77,12 +77,12 @@ def _commit_initial(ctx: Any, policy: Policy) -> str:
     return uri
 
 
-def load(ctx: Any, policy: Policy, kl_coef: float, configured: str | None) -> Reference | None:
+def load(ctx: Any, policy: StageState, kl_coef: float, configured: str | None) -> Reference | None:
     """The stage's reference model (None when kl_coef is 0): the one the checkpoint recorded, else chosen as
     the module docstring says. BadInput when recorded weights no longer match their hash."""
     if kl_coef <= 0:
         return None
-    from ..stages.lm import open_checkpoint
+    from ..runtime import open_checkpoint
 
     recorded = policy.state.get(STATE_KEY)
     if recorded:

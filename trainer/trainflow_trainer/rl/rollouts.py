@@ -16,61 +16,27 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import BadInput
 from ..sandbox import Limits
-from ..sandbox.limits import duration_s
 from ..tasks import TaskFormatError, load_tasks, write_tasks_jsonl
 from .processes import Child
+
+if TYPE_CHECKING:
+    from ..contract import JobSpec
 
 TRAINER_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = TRAINER_DIR.parent
 DRIVER = REPO_DIR / "src" / "rl" / "driver.ts"
 
 
-def rollout_config(stage: dict) -> dict:
-    r = {
-        "group_size": 8,
-        "concurrency": 8,
-        "batch_groups": 4,
-        "max_turns": 4,
-        "max_new_tokens": 256,
-        "temperature": 1.0,
-        "max_staleness": 1,
-        **(stage.get("rollout") or {}),
-    }
-    if "top_p" not in r:
-        raise BadInput("stage.rollout.top_p is missing: a job spec carries the resolved config (`trainflow validate`)")
-    if not isinstance(r["top_p"], (int, float)) or not 0 < r["top_p"] <= 1:
-        raise BadInput(f"stage.rollout.top_p: expected a number in (0, 1], got {r['top_p']!r}")
-    for k in ("group_size", "concurrency", "batch_groups", "max_turns", "max_new_tokens"):
-        if not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 1:
-            raise BadInput(f"stage.rollout.{k}: expected a positive integer, got {r[k]!r}")
-    if r["concurrency"] < r["group_size"]:
-        raise BadInput(
-            f"stage.rollout.concurrency {r['concurrency']} must be >= group_size {r['group_size']} "
-            "(a group's sessions run at once)"
-        )
-    if r.get("session_idle_timeout") is not None:  # milliseconds in the resolved config; "5m" read too
-        try:
-            idle_s = duration_s(r["session_idle_timeout"], "stage.rollout.session_idle_timeout")
-        except ValueError as e:
-            raise BadInput(str(e)) from None
-        if idle_s <= 0:
-            raise BadInput(
-                f"stage.rollout.session_idle_timeout: expected a positive duration such as 5m, "
-                f"got {r['session_idle_timeout']!r}"
-            )
-        r["session_idle_timeout_s"] = idle_s
-    return r
-
-
-def stats_uri(spec, stage: dict) -> str:
+def stats_uri(spec: JobSpec) -> str:
     """The sampler's statistics: stage.sampling.stats_uri, else one table per pipeline run, next to its stages
     (so RFT's pass rates seed RL's sampler)."""
-    uri = (stage.get("sampling") or {}).get("stats_uri")
-    if uri:
-        return uri
+    sampling = spec.stage.sampling
+    if sampling is not None and sampling.stats_uri:
+        return sampling.stats_uri
     return spec.output_prefix.rstrip("/").rsplit("/", 1)[0] + "/sampling/stats.json"
 
 
@@ -92,12 +58,13 @@ class Rollouts:
         ledger_generation: str | None = None,
     ) -> Rollouts:
         spec, stage = ctx.spec, ctx.spec.stage
-        r = rollout_config(stage)
+        r, sampling = stage.rollout, stage.sampling
+        assert r is not None and sampling is not None and stage.tasks is not None, "rft/rl blocks (the schema's)"
         try:
-            tasks = load_tasks(stage.get("tasks") or {}, base_dir=TRAINER_DIR)
-            limits = Limits.from_config(r.get("sandbox"))
-        except (TaskFormatError, ValueError) as e:
+            tasks = load_tasks(stage.tasks, base_dir=TRAINER_DIR)
+        except TaskFormatError as e:
             raise BadInput(str(e)) from None
+        limits = Limits.from_config(r.sandbox)
         if not tasks:
             raise BadInput("stage.tasks: no tasks")
         work = Path(spec.work_dir)
@@ -111,8 +78,8 @@ class Rollouts:
         serve_token = secrets.token_hex(16)
         env["TRAINFLOW_SERVE_ADMIN_TOKEN"] = serve_token
         env.setdefault("AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED", "true")
-        if spec.storage.get("endpoint"):
-            env.setdefault("TRAINFLOW_S3_ENDPOINT", spec.storage["endpoint"])
+        if spec.storage.endpoint:
+            env.setdefault("TRAINFLOW_S3_ENDPOINT", spec.storage.endpoint)
         server = Child(
             "serve",
             [
@@ -150,34 +117,33 @@ class Rollouts:
                 else None,
                 "ledger_generation": ledger_generation,
                 "tasks_file": str(tasks_file),
-                "group_size": r["group_size"],
-                "batch_groups": r["batch_groups"],
-                "concurrency": r["concurrency"],
-                "max_staleness": r["max_staleness"],
+                "group_size": r.group_size,
+                "batch_groups": r.batch_groups,
+                "concurrency": r.concurrency,
+                "max_staleness": r.max_staleness,
                 "initial_version": version,
                 "cursor": cursor,
                 "steps": steps,
                 "groups": groups,
-                "sampling": stage.get("sampling") or {},
-                "stats_uri": stats_uri(spec, stage),
-                "seed": int((stage.get("train") or {}).get("seed", 0)),
-                # rl: agent sessions idle this long are dropped (absent: the driver's default)
-                "session_idle_timeout_s": r.get("session_idle_timeout_s"),
-                "storage": spec.storage,
+                "sampling": sampling.model_dump(exclude={"stats_uri"}),
+                "stats_uri": stats_uri(spec),
+                "seed": stage.train.seed,
+                # rl: agent sessions idle this long are dropped (absent: the driver's default); config in ms
+                "session_idle_timeout_s": None if r.session_idle_timeout is None else r.session_idle_timeout / 1000,
+                "storage": spec.storage.model_dump(exclude_none=True),
                 "agent": {
                     "python": sys.executable,
                     "cwd": str(TRAINER_DIR),
                     "workers": 1,
-                    "max_turns": r["max_turns"],
-                    "max_tokens": r["max_new_tokens"],
-                    "temperature": float(r["temperature"]),
-                    "top_p": float(r["top_p"]),  # the trainer's log-probs use the same (rl/objective.py)
+                    "max_turns": r.max_turns,
+                    "max_tokens": r.max_new_tokens,
+                    "temperature": r.temperature,
+                    "top_p": r.top_p,  # the trainer's log-probs use the same (rl/objective.py)
                     "timeout_s": limits.timeout_s,
                 },
             }
             if stats_file is not None:
                 dspec["stats_file"] = str(stats_file)
-            dspec["sampling"].pop("stats_uri", None)
             spec_file = work / f"driver-{mode}.json"
             spec_file.write_text(json.dumps(dspec, indent=1))
             driver = Child(

@@ -3,8 +3,13 @@ The two mid-train phases of a pipeline are two stages of this kind with differen
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .lm import run_lm_stage
 
+if TYPE_CHECKING:
+    from ..job import JobContext
 
-def run(ctx) -> None:
+
+def run(ctx: JobContext) -> None:
     run_lm_stage(ctx, "midtrain")

@@ -14,120 +14,107 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..errors import BadInput, Preempted
+from ..contract import RftConfig, TrainConfig
+from ..errors import Preempted
 from ..rl.batch import to_trajectories
-from ..rl.policy import open_stage, save_checkpoint, write_weights
+from ..rl.policy import SAMPLER_FILE, open_policy, sampler_files, write_weights
 from ..rl.rollouts import Rollouts
-from ..train import lr_at
+from ..runtime import Extra, StageState, run_loop
+from ..train import lr_at, optimizer_step
 from ..trie import LossSpec, Trajectory, forward_backward
 from .rl import packing
+
+if TYPE_CHECKING:
+    from ..job import JobContext
 
 KEPT_FILE = "kept.json"
 
 
-def select(groups: list[dict], rft: dict) -> list[dict]:
-    """The trajectories (ledger records) RFT trains on."""
-    keep = rft.get("keep", "passing")
+def select(groups: list[dict], rft: RftConfig) -> list[dict]:
+    """The trajectories (ledger records) RFT trains on: the passing ones, or the top fraction by reward."""
     trajs = [t for g in groups for t in g["trajectories"]]
-    if keep == "passing":
+    if rft.keep == "passing":
         return [t for t in trajs if float(t["reward"]) >= 1.0]
-    if keep == "top":
-        frac = float(rft.get("top_fraction", 0.25))
-        ranked = sorted(trajs, key=lambda t: -float(t["reward"]))
-        return [t for t in ranked[: max(1, int(len(ranked) * frac))] if float(t["reward"]) > 0]
-    raise BadInput(f"stage.rft.keep: expected passing or top, got {keep!r}")
+    ranked = sorted(trajs, key=lambda t: -float(t["reward"]))
+    return [t for t in ranked[: max(1, int(len(ranked) * rft.top_fraction))] if float(t["reward"]) > 0]
 
 
-def run(ctx) -> None:
-    spec, stage = ctx.spec, ctx.spec.stage
-    pack = packing(stage)
-    opened = open_stage(ctx)
-    if opened is None:
+def collect(ctx: JobContext, st: StageState) -> tuple[list[dict], dict[str, Any], Any]:
+    """The kept trajectories, the rollouts' metrics and the sampler's statistics: from the resumed checkpoint,
+    else from one round of rollouts through the data plane (one group per task)."""
+    stage = ctx.spec.stage
+    if st.found:
+        stats_file = st.resumed_file(SAMPLER_FILE)
+        return (
+            json.loads((st.found.local_dir / KEPT_FILE).read_text()),
+            st.state["rollout_metrics"],
+            json.loads(stats_file.read_text()) if stats_file else None,
+        )
+    from ..tasks import load_tasks
+
+    assert stage.tasks is not None and stage.rft is not None, "the schema requires them of rft stages"
+    n_tasks = len(load_tasks(stage.tasks))
+    weights = write_weights(st, Path(ctx.spec.work_dir) / "policy" / "v-000000")
+    with Rollouts.start(ctx, weights, 0, -1, None, "collect", groups=n_tasks) as ro:
+        try:
+            msg = ro.next_message(ctx)
+        except InterruptedError:
+            raise Preempted() from None
+    if msg.get("type") != "collected":
+        raise RuntimeError(f"data plane: expected the collected rollouts, got {msg.get('type')!r}")
+    kept = select(msg["groups"], stage.rft)
+    rollout_metrics = msg.get("metrics", {})
+    ctx.log(
+        f"trainflow: rft rollouts: {rollout_metrics.get('episodes')} episodes, pass rate "
+        f"{rollout_metrics.get('pass_rate', 0):.3f}; keeping {len(kept)}"
+    )
+    return kept, rollout_metrics, msg.get("sampler_stats")
+
+
+def example_order(n: int, tcfg: TrainConfig) -> list[int]:
+    """Enough shuffled passes over the n examples for every step's batch (seeded: a resume sees the same)."""
+    rng = random.Random(tcfg.seed)
+    order: list[int] = []
+    for _ in range(tcfg.steps * tcfg.batch_size // max(1, n) + 1 if n else 0):
+        perm = list(range(n))
+        rng.shuffle(perm)
+        order.extend(perm)
+    return order
+
+
+def run(ctx: JobContext) -> None:
+    pack = packing(ctx.spec.stage)
+    st = open_policy(ctx)
+    if st is None:
         return
-    tcfg, every, keep_last, policy = opened
-
-    if policy.found:
-        kept = json.loads((policy.found.local_dir / KEPT_FILE).read_text())
-        rollout_metrics, sampler_stats = (
-            policy.state["rollout_metrics"],
-            json.loads(policy.sampler_file.read_text()) if policy.sampler_file else None,
-        )
-    else:
-        from ..tasks import load_tasks
-
-        n_tasks = len(load_tasks(stage.get("tasks") or {}))
-        weights = write_weights(policy, Path(spec.work_dir) / "policy" / "v-000000")
-        with Rollouts.start(ctx, weights, 0, -1, None, "collect", groups=n_tasks) as ro:
-            try:
-                msg = ro.next_message(ctx)
-            except InterruptedError:
-                raise Preempted() from None
-        if msg.get("type") != "collected":
-            raise RuntimeError(f"data plane: expected the collected rollouts, got {msg.get('type')!r}")
-        kept = select(msg["groups"], stage.get("rft") or {})
-        rollout_metrics, sampler_stats = msg.get("metrics", {}), msg.get("sampler_stats")
-        ctx.log(
-            f"trainflow: rft rollouts: {rollout_metrics.get('episodes')} episodes, pass rate "
-            f"{rollout_metrics.get('pass_rate', 0):.3f}; keeping {len(kept)}"
-        )
-
+    tcfg = st.tcfg
+    kept, rollout_metrics, sampler_stats = collect(ctx, st)
     examples: list[Trajectory] = []
     for t in kept:  # loss on generated tokens only: cross-entropy on what the model produced and passed
         examples.extend(to_trajectories([{"trajectories": [t]}], 0, mode="sft")[0])
     lspec = LossSpec.from_config("rft")
-    step = policy.step
     metrics: dict[str, float] = {**{k: float(v) for k, v in rollout_metrics.items()}, "kept": float(len(kept))}
-    rng = random.Random(tcfg.seed)
-    order: list[int] = []
-    for _ in range(tcfg.steps * tcfg.batch_size // max(1, len(examples)) + 1 if examples else 0):
-        perm = list(range(len(examples)))
-        rng.shuffle(perm)
-        order.extend(perm)
-    model, optimizer = policy.model, policy.optimizer
-    while step < tcfg.steps:
-        if ctx.should_stop():
-            raise Preempted()
+    order = example_order(len(examples), tcfg)
+
+    def step_fn(step: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        m: dict = {}
+        m: dict[str, float] = {}
         if examples:
             batch = [examples[i] for i in order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]]
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, tcfg)
-            optimizer.zero_grad(set_to_none=True)
-            m = forward_backward(pack, model, batch, lspec)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf"))
-            optimizer.step()
-        step += 1
+            m = forward_backward(pack, st.model, batch, lspec)
+            optimizer_step(st.model, st.optimizer, lr_at(step, tcfg), tcfg.grad_clip)
         dt = time.perf_counter() - t0
         metrics.update(
             loss=float(m.get("loss", 0.0)), tokens_per_s=float(m.get("total_tokens", 0.0)) / dt if dt > 0 else 0.0
         )
-        ctx.status.update(step=step, metrics=metrics, write=(step == 1))
-        final = step == tcfg.steps
-        stop = ctx.should_stop()
-        if final or (every and step % every == 0) or stop:
-            local_extra = {
-                "total_steps": tcfg.steps,
-                "stage": stage.get("name"),
-                "kind": "rft",
-                "metrics": metrics,
-                "rollout_metrics": rollout_metrics,
-            }
-            save_checkpoint(
-                ctx,
-                policy,
-                step,
-                final,
-                local_extra,
-                sampler_stats,
-                keep_last,
-                extra_files={KEPT_FILE: json.dumps(kept) + "\n"},
-            )
-        if stop and not final:
-            raise Preempted()
+        return dict(metrics)
+
+    def extra() -> Extra:
+        files = {KEPT_FILE: json.dumps(kept) + "\n", **sampler_files(sampler_stats)}
+        return Extra({"rollout_metrics": rollout_metrics}, files)
+
+    run_loop(ctx, st, step_fn, extra)
     if not examples:
         ctx.log("trainflow: rft kept no rollouts: the weights are unchanged (the stage still commits them)")
-    ctx.status.update(step=step, metrics=metrics)

@@ -3,8 +3,13 @@ the assistant's tokens only. `stage.packing.mode` chooses flat packing (default)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .lm import run_lm_stage
 
+if TYPE_CHECKING:
+    from ..job import JobContext
 
-def run(ctx) -> None:
+
+def run(ctx: JobContext) -> None:
     run_lm_stage(ctx, "sft")
