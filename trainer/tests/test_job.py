@@ -124,6 +124,14 @@ def test_exact_resume_after_sigkill(tmp_path, demo_dir):
     assert s1["data"] == s2["data"]  # same data cursor at the end
     assert s1["loss_history"] == s2["loss_history"]  # same batches, same losses, step by step
     assert len(s1["loss_history"]) == steps
+    # TensorBoard's own reader sees the killed stage's curve once per step, continued by the resumed attempt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(killed_out / "tensorboard"))
+    acc.Reload()
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, steps + 1))
+    assert [e.value for e in loss] == pytest.approx(s1["loss_history"], rel=1e-6)  # stored as float32
 
     # A finished stage, run again with resume, does nothing and exits 0 (no resume, no new commit).
     r = run_job(spec_b)

@@ -37,6 +37,7 @@ from .errors import BadInput, Preempted
 from .model import ModelConfig, Transformer, load_config, load_state_dict, preset, save_hf
 from .storage import is_s3, join
 from .tokenizer import TOKENIZER_FILE, Tokenizer
+from .tracking import Tracker
 from .train import (
     build_optimizer,
     full_model_state,
@@ -281,20 +282,27 @@ def run_loop(
     e.g. to publish the new weights to the inference servers. Raises Preempted on a stop request, after
     committing the step just taken."""
     total = st.tcfg.steps
-    while st.step < total:
-        if ctx.should_stop():  # before a step, e.g. SIGTERM during set-up: nothing new to save
-            raise Preempted()
-        st.metrics = step_fn(st.step)
-        st.step += 1
-        ctx.status.update(step=st.step, metrics=st.metrics, write=(st.step == 1))  # the first step shows at once
-        final = st.step == total
-        stop = ctx.should_stop()
-        if final or st.step % st.every == 0 or stop:
-            save(ctx, st, final, extra())
-        if stop and not final:
-            raise Preempted()
-        if after_step is not None:
-            after_step(final)
+    # metrics where users look (tracking.py): continued, not restarted, by a resumed attempt
+    tracker = Tracker(ctx.spec, ctx.storage, resumed_step=st.step if st.found else None, enabled=ctx.dist.is_main)
+    try:
+        while st.step < total:
+            if ctx.should_stop():  # before a step, e.g. SIGTERM during set-up: nothing new to save
+                raise Preempted()
+            st.metrics = step_fn(st.step)
+            st.step += 1
+            ctx.status.update(step=st.step, metrics=st.metrics, write=(st.step == 1))  # the first step shows at once
+            tracker.log(st.step, {**st.metrics, "attempt": float(ctx.spec.attempt)})
+            final = st.step == total
+            stop = ctx.should_stop()
+            if final or st.step % st.every == 0 or stop:
+                tracker.sync()  # before the commit: a crash in between leaves steps a resume purges, never a gap
+                save(ctx, st, final, extra())
+            if stop and not final:
+                raise Preempted()
+            if after_step is not None:
+                after_step(final)
+    finally:
+        tracker.close()
     ctx.status.update(step=st.step, metrics=st.metrics)
 
 
