@@ -14,22 +14,20 @@
 //
 // mode "collect" (RFT): run `groups` groups once, no training, then print one `collected` line with them.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import path from 'node:path';
 import {
-  Ledger,
-  listSegments,
-  restoreFromS3,
-  shippedThrough,
-  type LedgerShipping,
-} from '../dataplane/ledger';
-import { TrajectoryProxy } from '../dataplane/proxy';
+  assembleDataPlane,
+  ledgerShipping as placementShipping,
+  prepareLedger as preparePlacement,
+  type LedgerOrigin,
+  type LedgerPlacement,
+} from '../dataplane/assemble';
+import type { Ledger, LedgerShipping } from '../dataplane/ledger';
+import type { TrajectoryProxy } from '../dataplane/proxy';
 import { RolloutManager, type Batch, type GroupRecord, type Task } from '../dataplane/rollout';
 import type { Trajectory } from '../dataplane/sessions';
 import { createSampler, StatsStore, StatsTable, TaskDrawer, type SamplingConfig } from '../sampling';
-import { parseS3Uri, s3Client } from '../storage/s3';
 
 export interface DriverSpec {
   mode: 'rl' | 'collect';
@@ -246,20 +244,21 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
 
   const adminToken = `tfa_${process.pid}_${Date.now()}`;
   const idleMs = sessionIdleMs(spec);
-  const origin = await prepareLedger(spec);
-  process.stderr.write(`trainflow rl driver: ledger ${origin.from}: ${origin.note}\n`);
-  const ledger = new Ledger(spec.ledger_dir, { ship: ledgerShipping(spec) });
-  const proxy = new TrajectoryProxy({
-    upstreams: spec.upstreams,
-    adminToken,
-    upstreamAdminToken: spec.upstream_admin_token,
-    drift: 'fix',
-    sessionIdleMs: idleMs,
-    onTrajectory: (t) => {
-      ledger.append(t.trajectory_id, { kind: 'trajectory', ...t });
-      return Promise.resolve();
+  const placement = ledgerPlacement(spec);
+  if (spec.ledger_uri && !placement.s3Uri)
+    process.stderr.write(`trainflow rl driver: ledger_uri ${spec.ledger_uri} is not s3://: not shipped\n`);
+  const { proxy, ledger, origin } = await assembleDataPlane(
+    {
+      upstreams: spec.upstreams,
+      adminToken,
+      upstreamAdminToken: spec.upstream_admin_token,
+      drift: 'fix',
+      sessionIdleMs: idleMs,
+      offerTrajectories: false,
     },
-  });
+    placement,
+  );
+  process.stderr.write(`trainflow rl driver: ledger ${origin.from}: ${origin.note}\n`);
   const port = await proxy.listen(0, '127.0.0.1');
   const proxyUrl = `http://127.0.0.1:${port}`;
   const perWorker = Math.max(1, Math.ceil(spec.concurrency / spec.agent.workers));
@@ -317,7 +316,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
       concurrency: spec.concurrency,
       maxStaleness: spec.max_staleness,
       initialVersion: spec.initial_version,
-      cursor: origin.cursor,
+      cursor: origin.cursor ?? -1,
       trainer: {
         train: async (batch: Batch) => {
           await store.save(spec.stats_uri, table);
@@ -348,26 +347,6 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   process.exit(0);
 }
 
-/** Where the ledger ships (see DriverSpec.ledger_uri); undefined when the stage gave no S3 location. */
-export function ledgerShipping(spec: DriverSpec): LedgerShipping | undefined {
-  if (!spec.ledger_uri) return undefined;
-  if (!spec.ledger_uri.startsWith('s3://')) {
-    process.stderr.write(`trainflow rl driver: ledger_uri ${spec.ledger_uri} is not s3://: not shipped\n`);
-    return undefined;
-  }
-  const loc = parseS3Uri(spec.ledger_uri);
-  const endpoint = spec.storage?.endpoint ?? process.env.TRAINFLOW_S3_ENDPOINT;
-  return {
-    client: s3Client({
-      endpoint,
-      region: spec.storage?.region,
-      force_path_style: spec.storage?.force_path_style ?? Boolean(endpoint),
-    }),
-    bucket: loc.bucket,
-    prefix: `${loc.key}/${ledgerGeneration(spec.ledger_dir)}`,
-  };
-}
-
 /**
  * How long an idle agent session lives (ms; 0: forever). Only the RL rollout manager copes with an expired
  * session (it drops the group); RFT's collect waits. Default: the longer of 5 minutes and 3 agent timeouts.
@@ -382,67 +361,29 @@ export function sessionIdleMs(spec: DriverSpec): number {
   return s * 1000;
 }
 
-export interface LedgerOrigin {
-  /** local: the folder's own ledger; s3: restored from the checkpoint's generation; new: a fresh ledger */
-  from: 'local' | 's3' | 'new';
-  /** the cursor to read after (-1 for a new ledger: what the checkpoint trained stays trained) */
-  cursor: number;
-  note: string;
-}
-
 /**
- * Makes the ledger folder the one the trainer's cursor refers to. A folder that holds segments is used as it
- * is (the parent checked that it reaches the cursor). An empty folder with a cursor >= 0 is a retry on a new
- * machine: the checkpoint's generation is restored from S3, and the trainer's cursor applies to it, since a
- * record is offered (and so acknowledged) only once it is in S3: what comes after the cursor was produced by
- * the lost machine and is trained once, what is at or before it never again. When S3 holds nothing that
- * reaches the cursor (no generation recorded, no shipping, an unreadable or short copy), the ledger starts
- * anew under a new generation with cursor -1, as before shipping existed.
+ * The driver's ledger (see src/dataplane/assemble.ts): generations under `ledger_uri` (a non-s3 URI is not
+ * shipped), restored from the checkpoint's `ledger_generation`, for the trainer's `cursor`.
  */
-export async function prepareLedger(spec: DriverSpec): Promise<LedgerOrigin> {
-  const dir = spec.ledger_dir;
-  if (listSegments(dir).length > 0)
-    return { from: 'local', cursor: spec.cursor, note: `${dir} (cursor ${spec.cursor})` };
-  if (spec.cursor < 0) return { from: 'new', cursor: -1, note: `${dir} is empty and nothing was consumed` };
-  const fresh = (why: string): LedgerOrigin => {
-    fs.rmSync(dir, { recursive: true, force: true }); // a new generation, never overwriting the old copy
-    return {
-      from: 'new',
-      cursor: -1,
-      note: `${why}: a new ledger (the checkpoint's cursor ${spec.cursor} is void)`,
-    };
+export function ledgerPlacement(spec: DriverSpec): LedgerPlacement {
+  return {
+    dir: spec.ledger_dir,
+    s3Uri: spec.ledger_uri?.startsWith('s3://') ? spec.ledger_uri : null,
+    storage: spec.storage,
+    generations: true,
+    generation: spec.ledger_generation,
+    cursor: spec.cursor,
   };
-  if (!spec.ledger_uri?.startsWith('s3://') || !spec.ledger_generation)
-    return fresh(`${dir} is empty and the checkpoint names no ledger shipped to S3`);
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'generation'), `${spec.ledger_generation}\n`);
-  const ship = ledgerShipping(spec)!;
-  const where = `s3://${ship.bucket}/${ship.prefix}`;
-  try {
-    const segments = await restoreFromS3(dir, ship);
-    const through = segments > 0 ? shippedThrough(dir) : -1;
-    if (through < spec.cursor)
-      return fresh(`${where} holds records up to seq ${through}, short of the checkpoint's cursor`);
-    return {
-      from: 's3',
-      cursor: spec.cursor,
-      note: `${segments} segment(s) from ${where}, seqs 0..${through}; reading after cursor ${spec.cursor}`,
-    };
-  } catch (err) {
-    return fresh(`${where} could not be restored (${(err as Error).message})`);
-  } finally {
-    ship.client.destroy();
-  }
 }
 
-/** The ledger folder's generation: made when the folder is new, kept with it (DIR/generation). */
-function ledgerGeneration(dir: string): string {
-  const file = path.join(dir, 'generation');
-  if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
-  fs.mkdirSync(dir, { recursive: true });
-  const gen = `g-${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
-  fs.writeFileSync(file, `${gen}\n`);
-  return gen;
+/** Where the ledger ships (see DriverSpec.ledger_uri); undefined when the stage gave no S3 location. */
+export function ledgerShipping(spec: DriverSpec): LedgerShipping | undefined {
+  return placementShipping(ledgerPlacement(spec));
+}
+
+/** Makes the ledger folder the one the trainer's cursor refers to (the rule in src/dataplane/assemble.ts). */
+export function prepareLedger(spec: DriverSpec): Promise<LedgerOrigin> {
+  return preparePlacement(ledgerPlacement(spec));
 }
 
 /** RFT: run `spec.groups` groups (tasks drawn by the sampler) with bounded concurrency; no training. */
