@@ -1,6 +1,6 @@
 // The rollout side of an RL or RFT stage, run by the stage's Python job as a child process:
 //
-//   node -e "require('tsx/cjs'); require('./src/rl/driver.ts').main()" DRIVER.json
+//   node bin/trainflow.js rl-driver DRIVER.json      (src/cli/commands/rl-driver.ts)
 //
 // It holds the data plane in one process: the token-recording proxy in front of the inference server(s),
 // the trajectory ledger, the difficulty-aware sampler (src/sampling) and the rollout manager
@@ -198,9 +198,7 @@ class EpisodeStats {
   }
 }
 
-export async function main(argv = process.argv.slice(1)): Promise<void> {
-  const specFile = argv.find((a) => a.endsWith('.json'));
-  if (!specFile) fatal('usage: driver.ts DRIVER.json');
+export async function main(specFile: string): Promise<void> {
   const spec = JSON.parse(fs.readFileSync(specFile, 'utf8')) as DriverSpec;
   const tasks = fs
     .readFileSync(spec.tasks_file, 'utf8')

@@ -25,7 +25,7 @@ from .processes import Child
 
 TRAINER_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = TRAINER_DIR.parent
-DRIVER = REPO_DIR / "src" / "rl" / "driver.ts"
+CLI = REPO_DIR / "bin" / "trainflow.js"  # `trainflow rl-driver SPEC` runs src/rl/driver.ts
 
 
 def rollout_config(stage: dict) -> dict:
@@ -176,7 +176,7 @@ class Rollouts:
             spec_file.write_text(json.dumps(dspec, indent=1))
             driver = Child(
                 "dataplane",
-                [node, "-e", "require('tsx/cjs'); require(process.argv[1]).main()", str(DRIVER), str(spec_file)],
+                [node, str(CLI), "rl-driver", str(spec_file)],
                 "TRAINFLOW_RL",
                 cwd=str(REPO_DIR),
                 env=env,
