@@ -9,7 +9,7 @@ import { jobName } from '../../src/launchers/types';
 import { startPipeline } from '../../src/pipeline/client';
 import { repoRoot } from '../../src/pipeline/paths';
 import type { PipelineStatus } from '../../src/pipeline/status';
-import { createControlWorker } from '../../src/pipeline/workers';
+import { createControlWorker } from '../../workers/build';
 import {
   connectTestClient,
   executedSteps,
