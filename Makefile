@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
-.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-k8s-validator demo demo-data test typecheck lint format \
+.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-k8s-validator demo demo-data test typecheck lint format contract \
         bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
 
 help:
@@ -13,7 +13,7 @@ help:
 	@echo "make setup   install what is missing (npm packages, Python env, Temporal + MinIO builds)"
 
 ## setup: installs only what is missing; caches live outside the checkout (~/.cache/trainflow)
-setup: setup-node setup-python setup-tools setup-sandbox setup-k8s-validator
+setup: setup-node setup-python setup-tools setup-sandbox setup-chromium setup-k8s-validator
 
 setup-node: $(NODE_STAMP)
 $(NODE_STAMP): package.json package-lock.json
@@ -28,6 +28,10 @@ setup-tools:
 
 setup-sandbox:
 	@bash infra/dev/install-sandbox.sh
+
+# Debian's Chromium, for the report's headless browser test
+setup-chromium:
+	@bash infra/dev/install-chromium.sh
 
 # the Kubernetes 1.31 schema validator the manifest tests use (its own small venv in the cache)
 setup-k8s-validator:
@@ -61,6 +65,10 @@ lint: setup-node
 
 format: setup-node
 	npm run --silent format
+
+# the contract's generated files (JSON Schema, the trainer's pydantic models) from the zod schemas in src/contract
+contract: setup-node setup-python
+	npx tsx src/contract/generate.ts
 
 ## benchmarks: each writes bench/results/NAME.json and prints a table
 bench-trainer: setup-python

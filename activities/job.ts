@@ -26,7 +26,8 @@ import {
   STATUS_LINE_PREFIX,
   type JobSpec,
   type JobStatus,
-} from '../src/pipeline/protocol';
+} from '../src/contract/job';
+import type { PipelineConfig, StageConfig } from '../src/config/schema';
 import type { StageProgress } from '../src/pipeline/status';
 import { CheckpointStore } from '../src/storage/checkpoints';
 import { stagePrefix } from '../src/storage/manifest';
@@ -38,13 +39,8 @@ export interface StageJobInput {
   /** Workflow id of the pipeline run, to which progress is signalled. */
   pipelineWorkflowId: string;
   stageIndex: number;
-  stage: Record<string, unknown> & {
-    name: string;
-    kind: string;
-    job?: { command: string[]; env: Record<string, string> };
-    resources?: { cpus_per_node?: number; gpus_per_node?: number };
-  };
-  model: Record<string, unknown>;
+  stage: StageConfig;
+  model: PipelineConfig['model'];
   storageUri: string;
   storage: StorageEndpoint;
   inputCheckpoint: string | null;

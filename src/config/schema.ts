@@ -172,30 +172,41 @@ const defaultsSchema = z.strictObject({
 
 const initSchema = z.union(
   [
-    z.strictObject({
-      preset: z.enum(PRESETS, { error: `expected one of ${PRESETS.join(' | ')}` }),
-      /** Overrides of the preset's HF config fields, e.g. num_hidden_layers: 2. */
-      overrides: z.record(z.string(), z.union([z.number(), z.boolean(), z.string()])).default({}),
-      seed: nonNegativeInt().default(0),
-    }),
-    z.strictObject({ checkpoint: location() }),
-    z.strictObject({
-      /** The final checkpoint of the latest successful run of another pipeline (by metadata.name). */
-      from_pipeline: name('pipeline'),
-      stage: name('stage').optional(),
-    }),
+    z
+      .strictObject({
+        preset: z.enum(PRESETS, { error: `expected one of ${PRESETS.join(' | ')}` }),
+        /** Overrides of the preset's HF config fields, e.g. num_hidden_layers: 2. */
+        // integers listed apart so the generated Python type keeps an int an int (num_hidden_layers: 2)
+        overrides: z
+          .record(z.string(), z.union([z.number().int(), z.number(), z.boolean(), z.string()]))
+          .default({}),
+        seed: nonNegativeInt().default(0),
+      })
+      .meta({ title: 'PresetInit' }),
+    z.strictObject({ checkpoint: location() }).meta({ title: 'CheckpointInit' }),
+    z
+      .strictObject({
+        /** The final checkpoint of the latest successful run of another pipeline (by metadata.name). */
+        from_pipeline: name('pipeline'),
+        stage: name('stage').optional(),
+      })
+      .meta({ title: 'PipelineInit' }),
   ],
   { error: 'expected one of {preset: tiny}, {checkpoint: PATH_OR_S3_URI} or {from_pipeline: NAME}' },
 );
 
 const tokenizerSchema = z.union(
   [
-    z.strictObject({ path: location() }),
-    z.strictObject({
-      /** Train a BPE tokenizer at set-up from these corpora (the demo does; no download). */
-      train: z.strictObject({ vocab_size: positiveInt().default(4096), corpora: z.array(location()).min(1) }),
-      path: location(),
-    }),
+    z.strictObject({ path: location() }).meta({ title: 'TokenizerFile' }),
+    z
+      .strictObject({
+        /** Train a BPE tokenizer at set-up from these corpora (the demo does; no download). */
+        train: z
+          .strictObject({ vocab_size: positiveInt().default(4096), corpora: z.array(location()).min(1) })
+          .meta({ title: 'TokenizerTraining' }),
+        path: location(),
+      })
+      .meta({ title: 'TrainedTokenizer' }),
   ],
   { error: 'expected {path: tokenizer.json} or {train: {...}, path: OUT}' },
 );
@@ -218,11 +229,13 @@ const modelSchema = z.strictObject({
 const dataSchema = z.strictObject({
   sources: z
     .array(
-      z.strictObject({
-        path: location(),
-        weight: positiveNumber().default(1),
-        format: z.enum(['jsonl', 'parquet'], { error: 'expected jsonl or parquet' }).default('jsonl'),
-      }),
+      z
+        .strictObject({
+          path: location(),
+          weight: positiveNumber().default(1),
+          format: z.enum(['jsonl', 'parquet'], { error: 'expected jsonl or parquet' }).default('jsonl'),
+        })
+        .meta({ title: 'DataSource' }),
     )
     .min(1, { error: 'expected at least one data source' })
     .describe('Sources mixed by weight; JSONL or Parquet, local or s3://.'),
@@ -542,8 +555,44 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
   }
 }
 
+// ---- the resolved shape: what `resolve` returns ----------------------------------------------------------
+// Every per-stage setting filled from `defaults`, so a resolved stage is complete on its own. These schemas are
+// derived from the ones above (same leaves, same descriptions) and are never used to parse: they type a resolved
+// config and define the contract's JSON Schema (src/contract), from which the trainer's Python types are
+// generated. `resolve` is declared to return this shape, so the compiler keeps the two in step.
+
+const resolvedTrainSchema = trainSchema.extend({
+  micro_batch_size: positiveInt().describe(
+    'Sequences per forward/backward (resolved: batch_size when unset).',
+  ),
+  min_lr: nonNegativeNumber().describe(
+    'Final learning rate of the cosine decay (resolved: lr / 10 when unset).',
+  ),
+});
+
+export const resolvedStageSchema = stageSchema.extend({
+  train: resolvedTrainSchema,
+  resources: resourcesSchema.describe('Resources of the job (defaults.resources merged with the overrides).'),
+  retry: retrySchema.describe('Retry policy of the job (defaults.retry merged with the overrides).'),
+  heartbeat_timeout: duration().describe('Heartbeat timeout of the job activity.'),
+  start_to_close_timeout: duration().describe('Limit of one attempt of the job.'),
+});
+
+export const resolvedModelSchema = modelSchema;
+
+const resolvedPoolSchema = poolSchema.extend({
+  task_queue: text().describe("Temporal task queue of this pool's launcher worker."),
+});
+
+export const resolvedPipelineSchema = rawConfigSchema.extend({
+  pools: z.record(name('pool'), resolvedPoolSchema),
+  stages: z.array(resolvedStageSchema),
+});
+
+type ResolvedConfig = z.output<typeof resolvedPipelineSchema>;
+
 /** Fills every per-stage setting from `defaults`, so a resolved stage is complete on its own. */
-function resolve(config: RawConfig) {
+function resolve(config: RawConfig): ResolvedConfig {
   const { defaults } = config;
   const pools = Object.fromEntries(
     Object.entries(config.pools).map(([poolName, pool]) => [
@@ -562,8 +611,7 @@ function resolve(config: RawConfig) {
       micro_batch_size: stage.train.micro_batch_size ?? stage.train.batch_size,
       min_lr: stage.train.min_lr ?? stage.train.lr * 0.1,
     },
-    packing:
-      stage.packing ?? (stage.kind === 'midtrain' ? undefined : { mode: 'trie' as const, max_tokens: 4096 }),
+    packing: stage.packing ?? (stage.kind === 'midtrain' ? undefined : packingSchema.parse({})),
     sampling:
       stage.sampling ?? (stage.kind === 'rl' || stage.kind === 'rft' ? samplingSchema.parse({}) : undefined),
     rft: stage.rft ?? (stage.kind === 'rft' ? rftSchema.parse({}) : undefined),
@@ -573,7 +621,7 @@ function resolve(config: RawConfig) {
 
 export const pipelineConfigSchema = rawConfigSchema.superRefine(checkConsistency).transform(resolve);
 
-export type PipelineConfig = z.output<typeof pipelineConfigSchema>;
+export type PipelineConfig = ResolvedConfig;
 export type StageConfig = PipelineConfig['stages'][number];
 export type StageKind = StageConfig['kind'];
 export type RetryConfig = StageConfig['retry'];
@@ -581,3 +629,32 @@ export type ResourcesConfig = StageConfig['resources'];
 export type PoolConfig = PipelineConfig['pools'][string];
 export type ScheduleConfig = NonNullable<PipelineConfig['schedule']>;
 export type ModelInit = PipelineConfig['model']['init'];
+
+/**
+ * The named blocks of a resolved config, as they appear in the contract's JSON Schema and as the class names of
+ * the trainer's generated Python types (src/contract/generate.ts). A block named here is defined once there
+ * and referenced wherever it occurs (in the pipeline config and in the job spec's stage).
+ */
+export const CONFIG_BLOCKS: Record<string, z.ZodType> = {
+  StageConfig: resolvedStageSchema,
+  ModelBlock: resolvedModelSchema,
+  ModelInit: initSchema,
+  TokenizerConfig: tokenizerSchema,
+  TrainConfig: resolvedTrainSchema,
+  DataConfig: dataSchema,
+  TasksConfig: tasksSchema,
+  CheckpointConfig: checkpointSchema,
+  PackingConfig: packingSchema,
+  RolloutConfig: rolloutSchema,
+  SamplingConfig: samplingSchema,
+  AlgorithmConfig: algorithmSchema,
+  RftConfig: rftSchema,
+  JobCommand: jobSchema,
+  ResourcesConfig: resourcesSchema,
+  RetryConfig: retrySchema,
+  GateConfig: gateSchema,
+  StorageConfig: storageSchema,
+  TemporalConfig: temporalSchema,
+  PoolConfig: resolvedPoolSchema,
+  ScheduleConfig: scheduleSchema,
+};

@@ -11,6 +11,8 @@ export interface StageReport {
   name: string;
   kind: string;
   state: string;
+  /** Attempts of the stage's job so far (the status object's attempt; 1 when it never retried). */
+  attempt: number | null;
   step: number;
   totalSteps: number | null;
   checkpoint: string | null;
@@ -33,6 +35,7 @@ interface StatusObject {
   state?: string;
   step?: number;
   total_steps?: number;
+  attempt?: number;
   metrics?: Record<string, number>;
   last_checkpoint?: string | null;
   updated_at?: string;
@@ -97,6 +100,7 @@ export async function collectReport(
       name,
       kind,
       state: done ? 'completed' : (status?.state ?? 'pending'),
+      attempt: status?.attempt ?? null,
       step: done?.final_step ?? status?.step ?? 0,
       totalSteps: status?.total_steps ?? null,
       checkpoint,

@@ -12,7 +12,7 @@ import type { PipelineConfig } from '../../src/config/schema';
 import { SlurmLauncher } from '../../src/launchers/slurm';
 import { jobName } from '../../src/launchers/types';
 import { startPipeline } from '../../src/pipeline/client';
-import type { JobStatus } from '../../src/pipeline/protocol';
+import type { JobStatus } from '../../src/contract/job';
 import type { PipelineStatus } from '../../src/pipeline/status';
 import { stagePrefix } from '../../src/storage/manifest';
 import { joinUri, ObjectStore } from '../../src/storage/s3';

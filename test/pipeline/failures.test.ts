@@ -8,7 +8,7 @@ import path from 'node:path';
 import { groupMembers } from '../../src/launchers/local';
 import { jobName } from '../../src/launchers/types';
 import { resumePipeline, startPipeline } from '../../src/pipeline/client';
-import type { JobStatus } from '../../src/pipeline/protocol';
+import type { JobStatus } from '../../src/contract/job';
 import type { PipelineStatus } from '../../src/pipeline/status';
 import { ManifestStore, stagePrefix } from '../../src/storage/manifest';
 import { joinUri, ObjectStore } from '../../src/storage/s3';

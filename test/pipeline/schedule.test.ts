@@ -6,7 +6,7 @@ import { stringify } from 'yaml';
 import { jobName } from '../../src/launchers/types';
 import { startPipeline } from '../../src/pipeline/client';
 import { createSchedule, scheduleRuns } from '../../src/pipeline/schedules';
-import type { JobSpec } from '../../src/pipeline/protocol';
+import type { JobSpec } from '../../src/contract/job';
 import type { PipelineStatus } from '../../src/pipeline/status';
 import {
   BUCKET,

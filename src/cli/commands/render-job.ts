@@ -12,7 +12,7 @@ import { renderKubernetesManifests, SPEC_DIR } from '../../launchers/kubernetes'
 import { SlurmLauncher } from '../../launchers/slurm';
 import { jobName, type JobLaunch } from '../../launchers/types';
 import { dataDir, trainerJobCommand } from '../../pipeline/paths';
-import { PROTOCOL_VERSION, type JobSpec } from '../../pipeline/protocol';
+import { PROTOCOL_VERSION, type JobSpec } from '../../contract/job';
 import { stagePrefix } from '../../storage/manifest';
 import { joinUri } from '../../storage/s3';
 

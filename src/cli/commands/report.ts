@@ -1,5 +1,6 @@
-// `trainflow report ID`: an HTML page with PNG charts of a pipeline's stages (loss, reward, pass rate,
-// throughput, RL turns and parallel tool calls, the stage timeline), read from the pipeline's storage.
+// `trainflow report ID [ID …]`: one self-contained interactive HTML page of one or more pipeline runs (their
+// stages' curves compared on each chart, with smoothing; the stage timeline; SVG/PNG export), read from the
+// pipelines' storage.
 import path from 'node:path';
 import type { Command } from 'commander';
 import { collectReport, JsonReader } from '../../report/collect';
@@ -8,20 +9,21 @@ import { writeReport } from '../../report/html';
 export function register(program: Command): void {
   program
     .command('report')
-    .description("write an HTML report (and PNG charts) of a pipeline's stages")
-    .argument('<id>', 'pipeline id')
+    .description('write an interactive HTML report of one or more pipeline runs (compared on every chart)')
+    .argument('<ids...>', 'pipeline ids')
     .option(
       '--storage <uri>',
-      "the pipeline's storage.uri (s3://bucket/prefix or a folder)",
+      "the pipelines' storage.uri (s3://bucket/prefix or a folder)",
       's3://trainflow/runs',
     )
     .option('--endpoint <url>', 'S3 endpoint (default: $TRAINFLOW_S3_ENDPOINT or http://127.0.0.1:9000)')
-    .option('--out <dir>', 'output folder (default: .data/reports/ID)')
-    .action(async (id: string, opts: { storage: string; endpoint?: string; out?: string }) => {
+    .option('--out <dir>', 'output folder (default: .data/reports/ID[+ID…])')
+    .action(async (ids: string[], opts: { storage: string; endpoint?: string; out?: string }) => {
       const endpoint = opts.endpoint ?? process.env.TRAINFLOW_S3_ENDPOINT ?? 'http://127.0.0.1:9000';
       const reader = new JsonReader({ endpoint, force_path_style: true, region: 'us-east-1' });
-      const report = await collectReport(reader, opts.storage, id);
-      const page = writeReport(report, opts.out ?? path.join('.data', 'reports', id));
+      const reports = [];
+      for (const id of ids) reports.push(await collectReport(reader, opts.storage, id));
+      const page = writeReport(reports, opts.out ?? path.join('.data', 'reports', ids.join('+')));
       process.stdout.write(`${path.resolve(page)}\n`);
     });
 }

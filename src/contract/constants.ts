@@ -1,0 +1,18 @@
+// Constants of the contract that both languages use; generate.ts writes them into the Python module.
+import {
+  BAD_INPUT_PREFIX,
+  EXIT_BAD_INPUT,
+  EXIT_DONE,
+  EXIT_PREEMPTED,
+  PROTOCOL_VERSION,
+  STATUS_LINE_PREFIX,
+} from './job';
+
+export const CONTRACT_CONSTANTS: Record<string, string | number> = {
+  PROTOCOL_VERSION,
+  EXIT_DONE,
+  EXIT_BAD_INPUT,
+  EXIT_PREEMPTED,
+  BAD_INPUT_PREFIX,
+  STATUS_LINE_PREFIX,
+};
