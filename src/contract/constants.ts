@@ -7,6 +7,7 @@ import {
   PROTOCOL_VERSION,
   STATUS_LINE_PREFIX,
 } from './job';
+import { EPISODE_LINE_PREFIX, RL_LINE_PREFIX } from './driver';
 
 export const CONTRACT_CONSTANTS: Record<string, string | number> = {
   PROTOCOL_VERSION,
@@ -15,4 +16,6 @@ export const CONTRACT_CONSTANTS: Record<string, string | number> = {
   EXIT_PREEMPTED,
   BAD_INPUT_PREFIX,
   STATUS_LINE_PREFIX,
+  RL_LINE_PREFIX,
+  EPISODE_LINE_PREFIX,
 };

@@ -16,6 +16,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import readline from 'node:readline';
+import { z } from 'zod';
 import {
   assembleDataPlane,
   ledgerShipping as placementShipping,
@@ -27,68 +28,26 @@ import type { Ledger, LedgerShipping } from '../dataplane/ledger';
 import type { TrajectoryProxy } from '../dataplane/proxy';
 import { RolloutManager, type Batch, type GroupRecord, type Task } from '../dataplane/rollout';
 import type { Trajectory } from '../dataplane/sessions';
-import { createSampler, StatsStore, StatsTable, TaskDrawer, type SamplingConfig } from '../sampling';
+import { createSampler, StatsStore, StatsTable, TaskDrawer } from '../sampling';
+import {
+  driverSpecSchema,
+  EPISODE_LINE_PREFIX,
+  episodeSchema,
+  RL_LINE_PREFIX,
+  trainerMessageSchema,
+  type AgentRequest,
+  type DriverMessage,
+  type DriverSpec,
+  type Episode,
+  type TrainerMessage,
+} from '../contract/driver';
 
-export interface DriverSpec {
-  mode: 'rl' | 'collect';
-  upstreams: string[];
-  upstream_admin_token?: string;
-  ledger_dir: string;
-  /**
-   * s3://bucket/prefix the ledger ships to (segments, and the open segment's tail every few seconds and at
-   * shutdown), under one sub-folder per ledger folder: PREFIX/<ledger generation>/segments/. A ledger the
-   * stage starts afresh (a new machine) gets a new generation, so it never overwrites an earlier one's copy.
-   */
-  ledger_uri?: string | null;
-  /**
-   * The generation the trainer's checkpoint cursor refers to (its checkpoint records it). When the ledger
-   * folder is empty (a retry on a new machine) and `cursor` >= 0, the ledger is restored from
-   * PREFIX/<ledger_generation>/segments/ and continues in that generation (see prepareLedger).
-   */
-  ledger_generation?: string | null;
-  /** rl mode: drop agent sessions idle this long (stage rollout.session_idle_timeout; default sessionIdleMs) */
-  session_idle_timeout_s?: number | null;
-  tasks_file: string;
-  group_size: number;
-  batch_groups: number;
-  concurrency: number;
-  max_staleness: number;
-  initial_version: number;
-  cursor: number;
-  steps: number;
-  groups: number;
-  sampling: Partial<SamplingConfig>;
-  stats_uri: string;
-  /** statistics restored from the trainer's checkpoint: they win over stats_uri */
-  stats_file?: string;
-  seed: number;
-  storage?: { endpoint?: string; region?: string; force_path_style?: boolean };
-  agent: {
-    python: string;
-    cwd: string;
-    workers: number;
-    max_turns: number;
-    max_tokens: number;
-    temperature: number;
-    timeout_s: number;
-  };
-}
-
-interface Episode {
-  id: string;
-  reward?: number;
-  passed?: boolean;
-  turns?: number;
-  tool_calls?: number;
-  parallel_calls?: number;
-  stop?: string;
-  error?: string | null;
-}
+export type { DriverSpec } from '../contract/driver';
 
 /** One protocol line to the parent; resolves once written (a large line must not be cut by process.exit). */
-function emit(obj: unknown): Promise<void> {
+function emit(msg: DriverMessage): Promise<void> {
   return new Promise((resolve) =>
-    process.stdout.write(`TRAINFLOW_RL ${JSON.stringify(obj)}\n`, () => resolve()),
+    process.stdout.write(`${RL_LINE_PREFIX}${JSON.stringify(msg)}\n`, () => resolve()),
   );
 }
 
@@ -123,8 +82,9 @@ class AgentPool {
         if (!this.closing) fatal(`agent worker ${i} exited (code ${code}, signal ${signal})`);
       });
       readline.createInterface({ input: w.stdout }).on('line', (line) => {
-        if (!line.startsWith('TRAINFLOW_EPISODE ')) return;
-        const ep = JSON.parse(line.slice('TRAINFLOW_EPISODE '.length)) as Episode;
+        if (!line.startsWith(EPISODE_LINE_PREFIX)) return;
+        const ep = parseLine(episodeSchema, line.slice(EPISODE_LINE_PREFIX.length), `agent worker ${i}`);
+        if (ep.id === null) fatal(`agent worker ${i} could not read a request: ${ep.error}`);
         const done = this.waiting.get(ep.id);
         this.waiting.delete(ep.id);
         done?.(ep);
@@ -140,7 +100,8 @@ class AgentPool {
     const w = this.workers[this.seq % this.workers.length];
     return new Promise((resolve) => {
       this.waiting.set(id, resolve);
-      w.stdin!.write(`${JSON.stringify({ id, base_url: baseUrl, api_key: apiKey, task })}\n`);
+      const request: AgentRequest = { id, base_url: baseUrl, api_key: apiKey, task };
+      w.stdin!.write(`${JSON.stringify(request)}\n`);
     });
   }
 
@@ -159,6 +120,19 @@ function fatal(msg: string): never {
   process.stderr.write(`trainflow rl driver: ${msg}\n`);
   cleanup?.();
   process.exit(1);
+}
+
+/** One message of the protocol (src/contract/driver.ts), or a fatal error naming who sent what. */
+function parseLine<T>(schema: z.ZodType<T>, text: string, from: string): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    fatal(`${from}: not JSON (${(err as Error).message}): ${text.slice(0, 200)}`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) fatal(`${from}: ${z.prettifyError(parsed.error).replaceAll('\n', '; ')}`);
+  return parsed.data;
 }
 
 /** Per-step rollout metrics: every episode finished since the last batch (filtered groups included). */
@@ -199,7 +173,7 @@ class EpisodeStats {
 }
 
 export async function main(specFile: string): Promise<void> {
-  const spec = JSON.parse(fs.readFileSync(specFile, 'utf8')) as DriverSpec;
+  const spec = parseLine(driverSpecSchema, fs.readFileSync(specFile, 'utf8'), specFile);
   const tasks = fs
     .readFileSync(spec.tasks_file, 'utf8')
     .split('\n')
@@ -278,7 +252,7 @@ export async function main(specFile: string): Promise<void> {
     ledger_size: ledger.size,
     ledger_from: origin.from,
     ledger_note: origin.note,
-    cursor: origin.cursor,
+    cursor: origin.cursor ?? -1,
   });
 
   const agent = async (endpoint: { baseUrl: string; apiKey: string }, task: Task): Promise<number> => {
@@ -288,10 +262,10 @@ export async function main(specFile: string): Promise<void> {
   };
 
   // The parent's answers, one JSON line each.
-  const replies: ((msg: { type: string; checkpoint?: string; version?: number }) => void)[] = [];
+  const replies: ((msg: Extract<TrainerMessage, { type: 'trained' }>) => void)[] = [];
   readline.createInterface({ input: process.stdin }).on('line', (line) => {
     if (!line.trim()) return;
-    const msg = JSON.parse(line) as { type: string };
+    const msg = parseLine(trainerMessageSchema, line, 'the trainer');
     if (msg.type === 'stop') return stop();
     replies.shift()?.(msg);
   });
@@ -318,7 +292,7 @@ export async function main(specFile: string): Promise<void> {
       trainer: {
         train: async (batch: Batch) => {
           await store.save(spec.stats_uri, table);
-          const answer = new Promise<{ checkpoint?: string; version?: number }>((r) => replies.push(r));
+          const answer = new Promise<{ checkpoint: string; version: number }>((r) => replies.push(r));
           void emit({
             type: 'batch',
             groups: batch.groups,
@@ -329,8 +303,6 @@ export async function main(specFile: string): Promise<void> {
             metrics: stats.take(),
           });
           const a = await answer;
-          if (typeof a.checkpoint !== 'string' || typeof a.version !== 'number')
-            fatal(`expected {"type":"trained","checkpoint":...,"version":...}, got ${JSON.stringify(a)}`);
           return { checkpoint: a.checkpoint, version: a.version };
         },
       },

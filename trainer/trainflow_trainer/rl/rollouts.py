@@ -10,13 +10,24 @@ Both children die with the job (processes.Child); leaving the `with` stops them.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from ..contract import (
+    RL_LINE_PREFIX,
+    DriverBatch,
+    DriverCollected,
+    DriverDone,
+    DriverMessage,
+    DriverReady,
+    DriverSpec,
+    Trained,
+)
 from ..errors import BadInput
 from ..sandbox import Limits
 from ..sandbox.limits import duration_s
@@ -26,6 +37,14 @@ from .processes import Child
 TRAINER_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = TRAINER_DIR.parent
 CLI = REPO_DIR / "bin" / "trainflow.js"  # `trainflow rl-driver SPEC` runs src/rl/driver.ts
+
+
+def driver_message(raw: dict) -> DriverReady | DriverBatch | DriverCollected | DriverDone:
+    """A `TRAINFLOW_RL` line of the driver as the contract's model (src/contract/driver.ts)."""
+    try:
+        return DriverMessage.model_validate(raw).root
+    except ValidationError as e:
+        raise RuntimeError(f"data plane: a message outside the driver protocol: {e}") from None
 
 
 def rollout_config(stage: dict) -> dict:
@@ -173,33 +192,36 @@ class Rollouts:
                 dspec["stats_file"] = str(stats_file)
             dspec["sampling"].pop("stats_uri", None)
             spec_file = work / f"driver-{mode}.json"
-            spec_file.write_text(json.dumps(dspec, indent=1))
+            # the contract's DriverSpec (src/contract/driver.ts): a field the driver would refuse fails here
+            spec_file.write_text(DriverSpec.model_validate(dspec).model_dump_json(indent=1, exclude_unset=True))
             driver = Child(
                 "dataplane",
                 [node, str(CLI), "rl-driver", str(spec_file)],
-                "TRAINFLOW_RL",
+                RL_LINE_PREFIX.rstrip(),
                 cwd=str(REPO_DIR),
                 env=env,
                 stdin=True,
             )
-            ready = driver.next_message(120, ctx.stop_requested.is_set)
-            origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready["ledger_from"]]
+            ready = driver_message(driver.next_message(120, ctx.stop_requested.is_set))
+            if not isinstance(ready, DriverReady):
+                raise RuntimeError(f"data plane: expected ready, got {ready.type!r}")
+            origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready.ledger_from]
             ctx.log(
-                f"trainflow: data plane on {ready['proxy']} (ledger holds {ready['ledger_size']} records; "
-                f"{origin}: {ready['ledger_note']})"
+                f"trainflow: data plane on {ready.proxy} (ledger holds {ready.ledger_size} records; "
+                f"{origin}: {ready.ledger_note})"
             )
-            return cls(server, driver, ready["proxy"])
+            return cls(server, driver, ready.proxy)
         except BaseException:
             if driver is not None:
                 driver.stop()
             server.stop()
             raise
 
-    def next_message(self, ctx, timeout: float = 1800) -> dict:
-        return self.driver.next_message(timeout, ctx.stop_requested.is_set)
+    def next_message(self, ctx, timeout: float = 1800) -> DriverReady | DriverBatch | DriverCollected | DriverDone:
+        return driver_message(self.driver.next_message(timeout, ctx.stop_requested.is_set))
 
     def trained(self, weights_dir: Path, version: int) -> None:
-        self.driver.send({"type": "trained", "checkpoint": str(weights_dir), "version": version})
+        self.driver.send(Trained(type="trained", checkpoint=str(weights_dir), version=version).model_dump())
 
     def close(self) -> None:
         self.driver.stop()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..contract import DriverCollected
 from ..errors import BadInput, Preempted
 from ..rl.batch import to_trajectories
 from ..rl.policy import open_stage, save_checkpoint, write_weights
@@ -65,10 +66,11 @@ def run(ctx) -> None:
                 msg = ro.next_message(ctx)
             except InterruptedError:
                 raise Preempted() from None
-        if msg.get("type") != "collected":
-            raise RuntimeError(f"data plane: expected the collected rollouts, got {msg.get('type')!r}")
-        kept = select(msg["groups"], stage.get("rft") or {})
-        rollout_metrics, sampler_stats = msg.get("metrics", {}), msg.get("sampler_stats")
+        if not isinstance(msg, DriverCollected):
+            raise RuntimeError(f"data plane: expected the collected rollouts, got {msg.type!r}")
+        groups = [g.model_dump(mode="json", exclude_unset=True) for g in msg.groups]
+        kept = select(groups, stage.get("rft") or {})
+        rollout_metrics, sampler_stats = msg.metrics, msg.sampler_stats
         ctx.log(
             f"trainflow: rft rollouts: {rollout_metrics.get('episodes')} episodes, pass rate "
             f"{rollout_metrics.get('pass_rate', 0):.3f}; keeping {len(kept)}"

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..contract import DriverBatch
 from ..errors import BadInput, Preempted
 from ..rl.batch import SCALINGS, to_trajectories
 from ..rl.policy import open_stage, save_checkpoint, write_weights
@@ -135,11 +136,12 @@ def run(ctx) -> None:
                 msg = ro.next_message(ctx)
             except InterruptedError:
                 raise Preempted() from None
-            if msg.get("type") != "batch":
-                raise RuntimeError(f"data plane: expected a batch, got {msg.get('type')!r}")
+            if not isinstance(msg, DriverBatch):
+                raise RuntimeError(f"data plane: expected a batch, got {msg.type!r}")
+            groups = [g.model_dump(mode="json", exclude_unset=True) for g in msg.groups]
             t0 = time.perf_counter()
             wait_s = t0 - t_wait  # the trainer idle, waiting for a batch (what asynchrony should shrink)
-            trajs, bs = to_trajectories(msg["groups"], step, normalize_std, scaling=scaling)
+            trajs, bs = to_trajectories(groups, step, normalize_std, scaling=scaling)
             if ref_model is not None and trajs:
                 for t, ref in zip(trajs, packed_logprobs(ref_model, trajs, pack["max_tokens"])):
                     t.ref_logprobs = [0.0] + ref.tolist()
@@ -152,7 +154,7 @@ def run(ctx) -> None:
             step += 1
             dt = time.perf_counter() - t0
             behaviour = [lp for t in trajs for lp, k in zip(t.logprobs, t.loss_mask) if k > 0]
-            rm = msg.get("metrics", {})
+            rm = msg.metrics
             metrics = {
                 "loss": float(m.get("loss", 0.0)),
                 "reward_mean": float(rm.get("reward_mean", bs.reward_mean)),
@@ -175,7 +177,7 @@ def run(ctx) -> None:
                 "clip_frac": float(m.get("clip_frac", 0.0)),
                 "grad_norm": grad_norm,
                 "groups": float(bs.groups),
-                "dropped": float(len(msg.get("dropped", []))),
+                "dropped": float(len(msg.dropped)),
                 "lr": lr_at(step - 1, tcfg),
                 "wait_s": wait_s,
                 "train_s": dt,
@@ -184,15 +186,15 @@ def run(ctx) -> None:
             history.append(
                 {
                     "step": step,
-                    "cursor": msg["cursor"],
-                    "groups": [g["group_id"] for g in msg["groups"]],
-                    "dropped": msg.get("dropped", []),
+                    "cursor": msg.cursor,
+                    "groups": [g.group_id for g in msg.groups],
+                    "dropped": msg.dropped,
                     "episodes": int(rm.get("episodes", 0)),
                     "time": time.time(),
                     "metrics": metrics,
                 }
             )
-            cursor, sampler_stats = int(msg["cursor"]), msg.get("sampler_stats")
+            cursor, sampler_stats = msg.cursor, msg.sampler_stats
             ctx.status.update(step=step, metrics=metrics, write=(step == 1))
             ctx.log(
                 f"trainflow: rl step {step}/{tcfg.steps} reward {metrics['reward_mean']:.3f} "
