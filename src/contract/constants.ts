@@ -8,6 +8,7 @@ import {
   STATUS_LINE_PREFIX,
 } from './job';
 import { EPISODE_LINE_PREFIX, RL_LINE_PREFIX } from './driver';
+import { DATAPLANE_LINE_PREFIX, SERVE_LINE_PREFIX } from './ready';
 
 export const CONTRACT_CONSTANTS: Record<string, string | number> = {
   PROTOCOL_VERSION,
@@ -18,4 +19,6 @@ export const CONTRACT_CONSTANTS: Record<string, string | number> = {
   STATUS_LINE_PREFIX,
   RL_LINE_PREFIX,
   EPISODE_LINE_PREFIX,
+  SERVE_LINE_PREFIX,
+  DATAPLANE_LINE_PREFIX,
 };

@@ -18,6 +18,7 @@ import {
   trainedSchema,
   trainerMessageSchema,
 } from './driver';
+import { dataplaneReadySchema, serveReadySchema } from './ready';
 import { jobSpecSchema, jobStatusSchema, storageEndpointSchema } from './job';
 import {
   choiceTokensSchema,
@@ -44,6 +45,8 @@ export const CONTRACT: Record<string, z.ZodType> = {
   Stop: stopSchema,
   AgentRequest: agentRequestSchema,
   Episode: episodeSchema,
+  ServeReady: serveReadySchema,
+  DataplaneReady: dataplaneReadySchema,
   ChoiceTokens: choiceTokensSchema,
   ResponseTokens: responseTokensSchema,
   TokenTree: tokenTreeSchema,

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { UserError } from '../../errors';
 import { parseDuration } from '../../config/units';
+import { DATAPLANE_LINE_PREFIX, type DataplaneReady } from '../../contract/ready';
 import { assembleDataPlane } from '../../dataplane/assemble';
 import { parseS3Uri } from '../../storage/s3';
 
@@ -113,14 +114,13 @@ export function register(program: Command): void {
       );
       if (origin) process.stderr.write(`dataplane serve: ledger ${origin.from}: ${origin.note}\n`);
       const bound = await proxy.listen(port, opts.host);
-      process.stdout.write(
-        `TRAINFLOW_DATAPLANE ${JSON.stringify({
-          host: opts.host,
-          port: bound,
-          upstreams: opts.upstream,
-          ...(ledger && origin ? { ledger_size: ledger.size, ledger_from: origin.from } : {}),
-        })}\n`,
-      );
+      const ready: DataplaneReady = {
+        host: opts.host,
+        port: bound,
+        upstreams: opts.upstream,
+        ...(ledger && origin ? { ledger_size: ledger.size, ledger_from: origin.from } : {}),
+      };
+      process.stdout.write(`${DATAPLANE_LINE_PREFIX}${JSON.stringify(ready)}\n`);
       const stop = async (): Promise<void> => {
         await proxy.close();
         if (ledger) await ledger.shutdown(); // the open segment's tail goes to S3 before exiting

@@ -135,6 +135,27 @@ class DataConfig(BaseModel):
     """
 
 
+class DataplaneReady(BaseModel):
+    """
+    `trainflow dataplane serve` is listening.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    host: StrictStr
+    port: StrictInt
+    upstreams: list[StrictStr]
+    ledger_size: StrictInt | None = None
+    """
+    Records in the ledger (with --ledger-dir).
+    """
+    ledger_from: Literal["local", "s3", "new"] | None = None
+    """
+    Where the ledger came from (src/dataplane/assemble.ts).
+    """
+
+
 class DriverAgent(BaseModel):
     """
     How the driver runs the reference agent.
@@ -697,6 +718,22 @@ class ScheduleConfig(BaseModel):
     timezone: StrictStr | None = None
     """
     Time zone of the cron expression.
+    """
+
+
+class ServeReady(BaseModel):
+    """
+    The inference server is listening.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    host: StrictStr
+    port: StrictInt
+    policy_version: StrictInt
+    """
+    The policy version of the loaded weights.
     """
 
 

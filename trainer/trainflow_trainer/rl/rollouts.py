@@ -20,12 +20,14 @@ from pydantic import ValidationError
 
 from ..contract import (
     RL_LINE_PREFIX,
+    SERVE_LINE_PREFIX,
     DriverBatch,
     DriverCollected,
     DriverDone,
     DriverMessage,
     DriverReady,
     DriverSpec,
+    ServeReady,
     Trained,
 )
 from ..errors import BadInput
@@ -143,19 +145,17 @@ class Rollouts:
                 "--threads",
                 "1",
             ],
-            "TRAINFLOW_SERVE",
+            SERVE_LINE_PREFIX.rstrip(),
             cwd=str(TRAINER_DIR),
             env=env,
         )
         driver = None
         try:
-            info = server.next_message(120, ctx.stop_requested.is_set)
-            ctx.log(
-                f"trainflow: inference server on {info['host']}:{info['port']} (policy version {info['policy_version']})"
-            )
+            info = ServeReady.model_validate(server.next_message(120, ctx.stop_requested.is_set))
+            ctx.log(f"trainflow: inference server on {info.host}:{info.port} (policy version {info.policy_version})")
             dspec = {
                 "mode": mode,
-                "upstreams": [f"http://{info['host']}:{info['port']}"],
+                "upstreams": [f"http://{info.host}:{info.port}"],
                 "upstream_admin_token": serve_token,
                 "ledger_dir": str(work / "ledger"),
                 # the ledger ships to S3 next to the stage's checkpoints (src/rl/driver.ts: ledger_uri)
