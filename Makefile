@@ -5,6 +5,7 @@ NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
 .PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-k8s-validator demo demo-data test typecheck lint format contract \
+        lint-python typecheck-python \
         bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
 
 help:
@@ -69,6 +70,13 @@ format: setup-node
 # the contract's generated files (JSON Schema, the trainer's pydantic models) from the zod schemas in src/contract
 contract: setup-node setup-python
 	npx tsx src/contract/generate.ts
+
+# the Python checks `make test` runs: ruff (lint + format check) over trainer/, bench/, infra/; mypy over trainer/
+lint-python: setup-python
+	@bash infra/dev/check-python.sh lint
+
+typecheck-python: setup-python
+	@bash infra/dev/check-python.sh typecheck
 
 ## benchmarks: each writes bench/results/NAME.json and prints a table
 bench-trainer: setup-python

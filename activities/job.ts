@@ -22,9 +22,8 @@ import {
   EXIT_BAD_INPUT,
   EXIT_DONE,
   EXIT_PREEMPTED,
-  PROTOCOL_VERSION,
   STATUS_LINE_PREFIX,
-  type JobSpec,
+  buildJobSpec,
   type JobStatus,
 } from '../src/contract/job';
 import type { PipelineConfig, StageConfig } from '../src/config/schema';
@@ -39,8 +38,11 @@ export interface StageJobInput {
   /** Workflow id of the pipeline run, to which progress is signalled. */
   pipelineWorkflowId: string;
   stageIndex: number;
+  /** The pipeline's metadata.name (tracking groups a pipeline's runs under it). */
+  pipelineName: string;
   stage: StageConfig;
   model: PipelineConfig['model'];
+  tracking: PipelineConfig['tracking'];
   storageUri: string;
   storage: StorageEndpoint;
   inputCheckpoint: string | null;
@@ -137,21 +139,13 @@ export function createJobActivities(options: JobActivityOptions = {}) {
         log.warn({ job: name }, 'the previous job is gone without an exit code; relaunching');
       const custom = input.stage.job;
       const base = options.command ?? trainerJobCommand();
-      const spec: JobSpec = {
-        protocol: PROTOCOL_VERSION,
-        pipeline_id: input.pipelineId,
-        run_id: input.runId,
-        stage_index: input.stageIndex,
+      const spec = buildJobSpec({
+        ...input,
         attempt,
-        stage: input.stage,
-        model: input.model,
-        input_checkpoint: input.inputCheckpoint,
-        output_prefix: outputPrefix,
-        resume: true,
-        status_uri: statusUri,
-        storage: input.storage,
-        work_dir: path.join(dataDir(), 'work', name),
-      };
+        outputPrefix,
+        statusUri,
+        workDir: path.join(dataDir(), 'work', name),
+      });
       job = await launcher.launch({
         name,
         command: custom?.command ?? base.command,

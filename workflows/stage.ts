@@ -79,8 +79,10 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageJob
     runId: input.runId,
     pipelineWorkflowId: input.pipelineWorkflowId,
     stageIndex,
+    pipelineName: config.metadata.name,
     stage: stage,
     model: config.model,
+    tracking: config.tracking,
     storageUri: config.storage.uri,
     storage: {
       endpoint: config.storage.endpoint,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from stage import REPO, rl_stage, run_rl, table
 
@@ -29,12 +28,45 @@ def main() -> None:
         episodes = sum(h["episodes"] for h in hist)
         wait = sum(h["metrics"]["wait_s"] for h in hist[1:])  # the first wait is start-up, the same in both
         loop = hist[-1]["time"] - hist[0]["time"]
-        modes.append({"name": name, "max_staleness": staleness, "steps": args.steps, "episodes": episodes,
-                      "samples_per_s": episodes / wall, "loop_samples_per_s": sum(h["episodes"] for h in hist[1:]) / loop,
-                      "trainer_idle_fraction": wait / loop, "wall_s": wall,
-                      "staleness_mean": sum(h["metrics"]["staleness_mean"] for h in hist) / len(hist)})
-    print(table(modes, ["name", "episodes", "samples_per_s", "loop_samples_per_s", "trainer_idle_fraction",
-                        "staleness_mean", "wall_s"]))
+        modes.append(
+            {
+                "name": name,
+                "max_staleness": staleness,
+                "steps": args.steps,
+                "episodes": episodes,
+                "samples_per_s": episodes / wall,
+                "loop_samples_per_s": sum(h["episodes"] for h in hist[1:]) / loop,
+                "trainer_idle_fraction": wait / loop,
+                "wall_s": wall,
+                "staleness_mean": sum(h["metrics"]["staleness_mean"] for h in hist) / len(hist),
+                # the objective: importance ratio π_θ/μ, clip fractions, tokens dropped as stale
+                **{
+                    k: sum(h["metrics"].get(k, 0.0) for h in hist) / len(hist)
+                    for k in ("ratio_mean", "clip_frac_low", "clip_frac_high")
+                },
+                "ratio_max": max(h["metrics"].get("ratio_max", 0.0) for h in hist),
+                "dropped_stale_tokens": sum(h["metrics"].get("dropped_stale_tokens", 0.0) for h in hist),
+            }
+        )
+    print(
+        table(
+            modes,
+            [
+                "name",
+                "episodes",
+                "samples_per_s",
+                "loop_samples_per_s",
+                "trainer_idle_fraction",
+                "staleness_mean",
+                "ratio_mean",
+                "ratio_max",
+                "clip_frac_low",
+                "clip_frac_high",
+                "dropped_stale_tokens",
+                "wall_s",
+            ],
+        )
+    )
     out = REPO / "bench" / "results" / "rl.json"
     out.write_text(json.dumps({"bench": "rl", "checkpoint": args.checkpoint, "modes": modes}, indent=2) + "\n")
     print(f"wrote {out}")

@@ -20,7 +20,7 @@ from stage import REPO, rl_stage, run_rl, table  # noqa: E402
 
 def steps_to_target(rewards: list[float], target: float, window: int = 3) -> int | None:
     for i in range(len(rewards)):
-        w = rewards[max(0, i - window + 1):i + 1]
+        w = rewards[max(0, i - window + 1) : i + 1]
         if len(w) == window and sum(w) / window >= target:
             return i + 1
     return None
@@ -39,20 +39,47 @@ def main() -> None:
         for seed in args.seeds:
             hist, wall = run_rl(args.checkpoint, rl_stage(args.steps, seed, strategy=name), f"{name}-{seed}")
             rewards = [h["metrics"]["reward_mean"] for h in hist]
-            runs.append({"seed": seed, "rewards": rewards, "wall_s": wall,
-                         "no_signal_fraction": sum(h["metrics"]["no_signal_fraction"] for h in hist) / len(hist),
-                         "steps_to_target": steps_to_target(rewards, args.target),
-                         "final_reward": sum(rewards[-max(1, len(rewards) // 4):]) / max(1, len(rewards) // 4)})
+            runs.append(
+                {
+                    "seed": seed,
+                    "rewards": rewards,
+                    "wall_s": wall,
+                    "no_signal_fraction": sum(h["metrics"]["no_signal_fraction"] for h in hist) / len(hist),
+                    "steps_to_target": steps_to_target(rewards, args.target),
+                    "final_reward": sum(rewards[-max(1, len(rewards) // 4) :]) / max(1, len(rewards) // 4),
+                }
+            )
         reached = [r["steps_to_target"] for r in runs if r["steps_to_target"] is not None]
-        arms.append({"name": name, "seeds": args.seeds, "runs": runs,
-                     "no_signal_fraction": sum(r["no_signal_fraction"] for r in runs) / len(runs),
-                     "steps_to_target": sum(reached) / len(reached) if len(reached) == len(runs) else None,
-                     "final_reward": sum(r["final_reward"] for r in runs) / len(runs)})
-    print(table([{**a, "steps_to_target": str(a["steps_to_target"])} for a in arms],
-                ["name", "no_signal_fraction", "steps_to_target", "final_reward"]))
+        arms.append(
+            {
+                "name": name,
+                "seeds": args.seeds,
+                "runs": runs,
+                "no_signal_fraction": sum(r["no_signal_fraction"] for r in runs) / len(runs),
+                "steps_to_target": sum(reached) / len(reached) if len(reached) == len(runs) else None,
+                "final_reward": sum(r["final_reward"] for r in runs) / len(runs),
+            }
+        )
+    print(
+        table(
+            [{**a, "steps_to_target": str(a["steps_to_target"])} for a in arms],
+            ["name", "no_signal_fraction", "steps_to_target", "final_reward"],
+        )
+    )
     out = REPO / "bench" / "results" / "sampling.json"
-    out.write_text(json.dumps({"bench": "sampling", "checkpoint": args.checkpoint, "target": args.target,
-                               "steps": args.steps, "arms": arms}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "bench": "sampling",
+                "checkpoint": args.checkpoint,
+                "target": args.target,
+                "steps": args.steps,
+                "arms": arms,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

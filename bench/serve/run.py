@@ -39,8 +39,20 @@ ADMIN = "bench-admin"
 
 
 def serve(checkpoint: str, tokenizer: str | None, extra: list[str]) -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, "-m", "trainflow_trainer.serve", "--checkpoint", checkpoint, "--port", "0",
-           "--threads", "1", "--admin-token", ADMIN, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainflow_trainer.serve",
+        "--checkpoint",
+        checkpoint,
+        "--port",
+        "0",
+        "--threads",
+        "1",
+        "--admin-token",
+        ADMIN,
+        *extra,
+    ]
     if tokenizer:
         cmd += ["--tokenizer", tokenizer]
     proc = subprocess.Popen(cmd, cwd=TRAINER, stdout=subprocess.PIPE, text=True)
@@ -58,9 +70,27 @@ def engine_state(port: int) -> dict:
 
 
 def run_agent(port: int, args) -> tuple[float, list[dict]]:
-    cmd = [sys.executable, "-m", "trainflow_trainer.agent", "--base-url", f"http://127.0.0.1:{port}/v1",
-           "--tasks", "demo", "--count", str(args.tasks), "--seed", str(args.seed),
-           "--concurrency", str(args.concurrency), "--max-turns", "3", "--max-tokens", "48", "--temperature", "1.0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainflow_trainer.agent",
+        "--base-url",
+        f"http://127.0.0.1:{port}/v1",
+        "--tasks",
+        "demo",
+        "--count",
+        str(args.tasks),
+        "--seed",
+        str(args.seed),
+        "--concurrency",
+        str(args.concurrency),
+        "--max-turns",
+        "3",
+        "--max-tokens",
+        "48",
+        "--temperature",
+        "1.0",
+    ]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=TRAINER, capture_output=True, text=True, timeout=3600, check=True).stdout
     wall = time.perf_counter() - t0
@@ -91,27 +121,57 @@ def main() -> None:
             if errors:
                 raise RuntimeError(f"{name}: {errors} episodes ended in an error")
             tokens = sum(c.get("usage", {}).get("completion_tokens", 0) for e in episodes for c in e["completions"])
-            runs[name].append({"wall_s": wall, "episodes": len(episodes), "completion_tokens": tokens,
-                               "turns_mean": statistics.mean(e["turns"] for e in episodes),
-                               "mean_batch": st["mean_batch"], "prefix_reuse": st["prefix_reuse"]})
+            runs[name].append(
+                {
+                    "wall_s": wall,
+                    "episodes": len(episodes),
+                    "completion_tokens": tokens,
+                    "turns_mean": statistics.mean(e["turns"] for e in episodes),
+                    "mean_batch": st["mean_batch"],
+                    "prefix_reuse": st["prefix_reuse"],
+                }
+            )
             print(f"repeat {rep + 1} {name}: {len(episodes)} episodes in {wall:.1f} s", flush=True)
     rows = []
     base = statistics.median(r["wall_s"] for r in runs["one-at-a-time"])
     for name, rs in runs.items():
         wall = statistics.median(r["wall_s"] for r in rs)
         n = sum(r["episodes"] for r in rs)
-        rows.append({"name": name, "wall_s": wall, "episodes_per_s": n / sum(r["wall_s"] for r in rs),
-                     "tokens_per_s": sum(r["completion_tokens"] for r in rs) / sum(r["wall_s"] for r in rs),
-                     "turns_mean": statistics.mean(r["turns_mean"] for r in rs),
-                     "mean_batch": statistics.mean(r["mean_batch"] for r in rs),
-                     "prefix_reuse": statistics.mean(r["prefix_reuse"] for r in rs), "speedup": base / wall})
-    print(table(rows, ["name", "wall_s", "episodes_per_s", "tokens_per_s", "turns_mean", "mean_batch",
-                       "prefix_reuse", "speedup"]))
+        rows.append(
+            {
+                "name": name,
+                "wall_s": wall,
+                "episodes_per_s": n / sum(r["wall_s"] for r in rs),
+                "tokens_per_s": sum(r["completion_tokens"] for r in rs) / sum(r["wall_s"] for r in rs),
+                "turns_mean": statistics.mean(r["turns_mean"] for r in rs),
+                "mean_batch": statistics.mean(r["mean_batch"] for r in rs),
+                "prefix_reuse": statistics.mean(r["prefix_reuse"] for r in rs),
+                "speedup": base / wall,
+            }
+        )
+    print(
+        table(
+            rows,
+            ["name", "wall_s", "episodes_per_s", "tokens_per_s", "turns_mean", "mean_batch", "prefix_reuse", "speedup"],
+        )
+    )
     out = REPO / "bench" / "results" / "serve.json"
-    out.write_text(json.dumps({
-        "bench": "serve", "checkpoint": args.checkpoint, "tasks": args.tasks, "concurrency": args.concurrency,
-        "repeats": args.repeats, "host": {"nproc": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]},
-        "settings": rows, "runs": runs}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "bench": "serve",
+                "checkpoint": args.checkpoint,
+                "tasks": args.tasks,
+                "concurrency": args.concurrency,
+                "repeats": args.repeats,
+                "host": {"nproc": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]},
+                "settings": rows,
+                "runs": runs,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -25,8 +25,17 @@ import torch  # noqa: E402
 from trainflow_trainer.model import Transformer, preset  # noqa: E402
 
 # Dense bf16 tensor-core peaks (FLOP/s), by a substring of torch.cuda.get_device_name().
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
-             "A10G": 70e12, "L4": 121e12, "RTX 4090": 165e12}
+PEAK_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "H800": 989e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+}
 
 
 def main() -> int:
@@ -40,8 +49,11 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trainer_gpu.json"))
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        print("trainer gpu bench: no CUDA device visible (torch.cuda.is_available() is False); "
-              "run it on a machine with a GPU", file=sys.stderr)
+        print(
+            "trainer gpu bench: no CUDA device visible (torch.cuda.is_available() is False); "
+            "run it on a machine with a GPU",
+            file=sys.stderr,
+        )
         return 1
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(dev)
@@ -79,16 +91,28 @@ def main() -> int:
     flops_per_token = 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * t
     achieved = flops_per_token * tokens / dt
     res = {
-        "gpu": name, "preset": args.preset, "params": n, "seq_len": t, "micro_batch": b, "steps": args.steps,
-        "compile": args.compile, "step_s": dt, "tokens_per_s": tokens / dt, "model_tflops": achieved / 1e12,
-        "peak_bf16_tflops": peak / 1e12 if peak else None, "mfu": achieved / peak if peak else None,
-        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "final_loss": float(loss),
+        "gpu": name,
+        "preset": args.preset,
+        "params": n,
+        "seq_len": t,
+        "micro_batch": b,
+        "steps": args.steps,
+        "compile": args.compile,
+        "step_s": dt,
+        "tokens_per_s": tokens / dt,
+        "model_tflops": achieved / 1e12,
+        "peak_bf16_tflops": peak / 1e12 if peak else None,
+        "mfu": achieved / peak if peak else None,
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "final_loss": float(loss),
         "torch": torch.__version__,
     }
     print(f"{'gpu':<28}{'params':>10}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}{'mem GiB':>9}")
     mfu = f"{res['mfu']:.1%}" if res["mfu"] is not None else "n/a"
-    print(f"{name[:27]:<28}{n / 1e9:>9.2f}B{res['tokens_per_s']:>12.0f}{res['model_tflops']:>10.1f}{mfu:>8}"
-          f"{res['max_memory_gib']:>9.1f}")
+    print(
+        f"{name[:27]:<28}{n / 1e9:>9.2f}B{res['tokens_per_s']:>12.0f}{res['model_tflops']:>10.1f}{mfu:>8}"
+        f"{res['max_memory_gib']:>9.1f}"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -51,8 +51,14 @@ def measure(kind: str, data_dir: Path, tok: Tokenizer, steps: int, batch: int, m
         targets += batches[s].num_targets()
         losses.append(m["loss"])
     dt = time.perf_counter() - t0
-    return {"tokens_per_s": tokens / dt, "target_tokens_per_s": targets / dt, "step_s": dt / steps,
-            "tokens_per_step": tokens // steps, "loss_first": losses[0], "loss_last": losses[-1]}
+    return {
+        "tokens_per_s": tokens / dt,
+        "target_tokens_per_s": targets / dt,
+        "step_s": dt / steps,
+        "tokens_per_step": tokens // steps,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+    }
 
 
 def main() -> None:
@@ -67,26 +73,42 @@ def main() -> None:
         data = Path(tmp)
         generate(data, seed=0, scale=0.2)
         tok = Tokenizer.load(data)
-        res = {k: measure(k, data, tok, args.steps, args.batch_size, args.micro_batch_size, args.seq_len)
-               for k in ("midtrain", "sft")}
+        res = {
+            k: measure(k, data, tok, args.steps, args.batch_size, args.micro_batch_size, args.seq_len)
+            for k in ("midtrain", "sft")
+        }
     cfg = preset("tiny", vocab_size=tok.vocab_size)
     out = {
         "midtrain_tokens_per_s": round(res["midtrain"]["tokens_per_s"], 1),
         "sft_tokens_per_s": round(res["sft"]["tokens_per_s"], 1),
         "details": res,
-        "setup": {"preset": "tiny", "params": cfg.num_params(), "vocab_size": cfg.vocab_size,
-                  "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "seq_len": args.seq_len,
-                  "steps": args.steps, "device": "cpu", "threads": torch.get_num_threads(), "dtype": "float32",
-                  "torch": torch.__version__, "machine": platform.machine(),
-                  # CPU numbers on a shared machine depend on what else runs: keep the load next to them.
-                  "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
+        "setup": {
+            "preset": "tiny",
+            "params": cfg.num_params(),
+            "vocab_size": cfg.vocab_size,
+            "batch_size": args.batch_size,
+            "micro_batch_size": args.micro_batch_size,
+            "seq_len": args.seq_len,
+            "steps": args.steps,
+            "device": "cpu",
+            "threads": torch.get_num_threads(),
+            "dtype": "float32",
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            # CPU numbers on a shared machine depend on what else runs: keep the load next to them.
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        },
     }
-    print(f"trainer bench: tiny preset ({cfg.num_params() / 1e6:.2f}M params), CPU x{torch.get_num_threads()} threads, "
-          f"batch {args.batch_size} x seq {args.seq_len}, {args.steps} steps")
+    print(
+        f"trainer bench: tiny preset ({cfg.num_params() / 1e6:.2f}M params), CPU x{torch.get_num_threads()} threads, "
+        f"batch {args.batch_size} x seq {args.seq_len}, {args.steps} steps"
+    )
     print(f"{'stage':<10}{'tokens/s':>12}{'targets/s':>12}{'s/step':>10}{'loss first→last':>20}")
     for k, r in res.items():
-        print(f"{k:<10}{r['tokens_per_s']:>12.1f}{r['target_tokens_per_s']:>12.1f}{r['step_s']:>10.2f}"
-              f"{r['loss_first']:>11.3f} → {r['loss_last']:.3f}")
+        print(
+            f"{k:<10}{r['tokens_per_s']:>12.1f}{r['target_tokens_per_s']:>12.1f}{r['step_s']:>10.2f}"
+            f"{r['loss_first']:>11.3f} → {r['loss_last']:.3f}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -4,9 +4,9 @@
 
 (a) grpo: groups of 8 answers (128-512 tokens) to a 1024-token prompt; (b) agentic: per task a group of 8
 tree-search rollouts (workloads.agentic) scaled up: a 4096-token system prompt, longer turns and tool outputs,
-~20k-30k unique tokens per task tree, rollouts of ~6k-13k tokens. Step = forward + backward + AdamW step; same batches for
-flat and trie, both through FlexAttention (flat = chains: block-diagonal causal BlockMask). Exits with code 2
-and a clear message when no CUDA device is present.
+~20k-30k unique tokens per task tree, rollouts of ~6k-13k tokens. Step = forward + backward + AdamW step; same
+batches for flat and trie, both through FlexAttention (flat = chains: block-diagonal causal BlockMask). Exits
+with code 2 and a clear message when no CUDA device is present.
 """
 
 from __future__ import annotations
@@ -26,12 +26,31 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "trainer"), str(HERE)]
 
 import workloads  # noqa: E402
+
 from trainflow_trainer.model import Transformer, preset  # noqa: E402
 from trainflow_trainer.trie import LossSpec, build_forest, flat_forward_backward, packed_forward_backward  # noqa: E402
 
 # workloads.agentic at GPU scale (the CPU bench uses its defaults)
-GPU_AGENTIC = dict(system_len=4096, task_len=(512, 2048), turns=(4, 10), call_len=(50, 200), tool_len=(150, 700),
-                   answer_len=(50, 200), fork_turns=(1, 4))
+GPU_AGENTIC = dict(
+    system_len=4096,
+    task_len=(512, 2048),
+    turns=(4, 10),
+    call_len=(50, 200),
+    tool_len=(150, 700),
+    answer_len=(50, 200),
+    fork_turns=(1, 4),
+)
+
+
+def timed_step(model: Transformer, opt: torch.optim.Optimizer, fn, batch, spec, max_tokens: int) -> float:
+    """Seconds of one forward + backward + AdamW step of `fn` (flat or packed) on the GPU."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    fn(model, batch, spec, max_tokens, attention="flex")
+    opt.step()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -44,17 +63,24 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trie-gpu.json"))
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        print("bench/trie/gpu.py needs a CUDA GPU (FlexAttention training has no CPU backward in torch 2.15); "
-              "run bench/trie/run.py for the CPU comparison", file=sys.stderr)
+        print(
+            "bench/trie/gpu.py needs a CUDA GPU (FlexAttention training has no CPU backward in torch 2.15); "
+            "run bench/trie/run.py for the CPU comparison",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
     device = torch.device("cuda")
     cfg = preset(args.preset)
     cases = {
-        "grpo": (workloads.grpo(np.random.default_rng(0), cfg.vocab_size, groups=args.grpo_groups),
-                 LossSpec.from_config("grpo")),
-        "agentic": (workloads.agentic(np.random.default_rng(0), cfg.vocab_size, tasks=args.agentic_tasks,
-                                      **GPU_AGENTIC), LossSpec.from_config("dapo")),
+        "grpo": (
+            workloads.grpo(np.random.default_rng(0), cfg.vocab_size, groups=args.grpo_groups),
+            LossSpec.from_config("grpo"),
+        ),
+        "agentic": (
+            workloads.agentic(np.random.default_rng(0), cfg.vocab_size, tasks=args.agentic_tasks, **GPU_AGENTIC),
+            LossSpec.from_config("dapo"),
+        ),
     }
     rows = []
     for name, (batch, spec) in cases.items():
@@ -66,36 +92,45 @@ def main() -> None:
         fns = {"flat": flat_forward_backward, "trie": packed_forward_backward}
         times: dict[str, list[float]] = {m: [] for m in fns}
 
-        def step(mode: str) -> float:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            fns[mode](model, batch, spec, args.max_tokens, attention="flex")
-            opt.step()
-            torch.cuda.synchronize()
-            return time.perf_counter() - t0
-
-        for mode in fns:  # warm-up: compiles FlexAttention for the shapes met
-            step(mode)
-            step(mode)
+        for fn in fns.values():  # warm-up: compiles FlexAttention for the shapes met
+            timed_step(model, opt, fn, batch, spec, args.max_tokens)
+            timed_step(model, opt, fn, batch, spec, args.max_tokens)
         torch.cuda.reset_peak_memory_stats()
         for _ in range(args.repeats):
-            for mode in fns:
-                times[mode].append(step(mode))
+            for mode, fn in fns.items():
+                times[mode].append(timed_step(model, opt, fn, batch, spec, args.max_tokens))
         flat_s, trie_s = statistics.median(times["flat"]), statistics.median(times["trie"])
         ratio = total / unique
-        row = {"name": name, "total_tokens": total, "unique_tokens": unique, "token_ratio": round(ratio, 4),
-               "flat_step_s": round(flat_s, 4), "trie_step_s": round(trie_s, 4),
-               "speedup": round(flat_s / trie_s, 4), "efficiency": round(flat_s / trie_s / ratio, 4),
-               "trajectories": len(batch), "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+        row = {
+            "name": name,
+            "total_tokens": total,
+            "unique_tokens": unique,
+            "token_ratio": round(ratio, 4),
+            "flat_step_s": round(flat_s, 4),
+            "trie_step_s": round(trie_s, 4),
+            "speedup": round(flat_s / trie_s, 4),
+            "efficiency": round(flat_s / trie_s / ratio, 4),
+            "trajectories": len(batch),
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
         del model, opt
         torch.cuda.empty_cache()
 
-    result = {"workloads": rows,
-              "config": {"agentic_params": GPU_AGENTIC, "preset": args.preset, "dtype": "bfloat16", "attention": "flex", "max_tokens": args.max_tokens,
-                         "repeats": args.repeats, "device": torch.cuda.get_device_name(), "torch": torch.__version__}}
+    result = {
+        "workloads": rows,
+        "config": {
+            "agentic_params": GPU_AGENTIC,
+            "preset": args.preset,
+            "dtype": "bfloat16",
+            "attention": "flex",
+            "max_tokens": args.max_tokens,
+            "repeats": args.repeats,
+            "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+        },
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

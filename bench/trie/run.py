@@ -11,9 +11,10 @@ Writes bench/results/trie.json: {"workloads": [{name, total_tokens, unique_token
 trie_step_s, speedup, efficiency = speedup / token_ratio}, ...], ...}.
 
 The machine is shared (2 cores, other jobs running), so: the script lowers its own priority (nice +5), steps
-alternate flat/trie, medians are reported, one torch thread by default (see --threads), and every step's process CPU time is recorded next to its wall
-time (CPU time is what other processes' load disturbs least; the `*_cpu_s` fields). `flop_ratio` is the
-matmul-FLOP ratio flat/trie: the real ceiling for a small model (see bench/trie/README.md).
+alternate flat/trie, medians are reported, one torch thread by default (see --threads), and every step's
+process CPU time is recorded next to its wall time (CPU time is what other processes' load disturbs least;
+the `*_cpu_s` fields). `flop_ratio` is the matmul-FLOP ratio flat/trie: the real ceiling for a small model
+(see bench/trie/README.md).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "trainer"), str(HERE)]
 
 import workloads  # noqa: E402
+
 from trainflow_trainer.model import ModelConfig, Transformer, preset  # noqa: E402
 from trainflow_trainer.trie import LossSpec, build_forest, flat_forward_backward, packed_forward_backward  # noqa: E402
 from trainflow_trainer.trie.packer import pack  # noqa: E402
@@ -49,14 +51,25 @@ WORKLOADS = {
 # A wider model for the optional second row set (--wide): 4× tiny's width, 2 layers. Per token its linears
 # cost 15.7 MFLOP against 4 096 FLOP per attended key, so attention overtakes them only past depth ~3 800 and
 # the FLOP ceiling moves toward the token ratio. Not a trainer preset: the trainer's `tiny` stays as it is.
-WIDE = ModelConfig(vocab_size=4096, hidden_size=512, intermediate_size=2048, num_hidden_layers=2,
-                   num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096)
+WIDE = ModelConfig(
+    vocab_size=4096,
+    hidden_size=512,
+    intermediate_size=2048,
+    num_hidden_layers=2,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    max_position_embeddings=4096,
+)
 
 PARAMS = {  # what each workload is, for the JSON (the builders' arguments)
     "grpo": {"groups": 1, "group_size": 8, "prompt_len": 1024, "answer_len": [128, 512], "loss": "grpo"},
-    "agentic": {"tasks": 2, **workloads.AGENTIC_PARAMS, "loss": "dapo",
-                "shape": "per task a group of `group` leaves: `roots` fresh rollouts, the rest forks of the group's "
-                         "rollouts at random turn boundaries after the first turn; one system prompt for all tasks"},
+    "agentic": {
+        "tasks": 2,
+        **workloads.AGENTIC_PARAMS,
+        "loss": "dapo",
+        "shape": "per task a group of `group` leaves: `roots` fresh rollouts, the rest forks of the group's "
+        "rollouts at random turn boundaries after the first turn; one system prompt for all tasks",
+    },
     "none": {"n": 10, "length": [256, 1024], "loss": "sft"},
 }
 
@@ -67,14 +80,17 @@ def flop_estimate(cfg, batch, share: bool, max_tokens: int) -> float:
     something. Attention over a shared prompt and the LM head on unshared answers do not shrink with
     sharing, so this ratio, not the token ratio, is the real ceiling for a small model."""
     from trainflow_trainer.trie.attention import segments_from_parents
+
     h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
     per_token = 2 * cfg.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * cfg.intermediate_size)
     per_pair = 2 * cfg.num_hidden_layers * 2 * h  # q·k and p·v, all heads
     per_head_row = 2 * h * cfg.vocab_size
     fwd = 0.0
     for mb in pack(build_forest(batch, share_prefixes=share), max_tokens):
-        pairs = sum((b - a) * sum(e - s for s, e in anc) + (b - a) * (b - a + 1) / 2
-                    for a, b, anc in segments_from_parents(mb.parent))
+        pairs = sum(
+            (b - a) * sum(e - s for s, e in anc) + (b - a) * (b - a + 1) / 2
+            for a, b, anc in segments_from_parents(mb.parent)
+        )
         fwd += len(mb) * per_token + pairs * per_pair + len(set(mb.entries.row.tolist())) * per_head_row
     return 3 * fwd
 
@@ -152,38 +168,52 @@ def measure(cfg, name: str, repeats: int, max_tokens: int, with_pg: bool = True)
         pg_fn = lambda m, b, s, t: packed_forward_backward(m, b, s, t, attention=pg)  # noqa: E731
         try:
             step_time(model, opt, pg_fn, batch, spec, max_tokens)
-            pg_s = statistics.median(step_time(model, opt, pg_fn, batch, spec, max_tokens)[0]
-                                     for _ in range(repeats))
+            pg_s = statistics.median(step_time(model, opt, pg_fn, batch, spec, max_tokens)[0] for _ in range(repeats))
         except Exception as e:  # noqa: BLE001 - an optional column must not sink the bench
             print(f"prefix-grouper column failed: {e}", flush=True)
     med = lambda mode, k: statistics.median(t[k] for t in times[mode])  # noqa: E731 - k 0: wall, 1: CPU
     flat_s, trie_s = med("flat", 0), med("trie", 0)
     ratio = total / unique
     speedup = flat_s / trie_s
-    row = {"name": name, "total_tokens": total, "unique_tokens": unique, "token_ratio": round(ratio, 4),
-           "flat_step_s": round(flat_s, 4), "trie_step_s": round(trie_s, 4), "speedup": round(speedup, 4),
-           "efficiency": round(speedup / ratio, 4), "trajectories": len(batch), "trees": len(forest.trees),
-           "packed_tokens_trie": sum(len(mb) for mb in pack(forest, max_tokens)),
-           "flat_times_s": [round(t[0], 4) for t in times["flat"]],
-           "trie_times_s": [round(t[0], 4) for t in times["trie"]],
-           "flat_cpu_s": round(med("flat", 1), 4), "trie_cpu_s": round(med("trie", 1), 4),
-           "speedup_cpu": round(med("flat", 1) / med("trie", 1), 4)}
+    row = {
+        "name": name,
+        "total_tokens": total,
+        "unique_tokens": unique,
+        "token_ratio": round(ratio, 4),
+        "flat_step_s": round(flat_s, 4),
+        "trie_step_s": round(trie_s, 4),
+        "speedup": round(speedup, 4),
+        "efficiency": round(speedup / ratio, 4),
+        "trajectories": len(batch),
+        "trees": len(forest.trees),
+        "packed_tokens_trie": sum(len(mb) for mb in pack(forest, max_tokens)),
+        "flat_times_s": [round(t[0], 4) for t in times["flat"]],
+        "trie_times_s": [round(t[0], 4) for t in times["trie"]],
+        "flat_cpu_s": round(med("flat", 1), 4),
+        "trie_cpu_s": round(med("trie", 1), 4),
+        "speedup_cpu": round(med("flat", 1) / med("trie", 1), 4),
+    }
     if name in PARAMS:
         row["params"] = PARAMS[name]
-    row["flop_ratio"] = round(flop_estimate(cfg, batch, False, max_tokens)
-                              / flop_estimate(cfg, batch, True, max_tokens), 4)
+    row["flop_ratio"] = round(
+        flop_estimate(cfg, batch, False, max_tokens) / flop_estimate(cfg, batch, True, max_tokens), 4
+    )
     row["speedup_over_flop_ratio"] = round(speedup / row["flop_ratio"], 4)
     # The same ratio for the 1b preset (estimate only, not timed): linears dominate there, so the ceiling
     # approaches the token ratio.
     big = preset("1b")
-    row["flop_ratio_1b_estimate"] = round(flop_estimate(big, batch, False, max_tokens)
-                                          / flop_estimate(big, batch, True, max_tokens), 4)
+    row["flop_ratio_1b_estimate"] = round(
+        flop_estimate(big, batch, False, max_tokens) / flop_estimate(big, batch, True, max_tokens), 4
+    )
     if pg_s is not None:
         row["prefix_grouper_step_s"] = round(pg_s, 4)
         row["prefix_grouper_speedup"] = round(flat_s / pg_s, 4)
-    print(f"{name:8s} total {total:6d} unique {unique:6d} ratio {ratio:5.2f}  flat {flat_s:7.3f}s  "
-          f"trie {trie_s:7.3f}s  speedup {speedup:5.2f}x (CPU time {row['speedup_cpu']:5.2f}x)  "
-          f"efficiency {speedup / ratio:5.2f}  flop ratio {row['flop_ratio']:5.2f}", flush=True)
+    print(
+        f"{name:8s} total {total:6d} unique {unique:6d} ratio {ratio:5.2f}  flat {flat_s:7.3f}s  "
+        f"trie {trie_s:7.3f}s  speedup {speedup:5.2f}x (CPU time {row['speedup_cpu']:5.2f}x)  "
+        f"efficiency {speedup / ratio:5.2f}  flop ratio {row['flop_ratio']:5.2f}",
+        flush=True,
+    )
     return row
 
 
@@ -191,10 +221,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per mode (after one warm-up)")
     ap.add_argument("--max-tokens", type=int, default=8192)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; 1 by default: on the shared 2-core machine a 2-thread step waits at every "
-                         "op's barrier for whichever thread another process preempted, which measures the load, "
-                         "not the work (and hits the mode with more, smaller ops harder)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 by default: on the shared 2-core machine a 2-thread step waits at every "
+        "op's barrier for whichever thread another process preempted, which measures the load, "
+        "not the work (and hits the mode with more, smaller ops harder)",
+    )
     ap.add_argument("--only", nargs="*", default=list(WORKLOADS))
     ap.add_argument("--wide", action="store_true", help="also time grpo and agentic on the WIDE config (minutes)")
     ap.add_argument("--wide-repeats", type=int, default=2)
@@ -208,15 +242,21 @@ def main() -> None:
     wide_rows = []
     if args.wide:  # second row set: a wider model (defined here, not a trainer preset), fewer repeats
         print(f"wide preset {WIDE}", flush=True)
-        wide_rows = [measure(WIDE, name, args.wide_repeats, args.max_tokens, with_pg=False)
-                     for name in ("grpo", "agentic") if name in args.only]
+        wide_rows = [
+            measure(WIDE, name, args.wide_repeats, args.max_tokens, with_pg=False)
+            for name in ("grpo", "agentic")
+            if name in args.only
+        ]
 
     pg_row = next((r for r in rows if "prefix_grouper_step_s" in r), None)
     pg_value = pg_row["prefix_grouper_step_s"] if pg_row else None
     if pg_row:
         import prefix_grouper
-        pg_note = (f"prefix-grouper (imported from {Path(prefix_grouper.__file__).parent}) as the attention backend "
-                   "on the same trie layout; not in trainer/requirements.txt")
+
+        pg_note = (
+            f"prefix-grouper (imported from {Path(prefix_grouper.__file__).parent}) as the attention backend "
+            "on the same trie layout; not in trainer/requirements.txt"
+        )
     else:
         pg_note = "prefix-grouper not importable: pip install prefix-grouper==0.0.1.post1 to add this column"
     targets = {
@@ -227,16 +267,35 @@ def main() -> None:
     }
     result = {
         "workloads": rows,
-        **({"wide_workloads": wide_rows, "wide_preset": {**WIDE.__dict__, "repeats": args.wide_repeats,
-                                                         "note": "second row set, not the issue's (those are tiny)"}}
-           if wide_rows else {}),
+        **(
+            {
+                "wide_workloads": wide_rows,
+                "wide_preset": {
+                    **WIDE.__dict__,
+                    "repeats": args.wide_repeats,
+                    "note": "second row set, not the issue's (those are tiny)",
+                },
+            }
+            if wide_rows
+            else {}
+        ),
         "targets_met": targets,
         "prefix_grouper": {"grpo_step_s": pg_value, "note": pg_note},
-        "config": {"preset": "tiny", "dtype": "float32", "device": "cpu", "threads": args.threads,
-                   "max_tokens": args.max_tokens, "repeats": args.repeats, "step": "forward+backward+AdamW",
-                   "statistic": "median", "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-                   "nice": 5, "load_average_at_start": [round(x, 2) for x in load_at_start],
-                   "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "config": {
+            "preset": "tiny",
+            "dtype": "float32",
+            "device": "cpu",
+            "threads": args.threads,
+            "max_tokens": args.max_tokens,
+            "repeats": args.repeats,
+            "step": "forward+backward+AdamW",
+            "statistic": "median",
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "nice": 5,
+            "load_average_at_start": [round(x, 2) for x in load_at_start],
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -244,8 +303,10 @@ def main() -> None:
     print(f"\n{'workload':14s} {'ratio':>6s} {'speedup':>8s} {'effic.':>7s} {'flop ratio':>10s}")
     for tag, rs in (("", rows), (" (wide)", wide_rows)):
         for r in rs:
-            print(f"{r['name'] + tag:14s} {r['token_ratio']:6.2f} {r['speedup']:8.2f} {r['efficiency']:7.2f} "
-                  f"{r['flop_ratio']:10.2f}")
+            print(
+                f"{r['name'] + tag:14s} {r['token_ratio']:6.2f} {r['speedup']:8.2f} {r['efficiency']:7.2f} "
+                f"{r['flop_ratio']:10.2f}"
+            )
     print("targets:", targets)
     print(f"wrote {out}")
 

@@ -15,12 +15,24 @@ from trainflow_trainer.trie import Trajectory
 
 def _traj(rng, tokens: list[int], mask: list[float], advantage: float) -> Trajectory:
     n = len(tokens)
-    return Trajectory(tokens=tokens, loss_mask=mask, logprobs=rng.normal(-8.3, 0.3, n), versions=np.zeros(n, int),
-                      ref_logprobs=rng.normal(-8.3, 0.3, n), advantage=advantage)
+    return Trajectory(
+        tokens=tokens,
+        loss_mask=mask,
+        logprobs=rng.normal(-8.3, 0.3, n),
+        versions=np.zeros(n, int),
+        ref_logprobs=rng.normal(-8.3, 0.3, n),
+        advantage=advantage,
+    )
 
 
-def grpo(rng: np.random.Generator, vocab: int, groups: int, group_size: int = 8, prompt_len: int = 1024,
-         answer_len: tuple[int, int] = (128, 512)) -> list[Trajectory]:
+def grpo(
+    rng: np.random.Generator,
+    vocab: int,
+    groups: int,
+    group_size: int = 8,
+    prompt_len: int = 1024,
+    answer_len: tuple[int, int] = (128, 512),
+) -> list[Trajectory]:
     """`groups` prompts, each with `group_size` sampled answers; advantages normalised within a group."""
     out = []
     for _ in range(groups):
@@ -29,15 +41,27 @@ def grpo(rng: np.random.Generator, vocab: int, groups: int, group_size: int = 8,
         adv = (adv - adv.mean()) / (adv.std() + 1e-6)
         firsts = rng.choice(vocab, size=group_size, replace=False)  # answers differ from their first token on,
         for a, first in zip(adv, firsts):  # so the group is exactly [prompt, answer 1..n] (prefix-grouper's layout)
-            ans = [int(first)] + rng.integers(0, vocab, int(rng.integers(answer_len[0], answer_len[1] + 1)) - 1).tolist()
+            ans = [int(first)] + rng.integers(
+                0, vocab, int(rng.integers(answer_len[0], answer_len[1] + 1)) - 1
+            ).tolist()
             out.append(_traj(rng, prompt + ans, [0.0] * prompt_len + [1.0] * len(ans), float(a)))
     return out
 
 
-def agentic(rng: np.random.Generator, vocab: int, tasks: int, group: int = 8, roots: int = 2,
-            system_len: int = 1024, task_len: tuple[int, int] = (128, 384), turns: tuple[int, int] = (3, 6),
-            call_len: tuple[int, int] = (20, 60), tool_len: tuple[int, int] = (40, 160),
-            answer_len: tuple[int, int] = (10, 40), fork_turns: tuple[int, int] = (1, 3)) -> list[Trajectory]:
+def agentic(
+    rng: np.random.Generator,
+    vocab: int,
+    tasks: int,
+    group: int = 8,
+    roots: int = 2,
+    system_len: int = 1024,
+    task_len: tuple[int, int] = (128, 384),
+    turns: tuple[int, int] = (3, 6),
+    call_len: tuple[int, int] = (20, 60),
+    tool_len: tuple[int, int] = (40, 160),
+    answer_len: tuple[int, int] = (10, 40),
+    fork_turns: tuple[int, int] = (1, 3),
+) -> list[Trajectory]:
     """Agentic RL batches as tree-search rollouts make them (Tree-GRPO / partial-rollout branching).
 
     Every task gets a GRPO-style group of `group` rollouts (leaves). All episodes start with the same
@@ -46,7 +70,8 @@ def agentic(rng: np.random.Generator, vocab: int, tasks: int, group: int = 8, ro
     (assistant tool call `call_len`, trained; tool output `tool_len`, context), then a closing answer
     (`answer_len`, trained). The rest of the group comes from forks at several depths: pick a rollout of the
     group and a turn boundary in it after its first turn (fresh samples from the prompt are the `roots`),
-    re-sample the action there and run `fork_turns` new turns plus a closing answer. Forks of forks happen (a fork's leaf can be picked).
+    re-sample the action there and run `fork_turns` new turns plus a closing answer. Forks of forks happen (a
+    fork's leaf can be picked).
     Each leaf is one trajectory with its own advantage. With the defaults a task's tree holds ~3-4k unique
     tokens below the shared system prompt, and its rollouts are ~1.4k-2.5k tokens long.
     """
@@ -81,8 +106,17 @@ def agentic(rng: np.random.Generator, vocab: int, tasks: int, group: int = 8, ro
     return out
 
 
-AGENTIC_PARAMS = dict(group=8, roots=2, system_len=1024, task_len=(128, 384), turns=(3, 6), call_len=(20, 60),
-                      tool_len=(40, 160), answer_len=(10, 40), fork_turns=(1, 3))  # agentic()'s defaults, for the JSON
+AGENTIC_PARAMS = dict(
+    group=8,
+    roots=2,
+    system_len=1024,
+    task_len=(128, 384),
+    turns=(3, 6),
+    call_len=(20, 60),
+    tool_len=(40, 160),
+    answer_len=(10, 40),
+    fork_turns=(1, 3),
+)  # agentic()'s defaults, for the JSON
 
 
 def no_sharing(rng: np.random.Generator, vocab: int, n: int, length: tuple[int, int] = (256, 1024)) -> list[Trajectory]:

@@ -1,5 +1,6 @@
 """Sums jest's JSON reports and pytest's JUnit XML into one line: `N passed, N failed[, N skipped]`.
 A runner that left no report (it crashed before reporting) counts as one failure, so it cannot pass silently."""
+
 import json
 import sys
 import xml.etree.ElementTree as ET

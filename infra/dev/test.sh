@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make test`: type check and lint, then jest and pytest against a private local stack (with-stack.sh), and
-# one closing line `N passed, N failed` summing both runners.
+# `make test`: type check and lint the TypeScript and the Python, then jest and pytest against a private local
+# stack (with-stack.sh), and one closing line `N passed, N failed` summing both runners. A failed check is
+# named in the closing lines (`step failed: NAME`) and fails the run.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -15,6 +16,8 @@ step() { # name command...
 }
 step typecheck npm run --silent typecheck
 step lint npm run --silent lint
+step ruff bash infra/dev/check-python.sh lint
+step mypy bash infra/dev/check-python.sh typecheck
 step tests bash infra/dev/with-stack.sh bash infra/dev/run-tests.sh "$results"
 
 summary=$(.venv/bin/python infra/dev/summarize-tests.py "$results")

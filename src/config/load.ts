@@ -186,6 +186,9 @@ export function resolveLocalPaths(config: PipelineConfig, baseDir: string): Pipe
         sources: stage.data.sources.map((src) => ({ ...src, path: fix(src.path) })),
       },
       tasks: stage.tasks && { ...stage.tasks, path: stage.tasks.path && fix(stage.tasks.path) },
+      algorithm: stage.algorithm?.kl_reference
+        ? { ...stage.algorithm, kl_reference: fix(stage.algorithm.kl_reference) }
+        : stage.algorithm,
     })),
   };
 }

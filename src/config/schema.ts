@@ -4,6 +4,8 @@
 import { z } from 'zod';
 import { duration, size } from './units';
 import { METRICS_BY_KIND } from './metrics';
+import { trackingSchema } from './tracking';
+import { algorithmSchema, resolvedAlgorithmSchema } from './algorithm';
 
 // ---- small typed leaves, each with the message a user should read ----------------------------------------
 
@@ -344,36 +346,13 @@ const samplingSchema = z.strictObject({
     .boolean()
     .default(true)
     .describe('Drop groups whose outcomes are all equal (DAPO dynamic sampling).'),
+  all_equal_tolerance: nonNegativeNumber()
+    .default(1e-6)
+    .describe('Outcomes within this distance of the group’s first count as equal for filter_all_equal.'),
   recheck_every: positiveInt().default(20).describe('Re-check a filtered task after this many steps.'),
   stats_uri: location()
     .optional()
     .describe("Where per-task statistics persist; default under the pipeline's storage prefix."),
-});
-
-const algorithmSchema = z.strictObject({
-  name: z
-    .enum(['grpo', 'dapo', 'ppo'], { error: 'expected grpo | dapo | ppo' })
-    .default('grpo')
-    .describe('Policy-gradient family.'),
-  clip_low: positiveNumber().default(0.2).describe('Lower clip ε of the ratio.'),
-  clip_high: positiveNumber()
-    .default(0.28)
-    .describe('Upper clip ε of the ratio (clip-higher when above clip_low).'),
-  loss_agg: z
-    .enum(['token-mean', 'seq-mean'], { error: 'expected token-mean or seq-mean' })
-    .default('token-mean')
-    .describe('Loss aggregation: mean over all tokens, or mean of per-sequence means.'),
-  kl_coef: nonNegativeNumber()
-    .default(0)
-    .describe('Coefficient of the KL penalty to the reference policy (k3 estimator).'),
-  entropy_coef: nonNegativeNumber().default(0).describe('Coefficient of the entropy bonus.'),
-  advantage_scaling: z
-    .enum(['none', 'difficulty', 'entropy'], { error: 'expected none | difficulty | entropy' })
-    .default('none'),
-  normalize_std: z
-    .boolean()
-    .default(true)
-    .describe("Divide group-centred rewards by the group's standard deviation (GRPO)."),
 });
 
 const rftSchema = z.strictObject({
@@ -462,6 +441,7 @@ const rawConfigSchema = z.strictObject({
   model: modelSchema,
   stages: z.array(stageSchema).min(1, { error: 'expected at least one stage' }),
   schedule: scheduleSchema.optional(),
+  tracking: trackingSchema.prefault({}).describe('Where stage metrics are tracked (TensorBoard by default).'),
 });
 
 type RawConfig = z.output<typeof rawConfigSchema>;
@@ -576,6 +556,7 @@ export const resolvedStageSchema = stageSchema.extend({
   retry: retrySchema.describe('Retry policy of the job (defaults.retry merged with the overrides).'),
   heartbeat_timeout: duration().describe('Heartbeat timeout of the job activity.'),
   start_to_close_timeout: duration().describe('Limit of one attempt of the job.'),
+  algorithm: resolvedAlgorithmSchema.optional().describe('RL objective (rl), the preset resolved.'),
 });
 
 export const resolvedModelSchema = modelSchema;
@@ -647,7 +628,7 @@ export const CONFIG_BLOCKS: Record<string, z.ZodType> = {
   PackingConfig: packingSchema,
   RolloutConfig: rolloutSchema,
   SamplingConfig: samplingSchema,
-  AlgorithmConfig: algorithmSchema,
+  AlgorithmConfig: resolvedAlgorithmSchema,
   RftConfig: rftSchema,
   JobCommand: jobSchema,
   ResourcesConfig: resourcesSchema,
@@ -657,4 +638,5 @@ export const CONFIG_BLOCKS: Record<string, z.ZodType> = {
   TemporalConfig: temporalSchema,
   PoolConfig: resolvedPoolSchema,
   ScheduleConfig: scheduleSchema,
+  TrackingConfig: trackingSchema,
 };

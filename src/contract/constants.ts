@@ -9,8 +9,10 @@ import {
 } from './job';
 import { EPISODE_LINE_PREFIX, RL_LINE_PREFIX } from './driver';
 import { DATAPLANE_LINE_PREFIX, SERVE_LINE_PREFIX } from './ready';
+import { TRACKED_NAMES_LM, TRACKED_NAMES_ROLLOUT } from '../config/metrics';
 
-export const CONTRACT_CONSTANTS: Record<string, string | number> = {
+/** Strings, numbers and string maps (each is a valid Python literal as JSON). */
+export const CONTRACT_CONSTANTS: Record<string, string | number | Record<string, string>> = {
   PROTOCOL_VERSION,
   EXIT_DONE,
   EXIT_BAD_INPUT,
@@ -21,4 +23,6 @@ export const CONTRACT_CONSTANTS: Record<string, string | number> = {
   EPISODE_LINE_PREFIX,
   SERVE_LINE_PREFIX,
   DATAPLANE_LINE_PREFIX,
+  TRACKED_NAMES_LM,
+  TRACKED_NAMES_ROLLOUT,
 };

@@ -27,6 +27,11 @@ export const driverAgentSchema = z
     max_turns: z.number().int().positive(),
     max_tokens: z.number().int().positive(),
     temperature: z.number().nonnegative(),
+    top_p: z
+      .number()
+      .positive()
+      .max(1)
+      .describe("Nucleus sampling threshold (the trainer's log-probs use it too)."),
     timeout_s: z.number().positive().describe('Seconds per sandboxed run.'),
   })
   .describe('How the driver runs the reference agent.');
@@ -108,6 +113,7 @@ export const driverBatchSchema = z
     cursor: z.number().int().describe('Ledger seq of the batch’s last group: the checkpoint stores it.'),
     trainer_version: count().describe('The policy version these groups are trained into.'),
     dropped: z.array(z.string()).describe('Groups dropped for staleness or expired sessions.'),
+    dropped_tokens: count().describe('Generated tokens of the groups dropped as staler than max_staleness.'),
     sampler_stats: samplerStatsSchema,
     metrics: metricsSchema,
   })

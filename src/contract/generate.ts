@@ -127,7 +127,11 @@ function runCodegen(schemaFile: string, outFile: string): void {
     ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
-  // Formatted and import-sorted by the trainer's own ruff settings, so `ruff format --check` holds for it.
+}
+
+/** Formatted and import-sorted by the trainer's own ruff settings, so `ruff format --check` holds for it. */
+function ruffFormat(file: string): void {
+  const bin = path.join(repoRoot, '.venv', 'bin');
   // (--check writes to a temporary folder, outside trainer/: name the settings and the generated-file ignores.)
   const config = [
     '--config',
@@ -136,8 +140,8 @@ function runCodegen(schemaFile: string, outFile: string): void {
     'lint.extend-ignore = ["E501"]',
   ];
   const ruff = path.join(bin, 'ruff');
-  execFileSync(ruff, ['check', '--fix', '--quiet', ...config, outFile], { stdio: 'inherit' });
-  execFileSync(ruff, ['format', '--quiet', ...config, outFile], { stdio: 'inherit' });
+  execFileSync(ruff, ['check', '--fix', '--quiet', ...config, file], { stdio: 'inherit' });
+  execFileSync(ruff, ['format', '--quiet', ...config, file], { stdio: 'inherit' });
 }
 
 /** Writes every generated file into `dir` (by way of a temporary folder: the generator's output must not depend
@@ -149,6 +153,7 @@ export function generateContract(dir: string): void {
     fs.writeFileSync(schemaFile, `${JSON.stringify(contractJsonSchema(), null, 2)}\n`);
     fs.writeFileSync(path.join(tmp, 'constants.py'), pythonConstants());
     pythonModels(schemaFile, path.join(tmp, 'models.py'));
+    for (const f of ['constants.py', 'models.py']) ruffFormat(path.join(tmp, f));
     fs.mkdirSync(dir, { recursive: true });
     for (const f of GENERATED) fs.copyFileSync(path.join(tmp, f), path.join(dir, f));
   } finally {

@@ -3,6 +3,7 @@
 // them (src/contract/generate.ts → trainer/trainflow_trainer/contract/).
 import { z } from 'zod';
 import { resolvedModelSchema, resolvedStageSchema } from '../config/schema';
+import { trackingSchema } from '../config/tracking';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -28,6 +29,7 @@ export const jobSpecSchema = z
       .literal(PROTOCOL_VERSION)
       .describe('Version of this protocol; a job refuses one it does not speak.'),
     pipeline_id: z.string().min(1).describe('Id of the pipeline run.'),
+    pipeline_name: z.string().min(1).describe("The pipeline's metadata.name."),
     run_id: z.string().describe('Temporal run id of the pipeline workflow.'),
     stage_index: z.number().int().nonnegative().describe("The stage's index in the pipeline."),
     attempt: z.number().int().positive().describe('Attempt of the job activity (1 first).'),
@@ -45,6 +47,7 @@ export const jobSpecSchema = z
     resume: z.boolean().describe("Resume from this stage's latest committed checkpoint when there is one."),
     status_uri: z.string().min(1).describe('Where the job writes its status object.'),
     storage: storageEndpointSchema,
+    tracking: trackingSchema.describe("The pipeline's tracking block."),
     work_dir: z.string().min(1).describe('Scratch folder of the job on its host.'),
   })
   .describe('The job spec: what the job activity hands to a stage job (one JSON file).');
@@ -72,3 +75,38 @@ export const jobStatusSchema = z
   })
   .describe('The status object a job writes to status_uri and prints as a TRAINFLOW_STATUS line.');
 export type JobStatus = z.output<typeof jobStatusSchema>;
+
+/** The one builder of a job spec (the job activity's launches and `render-job`'s previews). */
+export function buildJobSpec(a: {
+  pipelineId: string;
+  pipelineName: string;
+  runId: string;
+  stageIndex: number;
+  attempt: number;
+  stage: JobSpec['stage'];
+  model: JobSpec['model'];
+  tracking: JobSpec['tracking'];
+  inputCheckpoint: string | null;
+  outputPrefix: string;
+  statusUri: string;
+  storage: StorageEndpoint;
+  workDir: string;
+}): JobSpec {
+  return {
+    protocol: PROTOCOL_VERSION,
+    pipeline_id: a.pipelineId,
+    pipeline_name: a.pipelineName,
+    run_id: a.runId,
+    stage_index: a.stageIndex,
+    attempt: a.attempt,
+    stage: a.stage,
+    model: a.model,
+    input_checkpoint: a.inputCheckpoint,
+    output_prefix: a.outputPrefix,
+    resume: true,
+    status_uri: a.statusUri,
+    storage: a.storage,
+    tracking: a.tracking,
+    work_dir: a.workDir,
+  };
+}

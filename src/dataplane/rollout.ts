@@ -19,6 +19,7 @@ import type { Ledger, LedgerEntry } from './ledger';
 import type { TrajectoryProxy } from './proxy';
 import { TagScheduler, type ResourceSpec } from './scheduler';
 import type { Trajectory } from './sessions';
+import { generatedTokens } from './tree';
 
 export interface Task {
   id: string;
@@ -80,6 +81,8 @@ export interface Batch {
   /** the policy version the trainer is at (the one these groups are trained into) */
   trainerVersion: number;
   dropped: string[];
+  /** generated tokens of the groups dropped as staler than max_staleness (reported as dropped_stale_tokens) */
+  droppedTokens: number;
 }
 
 export interface TrainerPort {
@@ -272,6 +275,7 @@ export class RolloutManager {
   private nextBatch(): Batch {
     const groups: GroupRecord[] = [];
     const dropped: string[] = [];
+    let droppedTokens = 0;
     let cursor = this.cursor;
     const trainerVersion = this.version;
     while (groups.length + dropped.length < this.o.batchGroups) {
@@ -288,12 +292,14 @@ export class RolloutManager {
           g.launch_version,
           ...g.trajectories.map((t) => t.versions?.min ?? g.launch_version),
         );
-        if (trainerVersion - oldest > this.o.maxStaleness) dropped.push(g.group_id);
-        else groups.push(g);
+        if (trainerVersion - oldest > this.o.maxStaleness) {
+          dropped.push(g.group_id);
+          droppedTokens += g.trajectories.reduce((n, t) => n + generatedTokens(t.tree), 0);
+        } else groups.push(g);
         if (groups.length + dropped.length === this.o.batchGroups) break;
       }
     }
-    return { groups, cursor, trainerVersion, dropped };
+    return { groups, cursor, trainerVersion, dropped, droppedTokens };
   }
 
   private async trainStep(stats: RolloutStats): Promise<void> {

@@ -36,7 +36,9 @@ export function emptyTree(): TreeNode {
 /**
  * Inserts a sequence below `root`. Where the sequence runs along existing tokens, generated metadata wins
  * over null (a later prompt repeats earlier outputs as plain prompt tokens, the earlier record keeps the
- * log-prob); two different non-null records for the same token keep the first.
+ * log-prob). Two different generated records for the same token at the same place (sampled twice, under
+ * different policy versions or distributions) do not merge: the tree forks there, so each branch keeps its
+ * own behaviour log-prob and version (the trainer's trie merges the tokens again, with per-branch data).
  */
 export function insert(root: TreeNode, seq: Sequence): void {
   let node = root;
@@ -47,7 +49,7 @@ export function insert(root: TreeNode, seq: Sequence): void {
       node.turns.push(seq.turnId);
       return;
     }
-    const child = node.children.find((c) => c.tokens[0] === seq.tokens[i]);
+    const child = node.children.find((c) => c.tokens[0] === seq.tokens[i] && compatible(c, 0, seq.meta[i]));
     if (!child) {
       node.children.push({
         tokens: seq.tokens.slice(i),
@@ -59,7 +61,12 @@ export function insert(root: TreeNode, seq: Sequence): void {
       return;
     }
     let k = 0;
-    while (k < child.tokens.length && i + k < n && child.tokens[k] === seq.tokens[i + k]) {
+    while (
+      k < child.tokens.length &&
+      i + k < n &&
+      child.tokens[k] === seq.tokens[i + k] &&
+      compatible(child, k, seq.meta[i + k])
+    ) {
       if (child.logprobs[k] === null && seq.meta[i + k].logprob !== null) {
         child.logprobs[k] = seq.meta[i + k].logprob;
         child.versions[k] = seq.meta[i + k].version;
@@ -70,6 +77,12 @@ export function insert(root: TreeNode, seq: Sequence): void {
     node = child;
     i += k;
   }
+}
+
+/** Whether a record may share node position k: one side is a prompt token, or both sampled it alike. */
+function compatible(node: TreeNode, k: number, meta: TokenMeta): boolean {
+  const lp = node.logprobs[k];
+  return lp === null || meta.logprob === null || (lp === meta.logprob && node.versions[k] === meta.version);
 }
 
 /** Splits `node` after `k` tokens: the node keeps the head, a new only child takes the tail. */
@@ -115,6 +128,17 @@ export function countTokens(root: TreeNode): { unique: number; total: number } {
   };
   walk(root);
   return { unique, total };
+}
+
+/** Generated tokens (those with a log-prob) of a tree, counted once per node. */
+export function generatedTokens(root: TreeNode): number {
+  let n = 0;
+  const walk = (node: TreeNode): void => {
+    n += node.logprobs.filter((lp) => lp !== null).length;
+    node.children.forEach(walk);
+  };
+  walk(root);
+  return n;
 }
 
 /** The policy versions found in a tree (for staleness: the oldest generated token decides). */

@@ -13,6 +13,10 @@ export const CHART_FAMILIES: { title: string; metrics: string[] }[] = [
   { title: 'turns per episode', metrics: ['turns_mean', 'num_turns/mean'] },
   { title: 'parallel tool calls', metrics: ['parallel_call_share'] },
   { title: 'no signal and staleness', metrics: ['no_signal_fraction', 'staleness_mean'] },
+  { title: 'importance ratio π/μ', metrics: ['ratio_mean', 'ratio_max', 'behav_weight_mean'] },
+  { title: 'clip fraction', metrics: ['clip_frac_low', 'clip_frac_high'] },
+  { title: 'KL to reference', metrics: ['kl_ref'] },
+  { title: 'tokens dropped as stale', metrics: ['dropped_stale_tokens'] },
 ];
 
 const ECHARTS = require.resolve('echarts/dist/echarts.min.js');

@@ -73,6 +73,8 @@ class AgentPool {
           String(a.max_tokens),
           '--temperature',
           String(a.temperature),
+          '--top-p',
+          String(a.top_p),
           '--timeout',
           String(a.timeout_s),
         ],
@@ -299,6 +301,7 @@ export async function main(specFile: string): Promise<void> {
             cursor: batch.cursor,
             trainer_version: batch.trainerVersion,
             dropped: batch.dropped,
+            dropped_tokens: batch.droppedTokens,
             sampler_stats: table.toJSON(),
             metrics: stats.take(),
           });

@@ -21,6 +21,7 @@ export const DEFAULT_SAMPLING: SamplingConfig = {
   strategy: 'difficulty',
   exploration_bonus: 0.25,
   filter_all_equal: true,
+  all_equal_tolerance: 1e-6,
   recheck_every: 20,
 };
 
@@ -44,6 +45,12 @@ export interface TaskSampler {
   step(): void;
   /** The draw weight of each task now (uniform: all 1). */
   weights(): Map<string, number>;
+}
+
+/** Whether a group's outcomes are all equal within `tolerance` (max − min): 1, 1, 1, 1 + 1e-7 carries no
+ * signal, only float noise that group normalisation would blow up into advantages of ±1. */
+export function allEqual(outcomes: readonly number[], tolerance: number): boolean {
+  return Math.max(...outcomes) - Math.min(...outcomes) <= tolerance;
 }
 
 /** The difficulty weight of a task with pass rate estimate `p` after `attempts` rollouts. */
@@ -93,7 +100,11 @@ abstract class BaseSampler implements TaskSampler {
     if (outcomes.length === 0) throw new UserError(`sampling: empty group for task ${taskId}`);
     const s = this.stats.record(taskId, outcomes);
     const pass_rate = this.stats.passRate(taskId, this.prior);
-    if (this.config.filter_all_equal && outcomes.length > 1 && outcomes.every((r) => r === outcomes[0])) {
+    if (
+      this.config.filter_all_equal &&
+      outcomes.length > 1 &&
+      allEqual(outcomes, this.config.all_equal_tolerance)
+    ) {
       if (this.strategy === 'difficulty') s.filtered_until = this.stats.step + this.config.recheck_every;
       return { keep: false, reason: 'all-equal', pass_rate };
     }

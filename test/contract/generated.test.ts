@@ -28,7 +28,7 @@ for f in sys.argv[1:]:
                          capture_output=True, text=True).stdout
     resolved = json.loads(raw)
     parsed = PipelineConfig.model_validate(resolved)
-    assert parsed.model_dump(mode="json", exclude_none=True) == resolved, f
+    assert parsed.model_dump(mode="json", exclude_unset=True) == resolved, f
     stage = dict(resolved["stages"][0]); del stage["checkpoint"]
     try:
         StageConfig.model_validate(stage)

@@ -2,6 +2,7 @@ import {
   branches,
   buildTree,
   countTokens,
+  generatedTokens,
   versionRange,
   type Sequence,
   type TokenMeta,
@@ -39,4 +40,28 @@ test('inserting in any order gives the same branches; forks split nodes at the l
   expect(t1.children[0].tokens).toEqual([1]);
   // The later prompt-only copy did not erase the earlier log-prob of token 3.
   expect(t2.children[0].children.find((c) => c.tokens[0] === 2)!.logprobs).toEqual([null, -0.3]);
+});
+
+test('the same token sampled twice under different policies forks: each branch keeps its own log-prob and version', () => {
+  // two completions of one prompt both sampled 3 then 4; the second under version 2 with other log-probs
+  const a = P('a', [1, 2], [3, 4], 1);
+  const b: Sequence = { ...P('b', [1, 2], [3, 4], 2), turnId: 'b' };
+  b.meta = b.meta.map((m) => (m.logprob === null ? m : { logprob: m.logprob - 0.5, version: 2 }));
+  const t = buildTree([a, b]);
+  expect(branches(t)).toEqual([
+    [1, 2, 3, 4],
+    [1, 2, 3, 4],
+  ]);
+  const [x, y] = t.children[0].children;
+  expect([x.logprobs, x.versions]).toEqual([
+    [-0.3, -0.4],
+    [1, 1],
+  ]);
+  expect([y.logprobs, y.versions]).toEqual([
+    [-0.8, -0.9],
+    [2, 2],
+  ]);
+  // identical records still share (n > 1 choices that agree), and prompt copies still merge
+  expect(branches(buildTree([a, { ...a, turnId: 'c' }]))).toEqual([[1, 2, 3, 4]]);
+  expect(generatedTokens(t)).toBe(4);
 });

@@ -65,6 +65,12 @@ function writePipeline(root: string, id: string, lift: number): void {
         turns_mean: 2,
         parallel_call_share: 0.1,
         tokens_per_s: 100,
+        ratio_mean: 1 + 0.01 * step,
+        ratio_max: 1.2 + 0.1 * step,
+        clip_frac_low: 0.01 * step,
+        clip_frac_high: 0.02 * step,
+        kl_ref: 0.001 * step,
+        dropped_stale_tokens: 10 * step,
       },
     })),
   });
@@ -146,6 +152,10 @@ describe('the page in headless Chromium', () => {
         'rl: loss',
         'rl: reward and pass rate',
         'rl: turns per episode',
+        'rl: importance ratio π/μ',
+        'rl: clip fraction',
+        'rl: KL to reference',
+        'rl: tokens dropped as stale',
       ]),
     );
     for (const c of charts) {

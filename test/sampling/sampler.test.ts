@@ -50,6 +50,16 @@ test('a draw is distinct while enough tasks are eligible', () => {
   expect(() => s.draw(-1)).toThrow(/cannot draw -1/);
 });
 
+test('rewards equal within all_equal_tolerance count as all equal (float noise is no signal)', () => {
+  const s = createSampler(['a', 'b'], {}, new StatsTable(3));
+  expect(s.observe('a', [1, 1, 1, 1 + 1e-7])).toMatchObject({ keep: false, reason: 'all-equal' });
+  expect(s.observe('b', [0.5, 0.5, 0.5 + 1e-3, 0.5]).keep).toBe(true);
+  const exact = createSampler(['a'], { all_equal_tolerance: 0 }, new StatsTable(4));
+  expect(exact.observe('a', [1, 1, 1, 1 + 1e-7]).keep).toBe(true);
+  const loose = createSampler(['a'], { all_equal_tolerance: 0.01 }, new StatsTable(5));
+  expect(loose.observe('a', [0.5, 0.505, 0.5, 0.5]).keep).toBe(false);
+});
+
 test('all-equal groups are dropped; their task rests recheck_every steps, then is drawn again', () => {
   const s = createSampler(['a', 'b'], { recheck_every: 3 }, new StatsTable(1));
   expect(s.observe('a', [1, 1, 1, 1])).toMatchObject({ keep: false, reason: 'all-equal' });

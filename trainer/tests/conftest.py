@@ -140,7 +140,8 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"job exited ({proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+            err = proc.stderr.read()[-2000:] if proc.stderr is not None else "(stderr not piped)"
+            raise AssertionError(f"job exited ({proc.returncode}) before {what}: {err}")
         time.sleep(0.05)
     if proc is not None:
         proc.send_signal(signal.SIGKILL)

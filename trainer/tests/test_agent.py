@@ -11,6 +11,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,8 @@ class Stub:
     """An OpenAI-compatible endpoint whose replies come from `script(messages) -> assistant message`."""
 
     def __init__(self, script):
-        self.script, self.requests = script, []
+        self.script = script
+        self.requests: list[dict[str, Any]] = []
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -226,7 +228,9 @@ def test_command_line_prints_episodes_and_a_summary(stub):
     episodes = [
         json.loads(line.split(" ", 1)[1]) for line in p.stdout.splitlines() if line.startswith("TRAINFLOW_EPISODE ")
     ]
-    summary = json.loads(re.search(r"TRAINFLOW_AGENT_SUMMARY (.*)", p.stdout).group(1))
+    summary_line = re.search(r"TRAINFLOW_AGENT_SUMMARY (.*)", p.stdout)
+    assert summary_line, p.stdout
+    summary = json.loads(summary_line.group(1))
     assert len(episodes) == 4 and all(e["reward"] == 1.0 and "messages" not in e for e in episodes)
     assert summary == {"episodes": 4, "mean_reward": 1.0, "mean_turns": 2.0, "parallel_call_share": 0.0, "errors": 0}
     assert {r["auth"] for r in s.requests} == {"Bearer k"}
@@ -252,6 +256,7 @@ def test_against_the_real_inference_server(tmp_path):
         text=True,
     )
     try:
+        assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("TRAINFLOW_SERVE "), line
         port = json.loads(line.split(" ", 1)[1])["port"]
@@ -345,7 +350,8 @@ def test_tool_calls_of_an_episode_share_one_work_folder(stub, sandbox):
                 "content": "",
                 "tool_calls": [
                     call(
-                        "import os\nprint(open('notes.txt').read(), sorted(f for f in os.listdir('.') if not f.startswith('.')))",
+                        "import os\n"
+                        "print(open('notes.txt').read(), sorted(f for f in os.listdir('.') if not f.startswith('.')))",
                         2,
                     )
                 ],

@@ -65,14 +65,14 @@ def test_commit_verify_and_fall_back(storage, prefix, tmp_path):
     assert committed_steps(prefix, storage) == [1, 2, 3]
     logs: list[str] = []
     found = latest_verified(prefix, storage, tmp_path / "cache", log=logs.append)
-    assert found.step == 3 and not logs
+    assert found is not None and found.step == 3 and not logs
     assert (found.local_dir / "model.safetensors").stat().st_size == 1003
 
     # Truncate a file of step 3: refused with a clear message, step 2 used.
     m3 = join(prefix, step_dir(3), "model.safetensors")
     put(storage, m3, storage.read_bytes(m3)[:500])
     found = latest_verified(prefix, storage, tmp_path / "cache2", log=logs.append)
-    assert found.step == 2
+    assert found is not None and found.step == 2
     assert len(logs) == 1 and "step-000003/model.safetensors: size 500 != 1003" in logs[0] and "previous" in logs[0]
 
     # Same size, different bytes: the checksum catches it.
@@ -88,7 +88,7 @@ def test_commit_verify_and_fall_back(storage, prefix, tmp_path):
     assert committed_steps(prefix, storage) == [1, 2, 3]
     logs.clear()
     found = latest_verified(prefix, storage, tmp_path / "cache4", log=logs.append)
-    assert found.step == 1
+    assert found is not None and found.step == 1
     assert any("step-000004: no COMMIT.json" in m for m in logs)
 
 

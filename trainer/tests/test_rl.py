@@ -22,6 +22,22 @@ from trainflow_trainer.rl.ledger_check import ledger_size, read_ledger
 TRAINER = Path(__file__).resolve().parents[1]
 
 
+# a resolved `algorithm: {name: dapo}` block (src/config/algorithm.ts; job specs carry every field)
+DAPO = {
+    "name": "dapo",
+    "clip_low": 0.2,
+    "clip_high": 0.28,
+    "loss_agg": "token-mean",
+    "kl_coef": 0.0,
+    "entropy_coef": 0.0,
+    "normalize_std": True,
+    "advantage_scaling": "none",
+    "decoupled": False,
+    "behav_weight_cap": None,
+    "minibatches": 1,
+}
+
+
 def node(tokens, logprobs=None, versions=None, children=()):
     n = len(tokens)
     return {
@@ -90,11 +106,16 @@ def test_advantage_scaling_difficulty_and_entropy_scale_groups_relative_to_the_b
     with pytest.raises(ValueError, match="advantage_scaling"):
         advantage_scales([hard], "bogus")
     from trainflow_trainer.errors import BadInput
-    from trainflow_trainer.stages.rl import loss_spec
+    from trainflow_trainer.rl.objective import objective
 
-    assert loss_spec({"algorithm": {"advantage_scaling": "entropy"}})[2] == "entropy"
+    stage = {
+        "algorithm": {**DAPO, "advantage_scaling": "entropy"},
+        "rollout": {"temperature": 1.0, "top_p": 1.0},
+        "sampling": {"all_equal_tolerance": 1e-6},
+    }
+    assert objective(stage).scaling == "entropy"
     with pytest.raises(BadInput, match="stage.algorithm.advantage_scaling"):
-        loss_spec({"algorithm": {"advantage_scaling": "loud"}})
+        objective({**stage, "algorithm": {**DAPO, "advantage_scaling": "loud"}})
 
 
 def test_rft_keeps_passing_or_top_rollouts():
@@ -171,10 +192,12 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
                 "max_turns": 1,
                 "max_new_tokens": 8,
                 "max_staleness": 1,
+                "temperature": 1.0,
+                "top_p": 1.0,
             },
             # a random model solves nothing: keep all-equal groups so batches still form
-            "sampling": {"strategy": "difficulty", "filter_all_equal": False},
-            "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+            "sampling": {"strategy": "difficulty", "filter_all_equal": False, "all_equal_tolerance": 1e-6},
+            "algorithm": DAPO,
             "packing": {"mode": "trie", "max_tokens": 2048},
             "train": {"steps": 5, "lr": 1e-4},
             "checkpoint": {"every": 2},
@@ -198,7 +221,7 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
             "name": "rft",
             "kind": "rft",
             "tasks": {"family": "demo", "count": 4},
-            "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8},
+            "rollout": {"group_size": 2, "concurrency": 4, "max_turns": 1, "max_new_tokens": 8, "top_p": 1.0},
             "rft": {"keep": "passing"},
             "train": {"steps": 1, "batch_size": 4},
         },

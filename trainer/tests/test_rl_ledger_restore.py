@@ -19,7 +19,7 @@ from conftest import job_env
 
 # fixtures: the local stack's MinIO (failing loudly when it is down), the demo tokenizer
 from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401
-from test_rl import descendants, kill9_and_reap, tokenizer  # noqa: F401
+from test_rl import DAPO, descendants, kill9_and_reap, tokenizer  # noqa: F401
 
 from trainflow_trainer.errors import BadInput
 from trainflow_trainer.rl.rollouts import rollout_config
@@ -29,7 +29,7 @@ TRAINER = Path(__file__).resolve().parents[1]
 
 
 def test_session_idle_timeout_is_a_positive_duration():
-    base = {"rollout": {"group_size": 2, "concurrency": 2}}
+    base = {"rollout": {"group_size": 2, "concurrency": 2, "top_p": 1.0}}
     assert "session_idle_timeout_s" not in rollout_config(base)  # absent: the driver's default
     # the resolved config holds milliseconds; a raw spec may say "10m"
     assert (
@@ -79,11 +79,13 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
                 "max_turns": 1,
                 "max_new_tokens": 8,
                 "max_staleness": 1,
+                "temperature": 1.0,
+                "top_p": 1.0,
                 "session_idle_timeout": "10m",
             },
             # a random model solves nothing: keep all-equal groups so batches still form
-            "sampling": {"strategy": "difficulty", "filter_all_equal": False},
-            "algorithm": {"name": "dapo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
+            "sampling": {"strategy": "difficulty", "filter_all_equal": False, "all_equal_tolerance": 1e-6},
+            "algorithm": DAPO,
             "packing": {"mode": "trie", "max_tokens": 2048},
             "train": {"steps": 4, "lr": 1e-4},
             "checkpoint": {"every": 2},

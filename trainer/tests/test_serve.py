@@ -51,6 +51,7 @@ def server(fix):
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("TRAINFLOW_SERVE "), line
     info = json.loads(line.split(" ", 1)[1])
@@ -351,6 +352,7 @@ def test_partial_rollout_reload_mid_generation(server, fix):
     assert 5 <= k < 40 and versions == [1] * k + [2] * (40 - k)
     ids = [t for t, _, _ in toks]
     lps = [lp for _, lp, _ in toks]
+    assert prompt is not None, "the stream never reported its prompt_token_ids"
     assert lps[:k] == pytest.approx(full_logprobs(m1, prompt, ids)[:k], abs=1e-4)
     assert lps[k:] == pytest.approx(full_logprobs(m2, prompt, ids)[k:], abs=1e-4)
     # Later requests see the new weights.
@@ -362,7 +364,7 @@ def test_partial_rollout_reload_mid_generation(server, fix):
 
 def test_pause_holds_requests_until_resume(server):
     assert post(server, "/pause", {}, token=ADMIN)[0] == 200
-    result = {}
+    result: dict[str, tuple[int, dict]] = {}
     t = threading.Thread(
         target=lambda: result.update(r=post(server, "/v1/completions", {"prompt": "a", "max_tokens": 2}))
     )

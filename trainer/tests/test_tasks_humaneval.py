@@ -80,7 +80,7 @@ def test_a_full_function_in_a_code_block_is_verified(tasks, sandbox):
     assert verify(task, [{"role": "assistant", "content": reply}], sandbox).passed
     wrong = "```python\ndef truncate_number(number: float) -> float:\n    return number\n```"
     v = verify(task, wrong, sandbox)
-    assert not v.passed and v.reward == 0.0 and "AssertionError" in v.run.stderr
+    assert not v.passed and v.reward == 0.0 and v.run is not None and "AssertionError" in v.run.stderr
 
 
 def test_hostile_solutions_are_stopped_scored_zero_and_leave_the_host_untouched(tasks, tmp_path):
@@ -116,9 +116,11 @@ def test_hostile_solutions_are_stopped_scored_zero_and_leave_the_host_untouched(
     finally:
         server.close()
     assert {n: v.reward for n, v in verdicts.items()} == {n: 0.0 for n in hostile}
-    assert verdicts["fork bomb"].run.timed_out and verdicts["endless loop"].run.timed_out
+    runs = {n: v.run for n, v in verdicts.items() if v.run is not None}
+    assert runs.keys() == verdicts.keys()  # every hostile program ran (and was stopped)
+    assert runs["fork bomb"].timed_out and runs["endless loop"].timed_out
     assert time.monotonic() - t0 < 15
     assert not canary.exists()
-    uids = {v.run.uid for v in verdicts.values()}
+    uids = {r.uid for r in runs.values()}
     assert None not in uids
     assert [p for p in cf._pids() if cf._uid_of(p) in uids and cf._state_of(p) != "Z"] == []

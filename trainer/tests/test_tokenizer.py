@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from trainflow_trainer.tokenizer import IM_END, SPECIAL_TOKENS, Tokenizer, parse_tool_calls
 
-TOOLS = [
+TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {
@@ -16,7 +18,7 @@ TOOLS = [
         },
     }
 ]
-CONV = [
+CONV: list[dict[str, Any]] = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "  What is 2+2? é"},
     {
@@ -64,11 +66,22 @@ def test_python_template_equals_jinja_template(tok, tmp_path):
 
     tok.save(tmp_path)
     hf = AutoTokenizer.from_pretrained(tmp_path)
-    cases = [(CONV, TOOLS), (CONV[1:], None), ([{"role": "user", "content": "hi"}], None)]
+    cases: list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None]] = [
+        (CONV, TOOLS),
+        (CONV[1:], None),
+        ([{"role": "user", "content": "hi"}], None),
+    ]
     for messages, tools in cases:
         for gen in (False, True):
             ours = tok.chat_text(messages, tools=tools, add_generation_prompt=gen)
-            theirs = hf.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=gen)
+            # transformers types `tools` as list[dict | Callable], an invariant list it only reads, so a list of
+            # dicts (what it documents) does not match; its stub, not this call, is off.
+            theirs = hf.apply_chat_template(
+                messages,
+                tools=tools,  # type: ignore[arg-type]
+                tokenize=False,
+                add_generation_prompt=gen,
+            )
             assert ours == theirs
     assert hf.eos_token_id == tok.eos_id and hf.pad_token_id == tok.pad_id
     assert hf.encode(tok.chat_text(CONV, TOOLS), add_special_tokens=False) == tok.render_chat(CONV, TOOLS).ids

@@ -35,8 +35,8 @@ CFG = ModelConfig(
 
 SPECS = [
     LossSpec.from_config("sft"),
-    LossSpec.from_config("grpo", kl_coef=0.05),
-    LossSpec.from_config("dapo", entropy_coef=0.01),
+    LossSpec(kind="ppo", aggregation="seq_mean", kl_coef=0.05),
+    LossSpec(kind="ppo", eps_high=0.28, entropy_coef=0.01),
     LossSpec(kind="ppo", aggregation="sum", eps_low=0.1, eps_high=0.3, kl_coef=0.1, entropy_coef=0.02),
 ]
 
@@ -168,7 +168,7 @@ def test_random_batches_exercise_sharing_and_clipping():
     assert any(np.bincount(forest.parent[forest.parent >= 0]) >= 2)  # a node with several children
     advs = [t.advantage for t in trajs]
     assert min(advs) < 0 < max(advs)
-    spec = LossSpec.from_config("dapo")
+    spec = LossSpec(kind="ppo", eps_high=0.28)
     metrics, _ = run_packed(model, trajs, spec, 4096)
     assert 0.05 < metrics["clip_frac"] < 0.95, metrics["clip_frac"]
     check_against_reference(1, torch.float64, 1e-10, spec, 12, 20)
@@ -199,7 +199,7 @@ def test_partitioning_happens_and_stays_exact():
     prompt = rng.integers(0, VOCAB, 12).tolist()
     seqs = [prompt + rng.integers(0, VOCAB, int(rng.integers(3, 15))).tolist() for _ in range(10)]
     trajs = random_trajectories(rng, model, seqs)
-    spec = LossSpec.from_config("grpo", kl_coef=0.1)
+    spec = LossSpec(kind="ppo", aggregation="seq_mean", kl_coef=0.1)
     whole, g_whole = run_packed(model, trajs, spec, 10_000)
     parts, g_parts = run_packed(model, trajs, spec, 30)
     assert whole["micro_batches"] == 1 and parts["micro_batches"] >= 4
@@ -217,7 +217,7 @@ def test_no_sharing_is_exactly_flat(dtype):
     model = make_model(dtype)
     seqs = random_sequences(rng, VOCAB, 30, share=False)
     trajs = random_trajectories(rng, model, seqs)
-    spec = dataclasses.replace(LossSpec.from_config("dapo"), kl_coef=0.05)
+    spec = dataclasses.replace(LossSpec(kind="ppo", eps_high=0.28), kl_coef=0.05)
     trie, g_trie = run_packed(model, trajs, spec, 64)
     flat, g_flat = run_packed(model, trajs, spec, 64, fn=flat_forward_backward)
     assert trie["unique_tokens"] == trie["total_tokens"] and trie["micro_batches"] > 1
@@ -233,7 +233,7 @@ def test_flat_mode_equals_reference_with_sharing():
     rng = np.random.default_rng(11)
     model = make_model(torch.float64)
     trajs = random_trajectories(rng, model, random_sequences(rng, 8, 20))
-    spec = LossSpec.from_config("grpo")
+    spec = LossSpec(kind="ppo", aggregation="seq_mean")
     flat, g_flat = run_packed(model, trajs, spec, 48, fn=flat_forward_backward)
     trie, g_trie = run_packed(model, trajs, spec, 48)
     assert flat["unique_tokens"] == flat["total_tokens"] > trie["unique_tokens"]

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from .tokenizer import TOOLS_POSTAMBLE, TOOLS_PREAMBLE, chat_texts_for_training, train_tokenizer
 
@@ -73,7 +75,7 @@ _NUMS = f"map(int, open('{DATA_FILE}').read().split())"
 # Per level, the questions of that level: (question, the program that answers it, the answer's function).
 # The levels are programs of growing length, and a longer program has more tokens a sampling policy can get
 # wrong; level 4's first question needs a program the SFT data never shows (only RL can find it).
-QUESTIONS: list[list[tuple[str, str, object]]] = [
+QUESTIONS: list[list[tuple[str, str, Callable[[list[int]], object]]]] = [
     [("How many numbers are in data.txt?", f"print(len(open('{DATA_FILE}').read().split()))", len)],
     [
         ("What is the largest number in data.txt?", f"print(max({_NUMS}))", max),
@@ -160,7 +162,7 @@ def _transcript_doc(rng: random.Random) -> str:
     return f"Task: {q}\nAction: python\n```python\n{code}\n```\nObservation: {out}\nAnswer: {out}\n"
 
 
-def write_jsonl(path: Path, rows) -> int:
+def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with path.open("w") as f:

@@ -15,6 +15,7 @@ import math
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -45,7 +46,8 @@ class ModelConfig:
             )
         if self.num_attention_heads % self.num_key_value_heads != 0:
             raise ValueError(
-                f"num_attention_heads {self.num_attention_heads} is not a multiple of num_key_value_heads {self.num_key_value_heads}"
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads {self.num_key_value_heads}"
             )
         if (self.hidden_size // self.num_attention_heads) % 2 != 0:
             raise ValueError("head_dim must be even for rotary embeddings")
@@ -62,10 +64,10 @@ class ModelConfig:
         emb = self.vocab_size * h
         return emb * (1 if self.tie_word_embeddings else 2) + self.num_hidden_layers * layer + h
 
-    def to_hf_dict(self) -> dict:
+    def to_hf_dict(self) -> dict[str, Any]:
         """config.json content. Qwen2 when q/k/v carry a bias (Qwen2 always has one), else Llama."""
         qwen2 = self.attention_bias
-        d = {
+        d: dict[str, Any] = {
             "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"],
             "model_type": "qwen2" if qwen2 else "llama",
             "vocab_size": self.vocab_size,
@@ -163,7 +165,7 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def preset(name: str, **overrides) -> ModelConfig:
+def preset(name: str, **overrides: Any) -> ModelConfig:
     """A preset by name, with field overrides (e.g. vocab_size to match a tokenizer)."""
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r} (known: {', '.join(PRESETS)})")
@@ -191,6 +193,8 @@ class RMSNorm(nn.Module):
 
 class RotaryEmbedding(nn.Module):
     """cos/sin tables computed from explicit position ids (trees reuse positions: position = depth)."""
+
+    inv_freq: Tensor  # a buffer (register_buffer), declared for the type checker
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()

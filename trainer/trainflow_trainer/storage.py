@@ -12,6 +12,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def is_s3(uri: str) -> bool:
@@ -53,13 +54,13 @@ class Storage:
     # boto3's transfer manager switches to multipart uploads above this size.
     MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
-    def __init__(self, config: StorageConfig | None = None):
+    def __init__(self, config: StorageConfig | None = None) -> None:
         self.config = config or StorageConfig.from_spec(None)
-        self._client = None
+        self._client: Any = None
         self._lock = threading.Lock()
 
     @property
-    def s3(self):
+    def s3(self) -> Any:  # a boto3 S3 client; boto3 ships no types
         with self._lock:
             if self._client is None:
                 import boto3
@@ -155,7 +156,7 @@ class Storage:
         if is_s3(prefix):
             bucket, key = split_s3(prefix)
             key = key.rstrip("/") + "/" if key else ""
-            out = []
+            out: list[str] = []
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
                 out.extend(o["Key"][len(key) :] for o in page.get("Contents", []))
             return sorted(out)

@@ -9,7 +9,8 @@ Layout (Qwen2.5 style):
     <|im_start|>system\n{system}[\n\n# Tools ...<tools>{one JSON per line}</tools>]<|im_end|>\n
     <|im_start|>user\n{content}<|im_end|>\n
     <|im_start|>assistant\n{content}[\n]<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call><|im_end|>\n
-    <|im_start|>user\n<tool_response>\n{tool output}\n</tool_response><|im_end|>\n    (consecutive tool messages share a turn)
+    <|im_start|>user\n<tool_response>\n{tool output}\n</tool_response><|im_end|>\n
+        (consecutive tool messages share one user turn)
 Assistant mask: the assistant's content, tool calls and closing <|im_end|>; never the `<|im_start|>assistant\n`
 header or anything from other roles.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,9 @@ DEFAULT_SYSTEM = "You are a helpful coding assistant."
 # Jinja rendering of exactly the layout above, for HF-compatible consumers (vLLM, SGLang, transformers).
 CHAT_TEMPLATE_JINJA = (
     "{%- set ns = namespace(system=" + json.dumps(DEFAULT_SYSTEM) + ", start=0) -%}"
-    "{%- if messages and messages[0]['role'] == 'system' -%}{%- set ns.system = messages[0]['content'] -%}{%- set ns.start = 1 -%}{%- endif -%}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set ns.system = messages[0]['content'] -%}{%- set ns.start = 1 -%}"
+    "{%- endif -%}"
     "{%- if tools or ns.start == 1 -%}"
     "{{- '<|im_start|>system\\n' + ns.system -}}"
     "{%- if tools -%}{{- " + json.dumps(TOOLS_PREAMBLE) + " -}}"
@@ -72,7 +75,8 @@ CHAT_TEMPLATE_JINJA = (
     "{{- '<|im_start|>assistant\\n' + (message['content'] or '') -}}"
     "{%- for tc in (message['tool_calls'] or []) -%}"
     "{%- set f = tc['function'] if tc['function'] is defined else tc -%}"
-    "{%- if loop.first and not message['content'] -%}{{- '<tool_call>\\n' -}}{%- else -%}{{- '\\n<tool_call>\\n' -}}{%- endif -%}"
+    "{%- if loop.first and not message['content'] -%}{{- '<tool_call>\\n' -}}"
+    "{%- else -%}{{- '\\n<tool_call>\\n' -}}{%- endif -%}"
     "{{- '{\"name\": \"' + f['name'] + '\", \"arguments\": ' -}}"
     "{%- if f['arguments'] is string -%}{{- f['arguments'] -}}{%- else -%}{{- f['arguments'] | tojson -}}{%- endif -%}"
     "{{- '}\\n</tool_call>' -}}"
@@ -156,7 +160,9 @@ class Tokenizer:
 
     # ---------------------------------------------------------------------------------------- chat
 
-    def _segments(self, messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool):
+    def _segments(
+        self, messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool
+    ) -> Iterator[tuple[str, bool]]:
         """Yields (text, is_assistant) segments of the rendered conversation."""
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ChatFormatError("messages must be a list of {role, content} objects")

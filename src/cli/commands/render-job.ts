@@ -12,7 +12,7 @@ import { renderKubernetesManifests, SPEC_DIR } from '../../launchers/kubernetes'
 import { SlurmLauncher } from '../../launchers/slurm';
 import { jobName, type JobLaunch } from '../../launchers/types';
 import { dataDir, trainerJobCommand } from '../../pipeline/paths';
-import { PROTOCOL_VERSION, type JobSpec } from '../../contract/job';
+import { buildJobSpec } from '../../contract/job';
 import { stagePrefix } from '../../storage/manifest';
 import { joinUri } from '../../storage/s3';
 
@@ -68,25 +68,25 @@ export function renderJob(
   const pipelineId = opts.pipelineId ?? `${config.metadata.name}-preview`;
   const name = jobName(pipelineId, stage.name);
   const outputPrefix = stagePrefix(config.storage.uri, pipelineId, stage.name);
-  const spec: JobSpec = {
-    protocol: PROTOCOL_VERSION,
-    pipeline_id: pipelineId,
-    run_id: 'RUN_ID',
-    stage_index: index,
+  const spec = buildJobSpec({
+    pipelineId,
+    pipelineName: config.metadata.name,
+    runId: 'RUN_ID',
+    stageIndex: index,
     attempt: 1,
-    stage: stage,
+    stage,
     model: config.model,
-    input_checkpoint: index === 0 ? null : `<output of stage ${config.stages[index - 1].name}>`,
-    output_prefix: outputPrefix,
-    resume: true,
-    status_uri: joinUri(outputPrefix, 'status.json'),
+    tracking: config.tracking,
+    inputCheckpoint: index === 0 ? null : `<output of stage ${config.stages[index - 1].name}>`,
+    outputPrefix,
+    statusUri: joinUri(outputPrefix, 'status.json'),
     storage: {
       endpoint: config.storage.endpoint,
       region: config.storage.region,
       force_path_style: config.storage.force_path_style,
     },
-    work_dir: path.join(dataDir(), 'work', name),
-  };
+    workDir: path.join(dataDir(), 'work', name),
+  });
   const base = trainerJobCommand();
   const launch: JobLaunch = { name, command: base.command, cwd: base.cwd, env: {}, spec, attempt: 1 };
 

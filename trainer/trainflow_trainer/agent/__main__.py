@@ -8,7 +8,7 @@ from --api-key or the environment variable TRAINFLOW_AGENT_API_KEY.
 
 --worker: a long-lived agent worker for the rollout manager. Each stdin line is one request
     {"id": "r1", "base_url": "http://proxy/v1", "api_key": "session key", "task": {task object},
-     "max_turns": 3?, "sampling": {"max_tokens": 48, "temperature": 1.0}?}
+     "max_turns": 3?, "sampling": {"max_tokens": 48, "temperature": 1.0, "top_p": 1.0}?}
 and gets one stdout line `TRAINFLOW_EPISODE {"id": "r1", ...episode...}` when its episode ends (in any order;
 up to --concurrency at once), or `TRAINFLOW_EPISODE {"id": "r1", "error": "..."}` for a bad request. The
 worker exits 0 after stdin closes and every episode has been answered.
@@ -42,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-turns", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (rollout.top_p)")
     ap.add_argument("--concurrency", type=int, default=1, help="episodes at once")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per sandboxed run")
     ap.add_argument("--messages", action="store_true", help="include each episode's conversation")
     args = ap.parse_args(argv)
-    sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p}
     if args.worker:
         return worker(args, sampling)
     if not args.base_url or not args.tasks:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def worker(args, sampling: dict) -> int:
+def worker(args: argparse.Namespace, sampling: dict) -> int:
     out_lock = threading.Lock()
 
     def emit(obj: dict) -> None:

@@ -2,8 +2,9 @@
 
 `python {"code": ...}` runs the code in a fresh sandbox and returns what it printed; errors, a timeout or
 a kill are reported in the text, as a model should see them. All tool calls of one episode share one work
-folder (seeded with the task's environment files), so what one call writes the next can read. A call to an unknown tool, or with arguments that are not a JSON object with the right fields, gets
-an error message back instead of stopping the episode (a model learns from those too).
+folder (seeded with the task's environment files), so what one call writes the next can read. A call to an
+unknown tool, or with arguments that are not a JSON object with the right fields, gets an error message back
+instead of stopping the episode (a model learns from those too).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ToolBox:
     def __enter__(self) -> ToolBox:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def call(self, name: str, raw_arguments: Any) -> str:

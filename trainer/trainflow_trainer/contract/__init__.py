@@ -15,6 +15,8 @@ from .constants import (
     RL_LINE_PREFIX,
     SERVE_LINE_PREFIX,
     STATUS_LINE_PREFIX,
+    TRACKED_NAMES_LM,
+    TRACKED_NAMES_ROLLOUT,
 )
 from .models import (
     AgentRequest,
@@ -49,6 +51,7 @@ from .models import (
     StorageEndpoint,
     TasksConfig,
     TokenTree,
+    TrackingConfig,
     TrainConfig,
     Trained,
     TrainerMessage,
@@ -67,6 +70,8 @@ __all__ = [
     "SERVE_LINE_PREFIX",
     "STATUS_LINE_PREFIX",
     "AgentRequest",
+    "TRACKED_NAMES_LM",
+    "TRACKED_NAMES_ROLLOUT",
     "AlgorithmConfig",
     "CheckpointConfig",
     "ChoiceTokens",
@@ -98,6 +103,7 @@ __all__ = [
     "StorageEndpoint",
     "TasksConfig",
     "TokenTree",
+    "TrackingConfig",
     "TrainConfig",
     "Trained",
     "TrainerMessage",

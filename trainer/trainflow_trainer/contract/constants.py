@@ -12,3 +12,24 @@ RL_LINE_PREFIX: Final = "TRAINFLOW_RL "
 EPISODE_LINE_PREFIX: Final = "TRAINFLOW_EPISODE "
 SERVE_LINE_PREFIX: Final = "TRAINFLOW_SERVE "
 DATAPLANE_LINE_PREFIX: Final = "TRAINFLOW_DATAPLANE "
+TRACKED_NAMES_LM: Final = {
+    "loss": "train/loss",
+    "lr": "train/lr",
+    "grad_norm": "train/grad_norm",
+    "tokens_per_s": "perf/throughput",
+    "eval_loss": "val/loss",
+}
+TRACKED_NAMES_ROLLOUT: Final = {
+    "loss": "actor/pg_loss",
+    "lr": "actor/lr",
+    "grad_norm": "actor/grad_norm",
+    "entropy": "actor/entropy",
+    "kl": "actor/kl_loss",
+    "clip_frac": "actor/pg_clipfrac",
+    "reward_mean": "critic/score/mean",
+    "turns_mean": "num_turns/mean",
+    "response_length_mean": "response_length/mean",
+    "tokens_per_s": "perf/throughput",
+    "wait_s": "timing_s/gen",
+    "train_s": "timing_s/update_actor",
+}

@@ -49,34 +49,53 @@ class AlgorithmConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    name: Literal["grpo", "dapo", "ppo"]
+    name: Literal["grpo", "dapo", "ppo", "decoupled-ppo"]
     """
-    Policy-gradient family.
+    Objective preset: grpo (seq-mean, clip 0.2/0.2), dapo (token-mean, clip-higher 0.2/0.28), ppo (token-mean, clip 0.2/0.2), decoupled-ppo (AReaL: dapo + decoupled clip, behav_weight_cap 5, 4 minibatches). Every other field overrides the preset.
     """
     clip_low: float
     """
-    Lower clip ε of the ratio.
+    Lower clip ε of the ratio; default: the preset’s.
     """
     clip_high: float
     """
-    Upper clip ε of the ratio (clip-higher when above clip_low).
+    Upper clip ε of the ratio (clip-higher when above clip_low); default: the preset’s.
     """
     loss_agg: Literal["token-mean", "seq-mean"]
     """
-    Loss aggregation: mean over all tokens, or mean of per-sequence means.
+    Loss aggregation: mean over all tokens, or mean of per-sequence means; default: the preset’s.
     """
     kl_coef: float
     """
-    Coefficient of the KL penalty to the reference policy (k3 estimator).
+    Coefficient of the k3 KL penalty to the reference policy (see kl_reference); default: the preset’s.
+    """
+    kl_reference: StrictStr | None = None
+    """
+    Checkpoint the KL is measured against; default the stage's input checkpoint (or its initial weights). Fixed for the stage: a resumed attempt reloads it and checks its weights hash.
     """
     entropy_coef: float
     """
-    Coefficient of the entropy bonus.
+    Coefficient of the entropy bonus; default: the preset’s.
     """
     advantage_scaling: Literal["none", "difficulty", "entropy"]
+    """
+    Per-group advantage scale relative to the batch; default: the preset’s.
+    """
     normalize_std: StrictBool
     """
-    Divide group-centred rewards by the group's standard deviation (GRPO).
+    Divide group-centred rewards by the group's standard deviation; default: the preset’s.
+    """
+    decoupled: StrictBool
+    """
+    Decoupled PPO (AReaL): clip π_θ/π_prox, weight by π_prox/π_behaviour; coupled clips π_θ/π_behaviour; default: the preset’s.
+    """
+    behav_weight_cap: float | None
+    """
+    Decoupled: truncate the weight π_prox/π_behaviour at this value (null: no cap); default: the preset’s.
+    """
+    minibatches: StrictInt
+    """
+    Optimizer steps per batch (the batch split into this many minibatches); above 1 the PPO clip acts within a batch; default: the preset’s.
     """
 
 
@@ -179,6 +198,10 @@ class DriverAgent(BaseModel):
     max_turns: StrictInt
     max_tokens: StrictInt
     temperature: float
+    top_p: float
+    """
+    Nucleus sampling threshold (the trainer's log-probs use it too).
+    """
     timeout_s: float
     """
     Seconds per sandboxed run.
@@ -240,6 +263,10 @@ class Sampling(BaseModel):
     filter_all_equal: StrictBool | None = None
     """
     Drop groups whose outcomes are all equal (DAPO dynamic sampling).
+    """
+    all_equal_tolerance: float | None = None
+    """
+    Outcomes within this distance of the group’s first count as equal for filter_all_equal.
     """
     recheck_every: StrictInt | None = None
     """
@@ -692,6 +719,10 @@ class SamplingConfig(BaseModel):
     """
     Drop groups whose outcomes are all equal (DAPO dynamic sampling).
     """
+    all_equal_tolerance: float
+    """
+    Outcomes within this distance of the group’s first count as equal for filter_all_equal.
+    """
     recheck_every: StrictInt
     """
     Re-check a filtered task after this many steps.
@@ -872,6 +903,16 @@ class TokenTree(BaseModel):
     turns: list[StrictStr]
     """
     Ids of the turns whose sequence ends exactly here.
+    """
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    tensorboard: StrictBool
+    """
+    Write every stage's metrics as TensorBoard event files under the stage's storage prefix (`tensorboard/`).
     """
 
 
@@ -1199,7 +1240,7 @@ class StageConfig(BaseModel):
     """
     algorithm: AlgorithmConfig | None = None
     """
-    RL objective (rl).
+    RL objective (rl), the preset resolved.
     """
     rft: RftConfig | None = None
     """
@@ -1232,6 +1273,10 @@ class DriverBatch(BaseModel):
     dropped: list[StrictStr]
     """
     Groups dropped for staleness or expired sessions.
+    """
+    dropped_tokens: StrictInt
+    """
+    Generated tokens of the groups dropped as staler than max_staleness.
     """
     sampler_stats: Any
     """
@@ -1289,6 +1334,10 @@ class JobSpec(BaseModel):
     """
     Id of the pipeline run.
     """
+    pipeline_name: StrictStr
+    """
+    The pipeline's metadata.name.
+    """
     run_id: StrictStr
     """
     Temporal run id of the pipeline workflow.
@@ -1326,6 +1375,10 @@ class JobSpec(BaseModel):
     Where the job writes its status object.
     """
     storage: StorageEndpoint
+    tracking: TrackingConfig
+    """
+    The pipeline's tracking block.
+    """
     work_dir: StrictStr
     """
     Scratch folder of the job on its host.
@@ -1345,6 +1398,10 @@ class PipelineConfig(BaseModel):
     model: ModelBlock
     stages: list[StageConfig]
     schedule: ScheduleConfig | None = None
+    tracking: TrackingConfig
+    """
+    Where stage metrics are tracked (TensorBoard by default).
+    """
 
 
 TokenTree.model_rebuild()

@@ -39,8 +39,15 @@ def tree_paths(node: dict, prefix: tuple = ((), (), ())) -> list[tuple[list, lis
     return out
 
 
-def group_advantages(rewards: list[float], normalize_std: bool = True, eps: float = 1e-6) -> list[float]:
+def group_advantages(
+    rewards: list[float], normalize_std: bool = True, eps: float = 1e-6, tolerance: float = 0.0
+) -> list[float]:
+    """GRPO advantages of one group; all zero when the rewards are equal within `tolerance` (max − min), so
+    float noise such as 1, 1, 1, 1 + 1e-7 never becomes advantages of ±1 (sampling.all_equal_tolerance, the
+    sampler's filter, drops such groups; this covers filter_all_equal: false)."""
     r = np.asarray(rewards, dtype=np.float64)
+    if len(r) == 0 or float(r.max() - r.min()) <= tolerance:
+        return [0.0] * len(r)
     centred = r - r.mean()
     if not normalize_std:
         return centred.tolist()
@@ -106,22 +113,33 @@ def branches(t: dict, advantage: float) -> list[Trajectory]:
 
 
 def to_trajectories(
-    groups: list[dict], trainer_version: int, normalize_std: bool = True, mode: str = "rl", scaling: str = "none"
+    groups: list[dict],
+    trainer_version: int,
+    normalize_std: bool = True,
+    mode: str = "rl",
+    scaling: str = "none",
+    tolerance: float = 0.0,
 ) -> tuple[list[Trajectory], BatchStats]:
     """mode rl: every branch with its (scaled) group advantage. mode sft: advantages unused (RFT's kept rollouts)."""
     trajs: list[Trajectory] = []
-    rewards, stale, n_traj = [], [], 0
+    rewards: list[float] = []
+    stale: list[int] = []
+    n_traj = 0
     scales = advantage_scales(groups, scaling) if mode == "rl" else [1.0] * len(groups)
     for g, scale in zip(groups, scales):
         rs = [float(t["reward"]) for t in g["trajectories"]]
         rewards.extend(rs)
-        advs = [a * scale for a in group_advantages(rs, normalize_std)] if mode == "rl" else [0.0] * len(rs)
+        advs = (
+            [a * scale for a in group_advantages(rs, normalize_std, tolerance=tolerance)]
+            if mode == "rl"
+            else [0.0] * len(rs)
+        )
         for t, a in zip(g["trajectories"], advs):
             n_traj += 1
             for br in branches(t, a):
                 trajs.append(br)
-                stale.extend(trainer_version - v for v, m in zip(br.versions, br.loss_mask) if m > 0)
-    gen = int(sum(sum(1 for m in br.loss_mask if m > 0) for br in trajs))
+                stale.extend(trainer_version - v for v, m in zip(br.versions or (), br.loss_mask or ()) if m > 0)
+    gen = sum(sum(1 for m in br.loss_mask or () if m > 0) for br in trajs)
     stats = BatchStats(
         groups=len(groups),
         trajectories=n_traj,
@@ -131,4 +149,4 @@ def to_trajectories(
         pass_rate=float(np.mean([r >= 1.0 for r in rewards])) if rewards else 0.0,
         staleness_mean=float(np.mean(stale)) if stale else 0.0,
     )
-    return [t for t in trajs if any(m > 0 for m in t.loss_mask)], stats
+    return [t for t in trajs if any(m > 0 for m in t.loss_mask or ())], stats

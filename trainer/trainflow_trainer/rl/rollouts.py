@@ -60,6 +60,10 @@ def rollout_config(stage: dict) -> dict:
         "max_staleness": 1,
         **(stage.get("rollout") or {}),
     }
+    if "top_p" not in r:
+        raise BadInput("stage.rollout.top_p is missing: a job spec carries the resolved config (`trainflow validate`)")
+    if not isinstance(r["top_p"], (int, float)) or not 0 < r["top_p"] <= 1:
+        raise BadInput(f"stage.rollout.top_p: expected a number in (0, 1], got {r['top_p']!r}")
     for k in ("group_size", "concurrency", "batch_groups", "max_turns", "max_new_tokens"):
         if not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 1:
             raise BadInput(f"stage.rollout.{k}: expected a positive integer, got {r[k]!r}")
@@ -185,6 +189,7 @@ class Rollouts:
                     "max_turns": r["max_turns"],
                     "max_tokens": r["max_new_tokens"],
                     "temperature": float(r["temperature"]),
+                    "top_p": float(r["top_p"]),  # the trainer's log-probs use the same (rl/objective.py)
                     "timeout_s": limits.timeout_s,
                 },
             }

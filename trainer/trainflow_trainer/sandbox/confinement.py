@@ -4,13 +4,13 @@ Two confinements, strongest first:
 
   bwrap     bubblewrap (Debian's `bubblewrap`): new user, pid, network, ipc, uts and cgroup namespaces
             (`--unshare-all`: no network at all, only a loopback), a root file system made of read-only
-            binds of /usr, /lib*, /bin (and the Python install if not under /usr), a private tmpfs /tmp, the run's work folder
-            bound read-write at /sandbox (the only writable host path), `--die-with-parent`, `--new-session`
-            and `--disable-userns`.
+            binds of /usr, /lib*, /bin (and the Python install if not under /usr), a private tmpfs /tmp, the
+            run's work folder bound read-write at /sandbox (the only writable host path), `--die-with-parent`,
+            `--new-session` and `--disable-userns`.
   fallback  where bwrap cannot run: `unshare --user --net` (no network) when that works, and a Python audit
-            hook (for Python runs) that refuses sockets, other programs and writes outside the work folder (TMPDIR is in it).
-            Weaker than bwrap: no pid namespace, the host file system stays readable, and non-Python
-            programs are not guarded beyond the network namespace and rlimits.
+            hook (for Python runs) that refuses sockets, other programs and writes outside the work folder
+            (TMPDIR is in it). Weaker than bwrap: no pid namespace, the host file system stays readable, and
+            non-Python programs are not guarded beyond the network namespace and rlimits.
 
 Both add, through `prlimit`: RLIMIT_AS (memory), RLIMIT_NPROC (processes), RLIMIT_CPU, RLIMIT_FSIZE,
 RLIMIT_NOFILE and no core files; and both run the command as a private uid, unused by any other process,
@@ -31,6 +31,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
+
+from .limits import Limits
 
 SANDBOX_DIR = "/sandbox"  # where the work folder appears inside a bwrap sandbox
 UID_RANGE = (3_000_000, 3_999_999)  # private uids: far above any real account's
@@ -51,6 +54,21 @@ SYSTEM_RO_PATHS = (
 
 class SandboxUnavailable(RuntimeError):
     pass
+
+
+class RunAs(TypedDict, total=False):
+    """The subprocess arguments that start a process as a run's private uid; empty: as the host's user."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def run_as(uid: int | None, gid: int | None = None) -> RunAs:
+    """As `uid` with group `gid` (default: the uid's own) and no supplementary groups; as is when uid is None."""
+    if uid is None:
+        return {}
+    return {"user": uid, "group": gid if gid is not None else uid, "extra_groups": []}
 
 
 def python_install() -> str:
@@ -144,7 +162,7 @@ def _uid_of(pid: int) -> int | None:
     return None
 
 
-def prlimit_argv(limits, nproc: int) -> list[str]:
+def prlimit_argv(limits: Limits, nproc: int) -> list[str]:
     """`prlimit` sets the limits in the exec'd process (no preexec_fn: runs start from a thread pool)."""
     exe = shutil.which("prlimit")
     if exe is None:
@@ -161,7 +179,7 @@ def prlimit_argv(limits, nproc: int) -> list[str]:
     ]
 
 
-def bwrap_argv(work_dir: str, limits, ro_binds: tuple[str, ...], env: dict[str, str]) -> list[str]:
+def bwrap_argv(work_dir: str, limits: Limits, ro_binds: tuple[str, ...], env: dict[str, str]) -> list[str]:
     """The bwrap argv prefix. bwrap runs as the run's uid, so every path it binds must be reachable by that
     uid on the host (world-searchable ancestors): the system paths are; see `sandbox_python` for Python."""
     argv = [
@@ -227,14 +245,11 @@ def bwrap_works() -> tuple[bool, str]:
         return False, "bwrap is not installed (infra/dev/install-sandbox.sh installs it)"
     import tempfile
 
-    from .limits import Limits
-
     with tempfile.TemporaryDirectory(prefix="trainflow-sbx-probe-") as d:
-        kw = {}
-        if is_root():
-            uid = allocate_uid()
+        uid = allocate_uid() if is_root() else None
+        if uid is not None:
             os.chown(d, uid, uid)
-            kw = dict(user=uid, group=uid, extra_groups=[])
+        kw = run_as(uid)
         argv = bwrap_argv(d, Limits(), (), {"PATH": "/usr/bin:/bin"}) + ["/bin/sh", "-c", "echo ok > /sandbox/probe"]
         p = subprocess.run(argv, capture_output=True, text=True, timeout=30, **kw)
         if p.returncode == 0 and Path(d, "probe").exists():
@@ -247,10 +262,7 @@ def unshare_net_works() -> bool:
     """Whether `unshare --user --net` can drop the network for a private uid (the fallback's network cut)."""
     if shutil.which("unshare") is None:
         return False
-    kw = {}
-    if is_root():
-        uid = allocate_uid()
-        kw = dict(user=uid, group=uid, extra_groups=[])
+    kw = run_as(allocate_uid() if is_root() else None)
     p = subprocess.run(["unshare", "--user", "--net", "--", "true"], capture_output=True, timeout=30, cwd="/", **kw)
     return p.returncode == 0
 
@@ -264,6 +276,8 @@ def _inside(p):
     try: p = os.path.realpath(os.fsdecode(p) if not isinstance(p, int) else '')
     except Exception: return False
     return p == _root or p.startswith(_root + os.sep)
+_CHANGES = ('os.remove', 'os.rename', 'os.mkdir', 'os.rmdir', 'os.chmod', 'os.symlink', 'os.link',
+            'shutil.rmtree', 'os.truncate')
 def _guard(event, args):
     if event in ('socket.connect', 'socket.bind', 'socket.sendto', 'socket.sendmsg', 'socket.getaddrinfo'):
         raise PermissionError('sandbox: no network')
@@ -271,9 +285,8 @@ def _guard(event, args):
         raise PermissionError('sandbox: no network')
     if event in ('os.system', 'os.exec', 'os.posix_spawn', 'os.spawn', 'subprocess.Popen', 'ctypes.dlopen'):
         raise PermissionError('sandbox: running other programs is not allowed here')
-    if event == 'open' and isinstance(args[0], (str, bytes)) and args[1] and any(c in args[1] for c in 'wax+') and not _inside(args[0]):
-        raise PermissionError('sandbox: writes outside the work folder are not allowed: %r' % (args[0],))
-    if event in ('os.remove', 'os.rename', 'os.mkdir', 'os.rmdir', 'os.chmod', 'os.symlink', 'os.link', 'shutil.rmtree', 'os.truncate'):
+    writes = event == 'open' and args[1] and any(c in args[1] for c in 'wax+')
+    if writes or event in _CHANGES:
         if args and isinstance(args[0], (str, bytes)) and not _inside(args[0]):
             raise PermissionError('sandbox: writes outside the work folder are not allowed: %r' % (args[0],))
 sys.addaudithook(_guard)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
 _SIZE_UNITS = {
     "": 1,
@@ -38,7 +39,7 @@ class Limits:
     output_bytes: int = 1 * 2**20  # stdout / stderr kept per stream (the rest is read and dropped)
     tmp_bytes: int = 64 * 2**20  # size of the sandbox's private /tmp (a tmpfs)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("timeout_s", "memory_bytes", "max_processes", "file_size_bytes", "open_files", "output_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"sandbox limit {name} must be positive, got {getattr(self, name)!r}")
@@ -47,11 +48,11 @@ class Limits:
     def effective_cpu_s(self) -> int:
         return self.cpu_s if self.cpu_s is not None else int(self.timeout_s) + 1
 
-    def with_(self, **changes) -> Limits:
+    def with_(self, **changes: Any) -> Limits:
         return replace(self, **changes)
 
     @classmethod
-    def from_config(cls, block: dict | None) -> Limits:
+    def from_config(cls, block: dict[str, Any] | None) -> Limits:
         """From the config's `rollout.sandbox` block: {timeout, memory, max_processes}. The resolved config
         holds durations in milliseconds and sizes in bytes; strings such as "10s" / "512Mi" are read too."""
         block = block or {}
@@ -60,17 +61,17 @@ class Limits:
             raise ValueError(
                 f"rollout.sandbox: unknown field(s) {sorted(unknown)} (known: timeout, memory, max_processes)"
             )
-        kw = {}
+        limits = cls()  # the defaults live in the fields above; each given key replaces one
         if "timeout" in block:
-            kw["timeout_s"] = duration_s(block["timeout"], "rollout.sandbox.timeout")
+            limits = replace(limits, timeout_s=duration_s(block["timeout"], "rollout.sandbox.timeout"))
         if "memory" in block:
-            kw["memory_bytes"] = _size_bytes(block["memory"], "rollout.sandbox.memory")
+            limits = replace(limits, memory_bytes=_size_bytes(block["memory"], "rollout.sandbox.memory"))
         if "max_processes" in block:
-            kw["max_processes"] = int(block["max_processes"])
-        return cls(**kw)
+            limits = replace(limits, max_processes=int(block["max_processes"]))
+        return limits
 
 
-def duration_s(v, field: str) -> float:
+def duration_s(v: object, field: str) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return v / 1000.0  # the resolved config's durations are milliseconds
     m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h)\s*", str(v))
@@ -79,7 +80,7 @@ def duration_s(v, field: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
-def _size_bytes(v, field: str) -> int:
+def _size_bytes(v: object, field: str) -> int:
     if isinstance(v, int) and not isinstance(v, bool):
         return v
     m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(v))

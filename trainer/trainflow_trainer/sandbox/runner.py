@@ -13,6 +13,7 @@ process behind, however it forked or daemonised.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from . import confinement as cf
 from .limits import Limits
@@ -172,7 +174,7 @@ class Sandbox:
             unshare = ["unshare", "--user", "--net", "--"] if cf.unshare_net_works() else []
             cmd = cf.prlimit_argv(limits, nproc) + unshare + argv
             popen_env, cwd = env, work
-        ids = dict(user=uid, group=gid if gid is not None else uid, extra_groups=[]) if uid is not None else {}
+        ids = cf.run_as(uid, gid)
         t0 = time.monotonic()
         with open(stdin_path, "rb") as fin:
             proc = subprocess.Popen(
@@ -199,7 +201,8 @@ class Sandbox:
                 cf.kill_uid(uid)
             proc.wait()
         duration = time.monotonic() - t0
-        out.join(), err.join()
+        out.join()
+        err.join()
         rc = proc.returncode
         sig = None
         if rc < 0:
@@ -276,7 +279,7 @@ class Workspace:
     def __enter__(self) -> Workspace:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -291,14 +294,16 @@ class _Drain:
     """Reads a pipe to its end in a thread, keeping the first `limit` bytes (a chatty program can neither
     block on a full pipe nor fill the host's memory)."""
 
-    def __init__(self, pipe, limit: int):
+    def __init__(self, pipe: IO[bytes] | None, limit: int) -> None:
+        if not isinstance(pipe, io.BufferedReader):  # what Popen(stdout=PIPE) makes without text or bufsize
+            raise TypeError(f"_Drain reads a buffered binary pipe, got {pipe!r}")
         self.pipe, self.limit = pipe, limit
         self.buf = bytearray()
         self.truncated = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self):
+    def _run(self) -> None:
         with self.pipe:
             while chunk := self.pipe.read1(65536):
                 room = self.limit - len(self.buf)
@@ -307,7 +312,7 @@ class _Drain:
                 if len(chunk) > max(room, 0):
                     self.truncated = True
 
-    def join(self):
+    def join(self) -> None:
         self.thread.join(timeout=5.0)  # every writer is dead by now; never hang on a leaked descriptor
 
     def text(self) -> str:

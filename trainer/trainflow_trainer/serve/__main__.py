@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from .server import ServeState, make_server
 from .weights import load_checkpoint
 
 
-def runner_loader(reuse_prefixes: bool):
+def runner_loader(reuse_prefixes: bool) -> Callable[[str], tuple[TransformerRunner, int | None]]:
     def load_runner(path: str) -> tuple[TransformerRunner, int | None]:
         model, step = load_checkpoint(path)
         return TransformerRunner(model, reuse_prefixes=reuse_prefixes), step

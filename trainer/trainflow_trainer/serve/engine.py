@@ -23,6 +23,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ..trie.losses import nucleus, scaled_logits
+
 
 class KVStore(Protocol):
     reused_tokens: int  # prompt tokens copied from a cached prefix
@@ -61,7 +63,7 @@ class SamplingParams:
 @dataclass
 class Token:
     id: int
-    logprob: float  # log-prob of `id` under the distribution it was sampled from (after temperature)
+    logprob: float  # log-prob of `id` under the distribution it was sampled from (see `sample`)
     version: int  # policy version of the weights that produced it
 
 
@@ -236,7 +238,8 @@ class Engine:
 
     def _take_batch(self) -> list[_Request]:
         """The oldest waiting requests, up to max_batch generations (always at least one request)."""
-        batch, rows = [], 0
+        batch: list[_Request] = []
+        rows = 0
         while self._waiting and (not batch or rows + len(self._waiting[0].lives) <= self.max_batch):
             req = self._waiting.pop(0)
             batch.append(req)
@@ -271,11 +274,11 @@ class Engine:
 def sample(logits: Tensor, params: SamplingParams, rng: torch.Generator) -> tuple[int, float]:
     """Samples one token; returns (id, log-prob under the distribution it was drawn from).
 
-    That distribution is the model's after temperature and after `allowed_token_ids` (when given).
-
-    temperature 0 means greedy, and the reported log-prob is then that of the unscaled distribution.
-    top_p truncates the candidates for sampling but the log-prob stays that of the full (scaled)
-    distribution, as vLLM reports it and as the trainer recomputes it.
+    That distribution is the model's after `allowed_token_ids` (when given), divided by the temperature and
+    restricted to the top-p nucleus, renormalised: the trainer recomputes exactly this one
+    (trie/losses.py `sampling_logprobs`, the same `scaled_logits` and `nucleus`), so the importance ratio of
+    an on-policy token is 1 for every temperature and top_p. temperature 0 means greedy, and the reported
+    log-prob is then that of the unscaled, untruncated distribution (the trainer's at temperature ≤ 0 too).
     """
     logits = logits.float()
     if params.allowed_token_ids is not None:
@@ -287,15 +290,11 @@ def sample(logits: Tensor, params: SamplingParams, rng: torch.Generator) -> tupl
         logp = torch.log_softmax(logits, dim=-1)
         tok = int(torch.argmax(logits))
         return tok, float(logp[tok])
-    logp = torch.log_softmax(logits / params.temperature, dim=-1)
-    probs = logp.exp()
+    z = scaled_logits(logits, params.temperature)
     if params.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, dim=0) - sorted_p < params.top_p
-        cut = torch.zeros_like(probs)
-        cut[order[keep]] = probs[order[keep]]
-        probs = cut
-    tok = int(torch.multinomial(probs, 1, generator=rng))
+        z = z.masked_fill(~nucleus(z, params.top_p), float("-inf"))
+    logp = torch.log_softmax(z, dim=-1)
+    tok = int(torch.multinomial(logp.exp(), 1, generator=rng))
     return tok, float(logp[tok])
 
 

@@ -44,7 +44,7 @@ def read_ledger(directory: str | Path, after: int = -1, limit: int | None = None
         raise FileNotFoundError(f"{d}: no ledger folder")
     segs = sorted((int(m.group(1)), p) for p in d.iterdir() if (m := SEGMENT_RE.match(p.name)))
     out: list[dict[str, Any]] = []
-    for i, (first, path) in enumerate(segs):
+    for i, (_first, path) in enumerate(segs):
         nxt = segs[i + 1][0] if i + 1 < len(segs) else None
         if nxt is not None and nxt - 1 <= after:
             continue

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..attention import DenseMask
 from ..model import Transformer
+from .engine import KVStore
 
 
 class SlotKV:
@@ -175,8 +176,15 @@ class SlotKV:
         )
 
 
+def _own_store(kv: KVStore) -> SlotKV:
+    """The engine hands a runner back the store its `new_kv` made; anything else is a bug, said so early."""
+    if not isinstance(kv, SlotKV):
+        raise TypeError(f"TransformerRunner runs on the SlotKV its new_kv() made, got {type(kv).__name__}")
+    return kv
+
+
 class TransformerRunner:
-    def __init__(self, model: Transformer, reuse_prefixes: bool = True):
+    def __init__(self, model: Transformer, reuse_prefixes: bool = True) -> None:
         self.model = model.eval()
         self.reuse_prefixes = reuse_prefixes
         self.vocab_size = model.config.vocab_size
@@ -189,9 +197,10 @@ class TransformerRunner:
         )
 
     @torch.inference_mode()
-    def prefill(self, ids: list[int], kv: SlotKV, slot: int) -> Tensor:
+    def prefill(self, ids: list[int], kv: KVStore, slot: int) -> Tensor:
         """Fills `slot` with `ids` (copying the longest cached prefix, computing the rest); returns the logits
         of the last position [V] fp32."""
+        kv = _own_store(kv)
         src, n = kv.longest_prefix(ids, exclude=slot)
         n = min(n, len(ids) - 1)  # at least the last token runs: its logits are the answer
         if n > 0:
@@ -202,14 +211,15 @@ class TransformerRunner:
         kv.computed_tokens += len(ids) - n
         new = ids[n:]
         positions = kv.extending(slot, new)
-        logits = self.model(torch.tensor([new], dtype=torch.long), position_ids=positions, kv_cache=kv)  # type: ignore[arg-type]
+        logits = self.model(torch.tensor([new], dtype=torch.long), position_ids=positions, kv_cache=kv)
         return logits[0, -1].float()
 
     @torch.inference_mode()
-    def decode(self, tokens: list[int], kv: SlotKV, slots: list[int]) -> Tensor:
+    def decode(self, tokens: list[int], kv: KVStore, slots: list[int]) -> Tensor:
         """Feeds token b at the end of slot b's cache, for all b at once; returns logits [B, V] fp32."""
+        kv = _own_store(kv)
         positions, mask = kv.decoding(slots, tokens)
         logits = self.model(
             torch.tensor(tokens, dtype=torch.long)[:, None], position_ids=positions, attention=mask, kv_cache=kv
-        )  # type: ignore[arg-type]
+        )
         return logits[:, -1].float()

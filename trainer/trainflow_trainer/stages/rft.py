@@ -72,7 +72,7 @@ def run(ctx) -> None:
         kept = select(groups, stage.get("rft") or {})
         rollout_metrics, sampler_stats = msg.metrics, msg.sampler_stats
         ctx.log(
-            f"trainflow: rft rollouts: {rollout_metrics.get('episodes')} episodes, pass rate "
+            f"trainflow: rft rollouts: {rollout_metrics.get('episodes', 0):.0f} episodes, pass rate "
             f"{rollout_metrics.get('pass_rate', 0):.3f}; keeping {len(kept)}"
         )
 

@@ -6,8 +6,9 @@ manager's trainer. Per step:
   1. a batch of groups arrives (read by the manager from the ledger after the cursor; groups whose outcomes
      were all equal were filtered by the sampler, groups staler than rollout.max_staleness dropped);
   2. each session's recorded token tree becomes trie branches with the group-normalised advantage; the loss
-     is PPO-clip on the recorded behaviour log-probs (clip-higher: algorithm.clip_high > clip_low;
-     token-mean or seq-mean; optional k3 KL to the stage's initial policy), trie-packed by default;
+     is the resolved algorithm preset's (rl/objective.py: PPO-clip, coupled or decoupled, token-mean or
+     seq-mean, minibatches, log-probs at the sampler's temperature and top-p; optional k3 KL to the fixed
+     reference of rl/reference.py), trie-packed by default;
   3. the new weights go to a folder the manager reloads the servers from (pause → reload → resume) while
      rollouts continue (asynchronous, staleness bounded by the manager's admission);
   4. every checkpoint.every steps one commit holds weights, optimizer, RNG, the ledger cursor, the sampler's
@@ -15,62 +16,28 @@ manager's trainer. Per step:
 A retry resumes all three from the latest commit: groups after the committed cursor are trained (once), those
 at or before it never again. On a new machine the ledger comes back from S3 (the commit names its generation).
 
-Config: rollout {group_size, concurrency, batch_groups, max_turns, max_new_tokens, temperature, max_staleness,
-session_idle_timeout, sandbox}, sampling {...src/sampling}, algorithm {name, clip_low, clip_high, loss_agg, kl_coef, entropy_coef,
-normalize_std, advantage_scaling}, packing {mode: trie|flat, max_tokens}, train {steps, lr, ...}, checkpoint {every, keep_last}.
+Config: rollout {group_size, concurrency, batch_groups, max_turns, max_new_tokens, temperature, top_p,
+max_staleness, session_idle_timeout, sandbox}, sampling {...src/sampling}, algorithm {name + the preset's
+fields: src/config/algorithm.ts}, packing {mode: trie|flat, max_tokens}, train {steps, lr, ...},
+checkpoint {every, keep_last}.
 """
 
 from __future__ import annotations
 
-import copy
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..contract import DriverBatch
 from ..errors import BadInput, Preempted
-from ..rl.batch import SCALINGS, to_trajectories
+from ..rl import reference
+from ..rl.batch import to_trajectories
+from ..rl.objective import OBJECTIVE_METRICS, objective, update, with_logprobs
 from ..rl.policy import open_stage, save_checkpoint, write_weights
 from ..rl.rollouts import Rollouts
 from ..train import lr_at
-from ..trie import LossSpec, forward_backward
-from ..trie.step import packed_logprobs
-
-
-def loss_spec(stage: dict) -> tuple[LossSpec, bool, str]:
-    a = {
-        "name": "grpo",
-        "clip_low": 0.2,
-        "clip_high": 0.28,
-        "loss_agg": "token-mean",
-        "kl_coef": 0.0,
-        "entropy_coef": 0.0,
-        "normalize_std": True,
-        **(stage.get("algorithm") or {}),
-    }
-    agg = {"token-mean": "token_mean", "seq-mean": "seq_mean"}.get(a["loss_agg"])
-    if agg is None:
-        raise BadInput(f"stage.algorithm.loss_agg: expected token-mean or seq-mean, got {a['loss_agg']!r}")
-    if a["name"] not in ("grpo", "dapo", "ppo"):
-        raise BadInput(f"stage.algorithm.name: expected grpo | dapo | ppo, got {a['name']!r}")
-    scaling = a.get("advantage_scaling", "none")
-    if scaling not in SCALINGS:
-        raise BadInput(f"stage.algorithm.advantage_scaling: expected one of {' | '.join(SCALINGS)}, got {scaling!r}")
-    try:
-        spec = LossSpec(
-            kind="ppo",
-            aggregation=agg,
-            eps_low=float(a["clip_low"]),
-            eps_high=float(a["clip_high"]),
-            kl_coef=float(a["kl_coef"]),
-            entropy_coef=float(a["entropy_coef"]),
-        )
-    except ValueError as e:
-        raise BadInput(f"stage.algorithm: {e}") from None
-    return spec, bool(a["normalize_std"]), scaling
 
 
 def packing(stage: dict) -> dict:
@@ -82,25 +49,14 @@ def packing(stage: dict) -> dict:
 
 def run(ctx) -> None:
     spec, stage = ctx.spec, ctx.spec.stage
-    lspec, normalize_std, scaling = loss_spec(stage)
+    obj = objective(stage)  # algorithm (resolved preset), rollout temperature/top_p: rl/objective.py
     pack = packing(stage)
     opened = open_stage(ctx)
     if opened is None:
         return
     tcfg, every, keep_last, policy = opened
     model, optimizer = policy.model, policy.optimizer
-    ref_model = None
-    if lspec.kl_coef > 0:  # KL to the policy the stage started from (the input checkpoint, or step 0)
-        ref_model = copy.deepcopy(model)
-        if policy.found and spec.input_checkpoint:
-            from ..model import load_state_dict
-            from .lm import open_checkpoint
-
-            ref_model.load_state_dict(
-                load_state_dict(open_checkpoint(ctx, spec.input_checkpoint, "input_checkpoint")), strict=False
-            )
-        ref_model.requires_grad_(False)
-
+    ref = reference.load(ctx, policy, obj.loss.kl_coef, obj.kl_reference)  # fixed across retries
     step = policy.step
     st = policy.state
     history: list[dict] = list(st.get("history", []))
@@ -141,16 +97,14 @@ def run(ctx) -> None:
             groups = [g.model_dump(mode="json", exclude_unset=True) for g in msg.groups]
             t0 = time.perf_counter()
             wait_s = t0 - t_wait  # the trainer idle, waiting for a batch (what asynchrony should shrink)
-            trajs, bs = to_trajectories(groups, step, normalize_std, scaling=scaling)
-            if ref_model is not None and trajs:
-                for t, ref in zip(trajs, packed_logprobs(ref_model, trajs, pack["max_tokens"])):
-                    t.ref_logprobs = [0.0] + ref.tolist()
+            trajs, bs = to_trajectories(
+                groups, step, obj.normalize_std, scaling=obj.scaling, tolerance=obj.all_equal_tolerance
+            )
+            if ref is not None and trajs:
+                with_logprobs(ref.model, trajs, obj.loss, pack["max_tokens"], "ref_logprobs")
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, tcfg)
-            optimizer.zero_grad(set_to_none=True)
-            m = forward_backward(pack, model, trajs, lspec) if trajs else {}
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf")))
-            optimizer.step()
+            m, grad_norm = update(model, optimizer, trajs, obj, pack, tcfg.grad_clip)
             step += 1
             dt = time.perf_counter() - t0
             behaviour = [lp for t in trajs for lp, k in zip(t.logprobs, t.loss_mask) if k > 0]
@@ -182,6 +136,8 @@ def run(ctx) -> None:
                 "wait_s": wait_s,
                 "train_s": dt,
                 "episodes": float(rm.get("episodes", 0)),
+                "dropped_stale_tokens": float(msg.dropped_tokens),
+                **{k: float(m[k]) for k in OBJECTIVE_METRICS if k in m},  # ratio, clip low/high, KL to reference
             }
             history.append(
                 {
@@ -219,6 +175,7 @@ def run(ctx) -> None:
                         "ledger_generation": ledger_generation(ledger_dir),
                         "metrics": metrics,
                         "history": history,
+                        **({reference.STATE_KEY: ref.state()} if ref is not None else {}),
                     },
                     sampler_stats,
                     keep_last,

@@ -99,6 +99,7 @@ def verify(task: Task, response: str | list[dict], sandbox: Sandbox | None = Non
     v = task.verifier
     text = final_text(response)
     if v["kind"] == "answer":
+        got: str | None
         if v.get("source") == "tool":
             out = last_tool_output(response)
             if out is None:

@@ -18,6 +18,8 @@ The rule: packed token i may attend to token j iff j ≤ i < subtree_end[j], i.e
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +28,11 @@ from torch import Tensor
 
 from ..attention import attend_with_bool_mask, expand_kv
 
+# Index arrays as the packer makes them (numpy) or as tests pass them.
+IndexLike = np.ndarray | Tensor | Sequence[int]
 
-def _as_index(x, device=None) -> Tensor:
+
+def _as_index(x: IndexLike, device: torch.device | str | None = None) -> Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.long)
     return t.to(device) if device is not None else t
 
@@ -35,10 +40,10 @@ def _as_index(x, device=None) -> Tensor:
 class DenseTreeMask:
     """Reference: allowed[i, j] = j ≤ i < subtree_end[j] as a dense mask (tests only)."""
 
-    def __init__(self, subtree_end):
+    def __init__(self, subtree_end: IndexLike) -> None:
         self.subtree_end = _as_index(subtree_end)
 
-    def allowed(self, device=None) -> Tensor:
+    def allowed(self, device: torch.device | str | None = None) -> Tensor:
         se = self.subtree_end.to(device) if device is not None else self.subtree_end
         n = se.shape[-1]
         i = torch.arange(n, device=se.device)[:, None]
@@ -83,12 +88,12 @@ class SegmentTreeMask:
     per chain, exactly varlen attention.
     """
 
-    def __init__(self, parent):
-        parent = np.asarray(parent.cpu() if isinstance(parent, Tensor) else parent, dtype=np.int64)
-        self.n = len(parent)
-        self.segments = segments_from_parents(parent)
+    def __init__(self, parent: IndexLike) -> None:
+        parents = np.asarray(parent.cpu() if isinstance(parent, Tensor) else parent, dtype=np.int64)
+        self.n = len(parents)
+        self.segments = segments_from_parents(parents)
         self.own = [(a, b) for a, b, _ in self.segments]
-        by_ancestors: dict[tuple, list[tuple[int, int]]] = {}
+        by_ancestors: dict[tuple[tuple[int, int], ...], list[tuple[int, int]]] = {}
         for a, b, anc in self.segments:
             if anc:
                 by_ancestors.setdefault(tuple(anc), []).append((a, b))
@@ -153,7 +158,7 @@ class _SegmentAttention(torch.autograd.Function):
     allocate an N-row zero tensor per segment)."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, plan: SegmentTreeMask, scale: float) -> Tensor:
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, plan: SegmentTreeMask, scale: float) -> Tensor:
         out = torch.empty_like(q)
         # the kernel's log-sum-exp is float32 for float32/bf16/fp16 inputs (float64 for float64)
         lse = q.new_empty(q.shape[:3], dtype=torch.promote_types(q.dtype, torch.float32))
@@ -172,7 +177,7 @@ class _SegmentAttention(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, dout: Tensor):
+    def backward(ctx: Any, dout: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
         q, k, v, out, lse = ctx.saved_tensors
         plan, scale = ctx.plan, ctx.scale
         dout = dout.contiguous()
@@ -204,7 +209,7 @@ class _SegmentAttention(torch.autograd.Function):
 
 
 @functools.cache
-def _compiled_flex():
+def _compiled_flex() -> Callable[..., Tensor]:
     from torch.nn.attention.flex_attention import flex_attention
 
     # Default dynamism: the first shape compiles static, a second one recompiles with a symbolic length,
@@ -215,13 +220,13 @@ def _compiled_flex():
 class FlexTreeMask:
     """FlexAttention over a BlockMask built from the tree rule (GPU; pad N to a multiple of 128)."""
 
-    def __init__(self, subtree_end, device: torch.device | str):
+    def __init__(self, subtree_end: IndexLike, device: torch.device | str) -> None:
         from torch.nn.attention.flex_attention import create_block_mask
 
         se = _as_index(subtree_end, device)
         self.n = len(se)
 
-        def tree_rule(b, h, q_idx, kv_idx):
+        def tree_rule(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
             return (kv_idx <= q_idx) & (q_idx < se[kv_idx])
 
         # On GPU build the BlockMask compiled, block by block: a 32k-token micro-batch would otherwise

@@ -23,6 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
+
+# What a caller may pass per token: a list or a 1-D numpy array.
+Ints = Sequence[int] | npt.NDArray[np.integer]
+Floats = Sequence[float] | npt.NDArray[np.floating] | npt.NDArray[np.integer]
 
 
 @dataclass
@@ -32,19 +37,21 @@ class Trajectory:
     loss_mask[t] > 0 trains the prediction of token t from tokens[:t] (so loss_mask[0] must be 0: nothing
     predicts the first token); it may be fractional (a per-token weight). logprobs[t] is the behaviour
     policy's log-prob of token t, versions[t] the policy version that sampled it, ref_logprobs[t] the
-    reference model's log-prob (for the KL term). advantage and weight apply to every token of the branch.
+    reference model's log-prob (for the KL term), prox_logprobs[t] the proximal policy's (decoupled PPO; NaN
+    or None: none, the loss uses the current log-prob). advantage and weight apply to every token of the branch.
     """
 
-    tokens: Sequence[int]
-    loss_mask: Sequence[float] | None = None  # None: train every token after the first
-    logprobs: Sequence[float] | None = None
-    versions: Sequence[int] | None = None
-    ref_logprobs: Sequence[float] | None = None
+    tokens: Ints
+    loss_mask: Floats | None = None  # None: train every token after the first
+    logprobs: Floats | None = None
+    versions: Ints | None = None
+    ref_logprobs: Floats | None = None
+    prox_logprobs: Floats | None = None
     advantage: float = 0.0
     weight: float = 1.0
 
-    def validated(self, b: int) -> Trajectory:
-        """Checks lengths and the mask; returns a copy holding numpy arrays (errors name branch and field)."""
+    def validated(self, b: int) -> Branch:
+        """Checks lengths and the mask; returns the branch as numpy arrays (errors name branch and field)."""
         toks = np.asarray(self.tokens, dtype=np.int64)
         n = len(toks)
         if toks.ndim != 1 or n == 0:
@@ -52,10 +59,10 @@ class Trajectory:
         if (toks < 0).any():
             raise ValueError(f"trajectory {b}: tokens holds negative ids")
 
-        def arr(name: str, value, dtype, default):
+        def arr(name: str, value: Ints | Floats | None, dtype: type[np.generic], default: np.ndarray) -> np.ndarray:
             if value is None:
                 return default
-            a = np.asarray(value, dtype=dtype)
+            a: np.ndarray = np.asarray(value, dtype=dtype)
             if a.shape != (n,):
                 raise ValueError(f"trajectory {b}: {name} has shape {a.shape}, expected ({n},) like tokens")
             return a
@@ -65,15 +72,30 @@ class Trajectory:
             raise ValueError(f"trajectory {b}: loss_mask[0] must be 0 (no token predicts the first one)")
         if (mask < 0).any():
             raise ValueError(f"trajectory {b}: loss_mask must be >= 0")
-        return Trajectory(
+        return Branch(
             tokens=toks,
             loss_mask=mask,
             logprobs=arr("logprobs", self.logprobs, np.float64, np.zeros(n)),
             versions=arr("versions", self.versions, np.int64, np.zeros(n, dtype=np.int64)),
             ref_logprobs=arr("ref_logprobs", self.ref_logprobs, np.float64, np.zeros(n)),
+            prox_logprobs=arr("prox_logprobs", self.prox_logprobs, np.float64, np.full(n, np.nan)),
             advantage=float(self.advantage),
             weight=float(self.weight),
         )
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A validated trajectory: every per-token field a numpy array as long as `tokens`, defaults filled in."""
+
+    tokens: np.ndarray  # [n] int64
+    loss_mask: np.ndarray  # [n] float64, loss_mask[0] == 0
+    logprobs: np.ndarray  # [n] float64
+    versions: np.ndarray  # [n] int64
+    ref_logprobs: np.ndarray  # [n] float64
+    prox_logprobs: np.ndarray  # [n] float64, NaN where none
+    advantage: float
+    weight: float
 
 
 @dataclass
@@ -86,7 +108,7 @@ class Forest:
     subtree_end: np.ndarray  # [N] int64
     trees: list[tuple[int, int]]  # serial range [start, end) of each tree, in order
     branch_index: list[np.ndarray]  # branch_index[b][t] = serial index of token t of branch b
-    branches: list[Trajectory] = field(repr=False)  # validated trajectories (numpy arrays)
+    branches: list[Branch] = field(repr=False)  # the validated trajectories
 
     @property
     def unique_tokens(self) -> int:
@@ -114,7 +136,7 @@ def build_forest(trajectories: Sequence[Trajectory], share_prefixes: bool = True
     root_list: list[int] = []  # roots in creation order (one per tree)
     paths: list[list[int]] = []
     for br in branches:
-        path = []
+        path: list[int] = []
         level = roots if share_prefixes else {}
         for tok in br.tokens.tolist():
             child = level.get(tok)

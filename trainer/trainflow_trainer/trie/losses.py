@@ -2,7 +2,7 @@
 
 Every loss here is a weighted sum over trained (branch, position) entries:
 
-    loss = Σ_entries coef · ℓ(logp, old_logp, advantage, ref_logp, entropy)
+    loss = Σ_entries coef · ℓ(logp, old_logp, advantage, ref_logp, entropy[, prox_logp])
 
 with ℓ the per-token term and coef fixing the aggregation over the WHOLE batch (not per micro-batch, so
 gradient accumulation over micro-batches and tree partitioning change nothing):
@@ -11,19 +11,34 @@ gradient accumulation over micro-batches and tree partitioning change nothing):
 - sum:        coef = weight_b · mask
 Per-token terms:
 - ce:  ℓ = -logp                                                           (SFT, RFT)
-- ppo: ℓ = max(-A·r, -A·clip(r, 1-eps_low, 1+eps_high)), r = exp(logp - old_logp)
-       (PPO-clip; GRPO = seq_mean; DAPO = token_mean with clip-higher eps_high > eps_low)
+- ppo, coupled (the clip is centred on the behaviour policy μ that sampled the token):
+       ℓ = max(-A·r, -A·clip(r, 1-eps_low, 1+eps_high)),  r = π_θ/μ = exp(logp - old_logp)
+- ppo, decoupled (AReaL, Fu et al. 2025, "AReaL: A Large-Scale Asynchronous Reinforcement Learning System
+       for Language Reasoning", eq. 5): the clip is centred on a proximal policy π_prox, the behaviour policy
+       only enters through the importance weight w = π_prox/μ (a constant; truncated at `behav_weight_cap`
+       when set, as truncated importance sampling does):
+       ℓ = w · max(-A·r, -A·clip(r, 1-eps_low, 1+eps_high)),  r = π_θ/π_prox
+       π_prox is the policy before this batch's first optimizer step (`prox_logprobs`); a branch without them
+       uses logp itself, detached: the same value, so r = 1 and the gradient is w·A·∇logp (the clip is then
+       inactive: see rl/objective.py, `algorithm.minibatches`, for when it is not).
 - both: + kl_coef · k3(ref, logp) - entropy_coef · H(row),  k3 = exp(ref-logp) - (ref-logp) - 1.
 
+Log-probs are those of the distribution the sampler drew from (`sampling_logprobs`): logits divided by the
+temperature, then restricted to the top-p nucleus and renormalised, exactly as serve/engine.py samples. So
+on-policy tokens have r = 1 whatever rollout.temperature and rollout.top_p are. The nucleus of a row is that
+of the current logits; a target outside it (an off-policy token the current policy would no longer sample)
+is added to it, which keeps its log-prob finite and differentiable. The entropy is that of the tempered
+distribution before truncation.
+
 Memory: the trie never forms log-softmax per branch. logsumexp (and the entropy, when used) is computed once
-per packed row; each entry then gathers one logit, logits[row, target] - lse[row].
+per packed row; each entry then gathers one logit, z[row, target] - lse[row].
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,28 +56,29 @@ class LossSpec:
     eps_high: float = 0.2
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
+    temperature: float = 1.0  # the sampler's: log-probs of softmax(logits / temperature); ≤ 0 is greedy (raw)
+    top_p: float = 1.0  # the sampler's nucleus: log-probs renormalised over it
+    decoupled: bool = False  # decoupled PPO (clip on π_θ/π_prox, weight π_prox/μ); coupled otherwise
+    behav_weight_cap: float | None = None  # decoupled: truncate π_prox/μ at this value (None: no truncation)
 
     def __post_init__(self) -> None:
         if self.kind not in ("ce", "ppo"):
-            raise ValueError(f"loss kind {self.kind!r} unknown (use ce, ppo; or from_config with sft/rft/grpo/dapo)")
+            raise ValueError(f"loss kind {self.kind!r} unknown (use ce or ppo)")
         if self.aggregation not in ("token_mean", "seq_mean", "sum"):
             raise ValueError(f"loss aggregation {self.aggregation!r} unknown (token_mean, seq_mean or sum)")
         if self.eps_low < 0 or self.eps_high < 0:
             raise ValueError("clip ranges eps_low/eps_high must be ≥ 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.behav_weight_cap is not None and self.behav_weight_cap <= 0:
+            raise ValueError(f"behav_weight_cap must be > 0, got {self.behav_weight_cap}")
 
     @classmethod
-    def from_config(cls, algorithm: str, **overrides) -> LossSpec:
-        """Named defaults: sft/rft (ce, token_mean), ppo, grpo (seq_mean), dapo (token_mean, clip-higher)."""
-        base = {
-            "sft": dict(kind="ce"),
-            "rft": dict(kind="ce"),
-            "ppo": dict(kind="ppo", aggregation="token_mean"),
-            "grpo": dict(kind="ppo", aggregation="seq_mean"),
-            "dapo": dict(kind="ppo", aggregation="token_mean", eps_low=0.2, eps_high=0.28),
-        }
-        if algorithm not in base:
-            raise ValueError(f"algorithm {algorithm!r} unknown (known: {', '.join(base)})")
-        return cls(**{**base[algorithm], **overrides})
+    def from_config(cls, algorithm: str, **overrides: Any) -> LossSpec:
+        """The supervised losses of sft/rft (ce, token_mean). RL presets live in src/config/algorithm.ts."""
+        if algorithm not in ("sft", "rft"):
+            raise ValueError(f"algorithm {algorithm!r}: from_config knows sft and rft (RL specs come resolved)")
+        return cls(**{"kind": "ce", **overrides})
 
 
 def entry_coefficients(mask: np.ndarray, branch: np.ndarray, weights: np.ndarray, spec: LossSpec) -> np.ndarray:
@@ -78,10 +94,41 @@ def entry_coefficients(mask: np.ndarray, branch: np.ndarray, weights: np.ndarray
     return coef
 
 
+def scaled_logits(logits: Tensor, temperature: float) -> Tensor:
+    """The sampler's logits: divided by the temperature (unchanged for temperature ≤ 0, greedy)."""
+    return logits / temperature if temperature > 0 else logits
+
+
+def nucleus(z: Tensor, top_p: float) -> Tensor:
+    """Bool mask [..., V] of the top-p nucleus of softmax(z): the most likely tokens, in descending order,
+    while the mass before each is < top_p (so the token crossing top_p is in). The engine samples from it."""
+    probs = torch.softmax(z.detach(), dim=-1)
+    sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+    keep_sorted = torch.cumsum(sorted_p, dim=-1) - sorted_p < top_p
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+def sampling_logprobs(
+    logits: Tensor, rows: Tensor, targets: Tensor, temperature: float = 1.0, top_p: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """log p(target | row) per entry under the sampler's distribution (see module docstring), plus the
+    scaled logits z [R, V] and their full logsumexp [R] (for the entropy). logits [R, V], rows/targets [M]."""
+    z = scaled_logits(logits, temperature)
+    lse = torch.logsumexp(z, dim=-1)
+    picked = z[rows, targets]
+    if top_p >= 1.0 or temperature <= 0:
+        return picked - lse[rows], z, lse
+    keep = nucleus(z, top_p)
+    lse_keep = torch.logsumexp(z.masked_fill(~keep, float("-inf")), dim=-1)[rows]
+    inside = keep[rows, targets]
+    denom = torch.where(inside, lse_keep, torch.logaddexp(lse_keep, picked))
+    return picked - denom, z, lse
+
+
 def gather_logprobs(logits: Tensor, rows: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """log p(target | row) per entry, and the per-row logsumexp it used. logits [N, V], rows/targets [M]."""
-    lse = torch.logsumexp(logits, dim=-1)
-    return logits[rows, targets] - lse[rows], lse
+    """log p(target | row) per entry at temperature 1, and the per-row logsumexp it used."""
+    logp, _, lse = sampling_logprobs(logits, rows, targets)
+    return logp, lse
 
 
 def row_entropy(logits: Tensor, lse: Tensor) -> Tensor:
@@ -92,24 +139,49 @@ def row_entropy(logits: Tensor, lse: Tensor) -> Tensor:
 
 @dataclass
 class TokenStats:
-    clipped: Tensor  # bool per entry: the clipped branch of the PPO min was taken (gradient zero)
+    clipped_low: Tensor  # bool per entry: A < 0 and r < 1 - eps_low (the clipped branch, gradient zero)
+    clipped_high: Tensor  # bool per entry: A > 0 and r > 1 + eps_high
+    ratio: Tensor  # π_θ/μ per entry, the full importance ratio to the behaviour policy (detached)
+    behav_weight: Tensor | None  # decoupled: π_prox/μ as used (after truncation)
     kl: Tensor | None
     entropy: Tensor | None
 
+    @property
+    def clipped(self) -> Tensor:
+        return self.clipped_low | self.clipped_high
+
 
 def token_losses(
-    spec: LossSpec, logp: Tensor, old_logp: Tensor, advantage: Tensor, ref_logp: Tensor, entropy: Tensor | None
+    spec: LossSpec,
+    logp: Tensor,
+    old_logp: Tensor,
+    advantage: Tensor,
+    ref_logp: Tensor,
+    entropy: Tensor | None,
+    prox_logp: Tensor | None = None,
 ) -> tuple[Tensor, TokenStats]:
-    """ℓ per entry (see module docstring)."""
+    """ℓ per entry (see module docstring). prox_logp: NaN where a branch has none (then logp, detached)."""
+    ratio_behav = torch.exp(logp.detach() - old_logp)
+    weight = None
     if spec.kind == "ce":
         loss = -logp
-        clipped = torch.zeros_like(logp, dtype=torch.bool)
+        no = torch.zeros_like(logp, dtype=torch.bool)
+        low, high = no, no
     else:
-        ratio = torch.exp(logp - old_logp)
+        centre = old_logp
+        if spec.decoupled:
+            centre = logp.detach() if prox_logp is None else torch.where(prox_logp.isnan(), logp.detach(), prox_logp)
+            weight = torch.exp(centre - old_logp)
+            if spec.behav_weight_cap is not None:
+                weight = torch.clamp(weight, max=spec.behav_weight_cap)
+        ratio = torch.exp(logp - centre)
         unclipped = -advantage * ratio
         clipped_term = -advantage * torch.clamp(ratio, 1.0 - spec.eps_low, 1.0 + spec.eps_high)
         loss = torch.maximum(unclipped, clipped_term)
-        clipped = clipped_term > unclipped
+        taken = clipped_term > unclipped
+        low, high = taken & (advantage < 0), taken & (advantage > 0)
+        if weight is not None:
+            loss = weight * loss
     kl = None
     if spec.kl_coef != 0.0:
         d = ref_logp - logp
@@ -119,7 +191,7 @@ def token_losses(
         if entropy is None:
             raise ValueError("entropy_coef is set but no entropy was computed")
         loss = loss - spec.entropy_coef * entropy
-    return loss, TokenStats(clipped, kl, entropy)
+    return loss, TokenStats(low, high, ratio_behav, weight, kl, entropy)
 
 
 # ------------------------------------------------------------------------------------- flat reference

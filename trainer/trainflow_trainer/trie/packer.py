@@ -31,6 +31,7 @@ class LossEntries:
     mask: np.ndarray  # loss_mask value (a weight ≥ 0)
     old_logprob: np.ndarray  # behaviour log-prob of the target
     ref_logprob: np.ndarray
+    prox_logprob: np.ndarray  # NaN where the branch has none
     version: np.ndarray
     branch: np.ndarray  # branch number
     index: np.ndarray  # entry number in the whole batch (to look up per-entry coefficients)
@@ -52,6 +53,7 @@ def loss_entries(forest: Forest) -> LossEntries:
         parts["mask"].append(br.loss_mask[t])
         parts["old_logprob"].append(br.logprobs[t])
         parts["ref_logprob"].append(br.ref_logprobs[t])
+        parts["prox_logprob"].append(br.prox_logprobs[t])
         parts["version"].append(br.versions[t])
         parts["branch"].append(np.full(len(t), b, dtype=np.int64))
     parts.pop("index")

@@ -19,7 +19,7 @@ import torch
 
 from .attention import FlexTreeMask, SegmentTreeMask
 from .builder import Trajectory, build_forest
-from .losses import LossSpec, entry_coefficients, gather_logprobs, row_entropy, token_losses
+from .losses import LossSpec, TokenStats, entry_coefficients, row_entropy, sampling_logprobs, token_losses
 from .packer import MicroBatch, loss_entries, pack
 
 
@@ -50,7 +50,8 @@ def logits_at_rows(
     cos, sin = core.rotary(pos, x.dtype)
     for layer in core.layers:
         x = layer(x, cos, sin, mask, None)
-    return model.lm_head(core.norm(x[0, rows]))
+    head: torch.nn.Module = getattr(model, "lm_head")  # noqa: B009 (typed: Module attributes are Tensor | Module)
+    return head(core.norm(x[0, rows]))
 
 
 def packed_forward_backward(
@@ -76,8 +77,7 @@ def packed_forward_backward(
     batches = pack(forest, max_tokens, pad_multiple=128 if backend == "flex" else 1, entries=entries)
 
     loss_dtype = param.dtype if param.dtype == torch.float64 else torch.float32
-    totals = {"loss": 0.0, "clipped": 0.0, "kl": 0.0, "entropy": 0.0, "logprob": 0.0}
-    mask_total = float(entries.mask.sum())
+    acc = _Totals()
     for mb in batches:
         e = mb.entries
         ids = torch.as_tensor(mb.input_ids, device=device)[None]
@@ -88,40 +88,81 @@ def packed_forward_backward(
         uniq, inv = np.unique(e.row, return_inverse=True)  # rows shared by several branches: one logit row
         logits = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), t(uniq, torch.long)).to(loss_dtype)
         rows, targets = t(inv, torch.long), t(e.target, torch.long)
-        logp, lse = gather_logprobs(logits, rows, targets)
-        entropy = row_entropy(logits, lse)[rows] if loss_spec.entropy_coef != 0.0 else None
-        ell, stats = token_losses(loss_spec, logp, t(e.old_logprob), t(adv_all[e.branch]), t(e.ref_logprob), entropy)
+        logp, z, lse = sampling_logprobs(logits, rows, targets, loss_spec.temperature, loss_spec.top_p)
+        entropy = row_entropy(z, lse)[rows] if loss_spec.entropy_coef != 0.0 else None
+        prox = t(e.prox_logprob) if loss_spec.decoupled else None
+        ell, stats = token_losses(
+            loss_spec, logp, t(e.old_logprob), t(adv_all[e.branch]), t(e.ref_logprob), entropy, prox
+        )
         loss = (t(coef_all[e.index]) * ell).sum()
         if backward:
             loss.backward()
-        with torch.no_grad():
-            m = t(e.mask)
-            totals["loss"] += float(loss)
-            totals["clipped"] += float((m * stats.clipped).sum())
-            totals["logprob"] += float((m * logp).sum())
-            if stats.kl is not None:
-                totals["kl"] += float((m * stats.kl).sum())
-            if stats.entropy is not None:
-                totals["entropy"] += float((m * stats.entropy).sum())
-    denom = mask_total if mask_total > 0 else 1.0
+        acc.add(float(loss.detach()), t(e.mask), logp.detach(), stats)
     metrics = {
-        "loss": totals["loss"],
         "loss_tokens": float(len(entries)),
         "total_tokens": float(forest.total_tokens),
         "unique_tokens": float(forest.unique_tokens),
         "packed_tokens": float(sum(len(mb) for mb in batches)),  # unique + recomputed root paths (+ padding)
         "micro_batches": float(len(batches)),
-        "clip_frac": totals["clipped"] / denom,
-        "mean_logprob": totals["logprob"] / denom,
+        **acc.metrics(float(entries.mask.sum()), loss_spec),
     }
-    if loss_spec.kl_coef != 0.0:
-        metrics["kl"] = totals["kl"] / denom
-    if loss_spec.entropy_coef != 0.0:
-        metrics["entropy"] = totals["entropy"] / denom
     versions = np.concatenate([br.versions for br in forest.branches])
     metrics["policy_version_min"] = float(versions.min())
     metrics["policy_version_max"] = float(versions.max())
     return metrics
+
+
+class _Totals:
+    """Mask-weighted sums over the trained tokens of a batch, turned into the step's objective metrics."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.sums: dict[str, float] = {}
+        self.ratio_max = 0.0
+        self.weight_max = 0.0
+
+    def _sum(self, key: str, m: torch.Tensor, v: torch.Tensor) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + float((m * v).sum())
+
+    @torch.no_grad()
+    def add(self, loss: float, m: torch.Tensor, logp: torch.Tensor, stats: TokenStats) -> None:
+        self.loss += loss
+        self._sum("clip_low", m, stats.clipped_low)
+        self._sum("clip_high", m, stats.clipped_high)
+        self._sum("logprob", m, logp)
+        self._sum("ratio", m, stats.ratio)
+        trained = m > 0
+        if bool(trained.any()):
+            self.ratio_max = max(self.ratio_max, float(stats.ratio[trained].max()))
+        if stats.behav_weight is not None:
+            self._sum("behav_weight", m, stats.behav_weight)
+            if bool(trained.any()):
+                self.weight_max = max(self.weight_max, float(stats.behav_weight[trained].max()))
+        if stats.kl is not None:
+            self._sum("kl", m, stats.kl)
+        if stats.entropy is not None:
+            self._sum("entropy", m, stats.entropy)
+
+    def metrics(self, mask_total: float, spec: LossSpec) -> dict[str, float]:
+        d = mask_total if mask_total > 0 else 1.0
+        mean = lambda k: self.sums.get(k, 0.0) / d  # noqa: E731
+        out = {
+            "loss": self.loss,
+            "clip_frac": mean("clip_low") + mean("clip_high"),  # verl: actor/pg_clipfrac
+            "clip_frac_low": mean("clip_low"),
+            "clip_frac_high": mean("clip_high"),
+            "ratio_mean": mean("ratio"),  # π_θ/μ on the trained tokens, before this step's update
+            "ratio_max": self.ratio_max,
+            "mean_logprob": mean("logprob"),
+        }
+        if spec.decoupled and spec.kind == "ppo":
+            out["behav_weight_mean"] = mean("behav_weight")
+            out["behav_weight_max"] = self.weight_max
+        if spec.kl_coef != 0.0:
+            out["kl"] = mean("kl")
+        if spec.entropy_coef != 0.0:
+            out["entropy"] = mean("entropy")
+        return out
 
 
 def flat_forward_backward(
@@ -162,9 +203,12 @@ def packed_logprobs(
     *,
     share_prefixes: bool = True,
     attention: str = "auto",
+    temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> list[torch.Tensor]:
     """Per-branch log-probs of tokens 1..n-1 under `model`, one forward per unique token (e.g. reference or
-    behaviour log-probs for RL). Returns one 1-D tensor per trajectory (length len(tokens) - 1)."""
+    proximal log-probs for RL), under the sampler's distribution (temperature, top-p: see losses.py).
+    Returns one 1-D tensor per trajectory (length len(tokens) - 1)."""
     everything = [Trajectory(t.tokens) for t in trajectories]  # loss on every position → an entry for each
     param = next(model.parameters())
     device = param.device
@@ -181,6 +225,6 @@ def packed_logprobs(
         logits = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), rows_u).to(out.dtype)
         rows = torch.as_tensor(inv, device=device)
         targets = torch.as_tensor(e.target, device=device)
-        out[torch.as_tensor(e.index, device=device)] = gather_logprobs(logits, rows, targets)[0]
+        out[torch.as_tensor(e.index, device=device)] = sampling_logprobs(logits, rows, targets, temperature, top_p)[0]
     lengths = [len(ix) - 1 for ix in forest.branch_index]
     return list(out.split(lengths))
