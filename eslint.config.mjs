@@ -17,6 +17,31 @@ export default tseslint.config(
     },
   },
   {
+    // The library never loads activity code: workers are built in workers/ (workers/build.ts), so what a CLI
+    // command or client imports from src/ cannot pull an activity (and its side effects) in.
+    files: ['src/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '(^|/)activities(/|$)',
+              message: 'src/ must not import activities/: build workers in workers/ (workers/build.ts)',
+            },
+          ],
+        },
+      ],
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.name='require'] > Literal[value=/(^|\\/)activities(\\/|$)/]",
+          message: 'src/ must not require activities/: build workers in workers/ (workers/build.ts)',
+        },
+      ],
+    },
+  },
+  {
     // Tests use jest's loose matchers (expect.any, objectContaining) which return `any`.
     files: ['test/**/*.ts'],
     rules: {

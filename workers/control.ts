@@ -1,7 +1,7 @@
-// The control worker: workflows and light activities, on the control task queue. Thin: see src/pipeline/workers.
+// The control worker: workflows and light activities, on the control task queue. Thin: see workers/build.ts.
 // Env: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TRAINFLOW_TASK_QUEUE (default trainflow). Stops on SIGTERM/SIGINT
 // after finishing in-flight tasks (Worker.run handles the signals).
-import { createControlWorker } from '../src/pipeline/workers';
+import { createControlWorker } from './build';
 import { connectWorker } from '../src/temporal/connection';
 
 async function main(): Promise<void> {

@@ -1,8 +1,8 @@
-// A launcher worker: the job activity for one pool, on that pool's task queue. Thin: see src/pipeline/workers.
+// A launcher worker: the job activity for one pool, on that pool's task queue. Thin: see workers/build.ts.
 // Env: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TRAINFLOW_TASK_QUEUE (the pool's queue, default
 // trainflow-pool-default), TRAINFLOW_JOB_COMMAND (JSON argv replacing the trainer command, for tests).
 // On SIGTERM it stops taking work; jobs it watches keep running and the next attempt re-attaches to them.
-import { createLauncherWorker, jobCommandFromEnv } from '../src/pipeline/workers';
+import { createLauncherWorker, jobCommandFromEnv } from './build';
 import { connectWorker } from '../src/temporal/connection';
 
 async function main(): Promise<void> {

@@ -7,6 +7,8 @@ import {
   PROTOCOL_VERSION,
   STATUS_LINE_PREFIX,
 } from './job';
+import { EPISODE_LINE_PREFIX, RL_LINE_PREFIX } from './driver';
+import { DATAPLANE_LINE_PREFIX, SERVE_LINE_PREFIX } from './ready';
 import { TRACKED_NAMES_LM, TRACKED_NAMES_ROLLOUT } from '../config/metrics';
 
 /** Strings, numbers and string maps (each is a valid Python literal as JSON). */
@@ -17,6 +19,10 @@ export const CONTRACT_CONSTANTS: Record<string, string | number | Record<string,
   EXIT_PREEMPTED,
   BAD_INPUT_PREFIX,
   STATUS_LINE_PREFIX,
+  RL_LINE_PREFIX,
+  EPISODE_LINE_PREFIX,
+  SERVE_LINE_PREFIX,
+  DATAPLANE_LINE_PREFIX,
   TRACKED_NAMES_LM,
   TRACKED_NAMES_ROLLOUT,
 };

@@ -1,4 +1,5 @@
 import { StringDecoder } from 'node:string_decoder';
+import type { ChoiceTokens, ResponseTokens } from '../contract/tokens';
 
 // Turning an inference server's OpenAI-style response (whole or streamed) into per-choice token records.
 //
@@ -30,10 +31,11 @@ interface LogprobEntry {
   logprob?: number;
 }
 
-interface RawChoice {
+// The token fields are the contract's (src/contract/tokens.ts: what the inference server sends); the rest is
+// OpenAI's shape. Typed, not validated here: this runs on every response and every streamed chunk, and the
+// server's side is built from the same schema (its generated models) and checked in the tests.
+interface RawChoice extends ChoiceTokens {
   index?: number;
-  token_ids?: number[];
-  policy_versions?: number[];
   finish_reason?: string | null;
   text?: string;
   message?: Record<string, unknown>;
@@ -41,9 +43,8 @@ interface RawChoice {
   logprobs?: { content?: LogprobEntry[] | null; tokens?: string[]; token_logprobs?: number[] } | null;
 }
 
-interface RawResponse {
+interface RawResponse extends ResponseTokens {
   choices?: RawChoice[];
-  prompt_token_ids?: number[];
 }
 
 function idFromToken(t: string | undefined): number {

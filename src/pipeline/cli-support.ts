@@ -3,6 +3,7 @@
 import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { statusQuery, type trainingPipeline } from '../../workflows';
 import { loadConfigFile } from '../config/load';
 import type { PipelineConfig } from '../config/schema';
 import { connectClient, temporalAddress, workflowUiUrl } from '../temporal/connection';
@@ -38,15 +39,15 @@ export function uiUrl(client: Client, id: string, address = temporalAddress()): 
 
 /** The status query, or — for a closed run no worker answers for — its result when it completed. */
 export async function readStatus(client: Client, id: string): Promise<PipelineStatus | undefined> {
-  const handle = client.workflow.getHandle(id);
+  const handle = client.workflow.getHandle<typeof trainingPipeline>(id);
   try {
     return await Promise.race([
-      handle.query<PipelineStatus>('status'),
+      handle.query(statusQuery),
       sleep(5000).then(() => Promise.reject(new Error('query timed out'))),
     ]);
   } catch {
     const d = await handle.describe();
-    if (d.status.name === 'COMPLETED') return (await handle.result()) as PipelineStatus;
+    if (d.status.name === 'COMPLETED') return await handle.result();
     return undefined;
   }
 }

@@ -1,7 +1,9 @@
-// Driving pipelines from the client side (CLI, tests, benches): start, resume, status. The workflow functions
-// are referenced by name so this module does not load workflow code.
+// Driving pipelines from the client side (CLI, tests, benches): start, resume, status. Workflows are started
+// and queried through their definitions (typed arguments and results); the client only takes their names and
+// types from them and never runs workflow code.
 import { type Client, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
+import { statusQuery, trainingPipeline, type PipelineInput } from '../../workflows';
 import type { PipelineConfig } from '../config/schema';
 import { parseConfig } from '../config/load';
 import { UserError } from '../errors';
@@ -9,14 +11,6 @@ import { ManifestStore } from '../storage/manifest';
 import { ObjectStore } from '../storage/s3';
 import { completedStageChanges, formatStageChanges } from './identity';
 import type { PipelineStatus } from './status';
-
-export const PIPELINE_WORKFLOW = 'trainingPipeline';
-
-export interface PipelineInputShape {
-  config?: PipelineConfig;
-  source?: { yaml: string; file: string };
-  resume?: { fromStage?: string; force?: boolean } | null;
-}
 
 /** `demo-20261129-0512`: the pipeline name and the UTC start minute (plus seconds when asked to be unique). */
 export function newPipelineId(name: string, now = new Date()): string {
@@ -36,13 +30,13 @@ export async function startPipeline(
   client: Client,
   config: PipelineConfig,
   options: { id?: string } = {},
-): Promise<WorkflowHandle> {
+): Promise<WorkflowHandle<typeof trainingPipeline>> {
   const id = options.id ?? newPipelineId(config.metadata.name);
   try {
-    return await client.workflow.start(PIPELINE_WORKFLOW, {
+    return await client.workflow.start(trainingPipeline, {
       workflowId: id,
       taskQueue: config.temporal.task_queue,
-      args: [{ config } satisfies PipelineInputShape],
+      args: [{ config }],
       memo: { pipeline: config.metadata.name },
     });
   } catch (err) {
@@ -56,7 +50,7 @@ export async function startPipeline(
 }
 
 /** The input the latest run of a pipeline was started with (from its history's first event). */
-export async function previousInput(client: Client, id: string): Promise<PipelineInputShape> {
+export async function previousInput(client: Client, id: string): Promise<PipelineInput> {
   const handle = client.workflow.getHandle(id);
   let history;
   try {
@@ -66,10 +60,10 @@ export async function previousInput(client: Client, id: string): Promise<Pipelin
   }
   const payload = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
   if (!payload) throw new UserError(`pipeline ${id} has no recorded input`);
-  return defaultPayloadConverter.fromPayload<PipelineInputShape>(payload);
+  return defaultPayloadConverter.fromPayload<PipelineInput>(payload);
 }
 
-export function resolveInputConfig(input: PipelineInputShape): PipelineConfig {
+export function resolveInputConfig(input: PipelineInput): PipelineConfig {
   if (input.config) return input.config;
   if (input.source) return parseConfig(input.source.yaml, input.source.file);
   throw new UserError('the previous run has neither a config nor a config source');
@@ -84,7 +78,7 @@ export async function resumePipeline(
   client: Client,
   id: string,
   options: { config?: PipelineConfig; from?: string; force?: boolean } = {},
-): Promise<WorkflowHandle> {
+): Promise<WorkflowHandle<typeof trainingPipeline>> {
   const handle = client.workflow.getHandle(id);
   const description = await handle.describe().catch(() => undefined);
   if (description?.status.name === 'RUNNING') {
@@ -115,16 +109,14 @@ export async function resumePipeline(
         'rerun from the first changed stage with --from STAGE, or keep their recorded outputs with --force',
     );
   }
-  return client.workflow.start(PIPELINE_WORKFLOW, {
+  return client.workflow.start(trainingPipeline, {
     workflowId: id,
     taskQueue: config.temporal.task_queue,
-    args: [
-      { config, resume: { fromStage: options.from, force: options.force } } satisfies PipelineInputShape,
-    ],
+    args: [{ config, resume: { fromStage: options.from, force: options.force } }],
     memo: { pipeline: config.metadata.name },
   });
 }
 
 export async function queryStatus(client: Client, id: string): Promise<PipelineStatus> {
-  return client.workflow.getHandle(id).query<PipelineStatus>('status');
+  return client.workflow.getHandle(id).query(statusQuery);
 }

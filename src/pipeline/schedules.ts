@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfigFile } from '../config/load';
 import { UserError } from '../errors';
-import { PIPELINE_WORKFLOW, type PipelineInputShape } from './client';
+import { trainingPipeline, type PipelineInput } from '../../workflows';
 
 export const OVERLAP_POLICIES = {
   skip: ScheduleOverlapPolicy.SKIP,
@@ -41,14 +41,14 @@ export async function createSchedule(client: Client, options: CreateScheduleOpti
   if (!(overlap in OVERLAP_POLICIES)) {
     throw new UserError(`--overlap ${overlap}: expected one of ${Object.keys(OVERLAP_POLICIES).join(' | ')}`);
   }
-  const input: PipelineInputShape = { source: { yaml: readFileSync(file, 'utf8'), file } };
+  const input: PipelineInput = { source: { yaml: readFileSync(file, 'utf8'), file } };
   try {
     await client.schedule.create({
       scheduleId: options.name,
       spec: { cronExpressions: [cron], timezone: options.timezone ?? config.schedule?.timezone },
       action: {
         type: 'startWorkflow',
-        workflowType: PIPELINE_WORKFLOW,
+        workflowType: trainingPipeline,
         workflowId: options.name,
         taskQueue: config.temporal.task_queue,
         args: [input],

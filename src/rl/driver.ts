@@ -1,6 +1,6 @@
 // The rollout side of an RL or RFT stage, run by the stage's Python job as a child process:
 //
-//   node -e "require('tsx/cjs'); require('./src/rl/driver.ts').main()" DRIVER.json
+//   node bin/trainflow.js rl-driver DRIVER.json      (src/cli/commands/rl-driver.ts)
 //
 // It holds the data plane in one process: the token-recording proxy in front of the inference server(s),
 // the trajectory ledger, the difficulty-aware sampler (src/sampling) and the rollout manager
@@ -14,84 +14,40 @@
 //
 // mode "collect" (RFT): run `groups` groups once, no training, then print one `collected` line with them.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import path from 'node:path';
+import { z } from 'zod';
 import {
-  Ledger,
-  listSegments,
-  restoreFromS3,
-  shippedThrough,
-  type LedgerShipping,
-} from '../dataplane/ledger';
-import { TrajectoryProxy } from '../dataplane/proxy';
+  assembleDataPlane,
+  ledgerShipping as placementShipping,
+  prepareLedger as preparePlacement,
+  type LedgerOrigin,
+  type LedgerPlacement,
+} from '../dataplane/assemble';
+import type { Ledger, LedgerShipping } from '../dataplane/ledger';
+import type { TrajectoryProxy } from '../dataplane/proxy';
 import { RolloutManager, type Batch, type GroupRecord, type Task } from '../dataplane/rollout';
 import type { Trajectory } from '../dataplane/sessions';
-import { createSampler, StatsStore, StatsTable, TaskDrawer, type SamplingConfig } from '../sampling';
-import { parseS3Uri, s3Client } from '../storage/s3';
+import { createSampler, StatsStore, StatsTable, TaskDrawer } from '../sampling';
+import {
+  driverSpecSchema,
+  EPISODE_LINE_PREFIX,
+  episodeSchema,
+  RL_LINE_PREFIX,
+  trainerMessageSchema,
+  type AgentRequest,
+  type DriverMessage,
+  type DriverSpec,
+  type Episode,
+  type TrainerMessage,
+} from '../contract/driver';
 
-export interface DriverSpec {
-  mode: 'rl' | 'collect';
-  upstreams: string[];
-  upstream_admin_token?: string;
-  ledger_dir: string;
-  /**
-   * s3://bucket/prefix the ledger ships to (segments, and the open segment's tail every few seconds and at
-   * shutdown), under one sub-folder per ledger folder: PREFIX/<ledger generation>/segments/. A ledger the
-   * stage starts afresh (a new machine) gets a new generation, so it never overwrites an earlier one's copy.
-   */
-  ledger_uri?: string | null;
-  /**
-   * The generation the trainer's checkpoint cursor refers to (its checkpoint records it). When the ledger
-   * folder is empty (a retry on a new machine) and `cursor` >= 0, the ledger is restored from
-   * PREFIX/<ledger_generation>/segments/ and continues in that generation (see prepareLedger).
-   */
-  ledger_generation?: string | null;
-  /** rl mode: drop agent sessions idle this long (stage rollout.session_idle_timeout; default sessionIdleMs) */
-  session_idle_timeout_s?: number | null;
-  tasks_file: string;
-  group_size: number;
-  batch_groups: number;
-  concurrency: number;
-  max_staleness: number;
-  initial_version: number;
-  cursor: number;
-  steps: number;
-  groups: number;
-  sampling: Partial<SamplingConfig>;
-  stats_uri: string;
-  /** statistics restored from the trainer's checkpoint: they win over stats_uri */
-  stats_file?: string;
-  seed: number;
-  storage?: { endpoint?: string; region?: string; force_path_style?: boolean };
-  agent: {
-    python: string;
-    cwd: string;
-    workers: number;
-    max_turns: number;
-    max_tokens: number;
-    temperature: number;
-    top_p: number;
-    timeout_s: number;
-  };
-}
-
-interface Episode {
-  id: string;
-  reward?: number;
-  passed?: boolean;
-  turns?: number;
-  tool_calls?: number;
-  parallel_calls?: number;
-  stop?: string;
-  error?: string | null;
-}
+export type { DriverSpec } from '../contract/driver';
 
 /** One protocol line to the parent; resolves once written (a large line must not be cut by process.exit). */
-function emit(obj: unknown): Promise<void> {
+function emit(msg: DriverMessage): Promise<void> {
   return new Promise((resolve) =>
-    process.stdout.write(`TRAINFLOW_RL ${JSON.stringify(obj)}\n`, () => resolve()),
+    process.stdout.write(`${RL_LINE_PREFIX}${JSON.stringify(msg)}\n`, () => resolve()),
   );
 }
 
@@ -128,8 +84,9 @@ class AgentPool {
         if (!this.closing) fatal(`agent worker ${i} exited (code ${code}, signal ${signal})`);
       });
       readline.createInterface({ input: w.stdout }).on('line', (line) => {
-        if (!line.startsWith('TRAINFLOW_EPISODE ')) return;
-        const ep = JSON.parse(line.slice('TRAINFLOW_EPISODE '.length)) as Episode;
+        if (!line.startsWith(EPISODE_LINE_PREFIX)) return;
+        const ep = parseLine(episodeSchema, line.slice(EPISODE_LINE_PREFIX.length), `agent worker ${i}`);
+        if (ep.id === null) fatal(`agent worker ${i} could not read a request: ${ep.error}`);
         const done = this.waiting.get(ep.id);
         this.waiting.delete(ep.id);
         done?.(ep);
@@ -145,7 +102,8 @@ class AgentPool {
     const w = this.workers[this.seq % this.workers.length];
     return new Promise((resolve) => {
       this.waiting.set(id, resolve);
-      w.stdin!.write(`${JSON.stringify({ id, base_url: baseUrl, api_key: apiKey, task })}\n`);
+      const request: AgentRequest = { id, base_url: baseUrl, api_key: apiKey, task };
+      w.stdin!.write(`${JSON.stringify(request)}\n`);
     });
   }
 
@@ -164,6 +122,19 @@ function fatal(msg: string): never {
   process.stderr.write(`trainflow rl driver: ${msg}\n`);
   cleanup?.();
   process.exit(1);
+}
+
+/** One message of the protocol (src/contract/driver.ts), or a fatal error naming who sent what. */
+function parseLine<T>(schema: z.ZodType<T>, text: string, from: string): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    fatal(`${from}: not JSON (${(err as Error).message}): ${text.slice(0, 200)}`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) fatal(`${from}: ${z.prettifyError(parsed.error).replaceAll('\n', '; ')}`);
+  return parsed.data;
 }
 
 /** Per-step rollout metrics: every episode finished since the last batch (filtered groups included). */
@@ -203,10 +174,8 @@ class EpisodeStats {
   }
 }
 
-export async function main(argv = process.argv.slice(1)): Promise<void> {
-  const specFile = argv.find((a) => a.endsWith('.json'));
-  if (!specFile) fatal('usage: driver.ts DRIVER.json');
-  const spec = JSON.parse(fs.readFileSync(specFile, 'utf8')) as DriverSpec;
+export async function main(specFile: string): Promise<void> {
+  const spec = parseLine(driverSpecSchema, fs.readFileSync(specFile, 'utf8'), specFile);
   const tasks = fs
     .readFileSync(spec.tasks_file, 'utf8')
     .split('\n')
@@ -249,20 +218,21 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
 
   const adminToken = `tfa_${process.pid}_${Date.now()}`;
   const idleMs = sessionIdleMs(spec);
-  const origin = await prepareLedger(spec);
-  process.stderr.write(`trainflow rl driver: ledger ${origin.from}: ${origin.note}\n`);
-  const ledger = new Ledger(spec.ledger_dir, { ship: ledgerShipping(spec) });
-  const proxy = new TrajectoryProxy({
-    upstreams: spec.upstreams,
-    adminToken,
-    upstreamAdminToken: spec.upstream_admin_token,
-    drift: 'fix',
-    sessionIdleMs: idleMs,
-    onTrajectory: (t) => {
-      ledger.append(t.trajectory_id, { kind: 'trajectory', ...t });
-      return Promise.resolve();
+  const placement = ledgerPlacement(spec);
+  if (spec.ledger_uri && !placement.s3Uri)
+    process.stderr.write(`trainflow rl driver: ledger_uri ${spec.ledger_uri} is not s3://: not shipped\n`);
+  const { proxy, ledger, origin } = await assembleDataPlane(
+    {
+      upstreams: spec.upstreams,
+      adminToken,
+      upstreamAdminToken: spec.upstream_admin_token,
+      drift: 'fix',
+      sessionIdleMs: idleMs,
+      offerTrajectories: false,
     },
-  });
+    placement,
+  );
+  process.stderr.write(`trainflow rl driver: ledger ${origin.from}: ${origin.note}\n`);
   const port = await proxy.listen(0, '127.0.0.1');
   const proxyUrl = `http://127.0.0.1:${port}`;
   const perWorker = Math.max(1, Math.ceil(spec.concurrency / spec.agent.workers));
@@ -284,7 +254,7 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
     ledger_size: ledger.size,
     ledger_from: origin.from,
     ledger_note: origin.note,
-    cursor: origin.cursor,
+    cursor: origin.cursor ?? -1,
   });
 
   const agent = async (endpoint: { baseUrl: string; apiKey: string }, task: Task): Promise<number> => {
@@ -294,10 +264,10 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   };
 
   // The parent's answers, one JSON line each.
-  const replies: ((msg: { type: string; checkpoint?: string; version?: number }) => void)[] = [];
+  const replies: ((msg: Extract<TrainerMessage, { type: 'trained' }>) => void)[] = [];
   readline.createInterface({ input: process.stdin }).on('line', (line) => {
     if (!line.trim()) return;
-    const msg = JSON.parse(line) as { type: string };
+    const msg = parseLine(trainerMessageSchema, line, 'the trainer');
     if (msg.type === 'stop') return stop();
     replies.shift()?.(msg);
   });
@@ -320,11 +290,11 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
       concurrency: spec.concurrency,
       maxStaleness: spec.max_staleness,
       initialVersion: spec.initial_version,
-      cursor: origin.cursor,
+      cursor: origin.cursor ?? -1,
       trainer: {
         train: async (batch: Batch) => {
           await store.save(spec.stats_uri, table);
-          const answer = new Promise<{ checkpoint?: string; version?: number }>((r) => replies.push(r));
+          const answer = new Promise<{ checkpoint: string; version: number }>((r) => replies.push(r));
           void emit({
             type: 'batch',
             groups: batch.groups,
@@ -336,8 +306,6 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
             metrics: stats.take(),
           });
           const a = await answer;
-          if (typeof a.checkpoint !== 'string' || typeof a.version !== 'number')
-            fatal(`expected {"type":"trained","checkpoint":...,"version":...}, got ${JSON.stringify(a)}`);
           return { checkpoint: a.checkpoint, version: a.version };
         },
       },
@@ -350,26 +318,6 @@ export async function main(argv = process.argv.slice(1)): Promise<void> {
   await ledger.shutdown();
   await proxy.close();
   process.exit(0);
-}
-
-/** Where the ledger ships (see DriverSpec.ledger_uri); undefined when the stage gave no S3 location. */
-export function ledgerShipping(spec: DriverSpec): LedgerShipping | undefined {
-  if (!spec.ledger_uri) return undefined;
-  if (!spec.ledger_uri.startsWith('s3://')) {
-    process.stderr.write(`trainflow rl driver: ledger_uri ${spec.ledger_uri} is not s3://: not shipped\n`);
-    return undefined;
-  }
-  const loc = parseS3Uri(spec.ledger_uri);
-  const endpoint = spec.storage?.endpoint ?? process.env.TRAINFLOW_S3_ENDPOINT;
-  return {
-    client: s3Client({
-      endpoint,
-      region: spec.storage?.region,
-      force_path_style: spec.storage?.force_path_style ?? Boolean(endpoint),
-    }),
-    bucket: loc.bucket,
-    prefix: `${loc.key}/${ledgerGeneration(spec.ledger_dir)}`,
-  };
 }
 
 /**
@@ -386,67 +334,29 @@ export function sessionIdleMs(spec: DriverSpec): number {
   return s * 1000;
 }
 
-export interface LedgerOrigin {
-  /** local: the folder's own ledger; s3: restored from the checkpoint's generation; new: a fresh ledger */
-  from: 'local' | 's3' | 'new';
-  /** the cursor to read after (-1 for a new ledger: what the checkpoint trained stays trained) */
-  cursor: number;
-  note: string;
-}
-
 /**
- * Makes the ledger folder the one the trainer's cursor refers to. A folder that holds segments is used as it
- * is (the parent checked that it reaches the cursor). An empty folder with a cursor >= 0 is a retry on a new
- * machine: the checkpoint's generation is restored from S3, and the trainer's cursor applies to it, since a
- * record is offered (and so acknowledged) only once it is in S3: what comes after the cursor was produced by
- * the lost machine and is trained once, what is at or before it never again. When S3 holds nothing that
- * reaches the cursor (no generation recorded, no shipping, an unreadable or short copy), the ledger starts
- * anew under a new generation with cursor -1, as before shipping existed.
+ * The driver's ledger (see src/dataplane/assemble.ts): generations under `ledger_uri` (a non-s3 URI is not
+ * shipped), restored from the checkpoint's `ledger_generation`, for the trainer's `cursor`.
  */
-export async function prepareLedger(spec: DriverSpec): Promise<LedgerOrigin> {
-  const dir = spec.ledger_dir;
-  if (listSegments(dir).length > 0)
-    return { from: 'local', cursor: spec.cursor, note: `${dir} (cursor ${spec.cursor})` };
-  if (spec.cursor < 0) return { from: 'new', cursor: -1, note: `${dir} is empty and nothing was consumed` };
-  const fresh = (why: string): LedgerOrigin => {
-    fs.rmSync(dir, { recursive: true, force: true }); // a new generation, never overwriting the old copy
-    return {
-      from: 'new',
-      cursor: -1,
-      note: `${why}: a new ledger (the checkpoint's cursor ${spec.cursor} is void)`,
-    };
+export function ledgerPlacement(spec: DriverSpec): LedgerPlacement {
+  return {
+    dir: spec.ledger_dir,
+    s3Uri: spec.ledger_uri?.startsWith('s3://') ? spec.ledger_uri : null,
+    storage: spec.storage,
+    generations: true,
+    generation: spec.ledger_generation,
+    cursor: spec.cursor,
   };
-  if (!spec.ledger_uri?.startsWith('s3://') || !spec.ledger_generation)
-    return fresh(`${dir} is empty and the checkpoint names no ledger shipped to S3`);
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'generation'), `${spec.ledger_generation}\n`);
-  const ship = ledgerShipping(spec)!;
-  const where = `s3://${ship.bucket}/${ship.prefix}`;
-  try {
-    const segments = await restoreFromS3(dir, ship);
-    const through = segments > 0 ? shippedThrough(dir) : -1;
-    if (through < spec.cursor)
-      return fresh(`${where} holds records up to seq ${through}, short of the checkpoint's cursor`);
-    return {
-      from: 's3',
-      cursor: spec.cursor,
-      note: `${segments} segment(s) from ${where}, seqs 0..${through}; reading after cursor ${spec.cursor}`,
-    };
-  } catch (err) {
-    return fresh(`${where} could not be restored (${(err as Error).message})`);
-  } finally {
-    ship.client.destroy();
-  }
 }
 
-/** The ledger folder's generation: made when the folder is new, kept with it (DIR/generation). */
-function ledgerGeneration(dir: string): string {
-  const file = path.join(dir, 'generation');
-  if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
-  fs.mkdirSync(dir, { recursive: true });
-  const gen = `g-${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
-  fs.writeFileSync(file, `${gen}\n`);
-  return gen;
+/** Where the ledger ships (see DriverSpec.ledger_uri); undefined when the stage gave no S3 location. */
+export function ledgerShipping(spec: DriverSpec): LedgerShipping | undefined {
+  return placementShipping(ledgerPlacement(spec));
+}
+
+/** Makes the ledger folder the one the trainer's cursor refers to (the rule in src/dataplane/assemble.ts). */
+export function prepareLedger(spec: DriverSpec): Promise<LedgerOrigin> {
+  return preparePlacement(ledgerPlacement(spec));
 }
 
 /** RFT: run `spec.groups` groups (tasks drawn by the sampler) with bounded concurrency; no training. */

@@ -115,7 +115,7 @@ async function runningJob(name: string, statusUri: string, minStep: number): Pro
 
 test('a stage runs through Slurm end to end (sbatch with gres, srun, exit code, checkpoint)', async () => {
   const p = await slurmPipeline({ name: 'train', steps: 6, every: 3 });
-  const status = (await p.handle.result()) as PipelineStatus;
+  const status = await p.handle.result();
   expect(status.state).toBe('completed');
   expect(status.stages[0].outputCheckpoint).toMatch(/step-000006$/);
   const log = p.log();
@@ -149,7 +149,7 @@ test('scancel from outside is seen as a failure, retried, and the retry resumes 
   const p = await slurmPipeline({ name: 'scancelled', steps: 40, every: 5, stepMs: 100 });
   const first = await runningJob(p.name, p.statusUri, 7);
   execFileSync('scancel', [first], { env: slurmEnv() });
-  const status = (await p.handle.result()) as PipelineStatus;
+  const status = await p.handle.result();
   expect(status.state).toBe('completed');
   expect(status.stages[0].attempt).toBe(2);
   expect(slurmJob(first).JobState).toBe('CANCELLED');
@@ -187,7 +187,7 @@ test('a job killed at its time limit is classified as a timeout and the pipeline
   );
   const first = await runningJob(p.name, p.statusUri, 1);
   expect(slurmJob(first).TimeLimit).toBe('00:01:00');
-  const status = (await p.handle.result()) as PipelineStatus;
+  const status = await p.handle.result();
   expect(status.state).toBe('completed');
   expect(status.stages[0].attempt).toBe(2);
   expect(slurmJob(first).JobState).toBe('TIMEOUT');

@@ -63,7 +63,7 @@ test('kill -9 of the job mid-stage: the activity retries and the job resumes fro
   });
   process.kill(running.pid, 'SIGKILL');
 
-  const status = (await handle.result()) as PipelineStatus;
+  const status = await handle.result();
   expect(status.state).toBe('completed');
   expect(status.stages[0].attempt).toBe(2);
   const steps = executedSteps(dataDir, jobName(id, 'long'));
@@ -175,7 +175,7 @@ test('bad input fails the pipeline at once; resume after the fix launches no job
     ],
   });
   const resumed = await resumePipeline(client, id, { config: fixed });
-  const status = (await resumed.result()) as PipelineStatus;
+  const status = await resumed.result();
   expect(status.state).toBe('completed');
   expect(status.stages.map((s) => s.state)).toEqual(['skipped', 'completed', 'completed']);
   expect(launches(jobName(id, 'first'))).toBe(1); // the completed stage launched no job on resume

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pipelineConfigSchema, type PipelineConfig } from '../../src/config/schema';
 import { repoRoot } from '../../src/pipeline/paths';
-import { createControlWorker, createLauncherWorker } from '../../src/pipeline/workers';
+import { createControlWorker, createLauncherWorker } from '../../workers/build';
 import type { JobActivityOptions } from '../../activities/job';
 
 export const TEMPORAL_ADDRESS = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';

@@ -7,7 +7,7 @@ import { DeterminismViolationError } from '@temporalio/workflow';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from '../../src/pipeline/paths';
-import { workflowBundle } from '../../src/pipeline/workers';
+import { workflowBundle } from '../../workers/build';
 import './helpers'; // quiet SDK logger
 
 const dir = path.join(repoRoot, 'test', 'histories');

@@ -37,9 +37,7 @@ test('a schedule triggered by hand runs the pipeline with the scheduled time in 
   const workers = await startWorkers(base);
   const scheduleName = uniqueId('nightly');
   try {
-    const baseRun = (await (
-      await startPipeline(client, base, { id: uniqueId('base') })
-    ).result()) as PipelineStatus;
+    const baseRun = await (await startPipeline(client, base, { id: uniqueId('base') })).result();
 
     const file = path.join(dataDir, 'retrain.yaml');
     writeFileSync(

@@ -35,7 +35,7 @@ test('the Temporal dev server stopped and restarted mid-run: the pipeline comple
     let status: PipelineStatus | undefined;
     for (let i = 0; i < 60 && !status; i++) {
       try {
-        status = (await handle.result()) as PipelineStatus;
+        status = await handle.result();
       } catch (err) {
         if (err instanceof WorkflowFailedError) throw err;
         await sleep(1000); // the client's long poll broke with the server: ask again

@@ -9,7 +9,7 @@ import { jobName } from '../../src/launchers/types';
 import { startPipeline } from '../../src/pipeline/client';
 import { repoRoot } from '../../src/pipeline/paths';
 import type { PipelineStatus } from '../../src/pipeline/status';
-import { createControlWorker } from '../../src/pipeline/workers';
+import { createControlWorker } from '../../workers/build';
 import {
   connectTestClient,
   executedSteps,
@@ -82,7 +82,7 @@ test('kill -9 of the launcher worker mid-stage: another worker takes the stage o
 
     replacement = await startLauncherWorker(connection, config);
     replacementRun = replacement.run();
-    const status = (await handle.result()) as PipelineStatus;
+    const status = await handle.result();
     expect(status.state).toBe('completed');
     expect(status.stages[0].attempt).toBe(2); // the second attempt, on the replacement worker
     const log = readFileSync(path.join(dataDir, 'jobs', jobName(id, 'long'), 'job.log'), 'utf8');

@@ -2,9 +2,9 @@
 import type { Command } from 'commander';
 import { UserError } from '../../errors';
 import { parseDuration } from '../../config/units';
-import { Ledger, listSegments, readLedger, restoreFromS3, type LedgerShipping } from '../../dataplane/ledger';
-import { TrajectoryProxy } from '../../dataplane/proxy';
-import { parseS3Uri, s3Client } from '../../storage/s3';
+import { DATAPLANE_LINE_PREFIX, type DataplaneReady } from '../../contract/ready';
+import { assembleDataPlane } from '../../dataplane/assemble';
+import { parseS3Uri } from '../../storage/s3';
 
 interface ServeOptions {
   upstream: string[];
@@ -87,55 +87,40 @@ export function register(program: Command): void {
         );
       const shipIntervalMs = durationFlag('--ship-interval', opts.shipInterval);
       const sessionIdleMs = durationFlag('--session-idle-timeout', opts.sessionIdleTimeout);
-      let ship: LedgerShipping | undefined;
-      if (opts.ledgerS3) {
-        if (!opts.ledgerDir)
-          throw new UserError(
-            'dataplane serve: --ledger-s3 needs --ledger-dir (the local segments it ships)',
-          );
-        const loc = parseS3Uri(opts.ledgerS3);
-        const endpoint = process.env.TRAINFLOW_S3_ENDPOINT;
-        ship = {
-          client: s3Client({ endpoint, force_path_style: Boolean(endpoint) }),
-          bucket: loc.bucket,
-          prefix: loc.key,
-        };
-      }
-      // A lost machine: the ledger's S3 copy is the ledger; an empty local folder starts from it.
-      if (ship && opts.ledgerDir && listSegments(opts.ledgerDir).length === 0) {
-        const n = await restoreFromS3(opts.ledgerDir, ship);
-        if (n > 0)
-          process.stderr.write(`dataplane serve: restored ${n} ledger segments from ${opts.ledgerS3}\n`);
-      }
-      const ledger = opts.ledgerDir
-        ? new Ledger(opts.ledgerDir, { segmentRecords, ship, shipIntervalMs })
-        : null;
-      const proxy = new TrajectoryProxy({
-        upstreams: opts.upstream,
-        adminToken,
-        upstreamAdminToken: opts.upstreamAdminToken ?? process.env.TRAINFLOW_SERVE_ADMIN_TOKEN,
-        drift: opts.drift,
-        sessionIdleMs,
-        onTrajectory: ledger
-          ? (t) => {
-              ledger.append(t.trajectory_id, { kind: 'trajectory', ...t });
-              return Promise.resolve();
+      if (opts.ledgerS3 && !opts.ledgerDir)
+        throw new UserError('dataplane serve: --ledger-s3 needs --ledger-dir (the local segments it ships)');
+      if (opts.ledgerS3) parseS3Uri(opts.ledgerS3); // a bad URI is one clear line before anything starts
+      // The ledger's one location is --ledger-s3 (no generations) and its consumers are not known here: an
+      // empty --ledger-dir (a lost machine) is restored from whatever the S3 copy holds.
+      const { proxy, ledger, origin } = await assembleDataPlane(
+        {
+          upstreams: opts.upstream,
+          adminToken,
+          upstreamAdminToken: opts.upstreamAdminToken ?? process.env.TRAINFLOW_SERVE_ADMIN_TOKEN,
+          drift: opts.drift,
+          sessionIdleMs,
+          offerTrajectories: true,
+        },
+        opts.ledgerDir
+          ? {
+              dir: opts.ledgerDir,
+              s3Uri: opts.ledgerS3,
+              generations: false,
+              cursor: null,
+              segmentRecords,
+              shipIntervalMs,
             }
-          : undefined,
-        // Only what is in S3 is offered (see ledger.ts): a consumer never acknowledges a record that a
-        // restore would not bring back.
-        readTrajectories: ledger
-          ? async (after, limit) => {
-              await ledger.syncShipped();
-              const upTo = Math.min(limit, ledger.shippedThrough - after);
-              return { entries: upTo > 0 ? readLedger(ledger.dir, after, upTo) : [], acked: ledger.acked() };
-            }
-          : undefined,
-      });
-      const bound = await proxy.listen(port, opts.host);
-      process.stdout.write(
-        `TRAINFLOW_DATAPLANE ${JSON.stringify({ host: opts.host, port: bound, upstreams: opts.upstream })}\n`,
+          : null,
       );
+      if (origin) process.stderr.write(`dataplane serve: ledger ${origin.from}: ${origin.note}\n`);
+      const bound = await proxy.listen(port, opts.host);
+      const ready: DataplaneReady = {
+        host: opts.host,
+        port: bound,
+        upstreams: opts.upstream,
+        ...(ledger && origin ? { ledger_size: ledger.size, ledger_from: origin.from } : {}),
+      };
+      process.stdout.write(`${DATAPLANE_LINE_PREFIX}${JSON.stringify(ready)}\n`);
       const stop = async (): Promise<void> => {
         await proxy.close();
         if (ledger) await ledger.shutdown(); // the open segment's tail goes to S3 before exiting

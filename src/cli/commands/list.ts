@@ -1,6 +1,6 @@
 // `trainflow list`: recent pipeline runs, newest first.
 import type { Command } from 'commander';
-import { PIPELINE_WORKFLOW } from '../../pipeline/client';
+import { trainingPipeline } from '../../../workflows';
 import { addConnectionFlags, clientFor, type ConnectionFlags } from '../../pipeline/cli-support';
 
 export function register(program: Command): void {
@@ -13,7 +13,7 @@ export function register(program: Command): void {
     const client = await clientFor(opts);
     const rows: string[][] = [['ID', 'PIPELINE', 'STATUS', 'STARTED']];
     const limit = Number(opts.limit);
-    for await (const wf of client.workflow.list({ query: `WorkflowType = '${PIPELINE_WORKFLOW}'` })) {
+    for await (const wf of client.workflow.list({ query: `WorkflowType = '${trainingPipeline.name}'` })) {
       rows.push([
         wf.workflowId,
         typeof wf.memo?.pipeline === 'string' ? wf.memo.pipeline : '',

@@ -24,7 +24,7 @@ export function register(program: Command): void {
       // Loaded on demand (the worker package and workflow bundler take seconds to load); require, not
       // import(): tsx resolves a dynamic import() of a .ts path as ESM, without extension lookup.
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const workersModule = require('../../pipeline/workers') as typeof import('../../pipeline/workers');
+      const workersModule = require('../../../workers/build') as typeof import('../../../workers/build');
       const { createControlWorker, createLauncherWorker, jobCommandFromEnv } = workersModule;
       const connection = await connectWorker(address);
       let worker;

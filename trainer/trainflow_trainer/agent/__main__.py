@@ -23,7 +23,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ..contract import TasksConfig
+from ..contract import EPISODE_LINE_PREFIX, Episode, TasksConfig
 from ..sandbox import Limits, Sandbox
 from ..tasks import Task, TaskFormatError, load_tasks
 from .client import ChatClient
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             d = ep.to_dict()
             if not args.messages:
                 d.pop("messages")
-            print("TRAINFLOW_EPISODE " + json.dumps(d), flush=True)
+            print(EPISODE_LINE_PREFIX + json.dumps(d), flush=True)
             episodes.append(ep)
     n = len(episodes)
     calls = sum(e.tool_calls for e in episodes)
@@ -95,7 +95,9 @@ def worker(args: argparse.Namespace, sampling: dict) -> int:
 
     def emit(obj: dict) -> None:
         with out_lock:
-            sys.stdout.write("TRAINFLOW_EPISODE " + json.dumps(obj) + "\n")
+            # the contract's Episode (src/contract/driver.ts): what the RL driver parses
+            line = Episode.model_validate(obj).model_dump_json(exclude_unset=True)
+            sys.stdout.write(EPISODE_LINE_PREFIX + line + "\n")
             sys.stdout.flush()
 
     def serve(agent: Agent, line: str) -> None:

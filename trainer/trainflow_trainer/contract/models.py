@@ -22,6 +22,29 @@ class Contract(RootModel[Any]):
     """
 
 
+class AgentRequest(BaseModel):
+    """
+    One episode for an agent worker (a stdin line).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: StrictStr
+    base_url: StrictStr
+    """
+    The proxy's OpenAI endpoint.
+    """
+    api_key: StrictStr
+    """
+    The session's key.
+    """
+    task: dict[str, Any]
+    """
+    The task object (a tasks-file line).
+    """
+
+
 class AlgorithmConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -90,6 +113,24 @@ class CheckpointConfig(BaseModel):
     """
 
 
+class ChoiceTokens(BaseModel):
+    """
+    The inference server's token extensions of one response choice.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    token_ids: list[StrictInt] | None = None
+    """
+    The generated token ids (of this chunk, when streamed).
+    """
+    policy_versions: list[StrictInt] | None = None
+    """
+    The policy version that sampled each generated token (one per token id).
+    """
+
+
 class DataSource(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -113,6 +154,183 @@ class DataConfig(BaseModel):
     """
 
 
+class DataplaneReady(BaseModel):
+    """
+    `trainflow dataplane serve` is listening.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    host: StrictStr
+    port: StrictInt
+    upstreams: list[StrictStr]
+    ledger_size: StrictInt | None = None
+    """
+    Records in the ledger (with --ledger-dir).
+    """
+    ledger_from: Literal["local", "s3", "new"] | None = None
+    """
+    Where the ledger came from (src/dataplane/assemble.ts).
+    """
+
+
+class DriverAgent(BaseModel):
+    """
+    How the driver runs the reference agent.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    python: StrictStr
+    """
+    The Python interpreter that runs the agent workers.
+    """
+    cwd: StrictStr
+    """
+    Their working directory (the trainer folder).
+    """
+    workers: StrictInt
+    """
+    Agent worker processes.
+    """
+    max_turns: StrictInt
+    max_tokens: StrictInt
+    temperature: float
+    top_p: float
+    """
+    Nucleus sampling threshold (the trainer's log-probs use it too).
+    """
+    timeout_s: float
+    """
+    Seconds per sandboxed run.
+    """
+
+
+class DriverDone(BaseModel):
+    """
+    rl: every step ran.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Literal["done"]
+
+
+class DriverReady(BaseModel):
+    """
+    The driver is listening and its ledger is ready.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Literal["ready"]
+    proxy: StrictStr
+    """
+    The proxy's base URL.
+    """
+    ledger_size: StrictInt
+    ledger_from: Literal["local", "s3", "new"]
+    """
+    Where the ledger came from (src/dataplane/assemble.ts).
+    """
+    ledger_note: StrictStr
+    cursor: StrictInt
+    """
+    The cursor the driver reads after (-1: a new ledger).
+    """
+
+
+class Sampling(BaseModel):
+    """
+    The stage's sampling block (resolved by validate; what it lacks, src/sampling's defaults fill).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    strategy: Literal["difficulty", "uniform"] | None = None
+    """
+    How tasks are drawn: by difficulty (weight p(1-p)) or uniformly.
+    """
+    exploration_bonus: float | None = None
+    """
+    Extra draw weight of a task never seen (explore before exploiting).
+    """
+    filter_all_equal: StrictBool | None = None
+    """
+    Drop groups whose outcomes are all equal (DAPO dynamic sampling).
+    """
+    recheck_every: StrictInt | None = None
+    """
+    Re-check a filtered task after this many steps.
+    """
+    all_equal_tolerance: float | None = None
+    """
+    Outcomes within this distance of the group’s first count as equal for filter_all_equal.
+    """
+    stats_uri: StrictStr | None = None
+    """
+    Where per-task statistics persist; default under the pipeline's storage prefix.
+    """
+
+
+class Episode(BaseModel):
+    """
+    A `TRAINFLOW_EPISODE` line: one finished episode, or {id, error} for a bad request.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: StrictStr | None
+    """
+    The request's id (null: the request line was not JSON).
+    """
+    task_id: StrictStr | None = None
+    messages: list[dict[str, Any]] | None = None
+    """
+    The conversation (--messages).
+    """
+    reward: float | None = None
+    passed: StrictBool | None = None
+    verdict: StrictStr | None = None
+    stop: StrictStr | None = None
+    """
+    answer | max_turns | error
+    """
+    turns: StrictInt | None = None
+    """
+    Model turns.
+    """
+    tool_calls: StrictInt | None = None
+    """
+    Tool calls executed.
+    """
+    parallel_turns: StrictInt | None = None
+    """
+    Turns that asked for more than one tool call.
+    """
+    parallel_calls: StrictInt | None = None
+    """
+    Tool calls made in such turns.
+    """
+    max_concurrent_tools: StrictInt | None = None
+    duration_s: float | None = None
+    error: StrictStr | None = None
+    """
+    Why the episode or the request failed.
+    """
+    completions: list[dict[str, Any]] | None = None
+    """
+    Per turn: finish_reason, usage.
+    """
+    parallel_share: float | None = None
+
+
 class GateConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -133,24 +351,6 @@ class JobCommand(BaseModel):
     env: dict[str, StrictStr]
     """
     Extra environment of the job.
-    """
-
-
-class Storage(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    endpoint: StrictStr | None = None
-    """
-    S3 endpoint URL; unset means AWS S3.
-    """
-    region: StrictStr | None = None
-    """
-    S3 region.
-    """
-    force_path_style: StrictBool | None = None
-    """
-    Path-style addressing (MinIO needs it).
     """
 
 
@@ -381,6 +581,20 @@ class ResourcesConfig(BaseModel):
     """
 
 
+class ResponseTokens(BaseModel):
+    """
+    The inference server's token extension of a response (or of its last SSE chunk).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    prompt_token_ids: list[StrictInt] | None = None
+    """
+    The prompt as the server tokenised it.
+    """
+
+
 class RetryConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -550,6 +764,33 @@ class ScheduleConfig(BaseModel):
     """
 
 
+class ServeReady(BaseModel):
+    """
+    The inference server is listening.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    host: StrictStr
+    port: StrictInt
+    policy_version: StrictInt
+    """
+    The policy version of the loaded weights.
+    """
+
+
+class Stop(BaseModel):
+    """
+    Stop now (the job is stopping).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Literal["stop"]
+
+
 class StorageConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -567,6 +808,24 @@ class StorageConfig(BaseModel):
     S3 region.
     """
     force_path_style: StrictBool
+    """
+    Path-style addressing (MinIO needs it).
+    """
+
+
+class StorageEndpoint(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    endpoint: StrictStr | None = None
+    """
+    S3 endpoint URL; unset means AWS S3.
+    """
+    region: StrictStr | None = None
+    """
+    S3 region.
+    """
+    force_path_style: StrictBool | None = None
     """
     Path-style addressing (MinIO needs it).
     """
@@ -640,6 +899,30 @@ class TrainedTokenizer(BaseModel):
     Not implemented (train the tokenizer beforehand): an error when set.
     """
     path: StrictStr
+
+
+class TokenTree(BaseModel):
+    """
+    A session's token tree: its turns' sequences merged along shared prefixes (src/dataplane/tree.ts).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    tokens: list[StrictInt]
+    logprobs: list[float | None]
+    """
+    Behaviour log-prob per token (null: prompt token).
+    """
+    versions: list[StrictInt | None]
+    """
+    Policy version per token (null: prompt token).
+    """
+    children: list[TokenTree]
+    turns: list[StrictStr]
+    """
+    Ids of the turns whose sequence ends exactly here.
+    """
 
 
 class Mlflow(BaseModel):
@@ -743,6 +1026,183 @@ class TrainConfig(BaseModel):
     seed: StrictInt
     """
     Seed of initialisation, shuffling and sampling.
+    """
+
+
+class Trained(BaseModel):
+    """
+    The batch's step is trained and its weights written.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Literal["trained"]
+    checkpoint: StrictStr
+    """
+    The weights folder to serve next.
+    """
+    version: StrictInt
+    """
+    Its policy version.
+    """
+
+
+class TrainerMessage(RootModel[Trained | Stop]):
+    root: Annotated[Trained | Stop, Field(title="TrainerMessage")]
+    """
+    A line on the driver's stdin.
+    """
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: StrictStr
+    parent: StrictStr | None
+    drift: StrictBool
+    fixed: StrictBool
+    finish_reason: StrictStr | None
+
+
+class Versions(BaseModel):
+    """
+    The policy versions that sampled its tokens.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    min: StrictInt
+    max: StrictInt
+
+
+class Drift(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    detected: StrictInt
+    fixed: StrictInt
+
+
+class Trajectory(BaseModel):
+    """
+    One finished agent session as the proxy recorded it.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    trajectory_id: StrictStr
+    session_id: StrictStr
+    task_id: StrictStr
+    group_id: StrictStr | None
+    reward: float
+    tree: TokenTree
+    turns: list[Turn]
+    versions: Versions | None
+    """
+    The policy versions that sampled its tokens.
+    """
+    drift: Drift
+    meta: dict[str, Any]
+    finished_at: StrictStr
+
+
+class DriverSpec(BaseModel):
+    """
+    The RL driver spec: what the trainer hands `trainflow rl-driver` (one JSON file).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    mode: Literal["rl", "collect"]
+    """
+    rl: train in steps; collect (RFT): run `groups` groups once.
+    """
+    upstreams: Annotated[list[StrictStr], Field(min_length=1)]
+    """
+    Inference server base URLs.
+    """
+    upstream_admin_token: StrictStr | None = None
+    """
+    The inference servers' admin token.
+    """
+    ledger_dir: StrictStr
+    """
+    The local ledger folder.
+    """
+    ledger_uri: StrictStr | None
+    """
+    s3://bucket/prefix the ledger ships to, under PREFIX/<ledger generation>/ (null or not s3://: not shipped).
+    """
+    ledger_generation: StrictStr | None
+    """
+    The generation the checkpoint's cursor refers to; an empty ledger folder is restored from it.
+    """
+    session_idle_timeout_s: float | None
+    """
+    rl: drop agent sessions idle this long; null: max(300, 3 agent timeouts).
+    """
+    tasks_file: StrictStr
+    """
+    The tasks, one JSON object a line.
+    """
+    group_size: StrictInt
+    batch_groups: StrictInt
+    concurrency: StrictInt
+    max_staleness: StrictInt
+    initial_version: StrictInt
+    """
+    The policy version the servers start with.
+    """
+    cursor: StrictInt
+    """
+    The checkpoint's ledger cursor (-1: nothing consumed).
+    """
+    steps: StrictInt
+    """
+    rl: training steps to run.
+    """
+    groups: StrictInt
+    """
+    collect: groups to run.
+    """
+    sampling: Sampling
+    """
+    The stage's sampling block (resolved by validate; what it lacks, src/sampling's defaults fill).
+    """
+    stats_uri: StrictStr
+    """
+    Where the sampler's statistics persist.
+    """
+    stats_file: StrictStr | None = None
+    """
+    Statistics restored from the trainer's checkpoint: they win over stats_uri.
+    """
+    seed: StrictInt
+    storage: StorageEndpoint
+    agent: DriverAgent
+
+
+class GroupRecord(BaseModel):
+    """
+    One group of trajectories of one task (a ledger record).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    kind: Literal["group"]
+    group_id: StrictStr
+    task_id: StrictStr
+    launch_version: StrictInt
+    trajectories: list[Trajectory]
+    filtered: StrictStr | None = None
+    """
+    Why the sampler filtered the group out: recorded, never trained.
     """
 
 
@@ -859,6 +1319,72 @@ class StageConfig(BaseModel):
     """
 
 
+class DriverBatch(BaseModel):
+    """
+    rl: one training batch; the trainer answers with trained.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Literal["batch"]
+    groups: list[GroupRecord]
+    cursor: StrictInt
+    """
+    Ledger seq of the batch’s last group: the checkpoint stores it.
+    """
+    trainer_version: StrictInt
+    """
+    The policy version these groups are trained into.
+    """
+    dropped: list[StrictStr]
+    """
+    Groups dropped for staleness or expired sessions.
+    """
+    dropped_tokens: StrictInt
+    """
+    Generated tokens of the groups dropped as staler than max_staleness.
+    """
+    sampler_stats: Any
+    """
+    The sampler's statistics table (src/sampling/stats.ts), stored with the checkpoint.
+    """
+    metrics: dict[str, float]
+    """
+    Rollout metrics since the last message.
+    """
+
+
+class DriverCollected(BaseModel):
+    """
+    collect: every group, once.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Literal["collected"]
+    groups: list[GroupRecord]
+    sampler_stats: Any
+    """
+    The sampler's statistics table (src/sampling/stats.ts), stored with the checkpoint.
+    """
+    metrics: dict[str, float]
+    """
+    Rollout metrics since the last message.
+    """
+
+
+class DriverMessage(RootModel[DriverReady | DriverBatch | DriverCollected | DriverDone]):
+    root: Annotated[
+        DriverReady | DriverBatch | DriverCollected | DriverDone,
+        Field(title="DriverMessage"),
+    ]
+    """
+    A `TRAINFLOW_RL` line of the driver.
+    """
+
+
 class JobSpec(BaseModel):
     """
     The job spec: what the job activity hands to a stage job (one JSON file).
@@ -915,7 +1441,7 @@ class JobSpec(BaseModel):
     """
     Where the job writes its status object.
     """
-    storage: Storage
+    storage: StorageEndpoint
     tracking: TrackingConfig
     """
     The pipeline's tracking block.
@@ -943,3 +1469,6 @@ class PipelineConfig(BaseModel):
     """
     Where stage metrics are tracked (TensorBoard by default).
     """
+
+
+TokenTree.model_rebuild()

@@ -10,7 +10,6 @@ Both children die with the job (processes.Child); leaving the `with` stops them.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -18,6 +17,20 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
+from ..contract import (
+    RL_LINE_PREFIX,
+    SERVE_LINE_PREFIX,
+    DriverBatch,
+    DriverCollected,
+    DriverDone,
+    DriverMessage,
+    DriverReady,
+    DriverSpec,
+    ServeReady,
+    Trained,
+)
 from ..errors import BadInput
 from ..sandbox import Limits
 from ..tasks import TaskFormatError, load_tasks, write_tasks_jsonl
@@ -28,7 +41,15 @@ if TYPE_CHECKING:
 
 TRAINER_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = TRAINER_DIR.parent
-DRIVER = REPO_DIR / "src" / "rl" / "driver.ts"
+CLI = REPO_DIR / "bin" / "trainflow.js"  # `trainflow rl-driver SPEC` runs src/rl/driver.ts
+
+
+def driver_message(raw: dict) -> DriverReady | DriverBatch | DriverCollected | DriverDone:
+    """A `TRAINFLOW_RL` line of the driver as the contract's model (src/contract/driver.ts)."""
+    try:
+        return DriverMessage.model_validate(raw).root
+    except ValidationError as e:
+        raise RuntimeError(f"data plane: a message outside the driver protocol: {e}") from None
 
 
 def stats_uri(spec: JobSpec) -> str:
@@ -95,20 +116,17 @@ class Rollouts:
                 "--threads",
                 "1",
             ],
-            "TRAINFLOW_SERVE",
+            SERVE_LINE_PREFIX.rstrip(),
             cwd=str(TRAINER_DIR),
             env=env,
         )
         driver = None
         try:
-            info = server.next_message(120, ctx.stop_requested.is_set)
-            ctx.log(
-                f"trainflow: inference server on {info['host']}:{info['port']} "
-                f"(policy version {info['policy_version']})"
-            )
+            info = ServeReady.model_validate(server.next_message(120, ctx.stop_requested.is_set))
+            ctx.log(f"trainflow: inference server on {info.host}:{info.port} (policy version {info.policy_version})")
             dspec = {
                 "mode": mode,
-                "upstreams": [f"http://{info['host']}:{info['port']}"],
+                "upstreams": [f"http://{info.host}:{info.port}"],
                 "upstream_admin_token": serve_token,
                 "ledger_dir": str(work / "ledger"),
                 # the ledger ships to S3 next to the stage's checkpoints (src/rl/driver.ts: ledger_uri)
@@ -145,33 +163,36 @@ class Rollouts:
             if stats_file is not None:
                 dspec["stats_file"] = str(stats_file)
             spec_file = work / f"driver-{mode}.json"
-            spec_file.write_text(json.dumps(dspec, indent=1))
+            # the contract's DriverSpec (src/contract/driver.ts): a field the driver would refuse fails here
+            spec_file.write_text(DriverSpec.model_validate(dspec).model_dump_json(indent=1, exclude_unset=True))
             driver = Child(
                 "dataplane",
-                [node, "-e", "require('tsx/cjs'); require(process.argv[1]).main()", str(DRIVER), str(spec_file)],
-                "TRAINFLOW_RL",
+                [node, str(CLI), "rl-driver", str(spec_file)],
+                RL_LINE_PREFIX.rstrip(),
                 cwd=str(REPO_DIR),
                 env=env,
                 stdin=True,
             )
-            ready = driver.next_message(120, ctx.stop_requested.is_set)
-            origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready["ledger_from"]]
+            ready = driver_message(driver.next_message(120, ctx.stop_requested.is_set))
+            if not isinstance(ready, DriverReady):
+                raise RuntimeError(f"data plane: expected ready, got {ready.type!r}")
+            origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready.ledger_from]
             ctx.log(
-                f"trainflow: data plane on {ready['proxy']} (ledger holds {ready['ledger_size']} records; "
-                f"{origin}: {ready['ledger_note']})"
+                f"trainflow: data plane on {ready.proxy} (ledger holds {ready.ledger_size} records; "
+                f"{origin}: {ready.ledger_note})"
             )
-            return cls(server, driver, ready["proxy"])
+            return cls(server, driver, ready.proxy)
         except BaseException:
             if driver is not None:
                 driver.stop()
             server.stop()
             raise
 
-    def next_message(self, ctx, timeout: float = 1800) -> dict:
-        return self.driver.next_message(timeout, ctx.stop_requested.is_set)
+    def next_message(self, ctx, timeout: float = 1800) -> DriverReady | DriverBatch | DriverCollected | DriverDone:
+        return driver_message(self.driver.next_message(timeout, ctx.stop_requested.is_set))
 
     def trained(self, weights_dir: Path, version: int) -> None:
-        self.driver.send({"type": "trained", "checkpoint": str(weights_dir), "version": version})
+        self.driver.send(Trained(type="trained", checkpoint=str(weights_dir), version=version).model_dump())
 
     def close(self) -> None:
         self.driver.stop()

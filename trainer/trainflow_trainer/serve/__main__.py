@@ -7,7 +7,6 @@ parent started with --port 0 learns the port), then serves until SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..contract import SERVE_LINE_PREFIX, ServeReady
 from ..model import Transformer, preset
 from .codec import Codec
 from .engine import Engine
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     server = make_server(state, args.host, args.port)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     host, port = server.server_address[:2]
-    print("TRAINFLOW_SERVE " + json.dumps({"host": host, "port": port, "policy_version": version}), flush=True)
+    ready = ServeReady(host=str(host), port=int(port), policy_version=version)  # the contract's ready line
+    print(SERVE_LINE_PREFIX + ready.model_dump_json(), flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -11,10 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..contract import ChoiceTokens, ResponseTokens
 from ..tokenizer import ENDOFTEXT, IM_END, TOOL_CALL, ChatFormatError, Tokenizer
 from ..tokenizer import parse_tool_calls as _parse_tool_calls
 
 TOOL_OPEN = TOOL_CALL
+
+
+def choice_tokens(token_ids: list[int], policy_versions: list[int]) -> dict[str, Any]:
+    """A choice's token extension (the contract's ChoiceTokens, src/contract/tokens.ts: what the proxy reads)."""
+    return ChoiceTokens(token_ids=token_ids, policy_versions=policy_versions).model_dump(exclude_none=True)
+
+
+def response_tokens(prompt_token_ids: list[int]) -> dict[str, Any]:
+    """A response's token extension (the contract's ResponseTokens): the prompt as the server tokenised it."""
+    return ResponseTokens(prompt_token_ids=prompt_token_ids).model_dump(exclude_none=True)
 
 
 class BadRequest(Exception):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .codec import TOOL_OPEN, BadRequest, Codec, parse_tool_calls
+from .codec import TOOL_OPEN, BadRequest, Codec, choice_tokens, parse_tool_calls, response_tokens
 from .engine import Engine, EngineError, Generation, Runner, SamplingParams
 
 Loader = Callable[[str], tuple[Runner, int | None]]
@@ -117,7 +117,7 @@ def _logprob_entries(gen: Generation, start: int = 0) -> list[dict]:
 
 
 def _choice_extras(gen: Generation) -> dict:
-    return {"token_ids": [t.id for t in gen.tokens], "policy_versions": [t.version for t in gen.tokens]}
+    return choice_tokens([t.id for t in gen.tokens], [t.version for t in gen.tokens])
 
 
 def interleave(gens: list[Generation], engine: Engine) -> Iterator[tuple[int, Generation]]:
@@ -310,8 +310,7 @@ class Handler(BaseHTTPRequestHandler):
                                 "text": piece,
                                 "finish_reason": None,
                                 "logprobs": {"tokens": [f"token_id:{t.id}"], "token_logprobs": [t.logprob]},
-                                "token_ids": [t.id],
-                                "policy_versions": [t.version],
+                                **choice_tokens([t.id], [t.version]),
                             }
                         ],
                     }
@@ -325,13 +324,12 @@ class Handler(BaseHTTPRequestHandler):
                                 "index": i,
                                 "text": "",
                                 "finish_reason": g.finish_reason,
-                                "token_ids": [],
-                                "policy_versions": [],
+                                **choice_tokens([], []),
                             }
                         ],
                     }
                 )
-            self._sse({**base, "choices": [], "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)})
+            self._sse({**base, "choices": [], **response_tokens(prompt_ids), "usage": _usage(prompt_ids, gens)})
             self._sse_end()
             return
         for _ in interleave(gens, st.engine):
@@ -352,7 +350,7 @@ class Handler(BaseHTTPRequestHandler):
                 }
             )
         self._send_json(
-            200, {**base, "choices": choices, "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)}
+            200, {**base, "choices": choices, **response_tokens(prompt_ids), "usage": _usage(prompt_ids, gens)}
         )
 
     def chat(self, body: dict) -> None:
@@ -404,8 +402,7 @@ class Handler(BaseHTTPRequestHandler):
                                         }
                                     ]
                                 },
-                                "token_ids": [t.id],
-                                "policy_versions": [t.version],
+                                **choice_tokens([t.id], [t.version]),
                             }
                         ],
                     }
@@ -423,13 +420,12 @@ class Handler(BaseHTTPRequestHandler):
                                 "index": i,
                                 "delta": delta,
                                 "finish_reason": reason,
-                                "token_ids": [],
-                                "policy_versions": [],
+                                **choice_tokens([], []),
                             }
                         ],
                     }
                 )
-            self._sse({**base, "choices": [], "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)})
+            self._sse({**base, "choices": [], **response_tokens(prompt_ids), "usage": _usage(prompt_ids, gens)})
             self._sse_end()
             return
         for _ in interleave(gens, st.engine):
@@ -447,7 +443,7 @@ class Handler(BaseHTTPRequestHandler):
                 }
             )
         self._send_json(
-            200, {**base, "choices": choices, "prompt_token_ids": prompt_ids, "usage": _usage(prompt_ids, gens)}
+            200, {**base, "choices": choices, **response_tokens(prompt_ids), "usage": _usage(prompt_ids, gens)}
         )
 
 

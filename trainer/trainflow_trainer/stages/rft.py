@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..contract import RftConfig, TrainConfig
+from ..contract import DriverCollected, RftConfig, TrainConfig
 from ..errors import Preempted
 from ..rl.batch import to_trajectories
 from ..rl.policy import SAMPLER_FILE, open_policy, sampler_files, write_weights
@@ -62,15 +62,16 @@ def collect(ctx: JobContext, st: StageState) -> tuple[list[dict], dict[str, Any]
             msg = ro.next_message(ctx)
         except InterruptedError:
             raise Preempted() from None
-    if msg.get("type") != "collected":
-        raise RuntimeError(f"data plane: expected the collected rollouts, got {msg.get('type')!r}")
-    kept = select(msg["groups"], stage.rft)
-    rollout_metrics = msg.get("metrics", {})
+    if not isinstance(msg, DriverCollected):
+        raise RuntimeError(f"data plane: expected the collected rollouts, got {msg.type!r}")
+    groups = [g.model_dump(mode="json", exclude_unset=True) for g in msg.groups]
+    kept = select(groups, stage.rft)
+    rollout_metrics = msg.metrics
     ctx.log(
-        f"trainflow: rft rollouts: {rollout_metrics.get('episodes')} episodes, pass rate "
+        f"trainflow: rft rollouts: {rollout_metrics.get('episodes', 0):.0f} episodes, pass rate "
         f"{rollout_metrics.get('pass_rate', 0):.3f}; keeping {len(kept)}"
     )
-    return kept, rollout_metrics, msg.get("sampler_stats")
+    return kept, rollout_metrics, msg.sampler_stats
 
 
 def example_order(n: int, tcfg: TrainConfig) -> list[int]:

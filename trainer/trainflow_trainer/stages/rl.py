@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..contract import StageConfig
+from ..contract import DriverBatch, StageConfig
 from ..errors import Preempted
 from ..rl import reference
 from ..rl.batch import BatchStats, to_trajectories
@@ -69,10 +69,10 @@ def check_ledger(ctx: JobContext, ledger_dir: Path, cursor: int, generation: str
 
 
 def step_metrics(
-    m: dict, msg: dict, bs: BatchStats, behaviour: list[float], times: dict[str, float]
+    m: dict, msg: DriverBatch, bs: BatchStats, behaviour: list[float], times: dict[str, float]
 ) -> dict[str, float]:
     """The step's metrics (verl's names where they exist); times: lr, grad_norm, wait_s, train_s."""
-    rm = msg.get("metrics", {})
+    rm = msg.metrics
     return {
         "loss": float(m.get("loss", 0.0)),
         "reward_mean": float(rm.get("reward_mean", bs.reward_mean)),
@@ -95,12 +95,12 @@ def step_metrics(
         "clip_frac": float(m.get("clip_frac", 0.0)),
         "grad_norm": times["grad_norm"],
         "groups": float(bs.groups),
-        "dropped": float(len(msg.get("dropped", []))),
+        "dropped": float(len(msg.dropped)),
         "lr": times["lr"],
         "wait_s": times["wait_s"],
         "train_s": times["train_s"],
         "episodes": float(rm.get("episodes", 0)),
-        "dropped_stale_tokens": float(msg.get("dropped_tokens", 0)),
+        "dropped_stale_tokens": float(msg.dropped_tokens),
         **{k: float(m[k]) for k in OBJECTIVE_METRICS if k in m},  # ratio, clip low/high, KL to reference
     }
 
@@ -132,12 +132,13 @@ def run(ctx: JobContext) -> None:
             msg = ro.next_message(ctx)
         except InterruptedError:
             raise Preempted() from None
-        if msg.get("type") != "batch":
-            raise RuntimeError(f"data plane: expected a batch, got {msg.get('type')!r}")
+        if not isinstance(msg, DriverBatch):
+            raise RuntimeError(f"data plane: expected a batch, got {msg.type!r}")
+        groups = [g.model_dump(mode="json", exclude_unset=True) for g in msg.groups]
         t0 = time.perf_counter()
         wait_s = t0 - t_wait  # the trainer idle, waiting for a batch (what asynchrony should shrink)
         trajs, bs = to_trajectories(
-            msg["groups"], step, obj.normalize_std, scaling=obj.scaling, tolerance=obj.all_equal_tolerance
+            groups, step, obj.normalize_std, scaling=obj.scaling, tolerance=obj.all_equal_tolerance
         )
         if ref is not None and trajs:
             with_logprobs(ref.model, trajs, obj.loss, pack["max_tokens"], "ref_logprobs")
@@ -149,15 +150,15 @@ def run(ctx: JobContext) -> None:
         history.append(
             {
                 "step": step + 1,
-                "cursor": msg["cursor"],
-                "groups": [g["group_id"] for g in msg["groups"]],
-                "dropped": msg.get("dropped", []),
+                "cursor": msg.cursor,
+                "groups": [g.group_id for g in msg.groups],
+                "dropped": msg.dropped,
                 "episodes": int(metrics["episodes"]),
                 "time": time.time(),
                 "metrics": metrics,
             }
         )
-        cursor, sampler_stats = int(msg["cursor"]), msg.get("sampler_stats")
+        cursor, sampler_stats = msg.cursor, msg.sampler_stats
         ctx.log(
             f"trainflow: rl step {step + 1}/{tcfg.steps} reward {metrics['reward_mean']:.3f} "
             f"pass {metrics['pass_rate']:.2f} loss {metrics['loss']:+.4f} kl {metrics['kl']:+.4f} "

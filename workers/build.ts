@@ -1,4 +1,4 @@
-// Building the two kinds of worker, shared by the worker entry points (workers/), `trainflow worker`, `trainflow
+// Building the two kinds of worker, shared by the worker entry points (workers/*.ts), `trainflow worker`, `trainflow
 // run` (in-process) and the tests:
 // - the control worker, on the config's temporal.task_queue: the workflows and the light control activities;
 // - a launcher worker per pool, on the pool's task queue: the job activity (launches and watches GPU jobs).
@@ -12,9 +12,9 @@ import {
 } from '@temporalio/worker';
 import type { Duration } from '@temporalio/common';
 import path from 'node:path';
-import { createControlActivities } from '../../activities/control';
-import { createJobActivities, type JobActivityOptions } from '../../activities/job';
-import { repoRoot } from './paths';
+import { createControlActivities } from '../activities/control';
+import { createJobActivities, type JobActivityOptions } from '../activities/job';
+import { repoRoot } from '../src/pipeline/paths';
 
 // The SDK's own logs (worker state changes, empty-queue notices) only at warn and above: a terminal running
 // `trainflow run` shows the pipeline's progress, not the worker's life cycle. Install once, before any
