@@ -6,6 +6,7 @@ import { duration, size } from './units';
 import { METRICS_BY_KIND } from './metrics';
 import { trackingSchema } from './tracking';
 import { algorithmSchema, resolvedAlgorithmSchema } from './algorithm';
+import { evalSchema, evalMetricNames, isEvalMetric, promotionSchema } from './eval';
 
 // ---- small typed leaves, each with the message a user should read ----------------------------------------
 
@@ -37,7 +38,7 @@ const text = () => z.string({ error: 'expected a string' }).min(1, { error: 'mus
 /** A data location: a local path (relative to the config file) or an s3:// URI. */
 const location = () => text();
 
-export const KINDS = ['midtrain', 'sft', 'rft', 'rl'] as const;
+export const KINDS = ['midtrain', 'sft', 'rft', 'rl', 'eval'] as const;
 export const LAUNCHERS = ['local', 'slurm', 'kubernetes'] as const;
 export const PRESETS = ['tiny', 'small', '1b', '7b', '72b'] as const;
 
@@ -172,25 +173,37 @@ const defaultsSchema = z.strictObject({
 
 // ---- the model -------------------------------------------------------------------------------------------
 
+const presetInitSchema = z
+  .strictObject({
+    preset: z.enum(PRESETS, { error: `expected one of ${PRESETS.join(' | ')}` }),
+    /** Overrides of the preset's HF config fields, e.g. num_hidden_layers: 2. */
+    // integers listed apart so the generated Python type keeps an int an int (num_hidden_layers: 2)
+    overrides: z
+      .record(z.string(), z.union([z.number().int(), z.number(), z.boolean(), z.string()]))
+      .default({}),
+    seed: nonNegativeInt().default(0),
+  })
+  .meta({ title: 'PresetInit' });
+const checkpointInitSchema = z.strictObject({ checkpoint: location() }).meta({ title: 'CheckpointInit' });
+
 const initSchema = z.union(
   [
+    presetInitSchema,
+    checkpointInitSchema,
     z
       .strictObject({
-        preset: z.enum(PRESETS, { error: `expected one of ${PRESETS.join(' | ')}` }),
-        /** Overrides of the preset's HF config fields, e.g. num_hidden_layers: 2. */
-        // integers listed apart so the generated Python type keeps an int an int (num_hidden_layers: 2)
-        overrides: z
-          .record(z.string(), z.union([z.number().int(), z.number(), z.boolean(), z.string()]))
-          .default({}),
-        seed: nonNegativeInt().default(0),
-      })
-      .meta({ title: 'PresetInit' }),
-    z.strictObject({ checkpoint: location() }).meta({ title: 'CheckpointInit' }),
-    z
-      .strictObject({
-        /** The final checkpoint of the latest successful run of another pipeline (by metadata.name). */
+        /**
+         * The final checkpoint of another pipeline's (by metadata.name) promoted run — the latest successful
+         * one when no run was ever promoted — or the checkpoint of its `stage`.
+         */
         from_pipeline: name('pipeline'),
         stage: name('stage').optional(),
+        /** Where to start while that pipeline has no promoted or successful run (a self-chaining retrain's first). */
+        fallback: z
+          .union([presetInitSchema, checkpointInitSchema], {
+            error: 'expected {preset: tiny} or {checkpoint: PATH_OR_S3_URI}',
+          })
+          .optional(),
       })
       .meta({ title: 'PipelineInit' }),
   ],
@@ -374,11 +387,13 @@ const jobSchema = z.strictObject({
 
 const stageSchema = z.strictObject({
   name: name('stage').describe('Stage name, unique in the pipeline.'),
-  kind: z.enum(KINDS, { error: `expected one of ${KINDS.join(' | ')}` }).describe('What the stage trains.'),
+  kind: z
+    .enum(KINDS, { error: `expected one of ${KINDS.join(' | ')}` })
+    .describe('What the stage trains (eval: evaluates, without training).'),
   description: z.string().optional().describe('Free text.'),
   data: dataSchema.optional().describe('Training documents or conversations (midtrain, sft).'),
-  tasks: tasksSchema.optional().describe('Tasks for rollouts (rft, rl).'),
-  train: trainSchema.describe('Optimiser and schedule.'),
+  tasks: tasksSchema.optional().describe('Tasks for rollouts (rft, rl, eval).'),
+  train: trainSchema.optional().describe('Optimiser and schedule (every kind but eval, which trains nothing).'),
   checkpoint: checkpointSchema.prefault({}).describe('Checkpoint cadence and retention.'),
   resources: resourcesOverrideSchema.optional().describe('Overrides of defaults.resources.'),
   retry: retryOverrideSchema.optional().describe('Overrides of defaults.retry.'),
@@ -393,6 +408,7 @@ const stageSchema = z.strictObject({
   sampling: samplingSchema.optional().describe('Task sampling (rft, rl).'),
   algorithm: algorithmSchema.optional().describe('RL objective (rl).'),
   rft: rftSchema.optional().describe('Which rollouts RFT keeps (rft).'),
+  eval: evalSchema.optional().describe('Samples per task and the pass@k reported (eval).'),
   job: jobSchema.optional().describe('A custom job command instead of the trainer.'),
 });
 
@@ -412,7 +428,7 @@ const scheduleSchema = z.strictObject({
 
 // ---- which blocks each kind takes ------------------------------------------------------------------------
 
-type Block = 'data' | 'tasks' | 'packing' | 'rollout' | 'sampling' | 'algorithm' | 'rft';
+type Block = 'data' | 'tasks' | 'packing' | 'rollout' | 'sampling' | 'algorithm' | 'rft' | 'eval';
 export const BLOCKS_BY_KIND: Record<(typeof KINDS)[number], { required: Block[]; allowed: Block[] }> = {
   midtrain: { required: ['data'], allowed: ['data'] },
   sft: { required: ['data'], allowed: ['data', 'packing'] },
@@ -421,6 +437,7 @@ export const BLOCKS_BY_KIND: Record<(typeof KINDS)[number], { required: Block[];
     required: ['tasks', 'rollout', 'algorithm'],
     allowed: ['tasks', 'rollout', 'sampling', 'packing', 'algorithm'],
   },
+  eval: { required: ['tasks'], allowed: ['tasks', 'rollout', 'eval'] },
 };
 
 // ---- the whole config, and the one place defaults are merged ---------------------------------------------
@@ -441,6 +458,11 @@ const rawConfigSchema = z.strictObject({
   model: modelSchema,
   stages: z.array(stageSchema).min(1, { error: 'expected at least one stage' }),
   schedule: scheduleSchema.optional(),
+  promotion: promotionSchema
+    .optional()
+    .describe(
+      "When a successful run's final checkpoint is promoted (what `from_pipeline` takes); unset: every successful run is.",
+    ),
   tracking: trackingSchema.prefault({}).describe('Where stage metrics are tracked (TensorBoard by default).'),
 });
 
@@ -461,16 +483,18 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     for (const block of blocks.required) {
       if (stage[block] === undefined) issue(['stages', i], `${stage.kind} stages need the ${block} block`);
     }
-    for (const block of ['data', 'tasks', 'packing', 'rollout', 'sampling', 'algorithm', 'rft'] as const) {
+    for (const block of ['data', 'tasks', 'packing', 'rollout', 'sampling', 'algorithm', 'rft', 'eval'] as const) {
       if (stage[block] !== undefined && !blocks.allowed.includes(block)) {
         const kinds = KINDS.filter((k) => BLOCKS_BY_KIND[k].allowed.includes(block));
         issue(['stages', i, block], `${block} applies only to ${kinds.join(', ')} stages, not ${stage.kind}`);
       }
     }
 
-    const known = METRICS_BY_KIND[stage.kind];
+    const passK = stage.eval?.pass_k ?? [1];
+    const known = stage.kind === 'eval' ? evalMetricNames(passK) : METRICS_BY_KIND[stage.kind];
+    const isKnown = (m: string) => (stage.kind === 'eval' ? isEvalMetric(m, passK) : known.includes(m));
     stage.gates.forEach((gate, g) => {
-      if (!known.includes(gate.metric)) {
+      if (!isKnown(gate.metric)) {
         issue(
           ['stages', i, 'gates', g, 'metric'],
           `unknown metric for a ${stage.kind} stage (known: ${known.join(', ')})`,
@@ -478,9 +502,10 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
         );
       }
     });
+    checkEvalStage(stage, i, issue);
 
     if (
-      stage.train.micro_batch_size !== undefined &&
+      stage.train?.micro_batch_size !== undefined &&
       stage.train.batch_size % stage.train.micro_batch_size !== 0
     ) {
       issue(
@@ -523,6 +548,25 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     }
   });
 
+  if (config.promotion) {
+    const target = config.stages.findIndex((s) => s.name === config.promotion!.stage);
+    const stage = config.stages[target];
+    if (!stage || stage.kind !== 'eval') {
+      const evals = config.stages.filter((s) => s.kind === 'eval').map((s) => s.name);
+      issue(
+        ['promotion', 'stage'],
+        `expected the name of an eval stage (eval stages: ${evals.join(', ') || 'none'})`,
+        config.promotion.stage,
+      );
+    } else if (!isEvalMetric(config.promotion.metric, stage.eval?.pass_k ?? [1])) {
+      issue(
+        ['promotion', 'metric'],
+        `unknown metric of eval stage ${stage.name} (known: ${evalMetricNames(stage.eval?.pass_k ?? [1]).join(', ')})`,
+        config.promotion.metric,
+      );
+    }
+  }
+
   for (const [poolName, pool] of Object.entries(config.pools)) {
     if (pool.slurm && pool.launcher !== 'slurm')
       issue(['pools', poolName, 'slurm'], 'slurm settings on a pool whose launcher is not slurm');
@@ -533,6 +577,25 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
       );
     }
   }
+}
+
+/** An eval stage trains nothing (no train block) and reports pass@k only for k ≤ its samples; others train. */
+function checkEvalStage(
+  stage: RawConfig['stages'][number],
+  i: number,
+  issue: (path: (string | number)[], message: string, input?: unknown) => void,
+): void {
+  if (stage.kind !== 'eval') {
+    if (stage.train === undefined) issue(['stages', i], `${stage.kind} stages need the train block`);
+    return;
+  }
+  if (stage.train !== undefined)
+    issue(['stages', i, 'train'], 'eval stages train nothing: remove the train block');
+  const ev = stage.eval;
+  ev?.pass_k.forEach((k, j) => {
+    if (k > ev.samples)
+      issue(['stages', i, 'eval', 'pass_k', j], `pass@${k} needs eval.samples ≥ ${k} (it is ${ev.samples})`, k);
+  });
 }
 
 // ---- the resolved shape: what `resolve` returns ----------------------------------------------------------
@@ -551,7 +614,7 @@ const resolvedTrainSchema = trainSchema.extend({
 });
 
 export const resolvedStageSchema = stageSchema.extend({
-  train: resolvedTrainSchema,
+  train: resolvedTrainSchema.optional().describe('Optimiser and schedule (absent on eval stages).'),
   resources: resourcesSchema.describe('Resources of the job (defaults.resources merged with the overrides).'),
   retry: retrySchema.describe('Retry policy of the job (defaults.retry merged with the overrides).'),
   heartbeat_timeout: duration().describe('Heartbeat timeout of the job activity.'),
@@ -587,11 +650,13 @@ function resolve(config: RawConfig): ResolvedConfig {
     retry: { ...defaults.retry, ...stage.retry },
     heartbeat_timeout: stage.heartbeat_timeout ?? defaults.heartbeat_timeout,
     start_to_close_timeout: stage.start_to_close_timeout ?? defaults.start_to_close_timeout,
-    train: {
+    train: stage.train && {
       ...stage.train,
       micro_batch_size: stage.train.micro_batch_size ?? stage.train.batch_size,
       min_lr: stage.train.min_lr ?? stage.train.lr * 0.1,
     },
+    rollout: stage.rollout ?? (stage.kind === 'eval' ? rolloutSchema.parse({}) : undefined),
+    eval: stage.eval ?? (stage.kind === 'eval' ? evalSchema.parse({}) : undefined),
     packing: stage.packing ?? (stage.kind === 'midtrain' ? undefined : packingSchema.parse({})),
     sampling:
       stage.sampling ?? (stage.kind === 'rl' || stage.kind === 'rft' ? samplingSchema.parse({}) : undefined),
@@ -630,6 +695,8 @@ export const CONFIG_BLOCKS: Record<string, z.ZodType> = {
   SamplingConfig: samplingSchema,
   AlgorithmConfig: resolvedAlgorithmSchema,
   RftConfig: rftSchema,
+  EvalConfig: evalSchema,
+  PromotionConfig: promotionSchema,
   JobCommand: jobSchema,
   ResourcesConfig: resourcesSchema,
   RetryConfig: retrySchema,

@@ -46,8 +46,8 @@ describe('valid configs', () => {
     expect(s.start_to_close_timeout).toBe(7 * 86_400_000);
     expect(s.retry).toEqual({ max_attempts: 5, initial_interval: 5000, backoff: 2, max_interval: 300_000 });
     expect(s.resources).toEqual({ pool: 'default', nodes: 1, gpus_per_node: 0 });
-    expect(s.train.micro_batch_size).toBe(8);
-    expect(s.train.min_lr).toBeCloseTo(3e-5);
+    expect(s.train?.micro_batch_size).toBe(8);
+    expect(s.train?.min_lr).toBeCloseTo(3e-5);
     expect(s.checkpoint).toEqual({ every: 100, keep_last: 2 });
     expect(c.pools.default).toMatchObject({ launcher: 'local', task_queue: 'trainflow-pool-default' });
     expect(c.temporal).toEqual({ address: '127.0.0.1:7233', namespace: 'default', task_queue: 'trainflow' });
