@@ -393,7 +393,9 @@ const stageSchema = z.strictObject({
   description: z.string().optional().describe('Free text.'),
   data: dataSchema.optional().describe('Training documents or conversations (midtrain, sft).'),
   tasks: tasksSchema.optional().describe('Tasks for rollouts (rft, rl, eval).'),
-  train: trainSchema.optional().describe('Optimiser and schedule (every kind but eval, which trains nothing).'),
+  train: trainSchema
+    .optional()
+    .describe('Optimiser and schedule (every kind but eval, which trains nothing).'),
   checkpoint: checkpointSchema.prefault({}).describe('Checkpoint cadence and retention.'),
   resources: resourcesOverrideSchema.optional().describe('Overrides of defaults.resources.'),
   retry: retryOverrideSchema.optional().describe('Overrides of defaults.retry.'),
@@ -483,7 +485,16 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     for (const block of blocks.required) {
       if (stage[block] === undefined) issue(['stages', i], `${stage.kind} stages need the ${block} block`);
     }
-    for (const block of ['data', 'tasks', 'packing', 'rollout', 'sampling', 'algorithm', 'rft', 'eval'] as const) {
+    for (const block of [
+      'data',
+      'tasks',
+      'packing',
+      'rollout',
+      'sampling',
+      'algorithm',
+      'rft',
+      'eval',
+    ] as const) {
       if (stage[block] !== undefined && !blocks.allowed.includes(block)) {
         const kinds = KINDS.filter((k) => BLOCKS_BY_KIND[k].allowed.includes(block));
         issue(['stages', i, block], `${block} applies only to ${kinds.join(', ')} stages, not ${stage.kind}`);
@@ -594,8 +605,19 @@ function checkEvalStage(
   const ev = stage.eval;
   ev?.pass_k.forEach((k, j) => {
     if (k > ev.samples)
-      issue(['stages', i, 'eval', 'pass_k', j], `pass@${k} needs eval.samples ≥ ${k} (it is ${ev.samples})`, k);
+      issue(
+        ['stages', i, 'eval', 'pass_k', j],
+        `pass@${k} needs eval.samples ≥ ${k} (it is ${ev.samples})`,
+        k,
+      );
   });
+  // a task's samples run at once (one group), as a training stage's group_size does
+  const concurrency = (stage.rollout ?? rolloutSchema.parse({})).concurrency;
+  if (ev && concurrency < ev.samples)
+    issue(
+      stage.rollout ? ['stages', i, 'rollout', 'concurrency'] : ['stages', i, 'eval', 'samples'],
+      `an eval stage's rollout.concurrency (${concurrency}) must be ≥ eval.samples (${ev.samples})`,
+    );
 }
 
 // ---- the resolved shape: what `resolve` returns ----------------------------------------------------------

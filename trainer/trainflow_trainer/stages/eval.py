@@ -29,7 +29,7 @@ from typing import Any
 
 from ..checkpoint import commit, latest_verified, step_dir
 from ..errors import BadInput, Preempted
-from ..rl.rollouts import Rollouts
+from ..rl.rollouts import TRAINER_DIR, Rollouts
 from ..storage import is_s3, join
 from ..tasks import TaskFormatError, load_tasks
 from ..tokenizer import TOKENIZER_FILE
@@ -127,7 +127,7 @@ def collect(ctx, weights: Path, samples: int) -> tuple[list[dict], dict[str, Any
     """Every task once with `samples` samples (the rollout block's group size replaced by eval.samples)."""
     stage = ctx.spec.stage
     try:
-        tasks = load_tasks(stage.get("tasks") or {})
+        tasks = load_tasks(stage.get("tasks") or {}, base_dir=TRAINER_DIR)
     except TaskFormatError as e:
         raise BadInput(str(e)) from None
     levels = {t.id: _level(t.meta.get("difficulty")) for t in tasks}
