@@ -559,6 +559,16 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     }
   });
 
+  const init = config.model.init;
+  const startsFromPreset =
+    'preset' in init || ('from_pipeline' in init && init.fallback && 'preset' in init.fallback);
+  if (config.stages[0]?.kind === 'eval' && startsFromPreset) {
+    issue(
+      ['stages', 0, 'kind'],
+      'an eval stage scores a checkpoint: the first stage cannot be one when the run may start from a preset (put it after a training stage, or start from model.init {checkpoint: ...})',
+    );
+  }
+
   if (config.promotion) {
     const target = config.stages.findIndex((s) => s.name === config.promotion!.stage);
     const stage = config.stages[target];

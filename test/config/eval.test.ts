@@ -82,3 +82,26 @@ test('a training stage still needs its train block; a fallback is a preset or a 
     'x.yaml:7:39 model.init.fallback: expected {preset: tiny} or {checkpoint: PATH_OR_S3_URI}, got a mapping',
   ]);
 });
+
+test('an eval stage cannot come first when the run may start from a preset: it would score random weights', () => {
+  const evalFirst = HEAD.replace(
+    `  - name: a
+    kind: midtrain
+    data:
+      sources: [{ path: /tmp/a.jsonl }]
+    train: { steps: 10 }
+`,
+    `  - name: ev
+    kind: eval
+    tasks: { family: demo }
+`,
+  );
+  expect(problems(evalFirst)).toEqual([
+    'x.yaml:10:11 stages[0].kind: an eval stage scores a checkpoint: the first stage cannot be one when the run may start from a preset (put it after a training stage, or start from model.init {checkpoint: ...})',
+  ]);
+  const fromCheckpoint = evalFirst.replace(
+    'fallback: { preset: tiny }',
+    'fallback: { checkpoint: s3://b/c }',
+  );
+  expect(parseConfig(fromCheckpoint, 'x.yaml').stages[0].kind).toBe('eval');
+});
