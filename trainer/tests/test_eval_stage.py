@@ -5,15 +5,19 @@ statistics are not touched; a retry after the commit reports the committed resul
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import uuid
 from itertools import combinations
 from pathlib import Path
+
+from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401  (the local stack's MinIO)
 
 from trainflow_trainer.checkpoint import commit
 from trainflow_trainer.model import Transformer, preset, save_hf
 from trainflow_trainer.rl.ledger_check import read_ledger
-from trainflow_trainer.storage import Storage
+from trainflow_trainer.storage import Storage, join
 from trainflow_trainer.tasks import demo_task, write_tasks_jsonl
 from trainflow_trainer.tasks.task import Task
 from trainflow_trainer.tokenizer import Tokenizer
@@ -122,3 +126,62 @@ def test_eval_stage_reports_pass_at_k_of_its_samples_and_passes_its_input_on(tmp
     assert len(read_ledger(work / "ledger")) == before
     status2 = [json.loads(ln.split(" ", 1)[1]) for ln in r2.stdout.splitlines() if ln.startswith("TRAINFLOW_STATUS")]
     assert status2[-1]["metrics"] == m
+
+
+def test_eval_stage_in_s3_commits_its_result_there_and_leaves_the_sampler_statistics_alone(
+    tmp_path: Path,
+    storage: Storage,  # noqa: F811
+) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "trainflow_trainer.demo_data", str(tmp_path / "demo"), "--quiet"],
+        cwd=TRAINER,
+        check=True,
+        capture_output=True,
+    )
+    root = f"s3://{BUCKET}/tests/eval-{uuid.uuid4().hex[:10]}"
+    local = tiny_checkpoint(tmp_path / "ckpt" / "step-000100", tmp_path / "demo" / "tokenizer.json")
+    ckpt = f"{root}/rl/step-000100"
+    commit(local, ckpt, 100, True, storage)
+    out = f"{root}/eval"
+    spec = {
+        "protocol": 1,
+        "pipeline_id": "t",
+        "run_id": "r",
+        "stage_index": 1,
+        "attempt": 1,
+        "stage": {
+            "name": "eval",
+            "kind": "eval",
+            "tasks": {"family": "demo", "count": 5, "seed": 3},
+            "rollout": {"concurrency": 4, "max_turns": 1, "max_new_tokens": 8, "temperature": 1.0, "top_p": 1.0},
+            "eval": {"samples": 2, "pass_k": [1, 2]},
+        },
+        "model": {"init": {"preset": "tiny"}, "dtype": "fp32"},
+        "input_checkpoint": ckpt,
+        "output_prefix": out,
+        "resume": True,
+        "status_uri": f"{out}/status.json",
+        "storage": {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True},
+        "work_dir": str(tmp_path / "work"),
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "spec.json")]
+    try:
+        r = subprocess.run(cmd, cwd=TRAINER, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        result = json.loads(storage.read_bytes(join(out, "step-000001", "eval.json")))
+        assert result["checkpoint"] == ckpt
+        m = result["metrics"]
+        assert m["tasks"] == 5 and m["samples"] == 10
+        assert sorted(k for k in m if k.startswith("pass_rate_level_")) == [f"pass_rate_level_{n}" for n in range(5)]
+        assert json.loads(storage.read_bytes(f"{out}/status.json"))["metrics"] == m
+        assert not storage.exists(f"{root}/sampling/stats.json")
+        assert storage.list_dirs(f"{out}/ledger"), "the eval's samples ship with the ledger"
+        # a retry on a new machine (empty work dir) finds the committed result in S3
+        shutil.rmtree(tmp_path / "work")
+        r2 = subprocess.run(cmd, cwd=TRAINER, capture_output=True, text=True, timeout=120)
+        assert r2.returncode == 0, r2.stderr[-3000:]
+        assert "reported again" in r2.stderr
+        assert json.loads(storage.read_bytes(f"{out}/status.json"))["metrics"] == m
+    finally:
+        storage.delete_prefix(root)

@@ -27,7 +27,7 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import commit, latest_verified, step_dir
+from ..checkpoint import COMMIT_FILE, commit, latest_verified, read_commit, step_dir
 from ..errors import BadInput, Preempted
 from ..rl.rollouts import TRAINER_DIR, Rollouts
 from ..storage import is_s3, join
@@ -114,6 +114,11 @@ def evaluated_checkpoint(ctx) -> str:
 def servable(ctx, uri: str) -> Path:
     """A local HF folder of the checkpoint's weights with its tokenizer, for the inference server."""
     local = open_checkpoint(ctx, uri, "input_checkpoint")
+    commit_file = local / COMMIT_FILE
+    if is_s3(uri) and not commit_file.is_file():
+        # the server trusts a step-NNNNNN folder only with its commit record (serve/weights.py), which the
+        # download to the cache leaves behind: the verified manifest goes with the files
+        commit_file.write_text(json.dumps(read_commit(uri, ctx.storage)))
     if (local / TOKENIZER_FILE).is_file():
         return local
     folder = Path(ctx.spec.work_dir) / "policy" / "eval"
