@@ -9,7 +9,13 @@ import { UserError } from '../src/errors';
 import { hashJson } from '../src/pipeline/canonical';
 import { completedStageChanges, formatStageChanges, stageHash } from '../src/pipeline/identity';
 import { CheckpointStore } from '../src/storage/checkpoints';
-import { ManifestStore, stagePrefix, type PipelineManifest } from '../src/storage/manifest';
+import { promoteRun } from '../src/pipeline/promotion';
+import {
+  ManifestStore,
+  stagePrefix,
+  type PipelineManifest,
+  type PromotionDecision,
+} from '../src/storage/manifest';
 import { ObjectStore, type StorageEndpoint } from '../src/storage/s3';
 
 export function storageEndpoint(config: PipelineConfig): StorageEndpoint {
@@ -58,6 +64,37 @@ export interface RecordStageInput {
 function nonRetryable(err: unknown): never {
   if (err instanceof UserError) throw ApplicationFailure.nonRetryable(err.message, 'BadInput');
   throw err;
+}
+
+type Init = PipelineConfig['model']['init'];
+
+/**
+ * The first stage's input checkpoint (null: the job builds model.init's preset). `from_pipeline` takes that
+ * pipeline's promoted run, else (runs from before promotion existed) its latest successful one, else its
+ * `fallback` — which then stands for model.init in the jobs' config (`fallback` set in the result).
+ */
+async function resolveInit(
+  manifests: ManifestStore,
+  config: PipelineConfig,
+): Promise<{ checkpoint: string | null; fallback?: Exclude<Init, { from_pipeline: string }> }> {
+  const init = config.model.init;
+  if ('checkpoint' in init) return { checkpoint: init.checkpoint };
+  if (!('from_pipeline' in init)) return { checkpoint: null };
+  const run =
+    (await manifests.readPromotedRun(init.from_pipeline)) ??
+    (await manifests.readLatestRun(init.from_pipeline));
+  const uri = run && (init.stage ? run.stages[init.stage] : run.final_checkpoint);
+  if (uri) return { checkpoint: uri };
+  if (init.fallback) {
+    return {
+      checkpoint: 'checkpoint' in init.fallback ? init.fallback.checkpoint : null,
+      fallback: init.fallback,
+    };
+  }
+  throw ApplicationFailure.nonRetryable(
+    `model.init.from_pipeline: no successful run of pipeline ${init.from_pipeline}${init.stage ? ` with a stage ${init.stage}` : ''} under ${config.storage.uri}; give model.init a fallback ({from_pipeline: ${init.from_pipeline}, fallback: {preset: ...}}) for a first run`,
+    'BadInput',
+  );
 }
 
 export function createControlActivities() {
@@ -131,21 +168,9 @@ export function createControlActivities() {
     }
     await manifests.open({ pipelineId: input.pipelineId, name: config.metadata.name, configHash, config });
 
-    let initCheckpoint: string | null = null;
-    const init = config.model.init;
-    if ('checkpoint' in init) initCheckpoint = init.checkpoint;
-    else if ('from_pipeline' in init) {
-      const latest = await manifests.readLatestRun(init.from_pipeline);
-      const uri = latest && (init.stage ? latest.stages[init.stage] : latest.final_checkpoint);
-      if (!uri) {
-        throw ApplicationFailure.nonRetryable(
-          `model.init.from_pipeline: no successful run of pipeline ${init.from_pipeline}${init.stage ? ` with a stage ${init.stage}` : ''} under ${config.storage.uri}`,
-          'BadInput',
-        );
-      }
-      initCheckpoint = uri;
-    }
-    return { config, configHash, completed, initCheckpoint };
+    const init = await resolveInit(manifests, config);
+    if (init.fallback) config = { ...config, model: { ...config.model, init: init.fallback } };
+    return { config, configHash, completed, initCheckpoint: init.checkpoint };
   }
 
   async function recordStage(input: RecordStageInput): Promise<void> {
@@ -164,16 +189,19 @@ export function createControlActivities() {
     });
   }
 
+  /** Records the run's outcome; a completed run is then promoted or not (src/pipeline/promotion.ts). */
   async function finishPipeline(input: {
     config: PipelineConfig;
     pipelineId: string;
     state: PipelineManifest['state'];
-  }): Promise<void> {
+  }): Promise<PromotionDecision | null> {
     const manifests = new ManifestStore(
       new ObjectStore(storageEndpoint(input.config)),
       input.config.storage.uri,
     );
-    await manifests.setState(input.pipelineId, input.state);
+    const manifest = await manifests.setState(input.pipelineId, input.state);
+    if (input.state !== 'completed' || !manifest) return null;
+    return promoteRun(manifests, input.config, manifest);
   }
 
   async function applyRetention(input: {

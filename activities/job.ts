@@ -285,8 +285,15 @@ export function createJobActivities(options: JobActivityOptions = {}) {
       status = status ? { ...status, step: latest.step, last_checkpoint: latest.uri } : status;
       void signalProgress(true); // the pipeline learns the outcome from the result; the signal is only a hint
       await launcher.release(name);
-      log.info({ job: name, checkpoint: latest.uri, step: latest.step }, 'job done');
-      return { outputCheckpoint: latest.uri, step: latest.step, metrics, jobName: name, attempt };
+      // An eval stage's commit holds its result, not weights: its output is the checkpoint it evaluated
+      // (trainer/trainflow_trainer/stages/eval.py), so later stages continue from the same weights.
+      const evaluated =
+        input.stage.kind === 'eval'
+          ? (await store.getJson<{ checkpoint?: string }>(joinUri(latest.uri, 'eval.json')))?.checkpoint
+          : undefined;
+      const output = evaluated ?? latest.uri;
+      log.info({ job: name, checkpoint: output, step: latest.step }, 'job done');
+      return { outputCheckpoint: output, step: latest.step, metrics, jobName: name, attempt };
     }
     const tail = await readTail(launcher, name);
     await launcher.release(name);

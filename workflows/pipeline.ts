@@ -117,7 +117,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
       }
       stage.state = 'running';
       stage.startedAt = new Date().toISOString();
-      stage.totalSteps = stageConfig.train.steps;
+      stage.totalSteps = stageConfig.train?.steps ?? 1;
       try {
         const result = await executeChild(stageWorkflow, {
           workflowId: `${pipelineId}--${stageConfig.name}`,

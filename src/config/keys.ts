@@ -24,6 +24,8 @@ const JOB = 'trainer/tests/test_job.py::test_one_cpu_training_step_learns';
 const RESUME = 'trainer/tests/test_job.py::test_exact_resume_after_sigkill';
 const SAMPLER = 'test/sampling/sampler.test.ts::';
 const TRACKING = 'trainer/tests/test_tracking.py::';
+const PROMOTION = 'test/pipeline/promotion.test.ts::';
+const EVAL_CONFIG = 'test/config/eval.test.ts::';
 
 export const CONFIG_KEYS: Record<string, KeyEntry> = {
   api_version: {
@@ -125,6 +127,20 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'model.init.seed': {
     rejected: "not read: the first stage's train.seed decides the initial weights",
     test: BAD,
+  },
+  'model.init.fallback.preset': {
+    honoured:
+      "control.ts: a from_pipeline init's start while that pipeline has no promoted or successful run",
+    test: `${PROMOTION}a retrain whose eval is worse than the promoted run is not promoted`,
+  },
+  'model.init.fallback.overrides': {
+    honoured: 'the fallback preset stands in for model.init (model.py preset(**overrides))',
+    test: `${PROMOTION}a retrain whose eval is worse than the promoted run is not promoted`,
+  },
+  'model.init.fallback.seed': { rejected: 'as model.init.seed: not read', test: BAD },
+  'model.init.fallback.checkpoint': {
+    honoured: 'control.ts: the fallback checkpoint becomes the first stage input',
+    test: `${EVAL_CONFIG}a training stage still needs its train block; a fallback is a preset or a checkpoint`,
   },
   'model.init.checkpoint': {
     honoured: 'lm.py/policy.py open_checkpoint',
@@ -360,6 +376,14 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     honoured: 'src/sampling/sampler.ts and rl/batch.py: near-equal rewards carry no signal',
     test: `${SAMPLER}rewards equal within all_equal_tolerance count as all equal`,
   },
+  'stages[].eval.samples': {
+    honoured: 'stages/eval.py: samples per task (the data plane group size of an eval stage)',
+    test: 'trainer/tests/test_eval_stage.py::test_eval_stage_reports_pass_at_k_of_its_samples',
+  },
+  'stages[].eval.pass_k': {
+    honoured: 'stages/eval.py: the pass@k metrics reported (unbiased estimator)',
+    test: 'trainer/tests/test_eval_stage.py::test_eval_stage_reports_pass_at_k_of_its_samples',
+  },
   'stages[].rft.keep': {
     honoured: 'rft.py select',
     test: 'trainer/tests/test_rl.py::test_rft_keeps_passing_or_top_rollouts',
@@ -385,6 +409,19 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     test: 'test/pipeline/schedule.test.ts::a schedule triggered by hand',
   },
   'schedule.timezone': { honoured: 'Temporal schedule time zone', test: BAD },
+
+  'promotion.stage': {
+    honoured: 'src/pipeline/promotion.ts: the eval stage whose metric decides a run is promoted',
+    test: `${PROMOTION}a retrain whose eval is worse than the promoted run is not promoted`,
+  },
+  'promotion.metric': {
+    honoured: 'src/pipeline/promotion.ts: the metric compared with the promoted run',
+    test: `${PROMOTION}a retrain whose eval is worse than the promoted run is not promoted`,
+  },
+  'promotion.min_improvement': {
+    honoured: 'src/pipeline/promotion.ts: by how much a run must beat the promoted one',
+    test: `${PROMOTION}a retrain whose eval is worse than the promoted run is not promoted`,
+  },
 
   'tracking.tensorboard': {
     honoured: 'tracking.py: TensorBoard event files next to the checkpoints, continued across resumes',

@@ -1,6 +1,6 @@
 // The metrics each stage kind reports in its status object, and so the ones a gate may test. The trainer
 // (trainer/trainflow_trainer) emits these names; a gate on any other name is a config error.
-export const METRICS_BY_KIND: Record<'midtrain' | 'sft' | 'rft' | 'rl', readonly string[]> = {
+export const METRICS_BY_KIND: Record<'midtrain' | 'sft' | 'rft' | 'rl' | 'eval', readonly string[]> = {
   midtrain: ['loss', 'eval_loss', 'grad_norm', 'lr', 'tokens_per_s'],
   sft: ['loss', 'eval_loss', 'grad_norm', 'lr', 'tokens_per_s'],
   rft: ['loss', 'grad_norm', 'lr', 'tokens_per_s', 'pass_rate', 'reward_mean', 'kept_fraction'],
@@ -29,6 +29,9 @@ export const METRICS_BY_KIND: Record<'midtrain' | 'sft' | 'rft' | 'rl', readonly
     'kl_ref',
     'dropped_stale_tokens',
   ],
+  // besides these, an eval stage reports `pass@K` for each K of eval.pass_k and `pass_rate_level_N` for each
+  // difficulty level N its tasks carry (src/config/eval.ts: isEvalMetric)
+  eval: ['reward_mean', 'pass_rate', 'tasks', 'samples', 'episodes', 'turns_mean'],
 };
 
 /**

@@ -8,6 +8,7 @@ import { METRICS_BY_KIND } from './metrics';
 import { MODEL_CONFIG_FIELDS, TRAINER_PRESETS, shapeProblems, type ModelShape } from './trainer-model';
 import { trackingSchema } from './tracking';
 import { algorithmSchema, resolvedAlgorithmSchema } from './algorithm';
+import { evalSchema, evalMetricNames, isEvalMetric, promotionSchema } from './eval';
 
 // ---- small typed leaves, each with the message a user should read ----------------------------------------
 
@@ -39,7 +40,7 @@ const text = () => z.string({ error: 'expected a string' }).min(1, { error: 'mus
 /** A data location: a local path (relative to the config file) or an s3:// URI. */
 const location = () => text();
 
-export const KINDS = ['midtrain', 'sft', 'rft', 'rl'] as const;
+export const KINDS = ['midtrain', 'sft', 'rft', 'rl', 'eval'] as const;
 export const LAUNCHERS = ['local', 'slurm', 'kubernetes'] as const;
 /** tasks/__init__.py FAMILIES and rl/batch.py SCALINGS (test/config/trainer-facts.test.ts compares them). */
 export const TASK_FAMILIES = ['demo', 'humaneval', 'jsonl'] as const;
@@ -183,28 +184,40 @@ const defaultsSchema = z.strictObject({
 
 // ---- the model -------------------------------------------------------------------------------------------
 
+const presetInitSchema = z
+  .strictObject({
+    preset: z.enum(PRESETS, {
+      error: `expected one of ${PRESETS.join(' | ')} (a larger model starts from {checkpoint: PATH_OR_S3_URI})`,
+    }),
+    /** Overrides of the preset's HF config fields (model.py ModelConfig), e.g. num_hidden_layers: 2. */
+    // integers listed apart so the generated Python type keeps an int an int (num_hidden_layers: 2)
+    overrides: z.record(z.string(), z.union([z.number().int(), z.number(), z.boolean()])).default({}),
+    /** Not read: the initial weights follow the first stage's train.seed. Rejected below when set. */
+    seed: nonNegativeInt()
+      .optional()
+      .describe("Not read (the first stage's train.seed decides): an error when set."),
+  })
+  .meta({ title: 'PresetInit' });
+const checkpointInitSchema = z.strictObject({ checkpoint: location() }).meta({ title: 'CheckpointInit' });
+
 const initSchema = z.union(
   [
+    presetInitSchema,
+    checkpointInitSchema,
     z
       .strictObject({
-        preset: z.enum(PRESETS, {
-          error: `expected one of ${PRESETS.join(' | ')} (a larger model starts from {checkpoint: PATH_OR_S3_URI})`,
-        }),
-        /** Overrides of the preset's HF config fields (model.py ModelConfig), e.g. num_hidden_layers: 2. */
-        // integers listed apart so the generated Python type keeps an int an int (num_hidden_layers: 2)
-        overrides: z.record(z.string(), z.union([z.number().int(), z.number(), z.boolean()])).default({}),
-        /** Not read: the initial weights follow the first stage's train.seed. Rejected below when set. */
-        seed: nonNegativeInt()
-          .optional()
-          .describe("Not read (the first stage's train.seed decides): an error when set."),
-      })
-      .meta({ title: 'PresetInit' }),
-    z.strictObject({ checkpoint: location() }).meta({ title: 'CheckpointInit' }),
-    z
-      .strictObject({
-        /** The final checkpoint of the latest successful run of another pipeline (by metadata.name). */
+        /**
+         * The final checkpoint of another pipeline's (by metadata.name) promoted run — the latest successful
+         * one when no run was ever promoted — or the checkpoint of its `stage`.
+         */
         from_pipeline: name('pipeline'),
         stage: name('stage').optional(),
+        /** Where to start while that pipeline has no promoted or successful run (a self-chaining retrain's first). */
+        fallback: z
+          .union([presetInitSchema, checkpointInitSchema], {
+            error: 'expected {preset: tiny} or {checkpoint: PATH_OR_S3_URI}',
+          })
+          .optional(),
       })
       .meta({ title: 'PipelineInit' }),
   ],
@@ -412,11 +425,15 @@ const jobSchema = z.strictObject({
 
 const stageSchema = z.strictObject({
   name: name('stage').describe('Stage name, unique in the pipeline.'),
-  kind: z.enum(KINDS, { error: `expected one of ${KINDS.join(' | ')}` }).describe('What the stage trains.'),
+  kind: z
+    .enum(KINDS, { error: `expected one of ${KINDS.join(' | ')}` })
+    .describe('What the stage trains (eval: evaluates, without training).'),
   description: z.string().optional().describe('Free text.'),
   data: dataSchema.optional().describe('Training documents or conversations (midtrain, sft).'),
-  tasks: tasksSchema.optional().describe('Tasks for rollouts (rft, rl).'),
-  train: trainSchema.describe('Optimiser and schedule.'),
+  tasks: tasksSchema.optional().describe('Tasks for rollouts (rft, rl, eval).'),
+  train: trainSchema
+    .optional()
+    .describe('Optimiser and schedule (every kind but eval, which trains nothing).'),
   checkpoint: checkpointSchema.prefault({}).describe('Checkpoint cadence and retention.'),
   resources: resourcesOverrideSchema.optional().describe('Overrides of defaults.resources.'),
   retry: retryOverrideSchema.optional().describe('Overrides of defaults.retry.'),
@@ -431,6 +448,7 @@ const stageSchema = z.strictObject({
   sampling: samplingSchema.optional().describe('Task sampling (rft, rl).'),
   algorithm: algorithmSchema.optional().describe('RL objective (rl).'),
   rft: rftSchema.optional().describe('Which rollouts RFT keeps (rft).'),
+  eval: evalSchema.optional().describe('Samples per task and the pass@k reported (eval).'),
   job: jobSchema.optional().describe('A custom job command instead of the trainer.'),
 });
 
@@ -450,7 +468,7 @@ const scheduleSchema = z.strictObject({
 
 // ---- which blocks each kind takes ------------------------------------------------------------------------
 
-type Block = 'data' | 'tasks' | 'packing' | 'rollout' | 'sampling' | 'algorithm' | 'rft';
+type Block = 'data' | 'tasks' | 'packing' | 'rollout' | 'sampling' | 'algorithm' | 'rft' | 'eval';
 export const BLOCKS_BY_KIND: Record<(typeof KINDS)[number], { required: Block[]; allowed: Block[] }> = {
   midtrain: { required: ['data'], allowed: ['data'] },
   sft: { required: ['data'], allowed: ['data', 'packing'] },
@@ -459,6 +477,7 @@ export const BLOCKS_BY_KIND: Record<(typeof KINDS)[number], { required: Block[];
     required: ['tasks', 'rollout', 'algorithm'],
     allowed: ['tasks', 'rollout', 'sampling', 'packing', 'algorithm'],
   },
+  eval: { required: ['tasks'], allowed: ['tasks', 'rollout', 'eval'] },
 };
 
 // ---- the whole config, and the one place defaults are merged ---------------------------------------------
@@ -480,6 +499,11 @@ const rawConfigSchema = z.strictObject({
   model: modelSchema,
   stages: z.array(stageSchema).min(1, { error: 'expected at least one stage' }),
   schedule: scheduleSchema.optional(),
+  promotion: promotionSchema
+    .optional()
+    .describe(
+      "When a successful run's final checkpoint is promoted (what `from_pipeline` takes); unset: every successful run is.",
+    ),
   tracking: trackingSchema.prefault({}).describe('Where stage metrics are tracked (TensorBoard by default).'),
 });
 
@@ -509,16 +533,27 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     for (const block of blocks.required) {
       if (stage[block] === undefined) issue(['stages', i], `${stage.kind} stages need the ${block} block`);
     }
-    for (const block of ['data', 'tasks', 'packing', 'rollout', 'sampling', 'algorithm', 'rft'] as const) {
+    for (const block of [
+      'data',
+      'tasks',
+      'packing',
+      'rollout',
+      'sampling',
+      'algorithm',
+      'rft',
+      'eval',
+    ] as const) {
       if (stage[block] !== undefined && !blocks.allowed.includes(block)) {
         const kinds = KINDS.filter((k) => BLOCKS_BY_KIND[k].allowed.includes(block));
         issue(['stages', i, block], `${block} applies only to ${kinds.join(', ')} stages, not ${stage.kind}`);
       }
     }
 
-    const known = METRICS_BY_KIND[stage.kind];
+    const passK = stage.eval?.pass_k ?? [1];
+    const known = stage.kind === 'eval' ? evalMetricNames(passK) : METRICS_BY_KIND[stage.kind];
+    const isKnown = (m: string) => (stage.kind === 'eval' ? isEvalMetric(m, passK) : known.includes(m));
     stage.gates.forEach((gate, g) => {
-      if (!known.includes(gate.metric)) {
+      if (!isKnown(gate.metric)) {
         issue(
           ['stages', i, 'gates', g, 'metric'],
           `unknown metric for a ${stage.kind} stage (known: ${known.join(', ')})`,
@@ -526,6 +561,7 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
         );
       }
     });
+    checkEvalStage(stage, i, issue);
 
     checkStage(config, stage, i, issue);
 
@@ -593,6 +629,35 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
       config.defaults.launcher,
     );
   }
+  const init = config.model.init;
+  const startsFromPreset =
+    'preset' in init || ('from_pipeline' in init && init.fallback && 'preset' in init.fallback);
+  if (config.stages[0]?.kind === 'eval' && startsFromPreset) {
+    issue(
+      ['stages', 0, 'kind'],
+      'an eval stage scores a checkpoint: the first stage cannot be one when the run may start from a preset (put it after a training stage, or start from model.init {checkpoint: ...})',
+    );
+  }
+
+  if (config.promotion) {
+    const target = config.stages.findIndex((s) => s.name === config.promotion!.stage);
+    const stage = config.stages[target];
+    if (!stage || stage.kind !== 'eval') {
+      const evals = config.stages.filter((s) => s.kind === 'eval').map((s) => s.name);
+      issue(
+        ['promotion', 'stage'],
+        `expected the name of an eval stage (eval stages: ${evals.join(', ') || 'none'})`,
+        config.promotion.stage,
+      );
+    } else if (!isEvalMetric(config.promotion.metric, stage.eval?.pass_k ?? [1])) {
+      issue(
+        ['promotion', 'metric'],
+        `unknown metric of eval stage ${stage.name} (known: ${evalMetricNames(stage.eval?.pass_k ?? [1]).join(', ')})`,
+        config.promotion.metric,
+      );
+    }
+  }
+
   for (const [poolName, pool] of Object.entries(pools)) {
     if (pool.slurm && pool.launcher !== 'slurm')
       issue(['pools', poolName, 'slurm'], 'slurm settings on a pool whose launcher is not slurm');
@@ -613,7 +678,7 @@ export function worldSize(resources: { nodes: number; gpus_per_node: number }): 
 /** Sequences per optimizer step: rl trains batch_groups × group_size trajectories per step, whatever else. */
 function batchSize(stage: RawConfig['stages'][number]): number {
   if (stage.kind === 'rl' && stage.rollout) return stage.rollout.batch_groups * stage.rollout.group_size;
-  return stage.train.batch_size ?? 8;
+  return stage.train?.batch_size ?? 8;
 }
 
 /** Why a 5-field cron expression cannot run (croner parses it as Temporal's scheduler would), or undefined. */
@@ -682,6 +747,18 @@ function checkModel(config: RawConfig, issue: Issue): void {
       );
     }
   }
+  if (
+    'from_pipeline' in init &&
+    init.fallback &&
+    'preset' in init.fallback &&
+    init.fallback.seed !== undefined
+  ) {
+    issue(
+      ['model', 'init', 'fallback', 'seed'],
+      "not read: the initial weights follow the first stage's train.seed (remove it)",
+      init.fallback.seed,
+    );
+  }
   if (tokenizer !== undefined && 'train' in tokenizer) {
     issue(
       ['model', 'tokenizer', 'train'],
@@ -698,7 +775,8 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
   const res = { ...config.defaults.resources, ...stage.resources };
   const world = worldSize(res);
   const lm = stage.kind === 'midtrain' || stage.kind === 'sft';
-  const { train } = stage;
+  // an eval stage has no train block (checkEvalStage): its sizes are those of an empty one
+  const train: Partial<NonNullable<RawConfig['stages'][number]['train']>> = stage.train ?? {};
   const batch = batchSize(stage);
 
   if (lm) {
@@ -767,7 +845,7 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
   }
 
   if (stage.tasks) checkTasks(stage.tasks, at, issue);
-  if (stage.rollout) checkRollout(stage.rollout, at, issue);
+  if (stage.rollout) checkRollout(stage.rollout, stage.kind, at, issue);
   if (stage.rft?.rounds !== undefined) {
     issue(
       at('rft', 'rounds'),
@@ -793,9 +871,16 @@ function checkTasks(tasks: NonNullable<RawConfig['stages'][number]['tasks']>, at
 }
 
 type AtFn = (...p: (string | number)[]) => (string | number)[];
+type StageKindName = RawConfig['stages'][number]['kind'];
 
-function checkRollout(r: NonNullable<RawConfig['stages'][number]['rollout']>, at: AtFn, issue: Issue): void {
-  if (r.group_size > r.concurrency) {
+/** An eval stage runs eval.samples per task, not group_size (checkEvalStage holds its concurrency rule). */
+function checkRollout(
+  r: NonNullable<RawConfig['stages'][number]['rollout']>,
+  kind: StageKindName,
+  at: AtFn,
+  issue: Issue,
+): void {
+  if (r.group_size > r.concurrency && kind !== 'eval') {
     issue(
       at('rollout', 'group_size'),
       `exceeds rollout.concurrency ${r.concurrency}: a group's sessions run at once (raise concurrency or lower group_size)`,
@@ -828,6 +913,36 @@ function checkRollout(r: NonNullable<RawConfig['stages'][number]['rollout']>, at
   }
 }
 
+/** An eval stage trains nothing (no train block) and reports pass@k only for k ≤ its samples; others train. */
+function checkEvalStage(
+  stage: RawConfig['stages'][number],
+  i: number,
+  issue: (path: (string | number)[], message: string, input?: unknown) => void,
+): void {
+  if (stage.kind !== 'eval') {
+    if (stage.train === undefined) issue(['stages', i], `${stage.kind} stages need the train block`);
+    return;
+  }
+  if (stage.train !== undefined)
+    issue(['stages', i, 'train'], 'eval stages train nothing: remove the train block');
+  const ev = stage.eval;
+  ev?.pass_k.forEach((k, j) => {
+    if (k > ev.samples)
+      issue(
+        ['stages', i, 'eval', 'pass_k', j],
+        `pass@${k} needs eval.samples ≥ ${k} (it is ${ev.samples})`,
+        k,
+      );
+  });
+  // a task's samples run at once (one group), as a training stage's group_size does
+  const concurrency = (stage.rollout ?? rolloutSchema.parse({})).concurrency;
+  if (ev && concurrency < ev.samples)
+    issue(
+      stage.rollout ? ['stages', i, 'rollout', 'concurrency'] : ['stages', i, 'eval', 'samples'],
+      `an eval stage's rollout.concurrency (${concurrency}) must be ≥ eval.samples (${ev.samples})`,
+    );
+}
+
 // ---- the resolved shape: what `resolve` returns ----------------------------------------------------------
 // Every per-stage setting filled from `defaults`, so a resolved stage is complete on its own. These schemas are
 // derived from the ones above (same leaves, same descriptions) and are never used to parse: they type a resolved
@@ -842,7 +957,7 @@ const resolvedTrainSchema = trainSchema.extend({
 });
 
 export const resolvedStageSchema = stageSchema.extend({
-  train: resolvedTrainSchema,
+  train: resolvedTrainSchema.optional().describe('Optimiser and schedule (absent on eval stages).'),
   resources: resourcesSchema.describe('Resources of the job (defaults.resources merged with the overrides).'),
   retry: retrySchema.describe('Retry policy of the job (defaults.retry merged with the overrides).'),
   heartbeat_timeout: duration().describe('Heartbeat timeout of the job activity.'),
@@ -882,7 +997,7 @@ function resolve(config: RawConfig): ResolvedConfig {
       retry: { ...defaults.retry, ...stage.retry },
       heartbeat_timeout: stage.heartbeat_timeout ?? defaults.heartbeat_timeout,
       start_to_close_timeout: stage.start_to_close_timeout ?? defaults.start_to_close_timeout,
-      train: {
+      train: stage.train && {
         ...stage.train,
         batch_size,
         // midtrain/sft: one process's share by default; rft/rl micro-batch by packing.max_tokens instead.
@@ -891,14 +1006,19 @@ function resolve(config: RawConfig): ResolvedConfig {
           : undefined,
         min_lr: stage.train.min_lr ?? stage.train.lr * 0.1,
       },
+      rollout: stage.rollout ?? (stage.kind === 'eval' ? rolloutSchema.parse({}) : undefined),
+      eval: stage.eval ?? (stage.kind === 'eval' ? evalSchema.parse({}) : undefined),
       tasks: stage.tasks && {
         ...stage.tasks,
         seed: stage.tasks.family === 'demo' ? (stage.tasks.seed ?? 0) : undefined,
       },
       packing: stage.packing ?? (stage.kind === 'midtrain' ? undefined : packingSchema.parse({})),
+      // eval stages too: the data plane's spec carries one, which eval mode leaves untouched
       sampling:
         stage.sampling ??
-        (stage.kind === 'rl' || stage.kind === 'rft' ? samplingSchema.parse({}) : undefined),
+        (stage.kind === 'rl' || stage.kind === 'rft' || stage.kind === 'eval'
+          ? samplingSchema.parse({})
+          : undefined),
       rft: stage.rft ?? (stage.kind === 'rft' ? rftSchema.parse({}) : undefined),
     };
   });
@@ -935,6 +1055,8 @@ export const CONFIG_BLOCKS: Record<string, z.ZodType> = {
   SamplingConfig: samplingSchema,
   AlgorithmConfig: resolvedAlgorithmSchema,
   RftConfig: rftSchema,
+  EvalConfig: evalSchema,
+  PromotionConfig: promotionSchema,
   JobCommand: jobSchema,
   ResourcesConfig: resourcesSchema,
   RetryConfig: retrySchema,

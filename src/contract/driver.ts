@@ -38,7 +38,11 @@ export const driverAgentSchema = z
 
 export const driverSpecSchema = z
   .strictObject({
-    mode: z.enum(['rl', 'collect']).describe('rl: train in steps; collect (RFT): run `groups` groups once.'),
+    mode: z
+      .enum(['rl', 'collect', 'eval'])
+      .describe(
+        'rl: train in steps; collect (RFT): run `groups` groups once; eval: each task once in file order, the sampler untouched.',
+      ),
     upstreams: z.array(z.string().min(1)).min(1).describe('Inference server base URLs.'),
     upstream_admin_token: z.string().optional().describe("The inference servers' admin token."),
     ledger_dir: z.string().min(1).describe('The local ledger folder.'),

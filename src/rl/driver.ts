@@ -13,6 +13,7 @@
 // as the weights and the ledger cursor: a retry restarts this driver with all three from that checkpoint.
 //
 // mode "collect" (RFT): run `groups` groups once, no training, then print one `collected` line with them.
+// mode "eval" (an eval stage): the same, each task once in file order, the sampler's statistics untouched.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import readline from 'node:readline';
@@ -202,9 +203,11 @@ export async function main(specFile: string): Promise<void> {
   // the stage advances and shows no_signal_fraction near 1 instead of waiting forever.
   const patience = Math.max(8, 4 * spec.batch_groups);
   let filteredInARow = 0;
+  let evalNext = 0;
   const sampler = {
-    next: () => drawer.next(),
+    next: () => (spec.mode === 'eval' ? tasks[evalNext++ % tasks.length] : drawer.next()),
     observe: (taskId: string, rewards: readonly number[]) => {
+      if (spec.mode === 'eval') return { keep: true };
       const d = drawer.observe(taskId, rewards);
       stats.groups++;
       if (!d.keep) stats.filtered++;
@@ -273,10 +276,10 @@ export async function main(specFile: string): Promise<void> {
   });
   process.stdin.on('end', stop); // the parent is gone: no orphans
 
-  if (spec.mode === 'collect') {
+  if (spec.mode === 'collect' || spec.mode === 'eval') {
     const groups = await collect(spec, proxy, proxyUrl, ledger, sampler, agent);
     await ledger.syncShipped(); // what the trainer gets is in S3 first
-    await store.save(spec.stats_uri, table);
+    if (spec.mode === 'collect') await store.save(spec.stats_uri, table);
     await emit({ type: 'collected', groups, sampler_stats: table.toJSON(), metrics: stats.take() });
   } else {
     const manager = new RolloutManager({

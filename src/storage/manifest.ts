@@ -2,7 +2,8 @@
 // finished — each completed stage's output checkpoint and the hash of the stage block that produced it, plus the
 // whole config — which `resume` reads to skip completed stages and to refuse silent changes to them.
 // Beside it, `<storage.uri>/_latest/<pipeline name>.json` points at the newest successful run of a pipeline
-// name, so another pipeline (a scheduled retrain) can take its final checkpoint as init.
+// name, and `<storage.uri>/_promoted/<pipeline name>.json` at its promoted run (src/pipeline/promotion.ts), whose
+// final checkpoint another pipeline (a scheduled retrain) takes as init.
 import { joinUri, ObjectStore } from './s3';
 
 export interface ManifestStage {
@@ -26,6 +27,16 @@ export interface PipelineManifest {
   created_at: string;
   updated_at: string;
   stages: Record<string, ManifestStage>;
+  /** Whether the completed run was promoted, and why (absent before the run completes). */
+  promotion?: PromotionDecision;
+}
+
+export interface PromotionDecision {
+  promoted: boolean;
+  reason: string;
+  /** the promotion rule's metric in this run, and in the run promoted before it */
+  value?: number;
+  previous?: number;
 }
 
 export interface LatestRun {
@@ -33,6 +44,26 @@ export interface LatestRun {
   completed_at: string;
   final_checkpoint: string;
   stages: Record<string, string>;
+}
+
+/** A promoted run: what `from_pipeline` takes, with the metric it was promoted on (none without a rule). */
+export interface PromotedRun extends LatestRun {
+  run_id: string;
+  promoted_at: string;
+  metric: { stage: string; name: string; value: number } | null;
+}
+
+/** A completed manifest's run: its last stage's output is the final checkpoint. */
+export function runOf(manifest: PipelineManifest): LatestRun | undefined {
+  const stages = Object.entries(manifest.stages).sort(([, a], [, b]) => a.index - b.index);
+  const last = stages.at(-1);
+  if (!last) return undefined;
+  return {
+    pipeline_id: manifest.pipeline_id,
+    completed_at: manifest.updated_at,
+    final_checkpoint: last[1].output_checkpoint,
+    stages: Object.fromEntries(stages.map(([n, s]) => [n, s.output_checkpoint])),
+  };
 }
 
 export function pipelinePrefix(storageUri: string, pipelineId: string): string {
@@ -49,6 +80,10 @@ export function manifestUri(storageUri: string, pipelineId: string): string {
 
 export function latestRunUri(storageUri: string, pipelineName: string): string {
   return joinUri(storageUri, '_latest', `${pipelineName}.json`);
+}
+
+export function promotedRunUri(storageUri: string, pipelineName: string): string {
+  return joinUri(storageUri, '_promoted', `${pipelineName}.json`);
 }
 
 export class ManifestStore {
@@ -109,23 +144,20 @@ export class ManifestStore {
     manifest.state = state;
     manifest.updated_at = new Date().toISOString();
     await this.write(manifest);
-    if (state === 'completed') {
-      const stages = Object.entries(manifest.stages).sort(([, a], [, b]) => a.index - b.index);
-      const last = stages.at(-1);
-      if (last) {
-        const latest: LatestRun = {
-          pipeline_id: pipelineId,
-          completed_at: manifest.updated_at,
-          final_checkpoint: last[1].output_checkpoint,
-          stages: Object.fromEntries(stages.map(([n, s]) => [n, s.output_checkpoint])),
-        };
-        await this.store.putJson(latestRunUri(this.storageUri, manifest.name), latest);
-      }
-    }
+    const latest = state === 'completed' ? runOf(manifest) : undefined;
+    if (latest) await this.store.putJson(latestRunUri(this.storageUri, manifest.name), latest);
     return manifest;
   }
 
   readLatestRun(pipelineName: string): Promise<LatestRun | undefined> {
     return this.store.getJson<LatestRun>(latestRunUri(this.storageUri, pipelineName));
+  }
+
+  readPromotedRun(pipelineName: string): Promise<PromotedRun | undefined> {
+    return this.store.getJson<PromotedRun>(promotedRunUri(this.storageUri, pipelineName));
+  }
+
+  async writePromotedRun(pipelineName: string, run: PromotedRun): Promise<void> {
+    await this.store.putJson(promotedRunUri(this.storageUri, pipelineName), run);
   }
 }

@@ -94,7 +94,10 @@ test('`trainflow validate` prints the resolved algorithm values', () => {
   // a local kl_reference is relative to the config file, like every other local path
   writeFileSync(file, config('{ name: dapo, kl_coef: 0.1, kl_reference: ckpt/step-000010 }'));
   const resolved = JSON.parse(
-    execFileSync('node', ['bin/trainflow.js', 'validate', '--json', '--schema-only', file], { cwd: ROOT, encoding: 'utf8' }),
+    execFileSync('node', ['bin/trainflow.js', 'validate', '--json', '--schema-only', file], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    }),
   );
   expect(resolved.stages[0].algorithm.kl_reference).toBe(join(dir, 'ckpt', 'step-000010'));
 });

@@ -1,6 +1,6 @@
 // The demo pipeline in a reduced form (fewer mid-train and RFT steps, fewer tasks; RL as long as the demo's),
 // end to end on the real stack — the CLI's `trainflow run`, Temporal, MinIO, the trainer, the data plane, the
-// inference server, the sandboxed agent — on two seeds.
+// inference server, the sandboxed agent — on two seeds. Its eval stages (before and after RL) run on fewer tasks.
 // Each run must show RL working: the RL stage's mean reward over its last tenth of steps exceeds its first
 // tenth by at least three standard errors (trainflow_trainer.rl.evidence, the check `make demo` prints).
 import { execFileSync, spawn } from 'node:child_process';
@@ -20,7 +20,7 @@ interface Stage {
   name: string;
   kind: string;
   data?: { sources: { path: string }[] };
-  train: { steps: number; seed?: number };
+  train?: { steps: number; seed?: number };
   checkpoint?: { every: number };
   tasks?: { count?: number; seed?: number };
   gates?: unknown[];
@@ -52,11 +52,16 @@ function reducedDemo(id: string, seed: number, dataDir: string): string {
   };
   for (const s of cfg.stages) {
     for (const src of s.data?.sources ?? []) src.path = path.join(dataDir, path.basename(src.path));
+    delete s.gates;
+    if (!s.train) {
+      // an eval stage: one task per difficulty level, held out from the training tasks' seed
+      if (s.tasks) s.tasks = { ...s.tasks, seed: seed + 100, count: 5 };
+      continue;
+    }
     s.train.steps = steps[s.name] ?? s.train.steps;
     s.train.seed = 1000 + seed;
     s.checkpoint = { every: s.train.steps };
     if (s.tasks) s.tasks = { ...s.tasks, seed, count: s.kind === 'rft' ? 16 : 32 };
-    delete s.gates;
   }
   const file = path.join(dataDir, `${id}.yaml`);
   writeFileSync(file, stringify(cfg));
@@ -124,7 +129,7 @@ describe('the demo pipeline (reduced) raises the RL reward on two seeds', () => 
   // The two seeds run side by side (as two users would): each pipeline's processes leave the cores idle
   // while they wait on each other (rollouts ↔ training), so together they take less than one after the other.
   test(
-    'seeds 1 and 2: all five stages complete and reward(last tenth) − reward(first tenth) ≥ 3 SE',
+    'seeds 1 and 2: all seven stages complete and reward(last tenth) − reward(first tenth) ≥ 3 SE',
     async () => {
       const seeds = [1, 2];
       const ids = seeds.map((seed) => uniqueId(`ci-demo-${seed}`));

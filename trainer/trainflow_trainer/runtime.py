@@ -194,6 +194,7 @@ def open_stage(ctx: JobContext, *, seq_len: int | None = None, parallel: bool = 
     CPU ranks); False keeps one CPU copy (the rollout stages)."""
     d, stage = ctx.dist, ctx.spec.stage
     tcfg = stage.train
+    assert tcfg is not None, "the schema requires a train block of every kind that trains (all but eval)"
     ctx.status.update(total_steps=tcfg.steps)
     set_deterministic(d.device if parallel else torch.device("cpu"))
     found, state = find_resume(ctx)

@@ -331,6 +331,20 @@ class Episode(BaseModel):
     parallel_share: float | None = None
 
 
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    samples: StrictInt
+    """
+    Samples per task (n of the pass@k estimator; at least the largest k). Replaces rollout.group_size, which eval stages do not use.
+    """
+    pass_k: Annotated[list[StrictInt], Field(min_length=1)]
+    """
+    The k of each pass@k reported (metric `pass@K`); each at most samples.
+    """
+
+
 class GateConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -430,6 +444,7 @@ class PipelineInit(BaseModel):
     )
     from_pipeline: StrictStr
     stage: StrictStr | None = None
+    fallback: PresetInit | CheckpointInit | None = None
 
 
 class PackingConfig(BaseModel):
@@ -549,6 +564,24 @@ class PoolConfig(BaseModel):
     """
     slurm: Slurm | None = None
     kubernetes: Kubernetes | None = None
+
+
+class PromotionConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    stage: StrictStr
+    """
+    The eval stage whose metric decides promotion (its run's last eval of the final weights).
+    """
+    metric: StrictStr
+    """
+    Metric of that stage to compare (higher is better: pass@K, pass_rate, reward_mean, …).
+    """
+    min_improvement: float
+    """
+    The run is promoted when its metric ≥ the promoted run's + min_improvement (the first run always is).
+    """
 
 
 class ResourcesConfig(BaseModel):
@@ -1118,9 +1151,9 @@ class DriverSpec(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    mode: Literal["rl", "collect"]
+    mode: Literal["rl", "collect", "eval"]
     """
-    rl: train in steps; collect (RFT): run `groups` groups once.
+    rl: train in steps; collect (RFT): run `groups` groups once; eval: each task once in file order, the sampler untouched.
     """
     upstreams: Annotated[list[StrictStr], Field(min_length=1)]
     """
@@ -1252,9 +1285,9 @@ class StageConfig(BaseModel):
     """
     Stage name, unique in the pipeline.
     """
-    kind: Literal["midtrain", "sft", "rft", "rl"]
+    kind: Literal["midtrain", "sft", "rft", "rl", "eval"]
     """
-    What the stage trains.
+    What the stage trains (eval: evaluates, without training).
     """
     description: StrictStr | None = None
     """
@@ -1266,9 +1299,12 @@ class StageConfig(BaseModel):
     """
     tasks: TasksConfig | None = None
     """
-    Tasks for rollouts (rft, rl).
+    Tasks for rollouts (rft, rl, eval).
     """
-    train: TrainConfig
+    train: TrainConfig | None = None
+    """
+    Optimiser and schedule (absent on eval stages).
+    """
     checkpoint: CheckpointConfig
     """
     Checkpoint cadence and retention.
@@ -1312,6 +1348,10 @@ class StageConfig(BaseModel):
     rft: RftConfig | None = None
     """
     Which rollouts RFT keeps (rft).
+    """
+    eval: EvalConfig | None = None
+    """
+    Samples per task and the pass@k reported (eval).
     """
     job: JobCommand | None = None
     """
@@ -1465,6 +1505,10 @@ class PipelineConfig(BaseModel):
     model: ModelBlock
     stages: list[StageConfig]
     schedule: ScheduleConfig | None = None
+    promotion: PromotionConfig | None = None
+    """
+    When a successful run's final checkpoint is promoted (what `from_pipeline` takes); unset: every successful run is.
+    """
     tracking: TrackingConfig
     """
     Where stage metrics are tracked (TensorBoard by default).

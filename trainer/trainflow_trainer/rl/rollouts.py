@@ -145,7 +145,8 @@ class Rollouts:
                 "groups": groups,
                 "sampling": sampling.model_dump(exclude={"stats_uri"}),
                 "stats_uri": stats_uri(spec),
-                "seed": stage.train.seed,
+                # an eval stage trains nothing: its tasks run in file order, and the seed only names the run
+                "seed": stage.train.seed if stage.train is not None else 0,
                 # rl: agent sessions idle this long are dropped (absent: the driver's default); config in ms
                 "session_idle_timeout_s": None if r.session_idle_timeout is None else r.session_idle_timeout / 1000,
                 "storage": spec.storage.model_dump(exclude_none=True),

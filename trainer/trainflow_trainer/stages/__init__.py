@@ -12,6 +12,7 @@ STAGES: dict[str, str] = {
     "sft": "trainflow_trainer.stages.sft",
     "rft": "trainflow_trainer.stages.rft",
     "rl": "trainflow_trainer.stages.rl",
+    "eval": "trainflow_trainer.stages.eval",
 }
 
 

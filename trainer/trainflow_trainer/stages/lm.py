@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def run_lm_stage(ctx: JobContext, kind: str) -> None:
     d, stage = ctx.dist, ctx.spec.stage
     tcfg, data = stage.train, stage.data
-    assert data is not None, "the schema requires a data block of midtrain and sft stages"
+    assert data is not None and tcfg is not None, "the schema requires data and train blocks of midtrain and sft"
     # midtrain has no packing block: documents are packed flat
     mode, max_tokens = (stage.packing.mode, stage.packing.max_tokens) if stage.packing else ("flat", 0)
     micro_batch_size(tcfg, d.world)

@@ -14,11 +14,14 @@ if TYPE_CHECKING:
     from ..contract import TasksConfig
 
 DEFAULT_DEMO_COUNT = 200
+# the families load_tasks serves (test/config/trainer-facts.test.ts compares them with the schema's)
+FAMILIES = ("demo", "humaneval", "jsonl")
 
 
 def load_tasks(spec: TasksConfig, base_dir: str | Path | None = None) -> list[Task]:
     """The tasks of a stage's resolved `tasks` block: {family: demo|humaneval|jsonl, path?, count?, seed}."""
     if spec.family == "demo":
+        assert spec.seed is not None, "the schema resolves the demo family's seed"
         return demo_tasks(spec.count or DEFAULT_DEMO_COUNT, spec.seed)
     if spec.family == "humaneval":
         return humaneval_tasks(spec.count)
@@ -34,6 +37,7 @@ def load_tasks(spec: TasksConfig, base_dir: str | Path | None = None) -> list[Ta
 
 
 __all__ = [
+    "FAMILIES",
     "Task",
     "TaskFormatError",
     "Verdict",
