@@ -16,7 +16,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
 from ..sandbox import Limits
@@ -25,6 +25,7 @@ from .processes import Child
 
 if TYPE_CHECKING:
     from ..contract import JobSpec
+    from ..job import JobContext
 
 TRAINER_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = TRAINER_DIR.parent
@@ -41,13 +42,13 @@ def stats_uri(spec: JobSpec) -> str:
 
 
 class Rollouts:
-    def __init__(self, server: Child, driver: Child, proxy: str):
+    def __init__(self, server: Child, driver: Child, proxy: str) -> None:
         self.server, self.driver, self.proxy = server, driver, proxy
 
     @classmethod
     def start(
         cls,
-        ctx,
+        ctx: JobContext,
         policy_dir: Path,
         version: int,
         cursor: int,
@@ -167,7 +168,7 @@ class Rollouts:
             server.stop()
             raise
 
-    def next_message(self, ctx, timeout: float = 1800) -> dict:
+    def next_message(self, ctx: JobContext, timeout: float = 1800) -> dict[str, Any]:
         return self.driver.next_message(timeout, ctx.stop_requested.is_set)
 
     def trained(self, weights_dir: Path, version: int) -> None:
@@ -180,5 +181,5 @@ class Rollouts:
     def __enter__(self) -> Rollouts:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -19,6 +19,7 @@ DEFAULT_DEMO_COUNT = 200
 def load_tasks(spec: TasksConfig, base_dir: str | Path | None = None) -> list[Task]:
     """The tasks of a stage's resolved `tasks` block: {family: demo|humaneval|jsonl, path?, count?, seed}."""
     if spec.family == "demo":
+        assert spec.seed is not None, "tasks.seed: the resolver sets it for family demo (src/config/schema.ts)"
         return demo_tasks(spec.count or DEFAULT_DEMO_COUNT, spec.seed)
     if spec.family == "humaneval":
         return humaneval_tasks(spec.count)
