@@ -84,7 +84,7 @@ def sample_on_policy(model: Transformer, temperature: float, top_p: float, n: in
     return out
 
 
-def field(xs: Floats | None) -> np.ndarray:
+def token_values(xs: Floats | None) -> np.ndarray:
     """A per-token field of a trajectory these tests built (optional on Trajectory), as float64."""
     assert xs is not None
     return np.asarray(xs, dtype=np.float64)
@@ -99,12 +99,12 @@ def grad(p: torch.Tensor) -> torch.Tensor:
 def test_on_policy_ratios_are_one_for_every_token_at_any_temperature_and_top_p(temperature, top_p):
     model = make_model()
     trajs = sample_on_policy(model, temperature, top_p)
-    n_gen = sum(int(field(t.loss_mask).sum()) for t in trajs)
+    n_gen = sum(int(token_values(t.loss_mask).sum()) for t in trajs)
     assert n_gen == 6 * 12
     recomputed = packed_logprobs(model, trajs, 64, temperature=temperature, top_p=top_p)
     for t, lp in zip(trajs, recomputed):
-        gen = field(t.loss_mask)[1:] > 0
-        ratio = np.exp(lp.double().numpy()[gen] - field(t.logprobs)[1:][gen])
+        gen = token_values(t.loss_mask)[1:] > 0
+        ratio = np.exp(lp.double().numpy()[gen] - token_values(t.logprobs)[1:][gen])
         np.testing.assert_allclose(ratio, 1.0, rtol=0, atol=2e-5)
     # the same through the loss: no clipping, ratio mean and max 1
     spec = LossSpec(kind="ppo", eps_low=0.2, eps_high=0.28, temperature=temperature, top_p=top_p)
@@ -210,7 +210,7 @@ def updated_weights(alg: dict[str, Any], ref_shift: float = 0.3) -> torch.Tensor
         with_logprobs(ref, trajs, obj.loss, 64, "ref_logprobs")
     if obj.loss.decoupled:  # a proximal policy between behaviour and current: weights ≠ 1, some above 1.5
         for t in trajs:
-            t.prox_logprobs = [lp + 0.8 * (i % 2) - 0.3 for i, lp in enumerate(field(t.logprobs).tolist())]
+            t.prox_logprobs = [lp + 0.8 * (i % 2) - 0.3 for i, lp in enumerate(token_values(t.logprobs).tolist())]
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     update(model, opt, trajs, obj, {"mode": "trie", "max_tokens": 32}, 0.5, 0.0)  # SGD at 0.5, no clip
     return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -305,8 +305,8 @@ def reference_loss(model: Transformer, trajs: list[Trajectory], spec: LossSpec) 
     sums, counts = [], []
     for t in trajs:
         lp = reference_logprobs(model, list(t.tokens), spec.temperature, spec.top_p)
-        mask = torch.tensor(field(t.loss_mask)[1:], dtype=lp.dtype)
-        behav = torch.tensor(field(t.logprobs)[1:], dtype=lp.dtype)
+        mask = torch.tensor(token_values(t.loss_mask)[1:], dtype=lp.dtype)
+        behav = torch.tensor(token_values(t.logprobs)[1:], dtype=lp.dtype)
         terms = []
         for i in range(len(lp)):
             a = t.advantage
@@ -322,7 +322,7 @@ def reference_loss(model: Transformer, trajs: list[Trajectory], spec: LossSpec) 
             surrogate = torch.minimum(r * a, torch.clamp(r, lo, hi) * a)
             term = -w * surrogate
             if spec.kl_coef:
-                d = torch.tensor(field(t.ref_logprobs)[i + 1], dtype=lp.dtype) - lp[i]
+                d = torch.tensor(token_values(t.ref_logprobs)[i + 1], dtype=lp.dtype) - lp[i]
                 term = term + spec.kl_coef * (torch.exp(d) - d - 1)
             terms.append(term)
         per_token = torch.stack(terms) * mask * t.weight
