@@ -150,8 +150,10 @@ def lm_stage(**blocks: Any) -> dict[str, Any]:
 
 
 def rollout_stage(kind: str = "rl", **blocks: Any) -> dict[str, Any]:
-    """A minimal rl (or rft) stage with the given blocks."""
-    base: dict[str, Any] = {"kind": kind, "tasks": {"family": "demo"}, "rollout": {}, "train": {"steps": 1}}
+    """A minimal rl (or rft, or eval) stage with the given blocks (an eval stage trains nothing: no train block)."""
+    base: dict[str, Any] = {"kind": kind, "tasks": {"family": "demo"}, "rollout": {}}
+    if kind != "eval":
+        base["train"] = {"steps": 1}
     if kind == "rl":
         base["algorithm"] = {}
     return {**base, **blocks}
@@ -166,7 +168,9 @@ def stage_configs(*stages: dict[str, Any]) -> list[StageConfig]:
 
 def train_configs(*trains: dict[str, Any]) -> list[TrainConfig]:
     """Resolved train blocks (micro_batch_size and min_lr filled in as the schema does)."""
-    return [st.train for st in stage_configs(*(lm_stage(train=t) for t in trains))]
+    out = [st.train for st in stage_configs(*(lm_stage(train=t) for t in trains))]
+    assert all(t is not None for t in out), "midtrain stages resolve a train block"
+    return [t for t in out if t is not None]
 
 
 def data_sources(*sources: dict[str, Any]) -> list[DataSource]:

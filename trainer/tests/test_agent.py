@@ -182,10 +182,10 @@ def test_an_endpoint_error_ends_the_episode_with_the_reason(stub, sandbox):
     s = stub(lambda messages: None)
     with Agent(ChatClient(s.url), sandbox) as agent:
         ep = agent.run(demo_tasks(1)[0])
-    assert ep.stop == "error" and "HTTP 500" in ep.error and ep.reward == 0.0 and ep.turns == 0
+    assert ep.stop == "error" and ep.error is not None and "HTTP 500" in ep.error and ep.reward == 0.0 and ep.turns == 0
     with Agent(ChatClient("http://127.0.0.1:9/v1", timeout_s=5), sandbox) as agent:
         ep = agent.run(demo_tasks(1)[0])
-    assert ep.stop == "error" and "unreachable" in ep.error
+    assert ep.stop == "error" and ep.error is not None and "unreachable" in ep.error
 
 
 def test_humaneval_answer_verified_by_its_unit_tests(stub, sandbox):

@@ -15,10 +15,11 @@ from specs import resolve
 from trainflow_trainer.contract import JobSpec
 from trainflow_trainer.job import load_spec
 
-TRAIN = {
+# rft and rl micro-batch by packing.max_tokens (no micro_batch_size), and an rl step trains
+# batch_groups × group_size = 2 × 3 trajectories; midtrain/sft split 48 over 2 nodes × 4 GPUs, 3 at a time.
+TRAIN: dict[str, Any] = {
     "steps": 7,
     "batch_size": 6,
-    "micro_batch_size": 3,
     "lr": 0.002,
     "min_lr": 0.0001,
     "warmup_steps": 2,
@@ -27,9 +28,9 @@ TRAIN = {
     "grad_clip": 0.5,
     "seed": 99,
 }
-COMMON = {
+LM_TRAIN: dict[str, Any] = {**TRAIN, "batch_size": 48, "micro_batch_size": 3}
+COMMON: dict[str, Any] = {
     "description": "every field set",
-    "train": TRAIN,
     "checkpoint": {"every": 3, "keep_last": 4},
     "resources": {
         "pool": "gpu",
@@ -45,7 +46,7 @@ COMMON = {
     "gates": [{"metric": "loss", "min": 0.0, "max": 5.0}],
     "job": {"command": ["python", "-m", "trainflow_trainer.job"], "env": {"EXTRA": "1"}},
 }
-ROLLOUT = {
+ROLLOUT: dict[str, Any] = {
     "group_size": 3,
     "concurrency": 5,
     "batch_groups": 2,
@@ -55,44 +56,44 @@ ROLLOUT = {
     "top_p": 0.9,
     "max_staleness": 2,
     "session_idle_timeout": "90s",
-    "token_in_token_out": False,
-    "inference": {"backend": "vllm", "servers": 2},
-    "sandbox": {"timeout": "3s", "memory": "256Mi", "max_processes": 9},
+    # the only values the schema accepts today (one local server): exempt from the non-default check below
+    "inference": {"backend": "local", "servers": 1},
+    "sandbox": {"timeout": "3s"},  # memory and max_processes: refused until they reach the agent's sandbox
 }
-SAMPLING = {
+ONLY_VALUE = ("rollout.inference.backend", "rollout.inference.servers")
+SAMPLING: dict[str, Any] = {
     "strategy": "uniform",
     "exploration_bonus": 0.5,
     "filter_all_equal": False,
     "recheck_every": 7,
+    "all_equal_tolerance": 0.01,
     "stats_uri": "s3://trainflow/stats/table.json",
 }
-ALGORITHM = {
+ALGORITHM: dict[str, Any] = {
     "name": "dapo",
     "clip_low": 0.1,
     "clip_high": 0.3,
-    "loss_agg": "seq-mean",
+    "loss_agg": "token-mean",
     "kl_coef": 0.01,
     "entropy_coef": 0.02,
     "advantage_scaling": "difficulty",
     "normalize_std": False,
+    "decoupled": True,
+    "behav_weight_cap": 3.5,
+    "minibatches": 2,
+    "kl_reference": "s3://trainflow/reference/ckpt",
 }
 PACKING = {"mode": "flat", "max_tokens": 1024}
 
 
 def stages(root: Path) -> list[dict[str, Any]]:
     data = {"sources": [{"path": str(root / "docs.parquet"), "weight": 2.5, "format": "parquet"}], "seq_len": 128}
-    tasks = {"family": "jsonl", "path": str(root / "tasks.jsonl"), "count": 3, "seed": 4}
-    rollout_blocks = {"tasks": tasks, "rollout": ROLLOUT, "sampling": SAMPLING, "packing": PACKING}
+    tasks = {"family": "jsonl", "path": str(root / "tasks.jsonl"), "count": 3}  # tasks.seed: family demo only
+    rollout_blocks = {"tasks": tasks, "rollout": ROLLOUT, "sampling": SAMPLING, "packing": PACKING, "train": TRAIN}
     return [
-        {"name": "mid", "kind": "midtrain", "data": data, **COMMON},
-        {"name": "sft", "kind": "sft", "data": data, "packing": PACKING, **COMMON},
-        {
-            "name": "rft",
-            "kind": "rft",
-            **rollout_blocks,
-            "rft": {"keep": "top", "top_fraction": 0.5, "rounds": 2},
-            **COMMON,
-        },
+        {"name": "mid", "kind": "midtrain", "data": data, "train": LM_TRAIN, **COMMON},
+        {"name": "sft", "kind": "sft", "data": data, "packing": PACKING, "train": LM_TRAIN, **COMMON},
+        {"name": "rft", "kind": "rft", **rollout_blocks, "rft": {"keep": "top", "top_fraction": 0.5}, **COMMON},
         {"name": "rl", "kind": "rl", **rollout_blocks, "algorithm": ALGORITHM, **COMMON},
     ]
 
@@ -104,7 +105,7 @@ def pipeline(stage_list: list[dict[str, Any]], root: Path) -> dict[str, Any]:
         "storage": {"uri": "s3://trainflow/roundtrip"},
         "pools": {"default": {"launcher": "local"}, "gpu": {"launcher": "slurm", "gpus_per_node": 8, "max_nodes": 4}},
         "model": {
-            "init": {"preset": "small", "overrides": {"num_hidden_layers": 3, "rope_theta": 5000.5}, "seed": 3},
+            "init": {"preset": "small", "overrides": {"num_hidden_layers": 3, "rope_theta": 5000.5}},
             "tokenizer": {"path": str(root / "tokenizer.json")},
             "dtype": "fp32",
         },
@@ -148,7 +149,11 @@ def test_the_config_sets_every_stage_field_to_a_non_default_value(resolved):
     identity = ("name", "kind", "train.steps", "data.sources[0].path", "tasks.family", "tasks.path")
     for got, default in zip(resolved["stages"], defaults["stages"]):
         full, base = leaves(got), leaves(default)
-        same = [p for p, v in base.items() if p in full and full[p] == v and not p.startswith(identity)]
+        same = [
+            p
+            for p, v in base.items()
+            if p in full and full[p] == v and not p.startswith(identity) and p not in ONLY_VALUE
+        ]
         assert not same, f"stage {got['name']}: these fields hold the schema's default: {same}"
         missing = [p for p, v in base.items() if p not in full and v not in ([], {})]
         assert not missing, f"stage {got['name']}: fields the test config does not cover: {missing}"
@@ -160,6 +165,7 @@ def test_the_trainer_sees_exactly_the_resolved_values(resolved, index, tmp_path)
     spec = {
         "protocol": 1,
         "pipeline_id": "roundtrip",
+        "pipeline_name": resolved["metadata"]["name"],
         "run_id": "r",
         "stage_index": index,
         "attempt": 2,
@@ -170,6 +176,7 @@ def test_the_trainer_sees_exactly_the_resolved_values(resolved, index, tmp_path)
         "resume": False,
         "status_uri": str(tmp_path / "out" / "status.json"),
         "storage": {"endpoint": "http://127.0.0.1:9", "region": "eu-west-1", "force_path_style": False},
+        "tracking": resolved["tracking"],
         "work_dir": str(tmp_path / "work"),
     }
     path = tmp_path / "spec.json"
@@ -190,20 +197,29 @@ def test_the_trainer_sees_exactly_the_resolved_values(resolved, index, tmp_path)
 
 def test_where_the_trainer_turns_config_into_behaviour_it_reads_those_values(resolved, tmp_path):
     from trainflow_trainer.contract import StageConfig
+    from trainflow_trainer.rl.objective import objective
     from trainflow_trainer.sandbox import Limits
-    from trainflow_trainer.stages.rl import loss_spec, packing
+    from trainflow_trainer.stages.rl import packing
     from trainflow_trainer.train import lr_at, micro_batch_size
 
+    sft = StageConfig.model_validate(resolved["stages"][1])
+    assert sft.train is not None
+    assert micro_batch_size(sft.train, 1) == LM_TRAIN["micro_batch_size"] and micro_batch_size(sft.train, 2) == 3
     rl = StageConfig.model_validate(resolved["stages"][3])
     assert rl.rollout is not None and rl.algorithm is not None
     t = rl.train
-    assert micro_batch_size(t, 1) == TRAIN["micro_batch_size"] and micro_batch_size(t, 2) == 3
+    assert t is not None
+    assert t.batch_size == ROLLOUT["batch_groups"] * ROLLOUT["group_size"]
     assert lr_at(0, t) == pytest.approx(TRAIN["lr"] / 2)  # warm-up 1 of 2
     assert lr_at(t.steps - 1, t) == pytest.approx(TRAIN["min_lr"])  # the cosine ends at min_lr
     lim = Limits.from_config(rl.rollout.sandbox)
-    assert (lim.timeout_s, lim.memory_bytes, lim.max_processes) == (3.0, 256 * 2**20, 9)
-    lspec, normalize_std, scaling = loss_spec(rl.algorithm)
+    assert (lim.timeout_s, lim.memory_bytes, lim.max_processes) == (3.0, 512 * 2**20, 32)  # the sandbox's own
+    obj = objective(rl)
+    lspec = obj.loss
     assert (lspec.eps_low, lspec.eps_high, lspec.kl_coef, lspec.entropy_coef) == (0.1, 0.3, 0.01, 0.02)
-    assert (lspec.aggregation, normalize_std, scaling) == ("seq_mean", False, "difficulty")
+    assert (lspec.aggregation, obj.normalize_std, obj.scaling) == ("token_mean", False, "difficulty")
+    assert (lspec.decoupled, lspec.behav_weight_cap, obj.minibatches) == (True, 3.5, 2)
+    assert (lspec.temperature, lspec.top_p) == (0.7, 0.9)  # the sampler's distribution
+    assert (obj.all_equal_tolerance, obj.kl_reference) == (0.01, ALGORITHM["kl_reference"])
     assert packing(rl) == PACKING
     assert rl.rollout.session_idle_timeout == 90_000  # ms; the driver gets seconds (rl/rollouts.py)

@@ -90,6 +90,7 @@ def test_sft_loss_gradient_ignores_non_assistant_tokens(demo_dir, tok):
     b = FlatPacker(stream_of(demo_dir, tok, "sft"), seq_len=256, pad_id=tok.pad_id).next_batch(1)
     logits = torch.randn(1, 256, tok.vocab_size, requires_grad=True)
     b.loss_sum(logits).backward()
+    assert logits.grad is not None
     rows_with_grad = logits.grad[0].abs().sum(-1) > 0
     assert torch.equal(rows_with_grad, b.labels[0] != IGNORE)
 

@@ -8,7 +8,6 @@ from itertools import combinations
 
 import pytest
 
-from trainflow_trainer.errors import BadInput
 from trainflow_trainer.stages.eval import TaskResult, eval_settings, pass_at_k, summarise, task_results
 
 
@@ -78,8 +77,11 @@ def test_task_results_from_collected_groups_keep_task_order_and_levels() -> None
 
 
 def test_eval_settings_are_the_resolved_block() -> None:
-    assert eval_settings({"eval": {"samples": 4, "pass_k": [1, 4]}}) == (4, [1, 4])
-    with pytest.raises(BadInput, match="resolved config"):
-        eval_settings({})
-    with pytest.raises(BadInput, match="pass_k"):
-        eval_settings({"eval": {"samples": 2, "pass_k": [1, 4]}})
+    from specs import lm_stage, rollout_stage, stage_configs
+
+    # an eval stage scores a trained checkpoint: a training stage comes first
+    _, given, default = stage_configs(
+        lm_stage(), rollout_stage("eval", eval={"samples": 4, "pass_k": [1, 4]}), rollout_stage("eval")
+    )
+    assert eval_settings(given) == (4, [1, 4])
+    assert eval_settings(default) == (4, [1])  # the schema's defaults (src/config/eval.ts)

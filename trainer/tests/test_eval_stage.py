@@ -12,7 +12,7 @@ import uuid
 from itertools import combinations
 from pathlib import Path
 
-from test_checkpoint_s3 import BUCKET, ENDPOINT, storage  # noqa: F401  (the local stack's MinIO)
+from conftest import BUCKET, ENDPOINT  # the local stack's MinIO (its `storage` fixture: conftest.py)
 
 from trainflow_trainer.checkpoint import commit
 from trainflow_trainer.model import Transformer, preset, save_hf

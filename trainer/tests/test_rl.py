@@ -19,6 +19,7 @@ from specs import job_spec, rollout_stage, stage_configs
 
 from trainflow_trainer.rl.batch import group_advantages, to_trajectories, tree_paths
 from trainflow_trainer.rl.ledger_check import ledger_size, read_ledger
+from trainflow_trainer.trie.builder import Floats
 
 TRAINER = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,12 @@ def node(tokens, logprobs=None, versions=None, children=()):
         "children": list(children),
         "turns": [],
     }
+
+
+def values(xs: Floats | None) -> list[float]:
+    """A trajectory's per-token field as a list (the field is optional on Trajectory; these tests set it)."""
+    assert xs is not None
+    return [float(x) for x in xs]
 
 
 def session(reward, tree):
@@ -56,8 +63,8 @@ def test_tree_paths_and_trajectories_use_recorded_ids_and_mask_generated_tokens(
     groups = [{"group_id": "g", "trajectories": [session(1.0, tree), session(0.0, other)]}]
     trajs, stats = to_trajectories(groups, trainer_version=2)
     assert [list(t.tokens) for t in trajs] == [[1, 2, 3, 4, 5, 6], [1, 2, 7]]
-    assert list(trajs[0].loss_mask) == [0, 0, 1, 1, 0, 1]
-    assert list(trajs[0].logprobs) == [0, 0, -0.5, -0.25, 0, -1.0]
+    assert values(trajs[0].loss_mask) == [0, 0, 1, 1, 0, 1]
+    assert values(trajs[0].logprobs) == [0, 0, -0.5, -0.25, 0, -1.0]
     a = group_advantages([1.0, 0.0])
     assert trajs[0].advantage == pytest.approx(a[0]) and trajs[0].advantage == pytest.approx(1.0, abs=1e-5)
     assert trajs[1].advantage == pytest.approx(-1.0, abs=1e-5)
@@ -110,10 +117,11 @@ def test_rft_keeps_passing_or_top_rollouts():
             rollout_stage("rft"),
         )
     )
+    assert passing is not None and top is not None and default is not None  # the resolver fills rft's block
     assert [x["reward"] for x in select(groups, passing)] == [1.0, 1.0]
     assert [x["reward"] for x in select(groups, top)] == [1.0, 1.0, 0.5]
     trajs, _ = to_trajectories([{"trajectories": select(groups, default)}], 0, mode="sft")
-    assert [list(x.loss_mask) for x in trajs] == [[0, 0, 1]] * 2 and all(x.advantage == 0 for x in trajs)
+    assert [values(x.loss_mask) for x in trajs] == [[0, 0, 1]] * 2 and all(x.advantage == 0 for x in trajs)
 
 
 def descendants(pid: int) -> set[int]:
@@ -141,6 +149,7 @@ def kill9_and_reap(job: subprocess.Popen, children: set[int]) -> None:
     plane, which stops the agents): no orphans."""
     job.send_signal(signal.SIGKILL)
     job.wait()
+    assert job.stdout is not None
     job.stdout.close()
     t_end = time.monotonic() + 20
     while any(alive(p) for p in children) and time.monotonic() < t_end:
@@ -209,6 +218,7 @@ def test_rl_stage_kill9_resumes_cursor_and_sampler_stats_without_training_a_grou
     # attempt 1: SIGKILL once step 2 is committed (steps are fast with the batched server: by the time the kill
     # lands, step 4 may be committed too; the test resumes from whichever commit is the latest)
     job = subprocess.Popen(cmd, cwd=TRAINER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert job.stdout is not None
     children: set[int] = set()
     deadline = time.monotonic() + 150
     step = 0

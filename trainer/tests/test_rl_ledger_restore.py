@@ -54,6 +54,7 @@ def test_rl_retry_on_a_new_machine_trains_the_lost_machines_shipped_groups_after
         job = subprocess.Popen(
             cmd, cwd=TRAINER, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        assert job.stdout is not None
         children: set[int] = set()
         deadline, log = time.monotonic() + 150, []
         for line in job.stdout:

@@ -38,6 +38,7 @@ from trainflow_trainer.rl.reference import weights_hash
 from trainflow_trainer.serve.engine import Engine, SamplingParams
 from trainflow_trainer.serve.runner import TransformerRunner
 from trainflow_trainer.trie import LossSpec, Trajectory, packed_forward_backward
+from trainflow_trainer.trie.builder import Floats
 from trainflow_trainer.trie.step import packed_logprobs
 
 TRAINER = Path(__file__).resolve().parents[1]
@@ -83,16 +84,27 @@ def sample_on_policy(model: Transformer, temperature: float, top_p: float, n: in
     return out
 
 
+def token_values(xs: Floats | None) -> np.ndarray:
+    """A per-token field of a trajectory these tests built (optional on Trajectory), as float64."""
+    assert xs is not None
+    return np.asarray(xs, dtype=np.float64)
+
+
+def grad(p: torch.Tensor) -> torch.Tensor:
+    assert p.grad is not None, "every parameter gets a gradient here"
+    return p.grad
+
+
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.3, 0.8), (0.7, 0.95), (1.0, 0.5), (1.2, 1.0)])
 def test_on_policy_ratios_are_one_for_every_token_at_any_temperature_and_top_p(temperature, top_p):
     model = make_model()
     trajs = sample_on_policy(model, temperature, top_p)
-    n_gen = sum(int(sum(t.loss_mask)) for t in trajs)
+    n_gen = sum(int(token_values(t.loss_mask).sum()) for t in trajs)
     assert n_gen == 6 * 12
     recomputed = packed_logprobs(model, trajs, 64, temperature=temperature, top_p=top_p)
     for t, lp in zip(trajs, recomputed):
-        m = np.asarray(t.loss_mask[1:]) > 0
-        ratio = np.exp(lp.double().numpy()[m] - np.asarray(t.logprobs[1:])[m])
+        gen = token_values(t.loss_mask)[1:] > 0
+        ratio = np.exp(lp.double().numpy()[gen] - token_values(t.logprobs)[1:][gen])
         np.testing.assert_allclose(ratio, 1.0, rtol=0, atol=2e-5)
     # the same through the loss: no clipping, ratio mean and max 1
     spec = LossSpec(kind="ppo", eps_low=0.2, eps_high=0.28, temperature=temperature, top_p=top_p)
@@ -198,7 +210,7 @@ def updated_weights(alg: dict[str, Any], ref_shift: float = 0.3) -> torch.Tensor
         with_logprobs(ref, trajs, obj.loss, 64, "ref_logprobs")
     if obj.loss.decoupled:  # a proximal policy between behaviour and current: weights ≠ 1, some above 1.5
         for t in trajs:
-            t.prox_logprobs = [lp + 0.8 * (i % 2) - 0.3 for i, lp in enumerate(t.logprobs)]
+            t.prox_logprobs = [lp + 0.8 * (i % 2) - 0.3 for i, lp in enumerate(token_values(t.logprobs).tolist())]
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     update(model, opt, trajs, obj, {"mode": "trie", "max_tokens": 32}, 0.5, 0.0)  # SGD at 0.5, no clip
     return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -218,7 +230,7 @@ def test_grpo_and_dapo_presets_resolve_to_their_documented_losses_and_differ_on_
     # each equals the reference implementation's documented formula
     for spec, m in ((g, lg), (d, ld)):
         ref_loss, _ = reference_loss(model, trajs, spec)
-        assert m["loss"] == pytest.approx(float(ref_loss), abs=1e-10)
+        assert m["loss"] == pytest.approx(float(ref_loss.detach()), abs=1e-10)
     # an explicit field overrides the preset
     assert resolve_algorithm({"name": "grpo", "loss_agg": "token-mean"})["loss_agg"] == "token-mean"
     decoupled = resolve_algorithm({"name": "decoupled-ppo"})
@@ -293,8 +305,8 @@ def reference_loss(model: Transformer, trajs: list[Trajectory], spec: LossSpec) 
     sums, counts = [], []
     for t in trajs:
         lp = reference_logprobs(model, list(t.tokens), spec.temperature, spec.top_p)
-        mask = torch.tensor(t.loss_mask[1:], dtype=lp.dtype)
-        behav = torch.tensor(t.logprobs[1:], dtype=lp.dtype)
+        mask = torch.tensor(token_values(t.loss_mask)[1:], dtype=lp.dtype)
+        behav = torch.tensor(token_values(t.logprobs)[1:], dtype=lp.dtype)
         terms = []
         for i in range(len(lp)):
             a = t.advantage
@@ -310,7 +322,7 @@ def reference_loss(model: Transformer, trajs: list[Trajectory], spec: LossSpec) 
             surrogate = torch.minimum(r * a, torch.clamp(r, lo, hi) * a)
             term = -w * surrogate
             if spec.kl_coef:
-                d = torch.tensor(t.ref_logprobs[i + 1], dtype=lp.dtype) - lp[i]
+                d = torch.tensor(token_values(t.ref_logprobs)[i + 1], dtype=lp.dtype) - lp[i]
                 term = term + spec.kl_coef * (torch.exp(d) - d - 1)
             terms.append(term)
         per_token = torch.stack(terms) * mask * t.weight
@@ -381,7 +393,7 @@ def test_trainer_matches_an_independent_reference_in_float64(mode, agg, temperat
     model.zero_grad()
     ref_loss, _ = reference_loss(model, trajs, spec)
     ref_loss.backward()
-    ref_grads = [p.grad.clone() for p in model.parameters()]
+    ref_grads = [grad(p).clone() for p in model.parameters()]
     model.zero_grad()
     m = packed_forward_backward(model, trajs, spec, 24, share_prefixes=share)
     assert m["micro_batches"] > 1
@@ -389,7 +401,7 @@ def test_trainer_matches_an_independent_reference_in_float64(mode, agg, temperat
         assert 0 < m["clip_frac"] < 1  # the clip is active on some tokens, not all
     assert m["loss"] == pytest.approx(float(ref_loss), abs=1e-10)
     for p, g in zip(model.parameters(), ref_grads):
-        assert float((p.grad - g).abs().max()) <= 1e-10
+        assert float((grad(p) - g).abs().max()) <= 1e-10
 
 
 # --------------------------------------------------------------------------------------- kill -9 with KL

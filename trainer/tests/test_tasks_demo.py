@@ -107,6 +107,7 @@ def test_task_format_round_trip_and_errors(tmp_path):
             rollout_stage(tasks={"family": "jsonl", "path": str(tmp_path / "nope.jsonl")}),
         )
     )
+    assert listed is not None and missing is not None
     assert load_tasks(listed) == tasks[:2]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "prompt": "hi", "verifier": {"kind": "magic"}}) + "\n")

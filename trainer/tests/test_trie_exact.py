@@ -65,11 +65,11 @@ def random_trajectories(rng: np.random.Generator, model: Transformer, seqs: list
     base = [Trajectory(s) for s in seqs]
     _, true_lp = flat_reference_loss(model, base, LossSpec())
     out = []
-    for s, lp in zip(seqs, true_lp):
+    for s, lp_t in zip(seqs, true_lp):
         n = len(s)
         mask = rng.choice([0.0, 1.0, 1.0, 1.0, 0.5], size=n)
         mask[0] = 0.0
-        lp = lp.detach().double().cpu().numpy()
+        lp = lp_t.detach().double().cpu().numpy()
         out.append(
             Trajectory(
                 tokens=s,

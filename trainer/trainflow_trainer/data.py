@@ -263,7 +263,10 @@ class FlatPacker:
 
     def _row(self) -> tuple[list[int], list[int], list[int], list[int]]:
         t = self.seq_len
-        ids, pos, labels, docs = [], [], [], []
+        ids: list[int] = []
+        pos: list[int] = []
+        labels: list[int] = []
+        docs: list[int] = []
         doc = 0
         while len(ids) < t:
             ex = self._take()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .contract.models import Storage as StorageEndpoint
+    from .contract.models import StorageEndpoint
 
 
 def is_s3(uri: str) -> bool:

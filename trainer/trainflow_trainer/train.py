@@ -34,6 +34,7 @@ def micro_batch_size(cfg: TrainConfig, world: int) -> int:
     if cfg.batch_size % world:
         raise BadInput(f"stage.train.batch_size {cfg.batch_size} is not divisible by the {world} ranks")
     per_rank = cfg.batch_size // world
+    assert cfg.micro_batch_size is not None, "midtrain/sft: the resolver sets train.micro_batch_size"
     micro = min(cfg.micro_batch_size, per_rank)
     if per_rank % micro:
         raise BadInput(f"stage.train.micro_batch_size {micro} does not divide the per-rank batch {per_rank}")
@@ -118,7 +119,8 @@ def parallelize(model: Transformer, d: Dist) -> nn.Module:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; matrices decay, biases/norm scales/... do not. Tied weights are counted once."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in model.named_parameters():  # named_parameters de-duplicates tied parameters
         (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -135,7 +137,12 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     if _is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        out: dict[str, torch.Tensor] = {}
+        for k, v in full.items():  # typed as any state value; a model's full state dict holds only tensors
+            assert isinstance(v, torch.Tensor), f"model state {k}: {type(v).__name__}, not a tensor"
+            out[k] = v
+        return out
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
@@ -181,7 +188,7 @@ def load_full_state(
     else:
         model.load_state_dict(model_sd, strict=True)
         if optimizer is not None and optim_sd is not None:
-            index = {}
+            index: dict[int, int] = {}
             for g in optimizer.param_groups:
                 for p in g["params"]:
                     index[id(p)] = len(index)
@@ -321,8 +328,7 @@ def train_step_trie(
     for p in model.parameters():
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    if d.distributed:
-        for p in model.parameters():
+        if d.distributed:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
     grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
     loss_sum = torch.tensor([metrics.get("loss", 0.0) * local_targets], dtype=torch.float64)

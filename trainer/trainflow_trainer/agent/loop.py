@@ -68,10 +68,10 @@ class Agent:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def __enter__(self):
+    def __enter__(self) -> Agent:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def run(
@@ -150,15 +150,15 @@ class Agent:
 class _Gauge:
     """Counts tool calls running at once and keeps the peak (the evidence that calls ran in parallel)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.running = self.peak = 0
         self.lock = threading.Lock()
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         with self.lock:
             self.running += 1
             self.peak = max(self.peak, self.running)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         with self.lock:
             self.running -= 1

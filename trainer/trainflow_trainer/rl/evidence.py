@@ -6,14 +6,15 @@ errors of the difference (episode rewards within each tenth as the samples; Welc
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
-def tenths(history: list[dict]) -> tuple[list[float], list[float]]:
+def tenths(history: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     """Episode-level reward samples (each step's mean repeated by its episode count) of the first and last tenth."""
     n = max(1, len(history) // 10)
 
-    def samples(hs):
-        out = []
+    def samples(hs: list[dict[str, Any]]) -> list[float]:
+        out: list[float] = []
         for h in hs:
             m = h.get("metrics", {})
             out.extend([float(m.get("reward_mean", 0.0))] * max(1, int(h.get("episodes", m.get("episodes", 1)) or 1)))
@@ -22,14 +23,17 @@ def tenths(history: list[dict]) -> tuple[list[float], list[float]]:
     return samples(history[:n]), samples(history[-n:])
 
 
-def reward_rise(history: list[dict], k: float = 3.0) -> dict:
+def reward_rise(history: list[dict[str, Any]], k: float = 3.0) -> dict[str, Any]:
     """{first, last, se, z, passed}: z = (last − first) / se.
 
     Each step's reward_mean is a mean over Bernoulli-like episode outcomes, so the per-episode variance is
     estimated as p(1 − p) from the tenth's mean (exact for 0/1 rewards), which does not need per-episode data."""
     a, b = tenths(history)
     ma, mb = sum(a) / len(a), sum(b) / len(b)
-    var = lambda m: max(m * (1 - m), 1e-12)  # noqa: E731
+
+    def var(m: float) -> float:
+        return max(m * (1 - m), 1e-12)
+
     se = math.sqrt(var(ma) / len(a) + var(mb) / len(b))
     z = (mb - ma) / se
     return {"first": ma, "last": mb, "se": se, "z": z, "passed": z >= k}

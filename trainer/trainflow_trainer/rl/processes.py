@@ -15,7 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
 
 PR_SET_PDEATHSIG = 1
 
@@ -69,7 +70,7 @@ class Child:
             return
         self.messages.put(None)  # end of output: the child exited
 
-    def next_message(self, timeout: float, should_stop=lambda: False) -> dict:
+    def next_message(self, timeout: float, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
         """The next JSON message; raises if the child exits first or nothing comes within `timeout` s."""
         deadline = time.monotonic() + timeout
         while True:

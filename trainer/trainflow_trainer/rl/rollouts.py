@@ -38,6 +38,7 @@ from .processes import Child
 
 if TYPE_CHECKING:
     from ..contract import JobSpec
+    from ..job import JobContext
 
 TRAINER_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = TRAINER_DIR.parent
@@ -62,13 +63,13 @@ def stats_uri(spec: JobSpec) -> str:
 
 
 class Rollouts:
-    def __init__(self, server: Child, driver: Child, proxy: str):
+    def __init__(self, server: Child, driver: Child, proxy: str) -> None:
         self.server, self.driver, self.proxy = server, driver, proxy
 
     @classmethod
     def start(
         cls,
-        ctx,
+        ctx: JobContext,
         policy_dir: Path,
         version: int,
         cursor: int,
@@ -189,7 +190,9 @@ class Rollouts:
             server.stop()
             raise
 
-    def next_message(self, ctx, timeout: float = 1800) -> DriverReady | DriverBatch | DriverCollected | DriverDone:
+    def next_message(
+        self, ctx: JobContext, timeout: float = 1800
+    ) -> DriverReady | DriverBatch | DriverCollected | DriverDone:
         return driver_message(self.driver.next_message(timeout, ctx.stop_requested.is_set))
 
     def trained(self, weights_dir: Path, version: int) -> None:
@@ -202,5 +205,5 @@ class Rollouts:
     def __enter__(self) -> Rollouts:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

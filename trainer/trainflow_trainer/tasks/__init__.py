@@ -21,7 +21,7 @@ FAMILIES = ("demo", "humaneval", "jsonl")
 def load_tasks(spec: TasksConfig, base_dir: str | Path | None = None) -> list[Task]:
     """The tasks of a stage's resolved `tasks` block: {family: demo|humaneval|jsonl, path?, count?, seed}."""
     if spec.family == "demo":
-        assert spec.seed is not None, "the schema resolves the demo family's seed"
+        assert spec.seed is not None, "tasks.seed: the resolver sets it for family demo (src/config/schema.ts)"
         return demo_tasks(spec.count or DEFAULT_DEMO_COUNT, spec.seed)
     if spec.family == "humaneval":
         return humaneval_tasks(spec.count)

@@ -197,7 +197,7 @@ def token_losses(
 # ------------------------------------------------------------------------------------- flat reference
 
 
-def flat_reference_loss(model, trajectories: Sequence, spec: LossSpec) -> tuple[Tensor, list[Tensor]]:
+def flat_reference_loss(model: torch.nn.Module, trajectories: Sequence, spec: LossSpec) -> tuple[Tensor, list[Tensor]]:
     """The plain computation: right-padded [B, T] batch, causal attention, full log-softmax, per-sequence
     aggregation written out directly. Returns (loss, per-branch log-probs of tokens 1..n-1). Tests only.
     """

@@ -12,19 +12,23 @@ isolates what sharing buys, and input without shared prefixes yields bit-identic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..attention import AttentionMask
 from .attention import FlexTreeMask, SegmentTreeMask
 from .builder import Trajectory, build_forest
 from .losses import LossSpec, TokenStats, entry_coefficients, row_entropy, sampling_logprobs, token_losses
 from .packer import MicroBatch, loss_entries, pack
 
+# "segment", "flex", or a factory MicroBatch -> AttentionMask (benchmarks plug other backends in here)
+Backend = str | Callable[[MicroBatch], AttentionMask]
 
-def _mask_for(mb: MicroBatch, device: torch.device, backend):
-    if callable(backend):  # a factory MicroBatch -> AttentionMask (benchmarks plug other backends in here)
+
+def _mask_for(mb: MicroBatch, device: torch.device, backend: Backend) -> AttentionMask:
+    if callable(backend):
         return backend(mb)
     if backend == "flex":
         return FlexTreeMask(mb.subtree_end, device)
@@ -34,7 +38,7 @@ def _mask_for(mb: MicroBatch, device: torch.device, backend):
 
 
 def logits_at_rows(
-    model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask, rows: torch.Tensor
+    model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask: AttentionMask, rows: torch.Tensor
 ) -> torch.Tensor:
     """Logits [len(rows), V] of one packed micro-batch at the given rows only.
 
@@ -61,7 +65,7 @@ def packed_forward_backward(
     max_tokens: int,
     *,
     share_prefixes: bool = True,
-    attention: str = "auto",
+    attention: Backend = "auto",
     backward: bool = True,
 ) -> dict[str, float]:
     """Trie mode. attention: "auto" (flex on CUDA, segment elsewhere), "segment", "flex", or a callable
@@ -171,7 +175,7 @@ def flat_forward_backward(
     loss_spec: LossSpec,
     max_tokens: int,
     *,
-    attention: str = "auto",
+    attention: Backend = "auto",
     backward: bool = True,
 ) -> dict[str, float]:
     """Flat mode: the same computation with every trajectory packed on its own (no shared prefixes)."""
@@ -202,7 +206,7 @@ def packed_logprobs(
     max_tokens: int,
     *,
     share_prefixes: bool = True,
-    attention: str = "auto",
+    attention: Backend = "auto",
     temperature: float = 1.0,
     top_p: float = 1.0,
 ) -> list[torch.Tensor]:
