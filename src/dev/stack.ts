@@ -8,6 +8,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { UserError } from '../errors';
+import { devServerSearchAttributeArgs } from '../pipeline/search-attributes';
 
 export const REPO_ROOT = resolve(__dirname, '..', '..');
 
@@ -78,6 +79,7 @@ function services(s: StackSettings): Record<ServiceName, ServiceSpec> {
         String(s.temporalUiPort),
         '--log-level',
         'warn',
+        ...devServerSearchAttributeArgs(),
       ],
       env: process.env,
       ports: [s.temporalPort, s.temporalUiPort],

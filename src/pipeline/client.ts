@@ -1,13 +1,21 @@
 // Driving pipelines from the client side (CLI, tests, benches): start, resume, status. The workflow functions
 // are referenced by name so this module does not load workflow code.
-import { type Client, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
+import {
+  type Client,
+  ServiceError,
+  WorkflowExecutionAlreadyStartedError,
+  type WorkflowHandle,
+  type WorkflowStartOptions,
+} from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { PipelineConfig } from '../config/schema';
 import { parseConfig } from '../config/load';
 import { UserError } from '../errors';
 import { ManifestStore } from '../storage/manifest';
 import { ObjectStore } from '../storage/s3';
+import { logger } from '../log';
 import { completedStageChanges, formatStageChanges } from './identity';
+import { initialSearchAttributes, SEARCH_ATTRIBUTES } from './search-attributes';
 import type { PipelineStatus } from './status';
 
 export const PIPELINE_WORKFLOW = 'trainingPipeline';
@@ -39,7 +47,7 @@ export async function startPipeline(
 ): Promise<WorkflowHandle> {
   const id = options.id ?? newPipelineId(config.metadata.name);
   try {
-    return await client.workflow.start(PIPELINE_WORKFLOW, {
+    return await startWithSearchAttributes(client, config, {
       workflowId: id,
       taskQueue: config.temporal.task_queue,
       args: [{ config } satisfies PipelineInputShape],
@@ -115,7 +123,7 @@ export async function resumePipeline(
         'rerun from the first changed stage with --from STAGE, or keep their recorded outputs with --force',
     );
   }
-  return client.workflow.start(PIPELINE_WORKFLOW, {
+  return startWithSearchAttributes(client, config, {
     workflowId: id,
     taskQueue: config.temporal.task_queue,
     args: [
@@ -123,6 +131,41 @@ export async function resumePipeline(
     ],
     memo: { pipeline: config.metadata.name },
   });
+}
+
+const unregistered = new Set<string>();
+
+/**
+ * Starts a pipeline run with its search attributes (see search-attributes.ts). A namespace where they are not
+ * registered refuses them: the run then starts without them (the workflow only upserts attributes it started
+ * with), and a line says how to register them, once per namespace.
+ */
+async function startWithSearchAttributes(
+  client: Client,
+  config: PipelineConfig,
+  options: Omit<WorkflowStartOptions, 'typedSearchAttributes'>,
+): Promise<WorkflowHandle> {
+  const namespace = client.options.namespace;
+  if (!unregistered.has(namespace)) {
+    try {
+      return await client.workflow.start(PIPELINE_WORKFLOW, {
+        ...options,
+        typedSearchAttributes: initialSearchAttributes(config.metadata.name),
+      });
+    } catch (err) {
+      if (!(err instanceof ServiceError) || !/search attribute/i.test(err.message)) throw err;
+      unregistered.add(namespace);
+      logger.warn(
+        `namespace ${namespace} has no trainflow search attributes (${SEARCH_ATTRIBUTES.map((k) => k.name).join(', ')}): ` +
+          '`trainflow list --name/--state` will not find this run; register them once with ' +
+          SEARCH_ATTRIBUTES.map(
+            (k) =>
+              `\`temporal operator search-attribute create --namespace ${namespace} --name ${k.name} --type Keyword\``,
+          ).join(', '),
+      );
+    }
+  }
+  return client.workflow.start(PIPELINE_WORKFLOW, options);
 }
 
 export async function queryStatus(client: Client, id: string): Promise<PipelineStatus> {
