@@ -351,6 +351,19 @@ export async function stopTemporal(s = stackSettings()): Promise<void> {
   await stopService(s, 'temporal', () => undefined);
 }
 
+/** kill -9 of the Temporal dev server (no shutdown at all), for crash tests; `startTemporal` brings it back. */
+export async function killTemporal(s = stackSettings()): Promise<void> {
+  const record = readPid(s, 'temporal');
+  rmSync(pidFile(s, 'temporal'), { force: true });
+  if (!record || !isOurs(record)) return;
+  try {
+    process.kill(-record.pid, 'SIGKILL');
+  } catch {
+    process.kill(record.pid, 'SIGKILL');
+  }
+  await waitGone(record.pid, 5000);
+}
+
 export async function startTemporal(s = stackSettings(), timeoutMs = 60_000): Promise<void> {
   await startService(s, services(s).temporal, timeoutMs, () => undefined);
 }
