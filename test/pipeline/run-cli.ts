@@ -76,7 +76,14 @@ export function spawnRun(file: string, id: string, dataDir: string, env: NodeJS.
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('close', (code) => {
+      // Kept beside the run's job logs, to read when a test fails.
+      writeFileSync(path.join(dataDir, `${id}.stdout`), out);
+      writeFileSync(path.join(dataDir, `${id}.stderr`), err);
+      resolve(code);
+    }),
+  );
   return {
     stdout: () => out,
     stderr: () => err,

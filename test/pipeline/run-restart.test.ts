@@ -1,6 +1,8 @@
 // `trainflow run` while the Temporal dev server is killed (kill -9) and restarted five times mid-stage: the
 // workers and the follow loop ride out every outage, the pipeline completes, and the command exits 0 — no
-// unhandled error, no `Channel has been shut down` from a gRPC retry firing after its connection closed.
+// unhandled error, no `Channel has been shut down` from a gRPC retry firing after its connection closed. The
+// last outage is long and the stage's job finishes during it, so the pipeline completes moments after the
+// server is back, while calls made during the outage may still be waiting to retry: the case that crashed.
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,10 +28,7 @@ test(`the Temporal server killed and restarted ${RESTARTS} times mid-run: \`trai
     taskQueue: uniqueId('tq'),
     storagePrefix: prefix,
     heartbeat: '20s',
-    stages: [
-      { name: 'one', steps: 20, every: 5, stepMs: 50, env: { FAKE_HOLD_FILE: release } },
-      { name: 'two', steps: 4, every: 2, stepMs: 20 },
-    ],
+    stages: [{ name: 'one', steps: 20, every: 5, stepMs: 50, env: { FAKE_HOLD_FILE: release } }],
   });
   const run = spawnRun(file, id, dataDir);
   const client = await connectTestClient();
@@ -42,9 +41,13 @@ test(`the Temporal server killed and restarted ${RESTARTS} times mid-run: \`trai
     );
     const handle = client.workflow.getHandle(id);
     for (let i = 0; i < RESTARTS; i++) {
+      const last = i === RESTARTS - 1;
       await killTemporal();
-      await sleep(1500); // down for a while: polls, the follow loop and heartbeats all fail meanwhile
+      // Down for a while: polls, the follow loop and heartbeats all fail meanwhile.
+      if (last) writeFileSync(release, '');
+      await sleep(last ? 12_000 : 1500);
       await startTemporal();
+      if (last) break;
       // Back in service: the pipeline answers its status query again (its control worker reconnected).
       await waitFor(
         `the pipeline to answer after restart ${i + 1}`,
@@ -52,7 +55,6 @@ test(`the Temporal server killed and restarted ${RESTARTS} times mid-run: \`trai
         60_000,
       );
     }
-    writeFileSync(release, '');
     const code = await run.exited;
     const stdout = run.stdout();
     const stderr = run.stderr();
@@ -62,7 +64,7 @@ test(`the Temporal server killed and restarted ${RESTARTS} times mid-run: \`trai
     expect(both).not.toMatch(/Unhandled|Channel has been shut down|uncaught/i);
     expect(both).not.toMatch(/^\s+at /m); // no stack trace
     const result = (await handle.result()) as PipelineStatus;
-    expect(result.stages.map((s) => s.state)).toEqual(['completed', 'completed']);
+    expect(result.stages.map((s) => s.state)).toEqual(['completed']);
   } finally {
     run.kill();
     await client.connection.close();
