@@ -22,6 +22,9 @@ const LIFE_CYCLE = [
   /^No (workflows|activities|Nexus services) registered/,
   /^Initializing worker/,
   /^Worker shutdown/,
+  // Core retrying its calls while the server is away: `trainflow run`'s progress says "Temporal is unreachable"
+  // once; a line per retried poll would bury it.
+  /^gRPC call \S+ retried \d+ times/,
 ];
 
 /** The first line of an error's message: enough for a terminal; the stack goes to debug. */
