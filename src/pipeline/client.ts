@@ -15,7 +15,7 @@ import { ManifestStore } from '../storage/manifest';
 import { ObjectStore } from '../storage/s3';
 import { logger } from '../log';
 import { completedStageChanges, formatStageChanges } from './identity';
-import { initialSearchAttributes, SEARCH_ATTRIBUTES } from './search-attributes';
+import { initialSearchAttributes, registerCommand } from './search-attributes';
 import type { PipelineStatus } from './status';
 
 export const PIPELINE_WORKFLOW = 'trainingPipeline';
@@ -153,15 +153,13 @@ async function startWithSearchAttributes(
         typedSearchAttributes: initialSearchAttributes(config.metadata.name),
       });
     } catch (err) {
-      if (!(err instanceof ServiceError) || !/search attribute/i.test(err.message)) throw err;
+      // The server's reason is on the gRPC cause: `Namespace default has no mapping defined for search attribute …`.
+      const reason = err instanceof ServiceError ? `${err.message} ${String(err.cause)}` : '';
+      if (!/search attribute/i.test(reason)) throw err;
       unregistered.add(namespace);
       logger.warn(
-        `namespace ${namespace} has no trainflow search attributes (${SEARCH_ATTRIBUTES.map((k) => k.name).join(', ')}): ` +
-          '`trainflow list --name/--state` will not find this run; register them once with ' +
-          SEARCH_ATTRIBUTES.map(
-            (k) =>
-              `\`temporal operator search-attribute create --namespace ${namespace} --name ${k.name} --type Keyword\``,
-          ).join(', '),
+        `namespace ${namespace} has no trainflow search attributes: \`trainflow list --name/--state\` will ` +
+          `not find this run; register them once with \`${registerCommand(namespace)}\``,
       );
     }
   }

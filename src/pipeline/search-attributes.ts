@@ -36,3 +36,9 @@ export function listQuery(workflowType: string, filter: { name?: string; state?:
   if (filter.state) clauses.push(`${STATE_ATTRIBUTE.name} = ${literal(filter.state)}`);
   return clauses.join(' AND ');
 }
+
+/** The command registering them on a cluster's namespace (one --type for every --name: all are Keyword). */
+export function registerCommand(namespace: string): string {
+  const names = SEARCH_ATTRIBUTES.map((key) => `--name ${key.name}`).join(' ');
+  return `temporal operator search-attribute create --namespace ${namespace} ${names} --type Keyword`;
+}
