@@ -8,7 +8,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { UserError } from '../errors';
-import { devServerSearchAttributeArgs } from '../pipeline/search-attributes';
+import { devServerSearchAttributeArgs, SEARCH_ATTRIBUTES } from '../pipeline/search-attributes';
 
 export const REPO_ROOT = resolve(__dirname, '..', '..');
 
@@ -133,6 +133,34 @@ async function temporalHealthy(s: StackSettings): Promise<boolean> {
     return false;
   } finally {
     await connection?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Registers the pipeline's search attributes on a dev server whose database predates them: `start-dev
+ * --search-attribute` registers only when it creates the database.
+ */
+// temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD (every trainflow attribute is a Keyword);
+// the proto package is not a direct dependency.
+const INDEXED_VALUE_TYPE_KEYWORD = 2;
+
+async function ensureSearchAttributes(s: StackSettings): Promise<void> {
+  const { Connection } = await import('@temporalio/client');
+  const connection = await Connection.connect({
+    address: `${s.host}:${s.temporalPort}`,
+    connectTimeout: 5000,
+  });
+  try {
+    const namespace = 'default';
+    const known = await connection.operatorService.listSearchAttributes({ namespace });
+    const missing = SEARCH_ATTRIBUTES.filter((key) => !known.customAttributes?.[key.name]);
+    if (missing.length === 0) return;
+    await connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(missing.map((key) => [key.name, INDEXED_VALUE_TYPE_KEYWORD])),
+    });
+  } finally {
+    await connection.close().catch(() => undefined);
   }
 }
 
@@ -327,6 +355,7 @@ export async function up(s = stackSettings(), opts: { timeoutMs?: number; log?: 
   await startService(s, specs.minio, timeoutMs, log);
   await ensureBucket(s);
   await startService(s, specs.temporal, timeoutMs, log);
+  await ensureSearchAttributes(s);
   return addresses(s);
 }
 
@@ -366,4 +395,5 @@ export async function killTemporal(s = stackSettings()): Promise<void> {
 
 export async function startTemporal(s = stackSettings(), timeoutMs = 60_000): Promise<void> {
   await startService(s, services(s).temporal, timeoutMs, () => undefined);
+  await ensureSearchAttributes(s);
 }
