@@ -298,7 +298,8 @@ export function createJobActivities(options: JobActivityOptions = {}) {
     const tail = await readTail(launcher, name);
     await launcher.release(name);
     const failure = exitFailure(job?.exitCode, tail, name);
-    log.warn({ job: name, exitCode: job?.exitCode }, failure.message);
+    // The worker's logger says it in one line (stage, attempt, last output line, retry); the full tail at debug.
+    log.debug({ job: name, exitCode: job?.exitCode }, failure.message);
     throw failure;
   }
 

@@ -21,7 +21,12 @@ function createLogger(): pino.Logger {
     const pretty = require('pino-pretty') as typeof import('pino-pretty');
     return pino(
       options,
-      pretty({ colorize: true, destination: 2, ignore: 'pid,hostname,service', sync: true }),
+      pretty({
+        colorize: Boolean(process.stderr.isTTY),
+        destination: 2,
+        ignore: 'pid,hostname,service',
+        sync: true,
+      }),
     );
   }
   return pino(options, pino.destination({ dest: 2, sync: true }));

@@ -2,28 +2,17 @@
 // run` (in-process) and the tests:
 // - the control worker, on the config's temporal.task_queue: the workflows and the light control activities;
 // - a launcher worker per pool, on the pool's task queue: the job activity (launches and watches GPU jobs).
-import {
-  bundleWorkflowCode,
-  DefaultLogger,
-  NativeConnection,
-  Runtime,
-  Worker,
-  type WorkflowBundleOption,
-} from '@temporalio/worker';
+import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import type { Duration } from '@temporalio/common';
 import path from 'node:path';
 import { createControlActivities } from '../activities/control';
 import { createJobActivities, type JobActivityOptions } from '../activities/job';
 import { repoRoot } from '../src/pipeline/paths';
+import { installTemporalLogging } from '../src/temporal/logging';
 
-// The SDK's own logs (worker state changes, empty-queue notices) only at warn and above: a terminal running
-// `trainflow run` shows the pipeline's progress, not the worker's life cycle. Install once, before any
-// connection; a process that installed a runtime already (a test harness) keeps its own.
-try {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-} catch {
-  // already installed
-}
+// The SDK's logs through pino (one line per failed attempt, life cycle at debug): installed before any
+// connection is made.
+installTemporalLogging();
 
 export const WORKFLOWS_PATH = path.join(repoRoot, 'workflows', 'index.ts');
 

@@ -11,13 +11,16 @@ import {
   defineSignal,
   executeChild,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
+  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ControlActivities } from '../activities';
 import type { PipelineConfig } from '../src/config/schema';
-import type { PipelineStatus, StageProgress, StageStatus } from '../src/pipeline/status';
+import { PIPELINE_ATTRIBUTE, STAGE_ATTRIBUTE, STATE_ATTRIBUTE } from '../src/pipeline/search-attributes';
+import type { PipelineState, PipelineStatus, StageProgress, StageStatus } from '../src/pipeline/status';
 import { NON_RETRYABLE, stageWorkflow } from './stage';
 
 export interface PipelineInput {
@@ -50,6 +53,24 @@ function scheduledTime(): string | null {
   return null;
 }
 
+/**
+ * Keeps the run's TrainflowStage/TrainflowState search attributes current — only for a run started with them
+ * (a namespace without them registered would fail every workflow task on the upsert) and behind patched(), so
+ * histories recorded before the attributes replay without the upserts.
+ */
+function searchAttributeUpdater(): {
+  stage(name: string): void;
+  state(state: PipelineState): void;
+} {
+  const enabled =
+    patched('search-attributes') &&
+    workflowInfo().typedSearchAttributes.get(PIPELINE_ATTRIBUTE) !== undefined;
+  return {
+    stage: (name) => enabled && upsertSearchAttributes([{ key: STAGE_ATTRIBUTE, value: name }]),
+    state: (state) => enabled && upsertSearchAttributes([{ key: STATE_ATTRIBUTE, value: state }]),
+  };
+}
+
 function describe(err: unknown): string {
   let e: unknown = err;
   // Unwrap ChildWorkflowFailure → ActivityFailure → ApplicationFailure to the message a user can act on.
@@ -71,6 +92,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     error: null,
     stages: (input.config?.stages ?? []).map((s) => emptyStage(s.name, s.kind)),
   };
+  const searchAttributes = searchAttributeUpdater();
   setHandler(statusQuery, () => status);
   setHandler(stageProgressSignal, (p) => {
     const stage = status.stages.find((s) => s.name === p.stage);
@@ -116,6 +138,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
         continue;
       }
       stage.state = 'running';
+      searchAttributes.stage(stageConfig.name);
       stage.startedAt = new Date().toISOString();
       stage.totalSteps = stageConfig.train?.steps ?? 1;
       try {
@@ -152,6 +175,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     status.state = 'completed';
     status.endedAt = new Date().toISOString();
     await control.finishPipeline({ config, pipelineId, state: 'completed' });
+    searchAttributes.state('completed');
     return status;
   } catch (err) {
     status.state = isCancellation(err) ? 'cancelled' : 'failed';
@@ -164,6 +188,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
         control.finishPipeline({ config: finalConfig, pipelineId, state: status.state }),
       );
     }
+    searchAttributes.state(status.state);
     if (isCancellation(err)) throw err;
     if (err instanceof ChildWorkflowFailure || err instanceof ApplicationFailure) {
       throw ApplicationFailure.nonRetryable(status.error, 'PipelineFailed');

@@ -17,6 +17,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { UserError } from '../errors';
+import { devServerSearchAttributeArgs, SEARCH_ATTRIBUTES } from '../pipeline/search-attributes';
 
 export const REPO_ROOT = resolve(__dirname, '..', '..');
 
@@ -89,6 +90,7 @@ function services(s: StackSettings): Record<ServiceName, ServiceSpec> {
         String(s.temporalUiPort),
         '--log-level',
         'warn',
+        ...devServerSearchAttributeArgs(),
       ],
       env: process.env,
       ports: [s.temporalPort, s.temporalUiPort],
@@ -174,6 +176,34 @@ async function temporalHealthy(s: StackSettings): Promise<boolean> {
     return false;
   } finally {
     await connection?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Registers the pipeline's search attributes on a dev server whose database predates them: `start-dev
+ * --search-attribute` registers only when it creates the database.
+ */
+// temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD (every trainflow attribute is a Keyword);
+// the proto package is not a direct dependency.
+const INDEXED_VALUE_TYPE_KEYWORD = 2;
+
+async function ensureSearchAttributes(s: StackSettings): Promise<void> {
+  const { Connection } = await import('@temporalio/client');
+  const connection = await Connection.connect({
+    address: `${s.host}:${s.temporalPort}`,
+    connectTimeout: 5000,
+  });
+  try {
+    const namespace = 'default';
+    const known = await connection.operatorService.listSearchAttributes({ namespace });
+    const missing = SEARCH_ATTRIBUTES.filter((key) => !known.customAttributes?.[key.name]);
+    if (missing.length === 0) return;
+    await connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(missing.map((key) => [key.name, INDEXED_VALUE_TYPE_KEYWORD])),
+    });
+  } finally {
+    await connection.close().catch(() => undefined);
   }
 }
 
@@ -372,6 +402,7 @@ export async function up(
   await startService(s, specs.minio, timeoutMs, log);
   await ensureBucket(s);
   await startService(s, specs.temporal, timeoutMs, log);
+  await ensureSearchAttributes(s);
   if (opts.mlflow) {
     if (mlflowBinary(s) === undefined)
       throw new UserError(
@@ -406,6 +437,20 @@ export async function stopTemporal(s = stackSettings()): Promise<void> {
   await stopService(s, 'temporal', () => undefined);
 }
 
+/** kill -9 of the Temporal dev server (no shutdown at all), for crash tests; `startTemporal` brings it back. */
+export async function killTemporal(s = stackSettings()): Promise<void> {
+  const record = readPid(s, 'temporal');
+  rmSync(pidFile(s, 'temporal'), { force: true });
+  if (!record || !isOurs(record)) return;
+  try {
+    process.kill(-record.pid, 'SIGKILL');
+  } catch {
+    process.kill(record.pid, 'SIGKILL');
+  }
+  await waitGone(record.pid, 5000);
+}
+
 export async function startTemporal(s = stackSettings(), timeoutMs = 60_000): Promise<void> {
   await startService(s, services(s).temporal, timeoutMs, () => undefined);
+  await ensureSearchAttributes(s);
 }

@@ -1,7 +1,13 @@
 // Driving pipelines from the client side (CLI, tests, benches): start, resume, status. Workflows are started
 // and queried through their definitions (typed arguments and results); the client only takes their names and
 // types from them and never runs workflow code.
-import { type Client, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
+import {
+  type Client,
+  ServiceError,
+  WorkflowExecutionAlreadyStartedError,
+  type WorkflowHandle,
+  type WorkflowStartOptions,
+} from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { statusQuery, trainingPipeline, type PipelineInput } from '../../workflows';
 import type { PipelineConfig } from '../config/schema';
@@ -9,7 +15,9 @@ import { parseConfig } from '../config/load';
 import { UserError } from '../errors';
 import { ManifestStore } from '../storage/manifest';
 import { ObjectStore } from '../storage/s3';
+import { logger } from '../log';
 import { completedStageChanges, formatStageChanges } from './identity';
+import { initialSearchAttributes, registerCommand } from './search-attributes';
 import type { PipelineStatus } from './status';
 
 /** `demo-20261129-0512`: the pipeline name and the UTC start minute (plus seconds when asked to be unique). */
@@ -33,7 +41,7 @@ export async function startPipeline(
 ): Promise<WorkflowHandle<typeof trainingPipeline>> {
   const id = options.id ?? newPipelineId(config.metadata.name);
   try {
-    return await client.workflow.start(trainingPipeline, {
+    return await startWithSearchAttributes(client, config, {
       workflowId: id,
       taskQueue: config.temporal.task_queue,
       args: [{ config }],
@@ -109,12 +117,45 @@ export async function resumePipeline(
         'rerun from the first changed stage with --from STAGE, or keep their recorded outputs with --force',
     );
   }
-  return client.workflow.start(trainingPipeline, {
+  return startWithSearchAttributes(client, config, {
     workflowId: id,
     taskQueue: config.temporal.task_queue,
     args: [{ config, resume: { fromStage: options.from, force: options.force } }],
     memo: { pipeline: config.metadata.name },
   });
+}
+
+const unregistered = new Set<string>();
+
+/**
+ * Starts a pipeline run with its search attributes (see search-attributes.ts). A namespace where they are not
+ * registered refuses them: the run then starts without them (the workflow only upserts attributes it started
+ * with), and a line says how to register them, once per namespace.
+ */
+async function startWithSearchAttributes(
+  client: Client,
+  config: PipelineConfig,
+  options: Omit<WorkflowStartOptions<typeof trainingPipeline>, 'typedSearchAttributes'>,
+): Promise<WorkflowHandle<typeof trainingPipeline>> {
+  const namespace = client.options.namespace;
+  if (!unregistered.has(namespace)) {
+    try {
+      return await client.workflow.start(trainingPipeline, {
+        ...options,
+        typedSearchAttributes: initialSearchAttributes(config.metadata.name),
+      });
+    } catch (err) {
+      // The server's reason is on the gRPC cause: `Namespace default has no mapping defined for search attribute …`.
+      const reason = err instanceof ServiceError ? `${err.message} ${String(err.cause)}` : '';
+      if (!/search attribute/i.test(reason)) throw err;
+      unregistered.add(namespace);
+      logger.warn(
+        `namespace ${namespace} has no trainflow search attributes: \`trainflow list --name/--state\` will ` +
+          `not find this run; register them once with \`${registerCommand(namespace)}\``,
+      );
+    }
+  }
+  return client.workflow.start(trainingPipeline, options);
 }
 
 export async function queryStatus(client: Client, id: string): Promise<PipelineStatus> {

@@ -57,3 +57,46 @@ export function renderStatus(status: PipelineStatus, uiUrl?: string, now = Date.
   if (status.error && !status.stages.some((s) => s.error)) lines.push(`  error: ${status.error}`);
   return lines.join('\n');
 }
+
+/** The part of a stage's status whose change is worth a line: state, attempt and step in tenths of the stage. */
+function stageKey(stage: StageStatus): string {
+  const bucket = stage.totalSteps > 0 ? Math.floor((10 * stage.step) / stage.totalSteps) : 0;
+  return `${stage.state}|${stage.attempt}|${bucket}`;
+}
+
+/** One line for a stage: `stage sft: running, step 40/200, loss 1.234, attempt 2`. */
+export function stageLine(stage: StageStatus): string {
+  const parts = [`${stage.state}`];
+  if (stage.state !== 'pending') parts.push(`step ${stage.step}/${stage.totalSteps || '?'}`);
+  if (stage.metrics.loss !== undefined) parts.push(`loss ${stage.metrics.loss.toFixed(3)}`);
+  if (stage.attempt > 1) parts.push(`attempt ${stage.attempt}`);
+  const error = stage.error ? `: ${stage.error.split('\n')[0]}` : '';
+  return `stage ${stage.name}: ${parts.join(', ')}${error}`;
+}
+
+/**
+ * For output that is not a terminal (a log file, a pipe): the lines describing what changed since the last
+ * call — the pipeline's state, and each stage whose state, attempt or step decile moved. `seen` carries the
+ * previous keys between calls. Never a redraw: a log reads top to bottom.
+ */
+export function changeLines(seen: Map<string, string>, status: PipelineStatus): string[] {
+  const lines: string[] = [];
+  const header = `pipeline ${status.pipelineId} (${status.name || '?'}): ${status.state}`;
+  const ended = status.state !== 'running';
+  if (!ended && seen.get('') !== status.state) lines.push(header);
+  for (const stage of status.stages) {
+    const key = stageKey(stage);
+    if (seen.get(stage.name) === key) continue;
+    // A pending stage is news only once the run has shown it was there (its first line says so).
+    if (stage.state !== 'pending' || seen.has(stage.name)) lines.push(stageLine(stage));
+    seen.set(stage.name, key);
+  }
+  if (ended && seen.get('') !== status.state) {
+    const last = [...status.stages].reverse().find((s) => s.outputCheckpoint);
+    if (last) lines.push(`latest output: ${last.outputCheckpoint}`);
+    if (status.error && !status.stages.some((s) => s.error)) lines.push(`error: ${status.error}`);
+    lines.push(header);
+  }
+  seen.set('', status.state);
+  return lines;
+}
