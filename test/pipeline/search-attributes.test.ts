@@ -7,7 +7,6 @@ import path from 'node:path';
 import { startPipeline } from '../../src/pipeline/client';
 import { repoRoot } from '../../src/pipeline/paths';
 import { PIPELINE_ATTRIBUTE, STAGE_ATTRIBUTE, STATE_ATTRIBUTE } from '../../src/pipeline/search-attributes';
-import type { PipelineStatus } from '../../src/pipeline/status';
 import {
   connectTestClient,
   makeConfig,
