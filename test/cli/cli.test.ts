@@ -78,6 +78,8 @@ test('trainflow validate: a bad config exits 2 with every problem on stderr', as
 test('trainflow validate: a good config prints the resolved YAML', async () => {
   // The demo's data and tokenizer (made by `make demo-data`) are checked too: a copy with small stand-ins.
   const { stdout, stderr } = await run('node', [CLI, 'validate', exampleFixture('demo').file]);
-  expect(stderr).toContain('valid (5 stages: midtrain-1 → midtrain-2 → sft → rft → rl)');
+  expect(stderr).toContain(
+    'valid (7 stages: midtrain-1 → midtrain-2 → sft → rft → eval-before-rl → rl → eval-after-rl)',
+  );
   expect(stdout).toContain('heartbeat_timeout: 60000');
 });
