@@ -12,7 +12,8 @@ import uuid
 from itertools import combinations
 from pathlib import Path
 
-from conftest import BUCKET, ENDPOINT  # the local stack's MinIO (its `storage` fixture: conftest.py)
+from conftest import BUCKET, ENDPOINT
+from specs import job_spec  # the local stack's MinIO (its `storage` fixture: conftest.py)
 
 from trainflow_trainer.checkpoint import commit
 from trainflow_trainer.model import Transformer, preset, save_hf
@@ -64,28 +65,17 @@ def test_eval_stage_reports_pass_at_k_of_its_samples_and_passes_its_input_on(tmp
     tasks = [parity_task(i, i % 2) for i in range(4)] + [demo_task(0, 0)]
     write_tasks_jsonl(tmp_path / "tasks.jsonl", tasks)
     out, work = tmp_path / "run" / "eval", tmp_path / "work"
-    spec = {
-        "protocol": 1,
-        "pipeline_id": "t",
-        "run_id": "r",
-        "stage_index": 1,
-        "attempt": 1,
-        "stage": {
-            "name": "eval",
-            "kind": "eval",
-            "tasks": {"family": "jsonl", "path": str(tmp_path / "tasks.jsonl"), "seed": 0},
-            "rollout": {"concurrency": 4, "max_turns": 1, "max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0},
-            "eval": {"samples": 4, "pass_k": [1, 2, 4]},
-            "checkpoint": {"every": 100},
-        },
-        "model": {"init": {"preset": "tiny"}, "dtype": "fp32"},
-        "input_checkpoint": str(ckpt),
-        "output_prefix": str(out),
-        "resume": True,
-        "status_uri": None,
-        "storage": {},
-        "work_dir": str(work),
+    # the pipeline starts from the checkpoint, so the eval stage may come first (specs.job_spec resolves it)
+    stage = {
+        "name": "eval",
+        "kind": "eval",
+        "tasks": {"family": "jsonl", "path": str(tmp_path / "tasks.jsonl")},
+        "rollout": {"concurrency": 4, "max_turns": 1, "max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0},
+        "eval": {"samples": 4, "pass_k": [1, 2, 4]},
+        "checkpoint": {"every": 100},
     }
+    model = {"init": {"checkpoint": str(ckpt)}, "dtype": "fp32"}
+    spec = job_spec(stage, model, str(out), work, input_checkpoint=str(ckpt), stage_index=1)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "spec.json")]
     r = subprocess.run(cmd, cwd=TRAINER, capture_output=True, text=True, timeout=300)
@@ -130,7 +120,7 @@ def test_eval_stage_reports_pass_at_k_of_its_samples_and_passes_its_input_on(tmp
 
 def test_eval_stage_in_s3_commits_its_result_there_and_leaves_the_sampler_statistics_alone(
     tmp_path: Path,
-    storage: Storage,  # noqa: F811
+    storage: Storage,
 ) -> None:
     subprocess.run(
         [sys.executable, "-m", "trainflow_trainer.demo_data", str(tmp_path / "demo"), "--quiet"],
@@ -143,27 +133,16 @@ def test_eval_stage_in_s3_commits_its_result_there_and_leaves_the_sampler_statis
     ckpt = f"{root}/rl/step-000100"
     commit(local, ckpt, 100, True, storage)
     out = f"{root}/eval"
-    spec = {
-        "protocol": 1,
-        "pipeline_id": "t",
-        "run_id": "r",
-        "stage_index": 1,
-        "attempt": 1,
-        "stage": {
-            "name": "eval",
-            "kind": "eval",
-            "tasks": {"family": "demo", "count": 5, "seed": 3},
-            "rollout": {"concurrency": 4, "max_turns": 1, "max_new_tokens": 8, "temperature": 1.0, "top_p": 1.0},
-            "eval": {"samples": 2, "pass_k": [1, 2]},
-        },
-        "model": {"init": {"preset": "tiny"}, "dtype": "fp32"},
-        "input_checkpoint": ckpt,
-        "output_prefix": out,
-        "resume": True,
-        "status_uri": f"{out}/status.json",
-        "storage": {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True},
-        "work_dir": str(tmp_path / "work"),
+    stage = {
+        "name": "eval",
+        "kind": "eval",
+        "tasks": {"family": "demo", "count": 5, "seed": 3},
+        "rollout": {"concurrency": 4, "max_turns": 1, "max_new_tokens": 8, "temperature": 1.0, "top_p": 1.0},
+        "eval": {"samples": 2, "pass_k": [1, 2]},
     }
+    store = {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True}
+    model = {"init": {"checkpoint": ckpt}, "dtype": "fp32"}
+    spec = job_spec(stage, model, out, tmp_path / "work", storage=store, input_checkpoint=ckpt, stage_index=1)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "spec.json")]
     try:
