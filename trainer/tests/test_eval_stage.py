@@ -12,6 +12,7 @@ import uuid
 from itertools import combinations
 from pathlib import Path
 
+import pytest
 from conftest import BUCKET, ENDPOINT
 from specs import job_spec  # the local stack's MinIO (its `storage` fixture: conftest.py)
 
@@ -107,6 +108,12 @@ def test_eval_stage_reports_pass_at_k_of_its_samples_and_passes_its_input_on(tmp
     assert status[-1]["state"] == "done" and status[-1]["metrics"] == m
     # no sampler statistics: an eval draws every task once and records nothing for the training stages' sampler
     assert not (tmp_path / "run" / "sampling").exists()
+    # tracked like the other stages: TensorBoard's reader sees the eval metrics at step 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("trainflow/pass@1")] == [(1, pytest.approx(m["pass@1"]))]
 
     # a retry after the commit reports the committed eval again without running rollouts
     before = len(read_ledger(work / "ledger"))

@@ -35,6 +35,7 @@ from ..runtime import open_checkpoint, resolve_tokenizer
 from ..storage import is_s3, join
 from ..tasks import TaskFormatError, load_tasks
 from ..tokenizer import TOKENIZER_FILE
+from ..tracking import Tracker
 
 if TYPE_CHECKING:
     from ..job import JobContext
@@ -189,6 +190,10 @@ def run(ctx: JobContext) -> None:
         for key in ("episodes", "turns_mean"):
             metrics[key] = float(rollout_metrics.get(key, 0.0))
         result = {"checkpoint": checkpoint, "samples": samples, "pass_k": ks, "metrics": metrics}
+        # tracked like every stage's metrics (tracking.py), logged once, before the result is committed
+        tracker = Tracker(spec, ctx.storage, resumed_step=None, enabled=ctx.dist.is_main)
+        tracker.log(EVAL_STEP, {**metrics, "attempt": float(spec.attempt)})
+        tracker.close()
         uri = commit_result(ctx, result)
         ctx.log(
             f"trainflow: eval of {checkpoint}: "
