@@ -1,9 +1,10 @@
 // The config schema against valid and invalid configs: every error message, with its YAML line, asserted.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, loadConfigFile, parseConfig, substituteVariables } from '../../src/config/load';
+import { loadConfigFile, parseConfig, substituteVariables } from '../../src/config/load';
 import { configReference } from '../../src/config/reference';
 import { hashJson } from '../../src/pipeline/canonical';
+import { problems } from './problems';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -21,16 +22,6 @@ stages:
       sources: [{ path: /tmp/a.jsonl }]
     train: { steps: 10 }
 `;
-
-function problems(yaml: string): string[] {
-  try {
-    parseConfig(yaml, 'x.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message.split('\n');
-    throw err;
-  }
-  throw new Error('expected the config to be rejected');
-}
 
 describe('valid configs', () => {
   test.each([

@@ -1,5 +1,6 @@
 // The eval stage's and the promotion rule's config: defaults, and every rejection with its YAML position.
-import { ConfigError, parseConfig } from '../../src/config/load';
+import { parseConfig } from '../../src/config/load';
+import { problems } from './problems';
 
 const HEAD = `api_version: trainflow/v1
 metadata:
@@ -15,16 +16,6 @@ stages:
       sources: [{ path: /tmp/a.jsonl }]
     train: { steps: 10 }
 `;
-
-function problems(yaml: string): string[] {
-  try {
-    parseConfig(yaml, 'x.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message.split('\n');
-    throw err;
-  }
-  throw new Error('expected the config to be rejected');
-}
 
 test('an eval stage takes tasks, rollout and eval; its defaults are filled and it trains nothing', () => {
   const c = parseConfig(
