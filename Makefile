@@ -96,7 +96,9 @@ bench-trie: setup-python
 bench-pipeline: setup
 	@bash infra/dev/with-stack.sh npx tsx bench/pipeline/run.ts
 
+# trainflow's proxy beside LiteLLM's (its own venv) and a bare Node pass-through, in front of one stub upstream
 bench-dataplane: setup
+	@bash infra/dev/setup-venv.sh litellm bench/dataplane/litellm-requirements.txt
 	npx tsx bench/dataplane/run.ts
 
 # RL benches start from an SFT (or RFT) checkpoint: BENCH_CHECKPOINT=DIR (e.g. a demo run's sft output)
