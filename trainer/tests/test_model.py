@@ -43,7 +43,9 @@ def random_model(seed=0, **kw) -> Transformer:
 
 # Each family as our fields: Qwen2 (q/k/v bias), Qwen3 (q/k norm, a head_dim of its own), Llama 2, Llama 3.x
 # (llama3 RoPE; the original context is small so the scaling changes frequencies at this head_dim).
-LLAMA3_ROPE: dict[str, Any] = dict(rope_theta=500000.0, rope_scaling_factor=8.0, rope_original_max_position_embeddings=64)
+LLAMA3_ROPE: dict[str, Any] = dict(
+    rope_theta=500000.0, rope_scaling_factor=8.0, rope_original_max_position_embeddings=64
+)
 FAMILY_FIELDS: dict[str, dict[str, Any]] = {
     "qwen2": dict(attention_bias=True),
     "qwen3": dict(attention_bias=False, qk_norm=True, head_dim=24),
