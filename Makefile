@@ -6,7 +6,7 @@ TRAINFLOW := node bin/trainflow.js
 
 .PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-k8s-validator demo demo-data test typecheck lint format contract \
         lint-python typecheck-python \
-        bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
+        bench-trainer bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
 
 help:
 	@echo "make demo    run the demo pipeline (configs/demo.yaml) on the local stack"
@@ -92,6 +92,9 @@ PREFIX_GROUPER := $(HOME)/.cache/trainflow/prefix-grouper-0.0.1.post1
 bench-trie: setup-python
 	@test -d $(PREFIX_GROUPER) || .venv/bin/python -m pip install -q --no-deps --target $(PREFIX_GROUPER) prefix-grouper==0.0.1.post1
 	cd trainer && PYTHONPATH=$(PREFIX_GROUPER) ../.venv/bin/python ../bench/trie/run.py $(BENCH_TRIE_ARGS)
+
+bench-models: setup-python
+	cd trainer && ../.venv/bin/python ../bench/models/run.py $(BENCH_MODELS_ARGS)
 
 bench-pipeline: setup
 	@bash infra/dev/with-stack.sh npx tsx bench/pipeline/run.ts

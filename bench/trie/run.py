@@ -81,7 +81,7 @@ def flop_estimate(cfg, batch, share: bool, max_tokens: int) -> float:
     sharing, so this ratio, not the token ratio, is the real ceiling for a small model."""
     from trainflow_trainer.trie.attention import segments_from_parents
 
-    h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
+    h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_size
     per_token = 2 * cfg.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * cfg.intermediate_size)
     per_pair = 2 * cfg.num_hidden_layers * 2 * h  # q·k and p·v, all heads
     per_head_row = 2 * h * cfg.vocab_size

@@ -11,8 +11,8 @@ import { ConfigError, loadConfigWithPositions, type ConfigProblem, type Position
 import type { PipelineConfig, StageConfig } from './schema';
 import {
   HF_DEFAULT_MAX_POSITIONS,
-  HF_MODEL_TYPES,
   HF_REQUIRED_FIELDS,
+  hfFamilyProblem,
   SPECIAL_TOKENS,
   shapeProblems,
 } from './trainer-model';
@@ -259,11 +259,8 @@ function checkCheckpointFolder(
   } catch (err) {
     return void bad(`${configFile}: invalid JSON (${(err as Error).message})`);
   }
-  const type = cfg.model_type ?? 'qwen2';
-  if (!(HF_MODEL_TYPES as readonly unknown[]).includes(type))
-    return void bad(
-      `${configFile}: unsupported model_type ${JSON.stringify(type)} (expected qwen2 or llama)`,
-    );
+  const family = hfFamilyProblem(cfg);
+  if (family) return void bad(`${configFile}: ${family}`);
   const lacks = HF_REQUIRED_FIELDS.filter((k) => !(k in cfg));
   if (lacks.length > 0) return void bad(`${configFile} lacks ${lacks.join(', ')}`);
   const heads = Number(cfg.num_attention_heads);
@@ -271,6 +268,7 @@ function checkCheckpointFolder(
     hidden_size: Number(cfg.hidden_size),
     num_attention_heads: heads,
     num_key_value_heads: Number(cfg.num_key_value_heads ?? heads),
+    head_dim: Number(cfg.head_dim ?? 0),
   });
   if (why.length > 0) return void bad(`${configFile}: ${why.join('; ')}`);
   return { config: cfg, hasTokenizer: existsSync(join(p, 'tokenizer.json')) };

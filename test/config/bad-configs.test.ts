@@ -29,7 +29,7 @@
 // | lm.py:121 no tokenizer at all                               | schema: checkModel (preset init needs model.tokenizer); files: checkpoint init without tokenizer.json |
 // | lm.py:127 model.init shape                                  | schema: initSchema union (from_pipeline is resolved to a checkpoint by the workflow) |
 // | lm.py:135 preset name / override fields / ModelConfig.__post_init__ (model.py:43,47,51,169,173) | schema: PRESETS, checkModel with trainer-model.ts (compared with model.py by trainer-facts.test.ts) |
-// | lm.py:179 config.json of the weights unusable (model.py:99,109,124) | files: checkCheckpointFolder (model_type, required fields, shape) for a local init checkpoint; stays for S3 and stage outputs |
+// | lm.py:179 config.json of the weights unusable (model.py check_supported, _rope_from_hf, from_hf_dict) | files: checkCheckpointFolder (model_type, architectures, family options, rope type, required fields, shape) for a local init checkpoint; stays for S3 and stage outputs |
 // | lm.py:181 tokenizer larger than vocab_size                  | files: checkModelFit when both are local (or the preset's override) |
 // | lm.py:183 seq_len > max_position_embeddings                 | schema: checkStage for presets; files: checkModelFit for a local checkpoint |
 // | lm.py:192 weights do not match config.json                  | stays: needs the weights                                  |
@@ -260,6 +260,49 @@ const CASES: Case[] = [
     },
     path: ['model', 'init', 'checkpoint'],
     message: 'lacks vocab_size, hidden_size',
+  },
+  {
+    rule: 'lm.py:179 (model.py check_supported: model_type)',
+    base: 'demo',
+    change: (doc, fx) => {
+      fx.write('ckpt/config.json', line({ ...HF_CONFIG, model_type: 'mistral' }));
+      doc.setIn(['model', 'init'], doc.createNode({ checkpoint: 'ckpt' }));
+    },
+    path: ['model', 'init', 'checkpoint'],
+    message:
+      'unsupported model_type "mistral" (supported: Qwen2ForCausalLM (model_type qwen2), ' +
+      'Qwen3ForCausalLM (model_type qwen3), LlamaForCausalLM (model_type llama))',
+  },
+  {
+    rule: 'lm.py:179 (model.py check_supported: architectures)',
+    base: 'demo',
+    change: (doc, fx) => {
+      fx.write(
+        'ckpt/config.json',
+        line({ ...HF_CONFIG, model_type: 'qwen3', architectures: ['Qwen3MoeForCausalLM'] }),
+      );
+      doc.setIn(['model', 'init'], doc.createNode({ checkpoint: 'ckpt' }));
+    },
+    path: ['model', 'init', 'checkpoint'],
+    message: 'unsupported architectures ["Qwen3MoeForCausalLM"] (supported: Qwen2ForCausalLM',
+  },
+  {
+    rule: 'lm.py:179 (model.py _rope_from_hf)',
+    base: 'demo',
+    change: (doc, fx) => {
+      const rope = { rope_type: 'yarn', factor: 4 };
+      fx.write('ckpt/config.json', line({ ...HF_CONFIG, model_type: 'llama', rope_scaling: rope }));
+      doc.setIn(['model', 'init'], doc.createNode({ checkpoint: 'ckpt' }));
+    },
+    path: ['model', 'init', 'checkpoint'],
+    message: 'rope type "yarn" is not implemented (supported: default, llama3)',
+  },
+  {
+    rule: 'lm.py:135 (model.py ModelConfig: qk_norm with attention_bias)',
+    base: 'demo',
+    change: set(['model', 'init', 'overrides'], { qk_norm: true }),
+    path: ['model', 'init', 'overrides'],
+    message: 'qk_norm (Qwen3) with attention_bias is not a supported family',
   },
   {
     rule: 'lm.py:121 (checkpoint without tokenizer.json)',
@@ -721,15 +764,37 @@ test.each(['demo', 'kat-dev-72b'] as const)(
   },
 );
 
-test('a demo that starts from a local HF folder (config.json, tokenizer.json) passes validate', async () => {
-  const { fx, doc } = baseline('demo');
-  fx.write('ckpt/config.json', line(HF_CONFIG));
-  fx.write('ckpt/tokenizer.json', tokenizerJson());
-  doc.setIn(['model', 'init'], doc.createNode({ checkpoint: 'ckpt' }));
-  doc.deleteIn(['model', 'tokenizer']);
-  writeFileSync(fx.file, doc.toString());
-  expect(await problemsOf(fx.file)).toEqual([]);
-});
+// Qwen2, Qwen3 dense (its own head_dim) and Llama 3.x (llama3 RoPE) config.json as transformers writes them.
+const FAMILY_CONFIGS = {
+  qwen2: { ...HF_CONFIG, architectures: ['Qwen2ForCausalLM'] },
+  qwen3: { ...HF_CONFIG, model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], head_dim: 48 },
+  llama3: {
+    ...HF_CONFIG,
+    model_type: 'llama',
+    architectures: ['LlamaForCausalLM'],
+    rope_parameters: {
+      rope_type: 'llama3',
+      rope_theta: 500000,
+      factor: 32,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    },
+  },
+};
+
+test.each(Object.keys(FAMILY_CONFIGS) as (keyof typeof FAMILY_CONFIGS)[])(
+  'a demo that starts from a local %s HF folder (config.json, tokenizer.json) passes validate',
+  async (family) => {
+    const { fx, doc } = baseline('demo');
+    fx.write('ckpt/config.json', line(FAMILY_CONFIGS[family]));
+    fx.write('ckpt/tokenizer.json', tokenizerJson());
+    doc.setIn(['model', 'init'], doc.createNode({ checkpoint: 'ckpt' }));
+    doc.deleteIn(['model', 'tokenizer']);
+    writeFileSync(fx.file, doc.toString());
+    expect(await problemsOf(fx.file)).toEqual([]);
+  },
+);
 
 test("a stage with its own job.command is not held to the trainer's inputs; the others still are", async () => {
   const { fx, doc } = baseline('demo');

@@ -6,7 +6,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADVANTAGE_SCALINGS, KINDS, TASK_FAMILIES } from '../../src/config/schema';
 import {
+  HF_ARCHITECTURES,
   HF_DEFAULT_MAX_POSITIONS,
+  HF_ROPE_TYPES,
+  SUPPORTED_MODELS,
   MODEL_CONFIG_FIELDS,
   SPECIAL_TOKENS,
   TRAINER_PRESETS,
@@ -17,7 +20,7 @@ const PYTHON = join(ROOT, '.venv', 'bin', 'python');
 
 const SCRIPT = `
 import dataclasses, json
-from trainflow_trainer.model import PRESETS, ModelConfig
+from trainflow_trainer.model import ARCHITECTURES, PRESETS, ROPE_TYPES, ModelConfig, supported_models
 from trainflow_trainer.tokenizer import SPECIAL_TOKENS
 from trainflow_trainer.stages import STAGES
 from trainflow_trainer.tasks import FAMILIES
@@ -34,6 +37,9 @@ print(json.dumps({
     "verifiers": list(VERIFIER_KINDS),
     "scalings": list(SCALINGS),
     "max_pos": max_pos,
+    "architectures": ARCHITECTURES,
+    "rope_types": list(ROPE_TYPES),
+    "supported": supported_models(),
 }))
 `;
 
@@ -54,6 +60,9 @@ test("trainer-model.ts and the schema's enums match the trainer's Python definit
     verifiers: string[];
     scalings: string[];
     max_pos: number;
+    architectures: Record<string, string>;
+    rope_types: string[];
+    supported: string;
   };
   expect(MODEL_CONFIG_FIELDS).toEqual(py.fields);
   expect(TRAINER_PRESETS).toEqual(py.presets);
@@ -63,4 +72,7 @@ test("trainer-model.ts and the schema's enums match the trainer's Python definit
   expect(['answer', 'unit_tests']).toEqual(py.verifiers); // checks.ts taskProblem
   expect([...ADVANTAGE_SCALINGS]).toEqual(py.scalings);
   expect(HF_DEFAULT_MAX_POSITIONS).toBe(py.max_pos);
+  expect(HF_ARCHITECTURES).toEqual(py.architectures);
+  expect([...HF_ROPE_TYPES]).toEqual(py.rope_types);
+  expect(SUPPORTED_MODELS).toBe(py.supported);
 });

@@ -41,9 +41,31 @@ SPECS = [
 ]
 
 
-def make_model(dtype: torch.dtype, seed: int = 0) -> Transformer:
+# The other model families on the same shape: Qwen3 (q/k norm, head_dim 12 ≠ 32/4), Llama 3.x (llama3 RoPE,
+# an original context short enough that the scaling changes frequencies here, untied head).
+FAMILIES = {
+    "qwen2": CFG,
+    "qwen3": dataclasses.replace(CFG, attention_bias=False, qk_norm=True, head_dim=12),
+    "llama3": dataclasses.replace(
+        CFG,
+        attention_bias=False,
+        tie_word_embeddings=False,
+        rope_theta=500000.0,
+        rope_scaling_factor=8.0,
+        rope_original_max_position_embeddings=32,
+    ),
+}
+
+
+def make_model(dtype: torch.dtype, seed: int = 0, cfg: ModelConfig = CFG) -> Transformer:
     torch.manual_seed(seed)
-    return Transformer(CFG).to(dtype)
+    model = Transformer(cfg).to(dtype)
+    if cfg is not CFG:  # norm scales (q/k norms included) away from 1, so their gradients are exercised
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.normal_(1.0, 0.2)
+    return model
 
 
 def random_sequences(rng: np.random.Generator, n_branches: int, max_len: int, share: bool = True) -> list[list[int]]:
@@ -119,9 +141,17 @@ def assert_grads_close(got: dict, want: dict, rtol: float) -> None:
             assert diff <= rtol * scale, f"{name}: relative error {diff / scale:.3e} > {rtol}"
 
 
-def check_against_reference(seed: int, dtype: torch.dtype, rtol: float, spec: LossSpec, n_branches: int, max_len: int):
+def check_against_reference(
+    seed: int,
+    dtype: torch.dtype,
+    rtol: float,
+    spec: LossSpec,
+    n_branches: int,
+    max_len: int,
+    cfg: ModelConfig = CFG,
+):
     rng = np.random.default_rng(seed)
-    model = make_model(dtype, seed)
+    model = make_model(dtype, seed, cfg)
     seqs = random_sequences(rng, n_branches, max_len)
     trajs = random_trajectories(rng, model, seqs)
 
@@ -154,6 +184,14 @@ def test_trie_equals_flat_float64(seed, spec, n_branches, max_len):
 @given(seed=st.integers(0, 2**31 - 1), spec=st.sampled_from(SPECS))
 def test_trie_equals_flat_float32(seed, spec):
     check_against_reference(seed, torch.float32, 1e-5, spec, n_branches=8, max_len=20)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("seed", [5, 6])
+def test_trie_equals_flat_per_family(family, seed):
+    """Each supported family: trie-packed log-probs, loss and every gradient equal the flat batch (float64)."""
+    spec = SPECS[seed % len(SPECS)]
+    check_against_reference(seed, torch.float64, 1e-10, spec, n_branches=8, max_len=20, cfg=FAMILIES[family])
 
 
 def test_random_batches_exercise_sharing_and_clipping():

@@ -1,9 +1,11 @@
-"""A decoder-only transformer of the Llama/Qwen2 family, with HF-format save and load.
+"""A decoder-only transformer of the Llama/Qwen family, with HF-format save and load.
 
-RMSNorm, rotary position embeddings driven by explicit position ids, SwiGLU MLP, grouped-query attention,
-optional q/k/v bias (Qwen2), tied or untied input/output embeddings. Module and parameter names mirror
-transformers' `Qwen2ForCausalLM` (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`, ...), so a
-state dict is an HF checkpoint as is and transformers/vLLM/SGLang load what `save_pretrained` writes.
+Families (`ARCHITECTURES`): Qwen2/2.5, Qwen3 dense, Llama 2/3.x. RMSNorm, rotary position embeddings driven by
+explicit position ids (llama3 frequency scaling optional), SwiGLU MLP, grouped-query attention, optional q/k/v
+bias (Qwen2), optional per-head q/k RMSNorm and free head_dim (Qwen3), tied or untied input/output embeddings.
+Module and parameter names mirror transformers' (`model.layers.0.self_attn.q_proj.weight`, `...q_norm.weight`,
+`lm_head.weight`, ...), so a state dict is an HF checkpoint as is and transformers/vLLM/SGLang load what
+`save_pretrained` writes. Why this file and not stock transformers models: bench/models/README.md.
 
 Who may attend to whom is not the model's business: `forward` takes an `AttentionMask` (attention.py).
 """
@@ -24,6 +26,20 @@ from torch import Tensor
 
 from .attention import AttentionMask, CausalMask
 
+# The model families this file implements, by HF `model_type`, with the `architectures` entry of their
+# config.json. Anything else is refused when a checkpoint is read (and by `validate`, src/config/checks.ts).
+ARCHITECTURES: dict[str, str] = {
+    "qwen2": "Qwen2ForCausalLM",  # Qwen2 / Qwen2.5: q/k/v bias
+    "qwen3": "Qwen3ForCausalLM",  # Qwen3 dense: RMSNorm on each head's q and k, head_dim of its own, no bias
+    "llama": "LlamaForCausalLM",  # Llama 2 / 3.x: no bias; 3.1+ with "llama3" RoPE scaling
+}
+# RoPE variants read from config.json's rope_parameters / rope_scaling.
+ROPE_TYPES = ("default", "llama3")
+
+
+def supported_models() -> str:
+    return ", ".join(f"{arch} (model_type {t})" for t, arch in ARCHITECTURES.items())
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -38,9 +54,17 @@ class ModelConfig:
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = True
     attention_bias: bool = True  # q/k/v bias as in Qwen2 (o_proj never has one)
+    head_dim: int = 0  # 0: hidden_size / num_attention_heads; Qwen3 sets its own (see `head_size`)
+    qk_norm: bool = False  # Qwen3: RMSNorm over each head's q and k before RoPE
+    # Llama 3.1+ "llama3" RoPE: long wavelengths slowed by `factor`, a smooth ramp between the low and high
+    # frequency bounds. factor 1.0 leaves every frequency as it is: plain RoPE.
+    rope_scaling_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position_embeddings: int = 8192
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads != 0:
+        if self.head_dim == 0 and self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
             )
@@ -49,37 +73,60 @@ class ModelConfig:
                 f"num_attention_heads {self.num_attention_heads} is not a multiple of "
                 f"num_key_value_heads {self.num_key_value_heads}"
             )
-        if (self.hidden_size // self.num_attention_heads) % 2 != 0:
+        if self.head_size % 2 != 0:
             raise ValueError("head_dim must be even for rotary embeddings")
+        if self.qk_norm and self.attention_bias:
+            raise ValueError("qk_norm (Qwen3) with attention_bias is not a supported family: set one of them")
+        if self.rope_scaling_factor != 1.0 and self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            raise ValueError("rope_high_freq_factor must exceed rope_low_freq_factor")
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def head_size(self) -> int:
+        """The per-head width: head_dim when set, else hidden_size / num_attention_heads."""
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def model_type(self) -> str:
+        """The HF family these fields describe: q/k norm is Qwen3, a q/k/v bias Qwen2, neither Llama."""
+        return "qwen3" if self.qk_norm else "qwen2" if self.attention_bias else "llama"
 
     def num_params(self) -> int:
-        h, i, d = self.hidden_size, self.intermediate_size, self.head_dim
-        kv = self.num_key_value_heads * d
-        attn = h * h + 2 * h * kv + h * h + (h + 2 * kv if self.attention_bias else 0)
+        h, i, d = self.hidden_size, self.intermediate_size, self.head_size
+        q, kv = self.num_attention_heads * d, self.num_key_value_heads * d
+        attn = 2 * h * q + 2 * h * kv + (q + 2 * kv if self.attention_bias else 0) + (2 * d if self.qk_norm else 0)
         layer = attn + 3 * h * i + 2 * h
         emb = self.vocab_size * h
         return emb * (1 if self.tie_word_embeddings else 2) + self.num_hidden_layers * layer + h
 
+    def rope_parameters(self) -> dict[str, Any]:
+        if self.rope_scaling_factor == 1.0:
+            return {"rope_type": "default", "rope_theta": self.rope_theta}
+        return {
+            "rope_type": "llama3",
+            "rope_theta": self.rope_theta,
+            "factor": self.rope_scaling_factor,
+            "low_freq_factor": self.rope_low_freq_factor,
+            "high_freq_factor": self.rope_high_freq_factor,
+            "original_max_position_embeddings": self.rope_original_max_position_embeddings,
+        }
+
     def to_hf_dict(self) -> dict[str, Any]:
-        """config.json content. Qwen2 when q/k/v carry a bias (Qwen2 always has one), else Llama."""
-        qwen2 = self.attention_bias
+        """config.json content for `model_type` (transformers/vLLM read it as that family)."""
+        model_type = self.model_type
+        rope = self.rope_parameters()
         d: dict[str, Any] = {
-            "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"],
-            "model_type": "qwen2" if qwen2 else "llama",
+            "architectures": [ARCHITECTURES[model_type]],
+            "model_type": model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
             "num_hidden_layers": self.num_hidden_layers,
             "num_attention_heads": self.num_attention_heads,
             "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.head_dim,
+            "head_dim": self.head_size,
             "max_position_embeddings": self.max_position_embeddings,
             "rope_theta": self.rope_theta,
-            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "rope_parameters": rope,
             "rms_norm_eps": self.rms_norm_eps,
             "tie_word_embeddings": self.tie_word_embeddings,
             "hidden_act": "silu",
@@ -88,20 +135,17 @@ class ModelConfig:
             "torch_dtype": "float32",
             "dtype": "float32",
         }
-        if qwen2:
+        if rope["rope_type"] != "default":
+            d["rope_scaling"] = rope  # the name older readers (transformers 4.x, vLLM) look for
+        if model_type in ("qwen2", "qwen3"):
             d.update({"use_sliding_window": False, "sliding_window": None, "max_window_layers": self.num_hidden_layers})
-        else:
+        if model_type != "qwen2":
             d.update({"attention_bias": False, "mlp_bias": False})
         return d
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> ModelConfig:
-        model_type = d.get("model_type", "qwen2")
-        if model_type not in ("qwen2", "llama"):
-            raise ValueError(f"unsupported model_type {model_type!r} (expected 'qwen2' or 'llama')")
-        rope_theta = d.get("rope_theta")
-        if rope_theta is None:
-            rope_theta = (d.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+        model_type = check_supported(d)
         missing = [
             k
             for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
@@ -109,24 +153,74 @@ class ModelConfig:
         ]
         if missing:
             raise ValueError(f"config.json lacks {missing}")
-        cfg = cls(
+        rope = _rope_from_hf(d)
+        heads = d["num_attention_heads"]
+        head_dim = d.get("head_dim") or 0
+        if head_dim and d["hidden_size"] % heads == 0 and head_dim == d["hidden_size"] // heads:
+            head_dim = 0  # the derived width: keep the field at its default, so presets round-trip
+        return cls(
             vocab_size=d["vocab_size"],
             hidden_size=d["hidden_size"],
             intermediate_size=d["intermediate_size"],
             num_hidden_layers=d["num_hidden_layers"],
-            num_attention_heads=d["num_attention_heads"],
-            num_key_value_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
+            num_attention_heads=heads,
+            num_key_value_heads=d.get("num_key_value_heads") or heads,
             max_position_embeddings=d.get("max_position_embeddings", 4096),
-            rope_theta=float(rope_theta),
             rms_norm_eps=d.get("rms_norm_eps", 1e-6),
-            tie_word_embeddings=d.get("tie_word_embeddings", model_type == "qwen2"),
-            attention_bias=True if model_type == "qwen2" else bool(d.get("attention_bias", False)),
+            tie_word_embeddings=d.get("tie_word_embeddings", False),  # transformers' default for all three
+            attention_bias=model_type == "qwen2",
+            head_dim=head_dim,
+            qk_norm=model_type == "qwen3",
+            **rope,
         )
-        if d.get("head_dim") not in (None, cfg.head_dim):
-            raise ValueError(
-                f"head_dim {d['head_dim']} != hidden_size/num_attention_heads {cfg.head_dim}: not supported"
-            )
-        return cfg
+
+
+def check_supported(d: dict) -> str:
+    """The config.json's model_type when this file implements it exactly; else ValueError naming what is.
+
+    The same rules are `validate`'s (src/config/checks.ts `hfConfigProblems`)."""
+    model_type = d.get("model_type", "qwen2")
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"unsupported model_type {model_type!r} (supported: {supported_models()})")
+    archs = d.get("architectures")
+    if archs is not None and archs != [ARCHITECTURES[model_type]]:
+        raise ValueError(f"unsupported architectures {archs!r} (supported: {supported_models()})")
+    refused = {
+        "hidden_act": (d.get("hidden_act", "silu") != "silu", "only silu (SwiGLU) is implemented"),
+        "attention_bias": (
+            model_type != "qwen2" and bool(d.get("attention_bias", False)),
+            f"{model_type} with a q/k/v/o bias is not implemented",
+        ),
+        "mlp_bias": (bool(d.get("mlp_bias", False)), "an MLP bias is not implemented"),
+        "use_sliding_window": (
+            bool(d.get("use_sliding_window", False)) or "sliding_attention" in (d.get("layer_types") or []),
+            "sliding-window attention is not implemented",
+        ),
+    }
+    for key, (bad, why) in refused.items():
+        if bad:
+            raise ValueError(f"config.json {key}: {why}")
+    return model_type
+
+
+def _rope_from_hf(d: dict) -> dict[str, Any]:
+    """ModelConfig's rope_* fields from rope_parameters (transformers 5) or rope_scaling + rope_theta (4.x)."""
+    params = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type not in ROPE_TYPES:
+        raise ValueError(f"config.json rope type {rope_type!r} is not implemented (supported: {', '.join(ROPE_TYPES)})")
+    theta = d.get("rope_theta")
+    if theta is None:
+        theta = params.get("rope_theta", 10000.0)
+    out: dict[str, Any] = {"rope_theta": float(theta)}
+    if rope_type == "llama3":
+        out.update(
+            rope_scaling_factor=float(params["factor"]),
+            rope_low_freq_factor=float(params["low_freq_factor"]),
+            rope_high_freq_factor=float(params["high_freq_factor"]),
+            rope_original_max_position_embeddings=int(params["original_max_position_embeddings"]),
+        )
+    return out
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -191,15 +285,34 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
+def rope_inv_freq(cfg: ModelConfig) -> Tensor:
+    """The rotary frequencies (float32, as transformers computes them), llama3-scaled when configured.
+
+    llama3 scaling, by wavelength λ = 2π/f against the original context L: λ < L/high_freq_factor keeps f,
+    λ > L/low_freq_factor divides it by `factor`, and in between f is blended linearly in L/λ.
+    """
+    d = cfg.head_size
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    if cfg.rope_scaling_factor == 1.0:
+        return inv_freq
+    factor, low, high = cfg.rope_scaling_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    context = cfg.rope_original_max_position_embeddings
+    wavelen = 2 * math.pi / inv_freq
+    ramp = ((context / wavelen - low) / (high - low)).clamp(0.0, 1.0)  # 0: long wavelengths, 1: short ones
+    blended = (1 - ramp) * inv_freq / factor + ramp * inv_freq
+    return torch.where(
+        wavelen < context / high, inv_freq, torch.where(wavelen > context / low, inv_freq / factor, blended)
+    )
+
+
 class RotaryEmbedding(nn.Module):
     """cos/sin tables computed from explicit position ids (trees reuse positions: position = depth)."""
 
     inv_freq: Tensor  # a buffer (register_buffer), declared for the type checker
 
-    def __init__(self, head_dim: int, theta: float):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
     def forward(self, position_ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         with torch.autocast(device_type=position_ids.device.type, enabled=False):
@@ -245,16 +358,22 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_size
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.head_dim, bias=cfg.attention_bias)
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=False)
+        # Qwen3: each head's q and k RMS-normalised (one weight over head_dim, shared by the heads) before RoPE
+        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: AttentionMask, kv_cache: KVCache | None) -> Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
@@ -297,7 +416,7 @@ class Backbone(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
+        self.rotary = RotaryEmbedding(cfg)
 
 
 class Transformer(nn.Module):
@@ -453,9 +572,9 @@ def load_state_dict(directory: str | os.PathLike) -> dict[str, Tensor]:
 def load_pretrained(
     directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> Transformer:
-    """A Transformer from an HF-format folder (ours, or a compatible Qwen2/Llama checkpoint)."""
+    """A Transformer from an HF-format folder (ours, or a Qwen2/2.5, Qwen3 dense or Llama 2/3.x checkpoint)."""
     cfg = load_config(directory)
-    model = Transformer(cfg)
+    model = Transformer(cfg).to(dtype)  # in dtype before the copy: float64 weights must not pass through fp32
     sd = load_state_dict(directory)
     if cfg.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
@@ -470,6 +589,9 @@ def load_pretrained(
 
 
 __all__ = [
+    "ARCHITECTURES",
+    "ROPE_TYPES",
+    "check_supported",
     "ModelConfig",
     "PRESETS",
     "preset",
@@ -481,4 +603,6 @@ __all__ = [
     "load_config",
     "load_state_dict",
     "hf_state_dict",
+    "rope_inv_freq",
+    "supported_models",
 ]

@@ -193,7 +193,7 @@ class TransformerRunner:
         cfg = self.model.config
         dtype = next(self.model.parameters()).dtype
         return SlotKV(
-            cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, dtype, reuse_prefixes=self.reuse_prefixes
+            cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_size, dtype, reuse_prefixes=self.reuse_prefixes
         )
 
     @torch.inference_mode()
