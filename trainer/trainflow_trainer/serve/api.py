@@ -243,6 +243,7 @@ class Watch:
         self.gen, self.codec, self.stops, self.rules = gen, codec, stops, rules
         self.text = ""  # the output text so far (end-of-turn tokens dropped), cut at a stop string
         self.forced_name: str | None = None
+        self._allowed = gen.params.allowed_token_ids  # the request's own restriction, back after a forced opening
         self._constrain()
 
     def _constrain(self) -> None:
@@ -255,8 +256,7 @@ class Watch:
         params = self.gen.params
         if done or not live:
             self.forced_name = done[0] if done else self.forced_name
-            if params.allowed_token_ids is not None:
-                self.gen.params = type(params)(**{**params.__dict__, "allowed_token_ids": None})
+            self.gen.params = type(params)(**{**params.__dict__, "allowed_token_ids": self._allowed})
             self.rules.forced = []
             return
         nxt = tuple(sorted({f[len(ids)] for f, _ in live}))
