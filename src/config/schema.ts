@@ -368,6 +368,24 @@ const rolloutSchema = z.strictObject({
       servers: positiveInt().default(1).describe('Inference servers of the stage (one today).'),
     })
     .prefault({}),
+  agent: z
+    .strictObject({
+      command: z
+        .array(text())
+        .min(1)
+        .describe(
+          'The agent program and its arguments, run once per episode in the sandbox with the task workspace as its working folder and OPENAI_BASE_URL / OPENAI_API_KEY set to its own proxy session (the only network it can reach).',
+        ),
+      env: z
+        .record(z.string(), z.string())
+        .default({})
+        .describe('Extra environment variables of the agent program.'),
+      timeout: duration().prefault('10m').describe('Wall-clock limit of one episode of the agent program.'),
+    })
+    .optional()
+    .describe(
+      'Bring your own agent: any program that speaks the OpenAI Chat Completions API, instead of the reference agent. Its reward is the verifier’s verdict on the final workspace.',
+    ),
   sandbox: z
     .strictObject({
       timeout: duration().prefault('10s').describe('Wall-clock limit of one sandboxed run of an agent tool.'),

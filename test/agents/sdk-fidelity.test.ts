@@ -1,7 +1,7 @@
 // Unchanged agents need a faithful API: the official `openai` SDKs (npm here, Python through
 // test/agents/sdk_fidelity.py in the agents venv) against the proxy and the real CPU engine. Both SDKs' observations
 // go through one set of assertions.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { TrajectoryProxy } from '../../src/dataplane/proxy';
@@ -51,7 +51,11 @@ beforeAll(async () => {
   ) as Omit<Ids, 'letters' | 'im_end'>;
   ids = { ...more, letters: [fix.letters.X, fix.letters.Y, fix.letters.Z], im_end: fix.im_end };
   server = await startServer(fix.checkpoints[0], ['--max-len', String(MAX_LEN)]);
-  proxy = new TrajectoryProxy({ upstreams: [server.url], adminToken: ADMIN, upstreamAdminToken: SERVER_ADMIN });
+  proxy = new TrajectoryProxy({
+    upstreams: [server.url],
+    adminToken: ADMIN,
+    upstreamAdminToken: SERVER_ADMIN,
+  });
   base = `http://127.0.0.1:${await proxy.listen(0)}`;
 });
 
@@ -75,7 +79,13 @@ const msgs = [{ role: 'user' as const, content: 'write' }];
 
 async function streamedAndFinal(c: OpenAI, allowed: number[], seed: number): Promise<Pair> {
   const extra: Extra = { allowed_token_ids: allowed };
-  const final = await c.chat.completions.create({ model: 'm', messages: msgs, max_tokens: 12, seed, ...extra });
+  const final = await c.chat.completions.create({
+    model: 'm',
+    messages: msgs,
+    max_tokens: 12,
+    seed,
+    ...extra,
+  });
   let text = '';
   const stream = await c.chat.completions.create({
     model: 'm',
@@ -160,7 +170,13 @@ async function observeNpm(): Promise<Observed> {
 
   ({ client: c } = await session('stop'));
   const letters = { allowed_token_ids: ids.letters } as Extra;
-  const full = await c.chat.completions.create({ model: 'm', messages: msgs, max_tokens: 12, seed: 5, ...letters });
+  const full = await c.chat.completions.create({
+    model: 'm',
+    messages: msgs,
+    max_tokens: 12,
+    seed: 5,
+    ...letters,
+  });
   const cut = await c.chat.completions.create({
     model: 'm',
     messages: msgs,
@@ -260,7 +276,9 @@ async function observeNpm(): Promise<Observed> {
 }
 
 async function drift(sessionId: string): Promise<{ detected: number; turns: number }> {
-  const r = await fetch(`${base}/admin/sessions/${sessionId}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const r = await fetch(`${base}/admin/sessions/${sessionId}`, {
+    headers: { authorization: `Bearer ${ADMIN}` },
+  });
   const v = (await r.json()) as { drift: { detected: number }; turns: unknown[] };
   return { detected: v.drift.detected, turns: v.turns.length };
 }
@@ -308,7 +326,6 @@ test('the Python openai SDK through the proxy: the same observations', async () 
   const spec = JSON.stringify({ base, admin: ADMIN, ids });
   const out = await new Promise<string>((resolve, reject) => {
     // async: the proxy serving the script runs in this process
-    const { execFile } = require('node:child_process') as typeof import('node:child_process');
     execFile(
       AGENTS_PYTHON,
       [path.join(__dirname, 'sdk_fidelity.py'), spec],

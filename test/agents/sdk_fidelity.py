@@ -36,9 +36,7 @@ TOOLS = [
 
 def streamed_and_final(c: openai.OpenAI, messages: list, allowed: list, seed: int, **kw) -> dict:
     body = {"allowed_token_ids": allowed}
-    final = c.chat.completions.create(
-        model="m", messages=messages, max_tokens=12, seed=seed, extra_body=body, **kw
-    )
+    final = c.chat.completions.create(model="m", messages=messages, max_tokens=12, seed=seed, extra_body=body, **kw)
     text = ""
     for chunk in c.chat.completions.create(
         model="m", messages=messages, max_tokens=12, seed=seed, stream=True, extra_body=body, **kw
@@ -73,13 +71,19 @@ def main() -> None:
     first = "".join(
         ch.delta.content or ""
         for chunk in c.chat.completions.create(
-            model="m", messages=msgs, max_tokens=12, seed=3, stream=True,
+            model="m",
+            messages=msgs,
+            max_tokens=12,
+            seed=3,
+            stream=True,
             extra_body={"allowed_token_ids": letters + [ids["lt"], ids["im_end"]]},
         )
         for ch in chunk.choices
     )
     c.chat.completions.create(
-        model="m", max_tokens=2, messages=msgs + [{"role": "assistant", "content": first}, {"role": "user", "content": "more"}]
+        model="m",
+        max_tokens=2,
+        messages=msgs + [{"role": "assistant", "content": first}, {"role": "user", "content": "more"}],
     )
     out["continue_session"] = sid
 
@@ -98,11 +102,13 @@ def main() -> None:
 
     parts = [{"type": "text", "text": "You fix bugs."}, {"type": "text", "text": "Be brief."}]
     as_list = c.chat.completions.create(
-        model="m", max_tokens=1,
+        model="m",
+        max_tokens=1,
         messages=[{"role": "system", "content": parts}, {"role": "user", "content": parts}],
     )
     as_text = c.chat.completions.create(
-        model="m", max_tokens=1,
+        model="m",
+        max_tokens=1,
         messages=[
             {"role": "system", "content": "You fix bugs.\nBe brief."},
             {"role": "user", "content": "You fix bugs.\nBe brief."},
@@ -126,9 +132,16 @@ def main() -> None:
 
     out["tool_choice"] = {
         "none": c.chat.completions.create(
-            model="m", messages=msgs, max_tokens=8, seed=1, tools=TOOLS, tool_choice="none",
+            model="m",
+            messages=msgs,
+            max_tokens=8,
+            seed=1,
+            tools=TOOLS,
+            tool_choice="none",
             extra_body={"allowed_token_ids": [ids["tool_call"], letters[0]]},
-        ).choices[0].message.content,
+        )
+        .choices[0]
+        .message.content,
         "required": calls("required"),
         "named": calls({"type": "function", "function": {"name": "submit"}}),
         "single": calls("required", parallel_tool_calls=False),

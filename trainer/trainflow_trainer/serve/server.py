@@ -439,7 +439,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         for i, _ in interleave(gens, st.engine):
             watches[i].step()
-        choices = []
+        choices: list[dict[str, Any]] = []
         for w in watches:
             msg, reason = finish(w)
             choices.append(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..sandbox import Limits, RunResult, Sandbox
 from .task import Task
@@ -134,7 +135,32 @@ def verify_code(task: Task, code: str, sandbox: Sandbox | None = None) -> Verdic
     return Verdict(0.0, False, reason, run)
 
 
+ANSWER_FILE = "answer.txt"
+SOLUTION_FILE = "solution.py"
+
+
+def verify_workspace(task: Task, workspace: str, sandbox: Sandbox | None = None) -> Verdict:
+    """The verdict on an agent's final workspace (a bring-your-own agent's only output: what it says is ignored).
+
+    answer      the workspace's answer.txt holds the answer (compared like a final answer's);
+    unit_tests  the workspace's `verifier.file` (default solution.py) is the code the tests run against."""
+    v = task.verifier
+    name = ANSWER_FILE if v["kind"] == "answer" else v.get("file", SOLUTION_FILE)
+    path = Path(workspace, name)
+    if path.is_symlink() or not path.is_file():
+        return Verdict(0.0, False, f"the workspace has no {name}")
+    text = path.read_bytes()[: 1 << 20].decode("utf-8", errors="replace")
+    if v["kind"] == "answer":
+        got = _normalise(text)
+        ok = got == _normalise(v["expected"])
+        return Verdict(float(ok), ok, "correct" if ok else f"{name} holds {got[:40]!r}, expected {v['expected']!r}")
+    if v["kind"] == "unit_tests":
+        return verify_code(task, text, sandbox)
+    raise ValueError(f"task {task.id}: unknown verifier kind {v['kind']!r}")
+
+
 __all__ = [
+    "verify_workspace",
     "Verdict",
     "verify",
     "verify_code",
