@@ -30,7 +30,7 @@ class Episode:
     reward: float
     passed: bool
     verdict: str
-    stop: str  # "answer" | "max_turns" | "error"
+    stop: str  # "answer" | "submit" | "max_turns" | "error"
     turns: int  # model turns
     tool_calls: int  # tool calls executed
     parallel_turns: int  # turns that asked for more than one tool call
@@ -122,6 +122,9 @@ class Agent:
                         "content": out,
                     }
                 )
+            if tools.submitted:
+                stop = "submit"
+                break
         verdict = verify(task, messages, self.sandbox)
         return Episode(
             task_id=task.id,
