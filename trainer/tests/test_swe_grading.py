@@ -30,7 +30,7 @@ from trainflow_trainer.tasks.swe.instance import EnvironmentSpec, Snapshot
 
 pytestmark = pytest.mark.skipif(not cf.bwrap_works()[0], reason="needs bwrap: " + cf.bwrap_works()[1])
 
-GOOD = '''def add(a, b):
+GOOD = """def add(a, b):
     return a + b
 
 
@@ -40,9 +40,9 @@ def clamp(x, lo, hi):
     if x > hi:
         return hi
     return x
-'''
+"""
 BUGGY = GOOD.replace("return a + b", "return a - b")
-HIDDEN_TEST = '''from calc import add
+HIDDEN_TEST = """from calc import add
 
 
 def test_add():
@@ -51,8 +51,8 @@ def test_add():
 
 def test_add_zero():
     assert add(0, 7) == 7
-'''
-OTHER_TEST = '''from calc import clamp
+"""
+OTHER_TEST = """from calc import clamp
 
 
 def test_clamp_low():
@@ -61,7 +61,7 @@ def test_clamp_low():
 
 def test_clamp_high():
     assert clamp(12, 0, 9) == 9
-'''
+"""
 F2P = ["tests/test_add.py::test_add", "tests/test_add.py::test_add_zero"]
 P2P = ["tests/test_clamp.py::test_clamp_low", "tests/test_clamp.py::test_clamp_high"]
 
