@@ -192,6 +192,10 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     honoured: 'tasks/demo.py demo_tasks',
     test: 'trainer/tests/test_tasks_demo.py::test_deterministic_in_the_seed',
   },
+  'stages[].tasks.partial_credit': {
+    honoured: 'tasks/swe/grade.py _grade (through the swe_tests verifier of load_tasks)',
+    test: 'trainer/tests/test_swe_grading.py::test_partial_credit_is_the_share_of_fail_to_pass_when_pass_to_pass_holds',
+  },
   'stages[].train.steps': { honoured: 'train.py TrainConfig, every stage loop', test: PIPE },
   'stages[].train.batch_size': {
     honoured: 'train.py/rft.py batch (rl: must equal batch_groups × group_size)',

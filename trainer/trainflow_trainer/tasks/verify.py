@@ -12,6 +12,9 @@ Kinds (the task's `verifier.kind`):
               message (or the whole message); an indented one is a function body that continues the
               prefix (HumanEval's completion form), an unindented one a complete definition that follows
               it (the prefix's docstring-only function is then redefined).
+  swe_tests   {"partial_credit": bool?}: a SWE task (tasks/swe/): the episode's final repository copy (the
+              `workspace` argument, a host folder) is graded by tasks/swe/grade.py: FAIL_TO_PASS and
+              PASS_TO_PASS run with the original test files restored; `details` keeps every test's outcome.
 A program that is killed, times out, opens a socket or writes outside its folder fails (reward 0): the
 sandbox turns each of those into an error exit.
 """
@@ -35,6 +38,7 @@ class Verdict:
     passed: bool
     reason: str
     run: RunResult | None = None
+    details: dict | None = None  # swe_tests: the Grade (per-test outcomes, changed and ignored files)
 
     def to_dict(self) -> dict:
         return {
@@ -42,6 +46,7 @@ class Verdict:
             "passed": self.passed,
             "reason": self.reason,
             "run": self.run.to_dict() if self.run else None,
+            "details": self.details,
         }
 
 
@@ -96,8 +101,13 @@ def unit_test_program(verifier: dict, code: str) -> str:
     return program
 
 
-def verify(task: Task, response: str | list[dict], sandbox: Sandbox | None = None) -> Verdict:
+def verify(
+    task: Task, response: str | list[dict], sandbox: Sandbox | None = None, workspace: str | None = None
+) -> Verdict:
+    """Scores a response. `workspace`: the episode's repository copy on the host (swe_tests tasks only)."""
     v = task.verifier
+    if v["kind"] == "swe_tests":
+        return verify_swe(task, workspace)
     text = final_text(response)
     if v["kind"] == "answer":
         got: str | None
@@ -115,6 +125,19 @@ def verify(task: Task, response: str | list[dict], sandbox: Sandbox | None = Non
     if v["kind"] == "unit_tests":
         return verify_code(task, extract_code(text), sandbox)
     raise ValueError(f"task {task.id}: unknown verifier kind {v['kind']!r}")
+
+
+def verify_swe(task: Task, workspace: str | None) -> Verdict:
+    """Grades a swe task's final workspace (its own sandbox: the instance's venv, a fresh grading tree)."""
+    from pathlib import Path
+
+    from .swe import environment_for, grade_workspace
+
+    if workspace is None:
+        return Verdict(0.0, False, "a swe task is graded on the episode's workspace, and none was given")
+    partial = bool(task.verifier.get("partial_credit"))
+    grade = grade_workspace(environment_for(task), Path(workspace), partial_credit=partial)
+    return Verdict(grade.reward, grade.passed, grade.reason, grade.run, grade.to_dict())
 
 
 def verify_code(task: Task, code: str, sandbox: Sandbox | None = None) -> Verdict:
@@ -164,6 +187,7 @@ __all__ = [
     "Verdict",
     "verify",
     "verify_code",
+    "verify_swe",
     "final_answer",
     "last_tool_output",
     "extract_code",
