@@ -4,7 +4,7 @@ working folder).
 
 It talks to the model the way framework agents do: a system message as a list of text parts, a streamed first
 turn with a tool offered, the assistant message rebuilt from the streamed text, a tool result, a second
-(non-streamed) turn. Then it writes answer.txt: the right answer for the "How many ..." questions of the demo
+(non-streamed) turn. In the swe test's repository it then fixes the bug; on demo tasks it writes answer.txt: the right answer for the "How many ..." questions of the demo
 tasks (it counts data.txt itself), the model's text for the others, and it prints that it solved the task
 whatever it did: the reward must come from the workspace, never from what the agent says.
 """
@@ -57,6 +57,11 @@ if not calls:
 second = client.chat.completions.create(model="policy", messages=messages, max_tokens=max_tokens)
 said = second.choices[0].message.content or ""
 
+if os.path.exists("calc/__init__.py"):  # the swe test's repository: fix its bug and stop (no answer.txt)
+    source = open("calc/__init__.py").read()
+    open("calc/__init__.py", "w").write(source.replace("return a - b", "return a + b"))
+    print(json.dumps({"claim": "solved", "hidden_tests_seen": os.path.exists("tests/test_add.py")}))
+    sys.exit(0)
 numbers = [int(x) for x in open("data.txt").read().split()] if os.path.exists("data.txt") else []
 if prompt.startswith("How many odd"):
     answer = str(sum(n % 2 for n in numbers))

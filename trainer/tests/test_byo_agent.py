@@ -32,11 +32,11 @@ needs_agents = pytest.mark.skipif(
 )
 
 
-def rft_stage(command: list[str], env: dict[str, str], count: int, group_size: int) -> dict:
+def rft_stage(command: list[str], env: dict[str, str], count: int, group_size: int, tasks: dict | None = None) -> dict:
     return {
         "name": "rft",
         "kind": "rft",
-        "tasks": {"family": "demo", "count": count},
+        "tasks": tasks or {"family": "demo", "count": count},
         "rollout": {
             "group_size": group_size,
             "concurrency": count * group_size,
@@ -96,10 +96,10 @@ def check_recorded(t: dict, turns: int) -> None:
 
 @needs_agents
 def test_scripted_openai_sdk_agent_runs_an_rft_stage(tmp_path, tokenizer):
-    stage = rft_stage([str(AGENTS_PYTHON), str(SCRIPTED)], {"AGENT_MAX_TOKENS": "8"}, count=3, group_size=2)
+    stage = rft_stage([str(AGENTS_PYTHON), str(SCRIPTED)], {"AGENT_MAX_TOKENS": "8"}, count=2, group_size=2)
     r, trajectories = run_rft(tmp_path, tokenizer, stage)
-    assert "rft rollouts: 6 episodes" in r.stderr
-    assert len(trajectories) == 6
+    assert "rft rollouts: 4 episodes" in r.stderr
+    assert len(trajectories) == 4
     tasks = {
         t["id"]: t for t in (json.loads(line) for line in (tmp_path / "work" / "tasks.jsonl").read_text().splitlines())
     }
@@ -111,9 +111,58 @@ def test_scripted_openai_sdk_agent_runs_an_rft_stage(tmp_path, tokenizer):
         assert t["reward"] == (1.0 if question.startswith("How many") else 0.0), (question, t["reward"])
 
 
+@pytest.fixture(scope="module")
+def swe_tasks_file(tmp_path_factory) -> Path:
+    """One SWE instance (the calc repository of test_swe_grading: add() subtracts), its environment built."""
+    from test_swe_grading import BUGGY, F2P, GOOD, HIDDEN_TEST, OTHER_TEST, P2P, diff
+
+    from trainflow_trainer.tasks.swe import SweInstance, build_environment, write_instances
+    from trainflow_trainer.tasks.swe.instance import EnvironmentSpec, Snapshot
+
+    repo = tmp_path_factory.mktemp("calc-repo")
+    (repo / "calc").mkdir()
+    (repo / "calc" / "__init__.py").write_text(GOOD)
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_add.py").write_text(HIDDEN_TEST)
+    (repo / "tests" / "test_clamp.py").write_text(OTHER_TEST)
+    inst = SweInstance(
+        instance_id="calc__bug.add",
+        repo="example/calc",
+        base_commit="v1",
+        patch=diff("calc/__init__.py", BUGGY, GOOD),
+        problem_statement="add(2, 3) returns -1 instead of 5.",
+        FAIL_TO_PASS=F2P,
+        PASS_TO_PASS=P2P,
+        snapshot=Snapshot(kind="dir", path=str(repo), setup_patch=diff("calc/__init__.py", GOOD, BUGGY)),
+        environment=EnvironmentSpec(requirements=["pytest==8.3.4"]),
+    )
+    build_environment(inst)
+    path = tmp_path_factory.mktemp("swe") / "instances.jsonl"
+    write_instances(path, [inst])
+    return path
+
+
 @needs_agents
-def test_mini_swe_agent_runs_an_rft_stage(tmp_path, tokenizer):
-    stage = rft_stage([str(AGENTS_PYTHON), str(MINI)], {"STEP_LIMIT": "2", "AGENT_MAX_TOKENS": "16"}, 1, 2)
+def test_scripted_agent_fixes_a_swe_task_graded_by_the_hidden_tests(tmp_path, tokenizer, swe_tasks_file):
+    stage = rft_stage(
+        [str(AGENTS_PYTHON), str(SCRIPTED)], {}, 1, 2, tasks={"family": "swe", "path": str(swe_tasks_file)}
+    )
+    r, trajectories = run_rft(tmp_path, tokenizer, stage)
+    assert "rft rollouts: 2 episodes" in r.stderr
+    for t in trajectories:
+        check_recorded(t, turns=2)
+        assert t["reward"] == 1.0  # its edit of the repository copy passes FAIL_TO_PASS and PASS_TO_PASS
+
+
+@needs_agents
+def test_mini_swe_agent_runs_an_rft_stage_on_a_swe_task(tmp_path, tokenizer, swe_tasks_file):
+    stage = rft_stage(
+        [str(AGENTS_PYTHON), str(MINI)],
+        {"STEP_LIMIT": "2", "AGENT_MAX_TOKENS": "16"},
+        1,
+        2,
+        tasks={"family": "swe", "path": str(swe_tasks_file)},
+    )
     r, trajectories = run_rft(tmp_path, tokenizer, stage)
     assert "rft rollouts: 2 episodes" in r.stderr
     assert len(trajectories) == 2
@@ -129,7 +178,48 @@ def test_mini_swe_agent_runs_an_rft_stage(tmp_path, tokenizer):
             nodes = [branch, *path_of(branch)]
             generated = [v for n in nodes for lp, v in zip(n["logprobs"], n["versions"]) if lp is not None]
             assert generated and all(v == 0 for v in generated)
-        assert t["reward"] == 0.0  # a random model writes no answer.txt: graded on the workspace, not its words
+        assert t["reward"] == 0.0  # the bug is still there: graded by the hidden tests, not by its words
+
+
+def test_reference_agent_fixes_a_swe_task_with_its_tool_set(swe_tasks_file):
+    """The reference agent on a swe task: the SWE tools act on the repository copy (the hidden tests are not
+    in it), bash runs with the instance's venv, submit ends the episode, the grade is the hidden tests'."""
+    from test_agent import Stub, tool
+
+    from trainflow_trainer.agent import Agent, ChatClient
+    from trainflow_trainer.contract import TasksConfig
+    from trainflow_trainer.tasks import load_tasks
+
+    (task,) = load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(swe_tasks_file)}))
+    turns = [
+        [tool("bash", 0, command="ls tests; python -c 'import pytest; print(pytest.__version__)'")],
+        [
+            tool(
+                "str_replace_editor",
+                1,
+                command="str_replace",
+                path="calc/__init__.py",
+                old_str="a - b",
+                new_str="a + b",
+            )
+        ],
+        [tool("submit", 2)],
+    ]
+    stub = Stub(lambda messages: {"content": "", "tool_calls": turns[sum(m["role"] == "assistant" for m in messages)]})
+    try:
+        with Agent(ChatClient(stub.url), Sandbox(), max_turns=5) as agent:
+            ep = agent.run(task)
+    finally:
+        stub.close()
+    out = {m["tool_call_id"]: m["content"] for m in ep.messages if m["role"] == "tool"}
+    assert out["call_0"] == "test_clamp.py\n8.3.4"  # the hidden test_add.py is not there; the venv's pytest is
+    assert out["call_1"] == "edited calc/__init__.py"
+    assert (ep.stop, ep.reward, ep.passed) == ("submit", 1.0, True), ep.verdict
+    assert [t["function"]["name"] for t in stub.requests[0]["body"]["tools"]] == [
+        "bash",
+        "str_replace_editor",
+        "submit",
+    ]
 
 
 @needs_agents

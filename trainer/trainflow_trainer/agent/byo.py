@@ -16,6 +16,7 @@ HOME is the sandbox's private /tmp. The reward is the verifier's verdict on the 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -23,11 +24,12 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..sandbox import Limits, Sandbox
+from ..sandbox import Limits, Sandbox, Workspace
 from ..sandbox.confinement import is_root, reachable_by_others
 from ..tasks import Task
 from ..tasks.verify import verify_workspace
@@ -185,13 +187,31 @@ def task_prompt(task: Task) -> str:
     return "\n\n".join(m["content"] for m in task.prompt if m.get("role") == "user")
 
 
+@contextlib.contextmanager
+def _workspace(task: Task, sandbox: Sandbox, limits: Limits) -> Iterator[tuple[Workspace, Sandbox, dict[str, str]]]:
+    """The episode's workspace, the sandbox to run in, and the environment its commands need: a swe task's
+    repository copy (without the hidden tests) with its venv, else a folder holding the task's files."""
+    if task.verifier.get("kind") == "swe_tests":
+        from ..tasks.swe import environment_for
+
+        env = environment_for(task)
+        swe_sandbox = env.sandbox(limits)
+        with env.open_episode(swe_sandbox) as ep:
+            command_env = env.command_env(ep.root)
+            command_env.pop("HOME", None)
+            yield ep.workspace, swe_sandbox, command_env
+        return
+    with sandbox.workspace() as ws:
+        ws.write(task.environment.get("files") or {})
+        yield ws, sandbox, {}
+
+
 def run_episode(task: Task, base_url: str, api_key: str | None, agent: ByoAgent, sandbox: Sandbox) -> dict[str, Any]:
     """One episode of the program on `task`; returns the episode's fields (the contract's Episode)."""
     t0 = time.monotonic()
     argv, binds = program_binds(agent.command)
     limits = Limits(timeout_s=agent.timeout_s, memory_bytes=4 * 2**30, max_processes=64)
-    with sandbox.workspace() as ws:
-        ws.write(task.environment.get("files") or {})
+    with _workspace(task, sandbox, limits) as (ws, sandbox, task_env):
         bridge_dir = tempfile.mkdtemp(prefix="bridge-", dir=ws.host_dir)
         if ws.gid is not None:
             os.chown(bridge_dir, 0, ws.gid)
@@ -202,7 +222,10 @@ def run_episode(task: Task, base_url: str, api_key: str | None, agent: ByoAgent,
         bridge = Bridge(bridge_dir, base_url, ws.gid)
         venv = venv_root(argv[0]) if argv[0].startswith("/") else None
         path = (f"{venv}/bin:" if venv else "") + "/usr/local/bin:/usr/bin:/bin"
+        if task_env.get("PATH"):  # a swe task's venv comes first: the program's commands test the repository
+            path = task_env["PATH"].split(":", 1)[0] + ":" + path
         env = {
+            **task_env,
             "PATH": path,
             "HOME": "/tmp",
             "OPENAI_BASE_URL": f"http://127.0.0.1:{INSIDE_PORT}/v1",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..sandbox import RunResult, Sandbox
+from ..sandbox import RunResult, Sandbox, Workspace
 
 MAX_TOOL_OUTPUT = 4000  # characters of a tool response shown to the model
 SUBMIT = "submit"
@@ -151,14 +151,24 @@ def parse_arguments(raw: Any) -> dict:
 class ToolBox:
     """The tools of one episode. Close it (or use it as a context manager) to delete its work folder."""
 
-    def __init__(self, sandbox: Sandbox, files: dict[str, str | bytes] | None = None):
-        self.sandbox = sandbox
-        self.workspace = sandbox.workspace()
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        files: dict[str, str | bytes] | None = None,
+        workspace: Workspace | None = None,
+        command_env: dict[str, str] | None = None,
+    ):
+        """workspace: one the caller made and closes (a swe task's repository copy); command_env: the
+        environment of bash commands (a swe task's venv on PATH)."""
+        self.sandbox, self.command_env = sandbox, command_env or {}
+        self._own = workspace is None
+        self.workspace = workspace or sandbox.workspace()
         self.workspace.write(files or {})
         self.submitted = False  # the model called submit: the episode ends after this turn
 
     def close(self) -> None:
-        self.workspace.close()
+        if self._own:
+            self.workspace.close()
 
     def __enter__(self) -> ToolBox:
         return self
@@ -183,7 +193,9 @@ class ToolBox:
             command = args.get("command")
             if not isinstance(command, str):
                 return 'error: the bash tool needs {"command": "..."}'
-            return format_run(self.sandbox.run(["bash", "-c", command], workspace=self.workspace))
+            env = [f"{k}={v}" for k, v in self.command_env.items()]
+            argv = ["/usr/bin/env", *env, "/bin/bash", "-c", command] if env else ["bash", "-c", command]
+            return format_run(self.sandbox.run(argv, workspace=self.workspace))
         if name == "str_replace_editor":
             return format_run(self.sandbox.run_python(EDITOR_PROGRAM, stdin=json.dumps(args), workspace=self.workspace))
         if name == SUBMIT:

@@ -165,9 +165,12 @@ SOLUTION_FILE = "solution.py"
 def verify_workspace(task: Task, workspace: str, sandbox: Sandbox | None = None) -> Verdict:
     """The verdict on an agent's final workspace (a bring-your-own agent's only output: what it says is ignored).
 
+    swe_tests   the repository copy is graded by tasks/swe/grade.py (verify_swe);
     answer      the workspace's answer.txt holds the answer (compared like a final answer's);
     unit_tests  the workspace's `verifier.file` (default solution.py) is the code the tests run against."""
     v = task.verifier
+    if v["kind"] == "swe_tests":
+        return verify_swe(task, workspace)
     name = ANSWER_FILE if v["kind"] == "answer" else v.get("file", SOLUTION_FILE)
     path = Path(workspace, name)
     if path.is_symlink() or not path.is_file():
