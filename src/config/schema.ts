@@ -380,7 +380,7 @@ const rolloutSchema = z.strictObject({
     .strictObject({
       command: z
         .array(text())
-        .min(1)
+        .min(1, { error: 'needs the program to run: [executable, arguments...]' })
         .describe(
           'The agent program and its arguments, run once per episode in the sandbox with the task workspace as its working folder and OPENAI_BASE_URL / OPENAI_API_KEY set to its own proxy session (the only network it can reach).',
         ),

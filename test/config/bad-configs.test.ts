@@ -405,6 +405,20 @@ const CASES: Case[] = [
     message: 'expected a duration',
   },
   {
+    rule: 'agent/byo.py: rollout.agent.command',
+    base: 'demo',
+    change: set(['stages', 5, 'rollout', 'agent'], { command: [] }),
+    path: ['stages', 5, 'rollout', 'agent', 'command'],
+    message: 'needs the program to run',
+  },
+  {
+    rule: 'agent/byo.py: rollout.agent.timeout',
+    base: 'demo',
+    change: set(['stages', 5, 'rollout', 'agent'], { command: ['my-agent'], timeout: 'soon' }),
+    path: ['stages', 5, 'rollout', 'agent', 'timeout'],
+    message: 'expected a duration',
+  },
+  {
     rule: 'tasks/__init__.py:26',
     base: 'demo',
     change: set(['stages', 5, 'tasks'], { family: 'jsonl' }),

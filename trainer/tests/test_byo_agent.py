@@ -96,10 +96,12 @@ def check_recorded(t: dict, turns: int) -> None:
 
 @needs_agents
 def test_scripted_openai_sdk_agent_runs_an_rft_stage(tmp_path, tokenizer):
-    stage = rft_stage([str(AGENTS_PYTHON), str(SCRIPTED)], {"AGENT_MAX_TOKENS": "8"}, count=2, group_size=2)
+    # four tasks, two of them "How many" questions; the groups' tasks are drawn (seeded) before any finishes
+    stage = rft_stage([str(AGENTS_PYTHON), str(SCRIPTED)], {"AGENT_MAX_TOKENS": "8"}, count=4, group_size=2)
     r, trajectories = run_rft(tmp_path, tokenizer, stage)
-    assert "rft rollouts: 4 episodes" in r.stderr
-    assert len(trajectories) == 4
+    assert "rft rollouts: 8 episodes" in r.stderr
+    assert len(trajectories) == 8
+    assert {t["reward"] for t in trajectories} == {0.0, 1.0}  # both kinds were drawn
     tasks = {
         t["id"]: t for t in (json.loads(line) for line in (tmp_path / "work" / "tasks.jsonl").read_text().splitlines())
     }

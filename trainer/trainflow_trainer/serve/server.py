@@ -299,7 +299,8 @@ class Handler(BaseHTTPRequestHandler):
     def tokenize(self, body: dict) -> None:
         codec = self.state.codec
         if "messages" in body:
-            ids = codec.encode_chat(body["messages"], body.get("tools"), bool(body.get("add_generation_prompt", True)))
+            messages = api.normalise_messages(body["messages"])  # as chat renders them (the proxy's drift fix)
+            ids = codec.encode_chat(messages, body.get("tools"), bool(body.get("add_generation_prompt", True)))
         elif isinstance(body.get("prompt"), str):
             ids = codec.encode(body["prompt"])
         else:
