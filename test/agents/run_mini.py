@@ -23,7 +23,7 @@ config = yaml.safe_load((Path(package_dir) / "config" / "mini.yaml").read_text()
 agent_cfg = {
     **config["agent"],
     "system_template": "You can run bash commands.",
-    "instance_template": "{{task}}\nWrite your answer to answer.txt, then run: echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT",
+    "instance_template": "{{task}}\nFix it, then run: echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT",
     "step_limit": int(os.environ.get("STEP_LIMIT", "2")),
     "cost_limit": 0,
     "output_path": None,
@@ -39,7 +39,7 @@ model = LitellmModel(
     cost_tracking="ignore_errors",
 )
 env = LocalEnvironment(cwd=os.getcwd(), timeout=20)
-agent = DefaultAgent(model, env, **{k: v for k, v in agent_cfg.items() if k in DefaultAgent.__init__.__code__.co_varnames or True})
+agent = DefaultAgent(model, env, **agent_cfg)
 try:
     result = agent.run(os.environ["TRAINFLOW_TASK_PROMPT"])
 except Exception as e:  # the step limit ends the run with an exception in some versions: the workspace decides

@@ -4,7 +4,8 @@ working folder).
 
 It talks to the model the way framework agents do: a system message as a list of text parts, a streamed first
 turn with a tool offered, the assistant message rebuilt from the streamed text, a tool result, a second
-(non-streamed) turn. In the swe test's repository it then fixes the bug; on demo tasks it writes answer.txt: the right answer for the "How many ..." questions of the demo
+(non-streamed) turn. In the swe test's repository it then fixes the bug; on demo tasks it writes
+answer.txt: the right answer for the "How many ..." questions of the demo
 tasks (it counts data.txt itself), the model's text for the others, and it prints that it solved the task
 whatever it did: the reward must come from the workspace, never from what the agent says.
 """

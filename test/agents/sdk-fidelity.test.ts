@@ -333,5 +333,9 @@ test('the Python openai SDK through the proxy: the same observations', async () 
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
     );
   });
-  await check(JSON.parse(out) as Observed);
+  // the last line: litellm prints its own notices on stdout before it
+  const seen = JSON.parse(out.trim().split('\n').at(-1)!) as Observed & { litellm_context: string };
+  await check(seen);
+  // litellm (mini-swe-agent's client) recognises the error: a context-window error, not a retryable one
+  expect(seen.litellm_context).toBe('ContextWindowExceededError');
 });

@@ -161,7 +161,31 @@ def main() -> None:
     out["penalty"] = error_of(
         lambda: c.chat.completions.create(model="m", messages=msgs, max_tokens=2, frequency_penalty=0.5)
     )
+    out["litellm_context"] = litellm_context_error(spec, long)
     print(json.dumps(out))
+
+
+def litellm_context_error(spec: dict, long: list) -> str:
+    """What litellm (mini-swe-agent's client) makes of a prompt over the context: the class it raises."""
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    _, key = session(spec, "litellm")
+    try:
+        litellm.completion(
+            model="openai/policy",
+            api_base=spec["base"] + "/v1",
+            api_key=key,
+            messages=long,
+            max_tokens=4,
+            num_retries=0,
+        )
+    except Exception as e:  # noqa: BLE001 - the class is the observation
+        return type(e).__name__
+    return "no error"
 
 
 if __name__ == "__main__":
