@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
-.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-k8s-validator demo demo-data test typecheck lint format contract \
+.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-agents setup-k8s-validator demo demo-data test typecheck lint format contract \
         lint-python typecheck-python \
         bench-trainer bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
 
@@ -14,7 +14,7 @@ help:
 	@echo "make setup   install what is missing (npm packages, Python env, Temporal + MinIO builds)"
 
 ## setup: installs only what is missing; caches live outside the checkout (~/.cache/trainflow)
-setup: setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-k8s-validator
+setup: setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-agents setup-k8s-validator
 
 setup-node: $(NODE_STAMP)
 $(NODE_STAMP): package.json package-lock.json
@@ -33,6 +33,10 @@ setup-sandbox:
 # an MLflow tracking server in its own venv (trainflow dev up --mlflow; the tracking test runs one)
 setup-mlflow:
 	@bash infra/dev/setup-mlflow.sh
+
+# the bring-your-own-agent programs (openai SDK, mini-swe-agent) the BYO-agent tests run in the sandbox
+setup-agents:
+	@bash infra/dev/setup-agents.sh
 
 # Debian's Chromium, for the report's headless browser test
 setup-chromium:

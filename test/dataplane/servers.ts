@@ -34,7 +34,7 @@ export interface RunningServer {
   stop: () => Promise<void>;
 }
 
-export async function startServer(checkpoint: string): Promise<RunningServer> {
+export async function startServer(checkpoint: string, extraArgs: string[] = []): Promise<RunningServer> {
   const proc = spawn(
     PYTHON,
     [
@@ -46,6 +46,7 @@ export async function startServer(checkpoint: string): Promise<RunningServer> {
       '0',
       '--admin-token',
       SERVER_ADMIN,
+      ...extraArgs,
     ],
     {
       cwd: TRAINER,

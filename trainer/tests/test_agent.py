@@ -371,3 +371,65 @@ def test_tool_calls_of_an_episode_share_one_work_folder(stub, sandbox):
             ]
         )
         assert agent.run(task).messages[-2]["content"] == "False"
+
+
+def tool(name: str, i: int, **args: object) -> dict:
+    return {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+def test_swe_tool_set_bash_editor_and_submit_act_on_one_workspace(stub, sandbox):
+    """bash, str_replace_editor (view, create, str_replace, insert) and submit, with parallel calls, on a task
+    whose repository is its environment; submit ends the episode; a bad edit is reported to the model."""
+    import dataclasses
+
+    from trainflow_trainer.agent import SWE_TOOLS
+
+    task = dataclasses.replace(
+        said(demo_tasks(1)[0]),
+        tools=SWE_TOOLS,
+        environment={"files": {"pkg/calc.py": "def add(a, b):\n    return a - b\n"}},
+    )
+    turns = [
+        [  # two calls at once: look around and read the file
+            tool("bash", 0, command="ls pkg && echo $((6 * 7))"),
+            tool("str_replace_editor", 1, command="view", path="pkg/calc.py"),
+        ],
+        [
+            tool("str_replace_editor", 2, command="str_replace", path="pkg/calc.py", old_str="a - b", new_str="a + b"),
+            tool("str_replace_editor", 3, command="str_replace", path="pkg/calc.py", old_str="nowhere", new_str="x"),
+        ],
+        [tool("str_replace_editor", 4, command="insert", path="pkg/calc.py", insert_line=0, new_str="# fixed")],
+        [
+            tool(
+                "str_replace_editor",
+                5,
+                command="create",
+                path="check.py",
+                file_text="from pkg.calc import add\nprint(add(2, 3))\n",
+            )
+        ],
+        [
+            tool("bash", 6, command="python3 check.py && head -1 pkg/calc.py"),
+            tool("str_replace_editor", 7, command="view", path="../../etc/passwd"),
+        ],
+        [tool("submit", 8)],
+        [tool("bash", 9, command="echo never")],
+    ]
+
+    def script(messages):
+        k = sum(m["role"] == "assistant" for m in messages)
+        return {"content": "", "tool_calls": turns[k]}
+
+    s = stub(script)
+    with Agent(ChatClient(s.url), sandbox, max_turns=10) as agent:
+        ep = agent.run(task)
+    out = {m["tool_call_id"]: m["content"] for m in ep.messages if m["role"] == "tool"}
+    assert (ep.stop, ep.turns, ep.tool_calls, ep.parallel_turns) == ("submit", 6, 9, 3)
+    assert out["call_0"] == "calc.py\n42"
+    assert out["call_1"] == "     1\tdef add(a, b):\n     2\t    return a - b\n     3\t"
+    assert out["call_2"] == "edited pkg/calc.py"
+    assert out["call_3"].startswith("error: old_str occurs 0 times in pkg/calc.py")
+    assert out["call_5"] == "wrote check.py"
+    assert out["call_6"] == "5\n# fixed"  # the edits landed, and bash sees the editor's files
+    assert "outside the repository" in out["call_7"]
+    assert out["call_8"] == "submitted" and "call_9" not in out  # nothing runs after submit

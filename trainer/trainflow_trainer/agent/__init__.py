@@ -3,6 +3,17 @@ OpenAI-compatible endpoint."""
 
 from .client import ChatClient, ChatError, ChatReply
 from .loop import Agent, Episode
-from .tools import ToolBox
+from .tools import BASH_TOOL, EDITOR_TOOL, SUBMIT_TOOL, SWE_TOOLS, ToolBox
 
-__all__ = ["Agent", "ChatClient", "ChatError", "ChatReply", "Episode", "ToolBox"]
+__all__ = [
+    "BASH_TOOL",
+    "EDITOR_TOOL",
+    "SUBMIT_TOOL",
+    "SWE_TOOLS",
+    "Agent",
+    "ChatClient",
+    "ChatError",
+    "ChatReply",
+    "Episode",
+    "ToolBox",
+]

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..contract import EPISODE_LINE_PREFIX, Episode, TasksConfig
 from ..sandbox import Limits, Sandbox
 from ..tasks import Task, TaskFormatError, load_tasks
+from .byo import ByoAgent, run_episode
 from .client import ChatClient
 from .loop import Agent
 
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=1, help="episodes at once")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per sandboxed run")
     ap.add_argument("--messages", action="store_true", help="include each episode's conversation")
+    ap.add_argument(
+        "--byo",
+        default=None,
+        help="worker: run this program per episode instead of the reference agent, as JSON "
+        '{"command": [...], "env": {...}, "timeout_s": S} (rollout.agent; see agent/byo.py)',
+    )
     args = ap.parse_args(argv)
     sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p}
     if args.worker:
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def worker(args: argparse.Namespace, sampling: dict) -> int:
     out_lock = threading.Lock()
+    byo = ByoAgent.from_dict(json.loads(args.byo)) if args.byo else None
 
     def emit(obj: dict) -> None:
         with out_lock:
@@ -108,6 +116,9 @@ def worker(args: argparse.Namespace, sampling: dict) -> int:
             task = Task.from_dict(req.get("task"), where=f"request {rid}")
             if not isinstance(req.get("base_url"), str):
                 raise TaskFormatError(f"request {rid}: field 'base_url' must be the endpoint's URL")
+            if byo is not None:
+                emit({"id": rid, **run_episode(task, req["base_url"], req.get("api_key"), byo, agent.sandbox)})
+                return
             client = ChatClient(req["base_url"], req.get("api_key"), model=req.get("model", args.model))
             turns = int(req.get("max_turns", args.max_turns))
             ep = agent.run(task, client, max_turns=turns, **{**sampling, **(req.get("sampling") or {})})

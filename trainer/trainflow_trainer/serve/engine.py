@@ -58,6 +58,8 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     allowed_token_ids: tuple[int, ...] | None = None  # vLLM's allowed_token_ids: sample only among these
+    banned_token_ids: tuple[int, ...] = ()  # never sampled (tool_choice none bans the tool-call marker)
+    top_logprobs: int = 0  # alternatives kept per token (OpenAI's top_logprobs), from the sampling distribution
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Token:
     id: int
     logprob: float  # log-prob of `id` under the distribution it was sampled from (see `sample`)
     version: int  # policy version of the weights that produced it
+    top: list[tuple[int, float]] | None = None  # the most likely ids and their log-probs, when asked for
 
 
 @dataclass
@@ -265,14 +268,30 @@ class Engine:
                 lv.logits = row
         for lv in lives:
             assert lv.logits is not None
-            tok, logprob = sample(lv.logits, lv.gen.params, lv.rng)
-            lv.token = Token(tok, logprob, version)
+            p = lv.gen.params
+            tok, logprob, logp = draw(lv.logits, p, lv.rng)
+            lv.token = Token(tok, logprob, version, top_of(logp, p.top_logprobs) if p.top_logprobs else None)
         self.steps += 1
         self.stepped_rows += len(lives)
 
 
 def sample(logits: Tensor, params: SamplingParams, rng: torch.Generator) -> tuple[int, float]:
-    """Samples one token; returns (id, log-prob under the distribution it was drawn from).
+    """Samples one token; returns (id, log-prob under the distribution it was drawn from)."""
+    tok, logprob, _ = draw(logits, params, rng)
+    return tok, logprob
+
+
+LOGPROB_FLOOR = -9999.0  # what an impossible alternative reports (JSON has no -inf; vLLM uses the same floor)
+
+
+def top_of(logp: Tensor, k: int) -> list[tuple[int, float]]:
+    """The k most likely ids of a log-prob vector, most likely first."""
+    vals, ids = torch.topk(logp, min(k, logp.shape[-1]))
+    return [(int(i), max(float(v), LOGPROB_FLOOR)) for v, i in zip(vals, ids)]
+
+
+def draw(logits: Tensor, params: SamplingParams, rng: torch.Generator) -> tuple[int, float, Tensor]:
+    """Samples one token; returns (id, its log-prob, the whole log-prob vector it was drawn from).
 
     That distribution is the model's after `allowed_token_ids` (when given), divided by the temperature and
     restricted to the top-p nucleus, renormalised: the trainer recomputes exactly this one
@@ -286,16 +305,19 @@ def sample(logits: Tensor, params: SamplingParams, rng: torch.Generator) -> tupl
         idx = torch.tensor(params.allowed_token_ids, dtype=torch.long)
         masked[idx] = logits[idx]
         logits = masked
+    if params.banned_token_ids:
+        logits = logits.clone()
+        logits[torch.tensor(params.banned_token_ids, dtype=torch.long)] = float("-inf")
     if params.temperature <= 0:
         logp = torch.log_softmax(logits, dim=-1)
         tok = int(torch.argmax(logits))
-        return tok, float(logp[tok])
+        return tok, float(logp[tok]), logp
     z = scaled_logits(logits, params.temperature)
     if params.top_p < 1.0:
         z = z.masked_fill(~nucleus(z, params.top_p), float("-inf"))
     logp = torch.log_softmax(z, dim=-1)
     tok = int(torch.multinomial(logp.exp(), 1, generator=rng))
-    return tok, float(logp[tok])
+    return tok, float(logp[tok]), logp
 
 
 RunnerFactory = Callable[[str], tuple[Runner, int]]

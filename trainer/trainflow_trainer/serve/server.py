@@ -22,11 +22,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .codec import TOOL_OPEN, BadRequest, Codec, choice_tokens, parse_tool_calls, response_tokens
-from .engine import Engine, EngineError, Generation, Runner, SamplingParams
+from . import api
+from .api import Watch
+from .codec import BadRequest, Codec, choice_tokens, response_tokens
+from .engine import Engine, EngineError, Generation, Runner, SamplingParams, Token
 
 Loader = Callable[[str], tuple[Runner, int | None]]
 
@@ -55,7 +58,7 @@ def _num(body: dict, key: str, default: Any, kind: type, lo: float | None = None
     return kind(v)
 
 
-def sampling_params(body: dict, max_len: int) -> tuple[SamplingParams, int]:
+def sampling_params(body: dict, prompt_len: int, max_len: int) -> tuple[SamplingParams, int]:
     n = _num(body, "n", 1, int, 1, 64)
     stop_ids = body.get("stop_token_ids") or []
     if not isinstance(stop_ids, list) or not all(isinstance(i, int) for i in stop_ids):
@@ -67,14 +70,26 @@ def sampling_params(body: dict, max_len: int) -> tuple[SamplingParams, int]:
         raise BadRequest("field 'allowed_token_ids' must be a non-empty list of token ids")
     params = SamplingParams(
         allowed_token_ids=tuple(allowed) if allowed is not None else None,
-        max_tokens=_num(body, "max_tokens", body.get("max_completion_tokens", 16), int, 1, max_len),
+        max_tokens=api.max_tokens_for(body, prompt_len, max_len),
         temperature=_num(body, "temperature", 1.0, float, 0.0, 10.0),
         top_p=_num(body, "top_p", 1.0, float, 1e-6, 1.0),
         seed=_num(body, "seed", None, int),
         stop_token_ids=tuple(stop_ids),
         ignore_eos=bool(body.get("ignore_eos", False)),
+        top_logprobs=_top_logprobs(body),
     )
     return params, n
+
+
+def _top_logprobs(body: dict) -> int:
+    """Alternatives per token: chat's `top_logprobs` (0-20, with logprobs: true), completions' `logprobs` (0-5)."""
+    if "messages" in body:
+        k = _num(body, "top_logprobs", 0, int, 0, 20)
+        if k and body.get("logprobs") is not True:
+            raise api.ApiError("'top_logprobs' needs 'logprobs': true", "top_logprobs", "invalid_value")
+        return k
+    lp = body.get("logprobs")
+    return 0 if lp is None or lp is False else _num(body, "logprobs", 0, int, 0, 5)
 
 
 def completion_prompt(body: dict, codec: Codec) -> list[int]:
@@ -103,17 +118,25 @@ def chat_prompt(body: dict, codec: Codec) -> list[int]:
         ):
             raise BadRequest("field 'prompt_token_ids' must be a non-empty list of token ids within the vocabulary")
         return list(ids)
-    return codec.encode_chat(body.get("messages"), body.get("tools"))
+    return codec.encode_chat(api.normalise_messages(body.get("messages")), body.get("tools"))
 
 
 # ------------------------------------------------------------------------------------------------- responses
 
 
-def _logprob_entries(gen: Generation, start: int = 0) -> list[dict]:
-    return [
-        {"token": f"token_id:{t.id}", "logprob": t.logprob, "bytes": None, "top_logprobs": []}
-        for t in gen.tokens[start:]
-    ]
+def _logprob_entry(t: Token) -> dict:
+    top = [{"token": f"token_id:{i}", "logprob": lp, "bytes": None} for i, lp in t.top or []]
+    return {"token": f"token_id:{t.id}", "logprob": t.logprob, "bytes": None, "top_logprobs": top}
+
+
+def _completion_logprobs(tokens: list[Token]) -> dict:
+    out: dict[str, Any] = {
+        "tokens": [f"token_id:{t.id}" for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+    }
+    if any(t.top for t in tokens):
+        out["top_logprobs"] = [{f"token_id:{i}": lp for i, lp in t.top or []} for t in tokens]
+    return out
 
 
 def _choice_extras(gen: Generation) -> dict:
@@ -143,8 +166,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, code: int, message: str, kind: str = "invalid_request_error") -> None:
-        self._send_json(code, {"error": {"message": message, "type": kind, "code": code}})
+    def _error(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        """OpenAI's error shape: message, type, the parameter it is about, and a string code (or null)."""
+        self._send_json(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
 
     def _body(self) -> dict:
         length = int(self.headers.get("Content-Length") or 0)
@@ -221,6 +252,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             route(self._body())
+        except api.ApiError as e:
+            self._error(400, str(e), param=e.param, code=e.code)
         except BadRequest as e:
             self._error(400, str(e))
         except EngineError as e:
@@ -266,41 +299,44 @@ class Handler(BaseHTTPRequestHandler):
     def tokenize(self, body: dict) -> None:
         codec = self.state.codec
         if "messages" in body:
-            ids = codec.encode_chat(body["messages"], body.get("tools"), bool(body.get("add_generation_prompt", True)))
+            messages = api.normalise_messages(body["messages"])  # as chat renders them (the proxy's drift fix)
+            ids = codec.encode_chat(messages, body.get("tools"), bool(body.get("add_generation_prompt", True)))
         elif isinstance(body.get("prompt"), str):
             ids = codec.encode(body["prompt"])
         else:
             raise BadRequest("give 'prompt' (a string) or 'messages' (a chat) to tokenize")
         self._send_json(200, {"tokens": ids, "count": len(ids), "max_model_len": self.state.engine.max_len})
 
-    def _start(self, body: dict, prompt_ids: list[int]) -> list[Generation]:
-        params, n = sampling_params(body, self.state.engine.max_len)
-        if len(prompt_ids) >= self.state.engine.max_len:
-            raise BadRequest(
-                f"the prompt has {len(prompt_ids)} tokens; this server's limit is {self.state.engine.max_len}"
-            )
+    def _start(self, body: dict, prompt_ids: list[int], kind: str) -> list[Watch]:
+        st = self.state
+        api.check_parameters(body, kind)
+        params, n = sampling_params(body, len(prompt_ids), st.engine.max_len)
         allowed = params.allowed_token_ids or ()
-        if any(not 0 <= i < self.state.codec.vocab_size for i in allowed):
-            raise BadRequest(
-                f"field 'allowed_token_ids' holds ids outside the vocabulary [0, {self.state.codec.vocab_size})"
-            )
-        gens = []
+        if any(not 0 <= i < st.codec.vocab_size for i in allowed):
+            raise BadRequest(f"field 'allowed_token_ids' holds ids outside the vocabulary [0, {st.codec.vocab_size})")
+        stops = api.stop_strings(body)
+        rules = api.tool_rules(body, st.codec) if kind == "chat" else api.ToolRules()
+        params = SamplingParams(**{**params.__dict__, "banned_token_ids": rules.banned})
+        watches = []
         for i in range(n):
             p = SamplingParams(**{**params.__dict__, "seed": None if params.seed is None else params.seed + i})
-            gens.append(Generation(list(prompt_ids), p))
-        return gens
+            watches.append(Watch(Generation(list(prompt_ids), p), st.codec, stops, replace(rules)))
+        return watches
 
     def completions(self, body: dict) -> None:
         st = self.state
         prompt_ids = completion_prompt(body, st.codec)
-        gens = self._start(body, prompt_ids)
+        watches = self._start(body, prompt_ids, "completion")
+        gens = [w.gen for w in watches]
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": st.model_name}
         if body.get("stream"):
             self._sse_start()
+            shown = [""] * len(gens)
             for i, g in interleave(gens, st.engine):
+                watches[i].step()
                 t = g.tokens[-1]
-                piece = st.codec.decode([t.id])
+                piece = _advance(shown, i, watches[i].text if g.finish_reason else watches[i].visible())
                 self._sse(
                     {
                         **base,
@@ -309,43 +345,29 @@ class Handler(BaseHTTPRequestHandler):
                                 "index": i,
                                 "text": piece,
                                 "finish_reason": None,
-                                "logprobs": {"tokens": [f"token_id:{t.id}"], "token_logprobs": [t.logprob]},
+                                "logprobs": _completion_logprobs([t]),
                                 **choice_tokens([t.id], [t.version]),
                             }
                         ],
                     }
                 )
             for i, g in enumerate(gens):
-                self._sse(
-                    {
-                        **base,
-                        "choices": [
-                            {
-                                "index": i,
-                                "text": "",
-                                "finish_reason": g.finish_reason,
-                                **choice_tokens([], []),
-                            }
-                        ],
-                    }
-                )
+                rest = _advance(shown, i, watches[i].text)
+                choice = {"index": i, "text": rest, "finish_reason": g.finish_reason, **choice_tokens([], [])}
+                self._sse({**base, "choices": [choice]})
             self._sse({**base, "choices": [], **response_tokens(prompt_ids), "usage": _usage(prompt_ids, gens)})
             self._sse_end()
             return
-        for _ in interleave(gens, st.engine):
-            pass
+        for i, _ in interleave(gens, st.engine):
+            watches[i].step()
         choices = []
         for i, g in enumerate(gens):
-            ids = [t.id for t in g.tokens]
             choices.append(
                 {
                     "index": i,
-                    "text": st.codec.decode(ids),
+                    "text": watches[i].text,
                     "finish_reason": g.finish_reason,
-                    "logprobs": {
-                        "tokens": [f"token_id:{t}" for t in ids],
-                        "token_logprobs": [t.logprob for t in g.tokens],
-                    },
+                    "logprobs": _completion_logprobs(g.tokens),
                     **_choice_extras(g),
                 }
             )
@@ -356,15 +378,17 @@ class Handler(BaseHTTPRequestHandler):
     def chat(self, body: dict) -> None:
         st = self.state
         prompt_ids = chat_prompt(body, st.codec)
-        gens = self._start(body, prompt_ids)
+        watches = self._start(body, prompt_ids, "chat")
+        gens = [w.gen for w in watches]
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "chat.completion", "created": created, "model": st.model_name}
 
-        def finish(g: Generation) -> tuple[dict, str]:
-            content, calls = parse_tool_calls(st.codec.decode_output([t.id for t in g.tokens]))
+        def finish(w: Watch) -> tuple[dict, str]:
+            content, calls = api.split_output(w.text, w.forced_name)
             msg: dict[str, Any] = {"role": "assistant", "content": content if (content or not calls) else None}
             if calls:
                 msg["tool_calls"] = calls
+            g = w.gen
             reason = "tool_calls" if calls and g.finish_reason == "stop" else (g.finish_reason or "stop")
             return msg, reason
 
@@ -380,10 +404,9 @@ class Handler(BaseHTTPRequestHandler):
                     }
                 )
             for i, g in interleave(gens, st.engine):
+                watches[i].step()
                 t = g.tokens[-1]
-                visible = _visible_text(st.codec.decode_output([x.id for x in g.tokens]))
-                piece = visible[len(shown[i]) :] if visible.startswith(shown[i]) else ""
-                shown[i] = visible if piece else shown[i]
+                piece = _advance(shown, i, watches[i].visible())
                 self._sse(
                     {
                         **base,
@@ -392,54 +415,41 @@ class Handler(BaseHTTPRequestHandler):
                                 "index": i,
                                 "delta": {"content": piece},
                                 "finish_reason": None,
-                                "logprobs": {
-                                    "content": [
-                                        {
-                                            "token": f"token_id:{t.id}",
-                                            "logprob": t.logprob,
-                                            "bytes": None,
-                                            "top_logprobs": [],
-                                        }
-                                    ]
-                                },
+                                "logprobs": {"content": [_logprob_entry(t)]},
                                 **choice_tokens([t.id], [t.version]),
                             }
                         ],
                     }
                 )
-            for i, g in enumerate(gens):
-                msg, reason = finish(g)
+            for i, w in enumerate(watches):
+                msg, reason = finish(w)
                 delta: dict[str, Any] = {}
+                rest = _advance(shown, i, msg["content"] or "")
+                if rest:
+                    delta["content"] = rest
                 if msg.get("tool_calls"):
                     delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(msg["tool_calls"])]
                 self._sse(
                     {
                         **base,
-                        "choices": [
-                            {
-                                "index": i,
-                                "delta": delta,
-                                "finish_reason": reason,
-                                **choice_tokens([], []),
-                            }
-                        ],
+                        "choices": [{"index": i, "delta": delta, "finish_reason": reason, **choice_tokens([], [])}],
                     }
                 )
             self._sse({**base, "choices": [], **response_tokens(prompt_ids), "usage": _usage(prompt_ids, gens)})
             self._sse_end()
             return
-        for _ in interleave(gens, st.engine):
-            pass
-        choices = []
-        for i, g in enumerate(gens):
-            msg, reason = finish(g)
+        for i, _ in interleave(gens, st.engine):
+            watches[i].step()
+        choices: list[dict[str, Any]] = []
+        for w in watches:
+            msg, reason = finish(w)
             choices.append(
                 {
-                    "index": i,
+                    "index": len(choices),
                     "message": msg,
                     "finish_reason": reason,
-                    "logprobs": {"content": _logprob_entries(g)},
-                    **_choice_extras(g),
+                    "logprobs": {"content": [_logprob_entry(t) for t in w.gen.tokens]},
+                    **_choice_extras(w.gen),
                 }
             )
         self._send_json(
@@ -447,15 +457,13 @@ class Handler(BaseHTTPRequestHandler):
         )
 
 
-def _visible_text(text: str) -> str:
-    """Streamed chat content: stops at a tool call, holds back a possible partial marker or UTF-8 sequence."""
-    cut = text.find(TOOL_OPEN)
-    if cut >= 0:
-        return text[:cut]
-    for k in range(min(len(TOOL_OPEN) - 1, len(text)), 0, -1):
-        if TOOL_OPEN.startswith(text[-k:]):
-            return text[:-k]
-    return text.rstrip("\ufffd")
+def _advance(shown: list[str], i: int, text: str) -> str:
+    """The part of `text` not yet streamed for choice i (nothing when it no longer extends what was sent)."""
+    if not text.startswith(shown[i]):
+        return ""
+    piece = text[len(shown[i]) :]
+    shown[i] = text
+    return piece
 
 
 def _usage(prompt_ids: list[int], gens: list[Generation]) -> dict:

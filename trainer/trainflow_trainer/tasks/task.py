@@ -3,7 +3,7 @@
 A task is one JSON object (a line of a tasks JSONL file):
 
     {"id": "demo/0/00017",                       unique; the sampler's statistics are keyed by it
-     "family": "demo",                           demo | humaneval | jsonl (where it came from)
+     "family": "demo",                           demo | humaneval | jsonl | swe (where it came from)
      "prompt": [{"role": "user", "content": "What is 12 + 30?"}],   the opening messages (system, user)
      "tools": [{"type": "function", "function": {"name": "python", ...}}],   tools offered to the model
      "environment": {"files": {"data.txt": "..."}},                  set-up of the sandbox the tools run in
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-VERIFIER_KINDS = ("answer", "unit_tests")
+VERIFIER_KINDS = ("answer", "unit_tests", "swe_tests")
 
 
 class TaskFormatError(ValueError):
@@ -80,6 +80,8 @@ class Task:
             raise TaskFormatError(
                 f"{where} ({d['id']}): field 'verifier.source' must be final or tool, got {v.get('source')!r}"
             )
+        if v["kind"] == "swe_tests" and not isinstance((d.get("environment") or {}).get("swe"), dict):
+            raise TaskFormatError(f"{where} ({d['id']}): a swe_tests verifier needs environment.swe (the instance)")
         if v["kind"] == "unit_tests" and not isinstance(v.get("test"), str):
             raise TaskFormatError(f"{where} ({d['id']}): a unit_tests verifier needs 'test' (Python source)")
         return cls(

@@ -12,6 +12,9 @@ Kinds (the task's `verifier.kind`):
               message (or the whole message); an indented one is a function body that continues the
               prefix (HumanEval's completion form), an unindented one a complete definition that follows
               it (the prefix's docstring-only function is then redefined).
+  swe_tests   {"partial_credit": bool?}: a SWE task (tasks/swe/): the episode's final repository copy (the
+              `workspace` argument, a host folder) is graded by tasks/swe/grade.py: FAIL_TO_PASS and
+              PASS_TO_PASS run with the original test files restored; `details` keeps every test's outcome.
 A program that is killed, times out, opens a socket or writes outside its folder fails (reward 0): the
 sandbox turns each of those into an error exit.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..sandbox import Limits, RunResult, Sandbox
 from .task import Task
@@ -34,6 +38,7 @@ class Verdict:
     passed: bool
     reason: str
     run: RunResult | None = None
+    details: dict | None = None  # swe_tests: the Grade (per-test outcomes, changed and ignored files)
 
     def to_dict(self) -> dict:
         return {
@@ -41,6 +46,7 @@ class Verdict:
             "passed": self.passed,
             "reason": self.reason,
             "run": self.run.to_dict() if self.run else None,
+            "details": self.details,
         }
 
 
@@ -95,8 +101,13 @@ def unit_test_program(verifier: dict, code: str) -> str:
     return program
 
 
-def verify(task: Task, response: str | list[dict], sandbox: Sandbox | None = None) -> Verdict:
+def verify(
+    task: Task, response: str | list[dict], sandbox: Sandbox | None = None, workspace: str | None = None
+) -> Verdict:
+    """Scores a response. `workspace`: the episode's repository copy on the host (swe_tests tasks only)."""
     v = task.verifier
+    if v["kind"] == "swe_tests":
+        return verify_swe(task, workspace)
     text = final_text(response)
     if v["kind"] == "answer":
         got: str | None
@@ -114,6 +125,19 @@ def verify(task: Task, response: str | list[dict], sandbox: Sandbox | None = Non
     if v["kind"] == "unit_tests":
         return verify_code(task, extract_code(text), sandbox)
     raise ValueError(f"task {task.id}: unknown verifier kind {v['kind']!r}")
+
+
+def verify_swe(task: Task, workspace: str | None) -> Verdict:
+    """Grades a swe task's final workspace (its own sandbox: the instance's venv, a fresh grading tree)."""
+    from pathlib import Path
+
+    from .swe import environment_for, grade_workspace
+
+    if workspace is None:
+        return Verdict(0.0, False, "a swe task is graded on the episode's workspace, and none was given")
+    partial = bool(task.verifier.get("partial_credit"))
+    grade = grade_workspace(environment_for(task), Path(workspace), partial_credit=partial)
+    return Verdict(grade.reward, grade.passed, grade.reason, grade.run, grade.to_dict())
 
 
 def verify_code(task: Task, code: str, sandbox: Sandbox | None = None) -> Verdict:
@@ -134,10 +158,39 @@ def verify_code(task: Task, code: str, sandbox: Sandbox | None = None) -> Verdic
     return Verdict(0.0, False, reason, run)
 
 
+ANSWER_FILE = "answer.txt"
+SOLUTION_FILE = "solution.py"
+
+
+def verify_workspace(task: Task, workspace: str, sandbox: Sandbox | None = None) -> Verdict:
+    """The verdict on an agent's final workspace (a bring-your-own agent's only output: what it says is ignored).
+
+    swe_tests   the repository copy is graded by tasks/swe/grade.py (verify_swe);
+    answer      the workspace's answer.txt holds the answer (compared like a final answer's);
+    unit_tests  the workspace's `verifier.file` (default solution.py) is the code the tests run against."""
+    v = task.verifier
+    if v["kind"] == "swe_tests":
+        return verify_swe(task, workspace)
+    name = ANSWER_FILE if v["kind"] == "answer" else v.get("file", SOLUTION_FILE)
+    path = Path(workspace, name)
+    if path.is_symlink() or not path.is_file():
+        return Verdict(0.0, False, f"the workspace has no {name}")
+    text = path.read_bytes()[: 1 << 20].decode("utf-8", errors="replace")
+    if v["kind"] == "answer":
+        got = _normalise(text)
+        ok = got == _normalise(v["expected"])
+        return Verdict(float(ok), ok, "correct" if ok else f"{name} holds {got[:40]!r}, expected {v['expected']!r}")
+    if v["kind"] == "unit_tests":
+        return verify_code(task, text, sandbox)
+    raise ValueError(f"task {task.id}: unknown verifier kind {v['kind']!r}")
+
+
 __all__ = [
+    "verify_workspace",
     "Verdict",
     "verify",
     "verify_code",
+    "verify_swe",
     "final_answer",
     "last_tool_output",
     "extract_code",
