@@ -888,6 +888,23 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
     });
   }
 
+  // bf16 parameters and CPU offload are FSDP2 policies: one process is not sharded, so they would do nothing.
+  const fsdp = stage.train?.fsdp;
+  if (fsdp && world === 1) {
+    if (fsdp.mixed_precision === 'bf16') {
+      issue(
+        at('train', 'fsdp', 'mixed_precision'),
+        'bf16 is an FSDP2 policy of multi-process jobs and this job runs 1 process: remove it (or raise gpus_per_node / procs_per_node / nodes)',
+      );
+    }
+    if (fsdp.cpu_offload) {
+      issue(
+        at('train', 'fsdp', 'cpu_offload'),
+        'CPU offload is an FSDP2 policy of multi-process jobs and this job runs 1 process: remove it (or raise gpus_per_node / procs_per_node / nodes)',
+      );
+    }
+  }
+
   if (stage.tasks) checkTasks(stage.tasks, at, issue);
   if (stage.rollout) checkRollout(stage.rollout, stage.kind, at, issue);
   if (stage.rft?.rounds !== undefined) {

@@ -80,4 +80,26 @@ describe('procs_per_node', () => {
       /stages\[0\]\.resources\.procs_per_node: more processes than the 1 CPU cores/,
     );
   });
+
+  test('the FSDP2 policies are rejected on a one-process job, accepted on two', () => {
+    const fsdp = (resources: string, f: string) =>
+      config(resources).replace(
+        'train: { steps: 10, batch_size: 8 }',
+        `train: { steps: 10, batch_size: 8, fsdp: ${f} }`,
+      );
+    const one = problems(fsdp('{ nodes: 1 }', '{ mixed_precision: bf16, cpu_offload: true }')).join('\n');
+    expect(one).toMatch(
+      /stages\[0\]\.train\.fsdp\.mixed_precision: bf16 is an FSDP2 policy of multi-process jobs/,
+    );
+    expect(one).toMatch(/stages\[0\]\.train\.fsdp\.cpu_offload: CPU offload is an FSDP2 policy/);
+    const two = parseConfig(
+      fsdp('{ procs_per_node: 2 }', '{ mixed_precision: bf16, cpu_offload: true }'),
+      'x.yaml',
+    );
+    expect(two.stages[0]?.train?.fsdp).toEqual({
+      mixed_precision: 'bf16',
+      activation_checkpointing: false,
+      cpu_offload: true,
+    });
+  });
 });
