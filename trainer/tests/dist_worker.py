@@ -94,7 +94,6 @@ def run_case(
     torch.set_default_dtype(getattr(torch, dtype))
     torch.manual_seed(0)
     transformer = Transformer(CFG).to(getattr(torch, dtype))
-    opts = FsdpOptions(mixed_precision, activation_checkpointing, cpu_offload)
     block_calls = [0]
     block = transformer.model.layers[0]
     block.register_forward_pre_hook(lambda *_: block_calls.__setitem__(0, block_calls[0] + 1))
@@ -103,7 +102,6 @@ def run_case(
     mlp.register_forward_pre_hook(
         lambda mod, _: seen_dtypes.append(str(next(mod.parameters()).dtype).removeprefix("torch."))
     )
-    model = parallelize(transformer, d, opts)
     cfg = TrainConfig.model_validate(
         {
             "steps": steps,
@@ -116,8 +114,14 @@ def run_case(
             "betas": [0.9, 0.95],
             "grad_clip": 1.0,
             "seed": 0,
+            "fsdp": {
+                "mixed_precision": mixed_precision,
+                "activation_checkpointing": activation_checkpointing,
+                "cpu_offload": cpu_offload,
+            },
         }
     )
+    model = parallelize(transformer, d, FsdpOptions.of(cfg))  # the options as a resolved config holds them
     optimizer = build_optimizer(model, cfg)
     kind = "midtrain" if mode == "midtrain" else "sft"
     stream = ExampleStream([rows(kind, 40, 1)], [1.0], 0, to_example(kind), ["synthetic"])

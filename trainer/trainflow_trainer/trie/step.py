@@ -266,10 +266,20 @@ def flat_forward_backward(
     *,
     attention: Backend = "auto",
     backward: bool = True,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
     """Flat mode: the same computation with every trajectory packed on its own (no shared prefixes)."""
     return packed_forward_backward(
-        model, trajectories, loss_spec, max_tokens, share_prefixes=False, attention=attention, backward=backward
+        model,
+        trajectories,
+        loss_spec,
+        max_tokens,
+        share_prefixes=False,
+        attention=attention,
+        backward=backward,
+        rank=rank,
+        world=world,
     )
 
 
