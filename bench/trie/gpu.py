@@ -95,11 +95,11 @@ def main() -> None:
     cases = {
         "grpo": (
             workloads.grpo(np.random.default_rng(0), cfg.vocab_size, groups=args.grpo_groups),
-            LossSpec.from_config("grpo"),
+            LossSpec(kind="ppo", aggregation="seq_mean", eps_low=0.2, eps_high=0.2),
         ),
         "agentic": (
             workloads.agentic(np.random.default_rng(0), cfg.vocab_size, tasks=args.agentic_tasks, **GPU_AGENTIC),
-            LossSpec.from_config("dapo"),
+            LossSpec(kind="ppo", aggregation="token_mean", eps_low=0.2, eps_high=0.28),
         ),
     }
     rows = []

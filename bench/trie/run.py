@@ -44,9 +44,16 @@ from trainflow_trainer.trie import LossSpec, build_forest, flat_forward_backward
 from trainflow_trainer.trie.packer import pack  # noqa: E402
 
 WORKLOADS = {
-    # name: (builder, loss) — sizes chosen so the whole bench stays within a few minutes on 2 cores
-    "grpo": (lambda rng, v: workloads.grpo(rng, v, groups=1), LossSpec.from_config("grpo")),
-    "agentic": (lambda rng, v: workloads.agentic(rng, v, tasks=2), LossSpec.from_config("dapo")),
+    # name: (builder, loss) — sizes chosen so the whole bench stays within a few minutes on 2 cores; the RL
+    # losses are the grpo and dapo presets of src/config/algorithm.ts, spelled out (from_config knows sft/rft)
+    "grpo": (
+        lambda rng, v: workloads.grpo(rng, v, groups=1),
+        LossSpec(kind="ppo", aggregation="seq_mean", eps_low=0.2, eps_high=0.2),
+    ),
+    "agentic": (
+        lambda rng, v: workloads.agentic(rng, v, tasks=2),
+        LossSpec(kind="ppo", aggregation="token_mean", eps_low=0.2, eps_high=0.28),
+    ),
     "none": (lambda rng, v: workloads.no_sharing(rng, v, n=10), LossSpec.from_config("sft")),
 }
 
