@@ -91,7 +91,7 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'defaults.resources.procs_per_node': {
     honoured:
       'processes per CPU node: torchrun --nproc-per-node (local, Slurm, Kubernetes), FSDP2 ranks over gloo',
-    test: PPN + 'the local launcher runs a CPU job with procs_per_node > 1 under torchrun',
+    test: PPN + 'the local launcher starts procs_per_node ranks of a real Python job',
   },
   'defaults.resources.memory_per_node': { honoured: 'memory request of slurm/kubernetes jobs', test: SLURM },
 

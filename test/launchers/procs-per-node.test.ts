@@ -1,10 +1,15 @@
 // resources.procs_per_node: N training processes on a CPU host (FSDP2 over gloo). The local launcher starts them
 // with a standalone torchrun; Slurm and Kubernetes render them as NPROC_PER_NODE of every node's torchrun; the
 // config rejects it where it cannot mean anything. (The multi-rank training itself: trainer/tests/test_fsdp.py.)
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../../src/config/load';
 import { worldSize } from '../../src/config/schema';
 import { jobShape, localCommand, nodeCommand } from '../../src/launchers/cluster';
 import { renderKubernetesManifests } from '../../src/launchers/kubernetes';
+import { LocalLauncher } from '../../src/launchers/local';
 import { renderSlurmScript } from '../../src/launchers/slurm';
 import { problems } from '../config/problems';
 
@@ -102,4 +107,43 @@ describe('procs_per_node', () => {
       cpu_offload: true,
     });
   });
+
+  test('the local launcher starts procs_per_node ranks of a real Python job, which meet over gloo', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'ppn-'));
+    try {
+      const script = path.join(root, 'ranks.py');
+      writeFileSync(
+        script,
+        [
+          'import os, torch, torch.distributed as dist',
+          'dist.init_process_group("gloo")',
+          't = torch.ones(1)',
+          'dist.all_reduce(t)',
+          "print(f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} sum {t.item()}\", flush=True)",
+          'dist.destroy_process_group()',
+        ].join('\n'),
+      );
+      const python = path.join(__dirname, '..', '..', '.venv', 'bin', 'python');
+      const launcher = new LocalLauncher(path.join(root, 'jobs'));
+      await launcher.launch({
+        name: 'ppn',
+        command: [python, script, '--spec', '{spec}'],
+        cwd: root,
+        env: { OMP_NUM_THREADS: '1' },
+        spec: spec({ nodes: 1, gpus_per_node: 0, procs_per_node: 2 }),
+        attempt: 1,
+      });
+      let info = await launcher.status('ppn');
+      for (let i = 0; i < 240 && info?.state === 'running'; i++) {
+        await sleep(500);
+        info = await launcher.status('ppn');
+      }
+      const log = readFileSync(path.join(root, 'jobs', 'ppn', 'job.log'), 'utf8');
+      expect({ state: info?.state, exitCode: info?.exitCode }).toEqual({ state: 'exited', exitCode: 0 });
+      expect(log).toContain('rank 0 of 2 sum 2.0');
+      expect(log).toContain('rank 1 of 2 sum 2.0');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 150_000);
 });
