@@ -28,6 +28,7 @@ from torch import nn
 from .contract import TrainConfig
 from .errors import BadInput
 from .model import Transformer
+from .trie.step import set_gradient_sync
 
 
 def micro_batch_size(cfg: TrainConfig, world: int) -> int:
@@ -152,13 +153,6 @@ class FsdpOptions:
         if f is None:
             return cls()
         return cls(str(f.mixed_precision), bool(f.activation_checkpointing), bool(f.cpu_offload))
-
-
-def set_gradient_sync(model: nn.Module, last: bool) -> None:
-    """Under FSDP, reduce-scatter gradients only on the last micro-batch of a step (others accumulate)."""
-    setter = getattr(model, "set_requires_gradient_sync", None)
-    if setter is not None:
-        setter(last)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -127,7 +127,7 @@ def packed_forward_backward(
         ids = torch.as_tensor(mb.input_ids, device=device)[None]
         pos = torch.as_tensor(mb.position_ids, device=device)[None]
         mask = _mask_for(mb, device, backend)
-        _set_gradient_sync(model, k == passes - 1)
+        set_gradient_sync(model, k == passes - 1)
         if len(e) == 0:
             if world > 1:  # nothing trained here, but the collectives must pair up across ranks
                 logits = logits_at_rows(model, ids, pos, mask, torch.zeros(1, dtype=torch.long, device=device))
@@ -181,8 +181,9 @@ def _empty_pass(pad_multiple: int) -> MicroBatch:
     )
 
 
-def _set_gradient_sync(model: torch.nn.Module, last: bool) -> None:
-    """Under FSDP, reduce-scatter only in the last pass's backward (earlier passes accumulate locally)."""
+def set_gradient_sync(model: torch.nn.Module, last: bool) -> None:
+    """Under FSDP, reduce-scatter only in the last pass's backward (earlier passes accumulate locally); a
+    no-op on a plain module. The flat LM step (train.py) uses it too."""
     setter = getattr(model, "set_requires_gradient_sync", None)
     if setter is not None:
         setter(last)
