@@ -6,7 +6,7 @@ TRAINFLOW := node bin/trainflow.js
 
 .PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-agents setup-k8s-validator demo demo-data test typecheck lint format contract \
         lint-python typecheck-python \
-        bench-trainer bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
+        bench-trainer bench-distributed bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
 
 help:
 	@echo "make demo    run the demo pipeline (configs/demo.yaml) on the local stack"
@@ -89,6 +89,10 @@ typecheck-python: setup-python
 ## benchmarks: each writes bench/results/NAME.json and prints a table
 bench-trainer: setup-python
 	cd trainer && ../.venv/bin/python ../bench/trainer/run.py
+
+# 1 process vs 2 FSDP2 ranks (gloo, torchrun) per stage and packing: bench/results/distributed.json
+bench-distributed: setup-python
+	.venv/bin/python bench/distributed/run.py $(BENCH_DISTRIBUTED_ARGS)
 
 # prefix-grouper (PyPI) is the third column on the GRPO workload; it stays out of the trainer's environment
 # (installed without dependencies beside it, into the cache) so the trainer's pinned set is untouched.

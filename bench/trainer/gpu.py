@@ -7,6 +7,11 @@ warm-up step, then `--steps` timed. MFU = achieved model FLOP/s ÷ the GPU's den
 FLOPs per token = 6·N (N = parameters, embeddings included when tied to the output layer) + 12·L·H·T
 (attention scores and values, forward + backward). Prints a table, writes bench/results/trainer_gpu.json.
 Exits 1 with "no CUDA" where no GPU is visible.
+
+Under torchrun (`python -m torch.distributed.run --nproc_per_node N ../bench/trainer/gpu.py`) the model goes through
+the trainer's FSDP2 path (train.parallelize: fully_shard per block + root over NCCL, fp32 master weights sharded,
+bf16 compute with fp32 gradient reduction); each rank trains its own micro-batch, tokens/s and MFU count all
+ranks (MFU against N × the peak); rank 0 writes trainer_gpu_fsdp2.json.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ sys.path.insert(0, str(ROOT / "trainer"))
 import torch  # noqa: E402
 
 from trainflow_trainer.model import Transformer, preset  # noqa: E402
+from trainflow_trainer.train import FsdpOptions, init_distributed, parallelize  # noqa: E402
 
 # Dense bf16 tensor-core peaks (FLOP/s), by a substring of torch.cuda.get_device_name().
 PEAK_BF16 = {
@@ -55,21 +61,27 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    dev = torch.device("cuda")
+    d = init_distributed()
+    dev = d.device
     name = torch.cuda.get_device_name(dev)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else next((v for k, v in PEAK_BF16.items() if k in name), None)
 
     cfg = preset(args.preset)
     torch.manual_seed(0)
-    model = Transformer(cfg).to(dev)
+    # several ranks: FSDP2 with bf16 parameters in compute (MixedPrecisionPolicy) instead of autocast
+    if d.distributed:
+        model: torch.nn.Module = parallelize(Transformer(cfg), d, FsdpOptions(mixed_precision="bf16"))
+    else:
+        model = Transformer(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     fwd = torch.compile(model) if args.compile else model
     b, t = args.micro_batch, args.seq_len
+    torch.manual_seed(1 + d.rank)  # each rank its own rows
     ids = torch.randint(0, cfg.vocab_size, (b, t + 1), device=dev)
     x, y = ids[:, :-1], ids[:, 1:]
 
     def step() -> float:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=not d.distributed):
             logits = fwd(x)
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, cfg.vocab_size), y.reshape(-1))
         loss.backward()
@@ -81,12 +93,17 @@ def main() -> int:
     step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
+    if d.distributed:
+        torch.distributed.barrier()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         loss = step()
     torch.cuda.synchronize()
+    if d.distributed:
+        torch.distributed.barrier()
     dt = (time.perf_counter() - t0) / args.steps
-    tokens = b * t
+    tokens = b * t * d.world
+    peak = peak * d.world if peak else None
     n = cfg.num_params()
     flops_per_token = 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * t
     achieved = flops_per_token * tokens / dt
@@ -106,7 +123,14 @@ def main() -> int:
         "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
         "final_loss": float(loss),
         "torch": torch.__version__,
+        "ranks": d.world,
+        "sharding": "FSDP2 fully_shard per block + root, bf16 MixedPrecisionPolicy" if d.distributed else "none",
     }
+    if d.distributed:
+        torch.distributed.destroy_process_group()
+        if not d.is_main:
+            return 0
+        args.out = str(args.out).replace(".json", "_fsdp2.json")
     print(f"{'gpu':<28}{'params':>10}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}{'mem GiB':>9}")
     mfu = f"{res['mfu']:.1%}" if res["mfu"] is not None else "n/a"
     print(

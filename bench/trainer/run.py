@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "trainer"))
 import torch  # noqa: E402
 
 from trainflow_trainer.contract import DataSource, TrainConfig  # noqa: E402
+from trainflow_trainer.contract.models import Fsdp  # noqa: E402
 from trainflow_trainer.data import FlatPacker, load_stream  # noqa: E402
 from trainflow_trainer.demo_data import CODE_FILE, SFT_FILE, TOOLS_FILE, generate  # noqa: E402
 from trainflow_trainer.model import Transformer, preset  # noqa: E402
@@ -53,6 +54,7 @@ def measure(kind: str, data_dir: Path, tok: Tokenizer, steps: int, batch: int, m
         betas=(0.9, 0.95),
         grad_clip=1.0,
         seed=0,
+        fsdp=Fsdp(mixed_precision="fp32", activation_checkpointing=False, cpu_offload=False),
     )
     opt = build_optimizer(model, cfg)
     batches = [packer.next_batch(batch) for _ in range(steps + 1)]  # data prep is not timed

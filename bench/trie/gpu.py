@@ -7,6 +7,11 @@ tree-search rollouts (workloads.agentic) scaled up: a 4096-token system prompt, 
 ~20k-30k unique tokens per task tree, rollouts of ~6k-13k tokens. Step = forward + backward + AdamW step; same
 batches for flat and trie, both through FlexAttention (flat = chains: block-diagonal causal BlockMask). Exits
 with code 2 and a clear message when no CUDA device is present.
+
+Under torchrun (`python -m torch.distributed.run --nproc_per_node N ../bench/trie/gpu.py`) the same workloads run
+through the trainer's FSDP2 path (train.parallelize: fully_shard per block + root, NCCL): fp32 master weights
+sharded, bf16 compute with fp32 gradient reduction (MixedPrecisionPolicy), every rank passing the whole batch
+and training the packed micro-batches assigned to it (trie/distribute.py); rank 0 writes trie-gpu-fsdp2.json.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ sys.path[:0] = [str(ROOT / "trainer"), str(HERE)]
 import workloads  # noqa: E402
 
 from trainflow_trainer.model import Transformer, preset  # noqa: E402
+from trainflow_trainer.train import Dist, FsdpOptions, init_distributed, parallelize  # noqa: E402
 from trainflow_trainer.trie import LossSpec, build_forest, flat_forward_backward, packed_forward_backward  # noqa: E402
 
 # workloads.agentic at GPU scale (the CPU bench uses its defaults)
@@ -42,15 +48,28 @@ GPU_AGENTIC = dict(
 )
 
 
-def timed_step(model: Transformer, opt: torch.optim.Optimizer, fn, batch, spec, max_tokens: int) -> float:
-    """Seconds of one forward + backward + AdamW step of `fn` (flat or packed) on the GPU."""
+def timed_step(model: torch.nn.Module, opt: torch.optim.Optimizer, fn, batch, spec, max_tokens: int, d: Dist) -> float:
+    """Seconds of one forward + backward + AdamW step of `fn` (flat or packed) on the GPU; under several ranks,
+    bracketed by barriers so the slowest rank sets it."""
+    if d.distributed:
+        torch.distributed.barrier()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    fn(model, batch, spec, max_tokens, attention="flex")
+    fn(model, batch, spec, max_tokens, attention="flex", rank=d.rank, world=d.world)
     opt.step()
     torch.cuda.synchronize()
+    if d.distributed:
+        torch.distributed.barrier()
     return time.perf_counter() - t0
+
+
+def build_model(cfg, d: Dist, device: torch.device) -> torch.nn.Module:
+    """One GPU: the model in bf16. Several: fp32 master weights sharded by FSDP2, bf16 compute (the trainer's
+    train.fsdp.mixed_precision: bf16)."""
+    if not d.distributed:
+        return Transformer(cfg).to(device=device, dtype=torch.bfloat16)
+    return parallelize(Transformer(cfg), d, FsdpOptions(mixed_precision="bf16"))
 
 
 def main() -> None:
@@ -70,16 +89,17 @@ def main() -> None:
         )
         sys.exit(2)
 
-    device = torch.device("cuda")
+    d = init_distributed()
+    device = d.device
     cfg = preset(args.preset)
     cases = {
         "grpo": (
             workloads.grpo(np.random.default_rng(0), cfg.vocab_size, groups=args.grpo_groups),
-            LossSpec.from_config("grpo"),
+            LossSpec(kind="ppo", aggregation="seq_mean", eps_low=0.2, eps_high=0.2),
         ),
         "agentic": (
             workloads.agentic(np.random.default_rng(0), cfg.vocab_size, tasks=args.agentic_tasks, **GPU_AGENTIC),
-            LossSpec.from_config("dapo"),
+            LossSpec(kind="ppo", aggregation="token_mean", eps_low=0.2, eps_high=0.28),
         ),
     }
     rows = []
@@ -87,18 +107,18 @@ def main() -> None:
         forest = build_forest(batch)
         total, unique = forest.total_tokens, forest.unique_tokens
         torch.manual_seed(0)
-        model = Transformer(cfg).to(device=device, dtype=torch.bfloat16)
+        model = build_model(cfg, d, device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         fns = {"flat": flat_forward_backward, "trie": packed_forward_backward}
         times: dict[str, list[float]] = {m: [] for m in fns}
 
         for fn in fns.values():  # warm-up: compiles FlexAttention for the shapes met
-            timed_step(model, opt, fn, batch, spec, args.max_tokens)
-            timed_step(model, opt, fn, batch, spec, args.max_tokens)
+            timed_step(model, opt, fn, batch, spec, args.max_tokens, d)
+            timed_step(model, opt, fn, batch, spec, args.max_tokens, d)
         torch.cuda.reset_peak_memory_stats()
         for _ in range(args.repeats):
             for mode, fn in fns.items():
-                times[mode].append(timed_step(model, opt, fn, batch, spec, args.max_tokens))
+                times[mode].append(timed_step(model, opt, fn, batch, spec, args.max_tokens, d))
         flat_s, trie_s = statistics.median(times["flat"]), statistics.median(times["trie"])
         ratio = total / unique
         row = {
@@ -113,8 +133,10 @@ def main() -> None:
             "trajectories": len(batch),
             "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         }
+        row["ranks"] = d.world
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        if d.is_main:
+            print(json.dumps(row), flush=True)
         del model, opt
         torch.cuda.empty_cache()
 
@@ -123,7 +145,9 @@ def main() -> None:
         "config": {
             "agentic_params": GPU_AGENTIC,
             "preset": args.preset,
-            "dtype": "bfloat16",
+            "dtype": "bfloat16" if d.world == 1 else "fp32 master, bf16 compute (FSDP2 MixedPrecisionPolicy)",
+            "ranks": d.world,
+            "sharding": "FSDP2 fully_shard per block + root" if d.distributed else "none",
             "attention": "flex",
             "max_tokens": args.max_tokens,
             "repeats": args.repeats,
@@ -131,7 +155,11 @@ def main() -> None:
             "torch": torch.__version__,
         },
     }
-    out = Path(args.out)
+    if d.distributed:
+        torch.distributed.destroy_process_group()
+        if not d.is_main:
+            return
+    out = Path(args.out if d.world == 1 else str(args.out).replace(".json", "-fsdp2.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -1,5 +1,6 @@
-"""The data-parallel path: 2 processes over gloo (torchrun) give the loss curve of 1 process on the same
-global batch, and the same weights."""
+"""The data-parallel path through the job runner: 2 FSDP2 processes over gloo (torchrun) give the loss curve of
+1 process on the same global batch, and the same weights (checkpoints gathered from the shards) — midtrain
+(flat) and SFT with trie packing. Gradient-level exactness: test_fsdp.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import TRAINER_DIR, job_env, make_spec, run_job, write_spec
 from safetensors.torch import load_file
@@ -19,11 +21,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one(tmp_path, demo_dir):
+@pytest.mark.parametrize(
+    "kind,blocks", [("midtrain", {}), ("sft", {"packing": {"mode": "trie", "max_tokens": 256}})], ids=["flat", "trie"]
+)
+def test_two_gloo_processes_match_one(tmp_path, demo_dir, kind, blocks):
     steps = 4
     one, two = tmp_path / "one", tmp_path / "two"
-    spec1 = make_spec(demo_dir, str(one), tmp_path / "w1", steps=steps, every=steps, batch_size=4, micro_batch_size=2)
-    spec2 = make_spec(demo_dir, str(two), tmp_path / "w2", steps=steps, every=steps, batch_size=4, micro_batch_size=2)
+    common = {"kind": kind, "steps": steps, "every": steps, "batch_size": 4, "micro_batch_size": 2, **blocks}
+    spec1 = make_spec(demo_dir, str(one), tmp_path / "w1", **common)
+    spec2 = make_spec(demo_dir, str(two), tmp_path / "w2", **common)
     r = run_job(write_spec(spec1, tmp_path / "one.json"))
     assert r.returncode == 0, r.stderr
     cmd = [

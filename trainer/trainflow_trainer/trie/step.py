@@ -8,6 +8,12 @@ Both accumulate into `.grad` (call `optimizer.zero_grad()` before) and return pl
 everything but prefix sharing: flat packs each trajectory as its own chain-shaped tree into the same
 micro-batches (varlen packing, no padding, one causal attention call per sequence), so the comparison
 isolates what sharing buys, and input without shared prefixes yields bit-identical results in both modes.
+
+Several ranks (FSDP2): every rank passes the same global batch and `rank`/`world`; every rank builds the same
+forest and micro-batches, takes its share (distribute.py, balanced by token count), and runs as many
+forward/backward passes as the busiest rank — padding with an empty, zero-weight pass — so every rank joins
+every all-gather and reduce-scatter. The loss coefficients are the global batch's, so the gradients FSDP sums
+over ranks are the one-process ones, and the metrics are summed over ranks before they are returned.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import torch
 from ..attention import AttentionMask
 from .attention import FlexTreeMask, SegmentTreeMask
 from .builder import Trajectory, build_forest
+from .distribute import assign_to_ranks, padded_count
 from .losses import LossSpec, TokenStats, entry_coefficients, row_entropy, sampling_logprobs, token_losses
-from .packer import MicroBatch, loss_entries, pack
+from .packer import LossEntries, MicroBatch, loss_entries, pack
 
 # "segment", "flex", or a factory MicroBatch -> AttentionMask (benchmarks plug other backends in here)
 Backend = str | Callable[[MicroBatch], AttentionMask]
@@ -47,6 +54,31 @@ def logits_at_rows(
     `Transformer`: model.embed_tokens/rotary/layers/norm, lm_head); any other model gets a full forward.
     This mirrors Transformer.forward; the exactness tests compare against model.forward, so drift shows.
     """
+    under_fsdp = getattr(model, FSDP_ROWS_METHOD, None)
+    if under_fsdp is not None:
+        return under_fsdp(ids, pos, mask, rows)
+    return _logits_at_rows(model, ids, pos, mask, rows)
+
+
+FSDP_ROWS_METHOD = "trainflow_logits_at_rows"
+
+
+def register_under_fsdp(model: torch.nn.Module) -> None:
+    """Lets logits_at_rows run through a model sharded with fully_shard: the root's parameters (embeddings,
+    final norm, LM head) are all-gathered by FSDP's forward hooks, which by default run only around
+    `forward`, so the rows-only forward is registered as a second forward method of the root."""
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    def rows_forward(ids: torch.Tensor, pos: torch.Tensor, mask: AttentionMask, rows: torch.Tensor) -> torch.Tensor:
+        return _logits_at_rows(model, ids, pos, mask, rows)
+
+    setattr(model, FSDP_ROWS_METHOD, rows_forward)
+    register_fsdp_forward_method(model, FSDP_ROWS_METHOD)
+
+
+def _logits_at_rows(
+    model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask: AttentionMask, rows: torch.Tensor
+) -> torch.Tensor:
     core = getattr(model, "model", None)
     if core is None or not all(hasattr(core, a) for a in ("embed_tokens", "rotary", "layers", "norm")):
         return model(ids, pos, mask)[0][rows]
@@ -67,9 +99,12 @@ def packed_forward_backward(
     share_prefixes: bool = True,
     attention: Backend = "auto",
     backward: bool = True,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
     """Trie mode. attention: "auto" (flex on CUDA, segment elsewhere), "segment", "flex", or a callable
-    MicroBatch -> AttentionMask."""
+    MicroBatch -> AttentionMask. rank/world: this process's share of the micro-batches (module docstring);
+    every rank passes the same trajectories."""
     param = next(model.parameters())
     device = param.device
     backend = attention if attention != "auto" else ("flex" if device.type == "cuda" else "segment")
@@ -78,19 +113,30 @@ def packed_forward_backward(
     weights = np.asarray([br.weight for br in forest.branches])
     coef_all = entry_coefficients(entries.mask, entries.branch, weights, loss_spec)
     adv_all = np.asarray([br.advantage for br in forest.branches])
-    batches = pack(forest, max_tokens, pad_multiple=128 if backend == "flex" else 1, entries=entries)
+    pad_multiple = 128 if backend == "flex" else 1
+    batches = pack(forest, max_tokens, pad_multiple=pad_multiple, entries=entries)
+    assignment = assign_to_ranks(batches, world)
+    mine = [batches[i] for i in assignment[rank]]
+    passes = padded_count(assignment) if world > 1 else len(mine)
 
     loss_dtype = param.dtype if param.dtype == torch.float64 else torch.float32
     acc = _Totals()
-    for mb in batches:
+    for k in range(passes):
+        mb = mine[k] if k < len(mine) else _empty_pass(pad_multiple)
         e = mb.entries
         ids = torch.as_tensor(mb.input_ids, device=device)[None]
         pos = torch.as_tensor(mb.position_ids, device=device)[None]
+        mask = _mask_for(mb, device, backend)
+        set_gradient_sync(model, k == passes - 1)
         if len(e) == 0:
-            continue  # nothing trained here: a zero contribution
+            if world > 1:  # nothing trained here, but the collectives must pair up across ranks
+                logits = logits_at_rows(model, ids, pos, mask, torch.zeros(1, dtype=torch.long, device=device))
+                if backward:
+                    (logits.sum() * 0.0).backward()  # a zero contribution to every gradient
+            continue
         t = lambda a, dt=loss_dtype: torch.as_tensor(a, device=device, dtype=dt)  # noqa: E731
         uniq, inv = np.unique(e.row, return_inverse=True)  # rows shared by several branches: one logit row
-        logits = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), t(uniq, torch.long)).to(loss_dtype)
+        logits = logits_at_rows(model, ids, pos, mask, t(uniq, torch.long)).to(loss_dtype)
         rows, targets = t(inv, torch.long), t(e.target, torch.long)
         logp, z, lse = sampling_logprobs(logits, rows, targets, loss_spec.temperature, loss_spec.top_p)
         entropy = row_entropy(z, lse)[rows] if loss_spec.entropy_coef != 0.0 else None
@@ -102,18 +148,48 @@ def packed_forward_backward(
         if backward:
             loss.backward()
         acc.add(float(loss.detach()), t(e.mask), logp.detach(), stats)
+    if world > 1:
+        acc.all_reduce(device)
     metrics = {
         "loss_tokens": float(len(entries)),
         "total_tokens": float(forest.total_tokens),
         "unique_tokens": float(forest.unique_tokens),
         "packed_tokens": float(sum(len(mb) for mb in batches)),  # unique + recomputed root paths (+ padding)
         "micro_batches": float(len(batches)),
+        "passes_per_rank": float(passes),
         **acc.metrics(float(entries.mask.sum()), loss_spec),
     }
     versions = np.concatenate([br.versions for br in forest.branches])
     metrics["policy_version_min"] = float(versions.min())
     metrics["policy_version_max"] = float(versions.max())
     return metrics
+
+
+def _empty_pass(pad_multiple: int) -> MicroBatch:
+    """A pass that trains nothing: a chain of padding tokens (token 0), no loss entries."""
+    n = max(1, pad_multiple)
+    parent = np.arange(-1, n - 1)
+    none = np.zeros(0, dtype=np.int64)
+    entries = LossEntries(*(none for _ in LossEntries.__dataclass_fields__))
+    return MicroBatch(
+        nodes=np.full(n, -1),
+        input_ids=np.zeros(n, dtype=np.int64),
+        position_ids=np.arange(n),
+        parent=parent,
+        subtree_end=np.full(n, n),
+        entries=entries,
+    )
+
+
+def set_gradient_sync(model: torch.nn.Module, last: bool) -> None:
+    """Under FSDP, reduce-scatter only in the last pass's backward (earlier passes accumulate locally); a
+    no-op on a plain module. The flat LM step (train.py) uses it too."""
+    setter = getattr(model, "set_requires_gradient_sync", None)
+    if setter is not None:
+        setter(last)
+
+
+_SUM_KEYS = ("clip_low", "clip_high", "logprob", "ratio", "behav_weight", "kl", "entropy")
 
 
 class _Totals:
@@ -147,6 +223,20 @@ class _Totals:
         if stats.entropy is not None:
             self._sum("entropy", m, stats.entropy)
 
+    def all_reduce(self, device: torch.device) -> None:
+        """Sums (and maxima) over ranks, in one fixed order on every rank."""
+        import torch.distributed as dist
+
+        sums = torch.tensor([self.loss, *(self.sums.get(k, 0.0) for k in _SUM_KEYS)], dtype=torch.float64)
+        maxima = torch.tensor([self.ratio_max, self.weight_max], dtype=torch.float64)
+        sums, maxima = sums.to(device), maxima.to(device)
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
+        values = sums.cpu().tolist()
+        self.loss = values[0]
+        self.sums = dict(zip(_SUM_KEYS, values[1:]))
+        self.ratio_max, self.weight_max = maxima.cpu().tolist()
+
     def metrics(self, mask_total: float, spec: LossSpec) -> dict[str, float]:
         d = mask_total if mask_total > 0 else 1.0
         mean = lambda k: self.sums.get(k, 0.0) / d  # noqa: E731
@@ -177,10 +267,20 @@ def flat_forward_backward(
     *,
     attention: Backend = "auto",
     backward: bool = True,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
     """Flat mode: the same computation with every trajectory packed on its own (no shared prefixes)."""
     return packed_forward_backward(
-        model, trajectories, loss_spec, max_tokens, share_prefixes=False, attention=attention, backward=backward
+        model,
+        trajectories,
+        loss_spec,
+        max_tokens,
+        share_prefixes=False,
+        attention=attention,
+        backward=backward,
+        rank=rank,
+        world=world,
     )
 
 
