@@ -117,7 +117,8 @@ def test_job_round_trip_on_s3_with_corrupt_latest(storage, prefix, tmp_path, dem
         "config.json",
         "model.safetensors",
         "tokenizer.json",
-        "optimizer.pt",
+        "train_state/.metadata",
+        "train_state/__0_0.distcp",
         "trainer_state.json",
         "rng.pt",
     } <= files
