@@ -60,10 +60,12 @@ def read_train_state(directory: Path) -> dict[str, Any]:
     """The whole folder as one unsharded dict on CPU, in a single process ({"model": {fqn: tensor},
     "optimizer": {"state": {fqn: {...}}, "param_groups": [...]}}): for tests and inspection, not for resume."""
     import tempfile
+    import warnings
 
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    with tempfile.TemporaryDirectory(prefix="trainflow-dcp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="trainflow-dcp-") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # one process, on purpose
         dcp_to_torch_save(directory, Path(tmp) / "state.pt")
         out: dict[str, Any] = torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=False)
     return out
