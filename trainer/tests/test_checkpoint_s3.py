@@ -134,3 +134,32 @@ def test_job_round_trip_on_s3_with_corrupt_latest(storage, prefix, tmp_path, dem
     status = json.loads(storage.read_bytes(join(prefix, "status.json")))
     assert status["resumed_from"] == {"uri": join(prefix, "step-000002"), "step": 2}
     assert storage.read_bytes(m) == first
+
+
+def test_two_rank_job_on_s3_commits_every_ranks_shards(storage, prefix, tmp_path, demo_dir):
+    """2 ranks, S3 output: each rank stages and uploads its own DCP shard, rank 0 commits over both; retention
+    removes an old checkpoint's shards with it; the rerun after a lost final checkpoint resumes on 2 ranks from
+    S3 and writes the same bytes again."""
+    from test_distributed import run_ranks
+
+    store = {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True}
+    spec = make_spec(demo_dir, prefix, tmp_path / "work", steps=6, every=2, keep_last=1, storage=store)
+    spec_path = write_spec(spec, tmp_path / "spec.json")
+    r = run_ranks(spec_path, 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert committed_steps(prefix, storage) == [4, 6]  # keep_last 1 + the final one
+    assert storage.list_files(join(prefix, step_dir(2))) == []  # step 2's shards went with it
+    final = join(prefix, step_dir(6))
+    files = {e["path"] for e in json.loads(storage.read_bytes(join(final, COMMIT_FILE)))["files"]}
+    assert {"train_state/.metadata", "train_state/__0_0.distcp", "train_state/__1_0.distcp"} <= files
+    assert set(storage.list_files(final)) == files | {COMMIT_FILE}  # nothing uploaded that is not committed
+    assert [p.name for p in (tmp_path / "work" / "staging").glob("*/*")] == []  # every rank's staging removed
+    first = {f: storage.read_bytes(join(final, f)) for f in ("model.safetensors", "train_state/__1_0.distcp")}
+
+    storage.delete_prefix(final)  # the final checkpoint is lost: the rerun resumes from step 4 on S3
+    r = run_ranks(spec_path, 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = json.loads(storage.read_bytes(join(prefix, "status.json")))
+    assert status["resumed_from"] == {"uri": join(prefix, step_dir(4)), "step": 4}
+    for f, data in first.items():
+        assert storage.read_bytes(join(final, f)) == data, f

@@ -287,7 +287,7 @@ def staging_dir(ctx: JobContext, step: int) -> Path:
     uri = join(ctx.spec.output_prefix, step_dir(step))
     if not is_s3(uri):
         return Path(uri)
-    return Path(ctx.spec.work_dir) / "staging" / step_dir(step) / f"rank-{ctx.dist.rank}"
+    return Path(ctx.spec.work_dir) / "staging" / f"rank-{ctx.dist.rank}" / step_dir(step)
 
 
 def publish_files(ctx: JobContext, local: Path, uri: str) -> list[dict]:
