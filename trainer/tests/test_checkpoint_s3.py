@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import BUCKET, ENDPOINT, make_spec, run_job, write_spec
 
 from trainflow_trainer.checkpoint import (
@@ -163,3 +164,40 @@ def test_two_rank_job_on_s3_commits_every_ranks_shards(storage, prefix, tmp_path
     assert status["resumed_from"] == {"uri": join(prefix, step_dir(4)), "step": 4}
     for f, data in first.items():
         assert storage.read_bytes(join(final, f)) == data, f
+
+
+def test_sharded_hf_weights_are_read_by_every_reader(storage, prefix, tmp_path, demo_dir, monkeypatch):
+    """Above runtime.HF_MAX_SHARD_BYTES the served weights are several safetensors files + an HF index, all
+    committed; the trainer's loader (a next stage's input), the inference server's reload from S3 and the
+    checkpoint's own DCP state agree on them bitwise."""
+    from trainflow_trainer import job, runtime
+    from trainflow_trainer.model import INDEX_FILE, load_state_dict
+    from trainflow_trainer.serve.weights import load_checkpoint
+    from trainflow_trainer.train_state import read_train_state
+
+    monkeypatch.setattr(runtime, "HF_MAX_SHARD_BYTES", 100 * 1024)  # the test model's embedding alone is 128 KiB
+    monkeypatch.setenv("TRAINFLOW_DEVICE", "cpu")
+    monkeypatch.setenv("TRAINFLOW_S3_ENDPOINT", ENDPOINT)
+    store = {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True}
+    spec = make_spec(demo_dir, prefix, tmp_path / "work", steps=2, every=2, storage=store)
+    assert job.main(["--spec", str(write_spec(spec, tmp_path / "spec.json"))]) == 0
+    uri = join(prefix, step_dir(2))
+    files = {e["path"] for e in json.loads(storage.read_bytes(join(uri, COMMIT_FILE)))["files"]}
+    shards = sorted(f for f in files if f.endswith(".safetensors"))
+    assert INDEX_FILE in files and "model.safetensors" not in files and len(shards) >= 3, sorted(files)
+    assert shards == [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+
+    local, _ = fetch_verified(uri, storage, tmp_path / "cache")
+    weights = load_state_dict(local)
+    saved = read_train_state(local / "train_state")["model"]
+    for k, v in weights.items():
+        assert torch.equal(v, saved[k]), k
+    served, step = load_checkpoint(uri)
+    assert step == 2
+    for k, v in served.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+    # A next stage starts from the sharded folder (strict: every weight of the model must be found in it).
+    nxt = make_spec(demo_dir, join(prefix, "next"), tmp_path / "work2", steps=1, every=1, storage=store)
+    nxt["input_checkpoint"] = uri
+    assert job.main(["--spec", str(write_spec(nxt, tmp_path / "next.json"))]) == 0

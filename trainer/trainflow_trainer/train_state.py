@@ -12,6 +12,9 @@ part of a checkpoint: the commit protocol (checkpoint.py) lists and verifies its
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,14 @@ from torch import nn
 
 TRAIN_STATE_DIR = "train_state"
 DCP_METADATA_FILE = ".metadata"  # DCP's own name for the metadata file
+
+
+@contextmanager
+def _one_process_quiet() -> Iterator[None]:
+    """DCP warns on every save/load without a process group, even when asked for one process (no_dist)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -39,7 +50,8 @@ def save_train_state(model: nn.Module, optimizer: torch.optim.Optimizer, directo
 
     directory.mkdir(parents=True, exist_ok=True)
     writer = dcp.FileSystemWriter(directory, single_file_per_rank=True, thread_count=1)
-    dcp.save(_state(model, optimizer), storage_writer=writer, no_dist=not distributed)
+    with _one_process_quiet():
+        dcp.save(_state(model, optimizer), storage_writer=writer, no_dist=not distributed)
 
 
 def load_train_state(model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path, distributed: bool) -> None:
@@ -50,7 +62,8 @@ def load_train_state(model: nn.Module, optimizer: torch.optim.Optimizer, directo
     if not (directory / DCP_METADATA_FILE).is_file():
         raise FileNotFoundError(f"{directory}: no {DCP_METADATA_FILE} (not a DCP checkpoint folder)")
     state = _state(model, optimizer)
-    dcp.load(state, storage_reader=dcp.FileSystemReader(directory), no_dist=not distributed)
+    with _one_process_quiet():
+        dcp.load(state, storage_reader=dcp.FileSystemReader(directory), no_dist=not distributed)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     for g in optimizer.param_groups:  # a state-dict round trip turns AdamW's betas tuple into a list
         g["betas"] = tuple(g["betas"])
@@ -60,12 +73,10 @@ def read_train_state(directory: Path) -> dict[str, Any]:
     """The whole folder as one unsharded dict on CPU, in a single process ({"model": {fqn: tensor},
     "optimizer": {"state": {fqn: {...}}, "param_groups": [...]}}): for tests and inspection, not for resume."""
     import tempfile
-    import warnings
 
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    with tempfile.TemporaryDirectory(prefix="trainflow-dcp-") as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # one process, on purpose
+    with tempfile.TemporaryDirectory(prefix="trainflow-dcp-") as tmp, _one_process_quiet():
         dcp_to_torch_save(directory, Path(tmp) / "state.pt")
         out: dict[str, Any] = torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=False)
     return out
