@@ -261,7 +261,7 @@ def save(ctx: JobContext, st: StageState, final: bool, extra: Extra) -> str:
         local.mkdir(parents=True)
     _barrier(d)
     msd = full_model_state(st.model)
-    save_train_state(st.model, st.optimizer, local / TRAIN_STATE_DIR, d.distributed)
+    save_train_state(st.model, st.optimizer, local / TRAIN_STATE_DIR, d.distributed, durable=not is_s3(uri))
     if d.is_main:
         save_hf(msd, st.cfg, local, HF_MAX_SHARD_BYTES)
         st.tok.save(local)

@@ -42,14 +42,17 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]
     return {"model": model_sd, "optimizer": optim_sd}
 
 
-def save_train_state(model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path, distributed: bool) -> None:
+def save_train_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path, distributed: bool, durable: bool = True
+) -> None:
     """A collective under torch.distributed (call it on every rank with the same directory name): each rank
     writes its own shards into directory, rank 0 the metadata. directory may be a per-rank staging folder
-    (files are named by rank; the metadata refers to them by relative name)."""
+    (files are named by rank; the metadata refers to them by relative name). durable: fsync every file (the
+    folder is the checkpoint itself); False for a staging folder that is uploaded and deleted."""
     import torch.distributed.checkpoint as dcp
 
     directory.mkdir(parents=True, exist_ok=True)
-    writer = dcp.FileSystemWriter(directory, single_file_per_rank=True, thread_count=1)
+    writer = dcp.FileSystemWriter(directory, single_file_per_rank=True, sync_files=durable, thread_count=1)
     with _one_process_quiet():
         dcp.save(_state(model, optimizer), storage_writer=writer, no_dist=not distributed)
 
