@@ -201,3 +201,5 @@ def test_sharded_hf_weights_are_read_by_every_reader(storage, prefix, tmp_path, 
     nxt = make_spec(demo_dir, join(prefix, "next"), tmp_path / "work2", steps=1, every=1, storage=store)
     nxt["input_checkpoint"] = uri
     assert job.main(["--spec", str(write_spec(nxt, tmp_path / "next.json"))]) == 0
+    fetched = tmp_path / "work2" / "inputs" / step_dir(2)
+    assert (fetched / INDEX_FILE).is_file() and not (fetched / "train_state").exists()  # weights only

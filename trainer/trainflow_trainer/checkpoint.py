@@ -106,10 +106,13 @@ def read_commit(uri: str, storage: Storage) -> dict | None:
     return manifest
 
 
-def fetch_verified(uri: str, storage: Storage, cache_dir: str | Path) -> tuple[Path, dict]:
+def fetch_verified(
+    uri: str, storage: Storage, cache_dir: str | Path, want: Callable[[str], bool] | None = None
+) -> tuple[Path, dict]:
     """A committed checkpoint as a local folder whose files all match COMMIT.json.
 
-    Local checkpoints are verified in place; S3 ones are downloaded to cache_dir/<step dir> first.
+    Local checkpoints are verified in place; S3 ones are downloaded to cache_dir/<step dir> first. want: which
+    listed paths to fetch and verify (default all; a reader of the weights alone leaves the training state).
     Raises CheckpointError naming the first file that fails.
     """
     manifest = read_commit(uri, storage)
@@ -117,6 +120,8 @@ def fetch_verified(uri: str, storage: Storage, cache_dir: str | Path) -> tuple[P
         raise CheckpointError(f"{uri}: no {COMMIT_FILE} (never committed: the writer stopped before finishing)")
     local = Path(cache_dir) / Path(uri.rstrip("/")).name if is_s3(uri) else Path(uri)
     for entry in manifest["files"]:
+        if want is not None and not want(entry["path"]):
+            continue
         src, dst = join(uri, entry["path"]), local / entry["path"]
         if is_s3(uri):
             try:

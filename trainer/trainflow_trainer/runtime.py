@@ -110,8 +110,8 @@ class StageState:
 def open_checkpoint(ctx: JobContext, uri: str, what: str) -> Path:
     """A local folder for an input checkpoint: verified when committed; a plain HF folder is accepted locally."""
     cache = Path(ctx.spec.work_dir) / "inputs"
-    try:
-        local, _ = fetch_verified(uri, ctx.storage, cache)
+    try:  # a stage starts from the weights: the input's training state (optimizer, 2x their size) stays behind
+        local, _ = fetch_verified(uri, ctx.storage, cache, want=lambda p: not p.startswith(f"{TRAIN_STATE_DIR}/"))
         return local
     except CheckpointError as e:
         if not is_s3(uri) and (Path(uri) / "config.json").is_file() and not (Path(uri) / STATE_FILE).exists():
