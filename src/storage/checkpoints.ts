@@ -1,5 +1,5 @@
 // Checkpoints in S3 and their commit protocol (see the architecture guide):
-//   <prefix>/step-000200/{config.json, model.safetensors, optimizer.pt, trainer_state.json, rng.pt, ...}
+//   <prefix>/step-000200/{config.json, model.safetensors (or shards + index), train_state/ (DCP shards), trainer_state.json, rng.pt, ...}
 //   <prefix>/step-000200/COMMIT.json   written last: {format, step, final, created_at, files: [{path, size, sha256}]}
 // A folder without COMMIT.json does not exist for readers; a reader checks every listed size and sha256 before
 // trusting a checkpoint and falls back to the previous committed step, saying why, when one does not match.

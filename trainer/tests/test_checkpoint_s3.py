@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import BUCKET, ENDPOINT, make_spec, run_job, write_spec
 
 from trainflow_trainer.checkpoint import (
@@ -117,7 +118,8 @@ def test_job_round_trip_on_s3_with_corrupt_latest(storage, prefix, tmp_path, dem
         "config.json",
         "model.safetensors",
         "tokenizer.json",
-        "optimizer.pt",
+        "train_state/.metadata",
+        "train_state/__0_0.distcp",
         "trainer_state.json",
         "rng.pt",
     } <= files
@@ -133,3 +135,71 @@ def test_job_round_trip_on_s3_with_corrupt_latest(storage, prefix, tmp_path, dem
     status = json.loads(storage.read_bytes(join(prefix, "status.json")))
     assert status["resumed_from"] == {"uri": join(prefix, "step-000002"), "step": 2}
     assert storage.read_bytes(m) == first
+
+
+def test_two_rank_job_on_s3_commits_every_ranks_shards(storage, prefix, tmp_path, demo_dir):
+    """2 ranks, S3 output: each rank stages and uploads its own DCP shard, rank 0 commits over both; retention
+    removes an old checkpoint's shards with it; the rerun after a lost final checkpoint resumes on 2 ranks from
+    S3 and writes the same bytes again."""
+    from test_distributed import run_ranks
+
+    store = {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True}
+    spec = make_spec(demo_dir, prefix, tmp_path / "work", steps=6, every=2, keep_last=1, storage=store)
+    spec_path = write_spec(spec, tmp_path / "spec.json")
+    r = run_ranks(spec_path, 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert committed_steps(prefix, storage) == [4, 6]  # keep_last 1 + the final one
+    assert storage.list_files(join(prefix, step_dir(2))) == []  # step 2's shards went with it
+    final = join(prefix, step_dir(6))
+    files = {e["path"] for e in json.loads(storage.read_bytes(join(final, COMMIT_FILE)))["files"]}
+    assert {"train_state/.metadata", "train_state/__0_0.distcp", "train_state/__1_0.distcp"} <= files
+    assert set(storage.list_files(final)) == files | {COMMIT_FILE}  # nothing uploaded that is not committed
+    assert [p.name for p in (tmp_path / "work" / "staging").glob("*/*")] == []  # every rank's staging removed
+    first = {f: storage.read_bytes(join(final, f)) for f in ("model.safetensors", "train_state/__1_0.distcp")}
+
+    storage.delete_prefix(final)  # the final checkpoint is lost: the rerun resumes from step 4 on S3
+    r = run_ranks(spec_path, 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = json.loads(storage.read_bytes(join(prefix, "status.json")))
+    assert status["resumed_from"] == {"uri": join(prefix, step_dir(4)), "step": 4}
+    for f, data in first.items():
+        assert storage.read_bytes(join(final, f)) == data, f
+
+
+def test_sharded_hf_weights_are_read_by_every_reader(storage, prefix, tmp_path, demo_dir, monkeypatch):
+    """Above runtime.HF_MAX_SHARD_BYTES the served weights are several safetensors files + an HF index, all
+    committed; the trainer's loader (a next stage's input), the inference server's reload from S3 and the
+    checkpoint's own DCP state agree on them bitwise."""
+    from trainflow_trainer import job, runtime
+    from trainflow_trainer.model import INDEX_FILE, load_state_dict
+    from trainflow_trainer.serve.weights import load_checkpoint
+    from trainflow_trainer.train_state import read_train_state
+
+    monkeypatch.setattr(runtime, "HF_MAX_SHARD_BYTES", 100 * 1024)  # the test model's embedding alone is 128 KiB
+    monkeypatch.setenv("TRAINFLOW_DEVICE", "cpu")
+    monkeypatch.setenv("TRAINFLOW_S3_ENDPOINT", ENDPOINT)
+    store = {"endpoint": ENDPOINT, "region": "us-east-1", "force_path_style": True}
+    spec = make_spec(demo_dir, prefix, tmp_path / "work", steps=2, every=2, storage=store)
+    assert job.main(["--spec", str(write_spec(spec, tmp_path / "spec.json"))]) == 0
+    uri = join(prefix, step_dir(2))
+    files = {e["path"] for e in json.loads(storage.read_bytes(join(uri, COMMIT_FILE)))["files"]}
+    shards = sorted(f for f in files if f.endswith(".safetensors"))
+    assert INDEX_FILE in files and "model.safetensors" not in files and len(shards) >= 3, sorted(files)
+    assert shards == [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+
+    local, _ = fetch_verified(uri, storage, tmp_path / "cache")
+    weights = load_state_dict(local)
+    saved = read_train_state(local / "train_state")["model"]
+    for k, v in weights.items():
+        assert torch.equal(v, saved[k]), k
+    served, step = load_checkpoint(uri)
+    assert step == 2
+    for k, v in served.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+    # A next stage starts from the sharded folder (strict: every weight of the model must be found in it).
+    nxt = make_spec(demo_dir, join(prefix, "next"), tmp_path / "work2", steps=1, every=1, storage=store)
+    nxt["input_checkpoint"] = uri
+    assert job.main(["--spec", str(write_spec(nxt, tmp_path / "next.json"))]) == 0
+    fetched = tmp_path / "work2" / "inputs" / step_dir(2)
+    assert (fetched / INDEX_FILE).is_file() and not (fetched / "train_state").exists()  # weights only

@@ -12,6 +12,8 @@ from conftest import make_spec, run_job, start_job, wait_for, write_spec
 from safetensors.torch import load_file
 from specs import data_sources, train_configs
 
+from trainflow_trainer.train_state import read_train_state
+
 
 def committed(out: Path) -> list[str]:
     return sorted(p.parent.name for p in out.glob("step-*/COMMIT.json"))
@@ -79,7 +81,7 @@ def final_state(out: Path, step: int):
     assert json.loads((d / "COMMIT.json").read_text())["final"] is True
     return (
         load_file(d / "model.safetensors"),
-        torch.load(d / "optimizer.pt", weights_only=False),
+        read_train_state(d / "train_state")["optimizer"],
         json.loads((d / "trainer_state.json").read_text()),
     )
 

@@ -1,8 +1,13 @@
 """The checkpoint commit protocol, on a local folder or S3.
 
-    <prefix>/step-000200/  config.json, model.safetensors (or shards + index), tokenizer.json, optimizer.pt,
+    <prefix>/step-000200/  config.json, model.safetensors (or model-0000i-of-0000n.safetensors + index),
+                           tokenizer.json, train_state/ (DCP: .metadata + one __<rank>_0.distcp per rank),
                            trainer_state.json, rng.pt, ... and, written last, COMMIT.json:
     {"format": 1, "step": 200, "final": false, "created_at": ISO, "files": [{"path", "size", "sha256"}, ...]}
+
+Every file counts, in sub-folders too (DCP's hidden `.metadata` included); only COMMIT.json itself and
+temporary files of an unfinished copy (`.NAME.tmp-PID`) are left out. Under several ranks each rank uploads the
+files it wrote and rank 0 writes COMMIT.json over everyone's entries (upload_files + write_commit).
 
 A folder without COMMIT.json does not exist for readers (a writer died mid-upload). A reader verifies every
 listed size and sha256 before trusting a checkpoint; when one fails it says so and falls back to the previous
@@ -16,6 +21,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,7 @@ from .storage import Storage, is_s3, join, split_s3
 COMMIT_FILE = "COMMIT.json"
 FORMAT = 1
 STEP_DIR_RE = re.compile(r"^step-(\d{6,})$")
+TMP_FILE_RE = re.compile(r"^\..+\.tmp(-\d+)?$")  # storage.upload_file's and DCP's files in the making
 
 
 class CheckpointError(Exception):
@@ -47,22 +54,43 @@ def iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def staged_files(local_dir: str | Path) -> list[Path]:
+    """The files of a staged checkpoint folder a commit covers, sorted (see the module doc)."""
+    local = Path(local_dir)
+    return sorted(
+        p for p in local.rglob("*") if p.is_file() and p.name != COMMIT_FILE and not TMP_FILE_RE.match(p.name)
+    )
+
+
+def upload_files(local_dir: str | Path, uri: str, storage: Storage) -> list[dict]:
+    """Hashes every staged file of local_dir and uploads it to uri (nothing is copied when local_dir is uri).
+    Returns the COMMIT.json entries of these files."""
+    local = Path(local_dir)
+    entries = []
+    for f in staged_files(local):
+        rel = f.relative_to(local).as_posix()
+        entries.append({"path": rel, "size": f.stat().st_size, "sha256": sha256_file(f)})
+        storage.upload_file(f, join(uri, rel))
+    return entries
+
+
+def write_commit(uri: str, step: int, final: bool, entries: list[dict], storage: Storage) -> dict:
+    """Writes COMMIT.json over the given file entries (from one rank or gathered from all): the commit point."""
+    files = sorted(entries, key=lambda e: e["path"])
+    dupes = sorted(p for p, n in Counter(e["path"] for e in files).items() if n > 1)
+    if dupes:
+        raise CheckpointError(f"{uri}: {dupes[:3]} written by more than one rank (two ranks staged the same file)")
+    manifest = {"format": FORMAT, "step": step, "final": final, "created_at": iso_now(), "files": files}
+    storage.write_bytes(join(uri, COMMIT_FILE), (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
 def commit(local_dir: str | Path, uri: str, step: int, final: bool, storage: Storage) -> dict:
     """Publishes a staged checkpoint: uploads every file of local_dir to uri, then COMMIT.json last.
 
     local_dir may be the destination itself (local output): then nothing is copied, only COMMIT.json added.
     """
-    local = Path(local_dir)
-    entries = []
-    for f in sorted(
-        p for p in local.rglob("*") if p.is_file() and p.name != COMMIT_FILE and not p.name.startswith(".")
-    ):
-        rel = str(f.relative_to(local))
-        entries.append({"path": rel, "size": f.stat().st_size, "sha256": sha256_file(f)})
-        storage.upload_file(f, join(uri, rel))
-    manifest = {"format": FORMAT, "step": step, "final": final, "created_at": iso_now(), "files": entries}
-    storage.write_bytes(join(uri, COMMIT_FILE), (json.dumps(manifest, indent=2) + "\n").encode())
-    return manifest
+    return write_commit(uri, step, final, upload_files(local_dir, uri, storage), storage)
 
 
 def read_commit(uri: str, storage: Storage) -> dict | None:
@@ -78,10 +106,13 @@ def read_commit(uri: str, storage: Storage) -> dict | None:
     return manifest
 
 
-def fetch_verified(uri: str, storage: Storage, cache_dir: str | Path) -> tuple[Path, dict]:
+def fetch_verified(
+    uri: str, storage: Storage, cache_dir: str | Path, want: Callable[[str], bool] | None = None
+) -> tuple[Path, dict]:
     """A committed checkpoint as a local folder whose files all match COMMIT.json.
 
-    Local checkpoints are verified in place; S3 ones are downloaded to cache_dir/<step dir> first.
+    Local checkpoints are verified in place; S3 ones are downloaded to cache_dir/<step dir> first. want: which
+    listed paths to fetch and verify (default all; a reader of the weights alone leaves the training state).
     Raises CheckpointError naming the first file that fails.
     """
     manifest = read_commit(uri, storage)
@@ -89,6 +120,8 @@ def fetch_verified(uri: str, storage: Storage, cache_dir: str | Path) -> tuple[P
         raise CheckpointError(f"{uri}: no {COMMIT_FILE} (never committed: the writer stopped before finishing)")
     local = Path(cache_dir) / Path(uri.rstrip("/")).name if is_s3(uri) else Path(uri)
     for entry in manifest["files"]:
+        if want is not None and not want(entry["path"]):
+            continue
         src, dst = join(uri, entry["path"]), local / entry["path"]
         if is_s3(uri):
             try:

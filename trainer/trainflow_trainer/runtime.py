@@ -4,12 +4,14 @@
     ...the stage builds its data and restores its cursor from st.state when st.found...
     run_loop(ctx, st, step_fn, extra)              # step_fn(i) trains step i (0-based) and returns its metrics
 
-open_stage  where the weights start: this stage's latest committed checkpoint (resume: model, optimizer, RNG
-            and trainer_state.json restored), else the input checkpoint, else `model.init`; the tokenizer; the
-            model (placed on the job's processes) and its optimizer.
-save        the one writer of the commit protocol: a staging folder (the destination itself for local output)
-            with HF weights + tokenizer, optimizer, RNG, trainer_state.json and the stage's extra files, then
-            COMMIT.json, retention, the status update and a barrier so every rank leaves together.
+open_stage  where the weights start: this stage's latest committed checkpoint (resume: model and optimizer
+            from its sharded DCP folder at any world size, RNG and trainer_state.json), else the input
+            checkpoint's HF weights, else `model.init`; the tokenizer; the model (placed on the job's processes)
+            and its optimizer.
+save        the one writer of the commit protocol: a staging folder (the destination itself for local output;
+            one per rank for S3) with the training state as DCP shards (each rank its own), HF weights for
+            serving + tokenizer, RNG, trainer_state.json and the stage's extra files, then COMMIT.json over every
+            rank's files, retention, the status update and a barrier so every rank leaves together.
 run_loop    the step loop: preemption (SIGTERM, all ranks agreeing through ctx.should_stop), status, a commit
             every `checkpoint.every` steps, always at the end, and on a stop request before exiting 75.
 
@@ -30,33 +32,46 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, Found, apply_retention, commit, fetch_verified, latest_verified, step_dir
+from .checkpoint import (
+    COMMIT_FILE,
+    CheckpointError,
+    Found,
+    apply_retention,
+    fetch_verified,
+    latest_verified,
+    step_dir,
+    upload_files,
+    write_commit,
+)
 from .contract import TrainConfig
 from .contract.models import CheckpointInit, PresetInit
 from .errors import BadInput, Preempted
-from .model import ModelConfig, Transformer, load_config, load_state_dict, preset, save_hf
+from .model import DEFAULT_MAX_SHARD_BYTES, ModelConfig, Transformer, load_config, load_state_dict, preset, save_hf
 from .storage import is_s3, join
 from .tokenizer import TOKENIZER_FILE, Tokenizer
 from .tracking import Tracker
 from .train import (
+    Dist,
     FsdpOptions,
     build_optimizer,
     full_model_state,
-    full_optimizer_state,
-    load_full_state,
     parallelize,
     rng_state,
     seed_everything,
     set_deterministic,
     set_rng_state,
 )
+from .train_state import TRAIN_STATE_DIR, load_train_state, save_train_state
 
 if TYPE_CHECKING:
     from .job import JobContext
 
 STATE_FILE = "trainer_state.json"
-OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
+# The largest safetensors file of a checkpoint's HF weights (a constant, not a config key: serving engines read
+# any shard size; 2 GiB keeps each file well under S3's single-PUT limit and a loader's memory peak small).
+# Above it the weights are split into model-0000i-of-0000n.safetensors with model.safetensors.index.json.
+HF_MAX_SHARD_BYTES = DEFAULT_MAX_SHARD_BYTES
 
 
 @dataclass
@@ -96,8 +111,8 @@ class StageState:
 def open_checkpoint(ctx: JobContext, uri: str, what: str) -> Path:
     """A local folder for an input checkpoint: verified when committed; a plain HF folder is accepted locally."""
     cache = Path(ctx.spec.work_dir) / "inputs"
-    try:
-        local, _ = fetch_verified(uri, ctx.storage, cache)
+    try:  # a stage starts from the weights: the input's training state (optimizer, 2x their size) stays behind
+        local, _ = fetch_verified(uri, ctx.storage, cache, want=lambda p: not p.startswith(f"{TRAIN_STATE_DIR}/"))
         return local
     except CheckpointError as e:
         if not is_s3(uri) and (Path(uri) / "config.json").is_file() and not (Path(uri) / STATE_FILE).exists():
@@ -146,7 +161,9 @@ def find_resume(ctx: JobContext) -> tuple[Found | None, dict[str, Any]]:
     spec = ctx.spec
     if not spec.resume:
         return None, {}
-    found = latest_verified(spec.output_prefix, ctx.storage, Path(spec.work_dir) / "resume", log=ctx.log)
+    # each rank its own copy: ranks on one host share work_dir, and every rank may need every shard (resharding)
+    cache = Path(spec.work_dir) / "resume" / (f"rank-{ctx.dist.rank}" if ctx.dist.distributed else "")
+    found = latest_verified(spec.output_prefix, ctx.storage, cache, log=ctx.log)
     if found is None:
         return None, {}
     return found, json.loads((found.local_dir / STATE_FILE).read_text())
@@ -216,8 +233,13 @@ def open_stage(ctx: JobContext, *, seq_len: int | None = None, parallel: bool = 
         stage.kind, tcfg, stage.checkpoint.every, stage.checkpoint.keep_last, model, cfg, tok, optimizer, found, state
     )
     if found is not None:
-        optim_sd = torch.load(found.local_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=False)
-        load_full_state(model, optimizer, load_state_dict(found.local_dir), optim_sd)
+        train_state = found.local_dir / TRAIN_STATE_DIR
+        if not train_state.is_dir():
+            raise BadInput(
+                f"{found.uri} holds no {TRAIN_STATE_DIR}/ (a checkpoint of an older trainflow, optimizer.pt): it cannot"
+                " be resumed; start the stage again (resume --from STAGE) or move the folder away"
+            )
+        load_train_state(model, optimizer, train_state, d.distributed)
         set_rng_state(torch.load(found.local_dir / RNG_FILE, weights_only=False))
         st.step, st.metrics = int(state["step"]), dict(state.get("metrics", {}))
     return st
@@ -227,31 +249,66 @@ def open_stage(ctx: JobContext, *, seq_len: int | None = None, parallel: bool = 
 
 
 def save(ctx: JobContext, st: StageState, final: bool, extra: Extra) -> str:
-    """Commits step st.step: every file staged, then COMMIT.json, then retention. Call it on every rank (the
-    unsharded state is gathered collectively under FSDP); rank 0 writes. Returns the checkpoint's URI."""
+    """Commits step st.step: every file staged, then COMMIT.json, then retention. Call it on every rank: the
+    training state is written as DCP shards by every rank (train_state.py), the HF weights (gathered
+    collectively under FSDP), tokenizer, RNG, trainer_state.json and extra files by rank 0, and COMMIT.json,
+    over every rank's files, by rank 0 last. Returns the checkpoint's URI."""
     spec, d = ctx.spec, ctx.dist
     uri = join(spec.output_prefix, step_dir(st.step))
-    msd, osd = full_model_state(st.model), full_optimizer_state(st.model, st.optimizer)
-    if d.is_main:
-        local = Path(uri) if not is_s3(uri) else Path(spec.work_dir) / "staging" / step_dir(st.step)
-        (local / "COMMIT.json").unlink(missing_ok=True)  # an older commit of this step no longer holds
+    local = staging_dir(ctx, st.step)
+    if d.is_main or is_s3(uri):  # one shared destination folder (local output), or each rank's own staging
+        (local / COMMIT_FILE).unlink(missing_ok=True)  # an older commit of this step no longer holds
         shutil.rmtree(local, ignore_errors=True)
         local.mkdir(parents=True)
-        save_hf(msd, st.cfg, local)
+    _barrier(d)
+    msd = full_model_state(st.model)
+    save_train_state(st.model, st.optimizer, local / TRAIN_STATE_DIR, d.distributed, durable=not is_s3(uri))
+    if d.is_main:
+        save_hf(msd, st.cfg, local, HF_MAX_SHARD_BYTES)
         st.tok.save(local)
-        torch.save(osd, local / OPTIMIZER_FILE)
         torch.save(rng_state(), local / RNG_FILE)
         (local / STATE_FILE).write_text(json.dumps(trainer_state(ctx, st, extra)) + "\n")
         for name, text in extra.files.items():
             (local / name).write_text(text)
-        commit(local, uri, st.step, final, ctx.storage)
-        if is_s3(uri):
-            shutil.rmtree(local, ignore_errors=True)
+    _barrier(d)  # every rank's files are on disk
+    entries = publish_files(ctx, local, uri)
+    if d.is_main:
+        write_commit(uri, st.step, final, entries, ctx.storage)
         apply_retention(spec.output_prefix, ctx.storage, st.keep_last, log=ctx.log)
         ctx.status.update(last_checkpoint=uri, last_checkpoint_step=st.step, write=True)
+    if is_s3(uri):
+        shutil.rmtree(local, ignore_errors=True)
+    _barrier(d)
+    return uri
+
+
+def staging_dir(ctx: JobContext, step: int) -> Path:
+    """Where this rank writes step's files: the destination itself for local output (a folder every rank sees),
+    else its own folder under work_dir (ranks on other nodes have other disks; on one node they must not meet)."""
+    uri = join(ctx.spec.output_prefix, step_dir(step))
+    if not is_s3(uri):
+        return Path(uri)
+    return Path(ctx.spec.work_dir) / "staging" / f"rank-{ctx.dist.rank}" / step_dir(step)
+
+
+def publish_files(ctx: JobContext, local: Path, uri: str) -> list[dict]:
+    """COMMIT.json's entries of every rank's files (on rank 0; [] elsewhere). S3: each rank hashes and uploads
+    the files it staged and rank 0 gathers the entries; local output: every file is already in place and
+    rank 0 hashes the folder."""
+    d = ctx.dist
+    if not is_s3(uri):
+        return upload_files(local, uri, ctx.storage) if d.is_main else []
+    mine = upload_files(local, uri, ctx.storage)
+    if not d.distributed:
+        return mine
+    gathered: list[list[dict]] | None = [[] for _ in range(d.world)] if d.is_main else None
+    torch.distributed.gather_object(mine, gathered, dst=0)
+    return [e for rank_entries in gathered or [] for e in rank_entries]
+
+
+def _barrier(d: Dist) -> None:
     if d.distributed:
         torch.distributed.barrier()
-    return uri
 
 
 def trainer_state(ctx: JobContext, st: StageState, extra: Extra) -> dict[str, Any]:
@@ -317,6 +374,5 @@ __all__ = [
     "open_checkpoint",
     "resolve_tokenizer",
     "STATE_FILE",
-    "OPTIMIZER_FILE",
     "RNG_FILE",
 ]

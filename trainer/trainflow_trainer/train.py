@@ -165,13 +165,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=False)
 
 
-# Checkpoint state is unsharded and keyed by parameter name (FQN), the same on one CPU and on N GPUs, so a
-# run can resume on another world size. Under FSDP, torch.distributed.checkpoint gathers it; otherwise plain
-# state dicts are renamed by hand (DCP's import alone costs seconds of start-up on a small CPU).
+# The gathered (unsharded) weights under HF names: what serving, the next stage and the RL weight publisher read.
+# The training state a resume needs (model + optimizer, sharded) is a DCP folder: train_state.py.
 
 
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Unsharded fp32 weights under HF names, on CPU (a collective under FSDP: call it on every rank)."""
+    """Unsharded fp32 weights under HF names, on CPU (a collective under FSDP: call it on every rank; rank 0
+    receives them)."""
     if _is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -182,66 +182,6 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
             out[k] = v
         return out
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """{"state": {fqn: {step, exp_avg, exp_avg_sq}}, "param_groups": [{..., "params": [fqn, ...]}]}."""
-    if _is_fsdp(model):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(
-            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-    names = {id(p): n for n, p in model.named_parameters()}
-    sd = optimizer.state_dict()
-    index_to_name = {}
-    for group, sd_group in zip(optimizer.param_groups, sd["param_groups"]):
-        for p, i in zip(group["params"], sd_group["params"]):
-            index_to_name[i] = names[id(p)]
-    return {
-        "state": {
-            index_to_name[i]: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
-            for i, st in sd["state"].items()
-        },
-        "param_groups": [{**g, "params": [index_to_name[i] for i in g["params"]]} for g in sd["param_groups"]],
-    }
-
-
-def load_full_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer | None, model_sd: dict, optim_sd: dict | None
-) -> None:
-    cfg = getattr(model, "config", None)
-    if cfg is not None and cfg.tie_word_embeddings and "lm_head.weight" not in model_sd:
-        model_sd = {**model_sd, "lm_head.weight": model_sd["model.embed_tokens.weight"]}
-    if _is_fsdp(model):
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        set_model_state_dict(model, model_sd, options=StateDictOptions(full_state_dict=True, strict=False))
-        if optimizer is not None and optim_sd is not None:
-            set_optimizer_state_dict(model, optimizer, optim_sd, options=StateDictOptions(full_state_dict=True))
-    else:
-        model.load_state_dict(model_sd, strict=True)
-        if optimizer is not None and optim_sd is not None:
-            index: dict[int, int] = {}
-            for g in optimizer.param_groups:
-                for p in g["params"]:
-                    index[id(p)] = len(index)
-            name_to_index = {n: index[id(p)] for n, p in model.named_parameters()}
-            optimizer.load_state_dict(
-                {
-                    "state": {name_to_index[n]: st for n, st in optim_sd["state"].items()},
-                    "param_groups": [
-                        {**g, "params": [name_to_index[n] for n in g["params"]]} for g in optim_sd["param_groups"]
-                    ],
-                }
-            )
-    if optimizer is not None:
-        for g in optimizer.param_groups:  # a state-dict round trip may turn AdamW's betas tuple into a list
-            g["betas"] = tuple(g["betas"])
 
 
 def _is_fsdp(model: nn.Module) -> bool:
