@@ -26,16 +26,18 @@ from trainflow_trainer.engines import VllmEngine
 from trainflow_trainer.engines.base import http_json
 from trainflow_trainer.model import ModelConfig, Transformer, save_pretrained
 from trainflow_trainer.rl.processes import Child
-from trainflow_trainer.serve.fixture import TEXTS
-from trainflow_trainer.tokenizer import train_tokenizer
+from trainflow_trainer.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = [{"type": "function", "function": {"name": "python", "parameters": {"type": "object", "properties": {}}}}]
 
 
-def write_versions(out: Path, tie: bool) -> list[Path]:
-    """Two random policies (versions 0 and 1) of a tiny Qwen2 (head_dim 32: vLLM's CPU attention needs >= 32)."""
-    tok = train_tokenizer(TEXTS, vocab_size=400, min_frequency=2)
+def write_versions(out: Path, tie: bool, tokenizer: Path) -> list[Path]:
+    """Two random policies (versions 0 and 1) of a tiny Qwen2 (head_dim 32: vLLM's CPU attention needs >= 32)
+    with the demo's tokenizer: with its 2048 ids vLLM's CPU build serves a tied lm_head from a packed copy
+    that a plain `reload_weights` leaves stale (with a 390-id tokenizer it did not), so the tied variant
+    fails without our worker extension's fix."""
+    tok = Tokenizer.load(tokenizer)
     cfg = ModelConfig(
         vocab_size=tok.vocab_size,
         hidden_size=128,
@@ -80,8 +82,9 @@ class Stack:
 
 
 @pytest.fixture(scope="module", params=["tied", "untied"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    folders = write_versions(tmp_path_factory.mktemp(f"vllm-{request.param}"), tie=request.param == "tied")
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tokenizer: Path) -> Iterator[Stack]:
+    out = tmp_path_factory.mktemp(f"vllm-{request.param}")
+    folders = write_versions(out, tie=request.param == "tied", tokenizer=tokenizer)
     engine = VllmEngine.start(str(folders[0]), 0, log=print)
     proxy = None
     try:
