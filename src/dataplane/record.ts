@@ -35,6 +35,8 @@ interface LogprobEntry {
 // OpenAI's shape. Typed, not validated here: this runs on every response and every streamed chunk, and the
 // server's side is built from the same schema (its generated models) and checked in the tests.
 interface RawChoice extends ChoiceTokens {
+  /** vLLM's completions put the prompt's ids in each choice (its chat responses at the top level) */
+  prompt_token_ids?: number[] | null;
   index?: number;
   finish_reason?: string | null;
   text?: string;
@@ -79,6 +81,7 @@ export function absorb(rec: ResponseRecord, raw: RawResponse): void {
       };
       rec.choices.set(index, ch);
     }
+    if (Array.isArray(c.prompt_token_ids)) rec.promptIds ??= c.prompt_token_ids;
     const lp = c.logprobs ?? null;
     const entries = lp?.content ?? null;
     let ids: number[];

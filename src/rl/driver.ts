@@ -230,6 +230,7 @@ export async function main(specFile: string): Promise<void> {
       upstreams: spec.upstreams,
       adminToken,
       upstreamAdminToken: spec.upstream_admin_token,
+      engine: spec.upstream_engine,
       drift: 'fix',
       sessionIdleMs: idleMs,
       offerTrajectories: false,

@@ -596,11 +596,11 @@ const CASES: Case[] = [
   },
   // ---- issue 13's list: backends, schedules, pools; keys nothing honours ----
   {
-    rule: 'issue: inference backend vllm on the demo',
+    rule: 'issue: inference backend sglang on the demo',
     base: 'demo',
-    change: set(['stages', 5, 'rollout', 'inference'], { backend: 'vllm', servers: 4 }),
+    change: set(['stages', 5, 'rollout', 'inference'], { backend: 'sglang', servers: 4 }),
     path: ['stages', 5, 'rollout', 'inference', 'backend'],
-    message: 'vllm is not supported yet; use backend: local',
+    message: 'sglang is not supported yet; use backend: local or vllm',
   },
   {
     rule: 'issue: inference servers 4 on the demo',
@@ -614,7 +614,7 @@ const CASES: Case[] = [
     base: 'kat-dev-72b',
     change: set(['stages', 3, 'rollout', 'inference'], { backend: 'sglang' }),
     path: ['stages', 3, 'rollout', 'inference', 'backend'],
-    message: 'sglang is not supported yet; use backend: local',
+    message: 'sglang is not supported yet; use backend: local or vllm',
   },
   {
     rule: 'model.init.fallback.seed (not read)',
@@ -928,7 +928,7 @@ function badFile(caseRule: string): { file: string; c: Case } {
 test.each([
   'rollouts.py:46 (issue: group_size > concurrency)',
   'tasks/__init__.py:31 (issue: jsonl file missing)',
-  'issue: inference backend vllm on the demo',
+  'issue: inference backend sglang on the demo',
 ])('trainflow validate and trainflow run refuse "%s" with exit 2 before connecting', (rule) => {
   const { file, c } = badFile(rule);
   // every command on the first case; `run` (the one that would start the stack and workers) on each

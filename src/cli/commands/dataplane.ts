@@ -4,6 +4,7 @@ import { UserError } from '../../errors';
 import { parseDuration } from '../../config/units';
 import { DATAPLANE_LINE_PREFIX, type DataplaneReady } from '../../contract/ready';
 import { assembleDataPlane } from '../../dataplane/assemble';
+import { ENGINE_KINDS, type EngineKind } from '../../dataplane/engines';
 import { parseS3Uri } from '../../storage/s3';
 
 interface ServeOptions {
@@ -12,6 +13,7 @@ interface ServeOptions {
   port: string;
   adminToken?: string;
   upstreamAdminToken?: string;
+  engine: string;
   drift: string;
   ledgerDir?: string;
   ledgerS3?: string;
@@ -46,6 +48,7 @@ export function register(program: Command): void {
       '--upstream-admin-token <token>',
       "the inference servers' admin token (default: $TRAINFLOW_SERVE_ADMIN_TOKEN)",
     )
+    .option('--engine <kind>', 'what the upstreams are: local (the CPU server) or vllm', 'local')
     .option(
       '--drift <mode>',
       'tokenisation drift: detect (count it) or fix (send the recorded ids)',
@@ -71,6 +74,8 @@ export function register(program: Command): void {
       const adminToken = opts.adminToken ?? process.env.TRAINFLOW_DATAPLANE_ADMIN_TOKEN;
       if (!adminToken)
         throw new UserError('dataplane serve: give --admin-token or set TRAINFLOW_DATAPLANE_ADMIN_TOKEN');
+      if (!ENGINE_KINDS.includes(opts.engine as EngineKind))
+        throw new UserError(`dataplane serve: --engine must be local or vllm, got ${opts.engine}`);
       if (opts.drift !== 'detect' && opts.drift !== 'fix')
         throw new UserError(`dataplane serve: --drift must be detect or fix, got ${opts.drift}`);
       const port = Number(opts.port);
@@ -97,6 +102,7 @@ export function register(program: Command): void {
           upstreams: opts.upstream,
           adminToken,
           upstreamAdminToken: opts.upstreamAdminToken ?? process.env.TRAINFLOW_SERVE_ADMIN_TOKEN,
+          engine: opts.engine as EngineKind,
           drift: opts.drift,
           sessionIdleMs,
           offerTrajectories: true,

