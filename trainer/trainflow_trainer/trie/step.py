@@ -13,18 +13,38 @@ isolates what sharing buys, and input without shared prefixes yields bit-identic
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ..attention import AttentionMask
 from .attention import FlexTreeMask, SegmentTreeMask
 from .builder import Trajectory, build_forest
+from .distribute import assign_to_ranks, padded_count
 from .losses import LossSpec, TokenStats, entry_coefficients, row_entropy, sampling_logprobs, token_losses
 from .packer import MicroBatch, loss_entries, pack
 
 # "segment", "flex", or a factory MicroBatch -> AttentionMask (benchmarks plug other backends in here)
 Backend = str | Callable[[MicroBatch], AttentionMask]
+
+
+@dataclass(frozen=True)
+class Share:
+    """This process's part of a batch that `world` ranks train together. Every rank passes the same global
+    batch, packs it into the same micro-batches (packing is deterministic) and runs those `assign_to_ranks`
+    deals it; the per-entry loss coefficients are the global batch's, so the ranks' gradients add up to the
+    one-process gradient exactly. loss_scale: FSDP2 averages gradients over ranks, so under it the loss is
+    scaled by `world` to make that average the sum (1 for replicas whose gradients are all-reduced by sum)."""
+
+    rank: int
+    world: int
+    loss_scale: float = 1.0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
 
 
 def _mask_for(mb: MicroBatch, device: torch.device, backend: Backend) -> AttentionMask:
@@ -67,9 +87,11 @@ def packed_forward_backward(
     share_prefixes: bool = True,
     attention: Backend = "auto",
     backward: bool = True,
+    share: Share | None = None,
 ) -> dict[str, float]:
     """Trie mode. attention: "auto" (flex on CUDA, segment elsewhere), "segment", "flex", or a callable
-    MicroBatch -> AttentionMask."""
+    MicroBatch -> AttentionMask. share: this rank's part when several ranks train the batch (`Share`); the
+    metrics returned are then the whole batch's (summed over ranks: a collective on every rank)."""
     param = next(model.parameters())
     device = param.device
     backend = attention if attention != "auto" else ("flex" if device.type == "cuda" else "segment")
@@ -82,12 +104,13 @@ def packed_forward_backward(
 
     loss_dtype = param.dtype if param.dtype == torch.float64 else torch.float32
     acc = _Totals()
-    for mb in batches:
+    trained = [mb for mb in batches if len(mb.entries)]  # a micro-batch without entries adds nothing
+    mine, rounds = _my_share(trained, share)
+    scale = share.loss_scale if share is not None else 1.0
+    for mb in mine:
         e = mb.entries
         ids = torch.as_tensor(mb.input_ids, device=device)[None]
         pos = torch.as_tensor(mb.position_ids, device=device)[None]
-        if len(e) == 0:
-            continue  # nothing trained here: a zero contribution
         t = lambda a, dt=loss_dtype: torch.as_tensor(a, device=device, dtype=dt)  # noqa: E731
         uniq, inv = np.unique(e.row, return_inverse=True)  # rows shared by several branches: one logit row
         logits = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), t(uniq, torch.long)).to(loss_dtype)
@@ -100,8 +123,12 @@ def packed_forward_backward(
         )
         loss = (t(coef_all[e.index]) * ell).sum()
         if backward:
-            loss.backward()
+            (loss * scale if scale != 1.0 else loss).backward()
         acc.add(float(loss.detach()), t(e.mask), logp.detach(), stats)
+    if share is not None and share.distributed:
+        for _ in range(rounds - len(mine) if batches else 0):  # as many passes as the busiest rank: FSDP's
+            _empty_pass(model, trained[0] if trained else batches[0], device, backend, backward)  # pair up
+        acc.all_reduce(device)
     metrics = {
         "loss_tokens": float(len(entries)),
         "total_tokens": float(forest.total_tokens),
@@ -116,8 +143,30 @@ def packed_forward_backward(
     return metrics
 
 
+def _my_share(trained: list[MicroBatch], share: Share | None) -> tuple[list[MicroBatch], int]:
+    """This rank's micro-batches and the number of passes every rank runs (`trie/distribute.py`)."""
+    if share is None or not share.distributed:
+        return trained, len(trained)
+    assignment = assign_to_ranks(trained, share.world)
+    return [trained[i] for i in assignment[share.rank]], padded_count(assignment)
+
+
+def _empty_pass(model: torch.nn.Module, mb: MicroBatch, device: torch.device, backend: Backend, backward: bool) -> None:
+    """A forward/backward that adds exactly zero to every gradient: a rank with fewer micro-batches than the
+    busiest one runs these so that every rank takes part in the same collectives (FSDP2 all-gathers in each
+    forward and reduce-scatters in each backward); with replicas it is only a little wasted work."""
+    ids = torch.as_tensor(mb.input_ids, device=device)[None]
+    pos = torch.as_tensor(mb.position_ids, device=device)[None]
+    rows = torch.zeros(1, dtype=torch.long, device=device)
+    out = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), rows)
+    if backward:
+        (out.sum() * 0.0).backward()
+
+
 class _Totals:
     """Mask-weighted sums over the trained tokens of a batch, turned into the step's objective metrics."""
+
+    SUMS = ("clip_low", "clip_high", "logprob", "ratio", "behav_weight", "kl", "entropy")
 
     def __init__(self) -> None:
         self.loss = 0.0
@@ -146,6 +195,17 @@ class _Totals:
             self._sum("kl", m, stats.kl)
         if stats.entropy is not None:
             self._sum("entropy", m, stats.entropy)
+
+    def all_reduce(self, device: torch.device) -> None:
+        """The whole batch's totals from every rank's: sums summed, maxima maxed (a collective)."""
+        sums = torch.tensor([self.loss, *(self.sums.get(k, 0.0) for k in self.SUMS)], dtype=torch.float64)
+        maxima = torch.tensor([self.ratio_max, self.weight_max], dtype=torch.float64)
+        sums, maxima = sums.to(device), maxima.to(device)
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
+        self.loss, *rest = sums.tolist()
+        self.sums = dict(zip(self.SUMS, rest))
+        self.ratio_max, self.weight_max = maxima.tolist()
 
     def metrics(self, mask_total: float, spec: LossSpec) -> dict[str, float]:
         d = mask_total if mask_total > 0 else 1.0
@@ -177,25 +237,37 @@ def flat_forward_backward(
     *,
     attention: Backend = "auto",
     backward: bool = True,
+    share: Share | None = None,
 ) -> dict[str, float]:
     """Flat mode: the same computation with every trajectory packed on its own (no shared prefixes)."""
     return packed_forward_backward(
-        model, trajectories, loss_spec, max_tokens, share_prefixes=False, attention=attention, backward=backward
+        model,
+        trajectories,
+        loss_spec,
+        max_tokens,
+        share_prefixes=False,
+        attention=attention,
+        backward=backward,
+        share=share,
     )
 
 
 def forward_backward(
-    packing: dict, model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec
+    packing: dict,
+    model: torch.nn.Module,
+    trajectories: Sequence[Trajectory],
+    loss_spec: LossSpec,
+    share: Share | None = None,
 ) -> dict[str, float]:
-    """Dispatch on the config's `packing: {mode: trie | flat, max_tokens}` block."""
+    """Dispatch on the config's `packing: {mode: trie | flat, max_tokens}` block; share: as packed_forward_backward."""
     mode = packing.get("mode", "trie")
     max_tokens = packing.get("max_tokens")
     if not isinstance(max_tokens, int) or max_tokens <= 0:
         raise ValueError(f"packing.max_tokens must be a positive integer, got {max_tokens!r}")
     if mode == "trie":
-        return packed_forward_backward(model, trajectories, loss_spec, max_tokens)
+        return packed_forward_backward(model, trajectories, loss_spec, max_tokens, share=share)
     if mode == "flat":
-        return flat_forward_backward(model, trajectories, loss_spec, max_tokens)
+        return flat_forward_backward(model, trajectories, loss_spec, max_tokens, share=share)
     raise ValueError(f"packing.mode {mode!r} unknown (trie or flat)")
 
 
