@@ -19,7 +19,7 @@ from torch import nn
 
 from trainflow_trainer.model import ModelConfig, Transformer
 from trainflow_trainer.rl.objective import Objective, update, with_logprobs
-from trainflow_trainer.rl.ranks import share_of, sync_gradients
+from trainflow_trainer.rl.ranks import shares, sync_gradients
 from trainflow_trainer.train import Dist, init_distributed, optimizer_step, parallelize
 from trainflow_trainer.trie import LossSpec, Trajectory, forward_backward
 
@@ -125,7 +125,7 @@ def run_case(case: Case, d: Dist | None) -> dict[str, Any]:
         if case.kind == "rl" and not last:
             m, _ = update(model, optimizer, trajs, obj, pack, LR, 1.0, d)
         else:  # the RFT step (stages/rft.py), or the final pass: gradients kept, no step
-            m = forward_backward(pack, model, trajs, case.loss, share_of(d))
+            m = forward_backward(pack, model, trajs, case.loss, **shares(d))
             sync_gradients(model, d)
             if not last:
                 optimizer_step(model, optimizer, LR, 1.0)

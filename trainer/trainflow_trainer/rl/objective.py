@@ -28,7 +28,7 @@ from ..contract import StageConfig
 from ..train import Dist, optimizer_step
 from ..trie import LossSpec, Trajectory, forward_backward
 from ..trie.step import packed_logprobs
-from .ranks import share_of, sync_gradients
+from .ranks import shares, sync_gradients
 
 AGGREGATIONS: dict[str, Literal["token_mean", "seq_mean"]] = {"token-mean": "token_mean", "seq-mean": "seq_mean"}
 
@@ -134,10 +134,9 @@ def update(
         with_logprobs(model, trajs, obj.loss, packing["max_tokens"], "prox_logprobs")
     parts: list[dict[str, float]] = []
     grad_norm = 0.0
-    share = share_of(d)
     for chunk in split_minibatches(trajs, obj.minibatches) if trajs else [[]]:
         if chunk:
-            parts.append(forward_backward(packing, model, chunk, obj.loss, share))
+            parts.append(forward_backward(packing, model, chunk, obj.loss, **shares(d)))
         sync_gradients(model, d)
         grad_norm = optimizer_step(model, optimizer, lr, grad_clip)
     metrics = merge_metrics(parts)

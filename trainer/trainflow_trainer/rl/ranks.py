@@ -3,11 +3,12 @@
 Rank 0 is the coordinator: it alone starts the rollout side (the inference server and the data-plane driver,
 rl/rollouts.py) and talks to it. Each message the driver sends (a batch, the collected rollouts) is broadcast
 to every rank (`Coordinator.next_message`); every rank turns it into the same trajectories, packs them into the
-same micro-batches and trains those `trie/distribute.py` deals it (`share_of` → trie/step.py's `Share`); the
-gradients are summed over ranks (`sync_gradients`) before the optimizer step, so every rank holds the same
-update as one process would. After a step every rank joins the gathering of the full weights (a collective
-under FSDP) and rank 0 writes the folder the servers reload from (rl/policy.py `write_weights`); the commit's
-extras (ledger cursor, sampler statistics, the trained groups) are rank 0's (runtime.py `save` writes once).
+same micro-batches and trains those `trie/distribute.py` deals it (trie/step.py's rank/world); the gradients
+are summed over ranks (by FSDP2, or `sync_gradients` for CPU replicas) before the optimizer step, so every rank
+holds the same update as one process would. After a step every rank joins the gathering of the full weights
+(a collective under FSDP) and rank 0 writes the folder the servers reload from (rl/policy.py `write_weights`);
+the commit's extras (ledger cursor, sampler statistics, the trained groups) are rank 0's (runtime.py `save`
+writes once).
 
 A failure of the coordinator's conversation (preemption while waiting, the driver dying) is broadcast too, so
 the other ranks leave with the same exception instead of waiting forever in the next collective.
@@ -25,7 +26,6 @@ from torch import nn
 
 from ..errors import Preempted
 from ..train import Dist
-from ..trie.step import Share
 
 if TYPE_CHECKING:
     from ..job import JobContext
@@ -34,18 +34,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def share_of(d: Dist | None) -> Share | None:
-    """This rank's part of a batch (None on one process). FSDP2 averages gradients over ranks, so its loss is
-    scaled by the world size to make the average the sum; replicas sum theirs in `sync_gradients`."""
-    if d is None or not d.distributed:
-        return None
-    return Share(d.rank, d.world, loss_scale=float(d.world) if d.fsdp else 1.0)
-
-
 def sync_gradients(model: nn.Module, d: Dist | None) -> None:
-    """Sums the replicas' gradients over ranks (FSDP2 already reduce-scattered them in backward). A parameter
-    no rank gave a gradient stays without one (AdamW skips it, as on one process); one that some rank did not
-    reach gets zeros there, so every rank joins the same all-reduces."""
+    """Sums the ranks' gradients where nothing else does: CPU replicas (an all-reduce per parameter); under
+    FSDP2 the backward's reduce-scatter already summed them (train.py parallelize). A parameter no rank gave a
+    gradient stays without one (AdamW skips it, as on one process); one that some rank did not reach gets
+    zeros there, so every rank joins the same all-reduces."""
     if d is None or not d.distributed or d.fsdp:
         return
     params = list(model.parameters())
@@ -57,6 +50,11 @@ def sync_gradients(model: nn.Module, d: Dist | None) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def shares(d: Dist | None) -> dict[str, int]:
+    """This process's share of a batch, as trie/step.py's forward_backward takes it (rank, world)."""
+    return {"rank": d.rank, "world": d.world} if d is not None else {}
 
 
 def broadcast(d: Dist, obj: T | None) -> T:
@@ -115,4 +113,4 @@ class Coordinator:
             self.ro.trained(weights_dir, version)
 
 
-__all__ = ["Coordinator", "broadcast", "from_rank0", "share_of", "sync_gradients"]
+__all__ = ["Coordinator", "broadcast", "from_rank0", "shares", "sync_gradients"]

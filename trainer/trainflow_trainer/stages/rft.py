@@ -23,7 +23,7 @@ from ..contract import DriverCollected, RftConfig, TrainConfig
 from ..errors import Preempted
 from ..rl.batch import to_trajectories
 from ..rl.policy import SAMPLER_FILE, open_policy, sampler_files, write_weights
-from ..rl.ranks import from_rank0, share_of, sync_gradients
+from ..rl.ranks import from_rank0, shares, sync_gradients
 from ..rl.rollouts import Rollouts
 from ..runtime import Extra, StageState, run_loop
 from ..train import lr_at, optimizer_step
@@ -118,14 +118,12 @@ def run(ctx: JobContext) -> None:
     metrics: dict[str, float] = {**{k: float(v) for k, v in rollout_metrics.items()}, "kept": float(len(kept))}
     order = example_order(len(examples), tcfg)
 
-    share = share_of(ctx.dist)
-
     def step_fn(step: int) -> dict[str, float]:
         t0 = time.perf_counter()
         m: dict[str, float] = {}
         if examples:
             batch = [examples[i] for i in order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]]
-            m = forward_backward(pack, st.model, batch, lspec, share)
+            m = forward_backward(pack, st.model, batch, lspec, **shares(ctx.dist))
             sync_gradients(st.model, ctx.dist)
             optimizer_step(st.model, st.optimizer, lr_at(step, tcfg), tcfg.grad_clip)
         dt = time.perf_counter() - t0

@@ -8,43 +8,30 @@ Both accumulate into `.grad` (call `optimizer.zero_grad()` before) and return pl
 everything but prefix sharing: flat packs each trajectory as its own chain-shaped tree into the same
 micro-batches (varlen packing, no padding, one causal attention call per sequence), so the comparison
 isolates what sharing buys, and input without shared prefixes yields bit-identical results in both modes.
+
+Several ranks (FSDP2): every rank passes the same global batch and `rank`/`world`; every rank builds the same
+forest and micro-batches, takes its share (distribute.py, balanced by token count), and runs as many
+forward/backward passes as the busiest rank — padding with an empty, zero-weight pass — so every rank joins
+every all-gather and reduce-scatter. The loss coefficients are the global batch's, so the gradients FSDP sums
+over ranks are the one-process ones, and the metrics are summed over ranks before they are returned.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from ..attention import AttentionMask
 from .attention import FlexTreeMask, SegmentTreeMask
 from .builder import Trajectory, build_forest
 from .distribute import assign_to_ranks, padded_count
 from .losses import LossSpec, TokenStats, entry_coefficients, row_entropy, sampling_logprobs, token_losses
-from .packer import MicroBatch, loss_entries, pack
+from .packer import LossEntries, MicroBatch, loss_entries, pack
 
 # "segment", "flex", or a factory MicroBatch -> AttentionMask (benchmarks plug other backends in here)
 Backend = str | Callable[[MicroBatch], AttentionMask]
-
-
-@dataclass(frozen=True)
-class Share:
-    """This process's part of a batch that `world` ranks train together. Every rank passes the same global
-    batch, packs it into the same micro-batches (packing is deterministic) and runs those `assign_to_ranks`
-    deals it; the per-entry loss coefficients are the global batch's, so the ranks' gradients add up to the
-    one-process gradient exactly. loss_scale: FSDP2 averages gradients over ranks, so under it the loss is
-    scaled by `world` to make that average the sum (1 for replicas whose gradients are all-reduced by sum)."""
-
-    rank: int
-    world: int
-    loss_scale: float = 1.0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
 
 
 def _mask_for(mb: MicroBatch, device: torch.device, backend: Backend) -> AttentionMask:
@@ -67,6 +54,31 @@ def logits_at_rows(
     `Transformer`: model.embed_tokens/rotary/layers/norm, lm_head); any other model gets a full forward.
     This mirrors Transformer.forward; the exactness tests compare against model.forward, so drift shows.
     """
+    under_fsdp = getattr(model, FSDP_ROWS_METHOD, None)
+    if under_fsdp is not None:
+        return under_fsdp(ids, pos, mask, rows)
+    return _logits_at_rows(model, ids, pos, mask, rows)
+
+
+FSDP_ROWS_METHOD = "trainflow_logits_at_rows"
+
+
+def register_under_fsdp(model: torch.nn.Module) -> None:
+    """Lets logits_at_rows run through a model sharded with fully_shard: the root's parameters (embeddings,
+    final norm, LM head) are all-gathered by FSDP's forward hooks, which by default run only around
+    `forward`, so the rows-only forward is registered as a second forward method of the root."""
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    def rows_forward(ids: torch.Tensor, pos: torch.Tensor, mask: AttentionMask, rows: torch.Tensor) -> torch.Tensor:
+        return _logits_at_rows(model, ids, pos, mask, rows)
+
+    setattr(model, FSDP_ROWS_METHOD, rows_forward)
+    register_fsdp_forward_method(model, FSDP_ROWS_METHOD)
+
+
+def _logits_at_rows(
+    model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask: AttentionMask, rows: torch.Tensor
+) -> torch.Tensor:
     core = getattr(model, "model", None)
     if core is None or not all(hasattr(core, a) for a in ("embed_tokens", "rotary", "layers", "norm")):
         return model(ids, pos, mask)[0][rows]
@@ -87,11 +99,12 @@ def packed_forward_backward(
     share_prefixes: bool = True,
     attention: Backend = "auto",
     backward: bool = True,
-    share: Share | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
     """Trie mode. attention: "auto" (flex on CUDA, segment elsewhere), "segment", "flex", or a callable
-    MicroBatch -> AttentionMask. share: this rank's part when several ranks train the batch (`Share`); the
-    metrics returned are then the whole batch's (summed over ranks: a collective on every rank)."""
+    MicroBatch -> AttentionMask. rank/world: this process's share of the micro-batches (module docstring);
+    every rank passes the same trajectories."""
     param = next(model.parameters())
     device = param.device
     backend = attention if attention != "auto" else ("flex" if device.type == "cuda" else "segment")
@@ -100,20 +113,30 @@ def packed_forward_backward(
     weights = np.asarray([br.weight for br in forest.branches])
     coef_all = entry_coefficients(entries.mask, entries.branch, weights, loss_spec)
     adv_all = np.asarray([br.advantage for br in forest.branches])
-    batches = pack(forest, max_tokens, pad_multiple=128 if backend == "flex" else 1, entries=entries)
+    pad_multiple = 128 if backend == "flex" else 1
+    batches = pack(forest, max_tokens, pad_multiple=pad_multiple, entries=entries)
+    assignment = assign_to_ranks(batches, world)
+    mine = [batches[i] for i in assignment[rank]]
+    passes = padded_count(assignment) if world > 1 else len(mine)
 
     loss_dtype = param.dtype if param.dtype == torch.float64 else torch.float32
     acc = _Totals()
-    trained = [mb for mb in batches if len(mb.entries)]  # a micro-batch without entries adds nothing
-    mine, rounds = _my_share(trained, share)
-    scale = share.loss_scale if share is not None else 1.0
-    for mb in mine:
+    for k in range(passes):
+        mb = mine[k] if k < len(mine) else _empty_pass(pad_multiple)
         e = mb.entries
         ids = torch.as_tensor(mb.input_ids, device=device)[None]
         pos = torch.as_tensor(mb.position_ids, device=device)[None]
+        mask = _mask_for(mb, device, backend)
+        _set_gradient_sync(model, k == passes - 1)
+        if len(e) == 0:
+            if world > 1:  # nothing trained here, but the collectives must pair up across ranks
+                logits = logits_at_rows(model, ids, pos, mask, torch.zeros(1, dtype=torch.long, device=device))
+                if backward:
+                    (logits.sum() * 0.0).backward()  # a zero contribution to every gradient
+            continue
         t = lambda a, dt=loss_dtype: torch.as_tensor(a, device=device, dtype=dt)  # noqa: E731
         uniq, inv = np.unique(e.row, return_inverse=True)  # rows shared by several branches: one logit row
-        logits = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), t(uniq, torch.long)).to(loss_dtype)
+        logits = logits_at_rows(model, ids, pos, mask, t(uniq, torch.long)).to(loss_dtype)
         rows, targets = t(inv, torch.long), t(e.target, torch.long)
         logp, z, lse = sampling_logprobs(logits, rows, targets, loss_spec.temperature, loss_spec.top_p)
         entropy = row_entropy(z, lse)[rows] if loss_spec.entropy_coef != 0.0 else None
@@ -123,11 +146,9 @@ def packed_forward_backward(
         )
         loss = (t(coef_all[e.index]) * ell).sum()
         if backward:
-            (loss * scale if scale != 1.0 else loss).backward()
+            loss.backward()
         acc.add(float(loss.detach()), t(e.mask), logp.detach(), stats)
-    if share is not None and share.distributed:
-        for _ in range(rounds - len(mine) if batches else 0):  # as many passes as the busiest rank: FSDP's
-            _empty_pass(model, trained[0] if trained else batches[0], device, backend, backward)  # pair up
+    if world > 1:
         acc.all_reduce(device)
     metrics = {
         "loss_tokens": float(len(entries)),
@@ -135,6 +156,7 @@ def packed_forward_backward(
         "unique_tokens": float(forest.unique_tokens),
         "packed_tokens": float(sum(len(mb) for mb in batches)),  # unique + recomputed root paths (+ padding)
         "micro_batches": float(len(batches)),
+        "passes_per_rank": float(passes),
         **acc.metrics(float(entries.mask.sum()), loss_spec),
     }
     versions = np.concatenate([br.versions for br in forest.branches])
@@ -143,30 +165,34 @@ def packed_forward_backward(
     return metrics
 
 
-def _my_share(trained: list[MicroBatch], share: Share | None) -> tuple[list[MicroBatch], int]:
-    """This rank's micro-batches and the number of passes every rank runs (`trie/distribute.py`)."""
-    if share is None or not share.distributed:
-        return trained, len(trained)
-    assignment = assign_to_ranks(trained, share.world)
-    return [trained[i] for i in assignment[share.rank]], padded_count(assignment)
+def _empty_pass(pad_multiple: int) -> MicroBatch:
+    """A pass that trains nothing: a chain of padding tokens (token 0), no loss entries."""
+    n = max(1, pad_multiple)
+    parent = np.arange(-1, n - 1)
+    none = np.zeros(0, dtype=np.int64)
+    entries = LossEntries(*(none for _ in LossEntries.__dataclass_fields__))
+    return MicroBatch(
+        nodes=np.full(n, -1),
+        input_ids=np.zeros(n, dtype=np.int64),
+        position_ids=np.arange(n),
+        parent=parent,
+        subtree_end=np.full(n, n),
+        entries=entries,
+    )
 
 
-def _empty_pass(model: torch.nn.Module, mb: MicroBatch, device: torch.device, backend: Backend, backward: bool) -> None:
-    """A forward/backward that adds exactly zero to every gradient: a rank with fewer micro-batches than the
-    busiest one runs these so that every rank takes part in the same collectives (FSDP2 all-gathers in each
-    forward and reduce-scatters in each backward); with replicas it is only a little wasted work."""
-    ids = torch.as_tensor(mb.input_ids, device=device)[None]
-    pos = torch.as_tensor(mb.position_ids, device=device)[None]
-    rows = torch.zeros(1, dtype=torch.long, device=device)
-    out = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), rows)
-    if backward:
-        (out.sum() * 0.0).backward()
+def _set_gradient_sync(model: torch.nn.Module, last: bool) -> None:
+    """Under FSDP, reduce-scatter only in the last pass's backward (earlier passes accumulate locally)."""
+    setter = getattr(model, "set_requires_gradient_sync", None)
+    if setter is not None:
+        setter(last)
+
+
+_SUM_KEYS = ("clip_low", "clip_high", "logprob", "ratio", "behav_weight", "kl", "entropy")
 
 
 class _Totals:
     """Mask-weighted sums over the trained tokens of a batch, turned into the step's objective metrics."""
-
-    SUMS = ("clip_low", "clip_high", "logprob", "ratio", "behav_weight", "kl", "entropy")
 
     def __init__(self) -> None:
         self.loss = 0.0
@@ -197,15 +223,18 @@ class _Totals:
             self._sum("entropy", m, stats.entropy)
 
     def all_reduce(self, device: torch.device) -> None:
-        """The whole batch's totals from every rank's: sums summed, maxima maxed (a collective)."""
-        sums = torch.tensor([self.loss, *(self.sums.get(k, 0.0) for k in self.SUMS)], dtype=torch.float64)
+        """Sums (and maxima) over ranks, in one fixed order on every rank."""
+        import torch.distributed as dist
+
+        sums = torch.tensor([self.loss, *(self.sums.get(k, 0.0) for k in _SUM_KEYS)], dtype=torch.float64)
         maxima = torch.tensor([self.ratio_max, self.weight_max], dtype=torch.float64)
         sums, maxima = sums.to(device), maxima.to(device)
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
         dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
-        self.loss, *rest = sums.tolist()
-        self.sums = dict(zip(self.SUMS, rest))
-        self.ratio_max, self.weight_max = maxima.tolist()
+        values = sums.cpu().tolist()
+        self.loss = values[0]
+        self.sums = dict(zip(_SUM_KEYS, values[1:]))
+        self.ratio_max, self.weight_max = maxima.cpu().tolist()
 
     def metrics(self, mask_total: float, spec: LossSpec) -> dict[str, float]:
         d = mask_total if mask_total > 0 else 1.0
@@ -237,7 +266,8 @@ def flat_forward_backward(
     *,
     attention: Backend = "auto",
     backward: bool = True,
-    share: Share | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
     """Flat mode: the same computation with every trajectory packed on its own (no shared prefixes)."""
     return packed_forward_backward(
@@ -248,7 +278,8 @@ def flat_forward_backward(
         share_prefixes=False,
         attention=attention,
         backward=backward,
-        share=share,
+        rank=rank,
+        world=world,
     )
 
 
@@ -257,17 +288,20 @@ def forward_backward(
     model: torch.nn.Module,
     trajectories: Sequence[Trajectory],
     loss_spec: LossSpec,
-    share: Share | None = None,
+    *,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
-    """Dispatch on the config's `packing: {mode: trie | flat, max_tokens}` block; share: as packed_forward_backward."""
+    """Dispatch on the config's `packing: {mode: trie | flat, max_tokens}` block; rank/world: as
+    packed_forward_backward (this process's share when several ranks train the batch)."""
     mode = packing.get("mode", "trie")
     max_tokens = packing.get("max_tokens")
     if not isinstance(max_tokens, int) or max_tokens <= 0:
         raise ValueError(f"packing.max_tokens must be a positive integer, got {max_tokens!r}")
     if mode == "trie":
-        return packed_forward_backward(model, trajectories, loss_spec, max_tokens, share=share)
+        return packed_forward_backward(model, trajectories, loss_spec, max_tokens, rank=rank, world=world)
     if mode == "flat":
-        return flat_forward_backward(model, trajectories, loss_spec, max_tokens, share=share)
+        return flat_forward_backward(model, trajectories, loss_spec, max_tokens, rank=rank, world=world)
     raise ValueError(f"packing.mode {mode!r} unknown (trie or flat)")
 
 
