@@ -21,6 +21,8 @@ const BAD = 'test/config/bad-configs.test.ts::each bad config is rejected at its
 const RL_RESUME = 'trainer/tests/test_rl.py::test_rl_stage_kill9_resumes_cursor_and_sampler_stats';
 const OBJECTIVE = 'trainer/tests/test_rl_objective.py::';
 const JOB = 'trainer/tests/test_job.py::test_one_cpu_training_step_learns';
+const FSDP = 'trainer/tests/test_fsdp.py::';
+const PPN = 'test/launchers/procs-per-node.test.ts::';
 const RESUME = 'trainer/tests/test_job.py::test_exact_resume_after_sigkill';
 const SAMPLER = 'test/sampling/sampler.test.ts::';
 const TRACKING = 'trainer/tests/test_tracking.py::';
@@ -85,6 +87,11 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'defaults.resources.cpus_per_node': {
     honoured: 'CPU request and OMP_NUM_THREADS of the job (activities/job.ts)',
     test: 'test/activities/thread-env.test.ts::cpus_per_node sets the threads',
+  },
+  'defaults.resources.procs_per_node': {
+    honoured:
+      'processes per CPU node: torchrun --nproc-per-node (local, Slurm, Kubernetes), FSDP2 ranks over gloo',
+    test: PPN + 'the local launcher runs a CPU job with procs_per_node > 1 under torchrun',
   },
   'defaults.resources.memory_per_node': { honoured: 'memory request of slurm/kubernetes jobs', test: SLURM },
 
@@ -206,6 +213,18 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'stages[].train.weight_decay': { honoured: 'train.py build_optimizer', test: JOB },
   'stages[].train.betas': { honoured: 'train.py build_optimizer', test: JOB },
   'stages[].train.grad_clip': { honoured: 'train.py train_step, rl.py, rft.py clip_grad_norm_', test: JOB },
+  'stages[].train.fsdp.mixed_precision': {
+    honoured: 'train.py parallelize: FSDP2 MixedPrecisionPolicy(bf16 params, fp32 reduce)',
+    test: FSDP + 'test_bf16_mixed_precision_computes_in_bf16_and_reduces_in_fp32',
+  },
+  'stages[].train.fsdp.activation_checkpointing': {
+    honoured: 'train.py parallelize: checkpoint() on every block',
+    test: FSDP + 'test_activation_checkpointing_and_cpu_offload_run_and_stay_exact',
+  },
+  'stages[].train.fsdp.cpu_offload': {
+    honoured: 'train.py parallelize: FSDP2 CPUOffloadPolicy',
+    test: FSDP + 'test_activation_checkpointing_and_cpu_offload_run_and_stay_exact',
+  },
   'stages[].train.seed': { honoured: 'seed_everything, data order, the sampler seed', test: RESUME },
   'stages[].checkpoint.every': { honoured: 'commit cadence of every stage', test: FAIL },
   'stages[].checkpoint.keep_last': {
@@ -222,6 +241,10 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'stages[].resources.cpus_per_node': {
     honoured: 'as defaults.resources.cpus_per_node, per stage',
     test: 'test/activities/thread-env.test.ts::cpus_per_node sets the threads',
+  },
+  'stages[].resources.procs_per_node': {
+    honoured: 'as defaults.resources.procs_per_node, per stage',
+    test: PPN + 'Slurm and Kubernetes render it as the processes per node',
   },
   'stages[].resources.memory_per_node': {
     honoured: 'as defaults.resources.memory_per_node, per stage',

@@ -81,6 +81,11 @@ const resourcesSchema = z.strictObject({
   cpus_per_node: positiveInt()
     .optional()
     .describe("CPU cores per node to request; also the job's CPU threads (OMP_NUM_THREADS for PyTorch)."),
+  procs_per_node: positiveInt()
+    .optional()
+    .describe(
+      'Training processes per node on CPU hosts (gpus_per_node 0): FSDP2 ranks over gloo under torchrun; default 1. GPU jobs run one process per GPU.',
+    ),
   memory_per_node: size().optional().describe('Memory per node to request.'),
 });
 const resourcesOverrideSchema = z.strictObject({
@@ -89,6 +94,7 @@ const resourcesOverrideSchema = z.strictObject({
   gpus_per_node: nonNegativeInt().optional(),
   gpu_type: text().optional(),
   cpus_per_node: positiveInt().optional(),
+  procs_per_node: positiveInt().optional(),
   memory_per_node: size().optional(),
 });
 
@@ -316,6 +322,29 @@ const trainSchema = z.strictObject({
   betas: z.tuple([fraction(), fraction()]).default([0.9, 0.95]).describe('AdamW betas.'),
   grad_clip: positiveNumber().default(1.0).describe('Gradient-norm clipping threshold.'),
   seed: nonNegativeInt().default(1234).describe('Seed of initialisation, shuffling and sampling.'),
+  fsdp: z
+    .strictObject({
+      mixed_precision: z
+        .enum(['fp32', 'bf16'], { error: 'expected fp32 or bf16' })
+        .default('fp32')
+        .describe(
+          'bf16: FSDP2 all-gathers parameters in bf16 for forward/backward and reduces gradients in fp32 (MixedPrecisionPolicy); the fp32 master weights stay sharded. Applies to multi-process jobs.',
+        ),
+      activation_checkpointing: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Recompute each block's activations in backward instead of keeping them (less memory, more compute).",
+        ),
+      cpu_offload: z
+        .boolean()
+        .default(false)
+        .describe(
+          'Keep the sharded parameters, gradients and optimizer state in host memory (CPUOffloadPolicy; the optimizer step runs on the CPU). Applies to multi-process jobs.',
+        ),
+    })
+    .prefault({})
+    .describe('How a multi-process job shards the model (FSDP2: fully_shard per block, then the root).'),
 });
 
 const checkpointSchema = z.strictObject({
@@ -603,6 +632,28 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
         res.gpus_per_node,
       );
     }
+    if (
+      res.procs_per_node !== undefined &&
+      res.gpus_per_node > 0 &&
+      res.procs_per_node !== res.gpus_per_node
+    ) {
+      issue(
+        resPath('procs_per_node'),
+        `a GPU job runs one process per GPU (gpus_per_node ${res.gpus_per_node}); procs_per_node is for CPU hosts: remove it`,
+        res.procs_per_node,
+      );
+    }
+    if (
+      res.procs_per_node !== undefined &&
+      res.cpus_per_node !== undefined &&
+      res.procs_per_node > res.cpus_per_node
+    ) {
+      issue(
+        resPath('procs_per_node'),
+        `more processes than the ${res.cpus_per_node} CPU cores per node requested (cpus_per_node): lower procs_per_node or raise cpus_per_node`,
+        res.procs_per_node,
+      );
+    }
     if (pool.launcher === 'local' && res.memory_per_node !== undefined) {
       issue(
         resPath('memory_per_node'),
@@ -670,9 +721,15 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
   }
 }
 
-/** Processes of a stage's job: nodes × one per GPU (one on a CPU-only node), as the launchers start them. */
-export function worldSize(resources: { nodes: number; gpus_per_node: number }): number {
-  return resources.nodes * Math.max(1, resources.gpus_per_node);
+/** Processes of a stage's job: nodes × one per GPU (procs_per_node, default 1, on a CPU-only node), as the
+ * launchers start them (launchers/cluster.ts procsPerNode). */
+export function worldSize(resources: {
+  nodes: number;
+  gpus_per_node: number;
+  procs_per_node?: number;
+}): number {
+  const perNode = resources.gpus_per_node > 0 ? resources.gpus_per_node : (resources.procs_per_node ?? 1);
+  return resources.nodes * perNode;
 }
 
 /** Sequences per optimizer step: rl trains batch_groups × group_size trajectories per step, whatever else. */
@@ -783,7 +840,7 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
     if (batch % world !== 0) {
       issue(
         at('train', 'batch_size'),
-        `must be divisible by the job's ${world} processes (nodes × gpus_per_node)`,
+        `must be divisible by the job's ${world} processes (nodes × gpus_per_node, or × procs_per_node on CPU hosts)`,
         train.batch_size ?? batch,
       );
     } else if (train.micro_batch_size !== undefined && (batch / world) % train.micro_batch_size !== 0) {
@@ -831,17 +888,21 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
     });
   }
 
-  // FSDP (more than one GPU process) cannot run the trie step (train.py train_step_trie); sft packs by trie by default.
-  if (
-    stage.kind === 'sft' &&
-    (stage.packing?.mode ?? 'trie') === 'trie' &&
-    res.gpus_per_node > 0 &&
-    world > 1
-  ) {
-    issue(
-      at('packing', 'mode'),
-      `trie packing is not supported under FSDP (${world} GPU processes) yet: set packing: {mode: flat}`,
-    );
+  // bf16 parameters and CPU offload are FSDP2 policies: one process is not sharded, so they would do nothing.
+  const fsdp = stage.train?.fsdp;
+  if (fsdp && world === 1) {
+    if (fsdp.mixed_precision === 'bf16') {
+      issue(
+        at('train', 'fsdp', 'mixed_precision'),
+        'bf16 is an FSDP2 policy of multi-process jobs and this job runs 1 process: remove it (or raise gpus_per_node / procs_per_node / nodes)',
+      );
+    }
+    if (fsdp.cpu_offload) {
+      issue(
+        at('train', 'fsdp', 'cpu_offload'),
+        'CPU offload is an FSDP2 policy of multi-process jobs and this job runs 1 process: remove it (or raise gpus_per_node / procs_per_node / nodes)',
+      );
+    }
   }
 
   if (stage.tasks) checkTasks(stage.tasks, at, issue);

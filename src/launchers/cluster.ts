@@ -19,6 +19,8 @@ export interface JobShape {
   gpusPerNode: number;
   gpuType?: string;
   cpusPerNode?: number;
+  /** Processes per node of a CPU-only job (resources.procs_per_node); GPU jobs run one per GPU. */
+  procsPerNode?: number;
   /** Bytes. */
   memoryPerNode?: number;
 }
@@ -51,6 +53,7 @@ export function jobShape(spec: unknown, pool?: PoolConfig): JobShape {
     gpusPerNode: r.gpus_per_node ?? pool?.gpus_per_node ?? 0,
     gpuType: r.gpu_type ?? pool?.gpu_type,
     cpusPerNode: r.cpus_per_node,
+    procsPerNode: r.procs_per_node,
     memoryPerNode: r.memory_per_node,
   };
   const where = `stage ${stage?.name ?? '?'} resources`;
@@ -67,9 +70,34 @@ export function jobShape(spec: unknown, pool?: PoolConfig): JobShape {
   return shape;
 }
 
-/** Processes per node: one per GPU, or one on a CPU-only job. */
+/** Processes per node: one per GPU, or procs_per_node (default 1) on a CPU-only job (FSDP2 over gloo). */
 export function procsPerNode(shape: JobShape): number {
-  return Math.max(1, shape.gpusPerNode);
+  return shape.gpusPerNode > 0 ? shape.gpusPerNode : (shape.procsPerNode ?? 1);
+}
+
+function isPythonJob(argv: string[]): boolean {
+  const exe = argv[0];
+  return exe !== undefined && /^python[0-9.]*$/.test(path.basename(exe));
+}
+
+/**
+ * The argv of a one-node job on the local launcher: a Python job with more than one process per node
+ * (procs_per_node on a CPU host) runs under a standalone torchrun (its own rendezvous on a free port);
+ * anything else as it is.
+ */
+export function localCommand(argv: string[], shape: JobShape): string[] {
+  const procs = procsPerNode(shape);
+  if (!isPythonJob(argv) || procs <= 1) return argv;
+  const [exe, ...rest] = argv;
+  return [
+    exe,
+    '-m',
+    'torch.distributed.run',
+    '--standalone',
+    '--nnodes=1',
+    `--nproc-per-node=${procs}`,
+    ...rest,
+  ];
 }
 
 /**
@@ -80,8 +108,8 @@ export function procsPerNode(shape: JobShape): number {
  */
 export function nodeCommand(argv: string[], shape: JobShape): string[] {
   const [exe, ...rest] = argv;
-  const isPython = exe !== undefined && /^python[0-9.]*$/.test(path.basename(exe));
-  if (!isPython || (shape.nodes === 1 && shape.gpusPerNode === 0)) return argv;
+  if (!isPythonJob(argv) || (shape.nodes === 1 && procsPerNode(shape) === 1 && shape.gpusPerNode === 0))
+    return argv;
   // `-m MODULE args` and `SCRIPT args` both go after torchrun's own flags, as they are.
   return [
     exe,

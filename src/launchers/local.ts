@@ -23,6 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dataDir } from '../pipeline/paths';
 import { followFile } from './logs';
 import type { JobInfo, JobLaunch, Launcher, LogOptions } from './types';
+import { jobShape, localCommand } from './cluster';
 
 interface JobRecord {
   pid: number;
@@ -152,7 +153,11 @@ export class LocalLauncher implements Launcher {
       rmSync(path.join(dir, stale), { force: true });
     const specPath = path.join(dir, 'spec.json');
     writeFileSync(specPath, `${JSON.stringify(job.spec, null, 2)}\n`);
-    const argv = job.command.map((a) => a.replaceAll('{spec}', specPath));
+    // procs_per_node > 1 on this host: torchrun starts the ranks (FSDP2 over gloo)
+    const argv = localCommand(
+      job.command.map((a) => a.replaceAll('{spec}', specPath)),
+      jobShape(job.spec),
+    );
     const logPath = path.join(dir, 'job.log');
     const logFd = openSync(logPath, 'a');
     try {

@@ -14,9 +14,8 @@
 // | train.py:64 train not an object                             | schema: stage.train required strictObject                 |
 // | train.py:66 train.steps required                            | schema: trainSchema.steps                                 |
 // | train.py:71 train.betas two numbers                         | schema: betas tuple of fractions                          |
-// | train.py:89 batch_size divisible by the ranks               | schema: checkStage (midtrain, sft; world = nodes × max(1, gpus_per_node)) |
+// | train.py:89 batch_size divisible by the ranks               | schema: checkStage (midtrain, sft; world = nodes × (gpus_per_node or procs_per_node)) |
 // | train.py:93 micro_batch_size divides the per-rank batch     | schema: checkStage (midtrain, sft); rft/rl: micro_batch_size refused (unused) |
-// | train.py:350 trie packing under FSDP                        | schema: checkStage (sft, packing trie, GPUs, world > 1)   |
 // | lm.py:57 data.sources required, non-empty                   | schema: BLOCKS_BY_KIND (data required) + sources.min(1)   |
 // | lm.py:61 data.seq_len integer ≥ 2                           | schema: dataSchema.seq_len min 2                          |
 // | lm.py:69 checkpoint.every ≥ 0                               | schema: positiveInt (0 is not accepted; the end is always committed) |
@@ -138,13 +137,6 @@ const CASES: Case[] = [
     change: set(['stages', 0, 'train', 'micro_batch_size'], 3),
     path: ['stages', 0, 'train', 'micro_batch_size'],
     message: 'must divide the per-process batch 8',
-  },
-  {
-    rule: 'train.py:350',
-    base: 'kat-dev-72b',
-    change: set(['stages', 2, 'packing', 'mode'], 'trie'),
-    path: ['stages', 2, 'packing', 'mode'],
-    message: 'trie packing is not supported under FSDP (64 GPU processes)',
   },
   {
     rule: 'train.py:44',

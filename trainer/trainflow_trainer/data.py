@@ -228,9 +228,11 @@ class Batch:
         return DocumentMask(self.doc_ids)
 
     def loss_sum(self, logits: Tensor) -> Tensor:
-        """Summed cross-entropy over the targets (fp32); the caller divides by the global target count."""
+        """Summed cross-entropy over the targets (fp32 at least: float64 stays float64, as in the trie step, so
+        the exactness tests compare in float64); the caller divides by the global target count."""
+        wide = logits if logits.dtype == torch.float64 else logits.float()
         return torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), self.labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+            wide.reshape(-1, logits.shape[-1]), self.labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
         )
 
 

@@ -39,6 +39,7 @@ from .storage import is_s3, join
 from .tokenizer import TOKENIZER_FILE, Tokenizer
 from .tracking import Tracker
 from .train import (
+    FsdpOptions,
     build_optimizer,
     full_model_state,
     full_optimizer_state,
@@ -190,8 +191,8 @@ def build_model(
 def open_stage(ctx: JobContext, *, seq_len: int | None = None, parallel: bool = True) -> StageState | None:
     """The stage's state, resumed from its latest committed checkpoint when there is one; None when that
     checkpoint is already the stage's final one (nothing to do). seq_len: the longest sequence trained, checked
-    against the model's positions. parallel: place the model on the job's processes (FSDP2 on GPUs, replicas on
-    CPU ranks); False keeps one CPU copy (the rollout stages)."""
+    against the model's positions. parallel: place the model on the job's processes (FSDP2 over its ranks, CPU or
+    GPU); False keeps one CPU copy (the rollout stages)."""
     d, stage = ctx.dist, ctx.spec.stage
     tcfg = stage.train
     assert tcfg is not None, "the schema requires a train block of every kind that trains (all but eval)"
@@ -209,7 +210,7 @@ def open_stage(ctx: JobContext, *, seq_len: int | None = None, parallel: bool = 
 
     seed_everything(tcfg.seed)
     transformer, cfg, tok = build_model(ctx, found, seq_len)
-    model: nn.Module = parallelize(transformer, d) if parallel else transformer
+    model: nn.Module = parallelize(transformer, d, FsdpOptions.of(tcfg)) if parallel else transformer
     optimizer = build_optimizer(model, tcfg)
     st = StageState(
         stage.kind, tcfg, stage.checkpoint.every, stage.checkpoint.keep_last, model, cfg, tok, optimizer, found, state

@@ -4,10 +4,12 @@ schedule, distributed set-up, optimizer, one optimizer step, and the (full, unsh
 Data parallelism: every rank builds the same global batch from the same data cursor and takes its own
 contiguous slice of rows, then micro-batches. Each micro-batch's summed token loss is divided by the
 *global* number of target tokens, so the gradients summed over micro-batches and ranks are exactly those of
-the mean loss over the global batch — one process or many, any micro-batch size. On GPUs the model is sharded
-with FSDP2 (`fully_shard`, which averages gradients over ranks, undone by scaling the loss by the world
-size); on CPU (gloo) the ranks keep full replicas and sum their gradients with one all-reduce per step
-(what DDP does, written out, so the arithmetic is visible and gradient accumulation needs no no_sync).
+the mean loss over the global batch — one process or many, any micro-batch size. More than one rank always
+means FSDP2, on CPU (gloo) as on GPUs (NCCL): one code path. Every block is its own `fully_shard` unit, then
+the root; gradients are summed over ranks (divide factor 1, plain SUM collectives, which gloo supports), not
+averaged, so the loss normalisation above is all there is. The train block's `fsdp` options choose bf16
+mixed precision (parameters all-gathered in bf16, gradients reduced in fp32), activation checkpointing per
+block and CPU offload of the sharded parameters, gradients and optimizer state.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def init_distributed() -> Dist:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(rank, world, local_rank, device, fsdp=cuda and world > 1)
+    return Dist(rank, world, local_rank, device, fsdp=world > 1)
 
 
 def seed_everything(seed: int) -> None:
@@ -102,19 +104,61 @@ def set_deterministic(device: torch.device) -> None:
 # ------------------------------------------------------------------------------------------------ model/optim
 
 
-def parallelize(model: Transformer, d: Dist) -> nn.Module:
-    """FSDP2 on multi-GPU (each block its own shard group, then the root); CPU ranks keep full replicas."""
+def parallelize(model: Transformer, d: Dist, opts: FsdpOptions | None = None) -> nn.Module:
+    """FSDP2 over the job's ranks (each block its own shard group, then the root), CPU or GPU; one process
+    keeps the plain module. Activation checkpointing applies to one process too."""
+    opts = opts or FsdpOptions()
     model.to(d.device)
-    if d.fsdp:
-        from torch.distributed.fsdp import fully_shard
+    if opts.activation_checkpointing:
+        from torch.distributed._composable import checkpoint
 
         for block in model.model.layers:
-            fully_shard(block)
-        fully_shard(model)
-    elif d.distributed:
-        for p in model.parameters():  # replicas start equal even if a caller seeded differently
-            dist.broadcast(p.data, src=0)
+            checkpoint(block)  # the block's activations are recomputed in backward, not kept
+    if not d.fsdp:
+        return model
+    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    for p in model.parameters():  # every rank shards the same weights even if a caller seeded differently
+        dist.broadcast(p.data, src=0)
+    kwargs: dict[str, Any] = {}
+    if opts.mixed_precision == "bf16":
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if opts.cpu_offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=d.device.type == "cuda")
+    for block in model.model.layers:
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)  # sum over ranks: the loss is already divided by global tokens
+            m.set_force_sum_reduction_for_comms(True)  # SUM, not PREMUL_SUM (which gloo lacks)
+    from .trie.step import register_under_fsdp
+
+    register_under_fsdp(model)
     return model
+
+
+@dataclass
+class FsdpOptions:
+    """The train block's `fsdp` options (see the config schema), read by parallelize."""
+
+    mixed_precision: str = "fp32"  # fp32 | bf16 (bf16 parameters in forward/backward, fp32 reduction)
+    activation_checkpointing: bool = False
+    cpu_offload: bool = False
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> FsdpOptions:
+        f = getattr(cfg, "fsdp", None)
+        if f is None:
+            return cls()
+        return cls(str(f.mixed_precision), bool(f.activation_checkpointing), bool(f.cpu_offload))
+
+
+def set_gradient_sync(model: nn.Module, last: bool) -> None:
+    """Under FSDP, reduce-scatter gradients only on the last micro-batch of a step (others accumulate)."""
+    setter = getattr(model, "set_requires_gradient_sync", None)
+    if setter is not None:
+        setter(last)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -251,42 +295,47 @@ def train_step(
 ) -> dict[str, float]:
     """One optimizer step on a global batch (every rank passes the same one). Returns global metrics."""
     lr = lr_at(step, cfg)
+    m = accumulate_gradients(model, batch, cfg, d, autocast_dtype)
+    return {"loss": m.pop("loss"), "lr": lr, "grad_norm": optimizer_step(model, optimizer, lr, cfg.grad_clip), **m}
+
+
+def accumulate_gradients(
+    model: nn.Module, batch: Any, cfg: TrainConfig, d: Dist, autocast_dtype: torch.dtype | None
+) -> dict[str, float]:
+    """Forward/backward of this rank's rows of the global batch, micro-batch by micro-batch, into `.grad`
+    (summed over ranks by FSDP on the last one). Every rank runs the same number of micro-batches (the batch
+    splits evenly), so the collectives pair up. Returns the global loss and token counts."""
     micro = micro_batch_size(cfg, d.world)
     per_rank = cfg.batch_size // d.world
     if batch.num_rows != cfg.batch_size:
         raise ValueError(f"batch has {batch.num_rows} rows, expected batch_size {cfg.batch_size}")
     global_targets = batch.num_targets()
     denom = max(1, global_targets)
-    scale = d.world if d.fsdp else 1  # FSDP averages gradients over ranks; we want the sum
     local = batch.select(slice(d.rank * per_rank, (d.rank + 1) * per_rank))
     n_micro = per_rank // micro
     loss_sum = torch.zeros((), dtype=torch.float64)
     for m in range(n_micro):
         mb = local.select(slice(m * micro, (m + 1) * micro)).to(d.device)
-        if d.fsdp:
-            model.set_requires_gradient_sync(m == n_micro - 1)  # type: ignore[operator]
+        set_gradient_sync(model, m == n_micro - 1)
         with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             logits = model(mb.input_ids, mb.position_ids, mb.attention())
         ls = mb.loss_sum(logits)
-        (ls * (scale / denom)).backward()
+        (ls / denom).backward()
         loss_sum += ls.detach().double().cpu()
-    if d.distributed and not d.fsdp:
-        for p in model.parameters():
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-    grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
-    if d.distributed:
-        t = loss_sum.to(d.device) if d.fsdp else loss_sum
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        loss_sum = t.cpu()
     return {
-        "loss": float(loss_sum) / denom,
-        "lr": lr,
-        "grad_norm": grad_norm,
+        "loss": all_reduce_sum(loss_sum, d) / denom,
         "target_tokens": float(global_targets),
         "tokens": float(batch.num_tokens()),
     }
+
+
+def all_reduce_sum(t: torch.Tensor, d: Dist) -> float:
+    """A float64 scalar summed over ranks (on the device: NCCL reduces only device tensors)."""
+    if not d.distributed:
+        return float(t)
+    x = t.to(d.device)
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return float(x.cpu())
 
 
 def train_step_trie(
@@ -299,47 +348,48 @@ def train_step_trie(
     autocast_dtype: torch.dtype | None,
     max_tokens: int,
 ) -> dict[str, float]:
-    """One SFT optimizer step with trie packing: this rank's conversations become a prefix forest (trie/),
-    shared prefixes are computed once, and the loss is the same token-mean cross-entropy over the global
-    batch's assistant tokens as the flat step's. Not for FSDP (the trie step calls the layers directly)."""
+    """One SFT optimizer step with trie packing. See accumulate_gradients_trie."""
+    lr = lr_at(step, cfg)
+    m = accumulate_gradients_trie(model, batch, cfg, d, autocast_dtype, max_tokens)
+    return {"loss": m.pop("loss"), "lr": lr, "grad_norm": optimizer_step(model, optimizer, lr, cfg.grad_clip), **m}
+
+
+def accumulate_gradients_trie(
+    model: nn.Module,
+    batch: Any,
+    cfg: TrainConfig,
+    d: Dist,
+    autocast_dtype: torch.dtype | None,
+    max_tokens: int,
+) -> dict[str, float]:
+    """The global batch's conversations become one prefix forest (trie/), the same on every rank; its packed
+    micro-batches are dealt to ranks balanced by token count, and each rank runs its own through the (sharded)
+    model. The loss is the token mean over the global batch's assistant tokens, as in the flat step, so the
+    gradients summed over ranks are the one-process ones."""
     from .trie import LossSpec, Trajectory, packed_forward_backward
 
-    if d.fsdp:
-        raise BadInput("stage.packing.mode trie is not supported with FSDP yet; use packing.mode: flat")
-    lr = lr_at(step, cfg)
     if batch.num_rows != cfg.batch_size or cfg.batch_size % d.world:
         raise ValueError(
             f"batch has {batch.num_rows} examples, expected batch_size {cfg.batch_size} divisible by {d.world}"
         )
-    per_rank = cfg.batch_size // d.world
-    local = batch.examples[d.rank * per_rank : (d.rank + 1) * per_rank]
     global_targets = batch.num_targets()
-    local_targets = sum(sum(e.targets[1:]) for e in local)
-    trajectories = [Trajectory(tokens=e.ids, loss_mask=[0.0] + [float(t) for t in e.targets[1:]]) for e in local]
+    trajectories = [
+        Trajectory(tokens=e.ids, loss_mask=[0.0] + [float(t) for t in e.targets[1:]]) for e in batch.examples
+    ]
     metrics: dict[str, float] = {}
-    if local_targets > 0:
+    if global_targets > 0:
         with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            metrics = packed_forward_backward(model, trajectories, LossSpec.from_config("sft"), max_tokens)
-        # trie/ normalises by this rank's target count; rescale to the global token mean.
-        scale = local_targets / max(1, global_targets)
-        for p in model.parameters():
-            if p.grad is not None:
-                p.grad.mul_(scale)
-    for p in model.parameters():
+            metrics = packed_forward_backward(
+                model, trajectories, LossSpec.from_config("sft"), max_tokens, rank=d.rank, world=d.world
+            )
+    for p in model.parameters():  # a parameter no token reached still steps (AdamW decays it) as in flat
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        if d.distributed:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-    grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
-    loss_sum = torch.tensor([metrics.get("loss", 0.0) * local_targets], dtype=torch.float64)
-    if d.distributed:
-        dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
     return {
-        "loss": float(loss_sum) / max(1, global_targets),
-        "lr": lr,
-        "grad_norm": grad_norm,
+        "loss": metrics.get("loss", 0.0),
         "target_tokens": float(global_targets),
         "tokens": float(batch.num_tokens()),
         "unique_tokens": metrics.get("unique_tokens", 0.0),
         "packed_tokens": metrics.get("packed_tokens", 0.0),
+        "micro_batches": metrics.get("micro_batches", 0.0),
     }

@@ -608,6 +608,10 @@ class ResourcesConfig(BaseModel):
     """
     CPU cores per node to request; also the job's CPU threads (OMP_NUM_THREADS for PyTorch).
     """
+    procs_per_node: StrictInt | None = None
+    """
+    Training processes per node on CPU hosts (gpus_per_node 0): FSDP2 ranks over gloo under torchrun; default 1. GPU jobs run one process per GPU.
+    """
     memory_per_node: StrictInt | None = None
     """
     Memory per node to request.
@@ -1016,6 +1020,28 @@ class TrackingConfig(BaseModel):
     """
 
 
+class Fsdp(BaseModel):
+    """
+    How a multi-process job shards the model (FSDP2: fully_shard per block, then the root).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    mixed_precision: Literal["fp32", "bf16"]
+    """
+    bf16: FSDP2 all-gathers parameters in bf16 for forward/backward and reduces gradients in fp32 (MixedPrecisionPolicy); the fp32 master weights stay sharded. Applies to multi-process jobs.
+    """
+    activation_checkpointing: StrictBool
+    """
+    Recompute each block's activations in backward instead of keeping them (less memory, more compute).
+    """
+    cpu_offload: StrictBool
+    """
+    Keep the sharded parameters, gradients and optimizer state in host memory (CPUOffloadPolicy; the optimizer step runs on the CPU). Applies to multi-process jobs.
+    """
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -1059,6 +1085,10 @@ class TrainConfig(BaseModel):
     seed: StrictInt
     """
     Seed of initialisation, shuffling and sampling.
+    """
+    fsdp: Fsdp
+    """
+    How a multi-process job shards the model (FSDP2: fully_shard per block, then the root).
     """
 
 
