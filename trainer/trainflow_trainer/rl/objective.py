@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from ..contract import StageConfig
-from ..train import optimizer_step
+from ..train import Dist, optimizer_step
 from ..trie import LossSpec, Trajectory, forward_backward
 from ..trie.step import packed_logprobs
+from .ranks import shares, sync_gradients
 
 AGGREGATIONS: dict[str, Literal["token_mean", "seq_mean"]] = {"token-mean": "token_mean", "seq-mean": "seq_mean"}
 
@@ -123,17 +124,20 @@ def update(
     packing: dict[str, Any],
     lr: float,
     grad_clip: float,
+    d: Dist | None = None,
 ) -> tuple[dict[str, float], float]:
     """One policy update on a batch (module docstring): (metrics merged over the minibatches, each measured
     in its forward before its own optimizer step, so ratio_* of later minibatches include the drift of the
-    earlier steps; the last minibatch's gradient norm). Every minibatch steps at the batch's learning rate."""
+    earlier steps; the last minibatch's gradient norm). Every minibatch steps at the batch's learning rate.
+    d: the job's ranks; several train the same batch together (every rank passes it, rl/ranks.py)."""
     if obj.loss.decoupled and obj.minibatches > 1 and trajs:
         with_logprobs(model, trajs, obj.loss, packing["max_tokens"], "prox_logprobs")
     parts: list[dict[str, float]] = []
     grad_norm = 0.0
     for chunk in split_minibatches(trajs, obj.minibatches) if trajs else [[]]:
         if chunk:
-            parts.append(forward_backward(packing, model, chunk, obj.loss))
+            parts.append(forward_backward(packing, model, chunk, obj.loss, **shares(d)))
+        sync_gradients(model, d)
         grad_norm = optimizer_step(model, optimizer, lr, grad_clip)
     metrics = merge_metrics(parts)
     if "kl" in metrics:

@@ -7,11 +7,13 @@ The chosen URI and the sha256 of the weights (`weights_hash`) go into every chec
 (`state()`); a resumed attempt loads the recorded URI, not the resumed policy, and refuses weights whose
 hash differs. So the KL penalty keeps anchoring to the same policy across preemptions: without this the
 reference was the resumed weights and the KL fell back to zero at every retry.
+
+On several ranks every rank holds the whole frozen reference (a plain module, whatever the policy's
+sharding) and computes its log-probs; the initial weights are gathered on every rank and committed by rank 0.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import shutil
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import torch
 
 from ..checkpoint import commit, read_commit
 from ..errors import BadInput
-from ..model import load_state_dict, save_hf
+from ..model import Transformer, load_state_dict, save_hf
 from ..runtime import StageState
 from ..storage import is_s3, join
 from ..train import full_model_state
@@ -54,26 +56,39 @@ def weights_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _frozen_copy(policy: StageState, weights_dir: Path | None) -> torch.nn.Module:
-    ref = copy.deepcopy(policy.model)
-    if weights_dir is not None:
-        ref.load_state_dict(load_state_dict(weights_dir), strict=False)  # tied lm_head may be absent
+def _frozen_copy(policy: StageState, weights_dir: Path) -> torch.nn.Module:
+    """An unsharded, frozen model of the policy's architecture, dtype and device holding weights_dir's weights
+    (built fresh, not deep-copied: the policy may be sharded by FSDP2)."""
+    with torch.random.fork_rng(devices=[]):  # the fresh model's init draws must not shift the stage's RNG
+        ref = Transformer(policy.cfg)
+    ref.load_state_dict(load_state_dict(weights_dir), strict=False)  # tied lm_head may be absent
+    p = next(policy.model.parameters())
+    ref.to(device=p.device, dtype=p.dtype)
     ref.requires_grad_(False)
     return ref
 
 
+def _barrier(ctx: Any) -> None:
+    if ctx.dist.distributed:
+        torch.distributed.barrier()
+
+
 def _commit_initial(ctx: Any, policy: StageState) -> str:
-    """Commits the policy's current (initial) weights as the stage's KL reference folder; returns its URI."""
+    """Commits the policy's current (initial) weights as the stage's KL reference folder; returns its URI.
+    Every rank calls it (the weights are gathered collectively under FSDP); rank 0 writes."""
     spec = ctx.spec
     uri = join(spec.output_prefix, INIT_FOLDER)
-    local = Path(uri) if not is_s3(uri) else Path(spec.work_dir) / "staging" / INIT_FOLDER
-    shutil.rmtree(local, ignore_errors=True)
-    local.mkdir(parents=True)
-    save_hf(full_model_state(policy.model), policy.cfg, local)
-    policy.tok.save(local)
-    commit(local, uri, 0, False, ctx.storage)
-    if is_s3(uri):
+    msd = full_model_state(policy.model)
+    if ctx.dist.is_main:
+        local = Path(uri) if not is_s3(uri) else Path(spec.work_dir) / "staging" / INIT_FOLDER
         shutil.rmtree(local, ignore_errors=True)
+        local.mkdir(parents=True)
+        save_hf(msd, policy.cfg, local)
+        policy.tok.save(local)
+        commit(local, uri, 0, False, ctx.storage)
+        if is_s3(uri):
+            shutil.rmtree(local, ignore_errors=True)
+    _barrier(ctx)  # the other ranks read it once it is committed
     return uri
 
 
@@ -108,7 +123,9 @@ def load(ctx: Any, policy: StageState, kl_coef: float, configured: str | None) -
         uri, source = spec.input_checkpoint, "input"
     else:
         uri, source = join(spec.output_prefix, INIT_FOLDER), "init"
-    if source == "init" and read_commit(uri, ctx.storage) is None:
+    missing = source == "init" and read_commit(uri, ctx.storage) is None
+    _barrier(ctx)  # every rank has looked before rank 0 commits: they all take the same branch
+    if missing:
         if policy.found is not None:
             raise BadInput(
                 f"the KL reference of this stage (its initial weights, {uri}) was never committed and the policy has "

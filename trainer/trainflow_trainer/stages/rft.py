@@ -6,6 +6,9 @@ The rollouts run once per attempt that has no committed checkpoint yet (one grou
 rewards go into the sampler's statistics, saved where the RL stage's sampler loads them: RFT's pass rates
 seed RL's sampling). The kept trajectories are committed inside every checkpoint (kept.json), so a retry
 trains on exactly the same set from the same position.
+
+On several ranks rank 0 alone runs the rollouts; the kept set is broadcast, and every rank trains its share of
+each step's packed micro-batches (rl/ranks.py), the gradients summed over ranks before the optimizer step.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..contract import DriverCollected, RftConfig, TrainConfig
 from ..errors import Preempted
 from ..rl.batch import to_trajectories
 from ..rl.policy import SAMPLER_FILE, open_policy, sampler_files, write_weights
+from ..rl.ranks import from_rank0, shares, sync_gradients
 from ..rl.rollouts import Rollouts
 from ..runtime import Extra, StageState, run_loop
 from ..train import lr_at, optimizer_step
@@ -41,22 +45,37 @@ def select(groups: list[dict], rft: RftConfig) -> list[dict]:
     return [t for t in ranked[: max(1, int(len(ranked) * rft.top_fraction))] if float(t["reward"]) > 0]
 
 
-def collect(ctx: JobContext, st: StageState) -> tuple[list[dict], dict[str, Any], Any]:
-    """The kept trajectories, the rollouts' metrics and the sampler's statistics: from the resumed checkpoint,
-    else from one round of rollouts through the data plane (one group per task)."""
-    stage = ctx.spec.stage
+Collected = tuple[list[dict], dict[str, Any], Any]
+
+
+def collect(ctx: JobContext, st: StageState) -> Collected:
+    """The kept trajectories, the rollouts' metrics and the sampler's statistics, on every rank: rank 0's, from
+    the resumed checkpoint or else from one round of rollouts (rl/ranks.py from_rank0)."""
     if st.found:
-        stats_file = st.resumed_file(SAMPLER_FILE)
-        return (
-            json.loads((st.found.local_dir / KEPT_FILE).read_text()),
-            st.state["rollout_metrics"],
-            json.loads(stats_file.read_text()) if stats_file else None,
-        )
+        return from_rank0(ctx.dist, lambda: resumed(st))
+    # the weights are gathered on every rank (a collective under FSDP); rank 0 writes them
+    weights = write_weights(st, Path(ctx.spec.work_dir) / "policy" / "v-000000", ctx.dist.is_main)
+    return from_rank0(ctx.dist, lambda: roll_out(ctx, weights))
+
+
+def resumed(st: StageState) -> Collected:
+    """The kept set, rollout metrics and sampler statistics the resumed checkpoint holds."""
+    assert st.found is not None
+    stats_file = st.resumed_file(SAMPLER_FILE)
+    return (
+        json.loads((st.found.local_dir / KEPT_FILE).read_text()),
+        st.state["rollout_metrics"],
+        json.loads(stats_file.read_text()) if stats_file else None,
+    )
+
+
+def roll_out(ctx: JobContext, weights: Path) -> Collected:
+    """One round of rollouts through the data plane (one group per task), and the ones kept."""
     from ..tasks import load_tasks
 
+    stage = ctx.spec.stage
     assert stage.tasks is not None and stage.rft is not None, "the schema requires them of rft stages"
     n_tasks = len(load_tasks(stage.tasks))
-    weights = write_weights(st, Path(ctx.spec.work_dir) / "policy" / "v-000000")
     with Rollouts.start(ctx, weights, 0, -1, None, "collect", groups=n_tasks) as ro:
         try:
             msg = ro.next_message(ctx)
@@ -104,7 +123,8 @@ def run(ctx: JobContext) -> None:
         m: dict[str, float] = {}
         if examples:
             batch = [examples[i] for i in order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]]
-            m = forward_backward(pack, st.model, batch, lspec)
+            m = forward_backward(pack, st.model, batch, lspec, **shares(ctx.dist))
+            sync_gradients(st.model, ctx.dist)
             optimizer_step(st.model, st.optimizer, lr_at(step, tcfg), tcfg.grad_clip)
         dt = time.perf_counter() - t0
         metrics.update(

@@ -15,6 +15,10 @@ manager's trainer. Per step:
 A retry resumes all three from the latest commit: groups after the committed cursor are trained (once), those
 at or before it never again. On a new machine the ledger comes back from S3 (the commit names its generation).
 
+On several ranks (torchrun) rank 0 alone runs the rollout side and the ledger; each batch is broadcast and
+every rank trains its share of the packed micro-batches; the weights are gathered on every rank and written by
+rank 0; the commit (cursor, sampler statistics, history) is rank 0's (rl/ranks.py).
+
 Config: rollout {group_size, concurrency, batch_groups, max_turns, max_new_tokens, temperature, top_p,
 max_staleness, session_idle_timeout, sandbox}, sampling {...src/sampling}, algorithm {name + the preset's
 fields: src/config/algorithm.ts; rl/objective.py}, packing {mode: trie|flat, max_tokens}, train {steps, lr, ...},
@@ -24,6 +28,7 @@ reference is fixed for the stage and recorded in every checkpoint (rl/reference.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -32,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..contract import DriverBatch, StageConfig
-from ..errors import Preempted
 from ..rl import reference
 from ..rl.batch import BatchStats, to_trajectories
 from ..rl.ledger_check import ledger_generation, ledger_size
 from ..rl.objective import OBJECTIVE_METRICS, objective, update, with_logprobs
 from ..rl.policy import SAMPLER_FILE, open_policy, sampler_files, write_weights
+from ..rl.ranks import Coordinator
 from ..rl.rollouts import Rollouts
 from ..runtime import Extra, run_loop
 from ..train import lr_at
@@ -118,20 +123,19 @@ def run(ctx: JobContext) -> None:
     ledger_dir = Path(spec.work_dir) / "ledger"
     cursor = int(st.state.get("cursor", -1))
     generation = st.state.get("ledger_generation")
+    main = ctx.dist.is_main  # the coordinator: the rollout side, the ledger and the commit's extras are its
     if st.found:
         ctx.log(f"trainflow: rl resumes at ledger cursor {cursor}")
-    check_ledger(ctx, ledger_dir, cursor, generation)
+    if main:
+        check_ledger(ctx, ledger_dir, cursor, generation)
     policy_root = Path(spec.work_dir) / "policy"
-    weights = write_weights(st, policy_root / f"v-{st.step:06d}")
+    weights = write_weights(st, policy_root / f"v-{st.step:06d}", main)
     sampler_stats: Any = None
 
     def step_fn(step: int) -> dict[str, float]:
         nonlocal cursor, sampler_stats
         t_wait = time.perf_counter()
-        try:
-            msg = ro.next_message(ctx)
-        except InterruptedError:
-            raise Preempted() from None
+        msg = co.next_message()  # rank 0 reads it from the driver; every rank gets it
         if not isinstance(msg, DriverBatch):
             raise RuntimeError(f"data plane: expected a batch, got {msg.type!r}")
         groups = [g.model_dump(mode="json", exclude_unset=True) for g in msg.groups]
@@ -143,7 +147,7 @@ def run(ctx: JobContext) -> None:
         if ref is not None and trajs:
             with_logprobs(ref.model, trajs, obj.loss, pack["max_tokens"], "ref_logprobs")
         lr = lr_at(step, tcfg)
-        m, grad_norm = update(model, optimizer, trajs, obj, pack, lr, tcfg.grad_clip)
+        m, grad_norm = update(model, optimizer, trajs, obj, pack, lr, tcfg.grad_clip, ctx.dist)
         times = {"lr": lr, "grad_norm": grad_norm, "wait_s": wait_s, "train_s": time.perf_counter() - t0}
         behaviour = [lp for t in trajs for lp, k in zip(t.logprobs or (), t.loss_mask or ()) if k > 0]
         metrics = step_metrics(m, msg, bs, behaviour, times)
@@ -168,6 +172,8 @@ def run(ctx: JobContext) -> None:
 
     def extra() -> Extra:
         # committed before the manager acknowledges the batch: the cursor and the weights go together
+        if not main:
+            return Extra()  # runtime.save writes rank 0's
         state = {
             "cursor": cursor,
             "ledger_dir": str(ledger_dir),
@@ -178,20 +184,27 @@ def run(ctx: JobContext) -> None:
         return Extra(state, sampler_files(sampler_stats))
 
     def publish(final: bool) -> None:
-        if not final:
-            ro.trained(write_weights(st, policy_root / f"v-{st.step:06d}"), st.step)
-            shutil.rmtree(policy_root / f"v-{st.step - 2:06d}", ignore_errors=True)  # the server holds step-1 at most
+        if not final:  # every rank gathers the weights (a collective under FSDP); rank 0 writes and tells
+            co.trained(write_weights(st, policy_root / f"v-{st.step:06d}", main), st.step)
+            if main:  # the server holds step-1 at most
+                shutil.rmtree(policy_root / f"v-{st.step - 2:06d}", ignore_errors=True)
 
-    with Rollouts.start(
-        ctx,
-        weights,
-        st.step,
-        cursor,
-        st.resumed_file(SAMPLER_FILE),
-        "rl",
-        steps=tcfg.steps - st.step,
-        ledger_generation=generation,
-    ) as ro:
+    rollouts = (
+        Rollouts.start(
+            ctx,
+            weights,
+            st.step,
+            cursor,
+            st.resumed_file(SAMPLER_FILE),
+            "rl",
+            steps=tcfg.steps - st.step,
+            ledger_generation=generation,
+        )
+        if main
+        else contextlib.nullcontext()
+    )
+    with rollouts as ro:
+        co = Coordinator(ctx, ro)
         run_loop(ctx, st, step_fn, extra, publish)
     log_reward_rise(ctx, history)
 

@@ -285,17 +285,24 @@ def flat_forward_backward(
 
 
 def forward_backward(
-    packing: dict, model: torch.nn.Module, trajectories: Sequence[Trajectory], loss_spec: LossSpec
+    packing: dict,
+    model: torch.nn.Module,
+    trajectories: Sequence[Trajectory],
+    loss_spec: LossSpec,
+    *,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
-    """Dispatch on the config's `packing: {mode: trie | flat, max_tokens}` block."""
+    """Dispatch on the config's `packing: {mode: trie | flat, max_tokens}` block; rank/world: as
+    packed_forward_backward (this process's share when several ranks train the batch)."""
     mode = packing.get("mode", "trie")
     max_tokens = packing.get("max_tokens")
     if not isinstance(max_tokens, int) or max_tokens <= 0:
         raise ValueError(f"packing.max_tokens must be a positive integer, got {max_tokens!r}")
     if mode == "trie":
-        return packed_forward_backward(model, trajectories, loss_spec, max_tokens)
+        return packed_forward_backward(model, trajectories, loss_spec, max_tokens, rank=rank, world=world)
     if mode == "flat":
-        return flat_forward_backward(model, trajectories, loss_spec, max_tokens)
+        return flat_forward_backward(model, trajectories, loss_spec, max_tokens, rank=rank, world=world)
     raise ValueError(f"packing.mode {mode!r} unknown (trie or flat)")
 
 
