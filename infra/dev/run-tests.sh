@@ -1,39 +1,57 @@
 #!/usr/bin/env bash
 # Both test runners, reports under $1; every runner runs even if another fails.
-# Extra arguments for each runner: JEST_ARGS and PYTEST_ARGS (e.g. PYTEST_ARGS="tests/test_model.py").
+# Extra arguments for each runner: JEST_ARGS and PYTEST_ARGS (e.g. PYTEST_ARGS="tests/test_model.py"); with
+# either set, only the runners asked for run, one after the other, in the foreground.
 #
-# Without JEST_ARGS the demo pipeline test (test/rl/demo-reward.test.ts, two pipelines, CPU-bound for ~11
-# minutes) runs in a second jest process beside the other jest files and pytest, which mostly wait on the
-# services and subprocesses they drive; run one after the other they took 21 minutes, side by side ~15.
+# Without them the suite runs as four lanes side by side, each its own process with its own report:
+#   jest-demo    the demo pipeline test (test/rl/demo-reward.test.ts: two pipelines, CPU-bound, ~11 min)
+#   jest         every other jest file (one worker: the integration tests share one stack)
+#   pytest       the trainer's tests but vLLM's
+#   pytest-vllm  the tests against a real vLLM (each engine start costs minutes of CPU on 2 cores)
+# Most tests wait on the services, subprocesses, torchrun ranks and engines they drive, so side by side the
+# suite takes about as long as its longest lane rather than the sum of all four.
 set -uo pipefail
 results=$1
 rc=0
-# Tests run trainer jobs, inference servers and agents side by side (two jest workers, concurrent pipelines):
+# Tests run trainer jobs, inference servers and agents side by side (jest workers, concurrent pipelines):
 # one PyTorch thread per process, or OpenMP's thread per core oversubscribes the machine several times over.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 DEMO_TEST=test/rl/demo-reward.test.ts
+VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_stages.py)
 
-demo_pid=
-if [[ -z "${JEST_ARGS:-}" ]]; then
-  echo "==> jest: $DEMO_TEST (in the background; its output follows the other runners')"
-  npx jest --ci --json --outputFile="$results/jest-demo.json" "$DEMO_TEST" >"$results/jest-demo.log" 2>&1 &
-  demo_pid=$!
-  jest_args=(--testPathIgnorePatterns "$DEMO_TEST")
-else
-  # shellcheck disable=SC2206
-  jest_args=(${JEST_ARGS})
+run_jest() { # report-name jest-args...
+  local name=$1; shift
+  npx jest --ci --json --outputFile="$results/$name.json" "$@"
+}
+run_pytest() { # report-name pytest-args...
+  local name=$1; shift
+  (cd trainer && ../.venv/bin/python -m pytest -p no:cacheprovider --junitxml="$results/$name.xml" "$@")
+}
+
+if [[ -n "${JEST_ARGS:-}${PYTEST_ARGS:-}" ]]; then
+  # shellcheck disable=SC2086
+  if [[ -n "${JEST_ARGS:-}" ]]; then echo "==> jest"; run_jest jest ${JEST_ARGS} || rc=1; fi
+  # shellcheck disable=SC2086
+  if [[ -n "${PYTEST_ARGS:-}" ]]; then echo "==> pytest"; run_pytest pytest ${PYTEST_ARGS} || rc=1; fi
+  exit $rc
 fi
-echo "==> jest"
-npx jest --ci --json --outputFile="$results/jest.json" "${jest_args[@]}" || rc=1
-echo "==> pytest"
-# shellcheck disable=SC2086
-(cd trainer && ../.venv/bin/python -m pytest -p no:cacheprovider --junitxml="$results/pytest.xml" ${PYTEST_ARGS:-}) || rc=1
-if [[ -n "$demo_pid" ]]; then
-  wait "$demo_pid" || rc=1
-  echo "==> jest: $DEMO_TEST"
-  cat "$results/jest-demo.log"
-  # A run that died before reporting must not vanish from the summary: record it as one failed test.
-  [[ -f "$results/jest-demo.json" ]] ||
-    echo '{"numPassedTests":0,"numFailedTests":1,"numPendingTests":0}' >"$results/jest-demo.json"
-fi
+
+ignore_vllm=()
+for f in "${VLLM_TESTS[@]}"; do ignore_vllm+=(--ignore "$f"); done
+declare -A pids
+lane() { # name command...: in the background, output to its log
+  local name=$1; shift
+  echo "==> $name (side by side; its output follows when every lane is done)"
+  "$@" >"$results/$name.log" 2>&1 &
+  pids[$name]=$!
+}
+lane jest-demo run_jest jest-demo "$DEMO_TEST"
+lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST"
+lane pytest run_pytest pytest "${ignore_vllm[@]}"
+lane pytest-vllm run_pytest pytest-vllm "${VLLM_TESTS[@]}"
+for name in jest jest-demo pytest pytest-vllm; do
+  wait "${pids[$name]}" || rc=1
+  echo "==> $name"
+  cat "$results/$name.log"
+done
 exit $rc

@@ -9,7 +9,7 @@ from pathlib import Path
 results = Path(sys.argv[1])
 passed = failed = skipped = 0
 
-# jest.json, and jest-demo.json when the demo pipeline test ran in its own jest process (run-tests.sh)
+# jest.json, and jest-demo.json when the demo pipeline test ran in its own lane (run-tests.sh)
 if not (results / "jest.json").exists():
     failed += 1
 for jest in sorted(results.glob("jest*.json")):
@@ -18,8 +18,10 @@ for jest in sorted(results.glob("jest*.json")):
     failed += report["numFailedTests"] + report.get("numRuntimeErrorTestSuites", 0)
     skipped += report["numPendingTests"] + report.get("numTodoTests", 0)
 
-pytest = results / "pytest.xml"
-if pytest.exists():
+# pytest.xml, and pytest-vllm.xml when the vLLM tests ran in their own lane (run-tests.sh)
+if not (results / "pytest.xml").exists():
+    failed += 1
+for pytest in sorted(results.glob("pytest*.xml")):
     root = ET.parse(pytest).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     for s in suites:
@@ -27,8 +29,6 @@ if pytest.exists():
         passed += total - fails - errors - skips
         failed += fails + errors
         skipped += skips
-else:
-    failed += 1
 
 line = f"{passed} passed, {failed} failed"
 if skipped:
