@@ -12,7 +12,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..environment import EnvironmentError_
+from ..environment import EnvironmentError_, cache_root
 from ..instance import EnvironmentSpec, Snapshot
 
 DEFAULT_TEST_REQUIREMENTS = ("pytest==8.3.4",)
@@ -56,7 +56,16 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def fetch_sdist(name: str, version: str, dest: Path) -> Path:
-    """The package's sdist from PyPI (`pip download --no-binary :all: --no-deps`), kept in `dest`."""
+    """The package's sdist in `dest`: from the SWE cache, else from PyPI (`pip download --no-binary :all:
+    --no-deps`) into the cache first, so a release is downloaded once per machine."""
+    cached = _download(name, version, cache_root() / "sdists")
+    dest.mkdir(parents=True, exist_ok=True)
+    if not (dest / cached.name).exists():
+        shutil.copyfile(cached, dest / cached.name)
+    return dest / cached.name
+
+
+def _download(name: str, version: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     norm = re.sub(r"[-_.]+", "[-_.]", name)
     existing = [p for p in dest.iterdir() if re.match(rf"(?i){norm}-{re.escape(version)}\.(tar\.gz|zip)$", p.name)]
