@@ -6,7 +6,7 @@ TRAINFLOW := node bin/trainflow.js
 
 .PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-k8s-validator demo demo-data test typecheck lint format contract \
         lint-python typecheck-python \
-        bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve clean-data
+        bench-trainer bench-trie bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve bench-swe clean-data
 
 help:
 	@echo "make demo    run the demo pipeline (configs/demo.yaml) on the local stack"
@@ -108,6 +108,10 @@ bench-sampling: setup
 
 bench-serve: setup-python
 	.venv/bin/python bench/serve/run.py --checkpoint $(BENCH_CHECKPOINT)
+
+# SWE task synthesis at full size (3 real PyPI packages, >= 50 instances) and `tasks check` over the result
+bench-swe: setup-python
+	cd trainer && nice -n 10 ../.venv/bin/python ../bench/swe/run.py
 
 bench-dataplane-sim: setup-node
 	npx tsx bench/dataplane-sim/run.ts

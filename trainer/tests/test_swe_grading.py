@@ -254,3 +254,38 @@ def test_a_swe_tasks_file_loads_and_unusable_instances_are_reported_with_reasons
     write_instances(path, [instance])
     (task,) = load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(path)}))
     assert task.family == "swe" and Task.from_dict(task.to_dict()).environment["swe"]["instance_id"] == task.id
+
+
+def test_pr_dataset_filters_drop_by_stars_activity_and_issue_content(instance, tmp_path, capsys):
+    from trainflow_trainer.contract import TasksConfig
+
+    rows = [
+        {"instance_id": "keep", "repo_stars": 5000, "pr_comments": 3, "pr_review_comments": 2},
+        {"instance_id": "few-stars", "repo_stars": 12, "pr_activity": 9},
+        {"instance_id": "no-stars", "pr_activity": 9},
+        {"instance_id": "quiet-pr", "stars": 900, "pr_activity": 1},
+        {"instance_id": "short-issue", "stars": 900, "pr_activity": 9, "problem_statement": "broken"},
+        {"instance_id": "screenshot", "stars": 900, "pr_activity": 9, "problem_statement": "see screenshot.png, 42"},
+    ]
+    path = tmp_path / "prs.jsonl"
+    write_instances(path, [instance.model_validate({**instance.model_dump(), **r}) for r in rows])
+    filters = {
+        "min_stars": 100,
+        "min_pr_activity": 4,
+        "issue_min_chars": 10,
+        "issue_must_match": r"\d",
+        "issue_must_not_match": r"screenshot",
+    }
+    tasks = load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(path), "filters": filters}))
+    assert [t.id for t in tasks] == ["keep"]
+    err = capsys.readouterr().err
+    for iid, why in [
+        ("few-stars", "12 stars < 100"),
+        ("no-stars", "no star count"),
+        ("quiet-pr", "1 < 4"),
+        ("short-issue", "6 characters < 10"),
+        ("screenshot", "issue_must_not_match"),
+    ]:
+        assert f"dropped {iid}: filters." in err and why in err
+    # without filters every instance loads
+    assert len(load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(path)}))) == len(rows)
