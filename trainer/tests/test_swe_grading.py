@@ -289,3 +289,33 @@ def test_pr_dataset_filters_drop_by_stars_activity_and_issue_content(instance, t
         assert f"dropped {iid}: filters." in err and why in err
     # without filters every instance loads
     assert len(load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(path)}))) == len(rows)
+
+
+def test_a_swe_bench_style_test_patch_is_applied_only_when_grading(instance, tmp_path):
+    """SWE-bench: the base commit lacks the new tests; test_patch adds them at grading, never in the workspace."""
+    repo = tmp_path / "repo"
+    (repo / "calc").mkdir(parents=True)
+    (repo / "calc" / "__init__.py").write_text(BUGGY)
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_clamp.py").write_text(OTHER_TEST)
+    test_patch = (
+        "diff --git a/tests/test_add.py b/tests/test_add.py\nnew file mode 100644\n"
+        + f"--- /dev/null\n+++ b/tests/test_add.py\n@@ -0,0 +1,{len(HIDDEN_TEST.splitlines())} @@\n"
+        + "".join(f"+{ln}\n" for ln in HIDDEN_TEST.splitlines())
+    )
+    inst = instance.model_copy(
+        update={
+            "instance_id": "calc__swebench.1",
+            "test_patch": test_patch,
+            "snapshot": Snapshot(kind="dir", path=str(repo)),
+        }
+    )
+    assert inst.hidden_test_files() == ["tests/test_add.py"]
+    env = build_environment(inst)
+    with env.open_episode() as ep:
+        assert "test_add.py" not in ep.run("ls tests").stdout
+        assert ep.grade().reward == 0.0
+        ep.write({"calc/__init__.py": GOOD})
+        g = ep.grade()
+    assert g.reward == 1.0 and g.fail_to_pass == {t: "passed" for t in F2P}
+    assert grade_patch(env, inst.patch).reward == 1.0 and grade_patch(env, "").reward == 0.0

@@ -173,6 +173,8 @@ def synthesize_package(
             break
         report.candidates += 1
         bug = validate(v, passing, [m], report)
+        verdict = f"{len(bug.f2p)} FAIL_TO_PASS" if bug else "rejected"
+        log(f"{spec}: candidate {report.candidates} {m.key}: {verdict}")
         if bug and _digest(bug.diff) not in seen:
             seen.add(_digest(bug.diff))
             bugs.append(bug)
