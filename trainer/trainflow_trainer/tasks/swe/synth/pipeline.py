@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -264,6 +265,7 @@ def synthesize(
         instances.extend(got)
         reports.append(rep)
     write_instances(out, instances)
+    shutil.rmtree(out_dir / ".scratch", ignore_errors=True)  # the unpacked sources; the sdists stay
     summary = {
         "out": str(out),
         "instances": len(instances),
