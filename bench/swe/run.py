@@ -57,6 +57,8 @@ def main() -> int:
         synth = last_line(text, "TRAINFLOW_SYNTH ")
     text, check_s, _ = run_module(["check", str(out)])
     check = last_line(text, "TRAINFLOW_CHECK_SUMMARY ")
+    per_instance = [json.loads(ln.split(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("TRAINFLOW_CHECK ")]
+    check["problems"] = {r["instance_id"]: r["problems"] for r in per_instance if not r["ok"]}
     result = {
         "bench": "swe",
         "packages": [p["package"] for p in synth["packages"]],
@@ -64,7 +66,7 @@ def main() -> int:
         "packages_with_instances": synth["packages_with_instances"],
         "synthesize_seconds": synth["seconds"],
         "per_package": synth["packages"],
-        "check": {k: check[k] for k in ("checked", "valid", "invalid", "unusable", "seconds")},
+        "check": {k: check[k] for k in ("checked", "valid", "invalid", "problems", "unusable", "seconds")},
         "check_seconds": round(check_s, 1),
         "target": TARGET,
         "meets_target": synth["instances"] >= TARGET["instances"]
