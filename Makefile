@@ -6,7 +6,7 @@ TRAINFLOW := node bin/trainflow.js
 
 .PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-agents setup-vllm setup-k8s-validator demo demo-data test typecheck lint format contract \
         lint-python typecheck-python \
-        bench-trainer bench-distributed bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve bench-rollout clean-data
+        bench-trainer bench-distributed bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve bench-rollout bench-swe clean-data
 
 help:
 	@echo "make demo    run the demo pipeline (configs/demo.yaml) on the local stack"
@@ -130,6 +130,10 @@ bench-serve: setup-python
 # the demo agent workload on each rollout engine (local CPU server, vLLM), side by side
 bench-rollout: setup setup-vllm
 	cd trainer && ../.venv/bin/python ../bench/rollout/run.py $(BENCH_ROLLOUT_ARGS)
+
+# SWE task synthesis at full size (3 real PyPI packages, >= 50 instances) and `tasks check` over the result
+bench-swe: setup-python
+	cd trainer && nice -n 10 ../.venv/bin/python ../bench/swe/run.py
 
 bench-dataplane-sim: setup-node
 	npx tsx bench/dataplane-sim/run.ts

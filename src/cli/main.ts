@@ -27,6 +27,7 @@ const COMMANDS: Record<string, () => Register> = {
   dataplane: () => (require('./commands/dataplane') as typeof import('./commands/dataplane')).register,
   report: () => (require('./commands/report') as typeof import('./commands/report')).register,
   'rl-driver': () => (require('./commands/rl-driver') as typeof import('./commands/rl-driver')).register,
+  tasks: () => (require('./commands/tasks') as typeof import('./commands/tasks')).register,
 };
 /* eslint-enable @typescript-eslint/no-require-imports */
 

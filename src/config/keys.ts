@@ -29,6 +29,8 @@ const SAMPLER = 'test/sampling/sampler.test.ts::';
 const TRACKING = 'trainer/tests/test_tracking.py::';
 const PROMOTION = 'test/pipeline/promotion.test.ts::';
 const EVAL_CONFIG = 'test/config/eval.test.ts::';
+const SWE_FILTERS =
+  'trainer/tests/test_swe_grading.py::test_pr_dataset_filters_drop_by_stars_activity_and_issue_content';
 
 export const CONFIG_KEYS: Record<string, KeyEntry> = {
   api_version: {
@@ -198,6 +200,23 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'stages[].tasks.seed': {
     honoured: 'tasks/demo.py demo_tasks',
     test: 'trainer/tests/test_tasks_demo.py::test_deterministic_in_the_seed',
+  },
+  'stages[].tasks.filters.min_stars': { honoured: 'tasks/swe/filters.py why_dropped', test: SWE_FILTERS },
+  'stages[].tasks.filters.min_pr_activity': {
+    honoured: 'tasks/swe/filters.py why_dropped',
+    test: SWE_FILTERS,
+  },
+  'stages[].tasks.filters.issue_min_chars': {
+    honoured: 'tasks/swe/filters.py why_dropped',
+    test: SWE_FILTERS,
+  },
+  'stages[].tasks.filters.issue_must_match': {
+    honoured: 'tasks/swe/filters.py why_dropped',
+    test: SWE_FILTERS,
+  },
+  'stages[].tasks.filters.issue_must_not_match': {
+    honoured: 'tasks/swe/filters.py why_dropped',
+    test: SWE_FILTERS,
   },
   'stages[].tasks.partial_credit': {
     honoured: 'tasks/swe/grade.py _grade (through the swe_tests verifier of load_tasks)',

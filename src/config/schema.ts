@@ -307,6 +307,32 @@ const tasksSchema = z.strictObject({
     .describe(
       'swe only: reward the share of FAIL_TO_PASS tests passing when every PASS_TO_PASS test passes (default false: 1 iff all pass).',
     ),
+  filters: z
+    .strictObject({
+      min_stars: nonNegativeInt()
+        .optional()
+        .describe(
+          "Drop instances whose repository has fewer stars (the record's repo_stars / stars / stargazers_count; none: dropped).",
+        ),
+      min_pr_activity: nonNegativeInt()
+        .optional()
+        .describe(
+          'Drop instances whose PR had fewer comments + reviews (pr_activity, or pr_comments + pr_review_comments).',
+        ),
+      issue_min_chars: nonNegativeInt()
+        .optional()
+        .describe('Drop instances whose problem statement is shorter.'),
+      issue_must_match: text()
+        .optional()
+        .describe('A regular expression the problem statement must contain (case-insensitive).'),
+      issue_must_not_match: text()
+        .optional()
+        .describe('A regular expression the problem statement must not contain (case-insensitive).'),
+    })
+    .optional()
+    .describe(
+      "swe only: curation filters for imported PR datasets (the seed's: repository stars, PR activity, issue content); each dropped instance is logged.",
+    ),
 });
 
 const trainSchema = z.strictObject({
@@ -954,6 +980,17 @@ function checkTasks(tasks: NonNullable<RawConfig['stages'][number]['tasks']>, at
     issue(at('tasks', 'path'), `applies only to families jsonl and swe, not ${tasks.family} (remove it)`);
   if (tasks.family !== 'swe' && tasks.partial_credit !== undefined)
     issue(at('tasks', 'partial_credit'), `applies only to family swe, not ${tasks.family} (remove it)`);
+  if (tasks.family !== 'swe' && tasks.filters !== undefined)
+    issue(at('tasks', 'filters'), `applies only to family swe, not ${tasks.family} (remove it)`);
+  for (const key of ['issue_must_match', 'issue_must_not_match'] as const) {
+    const re = tasks.filters?.[key];
+    if (re === undefined) continue;
+    try {
+      new RegExp(re);
+    } catch (err) {
+      issue(at('tasks', 'filters', key), `not a regular expression: ${(err as Error).message}`, re);
+    }
+  }
   if (tasks.path !== undefined && /^s3:\/\//.test(tasks.path)) {
     issue(
       at('tasks', 'path'),

@@ -750,6 +750,23 @@ const CASES: Case[] = [
     message: 'applies only to family swe, not demo',
   },
   {
+    rule: 'tasks/swe/filters.py Filters (swe only)',
+    base: 'demo',
+    change: set(['stages', 5, 'tasks', 'filters'], { min_stars: 10 }),
+    path: ['stages', 5, 'tasks', 'filters'],
+    message: 'applies only to family swe, not demo',
+  },
+  {
+    rule: 'tasks/swe/filters.py why_dropped (re.search)',
+    base: 'demo',
+    change: (doc, fx) => {
+      sweFile(5, line(SWE))(doc, fx);
+      doc.setIn(['stages', 5, 'tasks', 'filters'], doc.createNode({ issue_must_match: '(unclosed' }));
+    },
+    path: ['stages', 5, 'tasks', 'filters', 'issue_must_match'],
+    message: 'not a regular expression',
+  },
+  {
     rule: 'tasks/__init__.py load_tasks (swe needs a path)',
     base: 'demo',
     change: set(['stages', 5, 'tasks'], { family: 'swe' }),

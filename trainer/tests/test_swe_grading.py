@@ -254,3 +254,68 @@ def test_a_swe_tasks_file_loads_and_unusable_instances_are_reported_with_reasons
     write_instances(path, [instance])
     (task,) = load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(path)}))
     assert task.family == "swe" and Task.from_dict(task.to_dict()).environment["swe"]["instance_id"] == task.id
+
+
+def test_pr_dataset_filters_drop_by_stars_activity_and_issue_content(instance, tmp_path, capsys):
+    from trainflow_trainer.contract import TasksConfig
+
+    rows = [
+        {"instance_id": "keep", "repo_stars": 5000, "pr_comments": 3, "pr_review_comments": 2},
+        {"instance_id": "few-stars", "repo_stars": 12, "pr_activity": 9},
+        {"instance_id": "no-stars", "pr_activity": 9},
+        {"instance_id": "quiet-pr", "stars": 900, "pr_activity": 1},
+        {"instance_id": "short-issue", "stars": 900, "pr_activity": 9, "problem_statement": "broken"},
+        {"instance_id": "screenshot", "stars": 900, "pr_activity": 9, "problem_statement": "see screenshot.png, 42"},
+    ]
+    path = tmp_path / "prs.jsonl"
+    write_instances(path, [instance.model_validate({**instance.model_dump(), **r}) for r in rows])
+    filters = {
+        "min_stars": 100,
+        "min_pr_activity": 4,
+        "issue_min_chars": 10,
+        "issue_must_match": r"\d",
+        "issue_must_not_match": r"screenshot",
+    }
+    tasks = load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(path), "filters": filters}))
+    assert [t.id for t in tasks] == ["keep"]
+    err = capsys.readouterr().err
+    for iid, why in [
+        ("few-stars", "12 stars < 100"),
+        ("no-stars", "no star count"),
+        ("quiet-pr", "1 < 4"),
+        ("short-issue", "6 characters < 10"),
+        ("screenshot", "issue_must_not_match"),
+    ]:
+        assert f"dropped {iid}: filters." in err and why in err
+    # without filters every instance loads
+    assert len(load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(path)}))) == len(rows)
+
+
+def test_a_swe_bench_style_test_patch_is_applied_only_when_grading(instance, tmp_path):
+    """SWE-bench: the base commit lacks the new tests; test_patch adds them at grading, never in the workspace."""
+    repo = tmp_path / "repo"
+    (repo / "calc").mkdir(parents=True)
+    (repo / "calc" / "__init__.py").write_text(BUGGY)
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_clamp.py").write_text(OTHER_TEST)
+    test_patch = (
+        "diff --git a/tests/test_add.py b/tests/test_add.py\nnew file mode 100644\n"
+        + f"--- /dev/null\n+++ b/tests/test_add.py\n@@ -0,0 +1,{len(HIDDEN_TEST.splitlines())} @@\n"
+        + "".join(f"+{ln}\n" for ln in HIDDEN_TEST.splitlines())
+    )
+    inst = instance.model_copy(
+        update={
+            "instance_id": "calc__swebench.1",
+            "test_patch": test_patch,
+            "snapshot": Snapshot(kind="dir", path=str(repo)),
+        }
+    )
+    assert inst.hidden_test_files() == ["tests/test_add.py"]
+    env = build_environment(inst)
+    with env.open_episode() as ep:
+        assert "test_add.py" not in ep.run("ls tests").stdout
+        assert ep.grade().reward == 0.0
+        ep.write({"calc/__init__.py": GOOD})
+        g = ep.grade()
+    assert g.reward == 1.0 and g.fail_to_pass == {t: "passed" for t in F2P}
+    assert grade_patch(env, inst.patch).reward == 1.0 and grade_patch(env, "").reward == 0.0

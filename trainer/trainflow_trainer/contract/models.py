@@ -911,6 +911,36 @@ class StorageEndpoint(BaseModel):
     """
 
 
+class Filters(BaseModel):
+    """
+    swe only: curation filters for imported PR datasets (the seed's: repository stars, PR activity, issue content); each dropped instance is logged.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    min_stars: StrictInt | None = None
+    """
+    Drop instances whose repository has fewer stars (the record's repo_stars / stars / stargazers_count; none: dropped).
+    """
+    min_pr_activity: StrictInt | None = None
+    """
+    Drop instances whose PR had fewer comments + reviews (pr_activity, or pr_comments + pr_review_comments).
+    """
+    issue_min_chars: StrictInt | None = None
+    """
+    Drop instances whose problem statement is shorter.
+    """
+    issue_must_match: StrictStr | None = None
+    """
+    A regular expression the problem statement must contain (case-insensitive).
+    """
+    issue_must_not_match: StrictStr | None = None
+    """
+    A regular expression the problem statement must not contain (case-insensitive).
+    """
+
+
 class TasksConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -934,6 +964,10 @@ class TasksConfig(BaseModel):
     partial_credit: StrictBool | None = None
     """
     swe only: reward the share of FAIL_TO_PASS tests passing when every PASS_TO_PASS test passes (default false: 1 iff all pass).
+    """
+    filters: Filters | None = None
+    """
+    swe only: curation filters for imported PR datasets (the seed's: repository stars, PR activity, issue content); each dropped instance is logged.
     """
 
 

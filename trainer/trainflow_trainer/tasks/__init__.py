@@ -34,9 +34,11 @@ def load_tasks(spec: TasksConfig, base_dir: str | Path | None = None) -> list[Ta
     if not path.exists():
         raise TaskFormatError(f"tasks.path: no such file {path} (a JSONL file of tasks, see tasks/task.py)")
     if spec.family == "swe":
-        from .swe import swe_tasks
+        from .swe import Filters, swe_tasks
 
-        return swe_tasks(path, spec.count, partial_credit=bool(getattr(spec, "partial_credit", False)))
+        block = getattr(spec, "filters", None)
+        filters = Filters.model_validate(block.model_dump(exclude_none=True)) if block is not None else None
+        return swe_tasks(path, spec.count, partial_credit=bool(spec.partial_credit), filters=filters)
     tasks = read_tasks_jsonl(path)
     return tasks[: spec.count] if spec.count is not None else tasks
 

@@ -14,6 +14,7 @@ patch, the hidden tests' names) and must never be shown to the model or handed t
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..task import Task, TaskFormatError
@@ -26,6 +27,7 @@ from .environment import (
     populate,
     unusable_reason,
 )
+from .filters import Filters, apply_filters
 from .grade import Grade, grade_patch, grade_workspace
 from .instance import SweFormatError, SweInstance, is_protected, read_instances, write_instances
 from .testrun import TestRun, run_tests
@@ -72,9 +74,18 @@ def instance_task(inst: SweInstance, partial_credit: bool = False) -> Task:
     )
 
 
-def swe_tasks(path: str | Path, count: int | None = None, partial_credit: bool = False) -> list[Task]:
-    """The tasks of a SWE instances file; an error naming every unusable instance when there is one."""
+def swe_tasks(
+    path: str | Path, count: int | None = None, partial_credit: bool = False, filters: Filters | None = None
+) -> list[Task]:
+    """The tasks of a SWE instances file; an error naming every unusable instance when there is one. `filters`
+    (tasks.filters) drop instances by stars, PR activity and issue content; each dropped one is logged."""
     usable, bad = load_instances(path)
+    if filters is not None:
+        usable, dropped = apply_filters(usable, filters)
+        for iid, why in dropped:
+            print(f"trainflow: tasks.filters dropped {iid}: {why}", file=sys.stderr)
+        if not usable and not bad:
+            raise TaskFormatError(f"tasks.filters: no instance of {path} passes the filters ({len(dropped)} dropped)")
     if bad:
         lines = "\n".join(f"  {where}: {why}" for where, why in bad[:20])
         more = f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""
@@ -107,6 +118,8 @@ def environment_for(task_or_instance: Task | SweInstance) -> SweEnvironment:
 __all__ = [
     "SYSTEM",
     "EnvironmentError_",
+    "Filters",
+    "apply_filters",
     "Grade",
     "SweEnvironment",
     "SweEpisode",

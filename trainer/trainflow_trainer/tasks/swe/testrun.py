@@ -35,6 +35,7 @@ import json
 import os
 
 _outcomes = {}
+_messages = {}
 
 
 def _set(nodeid, outcome):
@@ -44,8 +45,16 @@ def _set(nodeid, outcome):
         _outcomes[nodeid] = outcome
 
 
+def _message(report):
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = getattr(crash, "message", None) or str(report.longrepr or "")
+    return text[-2000:]
+
+
 def pytest_runtest_logreport(report):
     xfail = hasattr(report, "wasxfail")
+    if report.failed and report.nodeid not in _messages:
+        _messages[report.nodeid] = _message(report)
     if report.when == "call":
         if xfail:
             _set(report.nodeid, "xfailed" if report.skipped else "xpassed")
@@ -60,13 +69,14 @@ def pytest_runtest_logreport(report):
 def pytest_collectreport(report):
     if report.failed:
         _set(report.nodeid or "<collection>", "error")
+        _messages.setdefault(report.nodeid or "<collection>", _message(report))
 
 
 def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("TRAINFLOW_SWE_REPORT")
     if path:
         with open(path, "w") as f:
-            json.dump(_outcomes, f)
+            json.dump({"outcomes": _outcomes, "messages": _messages}, f)
 '''
 
 
@@ -77,6 +87,7 @@ class TestRun:
     run: RunResult
     duration_s: float
     files: list[str] = field(default_factory=list)
+    messages: dict[str, str] = field(default_factory=dict)  # a failing test's crash message
 
     def passing(self, test_id: str) -> bool:
         return self.requested.get(test_id, self.outcomes.get(test_id, "missing")) in PASSING
@@ -117,23 +128,28 @@ def run_tests(
     t0 = time.monotonic()
     run = run_in(env, sandbox, ws, cmd, limits or TEST_LIMITS)
     duration = time.monotonic() - t0
-    outcomes = read_report(os.path.join(ws.path, report_name))
+    outcomes, messages = read_report(os.path.join(ws.path, report_name))
     ws.remove(report_name)
     requested = {t: outcomes.get(t, "missing") for t in test_ids} if test_ids is not None else dict(outcomes)
-    return TestRun(outcomes, requested, run, duration, files)
+    return TestRun(outcomes, requested, run, duration, files, messages)
 
 
-def read_report(path: str) -> dict[str, str]:
-    """The plugin's JSON, read without following a link (the run's folder is untrusted); {} when absent or bad."""
+def read_report(path: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The plugin's outcomes and messages, read without following a link (the run's folder is untrusted);
+    empty when absent or malformed."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        return {}
+        return {}, {}
     with os.fdopen(fd) as f:
         try:
             data = json.loads(f.read(64 * 2**20))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return {}
+            return {}, {}
     if not isinstance(data, dict):
-        return {}
-    return {str(k): str(v) for k, v in data.items()}
+        return {}, {}
+    parts: list[dict[str, str]] = []
+    for key in ("outcomes", "messages"):
+        part = data.get(key)
+        parts.append({str(k): str(v) for k, v in part.items()} if isinstance(part, dict) else {})
+    return parts[0], parts[1]
