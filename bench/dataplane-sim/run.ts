@@ -348,7 +348,8 @@ function row(r: ModeResult, base: number): string {
   return `${r.name.padEnd(16)} ${r.tokens_per_s.toFixed(0).padStart(8)}   ${(r.tokens_per_s / base).toFixed(2).padStart(6)}x  ${(r.idle_fraction * 100).toFixed(1).padStart(5)}%  ${r.mean_step_s.toFixed(0).padStart(8)}s  ${r.train_gpus.mean.toFixed(1).padStart(9)}   ${String(r.stale_dropped).padStart(12)}   ${String(r.preempted_moves).padStart(6)}`;
 }
 
-const HEADER = 'mode             tokens/s   vs sync   idle    mean step   training GPUs   stale dropped   moved';
+const HEADER =
+  'mode             tokens/s   vs sync   idle    mean step   training GPUs   stale dropped   moved';
 
 function main(): void {
   const t0 = Date.now();
