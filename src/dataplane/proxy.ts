@@ -304,11 +304,13 @@ export class TrajectoryProxy {
       return sendJson(res, 200, {
         ...this.stats,
         live_sessions: this.sessions.size,
+        failovers: this.pool.failovers,
         upstreams: this.pool.upstreams.map((u) => ({
           url: u.url.toString(),
           sessions: u.sessions,
           version: u.version,
           down: u.downUntil > Date.now(),
+          enabled: u.enabled,
         })),
       });
     }
@@ -330,22 +332,28 @@ export class TrajectoryProxy {
 
   // ------------------------------------------------------------------------------------ weight updates
 
-  /** Calls an admin endpoint on every upstream; throws if any fails (a half-updated fleet must be noticed). */
+  /**
+   * Calls an admin endpoint on every enabled upstream (one the fleet has stopped, or is restarting, gets the
+   * current weights when it starts); throws if any fails (a half-updated fleet must be noticed). The answers
+   * come back in upstream order, null for the ones skipped.
+   */
   async fanOut(path: string, payload: unknown): Promise<unknown[]> {
     const headers: Record<string, string> = this.opts.upstreamAdminToken
       ? { authorization: `Bearer ${this.opts.upstreamAdminToken}` }
       : {};
     const results = await Promise.all(
-      this.pool.upstreams.map((_, i) => this.pool.json(i, path, payload, headers)),
+      this.pool.upstreams.map((u, i) =>
+        u.enabled ? this.pool.json(i, path, payload, headers) : Promise.resolve(null),
+      ),
     );
-    const bad = results.findIndex((r) => r.status !== 200);
+    const bad = results.findIndex((r) => r !== null && r.status !== 200);
     if (bad >= 0)
       throw new HttpError(
         502,
-        `upstream ${this.pool.upstreams[bad].url.toString()} ${path} failed: ${JSON.stringify(results[bad].body)}`,
+        `upstream ${this.pool.upstreams[bad].url.toString()} ${path} failed: ${JSON.stringify(results[bad]!.body)}`,
         'upstream_error',
       );
-    return results.map((r) => r.body);
+    return results.map((r) => (r === null ? null : r.body));
   }
 
   pauseAll(): Promise<unknown[]> {
@@ -359,6 +367,7 @@ export class TrajectoryProxy {
   async reloadAll(path: string, version?: number): Promise<unknown[]> {
     const out = await this.fanOut('/reload', version === undefined ? { path } : { path, version });
     out.forEach((r, i) => {
+      if (r === null) return;
       const v = (r as { policy_version?: number }).policy_version;
       this.pool.upstreams[i].version = typeof v === 'number' ? v : (version ?? null);
     });
