@@ -40,6 +40,9 @@ export interface RunningEngine {
   /** resolves when the engine process is gone (with a line saying how it ended) */
   exited: Promise<string>;
   stop(): Promise<void>;
+  /** frees the engine's resources without losing its state (absent: taking it back stops it) */
+  sleep?(): Promise<void>;
+  wake?(): Promise<void>;
 }
 
 /** How the fleet starts one engine: resolves once it is ready to serve, rejects if it dies or never is. */
@@ -107,6 +110,7 @@ export class ProcessLauncher implements EngineLauncher {
       ...this.t.env,
       OMP_NUM_THREADS: String(share.threads),
       TRAINFLOW_ENGINE_CPUS: share.cpus ? share.cpus.join(',') : '',
+      TRAINFLOW_ENGINE_INDEX: String(index), // which engine a process is (logs, tests)
     };
     if (share.gpus) env.CUDA_VISIBLE_DEVICES = share.gpus.join(',');
     const proc = spawn(this.t.python, ['-c', WRAPPER, ...this.t.argv.map((a) => fill(a, values))], {
@@ -121,7 +125,15 @@ export class ProcessLauncher implements EngineLauncher {
       proc.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exit code ${code}`)),
     );
     const url = `http://127.0.0.1:${port}`;
-    const handle: RunningEngine = { url, pid: proc.pid, exited, stop: () => stopProcess(proc, exited) };
+    // Sleep on CPU: SIGSTOP (no CPU time at all, memory kept); SIGCONT wakes it where it was.
+    const handle: RunningEngine = {
+      url,
+      pid: proc.pid,
+      exited,
+      stop: () => stopProcess(proc, exited),
+      sleep: () => signal(proc, 'SIGSTOP'),
+      wake: () => signal(proc, 'SIGCONT'),
+    };
     try {
       await waitHealthy(url + this.t.health_path, exited, this.t.ready_timeout_s * 1000);
     } catch (err) {
@@ -132,8 +144,15 @@ export class ProcessLauncher implements EngineLauncher {
   }
 }
 
+function signal(proc: ChildProcess, sig: NodeJS.Signals): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.reject(new Error('it exited'));
+  proc.kill(sig);
+  return Promise.resolve();
+}
+
 async function stopProcess(proc: ChildProcess, exited: Promise<string>): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
+  proc.kill('SIGCONT'); // a sleeping engine must run to handle SIGTERM
   proc.kill('SIGTERM');
   const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
   await exited;
@@ -141,11 +160,11 @@ async function stopProcess(proc: ChildProcess, exited: Promise<string>): Promise
 }
 
 async function waitHealthy(url: string, exited: Promise<string>, timeoutMs: number): Promise<void> {
-  let gone: string | null = null;
-  void exited.then((how) => (gone = how));
+  const gone: { how: string | null } = { how: null };
+  void exited.then((how) => (gone.how = how));
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (gone !== null) throw new Error(`the engine exited before it was ready (${gone})`);
+    if (gone.how !== null) throw new Error(`the engine exited before it was ready (${gone.how})`);
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
       await res.arrayBuffer();
@@ -179,7 +198,7 @@ export function shareOut(n: number, cpus: number[], gpus: string[] = []): Engine
   });
 }
 
-type SlotState = 'starting' | 'serving' | 'stopping' | 'off' | 'waiting-to-restart';
+type SlotState = 'starting' | 'serving' | 'sleeping' | 'stopping' | 'off' | 'waiting-to-restart';
 
 interface Slot {
   index: number;
@@ -273,8 +292,8 @@ export class Fleet {
     const e: FleetEvent = { t_ms: Date.now() - this.t0, engine, event, serving: this.serving() };
     if (detail) e.detail = detail;
     this.events.push(e);
-    if (event !== 'serving' && event !== 'given')
-      this.log(`engine ${engine} ${event}${detail ? ` (${detail})` : ''}; ${e.serving}/${this.size} serving`);
+    // One line per change (a few per training step): the engine count over time, in the job's log.
+    this.log(`engine ${engine} ${event}${detail ? ` (${detail})` : ''}; ${e.serving}/${this.size} serving`);
     for (const fn of this.listeners) fn();
   }
 
@@ -299,6 +318,7 @@ export class Fleet {
     if (pool.upstreams.length !== this.slots.length)
       throw new Error('the fleet and the proxy disagree on the number of engines');
     this.pool = pool;
+    pool.managed = true;
     for (const s of this.slots) {
       if (s.engine) pool.setUrl(s.index, s.engine.url);
       pool.upstreams[s.index].version = s.version;
@@ -311,40 +331,116 @@ export class Fleet {
     this.weights = w;
   }
 
-  /** Takes engines back (tag scheduling): switched off at once (their sessions fail over), then stopped. */
-  async take(indices: number[]): Promise<void> {
-    await Promise.all(
-      indices.map(async (i) => {
-        const s = this.slots[i];
-        s.wanted = false;
-        this.pool?.setEnabled(i, false);
-        const engine = s.engine;
-        s.engine = null;
-        s.state = 'stopping';
-        s.generation++;
-        this.record(i, 'taken');
-        if (engine) await engine.stop();
-        s.state = 'off';
-      }),
+  private admin(index: number, path: string, payload: unknown): Promise<{ status: number; body: unknown }> {
+    if (!this.pool) throw new Error('the fleet is not attached to a proxy');
+    return this.pool.json(
+      index,
+      path,
+      payload,
+      this.o.adminToken ? { authorization: `Bearer ${this.o.adminToken}` } : {},
     );
   }
 
-  /** Gives engines back: they start on the current weights and serve once ready (not awaited). */
+  /**
+   * Takes engines back (tag scheduling): switched off in the proxy at once (new requests and sessions go to
+   * the others), generation paused between two tokens, then the engine sleeps (RunningEngine.sleep: SIGSTOP
+   * for a CPU engine, its cores free for training; vLLM's sleep mode frees GPU memory) or, when it cannot,
+   * stops. Its paused generations continue after the step under the new weights (partial rollout).
+   */
+  async take(indices: number[]): Promise<void> {
+    await Promise.all(indices.map((i) => this.takeOne(this.slots[i])));
+  }
+
+  private async takeOne(s: Slot): Promise<void> {
+    s.wanted = false;
+    this.pool?.setEnabled(s.index, false);
+    const engine = s.engine;
+    if (s.state === 'serving' && engine?.sleep) {
+      s.state = 'sleeping';
+      this.record(s.index, 'taken');
+      try {
+        await this.admin(s.index, '/pause', {});
+        await engine.sleep();
+      } catch (err) {
+        this.log(`engine ${s.index}: could not put it to sleep (${(err as Error).message}); stopping it`);
+        await this.stopSlot(s);
+      }
+      return;
+    }
+    this.record(s.index, 'taken');
+    await this.stopSlot(s);
+  }
+
+  private async stopSlot(s: Slot): Promise<void> {
+    const engine = s.engine;
+    s.engine = null;
+    s.state = 'stopping';
+    s.generation++;
+    if (engine) await engine.stop();
+    s.state = 'off';
+  }
+
+  /**
+   * Gives engines back: a sleeping one wakes, catches up with the current weights and resumes its paused
+   * generations; a stopped one starts (serving once ready). Not awaited by the caller.
+   */
   give(indices: number[]): void {
     for (const i of indices) {
       const s = this.slots[i];
       s.wanted = true;
       this.record(i, 'given');
-      if (s.state === 'off') void this.launch(s, true).catch(() => undefined);
+      if (s.state === 'sleeping') void this.wake(s);
+      else if (s.state === 'off') void this.launch(s, true).catch(() => undefined);
     }
   }
 
-  /** Starts a slot's engine; on failure (when `retry`) schedules a restart with backoff. */
+  private async wake(s: Slot): Promise<void> {
+    const engine = s.engine!;
+    const gen = s.generation;
+    try {
+      await engine.wake!();
+      await this.catchUp(s, gen);
+      await this.admin(s.index, '/resume', {});
+    } catch (err) {
+      if (gen !== s.generation) return; // it died meanwhile: the exit handler restarts it
+      this.log(`engine ${s.index}: could not wake it (${(err as Error).message}); restarting it`);
+      await engine.stop(); // the exit handler restarts it
+      return;
+    }
+    if (gen !== s.generation || !s.wanted) return;
+    this.serve(s);
+  }
+
+  /** Reloads an engine to the current weights until it holds them (a weight update may land meanwhile). */
+  private async catchUp(s: Slot, gen: number): Promise<void> {
+    while (this.pool && s.version !== this.weights.version && gen === s.generation) {
+      const w = this.weights;
+      const r = await this.admin(s.index, '/reload', { path: w.checkpoint, version: w.version });
+      // A folder the stage rotated away while this engine was asleep or starting: newer weights exist.
+      if (r.status !== 200 && w === this.weights)
+        throw new Error(`reload failed: ${JSON.stringify(r.body)}`);
+      if (r.status === 200) s.version = w.version;
+    }
+  }
+
+  private serve(s: Slot): void {
+    s.state = 'serving';
+    if (this.pool) {
+      this.pool.upstreams[s.index].version = s.version;
+      this.pool.setEnabled(s.index, true);
+    }
+    this.record(s.index, 'serving');
+  }
+
+  /**
+   * Starts a slot's engine on the weights the fleet started with (a complete checkpoint folder, tokenizer
+   * included), then reloads it to the current ones; on failure (when `retry`) schedules a restart.
+   */
   private async launch(s: Slot, retry: boolean): Promise<void> {
     const gen = ++s.generation;
     s.state = 'starting';
     this.pool?.setEnabled(s.index, false);
-    const weights = this.weights;
+    const weights = this.o.weights;
     let engine: RunningEngine;
     try {
       engine = await this.o.launcher.start(s.index, s.share, weights);
@@ -359,6 +455,7 @@ export class Fleet {
     }
     if (gen !== s.generation || !s.wanted || this.closing) {
       await engine.stop();
+      if (gen === s.generation) s.state = 'off';
       return;
     }
     s.engine = engine;
@@ -366,42 +463,32 @@ export class Fleet {
     s.startedAt = Date.now();
     void engine.exited.then((how) => this.onExit(s, gen, how));
     if (this.pool) this.pool.setUrl(s.index, engine.url);
-    // A weight update that happened while it started: catch up before taking requests.
     try {
-      while (this.pool && s.version !== this.weights.version && gen === s.generation) {
-        const w = this.weights;
-        const r = await this.pool.json(
-          s.index,
-          '/reload',
-          { path: w.checkpoint, version: w.version },
-          this.o.adminToken ? { authorization: `Bearer ${this.o.adminToken}` } : {},
-        );
-        if (r.status !== 200) throw new Error(`reload failed: ${JSON.stringify(r.body)}`);
-        s.version = w.version;
-      }
+      await this.catchUp(s, gen);
     } catch (err) {
-      // Treated as a death: stopping it runs the exit handler, which restarts it (on the current weights).
+      // Treated as a death: stopping it runs the exit handler, which restarts it.
       this.log(`engine ${s.index}: ${(err as Error).message}; restarting it`);
       await engine.stop();
       return;
     }
     if (gen !== s.generation) return;
-    s.state = 'serving';
-    if (this.pool) {
-      this.pool.upstreams[s.index].version = s.version;
-      this.pool.setEnabled(s.index, true);
+    if (!s.wanted) {
+      await this.stopSlot(s); // taken back while it started
+      return;
     }
-    this.record(s.index, 'serving');
+    this.serve(s);
   }
 
   private onExit(s: Slot, gen: number, how: string): void {
-    if (gen !== s.generation || this.closing || !s.wanted) return; // stopped on purpose
+    if (gen !== s.generation || this.closing) return; // stopped on purpose
     this.pool?.setEnabled(s.index, false);
     s.engine = null;
     s.state = 'off';
     s.failuresInARow = Date.now() - s.startedAt > (this.o.stableMs ?? 10_000) ? 1 : s.failuresInARow + 1;
+    s.generation++;
     this.record(s.index, 'died', how);
-    this.scheduleRestart(s);
+    // Taken back (asleep) when it died: it starts when given back. Else it restarts after a backoff.
+    if (s.wanted) this.scheduleRestart(s);
   }
 
   private scheduleRestart(s: Slot): void {

@@ -35,7 +35,7 @@ import {
   type Trajectory,
   type TurnRecord,
 } from './sessions';
-import { NoUpstreamError, UpstreamPool, type ResponseSink } from './upstreams';
+import { isConnectionError, NoUpstreamError, UpstreamPool, type ResponseSink } from './upstreams';
 
 export type DriftMode = 'detect' | 'fix';
 
@@ -343,7 +343,9 @@ export class TrajectoryProxy {
       : {};
     const results = await Promise.all(
       this.pool.upstreams.map((u, i) =>
-        u.enabled ? this.pool.json(i, path, payload, headers) : Promise.resolve(null),
+        u.enabled
+          ? this.pool.json(i, path, payload, headers).catch((err: unknown) => this.lost(i, err))
+          : Promise.resolve(null),
       ),
     );
     const bad = results.findIndex((r) => r !== null && r.status !== 200);
@@ -354,6 +356,16 @@ export class TrajectoryProxy {
         'upstream_error',
       );
     return results.map((r) => (r === null ? null : r.body));
+  }
+
+  /**
+   * An admin call that failed at the connection level: with a fleet managing the engines (it restarts a dead
+   * one on the current weights, unpaused) that engine is simply skipped; without one the error stands.
+   */
+  private lost(index: number, err: unknown): null {
+    if (!this.pool.managed || !isConnectionError(err)) throw err;
+    this.pool.setEnabled(index, false);
+    return null;
   }
 
   pauseAll(): Promise<unknown[]> {

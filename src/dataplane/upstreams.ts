@@ -53,6 +53,11 @@ const RETRYABLE = new Set([
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
+/** A failure to reach a server, or a connection it dropped (a dead engine), as opposed to an answer. */
+export function isConnectionError(err: unknown): boolean {
+  return RETRYABLE.has((err as { code?: string } | null)?.code ?? '');
+}
+
 /** Receives a forwarded response as undici reads it: the head once, then every body chunk in order. */
 export interface ResponseSink {
   head(status: number, contentType: string | undefined): void;
@@ -113,6 +118,8 @@ export class UpstreamPool {
   waitForUpstreamMs = 0;
   /** requests moved to another upstream after a connection-level failure (a dead or restarting engine) */
   failovers = 0;
+  /** true when a fleet manages the upstreams (src/dataplane/fleet.ts): it restarts the ones that die */
+  managed = false;
 
   constructor(
     urls: string[],
@@ -261,12 +268,7 @@ export class UpstreamPool {
    * After a connection-level failure on upstream `index`: marks it down for a while and returns the set of
    * upstreams this request has tried, or throws NoUpstreamError when it has tried them all.
    */
-  private markDown(
-    index: number,
-    tried: Set<number> | undefined,
-    err: unknown,
-    deadline = 0,
-  ): Set<number> {
+  private markDown(index: number, tried: Set<number> | undefined, err: unknown, deadline = 0): Set<number> {
     this.upstreams[index].downUntil = Date.now() + this.downForMs;
     this.failovers++;
     tried ??= new Set();

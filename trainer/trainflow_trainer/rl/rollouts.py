@@ -1,11 +1,14 @@
-"""The rollout side of a stage as child processes: the CPU inference server and the data-plane driver
-(src/rl/driver.ts: proxy + ledger + sampler + rollout manager + agent workers).
+"""The rollout side of a stage as a child process: the data-plane driver (src/rl/driver.ts: the fleet of
+inference engines + proxy + ledger + sampler + rollout manager + agent workers). The driver starts the
+engines itself (src/dataplane/fleet.ts) from the launch template `engines` below, so it can restart one
+that dies and stop/start the colocated ones around training (tag scheduling).
 
     with Rollouts.start(ctx, stage, policy_dir, version, cursor, stats_file, mode="rl") as ro:
         msg = ro.next_message()            # {"type": "batch", groups, cursor, sampler_stats, metrics, ...}
         ro.trained(weights_dir, version)   # the manager pauses the server, reloads, resumes
 
-Both children die with the job (processes.Child); leaving the `with` stops them.
+The driver dies with the job (processes.Child), the engines with the driver (their parent-death signal);
+leaving the `with` stops them.
 """
 
 from __future__ import annotations
@@ -21,14 +24,12 @@ from pydantic import ValidationError
 
 from ..contract import (
     RL_LINE_PREFIX,
-    SERVE_LINE_PREFIX,
     DriverBatch,
     DriverCollected,
     DriverDone,
     DriverMessage,
     DriverReady,
     DriverSpec,
-    ServeReady,
     Trained,
 )
 from ..errors import BadInput
@@ -38,6 +39,7 @@ from .processes import Child
 
 if TYPE_CHECKING:
     from ..contract import JobSpec
+    from ..contract.models import Inference
     from ..job import JobContext
 
 TRAINER_DIR = Path(__file__).resolve().parents[2]
@@ -62,9 +64,49 @@ def stats_uri(spec: JobSpec) -> str:
     return spec.output_prefix.rstrip("/").rsplit("/", 1)[0] + "/sampling/stats.json"
 
 
+def engines(inference: Inference, policy_dir: Path) -> dict:
+    """The driver's `engines` block (src/contract/driver.ts): the CPU server's launch template, `servers` of
+    them on shares of this job's CPUs (one server: unpinned, one thread, as before). The engines inherit the
+    driver's environment (TRAINFLOW_SERVE_ADMIN_TOKEN)."""
+    servers = inference.servers
+    return {
+        "servers": servers,
+        "colocated": inference.colocated,
+        "argv": [
+            sys.executable,
+            "-m",
+            "trainflow_trainer.serve",
+            "--checkpoint",
+            "{checkpoint}",
+            "--port",
+            "{port}",
+            "--policy-version",
+            "{version}",
+            "--threads",
+            "{threads}",
+        ],
+        "cwd": str(TRAINER_DIR),
+        "health_path": "/health",
+        "ready_timeout_s": 300,
+        "checkpoint": str(start_weights(policy_dir)),
+        "cpus": sorted(os.sched_getaffinity(0)) if servers > 1 else None,
+        "gpus": None,
+    }
+
+
+def start_weights(policy_dir: Path) -> Path:
+    """The folder every engine starts from (then reloads to the current weights): hard links to the stage's
+    first served weights, beside them, so it outlives their rotation (the stage keeps the last two versions)
+    and a restarted engine always finds a complete folder, tokenizer included."""
+    start = policy_dir.parent / "engine-start"
+    shutil.rmtree(start, ignore_errors=True)
+    shutil.copytree(policy_dir, start, copy_function=os.link)
+    return start
+
+
 class Rollouts:
-    def __init__(self, server: Child, driver: Child, proxy: str) -> None:
-        self.server, self.driver, self.proxy = server, driver, proxy
+    def __init__(self, driver: Child, proxy: str) -> None:
+        self.driver, self.proxy = driver, proxy
 
     @classmethod
     def start(
@@ -102,32 +144,12 @@ class Rollouts:
         env.setdefault("AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED", "true")
         if spec.storage.endpoint:
             env.setdefault("TRAINFLOW_S3_ENDPOINT", spec.storage.endpoint)
-        server = Child(
-            "serve",
-            [
-                sys.executable,
-                "-m",
-                "trainflow_trainer.serve",
-                "--checkpoint",
-                str(policy_dir),
-                "--port",
-                "0",
-                "--policy-version",
-                str(version),
-                "--threads",
-                "1",
-            ],
-            SERVE_LINE_PREFIX.rstrip(),
-            cwd=str(TRAINER_DIR),
-            env=env,
-        )
         driver = None
         try:
-            info = ServeReady.model_validate(server.next_message(120, ctx.stop_requested.is_set))
-            ctx.log(f"trainflow: inference server on {info.host}:{info.port} (policy version {info.policy_version})")
             dspec = {
                 "mode": mode,
-                "upstreams": [f"http://{info.host}:{info.port}"],
+                "upstreams": [],  # the driver starts the engines itself
+                "engines": engines(r.inference, policy_dir),
                 "upstream_admin_token": serve_token,
                 "ledger_dir": str(work / "ledger"),
                 # the ledger ships to S3 next to the stage's checkpoints (src/rl/driver.ts: ledger_uri)
@@ -175,7 +197,8 @@ class Rollouts:
                 env=env,
                 stdin=True,
             )
-            ready = driver_message(driver.next_message(120, ctx.stop_requested.is_set))
+            # the driver answers once its engines serve (a fleet loads N models: minutes on a busy host)
+            ready = driver_message(driver.next_message(600, ctx.stop_requested.is_set))
             if not isinstance(ready, DriverReady):
                 raise RuntimeError(f"data plane: expected ready, got {ready.type!r}")
             origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready.ledger_from]
@@ -183,11 +206,10 @@ class Rollouts:
                 f"trainflow: data plane on {ready.proxy} (ledger holds {ready.ledger_size} records; "
                 f"{origin}: {ready.ledger_note})"
             )
-            return cls(server, driver, ready.proxy)
+            return cls(driver, ready.proxy)
         except BaseException:
             if driver is not None:
                 driver.stop()
-            server.stop()
             raise
 
     def next_message(
@@ -199,8 +221,7 @@ class Rollouts:
         self.driver.send(Trained(type="trained", checkpoint=str(weights_dir), version=version).model_dump())
 
     def close(self) -> None:
-        self.driver.stop()
-        self.server.stop()
+        self.driver.stop(grace=15.0)  # it stops its engines first
 
     def __enter__(self) -> Rollouts:
         return self
