@@ -392,7 +392,8 @@ export class RolloutManager {
     } finally {
       await this.o.proxy.resumeAll();
     }
-    hooks?.give(this.scheduler.finishTraining());
+    const back = this.scheduler.finishTraining(); // (not inside hooks?.give(...): it must always run)
+    hooks?.give(back);
     this.o.sampler.step?.();
     if (this.version !== version)
       throw new Error(`rollout: the trainer returned version ${version}, expected ${this.version}`);
