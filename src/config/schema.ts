@@ -373,7 +373,7 @@ const rolloutSchema = z.strictObject({
       colocated: nonNegativeInt()
         .default(0)
         .describe(
-          'Of the `servers`, engines on train-tagged resources: they serve rollout while the trainer waits for a batch and are taken back (stopped) while it trains; how many each step is chosen from measured rates (the tag scheduler\'s autoSplit). Fewer than `servers`.',
+          "Of the `servers`, engines on train-tagged resources: they serve rollout while the trainer waits for a batch and are taken back (stopped) while it trains; how many each step is chosen from measured rates (the tag scheduler's autoSplit). Fewer than `servers`.",
         ),
     })
     .prefault({}),

@@ -417,8 +417,7 @@ export class Fleet {
       const w = this.weights;
       const r = await this.admin(s.index, '/reload', { path: w.checkpoint, version: w.version });
       // A folder the stage rotated away while this engine was asleep or starting: newer weights exist.
-      if (r.status !== 200 && w === this.weights)
-        throw new Error(`reload failed: ${JSON.stringify(r.body)}`);
+      if (r.status !== 200 && w === this.weights) throw new Error(`reload failed: ${JSON.stringify(r.body)}`);
       if (r.status === 200) s.version = w.version;
     }
   }
