@@ -146,7 +146,7 @@ class Rollouts:
             env.setdefault("TRAINFLOW_S3_ENDPOINT", spec.storage.endpoint)
         driver = None
         try:
-            dspec = {
+            dspec: dict[str, object] = {
                 "mode": mode,
                 "upstreams": [],  # the driver starts the engines itself
                 "engines": engines(r.inference, policy_dir),
