@@ -115,11 +115,11 @@ test('taken back for training and given back: requests keep completing on the en
   expect(proxy.pool.upstreams[0].enabled).toBe(false);
   expect((await chat(s.key, 4)).status).toBe(200);
   expect(s.session.upstream).toBe(1);
-  // A weight update while engine 0 is off: it starts on the new weights.
+  // A weight update while engine 0 sleeps: it catches up (reload) when it wakes.
   fleet.setWeights({ checkpoint: fix.checkpoints[1], version: 1 });
   await proxy.reloadAll(fix.checkpoints[1], 1);
   fleet.give([0]);
   await until(() => fleet.serving() === 2, 120_000);
   expect(proxy.pool.upstreams.map((u) => u.version)).toEqual([1, 1]);
-  expect(fleet.restarts()).toBe(1); // a given-back engine is a start, not a restart
+  expect(fleet.restarts()).toBe(1); // a given-back engine wakes (SIGCONT + reload): not a restart
 }, 180_000);
