@@ -2,15 +2,26 @@
 // of RL training on 32 GPUs, in simulated time, for three loops over one workload:
 //   sync          all GPUs generate a batch, wait for its longest response, then all train (colocated, verl sync)
 //   one-step-off  a fixed split: 16 GPUs only generate (whole batches), 16 only train, one step of staleness
-//   trainflow     tag scheduling: 16 GPUs tagged train+rollout generate while the trainer waits and train when
-//                 a batch is ready (their in-flight responses move to the others and continue: partial
-//                 rollout), 16 tagged rollout; streaming admission under a staleness bound of 1
+//   trainflow     tag scheduling: every GPU tagged train+rollout; all generate while the trainer waits, and when
+//                 a batch is ready the automatic split (autoSplit in scheduler.ts, from the rates measured in
+//                 the previous steps) takes the least loaded k of them to train (their in-flight responses
+//                 move to the others and continue: partial rollout); streaming admission, staleness bound 1
+//   trainflow 28/4  the hand-picked fixed split it replaces, for comparison (and a sweep of fixed splits)
+// plus the sync and trainflow rows on 256 GPUs.
 // Run: npx tsx bench/dataplane-sim/run.ts   → bench/results/dataplane-sim.json
 import fs from 'node:fs';
 import path from 'node:path';
-import { TagScheduler, type ResourceSpec, type SchedulerPolicy } from '../../src/dataplane/scheduler';
+import {
+  autoSplit,
+  TagScheduler,
+  type ResourceSpec,
+  type SchedulerPolicy,
+  type SplitRates,
+} from '../../src/dataplane/scheduler';
 
 // ------------------------------------------------------------------------------------- the workload
+export type Workload = typeof WORKLOAD;
+
 export const WORKLOAD = {
   gpus: 32,
   /** responses per training step (e.g. 64 prompts x 8 samples) */
@@ -47,13 +58,13 @@ function rng(seed: number): () => number {
   };
 }
 
-function lengthSampler(seed: number): () => number {
-  const u = rng(seed);
-  const mu = Math.log(WORKLOAD.lengthMedian);
-  const sigma = Math.log(WORKLOAD.lengthP99 / WORKLOAD.lengthMedian) / 2.3263;
+function lengthSampler(w: Workload): () => number {
+  const u = rng(w.seed);
+  const mu = Math.log(w.lengthMedian);
+  const sigma = Math.log(w.lengthP99 / w.lengthMedian) / 2.3263;
   return () => {
     const z = Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
-    return Math.min(WORKLOAD.lengthCap, Math.max(1, Math.round(Math.exp(mu + sigma * z))));
+    return Math.min(w.lengthCap, Math.max(1, Math.round(Math.exp(mu + sigma * z))));
   };
 }
 
@@ -77,6 +88,8 @@ export interface ModeConfig {
   name: string;
   resources: ResourceSpec[];
   policy: SchedulerPolicy;
+  /** how many train-tagged GPUs train per step: all (default), or derived by autoSplit from measured rates */
+  split?: 'all' | 'auto';
 }
 
 export interface ModeResult {
@@ -89,17 +102,19 @@ export interface ModeResult {
   stale_dropped: number;
   preempted_moves: number;
   max_staleness_seen: number;
+  /** GPUs that trained, per step (the automatic split's choice) */
+  train_gpus: { mean: number; min: number; max: number };
 }
 
 export function simulate(
   mode: ModeConfig,
   trainSecondsPerTokenGpu: number,
   steps = WORKLOAD.steps,
+  w: Workload = WORKLOAD,
 ): ModeResult {
-  const w = WORKLOAD;
   const sched = new TagScheduler(mode.resources, mode.policy);
   const gpus = new Map<string, Gpu>(mode.resources.map((r) => [r.id, { spec: r, active: [], busy: 0 }]));
-  const nextLength = lengthSampler(w.seed);
+  const nextLength = lengthSampler(w);
   const pending: Seq[] = []; // moved (preempted) responses waiting for a slot, oldest first
   const done: Seq[] = []; // finished responses not yet trained on, in finishing order
   let now = 0;
@@ -111,7 +126,22 @@ export function simulate(
   let staleDropped = 0;
   let moves = 0;
   let maxStale = 0;
-  const trainGpus = sched.trainResources().length;
+  let training: string[] = [];
+  const trainCounts: number[] = [];
+  // Measured rates for the automatic split (exponential moving averages over steps).
+  let rates: SplitRates | null = null;
+  let phaseTokens = 0; // tokens decoded by GPUs not training, since the step started
+  let phaseStart = 0;
+  const measure = (m: SplitRates): void => {
+    const a = 0.5;
+    rates = rates
+      ? {
+          rolloutTokensPerS: a * m.rolloutTokensPerS + (1 - a) * rates.rolloutTokensPerS,
+          trainResourceSeconds: a * m.trainResourceSeconds + (1 - a) * rates.trainResourceSeconds,
+          tokensPerBatch: a * m.tokensPerBatch + (1 - a) * rates.tokensPerBatch,
+        }
+      : m;
+  };
 
   const rate = (b: number): number => w.perSeqTokS / (1 + b / w.halfSpeedBatch);
 
@@ -143,7 +173,17 @@ export function simulate(
   };
 
   const startTraining = (): void => {
-    const taken = sched.startTraining();
+    const count =
+      mode.split === 'auto' && rates
+        ? autoSplit(
+            w.gpus,
+            { ...rates, inFlight: sched.launched - sched.completed, slotsPerResource: w.maxSeqsPerGpu },
+            sched.trainResources().length,
+          )
+        : undefined;
+    const taken = sched.startTraining(count, (id) => gpus.get(id)!.active.length);
+    training = sched.trainingResources();
+    trainCounts.push(training.length);
     for (const id of taken) {
       const g = gpus.get(id)!;
       moves += g.active.length;
@@ -162,9 +202,13 @@ export function simulate(
       tokens += s.length;
     }
     tokensTrained += tokens;
-    trainEnd = now + (tokens * trainSecondsPerTokenGpu) / trainGpus;
-    for (const id of sched.trainResources()) gpus.get(id)!.busy -= now; // busy from now until trainEnd
+    stepTokens = tokens;
+    trainEnd = now + (tokens * trainSecondsPerTokenGpu) / training.length;
+    for (const id of training) gpus.get(id)!.busy -= now; // busy from now until trainEnd
+    phaseTokens = 0;
+    phaseStart = now;
   };
+  let stepTokens = 0;
 
   dispatch();
   while (stepsDone < steps) {
@@ -188,7 +232,10 @@ export function simulate(
         const r = rate(g.active.length);
         for (const s of g.active) {
           if (s.prefill > 0) s.prefill = Math.max(0, s.prefill - dt);
-          else s.remaining -= r * dt;
+          else {
+            s.remaining -= r * dt;
+            phaseTokens += r * dt;
+          }
         }
       }
     }
@@ -206,7 +253,15 @@ export function simulate(
     }
     // Training done: the version advances, weights sync, lent GPUs come back.
     if (now >= trainEnd - 1e-9) {
-      for (const id of sched.trainResources()) gpus.get(id)!.busy += trainEnd;
+      for (const id of training) gpus.get(id)!.busy += trainEnd;
+      const duration = now - phaseStart;
+      if (duration > 0)
+        measure({
+          rolloutTokensPerS: phaseTokens / ((w.gpus - training.length) * duration),
+          trainResourceSeconds: duration * training.length,
+          tokensPerBatch: stepTokens,
+        });
+      training = [];
       trainEnd = Infinity;
       sched.finishTraining();
       stepsDone++;
@@ -226,6 +281,11 @@ export function simulate(
     stale_dropped: staleDropped,
     preempted_moves: moves,
     max_staleness_seen: maxStale,
+    train_gpus: {
+      mean: trainCounts.reduce((a, b) => a + b, 0) / Math.max(1, trainCounts.length),
+      min: Math.min(...trainCounts),
+      max: Math.max(...trainCounts),
+    },
   };
 }
 
@@ -237,9 +297,15 @@ function gpuSpecs(spec: { train: number; rollout: number; both: number }): Resou
   return out;
 }
 
-export function modes(trainFlowBoth = 28): ModeConfig[] {
-  const n = WORKLOAD.gpus;
-  const B = WORKLOAD.batchSize;
+/**
+ * The loops compared. trainflow: every GPU tagged train+rollout, the split chosen per step by autoSplit from
+ * measured rates; `trainFlowBoth` instead gives a fixed split (that many train+rollout GPUs, the rest
+ * rollout-only, all train-tagged ones training: the hand-picked form the sweep shows).
+ */
+export function modes(trainFlowBoth: number | 'auto' = 'auto', w: Workload = WORKLOAD): ModeConfig[] {
+  const n = w.gpus;
+  const B = w.batchSize;
+  const both = trainFlowBoth === 'auto' ? n : trainFlowBoth;
   return [
     {
       name: 'sync',
@@ -252,52 +318,76 @@ export function modes(trainFlowBoth = 28): ModeConfig[] {
       policy: { batchSize: B, maxStaleness: 1, wholeBatches: true },
     },
     {
-      name: 'trainflow',
-      resources: gpuSpecs({ both: trainFlowBoth, train: 0, rollout: n - trainFlowBoth }),
+      name: trainFlowBoth === 'auto' ? 'trainflow' : `trainflow ${both}/${n - both}`,
+      resources: gpuSpecs({ both, train: 0, rollout: n - both }),
       policy: { batchSize: B, maxStaleness: 1, wholeBatches: false },
+      split: trainFlowBoth === 'auto' ? 'auto' : 'all',
     },
   ];
 }
 
 /** Training cost per token per GPU such that training is `trainFractionOfSyncStep` of a synchronous step. */
-export function calibrate(): { trainSecondsPerTokenGpu: number; syncGenerateAndSyncS: number } {
-  const probe = simulate(modes()[0], 0, 10);
-  const f = WORKLOAD.trainFractionOfSyncStep;
+export function calibrate(w: Workload = WORKLOAD): {
+  trainSecondsPerTokenGpu: number;
+  syncGenerateAndSyncS: number;
+} {
+  const probe = simulate(modes('auto', w)[0], 0, 10, w);
+  const f = w.trainFractionOfSyncStep;
   const genAndSync = probe.mean_step_s;
   const meanTokens = (probe.tokens_per_s * probe.sim_seconds) / probe.steps;
   const trainS = (genAndSync * f) / (1 - f);
-  return { trainSecondsPerTokenGpu: (trainS * WORKLOAD.gpus) / meanTokens, syncGenerateAndSyncS: genAndSync };
+  return { trainSecondsPerTokenGpu: (trainS * w.gpus) / meanTokens, syncGenerateAndSyncS: genAndSync };
 }
+
+/** The same workload on more GPUs: batch and GPU count scaled together (responses per GPU unchanged). */
+export function scaled(gpus: number, steps: number): Workload {
+  return { ...WORKLOAD, gpus, batchSize: (WORKLOAD.batchSize * gpus) / WORKLOAD.gpus, steps };
+}
+
+function row(r: ModeResult, base: number): string {
+  return `${r.name.padEnd(16)} ${r.tokens_per_s.toFixed(0).padStart(8)}   ${(r.tokens_per_s / base).toFixed(2).padStart(6)}x  ${(r.idle_fraction * 100).toFixed(1).padStart(5)}%  ${r.mean_step_s.toFixed(0).padStart(8)}s  ${r.train_gpus.mean.toFixed(1).padStart(9)}   ${String(r.stale_dropped).padStart(12)}   ${String(r.preempted_moves).padStart(6)}`;
+}
+
+const HEADER =
+  'mode             tokens/s   vs sync   idle    mean step   training GPUs   stale dropped   moved';
 
 function main(): void {
   const t0 = Date.now();
   const cal = calibrate();
-  const results = modes().map((m) => simulate(m, cal.trainSecondsPerTokenGpu));
-  const sweep = [8, 16, 24, 28, 30, 32].map((k) => ({
-    train_rollout_gpus: k,
-    ...simulate(modes(k)[2], cal.trainSecondsPerTokenGpu),
-  }));
+  const c = cal.trainSecondsPerTokenGpu;
+  const results = [...modes(), modes(28)[2]].map((m) => simulate(m, c));
+  const sweep = [8, 16, 24, 28, 30, 32].map((k) => ({ train_rollout_gpus: k, ...simulate(modes(k)[2], c) }));
   const base = results[0].tokens_per_s;
   console.log(
     `dataplane-sim: ${WORKLOAD.gpus} GPUs, batch ${WORKLOAD.batchSize}, ${WORKLOAD.steps} steps; sync step = ${cal.syncGenerateAndSyncS.toFixed(0)}s generate+sync + training at ${(WORKLOAD.trainFractionOfSyncStep * 100).toFixed(0)}%`,
   );
-  console.log('mode           tokens/s   vs sync   idle    mean step   stale dropped   moved');
-  for (const r of results) {
-    console.log(
-      `${r.name.padEnd(14)} ${r.tokens_per_s.toFixed(0).padStart(8)}   ${(r.tokens_per_s / base).toFixed(2).padStart(6)}x  ${(r.idle_fraction * 100).toFixed(1).padStart(5)}%  ${r.mean_step_s.toFixed(0).padStart(8)}s   ${String(r.stale_dropped).padStart(12)}   ${String(r.preempted_moves).padStart(6)}`,
-    );
-  }
-  console.log('trainflow split sweep (GPUs tagged train+rollout / rollout only):');
+  console.log(HEADER);
+  for (const r of results) console.log(row(r, base));
+  console.log('fixed splits (GPUs tagged train+rollout / rollout only, all train-tagged training):');
   for (const s of sweep)
     console.log(
-      `  ${s.train_rollout_gpus}/${WORKLOAD.gpus - s.train_rollout_gpus}: ${s.tokens_per_s.toFixed(0)} tokens/s, idle ${(s.idle_fraction * 100).toFixed(1)}%`,
+      `  ${s.train_rollout_gpus}/${WORKLOAD.gpus - s.train_rollout_gpus}: ${s.tokens_per_s.toFixed(0)} tokens/s (${(s.tokens_per_s / base).toFixed(2)}x), idle ${(s.idle_fraction * 100).toFixed(1)}%`,
     );
+  // 256 GPUs: fewer steps (the event loop is O(GPUs x sequences) per event); calibrated on its own.
+  const big = scaled(256, 12);
+  const bigCal = calibrate(big);
+  const bigRows = [modes('auto', big)[0], modes('auto', big)[2]].map((m) =>
+    simulate(m, bigCal.trainSecondsPerTokenGpu, big.steps, big),
+  );
+  console.log(`${big.gpus} GPUs, batch ${big.batchSize}, ${big.steps} steps:`);
+  console.log(HEADER);
+  for (const r of bigRows) console.log(row(r, bigRows[0].tokens_per_s));
   const out = {
     bench: 'dataplane-sim',
     workload: WORKLOAD,
     calibration: cal,
     modes: results.map((r) => ({ ...r, speedup_vs_sync: r.tokens_per_s / base })),
     trainflow_split_sweep: sweep,
+    gpus_256: {
+      workload: big,
+      calibration: bigCal,
+      modes: bigRows.map((r) => ({ ...r, speedup_vs_sync: r.tokens_per_s / bigRows[0].tokens_per_s })),
+    },
     wall_ms: Date.now() - t0,
   };
   const file = path.resolve(__dirname, '../results/dataplane-sim.json');

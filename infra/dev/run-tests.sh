@@ -17,7 +17,7 @@ rc=0
 # one PyTorch thread per process, or OpenMP's thread per core oversubscribes the machine several times over.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 DEMO_TEST=test/rl/demo-reward.test.ts
-VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_stages.py)
+VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_stages.py tests/test_vllm_fleet.py)
 
 run_jest() { # report-name jest-args...
   local name=$1; shift

@@ -342,8 +342,12 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     test: 'trainer/tests/test_vllm_stages.py::test_rl_and_rft_stages_run_on_vllm',
   },
   'stages[].rollout.inference.servers': {
-    honoured: 'one server (more rejected until implemented)',
-    test: BAD,
+    honoured: 'the driver starts that many engines (src/dataplane/fleet.ts)',
+    test: 'trainer/tests/test_rl_fleet.py::test_kill9_of_one_of_two_engines_mid_stage',
+  },
+  'stages[].rollout.inference.colocated': {
+    honoured: 'engines on train-tagged resources, taken back while the trainer trains',
+    test: 'trainer/tests/test_rl_fleet.py::test_tag_scheduling_takes_colocated_engines_back_while_training',
   },
   'stages[].rollout.sandbox.timeout': {
     honoured: 'agent --timeout of each sandboxed run',

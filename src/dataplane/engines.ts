@@ -23,7 +23,10 @@ export const ENGINE_KINDS: readonly EngineKind[] = ['local', 'vllm'];
 /** The model name vLLM serves the policy under (trainer/trainflow_trainer/engines/vllm.py SERVED_MODEL). */
 export const VLLM_MODEL = 'policy';
 
-/** Calls one admin route on every upstream and returns the answers (throws if any fails). */
+/**
+ * Calls one admin route on every upstream and returns the answers in upstream order (throws if any fails);
+ * null for an engine skipped (one the fleet has off, or lost during the call: it catches up itself).
+ */
 export type FanOut = (path: string, payload: unknown) => Promise<unknown[]>;
 
 export interface Reloaded {
@@ -44,7 +47,7 @@ const localControl: EngineControl = {
   async reload(fan, path, version) {
     const answers = await fan('/reload', version === undefined ? { path } : { path, version });
     const versions = answers.map((r) => {
-      const v = (r as { policy_version?: number }).policy_version;
+      const v = (r as { policy_version?: number } | null)?.policy_version;
       return typeof v === 'number' ? v : (version ?? null);
     });
     return { answers, versions };
@@ -63,7 +66,10 @@ const vllmControl: EngineControl = {
     // cached prefixes hold keys/values of the old weights: new requests must not reuse them
     await fan('/reset_prefix_cache', {});
     const versions = rpc.map(() => version ?? null);
-    return { answers: rpc.map((r, i) => ({ ...(r as object), policy_version: versions[i] })), versions };
+    const answers = rpc.map((r, i) =>
+      r === null ? null : { ...(r as object), policy_version: versions[i] },
+    );
+    return { answers, versions };
   },
 };
 

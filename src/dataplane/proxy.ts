@@ -36,7 +36,7 @@ import {
   type TurnRecord,
 } from './sessions';
 import { engineControl, VllmRelay, vllmRequest, type EngineControl, type EngineKind } from './engines';
-import { NoUpstreamError, UpstreamPool, type ResponseSink } from './upstreams';
+import { isConnectionError, NoUpstreamError, UpstreamPool, type ResponseSink } from './upstreams';
 
 export type DriftMode = 'detect' | 'fix';
 
@@ -315,11 +315,13 @@ export class TrajectoryProxy {
       return sendJson(res, 200, {
         ...this.stats,
         live_sessions: this.sessions.size,
+        failovers: this.pool.failovers,
         upstreams: this.pool.upstreams.map((u) => ({
           url: u.url.toString(),
           sessions: u.sessions,
           version: u.version,
           down: u.downUntil > Date.now(),
+          enabled: u.enabled,
         })),
       });
     }
@@ -342,22 +344,40 @@ export class TrajectoryProxy {
 
   // ------------------------------------------------------------------------------------ weight updates
 
-  /** Calls an admin endpoint on every upstream; throws if any fails (a half-updated fleet must be noticed). */
+  /**
+   * Calls an admin endpoint on every enabled upstream (one the fleet has stopped, or is restarting, gets the
+   * current weights when it starts); throws if any fails (a half-updated fleet must be noticed). The answers
+   * come back in upstream order, null for the ones skipped.
+   */
   async fanOut(path: string, payload: unknown): Promise<unknown[]> {
     const headers: Record<string, string> = this.opts.upstreamAdminToken
       ? { authorization: `Bearer ${this.opts.upstreamAdminToken}` }
       : {};
     const results = await Promise.all(
-      this.pool.upstreams.map((_, i) => this.pool.json(i, path, payload, headers)),
+      this.pool.upstreams.map((u, i) =>
+        u.enabled
+          ? this.pool.json(i, path, payload, headers).catch((err: unknown) => this.lost(i, err))
+          : Promise.resolve(null),
+      ),
     );
-    const bad = results.findIndex((r) => r.status !== 200);
+    const bad = results.findIndex((r) => r !== null && r.status !== 200);
     if (bad >= 0)
       throw new HttpError(
         502,
-        `upstream ${this.pool.upstreams[bad].url.toString()} ${path} failed: ${JSON.stringify(results[bad].body)}`,
+        `upstream ${this.pool.upstreams[bad].url.toString()} ${path} failed: ${JSON.stringify(results[bad]!.body)}`,
         'upstream_error',
       );
-    return results.map((r) => r.body);
+    return results.map((r) => (r === null ? null : r.body));
+  }
+
+  /**
+   * An admin call that failed at the connection level: with a fleet managing the engines (it restarts a dead
+   * one on the current weights, unpaused) that engine is simply skipped; without one the error stands.
+   */
+  private lost(index: number, err: unknown): null {
+    if (!this.pool.managed || !isConnectionError(err)) throw err;
+    this.pool.setEnabled(index, false);
+    return null;
   }
 
   private readonly fan = (path: string, payload: unknown): Promise<unknown[]> => this.fanOut(path, payload);
@@ -373,7 +393,10 @@ export class TrajectoryProxy {
   /** Reloads every upstream; the versions it reports (or `version`) tag the tokens sampled from now on. */
   async reloadAll(path: string, version?: number): Promise<unknown[]> {
     const { answers, versions } = await this.control.reload(this.fan, path, version);
-    versions.forEach((v, i) => (this.pool.upstreams[i].version = v));
+    // a skipped engine (null: off, or lost during the call) catches up itself when it serves again
+    versions.forEach((v, i) => {
+      if (answers[i] !== null) this.pool.upstreams[i].version = v;
+    });
     return answers;
   }
 

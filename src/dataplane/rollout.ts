@@ -10,6 +10,13 @@
 // than `maxStaleness` versions after it started, and the batch check drops any group whose oldest token is
 // older than that (which admission makes rare).
 //
+// With a fleet of engines (`resources` + `hooks`), the engines are the scheduler's resources next to the
+// trainer: an engine on train-tagged resources serves rollout while the trainer waits; when a batch is
+// ready the scheduler takes back as many train-tagged resources as `autoSplit` derives from the rates
+// measured in the previous steps (generated tokens per serving engine per second while training, training
+// time, tokens per batch), the hooks stop those engines (their sessions fail over) and start them again on
+// the new weights when the step is done.
+//
 // A member session that expires (its agent went quiet for the proxy's idle timeout) has no reward and the
 // group's baseline would be biased without it: the whole group is recorded as filtered (never trained on)
 // and its launch slot is freed, whether or not the hung agent ever returns. Batches are offered only once
@@ -17,7 +24,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Ledger, LedgerEntry } from './ledger';
 import type { TrajectoryProxy } from './proxy';
-import { TagScheduler, type ResourceSpec } from './scheduler';
+import { autoSplit, TagScheduler, type ResourceSpec, type SplitRates } from './scheduler';
 import type { Trajectory } from './sessions';
 import { generatedTokens } from './tree';
 
@@ -106,6 +113,19 @@ export interface RolloutOptions {
   /** ledger cursor restored from the trainer's checkpoint (-1: from the start) */
   cursor?: number;
   resources?: ResourceSpec[];
+  /** what taking a resource back and giving it back means (a fleet: stop and start engines) */
+  hooks?: ResourceHooks;
+}
+
+export interface ResourceHooks {
+  /** resources taken back for a training step: they stop serving (their in-flight generations fail over) */
+  take(ids: string[]): Promise<void>;
+  /** resources given back after the step: they serve the new weights (`weights` was called first) */
+  give(ids: string[]): void;
+  /** the weights served from now on (before the fan-out reload, so an engine starting meanwhile gets them) */
+  weights?(checkpoint: string, version: number): void;
+  /** a resource's load (e.g. its sessions): the least loaded ones are taken back first */
+  load?(id: string): number;
 }
 
 export interface RolloutStats {
@@ -130,6 +150,12 @@ export class RolloutManager {
   private readonly runTag = randomBytes(3).toString('hex');
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
+  /** generated tokens of the sessions finished so far (the rollout rate the split is derived from) */
+  private tokensGenerated = 0;
+  /** the rates measured over the steps so far (moving averages); null until a step has run */
+  rates: SplitRates | null = null;
+  /** per step: the resources that trained and the ones that served meanwhile */
+  readonly splits: { training: string[]; serving: string[] }[] = [];
 
   constructor(private readonly o: RolloutOptions) {
     if (o.groupSize < 1 || o.batchGroups < 1 || o.concurrency < o.groupSize) {
@@ -224,7 +250,9 @@ export class RolloutManager {
       });
       const finished = (async () => {
         const reward = await this.o.agent({ baseUrl: `${this.o.proxyUrl}/v1`, apiKey: key }, task);
-        return this.o.proxy.finish(session.id, reward);
+        const t = await this.o.proxy.finish(session.id, reward);
+        this.tokensGenerated += generatedTokens(t.tree);
+        return t;
       })();
       try {
         return await Promise.race([finished, expired]);
@@ -271,6 +299,44 @@ export class RolloutManager {
     );
   }
 
+  /** How many train-tagged resources train this step: the automatic split from the measured rates. */
+  private split(): number {
+    const n = this.scheduler.resources.length;
+    const max = this.scheduler.trainResources().length;
+    return autoSplit(
+      n,
+      this.rates ?? { rolloutTokensPerS: 0, trainResourceSeconds: 0, tokensPerBatch: 0 },
+      max,
+    );
+  }
+
+  /** Folds one step's rates into the moving averages autoSplit reads. */
+  private measure(
+    batch: Batch,
+    split: { training: string[]; serving: string[] },
+    seconds: number,
+    tokens: number,
+  ): void {
+    if (seconds <= 0) return;
+    const m: SplitRates = {
+      rolloutTokensPerS: tokens / (Math.max(1, split.serving.length) * seconds),
+      trainResourceSeconds: seconds * split.training.length,
+      tokensPerBatch: batch.groups.reduce(
+        (n, g) => n + g.trajectories.reduce((k, t) => k + generatedTokens(t.tree), 0),
+        0,
+      ),
+    };
+    const r = this.rates;
+    const a = 0.5;
+    this.rates = r
+      ? {
+          rolloutTokensPerS: a * m.rolloutTokensPerS + (1 - a) * r.rolloutTokensPerS,
+          trainResourceSeconds: a * m.trainResourceSeconds + (1 - a) * r.trainResourceSeconds,
+          tokensPerBatch: a * m.tokensPerBatch + (1 - a) * r.tokensPerBatch,
+        }
+      : m;
+  }
+
   /** Reads the next batch of group records after the cursor (trajectory records are skipped). */
   private nextBatch(): Batch {
     const groups: GroupRecord[] = [];
@@ -305,8 +371,20 @@ export class RolloutManager {
   private async trainStep(stats: RolloutStats): Promise<void> {
     await this.o.ledger.syncShipped(); // the trainer only ever acknowledges records that are in S3
     const batch = this.nextBatch();
-    this.scheduler.startTraining();
+    const hooks = this.o.hooks;
+    const count = hooks ? this.split() : undefined;
+    const taken = this.scheduler.startTraining(count, (id) => hooks?.load?.(id) ?? 0);
+    const split = {
+      training: this.scheduler.trainingResources(),
+      serving: this.scheduler.rolloutResources(),
+    };
+    this.splits.push(split);
+    await hooks?.take(taken);
+    const t0 = Date.now();
+    const tokens0 = this.tokensGenerated;
     const { checkpoint, version } = await this.o.trainer.train(batch);
+    this.measure(batch, split, (Date.now() - t0) / 1000, this.tokensGenerated - tokens0);
+    hooks?.weights?.(checkpoint, version);
     // Weight update: in-flight generations pause between two tokens and continue under the new weights.
     await this.o.proxy.pauseAll();
     try {
@@ -314,7 +392,8 @@ export class RolloutManager {
     } finally {
       await this.o.proxy.resumeAll();
     }
-    this.scheduler.finishTraining();
+    const back = this.scheduler.finishTraining(); // (not inside hooks?.give(...): it must always run)
+    hooks?.give(back);
     this.o.sampler.step?.();
     if (this.version !== version)
       throw new Error(`rollout: the trainer returned version ${version}, expected ${this.version}`);

@@ -11,6 +11,9 @@
 // and that step trains policy version = step number. A sample launched while the served version is v is at
 // most `maxStaleness` versions old at training when L < (v + maxStaleness + 1) * batchSize (AReaL's rule);
 // `admit()` enforces it. maxStaleness 0 with whole batches is the synchronous loop.
+//
+// The split (how many train-tagged resources train when a batch is ready; the others keep serving rollout)
+// is derived from measured rates by `autoSplit` (the rule is written there), so no one hand-picks it.
 
 export type Tag = 'train' | 'rollout';
 export type Role = 'rollout' | 'train' | 'idle';
@@ -27,6 +30,39 @@ export interface SchedulerPolicy {
   maxStaleness: number;
   /** generate in whole batches: batch k+1 starts only after every sample of batch k finished (verl-style) */
   wholeBatches: boolean;
+}
+
+/** What the automatic split is derived from: rates measured while the job runs (or its simulation). */
+export interface SplitRates {
+  /** tokens per second one resource generates while the trainer trains (rollout throughput per resource) */
+  rolloutTokensPerS: number;
+  /** resource-seconds one training step takes (its wall time x the resources that trained) */
+  trainResourceSeconds: number;
+  /** tokens a batch holds */
+  tokensPerBatch: number;
+  /** generations in flight when the batch is ready (they must fit on the resources left serving) */
+  inFlight?: number;
+  /** generations one resource holds at once (its KV-cache capacity: vLLM max_num_seqs, the CPU --max-batch) */
+  slotsPerResource?: number;
+}
+
+/**
+ * How many of `n` resources should train when a batch is ready. The rule: while k resources train for
+ * T/k seconds (T = trainResourceSeconds), the other n - k must generate the next batch (B tokens at R
+ * tokens/s each), so that neither side waits: (n - k) R T / k = B, i.e. k = n R T / (B + R T): training gets
+ * the share of resources that its share of the work needs. Rounded down (a trainer that waits a little costs
+ * less than a batch that is late, when the rest of the fleet generates while it waits). Second, the
+ * generations in flight must fit on the resources left serving (else they queue, go stale and are dropped):
+ * k <= n - ceil(inFlight / slotsPerResource). At least 1, at most n - 1 so rollout never stops; `max` caps
+ * it at the train-tagged count.
+ */
+export function autoSplit(n: number, rates: SplitRates, max = n): number {
+  const { rolloutTokensPerS: R, trainResourceSeconds: T, tokensPerBatch: B } = rates;
+  let k = R > 0 && T > 0 && B > 0 ? Math.floor((n * R * T) / (B + R * T)) : n - 1;
+  const { inFlight, slotsPerResource: slots } = rates;
+  if (inFlight !== undefined && slots !== undefined && slots > 0)
+    k = Math.min(k, n - Math.ceil(inFlight / slots));
+  return Math.max(1, Math.min(max, n - 1, k));
 }
 
 export class TagScheduler {
@@ -97,20 +133,31 @@ export class TagScheduler {
   }
 
   /**
-   * Starts a training step: resources tagged `train` switch to training. Returns the ids taken from
-   * rollout, whose in-flight generations must move (partial rollout).
+   * Starts a training step: `count` resources tagged `train` (all of them by default; `autoSplit` gives the
+   * number) switch to training, the least loaded first (`load`: e.g. in-flight generations, so fewest move).
+   * Returns the ids taken from rollout, whose in-flight generations must move (partial rollout).
    */
-  startTraining(): string[] {
+  startTraining(count?: number, load: (id: string) => number = () => 0): string[] {
     if (!this.batchReady()) throw new Error('startTraining without a ready batch');
     this.training = true;
     this.consumed += this.policy.batchSize;
+    const candidates = this.resources.filter((r) => r.tags.includes('train'));
+    const n = Math.max(1, Math.min(candidates.length, count ?? candidates.length));
+    // Resources that can only train go first (they are not serving anything), then the least loaded.
+    const order = candidates
+      .map((r, i) => ({ r, i, lent: this.roles.get(r.id) === 'rollout', load: load(r.id) }))
+      .sort((a, b) => Number(a.lent) - Number(b.lent) || a.load - b.load || a.i - b.i);
     const taken: string[] = [];
-    for (const r of this.resources) {
-      if (!r.tags.includes('train')) continue;
-      if (this.roles.get(r.id) === 'rollout') taken.push(r.id);
+    for (const { r, lent } of order.slice(0, n)) {
+      if (lent) taken.push(r.id);
       this.roles.set(r.id, 'train');
     }
     return taken;
+  }
+
+  /** The resources training now. */
+  trainingResources(): string[] {
+    return this.resources.filter((r) => this.roles.get(r.id) === 'train').map((r) => r.id);
   }
 
   /** Ends a training step: the version advances and lent resources go back to rollout. Returns them. */

@@ -25,9 +25,18 @@ import {
   type LedgerOrigin,
   type LedgerPlacement,
 } from '../dataplane/assemble';
+import { engineControl } from '../dataplane/engines';
+import { Fleet, ProcessLauncher, shareOut } from '../dataplane/fleet';
 import type { Ledger, LedgerShipping } from '../dataplane/ledger';
 import type { TrajectoryProxy } from '../dataplane/proxy';
-import { RolloutManager, type Batch, type GroupRecord, type Task } from '../dataplane/rollout';
+import {
+  RolloutManager,
+  type Batch,
+  type GroupRecord,
+  type ResourceHooks,
+  type Task,
+} from '../dataplane/rollout';
+import type { ResourceSpec } from '../dataplane/scheduler';
 import type { Trajectory } from '../dataplane/sessions';
 import { createSampler, StatsStore, StatsTable, TaskDrawer } from '../sampling';
 import {
@@ -222,12 +231,15 @@ export async function main(specFile: string): Promise<void> {
 
   const adminToken = `tfa_${process.pid}_${Date.now()}`;
   const idleMs = sessionIdleMs(spec);
+  const fleet = spec.engines ? startFleet(spec) : null;
+  const upstreams = fleet ? await fleet.start() : spec.upstreams;
+  if (upstreams.length === 0) fatal('the driver spec gives neither `upstreams` nor `engines`');
   const placement = ledgerPlacement(spec);
   if (spec.ledger_uri && !placement.s3Uri)
     process.stderr.write(`trainflow rl driver: ledger_uri ${spec.ledger_uri} is not s3://: not shipped\n`);
   const { proxy, ledger, origin } = await assembleDataPlane(
     {
-      upstreams: spec.upstreams,
+      upstreams,
       adminToken,
       upstreamAdminToken: spec.upstream_admin_token,
       engine: spec.upstream_engine,
@@ -238,6 +250,11 @@ export async function main(specFile: string): Promise<void> {
     placement,
   );
   process.stderr.write(`trainflow rl driver: ledger ${origin.from}: ${origin.note}\n`);
+  if (fleet) {
+    // A request that finds every engine off waits for the fleet to bring one back (restart, give-back).
+    proxy.pool.waitForUpstreamMs = 120_000;
+    fleet.attach(proxy.pool);
+  }
   const port = await proxy.listen(0, '127.0.0.1');
   const proxyUrl = `http://127.0.0.1:${port}`;
   const perWorker = Math.max(1, Math.ceil(spec.concurrency / spec.agent.workers));
@@ -245,11 +262,14 @@ export async function main(specFile: string): Promise<void> {
   cleanup = () => {
     agents.close();
     ledger.close();
+    void fleet?.close(); // and should the driver exit first, the engines' parent-death signal stops them
   };
   const stop = (): void => {
     cleanup?.();
     // The open segment's tail goes to S3 before exiting (the ledger still reads its closed files).
-    void Promise.allSettled([ledger.shutdown(), proxy.close()]).finally(() => process.exit(0));
+    void Promise.allSettled([ledger.shutdown(), proxy.close(), fleet?.close()]).finally(() =>
+      process.exit(0),
+    );
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
@@ -284,7 +304,11 @@ export async function main(specFile: string): Promise<void> {
     if (spec.mode === 'collect') await store.save(spec.stats_uri, table);
     await emit({ type: 'collected', groups, sampler_stats: table.toJSON(), metrics: stats.take() });
   } else {
-    const manager = new RolloutManager({
+    const tagged = fleet ? fleetResources(spec) : undefined;
+    const engineStats = fleet ? new EngineStats(fleet, proxy) : null;
+    const manager: RolloutManager = new RolloutManager({
+      resources: tagged?.resources,
+      hooks: tagged ? fleetHooks(fleet!, proxy) : undefined,
       proxy,
       proxyUrl,
       ledger,
@@ -308,13 +332,14 @@ export async function main(specFile: string): Promise<void> {
             dropped: batch.dropped,
             dropped_tokens: batch.droppedTokens,
             sampler_stats: table.toJSON(),
-            metrics: stats.take(),
+            metrics: { ...stats.take(), ...engineStats?.take(manager) },
           });
           const a = await answer;
           return { checkpoint: a.checkpoint, version: a.version };
         },
       },
     });
+    engineStats?.watch(manager);
     await manager.run(spec.steps);
     await store.save(spec.stats_uri, table);
     await emit({ type: 'done' });
@@ -322,7 +347,97 @@ export async function main(specFile: string): Promise<void> {
   cleanup();
   await ledger.shutdown();
   await proxy.close();
+  await fleet?.close();
   process.exit(0);
+}
+
+/** The fleet the spec's `engines` block describes: N engines on shares of the given CPUs and GPUs. */
+function startFleet(spec: DriverSpec): Fleet {
+  const e = spec.engines!;
+  if (e.colocated > e.servers) fatal(`engines.colocated ${e.colocated} exceeds engines.servers ${e.servers}`);
+  const cpus = e.cpus ?? [];
+  return new Fleet({
+    launcher: new ProcessLauncher({
+      argv: e.argv,
+      env: e.env,
+      cwd: e.cwd,
+      health_path: e.health_path,
+      ready_timeout_s: e.ready_timeout_s,
+      sleep: e.sleep,
+      python: spec.agent.python,
+    }),
+    // every engine of the pool is of the spec's kind: the proxy's fan-out and the fleet use one control
+    control: engineControl(spec.upstream_engine),
+    shares: shareOut(e.servers, cpus, e.gpus ?? []),
+    weights: { checkpoint: e.checkpoint, version: spec.initial_version },
+    adminToken: spec.upstream_admin_token,
+  });
+}
+
+/**
+ * The tag scheduler's resources with a fleet: the trainer (tagged train) and one per engine, the last
+ * `colocated` of them on train-tagged resources (train + rollout), the others rollout only.
+ */
+export function fleetResources(spec: DriverSpec): { resources: ResourceSpec[] } {
+  const e = spec.engines!;
+  const resources: ResourceSpec[] = [{ id: 'trainer', tags: ['train'] }];
+  for (let i = 0; i < e.servers; i++)
+    resources.push({
+      id: `engine${i}`,
+      tags: i >= e.servers - e.colocated ? ['train', 'rollout'] : ['rollout'],
+    });
+  return { resources };
+}
+
+const engineIndex = (id: string): number | null => (id.startsWith('engine') ? Number(id.slice(6)) : null);
+
+function fleetHooks(fleet: Fleet, proxy: TrajectoryProxy): ResourceHooks {
+  const indices = (ids: string[]): number[] => ids.map(engineIndex).filter((i): i is number => i !== null);
+  return {
+    take: (ids) => fleet.take(indices(ids)),
+    give: (ids) => fleet.give(indices(ids)),
+    weights: (checkpoint, version) => fleet.setWeights({ checkpoint, version }),
+    load: (id) => {
+      const i = engineIndex(id);
+      return i === null ? 0 : proxy.pool.upstreams[i].sessions;
+    },
+  };
+}
+
+/**
+ * Engine counts over time for the step metrics: engines serving while the trainer trained (after the
+ * split took some back) and the most serving while it waited for the batch, plus restarts and failovers.
+ */
+class EngineStats {
+  private maxWhileWaiting = 0;
+
+  constructor(
+    private readonly fleet: Fleet,
+    private readonly proxy: TrajectoryProxy,
+  ) {
+    this.maxWhileWaiting = fleet.serving();
+  }
+
+  watch(manager: RolloutManager): void {
+    this.fleet.onChange(() => {
+      if (!manager.scheduler.training)
+        this.maxWhileWaiting = Math.max(this.maxWhileWaiting, this.fleet.serving());
+    });
+  }
+
+  take(manager: RolloutManager): Record<string, number> {
+    const split = manager.splits[manager.splits.length - 1];
+    const out = {
+      engines: this.fleet.size,
+      engines_serving_while_waiting: this.maxWhileWaiting,
+      engines_serving_while_training: this.fleet.serving(),
+      engines_taken_for_training: split ? split.training.filter((id) => id !== 'trainer').length : 0,
+      engine_restarts: this.fleet.restarts(),
+      engine_failovers: this.proxy.pool.failovers,
+    };
+    this.maxWhileWaiting = this.fleet.serving();
+    return out;
+  }
 }
 
 /**

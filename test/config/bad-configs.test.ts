@@ -603,11 +603,11 @@ const CASES: Case[] = [
     message: 'sglang is not supported yet; use backend: local or vllm',
   },
   {
-    rule: 'issue: inference servers 4 on the demo',
+    rule: 'inference: every engine colocated with the trainer',
     base: 'demo',
-    change: set(['stages', 5, 'rollout', 'inference'], { backend: 'vllm', servers: 4 }),
-    path: ['stages', 5, 'rollout', 'inference', 'servers'],
-    message: 'a stage starts one inference server today',
+    change: set(['stages', 5, 'rollout', 'inference'], { servers: 2, colocated: 2 }),
+    path: ['stages', 5, 'rollout', 'inference', 'colocated'],
+    message: 'must be fewer than rollout.inference.servers 2: at least one engine keeps serving',
   },
   {
     rule: 'issue: sglang on kat',

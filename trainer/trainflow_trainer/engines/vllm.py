@@ -16,7 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..errors import BadInput
@@ -57,19 +57,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_argv(
-    python: Path, checkpoint: str, port: int, max_model_len: int, max_num_seqs: int, seed: int
-) -> list[str]:
-    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", checkpoint]
+def server_command(
+    checkpoint: str,
+    port: str,
+    base_env: Mapping[str, str],
+    max_model_len: int = 1024,
+    max_num_seqs: int = 8,
+    seed: int = 0,
+    gpu: bool = False,
+) -> tuple[list[str], dict[str, str]]:
+    """vLLM's command line and the environment it needs on top of `base_env` (the one definition: VllmEngine
+    starts it from here, and so does the data plane's fleet from the launch template rl/rollouts.py builds,
+    with `{checkpoint}` and `{port}` for the fleet to fill). `gpu`: started with sleep mode, so the fleet can
+    free a taken-back engine's GPU memory (/sleep, /wake_up)."""
+    argv = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", checkpoint]
     # also as "default", the reference agent's model name when it talks to the engine directly (benchmarks)
-    argv += ["--served-model-name", SERVED_MODEL, "default", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--served-model-name", SERVED_MODEL, "default", "--host", "127.0.0.1", "--port", port]
     argv += ["--dtype", "float32", "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs)]
     argv += ["--seed", str(seed), "--logprobs-mode", "processed_logprobs", "--worker-extension-cls", EXTENSION_CLS]
     # the agent's tools: our chat template writes Hermes-style <tool_call>{json}</tool_call> (tokenizer.py)
     argv += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--generation-config", "vllm"]
-    if not os.environ.get("TRAINFLOW_VLLM_COMPILE"):
+    if not base_env.get("TRAINFLOW_VLLM_COMPILE"):
         argv.append("--enforce-eager")  # ready in ~40 s instead of ~90 s; CPU decode speed barely differs
-    return argv
+    if gpu:
+        argv.append("--enable-sleep-mode")
+    ext, path = str(EXTENSION_DIR), base_env.get("PYTHONPATH")
+    env = {
+        "PYTHONPATH": ext + (os.pathsep + path if path else ""),  # our worker extension
+        "VLLM_SERVER_DEV_MODE": "1",  # the control routes: /pause /resume /collective_rpc /sleep ...
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        # GiB; the default (4) is too much on a shared CPU host
+        "VLLM_CPU_KVCACHE_SPACE": base_env.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        # share the cores instead of pinning to them
+        "VLLM_CPU_OMP_THREADS_BIND": base_env.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": base_env.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
+    }
+    return argv, env
 
 
 class VllmEngine(Engine):
@@ -90,17 +114,11 @@ class VllmEngine(Engine):
     ) -> VllmEngine:
         if checkpoint.startswith("s3://"):
             raise BadInput("backend vllm serves a local folder; got an s3:// checkpoint")
-        python = vllm_python()
         env = dict(os.environ if env is None else env)
-        ext = str(EXTENSION_DIR)
-        env["PYTHONPATH"] = ext + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.update(VLLM_SERVER_DEV_MODE="1", HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1")
-        env["OMP_NUM_THREADS"] = str(threads)
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default (4) is too much on a shared CPU host
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # share the cores instead of pinning to them
-        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         port = free_port()
-        argv = server_argv(python, checkpoint, port, max_model_len, max_num_seqs, seed)
+        argv, extra = server_command(checkpoint, str(port), env, max_model_len, max_num_seqs, seed, gpu_host())
+        env.update(extra)
+        env["OMP_NUM_THREADS"] = str(threads)
         log(f"trainflow: starting vLLM on 127.0.0.1:{port} ({checkpoint}, policy version {version})")
         return cls(Child("vllm", argv, NO_PREFIX, env=env), f"http://127.0.0.1:{port}", version, should_stop)
 

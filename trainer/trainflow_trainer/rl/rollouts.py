@@ -1,19 +1,24 @@
-"""The rollout side of a stage as child processes: the inference engine (rollout.inference.backend: the CPU
-server or vLLM, engines/) and the data-plane driver (src/rl/driver.ts: proxy + ledger + sampler + rollout
-manager + agent workers).
+"""The rollout side of a stage as a child process: the data-plane driver (src/rl/driver.ts: the fleet of
+inference engines + proxy + ledger + sampler + rollout manager + agent workers). The driver starts the
+engines itself (src/dataplane/fleet.ts) from the launch template `engines` below (rollout.inference.backend:
+the CPU server or vLLM, whose command lines live in engines/), so it can restart one that dies and
+stop/start the colocated ones around training (tag scheduling).
 
     with Rollouts.start(ctx, stage, policy_dir, version, cursor, stats_file, mode="rl") as ro:
         msg = ro.next_message()            # {"type": "batch", groups, cursor, sampler_stats, metrics, ...}
         ro.trained(weights_dir, version)   # the manager pauses the server, reloads, resumes
 
-Both children die with the job (processes.Child); leaving the `with` stops them.
+The driver dies with the job (processes.Child), the engines with the driver (their parent-death signal);
+leaving the `with` stops them.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +34,8 @@ from ..contract import (
     DriverSpec,
     Trained,
 )
-from ..engines import Engine, start_engine
+from ..engines import local as local_engine
+from ..engines import vllm as vllm_engine
 from ..errors import BadInput
 from ..sandbox import Limits
 from ..tasks import TaskFormatError, load_tasks, write_tasks_jsonl
@@ -37,6 +43,7 @@ from .processes import Child
 
 if TYPE_CHECKING:
     from ..contract import JobSpec
+    from ..contract.models import Inference
     from ..job import JobContext
 
 TRAINER_DIR = Path(__file__).resolve().parents[2]
@@ -61,9 +68,45 @@ def stats_uri(spec: JobSpec) -> str:
     return spec.output_prefix.rstrip("/").rsplit("/", 1)[0] + "/sampling/stats.json"
 
 
+def engines(inference: Inference, policy_dir: Path, env: Mapping[str, str]) -> dict:
+    """The driver's `engines` block (src/contract/driver.ts): the backend's launch template (the same command
+    line its engines/ module starts one engine with), `servers` of them on shares of this job's CPUs (one
+    server: unpinned, one thread, as before). The engines inherit the driver's environment (`env`:
+    TRAINFLOW_SERVE_ADMIN_TOKEN); the proxy controls them as `upstream_engine` says (src/dataplane/engines.ts)."""
+    servers = inference.servers
+    if inference.backend == "vllm":
+        gpu = vllm_engine.gpu_host()
+        argv, extra = vllm_engine.server_command("{checkpoint}", "{port}", env, gpu=gpu)
+        # vLLM loads a model in minutes on a busy CPU host; on GPU its sleep mode frees a taken-back engine
+        template = {"argv": argv, "env": extra, "ready_timeout_s": 900, "sleep": "vllm" if gpu else "signal"}
+    else:
+        argv = local_engine.server_command("{checkpoint}", "{port}", "{version}", "{threads}")
+        template = {"argv": argv, "ready_timeout_s": 300, "sleep": "signal"}
+    return {
+        "servers": servers,
+        "colocated": inference.colocated,
+        **template,
+        "cwd": str(TRAINER_DIR),
+        "health_path": "/health",
+        "checkpoint": str(start_weights(policy_dir)),
+        "cpus": sorted(os.sched_getaffinity(0)) if servers > 1 else None,
+        "gpus": None,
+    }
+
+
+def start_weights(policy_dir: Path) -> Path:
+    """The folder every engine starts from (then reloads to the current weights): hard links to the stage's
+    first served weights, beside them, so it outlives their rotation (the stage keeps the last two versions)
+    and a restarted engine always finds a complete folder, tokenizer included."""
+    start = policy_dir.parent / "engine-start"
+    shutil.rmtree(start, ignore_errors=True)
+    shutil.copytree(policy_dir, start, copy_function=os.link)
+    return start
+
+
 class Rollouts:
-    def __init__(self, server: Engine, driver: Child, proxy: str) -> None:
-        self.server, self.driver, self.proxy = server, driver, proxy
+    def __init__(self, driver: Child, proxy: str) -> None:
+        self.driver, self.proxy = driver, proxy
 
     @classmethod
     def start(
@@ -96,21 +139,20 @@ class Rollouts:
             raise BadInput("the rl/rft stages need Node.js (`node`) on PATH for the data plane")
 
         env = dict(os.environ)
+        serve_token = secrets.token_hex(16)
+        env["TRAINFLOW_SERVE_ADMIN_TOKEN"] = serve_token
         env.setdefault("AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED", "true")
         if spec.storage.endpoint:
             env.setdefault("TRAINFLOW_S3_ENDPOINT", spec.storage.endpoint)
-        backend = r.inference.backend
-        server = start_engine(
-            backend, str(policy_dir), version, env=env, should_stop=ctx.stop_requested.is_set, log=ctx.log
-        )
+        fleet = engines(r.inference, policy_dir, env)
         driver = None
         try:
-            server.ready(600)
-            dspec = {
+            dspec: dict[str, object] = {
                 "mode": mode,
-                "upstreams": [server.url],
-                "upstream_engine": server.kind,
-                **({"upstream_admin_token": server.admin_token} if server.admin_token else {}),
+                "upstreams": [],  # the driver starts the engines itself
+                "engines": fleet,
+                "upstream_engine": r.inference.backend,
+                "upstream_admin_token": serve_token,
                 "ledger_dir": str(work / "ledger"),
                 # the ledger ships to S3 next to the stage's checkpoints (src/rl/driver.ts: ledger_uri)
                 "ledger_uri": spec.output_prefix.rstrip("/") + "/ledger"
@@ -162,7 +204,8 @@ class Rollouts:
                 env=env,
                 stdin=True,
             )
-            ready = driver_message(driver.next_message(120, ctx.stop_requested.is_set))
+            # the driver answers once its engines serve (a fleet loads N models: minutes on a busy host)
+            ready = driver_message(driver.next_message(fleet["ready_timeout_s"] + 60, ctx.stop_requested.is_set))
             if not isinstance(ready, DriverReady):
                 raise RuntimeError(f"data plane: expected ready, got {ready.type!r}")
             origin = {"local": "this machine's", "s3": "restored from S3", "new": "a new ledger"}[ready.ledger_from]
@@ -170,11 +213,10 @@ class Rollouts:
                 f"trainflow: data plane on {ready.proxy} (ledger holds {ready.ledger_size} records; "
                 f"{origin}: {ready.ledger_note})"
             )
-            return cls(server, driver, ready.proxy)
+            return cls(driver, ready.proxy)
         except BaseException:
             if driver is not None:
                 driver.stop()
-            server.stop()
             raise
 
     def next_message(
@@ -186,8 +228,7 @@ class Rollouts:
         self.driver.send(Trained(type="trained", checkpoint=str(weights_dir), version=version).model_dump())
 
     def close(self) -> None:
-        self.driver.stop()
-        self.server.stop()
+        self.driver.stop(grace=15.0)  # it stops its engines first
 
     def __enter__(self) -> Rollouts:
         return self

@@ -107,6 +107,8 @@ def step_metrics(
         "episodes": float(rm.get("episodes", 0)),
         "dropped_stale_tokens": float(msg.dropped_tokens),
         **{k: float(m[k]) for k in OBJECTIVE_METRICS if k in m},  # ratio, clip low/high, KL to reference
+        # the fleet's engine counts while waiting vs training, restarts, failovers (src/rl/driver.ts)
+        **{k: float(v) for k, v in rm.items() if k.startswith("engine")},
     }
 
 
