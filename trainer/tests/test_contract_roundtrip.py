@@ -27,6 +27,8 @@ TRAIN: dict[str, Any] = {
     "betas": [0.8, 0.9],
     "grad_clip": 0.5,
     "seed": 99,
+    # the job has 8 GPU processes, so the FSDP2 policies apply (validate refuses them on one process)
+    "fsdp": {"mixed_precision": "bf16", "activation_checkpointing": True, "cpu_offload": True},
 }
 LM_TRAIN: dict[str, Any] = {**TRAIN, "batch_size": 48, "micro_batch_size": 3}
 COMMON: dict[str, Any] = {
@@ -56,11 +58,12 @@ ROLLOUT: dict[str, Any] = {
     "top_p": 0.9,
     "max_staleness": 2,
     "session_idle_timeout": "90s",
-    # the only values the schema accepts today (one local server): exempt from the non-default check below
-    "inference": {"backend": "local", "servers": 1},
+    # a fleet of two CPU servers, one of them on train-tagged cores; the backend stays the default (local):
+    # vllm would need its environment to resolve nothing more here
+    "inference": {"backend": "local", "servers": 2, "colocated": 1},
     "sandbox": {"timeout": "3s"},  # memory and max_processes: refused until they reach the agent's sandbox
 }
-ONLY_VALUE = ("rollout.inference.backend", "rollout.inference.servers")
+ONLY_VALUE = ("rollout.inference.backend",)
 SAMPLING: dict[str, Any] = {
     "strategy": "uniform",
     "exploration_bonus": 0.5,
