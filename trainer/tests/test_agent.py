@@ -133,7 +133,8 @@ def test_tool_call_then_answer(stub, sandbox):
 
 def test_several_tool_calls_in_one_turn_run_in_parallel(stub, sandbox):
     task = said(demo_tasks(1)[0])
-    code = "import time\nt0 = time.time()\ntime.sleep(3)\nprint({i}, t0, time.time())"  # 3 s: overlap even if a loaded machine staggers their starts
+    # 3 s each: the three still overlap when a loaded machine staggers their starts
+    code = "import time\nt0 = time.time()\ntime.sleep(3)\nprint({i}, t0, time.time())"
 
     def script(messages):
         if messages[-1]["role"] == "user":
