@@ -131,6 +131,44 @@ class ChoiceTokens(BaseModel):
     """
 
 
+class CurateConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    packages: Annotated[list[StrictStr], Field(min_length=1)]
+    """
+    PyPI releases whose own test suites the bugs are synthesised against (NAME==VERSION).
+    """
+    per_package: StrictInt
+    """
+    Most instances per package.
+    """
+    max_candidates: StrictInt
+    """
+    Most single mutations tried per package.
+    """
+    combine: StrictInt
+    """
+    Of per_package, how many may combine two bugs (must be < per_package).
+    """
+    seed: StrictInt
+    """
+    Seed of the mutations drawn.
+    """
+    test_requirements: list[StrictStr] | None = None
+    """
+    Pinned test dependencies of the packages' suites (default the trainer's: pytest==8.3.4).
+    """
+    time_budget_s: float | None = None
+    """
+    Stop trying new candidates after this many seconds (the instances made so far are kept).
+    """
+    min_instances: StrictInt
+    """
+    The stage fails when fewer instances pass `tasks check` (the rejected are reported).
+    """
+
+
 class DataSource(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -953,6 +991,10 @@ class TasksConfig(BaseModel):
     """
     Tasks file (families jsonl and swe, required there): a local JSONL file, one task (swe: one SWE instance) per line.
     """
+    from_: Annotated[StrictStr | None, Field(alias="from")] = None
+    """
+    swe only, instead of path: an earlier curate stage's name; its committed, checked instances (resolved when the stage runs).
+    """
     count: StrictInt | None = None
     """
     Use only the first N tasks.
@@ -1400,7 +1442,7 @@ class StageConfig(BaseModel):
     """
     Stage name, unique in the pipeline.
     """
-    kind: Literal["midtrain", "sft", "rft", "rl", "eval"]
+    kind: Literal["midtrain", "sft", "rft", "rl", "eval", "curate"]
     """
     What the stage trains (eval: evaluates, without training).
     """
@@ -1467,6 +1509,10 @@ class StageConfig(BaseModel):
     eval: EvalConfig | None = None
     """
     Samples per task and the pass@k reported (eval).
+    """
+    curate: CurateConfig | None = None
+    """
+    The SWE instances a curate stage synthesises and checks (curate).
     """
     job: JobCommand | None = None
     """
