@@ -544,10 +544,14 @@ const stageSchema = z.strictObject({
   name: name('stage').describe('Stage name, unique in the pipeline.'),
   kind: z
     .enum(KINDS, { error: `expected one of ${KINDS.join(' | ')}` })
-    .describe('What the stage trains (eval: evaluates, without training).'),
+    .describe(
+      'What the stage trains (eval: evaluates, without training; curate: synthesises and checks SWE tasks).',
+    ),
   description: z.string().optional().describe('Free text.'),
   data: dataSchema.optional().describe('Training documents or conversations (midtrain, sft).'),
-  tasks: tasksSchema.optional().describe('Tasks for rollouts (rft, rl, eval).'),
+  tasks: tasksSchema
+    .optional()
+    .describe('Tasks for rollouts (rft, rl, eval; swe tasks may come from a curate stage).'),
   train: trainSchema
     .optional()
     .describe('Optimiser and schedule (every kind but eval, which trains nothing).'),
@@ -588,16 +592,7 @@ const scheduleSchema = z.strictObject({
 
 // ---- which blocks each kind takes ------------------------------------------------------------------------
 
-type Block =
-  | 'data'
-  | 'tasks'
-  | 'packing'
-  | 'rollout'
-  | 'sampling'
-  | 'algorithm'
-  | 'rft'
-  | 'eval'
-  | 'curate';
+type Block = 'data' | 'tasks' | 'packing' | 'rollout' | 'sampling' | 'algorithm' | 'rft' | 'eval' | 'curate';
 export const BLOCKS_BY_KIND: Record<(typeof KINDS)[number], { required: Block[]; allowed: Block[] }> = {
   midtrain: { required: ['data'], allowed: ['data'] },
   sft: { required: ['data'], allowed: ['data', 'packing'] },
@@ -1021,7 +1016,10 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
 function checkTasks(tasks: NonNullable<RawConfig['stages'][number]['tasks']>, at: AtFn, issue: Issue): void {
   const fileFamily = tasks.family === 'jsonl' || tasks.family === 'swe';
   if (tasks.from !== undefined && tasks.family !== 'swe')
-    issue(at('tasks', 'from'), `applies only to family swe (a curate stage's instances), not ${tasks.family}`);
+    issue(
+      at('tasks', 'from'),
+      `applies only to family swe (a curate stage's instances), not ${tasks.family}`,
+    );
   if (tasks.from !== undefined && tasks.path !== undefined)
     issue(at('tasks', 'path'), 'give either tasks.path or tasks.from, not both (remove one)');
   if (fileFamily && tasks.path === undefined && !(tasks.family === 'swe' && tasks.from !== undefined))

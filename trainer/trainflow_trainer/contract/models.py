@@ -1444,7 +1444,7 @@ class StageConfig(BaseModel):
     """
     kind: Literal["midtrain", "sft", "rft", "rl", "eval", "curate"]
     """
-    What the stage trains (eval: evaluates, without training).
+    What the stage trains (eval: evaluates, without training; curate: synthesises and checks SWE tasks).
     """
     description: StrictStr | None = None
     """
@@ -1456,7 +1456,7 @@ class StageConfig(BaseModel):
     """
     tasks: TasksConfig | None = None
     """
-    Tasks for rollouts (rft, rl, eval).
+    Tasks for rollouts (rft, rl, eval; swe tasks may come from a curate stage).
     """
     train: TrainConfig | None = None
     """
