@@ -121,3 +121,22 @@ def test_tasks_from_reads_the_committed_instances(curated: Path, tmp_path: Path)
         f.write("\n")
     with pytest.raises(BadInput, match="tasks.from 'curate'"):
         resolve_curated_tasks(JobContext(spec_from(str(tampered / "tasks.jsonl"))))
+
+
+def test_a_swe_verdict_carries_its_per_test_outcomes_into_the_episode(curated: Path) -> None:
+    """agent/loop.py: Episode.tests = the verdict's per-test outcomes, in the contract's Episode line (the driver
+    stores them with the trajectory; test/dataplane/proxy.test.ts checks the ledger record)."""
+    from trainflow_trainer.agent.loop import Episode
+    from trainflow_trainer.contract import Episode as EpisodeLine
+    from trainflow_trainer.tasks.swe import environment_for, grade_patch, swe_tasks
+    from trainflow_trainer.tasks.verify import Verdict
+
+    task = swe_tasks(curated / "tasks.jsonl", 1)[0]
+    g = grade_patch(environment_for(task), "")  # the unfixed tree: its FAIL_TO_PASS tests fail
+    v = Verdict(g.reward, g.passed, g.reason, g.run, g.to_dict())
+    assert v.tests == g.tests and set(v.tests) == set(g.fail_to_pass) | set(g.pass_to_pass)
+    assert any(o != "passed" for o in (v.tests[t] for t in g.fail_to_pass))
+    ep = Episode(task.id, [], v.reward, v.passed, v.reason, "answer", 1, 0, 0, 0, 0, 0.1, tests=v.tests)
+    line = EpisodeLine.model_validate({"id": "r1", **ep.to_dict()})
+    assert line.tests == g.tests
+    assert Verdict(1.0, True, "correct").tests is None  # a verifier without named tests

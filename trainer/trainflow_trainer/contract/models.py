@@ -353,6 +353,10 @@ class Episode(BaseModel):
     reward: float | None = None
     passed: StrictBool | None = None
     verdict: StrictStr | None = None
+    tests: dict[str, StrictStr] | None = None
+    """
+    The verifier's per-test outcomes (swe: test id → passed | failed | …); kept with the trajectory.
+    """
     stop: StrictStr | None = None
     """
     answer | max_turns | error
