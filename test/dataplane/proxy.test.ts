@@ -169,7 +169,7 @@ test("a swe episode's per-test outcomes are stored in the ledger with its trajec
     adminToken: ADMIN,
     upstreamAdminToken: SERVER_ADMIN,
     drift: 'detect',
-    onTrajectory: async (t) => ledger.append(t.trajectory_id, { kind: 'trajectory', ...t }),
+    onTrajectory: (t) => Promise.resolve(ledger.append(t.trajectory_id, { kind: 'trajectory', ...t })),
   });
   proxies.push(proxy);
   const base = `http://127.0.0.1:${await proxy.listen(0)}`;
