@@ -121,6 +121,12 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     status.stages = config.stages.map((s) => emptyStage(s.name, s.kind));
 
     let previous = prepared.initCheckpoint;
+    // curate stages' commits by stage name: what a later stage's tasks.from reads; weights flow past them
+    const curated: Record<string, string> = {};
+    const passOn = (kind: string, name: string, output: string) => {
+      if (kind === 'curate') curated[name] = output;
+      else previous = output;
+    };
     for (const [index, stageConfig] of config.stages.entries()) {
       const stage = status.stages[index];
       stage.inputCheckpoint = previous;
@@ -134,7 +140,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
           metrics: done.metrics,
         });
         stage.outputCheckpoint = done.outputCheckpoint;
-        previous = done.outputCheckpoint;
+        passOn(stageConfig.kind, stageConfig.name, done.outputCheckpoint);
         continue;
       }
       stage.state = 'running';
@@ -146,7 +152,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
           workflowId: `${pipelineId}--${stageConfig.name}`,
           args: [
             {
-              config,
+              config: withCuratedTasks(config, index, curated),
               pipelineId,
               runId: info.runId,
               pipelineWorkflowId: pipelineId,
@@ -164,7 +170,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
         stage.outputCheckpoint = result.outputCheckpoint;
         stage.lastCheckpoint = result.outputCheckpoint;
         stage.endedAt = new Date().toISOString();
-        previous = result.outputCheckpoint;
+        passOn(stageConfig.kind, stageConfig.name, result.outputCheckpoint);
       } catch (err) {
         stage.state = isCancellation(err) ? 'cancelled' : 'failed';
         stage.error = describe(err);
@@ -195,6 +201,31 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     }
     throw err;
   }
+}
+
+/**
+ * The config a stage's job is rendered from: a `tasks: {family: swe, from: NAME}` gets tasks.path = the curate
+ * stage NAME's committed tasks.jsonl (validate checked NAME is an earlier curate stage, so it has run). The
+ * trainer fetches that commit, verified, before the stage starts (stages/curate.py resolve_curated_tasks).
+ */
+export function withCuratedTasks(
+  config: PipelineConfig,
+  index: number,
+  curated: Record<string, string>,
+): PipelineConfig {
+  const stage = config.stages[index];
+  const from = stage.tasks?.from;
+  if (!stage.tasks || from === undefined) return config;
+  const commit = curated[from];
+  if (commit === undefined) {
+    throw ApplicationFailure.nonRetryable(
+      `stages.${stage.name}.tasks.from: curate stage ${from} has no committed output in this run`,
+      'BadInput',
+    );
+  }
+  const tasks = { ...stage.tasks, path: `${commit.replace(/\/+$/, '')}/tasks.jsonl` };
+  const stages = config.stages.map((s, i) => (i === index ? { ...s, tasks } : s));
+  return { ...config, stages };
 }
 
 function emptyStage(name: string, kind: string): StageStatus {

@@ -29,6 +29,7 @@ const SAMPLER = 'test/sampling/sampler.test.ts::';
 const TRACKING = 'trainer/tests/test_tracking.py::';
 const PROMOTION = 'test/pipeline/promotion.test.ts::';
 const EVAL_CONFIG = 'test/config/eval.test.ts::';
+const CURATE = 'trainer/tests/test_curate_stage.py::test_curate_stage_synthesises_checks_and_commits_once';
 const SWE_FILTERS =
   'trainer/tests/test_swe_grading.py::test_pr_dataset_filters_drop_by_stars_activity_and_issue_content';
 
@@ -187,6 +188,18 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'stages[].data.seq_len': {
     honoured: 'data.py packers',
     test: 'trainer/tests/test_data.py::test_midtrain_rows_pack_documents',
+  },
+  'stages[].curate.packages': { honoured: 'stages/curate.py: the releases synthesize() reads', test: CURATE },
+  'stages[].curate.per_package': { honoured: 'stages/curate.py: synthesize(per_package)', test: CURATE },
+  'stages[].curate.max_candidates': { honoured: 'stages/curate.py: synthesize(max_candidates)', test: CURATE },
+  'stages[].curate.combine': { honoured: 'stages/curate.py: synthesize(combine)', test: CURATE },
+  'stages[].curate.seed': { honoured: 'stages/curate.py: synthesize(seed)', test: CURATE },
+  'stages[].curate.test_requirements': { honoured: 'stages/curate.py: synthesize(test_requirements)', test: CURATE },
+  'stages[].curate.time_budget_s': { honoured: 'stages/curate.py: synthesize(time_budget_s)', test: CURATE },
+  'stages[].curate.min_instances': { honoured: 'stages/curate.py: fails the stage (BadInput) below it', test: CURATE },
+  'stages[].tasks.from': {
+    honoured: 'workflows/pipeline.ts withCuratedTasks + stages/curate.py resolve_curated_tasks',
+    test: 'trainer/tests/test_curate_stage.py::test_tasks_from_reads_the_committed_instances',
   },
   'stages[].tasks.family': {
     honoured: 'tasks/__init__.py load_tasks',

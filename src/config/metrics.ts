@@ -1,6 +1,11 @@
 // The metrics each stage kind reports in its status object, and so the ones a gate may test. The trainer
 // (trainer/trainflow_trainer) emits these names; a gate on any other name is a config error.
-export const METRICS_BY_KIND: Record<'midtrain' | 'sft' | 'rft' | 'rl' | 'eval', readonly string[]> = {
+export const METRICS_BY_KIND: Record<
+  'midtrain' | 'sft' | 'rft' | 'rl' | 'eval' | 'curate',
+  readonly string[]
+> = {
+  // stages/curate.py: instances synthesised, of them valid (passed `tasks check`) and rejected
+  curate: ['instances', 'valid', 'rejected', 'packages_with_instances'],
   midtrain: ['loss', 'eval_loss', 'grad_norm', 'lr', 'tokens_per_s'],
   sft: ['loss', 'eval_loss', 'grad_norm', 'lr', 'tokens_per_s'],
   rft: ['loss', 'grad_norm', 'lr', 'tokens_per_s', 'pass_rate', 'reward_mean', 'kept_fraction'],

@@ -40,7 +40,7 @@ const text = () => z.string({ error: 'expected a string' }).min(1, { error: 'mus
 /** A data location: a local path (relative to the config file) or an s3:// URI. */
 const location = () => text();
 
-export const KINDS = ['midtrain', 'sft', 'rft', 'rl', 'eval'] as const;
+export const KINDS = ['midtrain', 'sft', 'rft', 'rl', 'eval', 'curate'] as const;
 export const LAUNCHERS = ['local', 'slurm', 'kubernetes'] as const;
 /** tasks/__init__.py FAMILIES and rl/batch.py SCALINGS (test/config/trainer-facts.test.ts compares them). */
 export const TASK_FAMILIES = ['demo', 'humaneval', 'jsonl', 'swe'] as const;
@@ -297,6 +297,11 @@ const tasksSchema = z.strictObject({
     .describe(
       'Tasks file (families jsonl and swe, required there): a local JSONL file, one task (swe: one SWE instance) per line.',
     ),
+  from: name('stage')
+    .optional()
+    .describe(
+      "swe only, instead of path: an earlier curate stage's name; its committed, checked instances (resolved when the stage runs).",
+    ),
   count: positiveInt().optional().describe('Use only the first N tasks.'),
   seed: nonNegativeInt()
     .optional()
@@ -505,6 +510,37 @@ const rftSchema = z.strictObject({
     .describe('Not supported yet (one rollout-then-train round): an error when set.'),
 });
 
+/** tasks/swe/synth/package.py SPEC_RE: an exact release. */
+const PACKAGE_SPEC = /^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9._+!-]+$/;
+const packageSpec = () =>
+  z.string({ error: 'expected NAME==VERSION' }).regex(PACKAGE_SPEC, {
+    error: 'expected NAME==VERSION, an exact PyPI release (e.g. isodate==0.7.2)',
+  });
+
+/** The options of `trainflow tasks synthesize` (tasks/swe/__main__.py), for a stage that builds its own tasks. */
+const curateSchema = z.strictObject({
+  packages: z
+    .array(packageSpec())
+    .min(1, { error: 'expected at least one NAME==VERSION' })
+    .describe('PyPI releases whose own test suites the bugs are synthesised against (NAME==VERSION).'),
+  per_package: positiveInt().default(20).describe('Most instances per package.'),
+  max_candidates: positiveInt().default(80).describe('Most single mutations tried per package.'),
+  combine: nonNegativeInt()
+    .default(4)
+    .describe('Of per_package, how many may combine two bugs (must be < per_package).'),
+  seed: nonNegativeInt().default(0).describe('Seed of the mutations drawn.'),
+  test_requirements: z
+    .array(packageSpec())
+    .optional()
+    .describe("Pinned test dependencies of the packages' suites (default the trainer's: pytest==8.3.4)."),
+  time_budget_s: positiveNumber()
+    .optional()
+    .describe('Stop trying new candidates after this many seconds (the instances made so far are kept).'),
+  min_instances: positiveInt()
+    .default(1)
+    .describe('The stage fails when fewer instances pass `tasks check` (the rejected are reported).'),
+});
+
 const jobSchema = z.strictObject({
   command: z
     .array(text())
@@ -517,10 +553,14 @@ const stageSchema = z.strictObject({
   name: name('stage').describe('Stage name, unique in the pipeline.'),
   kind: z
     .enum(KINDS, { error: `expected one of ${KINDS.join(' | ')}` })
-    .describe('What the stage trains (eval: evaluates, without training).'),
+    .describe(
+      'What the stage trains (eval: evaluates, without training; curate: synthesises and checks SWE tasks).',
+    ),
   description: z.string().optional().describe('Free text.'),
   data: dataSchema.optional().describe('Training documents or conversations (midtrain, sft).'),
-  tasks: tasksSchema.optional().describe('Tasks for rollouts (rft, rl, eval).'),
+  tasks: tasksSchema
+    .optional()
+    .describe('Tasks for rollouts (rft, rl, eval; swe tasks may come from a curate stage).'),
   train: trainSchema
     .optional()
     .describe('Optimiser and schedule (every kind but eval, which trains nothing).'),
@@ -539,6 +579,9 @@ const stageSchema = z.strictObject({
   algorithm: algorithmSchema.optional().describe('RL objective (rl).'),
   rft: rftSchema.optional().describe('Which rollouts RFT keeps (rft).'),
   eval: evalSchema.optional().describe('Samples per task and the pass@k reported (eval).'),
+  curate: curateSchema
+    .optional()
+    .describe('The SWE instances a curate stage synthesises and checks (curate).'),
   job: jobSchema.optional().describe('A custom job command instead of the trainer.'),
 });
 
@@ -558,7 +601,7 @@ const scheduleSchema = z.strictObject({
 
 // ---- which blocks each kind takes ------------------------------------------------------------------------
 
-type Block = 'data' | 'tasks' | 'packing' | 'rollout' | 'sampling' | 'algorithm' | 'rft' | 'eval';
+type Block = 'data' | 'tasks' | 'packing' | 'rollout' | 'sampling' | 'algorithm' | 'rft' | 'eval' | 'curate';
 export const BLOCKS_BY_KIND: Record<(typeof KINDS)[number], { required: Block[]; allowed: Block[] }> = {
   midtrain: { required: ['data'], allowed: ['data'] },
   sft: { required: ['data'], allowed: ['data', 'packing'] },
@@ -568,6 +611,7 @@ export const BLOCKS_BY_KIND: Record<(typeof KINDS)[number], { required: Block[];
     allowed: ['tasks', 'rollout', 'sampling', 'packing', 'algorithm'],
   },
   eval: { required: ['tasks'], allowed: ['tasks', 'rollout', 'eval'] },
+  curate: { required: ['curate'], allowed: ['curate'] },
 };
 
 // ---- the whole config, and the one place defaults are merged ---------------------------------------------
@@ -632,6 +676,7 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
       'algorithm',
       'rft',
       'eval',
+      'curate',
     ] as const) {
       if (stage[block] !== undefined && !blocks.allowed.includes(block)) {
         const kinds = KINDS.filter((k) => BLOCKS_BY_KIND[k].allowed.includes(block));
@@ -652,6 +697,7 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
       }
     });
     checkEvalStage(stage, i, issue);
+    checkCurate(config, stage, i, issue);
 
     checkStage(config, stage, i, issue);
 
@@ -978,11 +1024,18 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
 
 function checkTasks(tasks: NonNullable<RawConfig['stages'][number]['tasks']>, at: AtFn, issue: Issue): void {
   const fileFamily = tasks.family === 'jsonl' || tasks.family === 'swe';
-  if (fileFamily && tasks.path === undefined)
+  if (tasks.from !== undefined && tasks.family !== 'swe')
+    issue(
+      at('tasks', 'from'),
+      `applies only to family swe (a curate stage's instances), not ${tasks.family}`,
+    );
+  if (tasks.from !== undefined && tasks.path !== undefined)
+    issue(at('tasks', 'path'), 'give either tasks.path or tasks.from, not both (remove one)');
+  if (fileFamily && tasks.path === undefined && !(tasks.family === 'swe' && tasks.from !== undefined))
     issue(
       at('tasks', 'path'),
       tasks.family === 'swe'
-        ? 'required for family swe (a JSONL file of SWE instances, e.g. from `trainflow tasks synthesize`)'
+        ? 'required for family swe (a JSONL file of SWE instances, e.g. from `trainflow tasks synthesize`), or tasks.from: a curate stage'
         : 'required for family jsonl (a JSONL file of tasks, one per line)',
     );
   if (!fileFamily && tasks.path !== undefined)
@@ -1060,6 +1113,11 @@ function checkEvalStage(
   i: number,
   issue: (path: (string | number)[], message: string, input?: unknown) => void,
 ): void {
+  if (stage.kind === 'curate') {
+    if (stage.train !== undefined)
+      issue(['stages', i, 'train'], 'curate stages train nothing: remove the train block');
+    return;
+  }
   if (stage.kind !== 'eval') {
     if (stage.train === undefined) issue(['stages', i], `${stage.kind} stages need the train block`);
     return;
@@ -1082,6 +1140,31 @@ function checkEvalStage(
       stage.rollout ? ['stages', i, 'rollout', 'concurrency'] : ['stages', i, 'eval', 'samples'],
       `an eval stage's rollout.concurrency (${concurrency}) must be ≥ eval.samples (${ev.samples})`,
     );
+}
+
+/** A curate block's sizes, and a `tasks.from` naming an earlier curate stage. */
+function checkCurate(config: RawConfig, stage: RawConfig['stages'][number], i: number, issue: Issue): void {
+  const c = stage.curate;
+  if (c && c.combine >= c.per_package)
+    issue(
+      ['stages', i, 'curate', 'combine'],
+      `must be < curate.per_package (${c.per_package}): combined bugs are a share of a package's instances`,
+      c.combine,
+    );
+  const from = stage.tasks?.from;
+  if (from === undefined) return;
+  const earlier = config.stages.slice(0, i).find((s) => s.name === from);
+  if (!earlier || earlier.kind !== 'curate') {
+    const curates = config.stages
+      .slice(0, i)
+      .filter((s) => s.kind === 'curate')
+      .map((s) => s.name);
+    issue(
+      ['stages', i, 'tasks', 'from'],
+      `must name an earlier curate stage (${curates.length ? `earlier: ${curates.join(', ')}` : 'there is none before this stage'})`,
+      from,
+    );
+  }
 }
 
 // ---- the resolved shape: what `resolve` returns ----------------------------------------------------------
@@ -1153,7 +1236,9 @@ function resolve(config: RawConfig): ResolvedConfig {
         ...stage.tasks,
         seed: stage.tasks.family === 'demo' ? (stage.tasks.seed ?? 0) : undefined,
       },
-      packing: stage.packing ?? (stage.kind === 'midtrain' ? undefined : packingSchema.parse({})),
+      packing:
+        stage.packing ??
+        (stage.kind === 'midtrain' || stage.kind === 'curate' ? undefined : packingSchema.parse({})),
       // eval stages too: the data plane's spec carries one, which eval mode leaves untouched
       sampling:
         stage.sampling ??
@@ -1197,6 +1282,7 @@ export const CONFIG_BLOCKS: Record<string, z.ZodType> = {
   AlgorithmConfig: resolvedAlgorithmSchema,
   RftConfig: rftSchema,
   EvalConfig: evalSchema,
+  CurateConfig: curateSchema,
   PromotionConfig: promotionSchema,
   JobCommand: jobSchema,
   ResourcesConfig: resourcesSchema,

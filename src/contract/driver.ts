@@ -237,6 +237,13 @@ export const episodeSchema = z
     reward: z.number().optional(),
     passed: z.boolean().optional(),
     verdict: z.string().optional(),
+    tests: z
+      .record(z.string(), z.string())
+      .nullable()
+      .optional()
+      .describe(
+        "The verifier's per-test outcomes (swe: test id → passed | failed | …); kept with the trajectory.",
+      ),
     stop: z.string().optional().describe('answer | max_turns | error'),
     turns: count().optional().describe('Model turns.'),
     tool_calls: count().optional().describe('Tool calls executed.'),

@@ -401,10 +401,15 @@ export class TrajectoryProxy {
   }
 
   /** Finishes a session: appends its trajectory durably (when a ledger is attached), then returns it. */
-  async finish(sessionId: string, reward: number): Promise<Trajectory> {
+  async finish(
+    sessionId: string,
+    reward: number,
+    tests?: Record<string, string> | null,
+  ): Promise<Trajectory> {
     const s = this.sessions.get(sessionId);
     if (s?.upstream !== null && s?.upstream !== undefined) this.pool.upstreams[s.upstream].sessions--;
     const t = this.sessions.finish(sessionId, reward);
+    if (tests) t.tests = tests; // before the ledger append: the outcomes are stored with the trajectory
     if (this.opts.onTrajectory) await this.opts.onTrajectory(t);
     return t;
   }

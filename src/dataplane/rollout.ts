@@ -68,8 +68,14 @@ export interface AgentEndpoint {
   apiKey: string;
 }
 
-/** An agent: talks to the OpenAI endpoint it is given, returns the reward its verifier gave. */
-export type Agent = (endpoint: AgentEndpoint, task: Task) => Promise<number>;
+/** What an agent's verifier said: the reward, and the per-test outcomes when it ran named tests (swe). */
+export type AgentOutcome = number | { reward: number; tests?: Record<string, string> | null };
+export const outcomeReward = (o: AgentOutcome): number => (typeof o === 'number' ? o : o.reward);
+export const outcomeTests = (o: AgentOutcome): Record<string, string> | null | undefined =>
+  typeof o === 'number' ? undefined : o.tests;
+
+/** An agent: talks to the OpenAI endpoint it is given, returns the reward its verifier gave (and its tests). */
+export type Agent = (endpoint: AgentEndpoint, task: Task) => Promise<AgentOutcome>;
 
 export interface GroupRecord {
   kind: 'group';
@@ -249,8 +255,8 @@ export class RolloutManager {
         });
       });
       const finished = (async () => {
-        const reward = await this.o.agent({ baseUrl: `${this.o.proxyUrl}/v1`, apiKey: key }, task);
-        const t = await this.o.proxy.finish(session.id, reward);
+        const outcome = await this.o.agent({ baseUrl: `${this.o.proxyUrl}/v1`, apiKey: key }, task);
+        const t = await this.o.proxy.finish(session.id, outcomeReward(outcome), outcomeTests(outcome));
         this.tokensGenerated += generatedTokens(t.tree);
         return t;
       })();

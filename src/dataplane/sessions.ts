@@ -69,6 +69,8 @@ export interface Trajectory {
   drift: { detected: number; fixed: number };
   meta: Record<string, unknown>;
   finished_at: string;
+  /** The verifier's per-test outcomes (swe tasks: test id → passed | failed | …), when it ran named tests. */
+  tests?: Record<string, string>;
 }
 
 export class SessionError extends Error {

@@ -30,7 +30,10 @@ import { Fleet, ProcessLauncher, shareOut } from '../dataplane/fleet';
 import type { Ledger, LedgerShipping } from '../dataplane/ledger';
 import type { TrajectoryProxy } from '../dataplane/proxy';
 import {
+  outcomeReward,
+  outcomeTests,
   RolloutManager,
+  type AgentOutcome,
   type Batch,
   type GroupRecord,
   type ResourceHooks,
@@ -282,10 +285,10 @@ export async function main(specFile: string): Promise<void> {
     cursor: origin.cursor ?? -1,
   });
 
-  const agent = async (endpoint: { baseUrl: string; apiKey: string }, task: Task): Promise<number> => {
+  const agent = async (endpoint: { baseUrl: string; apiKey: string }, task: Task): Promise<AgentOutcome> => {
     const ep = await agents.run(endpoint.baseUrl, endpoint.apiKey, task);
     stats.add(ep);
-    return ep.reward ?? 0;
+    return { reward: ep.reward ?? 0, tests: ep.tests };
   };
 
   // The parent's answers, one JSON line each.
@@ -486,7 +489,7 @@ async function collect(
   proxyUrl: string,
   ledger: Ledger,
   sampler: { next(): Task; observe(id: string, r: readonly number[]): { keep: boolean } },
-  agent: (e: { baseUrl: string; apiKey: string }, t: Task) => Promise<number>,
+  agent: (e: { baseUrl: string; apiKey: string }, t: Task) => Promise<AgentOutcome>,
 ): Promise<GroupRecord[]> {
   const out: GroupRecord[] = [];
   const groupsAtOnce = Math.max(1, Math.floor(spec.concurrency / spec.group_size));
@@ -499,8 +502,8 @@ async function collect(
         const { session, key } = proxy.sessions.issue(task.id, groupId, {
           launch_version: spec.initial_version,
         });
-        const reward = await agent({ baseUrl: `${proxyUrl}/v1`, apiKey: key }, task);
-        return proxy.finish(session.id, reward);
+        const outcome = await agent({ baseUrl: `${proxyUrl}/v1`, apiKey: key }, task);
+        return proxy.finish(session.id, outcomeReward(outcome), outcomeTests(outcome));
       }),
     );
     sampler.observe(

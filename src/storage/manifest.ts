@@ -53,10 +53,13 @@ export interface PromotedRun extends LatestRun {
   metric: { stage: string; name: string; value: number } | null;
 }
 
-/** A completed manifest's run: its last stage's output is the final checkpoint. */
+/**
+ * A completed manifest's run: its last stage's output is the final checkpoint — of the stages that pass weights
+ * on: a curate stage's output is a tasks file (stages/curate.py), and the weights flow past it.
+ */
 export function runOf(manifest: PipelineManifest): LatestRun | undefined {
   const stages = Object.entries(manifest.stages).sort(([, a], [, b]) => a.index - b.index);
-  const last = stages.at(-1);
+  const last = stages.filter(([, s]) => s.kind !== 'curate').at(-1);
   if (!last) return undefined;
   return {
     pipeline_id: manifest.pipeline_id,

@@ -70,7 +70,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LineCounter, parseDocument, type Document } from 'yaml';
+import { LineCounter, parseDocument, type Document, type YAMLSeq } from 'yaml';
 import { validateConfigFile } from '../../src/config/checks';
 import { ConfigError, formatPath, type ConfigProblem } from '../../src/config/load';
 import { exampleFixture, ROOT, TASK, tokenizerJson, type Fixture } from './fixtures';
@@ -118,6 +118,19 @@ const SWE = {
   snapshot: { kind: 'dir', path: 'calc-src' },
   environment: { requirements: ['pytest==8.3.4'] },
 };
+/** A curate stage (stages/curate.py) put first (0) or last (-1), its block changed by `extra`. */
+const CURATE_BLOCK = { packages: ['isodate==0.7.2'], per_package: 3, combine: 1 };
+const withCurate =
+  (where: 0 | -1, extra: Record<string, unknown> = {}, then?: (doc: Document) => void) =>
+  (doc: Document) => {
+    const node = doc.createNode({ name: 'curate', kind: 'curate', curate: CURATE_BLOCK, ...extra });
+    const stages = doc.get('stages') as YAMLSeq;
+    if (where === 0) stages.items.unshift(node);
+    else stages.items.push(node);
+    then?.(doc);
+  };
+const tasksFrom = (i: number, family: string, from: string) => (doc: Document) =>
+  doc.setIn(['stages', i, 'tasks'], doc.createNode({ family, from }));
 /** An HF config.json the trainer reads (model.py from_hf_dict): the tiny preset's shape. */
 const HF_CONFIG = {
   model_type: 'qwen2',
@@ -804,6 +817,72 @@ const CASES: Case[] = [
     path: ['stages', 5, 'tasks', 'path'],
     message: /snapshot\.path: no such file \/.*gone-1\.0\.tar\.gz/,
   },
+  // ---- stages/curate.py and tasks.from ----
+  {
+    rule: 'tasks/swe/synth/package.py parse_spec (curate.packages)',
+    base: 'demo',
+    change: withCurate(0, { curate: { packages: ['isodate'] } }),
+    path: ['stages', 0, 'curate', 'packages', 0],
+    message: 'expected NAME==VERSION',
+  },
+  {
+    rule: 'tasks/swe/__main__.py --combine < --per-package',
+    base: 'demo',
+    change: withCurate(0, { curate: { ...CURATE_BLOCK, combine: 3 } }),
+    path: ['stages', 0, 'curate', 'combine'],
+    message: 'must be < curate.per_package (3)',
+  },
+  {
+    rule: 'curate: no train block',
+    base: 'demo',
+    change: withCurate(0, { train: { steps: 1, lr: 0.001 } }),
+    path: ['stages', 0, 'train'],
+    message: 'curate stages train nothing',
+  },
+  {
+    rule: 'curate: no tasks block',
+    base: 'demo',
+    change: withCurate(0, { tasks: { family: 'demo' } }),
+    path: ['stages', 0, 'tasks'],
+    message: 'tasks applies only to rft, rl, eval stages, not curate',
+  },
+  {
+    rule: 'curate: the curate block is required',
+    base: 'demo',
+    change: withCurate(0, {}, del(['stages', 0, 'curate'])),
+    path: ['stages', 0],
+    message: 'curate stages need the curate block',
+  },
+  {
+    rule: 'stages/curate.py resolve_curated_tasks: from names a stage that is not curate',
+    base: 'demo',
+    change: tasksFrom(4, 'swe', 'sft'),
+    path: ['stages', 4, 'tasks', 'from'],
+    message: 'must name an earlier curate stage (there is none before this stage)',
+  },
+  {
+    rule: 'tasks.from: a later curate stage has not run yet',
+    base: 'demo',
+    change: withCurate(-1, {}, tasksFrom(4, 'swe', 'curate')),
+    path: ['stages', 4, 'tasks', 'from'],
+    message: 'must name an earlier curate stage',
+  },
+  {
+    rule: 'tasks.from: swe only',
+    base: 'demo',
+    change: withCurate(0, {}, tasksFrom(5, 'demo', 'curate')),
+    path: ['stages', 5, 'tasks', 'from'],
+    message: 'applies only to family swe',
+  },
+  {
+    rule: 'tasks.from and tasks.path together',
+    base: 'demo',
+    change: withCurate(0, {}, (doc) =>
+      doc.setIn(['stages', 5, 'tasks'], doc.createNode({ family: 'swe', from: 'curate', path: 'x.jsonl' })),
+    ),
+    path: ['stages', 5, 'tasks', 'path'],
+    message: 'give either tasks.path or tasks.from',
+  },
 ];
 
 /** A fresh copy of an example with its local inputs; kat's rft tasks file (on a shared filesystem) is stood in for. */
@@ -879,6 +958,13 @@ test.each(Object.keys(FAMILY_CONFIGS) as (keyof typeof FAMILY_CONFIGS)[])(
     expect(await problemsOf(fx.file)).toEqual([]);
   },
 );
+
+test('a curate stage first and an eval stage whose tasks come from it pass validate', async () => {
+  const { fx, doc } = baseline('demo');
+  withCurate(0, {}, tasksFrom(5, 'swe', 'curate'))(doc);
+  writeFileSync(fx.file, doc.toString());
+  expect(await problemsOf(fx.file)).toEqual([]);
+});
 
 test("a stage with its own job.command is not held to the trainer's inputs; the others still are", async () => {
   const { fx, doc } = baseline('demo');

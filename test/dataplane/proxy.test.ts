@@ -1,5 +1,9 @@
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-call -- the OpenAI JSON the agent reads is untyped on purpose */
 // The trajectory proxy in front of real Python inference servers, driven by a scripted tool-using agent.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Ledger, readLedger } from '../../src/dataplane/ledger';
 import { TrajectoryProxy, type DriftMode } from '../../src/dataplane/proxy';
 import type { TurnRecord } from '../../src/dataplane/sessions';
 import { branches, countTokens, type TreeNode } from '../../src/dataplane/tree';
@@ -153,6 +157,38 @@ test('multi-turn tool-using agent: ids, log-probs and versions recorded exactly;
   };
   walk(view.tree);
   expect(lps.filter((x) => x !== null)).toHaveLength(view.turns.reduce((a, t) => a + t.outputIds.length, 0));
+});
+
+test("a swe episode's per-test outcomes are stored in the ledger with its trajectory", async () => {
+  // the agent worker's episode carries the verifier's tests (agent/loop.py Episode.tests); the driver passes
+  // them to finish, which writes them with the trajectory before the ledger append (src/rl/driver.ts)
+  const dir = mkdtempSync(path.join(tmpdir(), 'tf-ledger-tests-'));
+  const ledger = new Ledger(dir);
+  const proxy = new TrajectoryProxy({
+    upstreams: servers.map((s) => s.url),
+    adminToken: ADMIN,
+    upstreamAdminToken: SERVER_ADMIN,
+    drift: 'detect',
+    onTrajectory: (t) => Promise.resolve(ledger.append(t.trajectory_id, { kind: 'trajectory', ...t })),
+  });
+  proxies.push(proxy);
+  const base = `http://127.0.0.1:${await proxy.listen(0)}`;
+  const swe = await newSession(base, 'isodate__0.7.2.change_operator.1');
+  await turn(base, swe.key, [{ role: 'user', content: 'fix the bug' }], { seed: 0 });
+  const tests = {
+    'tests/test_date.py::test_parse[0]': 'passed',
+    'tests/test_time.py::test_format': 'failed',
+  };
+  await proxy.finish(swe.id, 0, tests);
+  const plain = await newSession(base, 'demo-1');
+  await turn(base, plain.key, [{ role: 'user', content: 'add 2 and 3' }], { seed: 1 });
+  await proxy.finish(plain.id, 1); // a verifier without named tests: no field
+  ledger.close();
+  const records = readLedger(dir, -1).map((e) => e.record as Record<string, unknown>);
+  expect(records.map((r) => [r.task_id, r.reward, r.tests])).toEqual([
+    ['isodate__0.7.2.change_operator.1', 0, tests],
+    ['demo-1', 1, undefined],
+  ]);
 });
 
 test('n>1 choices and forks make branches; the continued choice is the parent', async () => {

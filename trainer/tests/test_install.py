@@ -21,6 +21,10 @@ from pathlib import Path
 from conftest import TRAINER_DIR
 
 PACKAGE = "trainflow_trainer"
+# Files that run inside another program's environment, not the trainer's: vLLM loads the worker extension into
+# its own process (its own venv, --worker-extension-cls), so it imports vllm, which the trainer never installs.
+# They must still be installed (the engine points vLLM at the installed file); they are not imported here.
+FOREIGN = {"engines/vllm_ext/trainflow_vllm_ext.py": "vllm"}
 
 # Run in the scratch environment: import every module of the installed package and report where each came
 # from. walk_packages swallows a subpackage's ImportError unless onerror raises it.
@@ -103,7 +107,7 @@ def test_pip_install_installs_and_imports_every_module(tmp_path: Path) -> None:
         assert Path(file).is_relative_to(installed_root), f"{name} imported from {file}, not the installed package"
 
     source = tree_files(TRAINER_DIR / PACKAGE)
-    expected_modules = {module_name(f"{PACKAGE}/{rel}") for rel in source if rel.endswith(".py")}
+    expected_modules = {module_name(f"{PACKAGE}/{rel}") for rel in source if rel.endswith(".py") and rel not in FOREIGN}
     imported = set(seen["files"])
     assert not expected_modules - imported, f"modules not installed: {sorted(expected_modules - imported)}"
     assert not imported - expected_modules, f"modules not in the source: {sorted(imported - expected_modules)}"
@@ -120,6 +124,8 @@ def imported_distributions() -> dict[str, str]:
     """Third-party top-level modules the package's code imports -> the distribution that provides each."""
     modules: set[str] = set()
     for path in (TRAINER_DIR / PACKAGE).rglob("*.py"):
+        if path.relative_to(TRAINER_DIR / PACKAGE).as_posix() in FOREIGN:
+            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 modules.update(alias.name.split(".")[0] for alias in node.names)

@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx.status.start()
     code = EXIT_FAILURE
     try:
+        from .stages.curate import resolve_curated_tasks
+
+        resolve_curated_tasks(ctx)  # tasks: {from: CURATE_STAGE}: its committed instances, fetched verified
         run(ctx)
         ctx.status.update(state="done")
         code = EXIT_DONE

@@ -252,6 +252,7 @@ def run_episode(task: Task, base_url: str, api_key: str | None, agent: ByoAgent,
         "reward": verdict.reward,
         "passed": verdict.passed,
         "verdict": verdict.reason,
+        "tests": verdict.tests,
         "stop": stop,
         "turns": 0,  # the proxy counts the program's turns; the program's own account is not trusted
         "tool_calls": 0,

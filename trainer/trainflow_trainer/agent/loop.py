@@ -39,6 +39,7 @@ class Episode:
     duration_s: float
     error: str | None = None
     completions: list[dict] = field(default_factory=list)  # per turn: finish_reason, usage
+    tests: dict[str, str] | None = None  # the verifier's per-test outcomes (swe), stored with the trajectory
 
     @property
     def parallel_share(self) -> float:
@@ -164,6 +165,7 @@ class Agent:
             duration_s=time.monotonic() - t0,
             error=error,
             completions=completions,
+            tests=verdict.tests,
         )
 
     @staticmethod

@@ -131,6 +131,44 @@ class ChoiceTokens(BaseModel):
     """
 
 
+class CurateConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    packages: Annotated[list[StrictStr], Field(min_length=1)]
+    """
+    PyPI releases whose own test suites the bugs are synthesised against (NAME==VERSION).
+    """
+    per_package: StrictInt
+    """
+    Most instances per package.
+    """
+    max_candidates: StrictInt
+    """
+    Most single mutations tried per package.
+    """
+    combine: StrictInt
+    """
+    Of per_package, how many may combine two bugs (must be < per_package).
+    """
+    seed: StrictInt
+    """
+    Seed of the mutations drawn.
+    """
+    test_requirements: list[StrictStr] | None = None
+    """
+    Pinned test dependencies of the packages' suites (default the trainer's: pytest==8.3.4).
+    """
+    time_budget_s: float | None = None
+    """
+    Stop trying new candidates after this many seconds (the instances made so far are kept).
+    """
+    min_instances: StrictInt
+    """
+    The stage fails when fewer instances pass `tasks check` (the rejected are reported).
+    """
+
+
 class DataSource(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -366,6 +404,10 @@ class Episode(BaseModel):
     reward: float | None = None
     passed: StrictBool | None = None
     verdict: StrictStr | None = None
+    tests: dict[str, StrictStr] | None = None
+    """
+    The verifier's per-test outcomes (swe: test id → passed | failed | …); kept with the trajectory.
+    """
     stop: StrictStr | None = None
     """
     answer | max_turns | error
@@ -1008,6 +1050,10 @@ class TasksConfig(BaseModel):
     """
     Tasks file (families jsonl and swe, required there): a local JSONL file, one task (swe: one SWE instance) per line.
     """
+    from_: Annotated[StrictStr | None, Field(alias="from")] = None
+    """
+    swe only, instead of path: an earlier curate stage's name; its committed, checked instances (resolved when the stage runs).
+    """
     count: StrictInt | None = None
     """
     Use only the first N tasks.
@@ -1459,9 +1505,9 @@ class StageConfig(BaseModel):
     """
     Stage name, unique in the pipeline.
     """
-    kind: Literal["midtrain", "sft", "rft", "rl", "eval"]
+    kind: Literal["midtrain", "sft", "rft", "rl", "eval", "curate"]
     """
-    What the stage trains (eval: evaluates, without training).
+    What the stage trains (eval: evaluates, without training; curate: synthesises and checks SWE tasks).
     """
     description: StrictStr | None = None
     """
@@ -1473,7 +1519,7 @@ class StageConfig(BaseModel):
     """
     tasks: TasksConfig | None = None
     """
-    Tasks for rollouts (rft, rl, eval).
+    Tasks for rollouts (rft, rl, eval; swe tasks may come from a curate stage).
     """
     train: TrainConfig | None = None
     """
@@ -1526,6 +1572,10 @@ class StageConfig(BaseModel):
     eval: EvalConfig | None = None
     """
     Samples per task and the pass@k reported (eval).
+    """
+    curate: CurateConfig | None = None
+    """
+    The SWE instances a curate stage synthesises and checks (curate).
     """
     job: JobCommand | None = None
     """

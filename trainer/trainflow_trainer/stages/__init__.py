@@ -13,6 +13,7 @@ STAGES: dict[str, str] = {
     "rft": "trainflow_trainer.stages.rft",
     "rl": "trainflow_trainer.stages.rl",
     "eval": "trainflow_trainer.stages.eval",
+    "curate": "trainflow_trainer.stages.curate",
 }
 
 

@@ -40,6 +40,14 @@ class Verdict:
     run: RunResult | None = None
     details: dict | None = None  # swe_tests: the Grade (per-test outcomes, changed and ignored files)
 
+    @property
+    def tests(self) -> dict[str, str] | None:
+        """Each graded test's outcome (swe_tests: FAIL_TO_PASS and PASS_TO_PASS, test id -> passed|failed|...);
+        None for verifiers that run no named tests. The episode carries it into the ledger with the trajectory."""
+        if not self.details or "fail_to_pass" not in self.details:
+            return None
+        return {**self.details.get("pass_to_pass", {}), **self.details["fail_to_pass"]}
+
     def to_dict(self) -> dict:
         return {
             "reward": self.reward,

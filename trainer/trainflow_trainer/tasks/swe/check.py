@@ -61,6 +61,7 @@ def check_file(path: str | Path, count: int | None = None, emit: bool = True) ->
         "checked": len(results),
         "valid": sum(r.ok for r in results),
         "invalid": [r.instance_id for r in results if not r.ok],
+        "problems": {r.instance_id: r.problems for r in results if not r.ok},  # why each was invalid
         "unusable": [{"where": w, "reason": why} for w, why in unusable],
         "seconds": round(time.monotonic() - t0, 1),
     }
