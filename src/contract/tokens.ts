@@ -60,6 +60,12 @@ export const trajectorySchema = z
     task_id: z.string(),
     group_id: z.string().nullable(),
     reward: z.number(),
+    tests: z
+      .record(z.string(), z.string())
+      .optional()
+      .describe(
+        "The verifier's per-test outcomes (swe tasks: test id → passed | failed | …), when it ran named tests.",
+      ),
     tree: tokenTreeSchema,
     turns: z.array(
       z.strictObject({

@@ -1344,6 +1344,10 @@ class Trajectory(BaseModel):
     task_id: StrictStr
     group_id: StrictStr | None
     reward: float
+    tests: dict[str, StrictStr] | None = None
+    """
+    The verifier's per-test outcomes (swe tasks: test id → passed | failed | …), when it ran named tests.
+    """
     tree: TokenTree
     turns: list[Turn]
     versions: Versions | None
