@@ -224,13 +224,33 @@ async function main(): Promise<void> {
   const cpus = os.availableParallelism();
   const plan = placements(cpus);
   const rows: Row[] = [];
-  for (const place of plan) await measure(place, cpus, rows);
+  const file = path.join(ROOT, 'bench/results/dataplane.json');
+  // rewritten after every row, so a run stopped part-way keeps what it measured (`complete: false`)
+  const write = (complete: boolean) => writeResult(file, plan, cpus, loadAtStart, rows, complete);
+  for (const place of plan) await measure(place, cpus, rows, () => write(false));
+  const targets = write(true);
+  for (const [set, t] of Object.entries(targets))
+    for (const [name, v] of Object.entries(t))
+      console.log(
+        `target (${set}) ${name} ${v.target}: ${v.met ? 'met' : 'MISSED'} (${v.values.map((x) => x.toFixed(2)).join(', ')})`,
+      );
+  console.log(`wrote ${path.relative(process.cwd(), file)}`);
+}
+
+function writeResult(
+  file: string,
+  plan: Placement[],
+  cpus: number,
+  loadAtStart: number,
+  rows: Row[],
+  complete: boolean,
+): Record<string, ReturnType<typeof judge>> {
   const pinned = plan.find((p) => p.pinned);
   const targets = { unpinned: judge(rows, false), ...(pinned ? { pinned: judge(rows, true) } : {}) };
-  const file = path.join(ROOT, 'bench/results/dataplane.json');
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const result = {
     bench: 'dataplane',
+    complete,
     arms: ARMS,
     requests_per_config: REQUESTS_PER_CONFIG,
     litellm_requests_per_config: LITELLM_REQUESTS,
@@ -250,12 +270,7 @@ async function main(): Promise<void> {
     rows,
   };
   fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
-  for (const [set, t] of Object.entries(targets))
-    for (const [name, v] of Object.entries(t))
-      console.log(
-        `target (${set}) ${name} ${v.target}: ${v.met ? 'met' : 'MISSED'} (${v.values.map((x) => x.toFixed(2)).join(', ')})`,
-      );
-  console.log(`wrote ${path.relative(process.cwd(), file)}`);
+  return targets;
 }
 
 /** A free loopback port (for the one arm that cannot report the port it bound). */
@@ -380,7 +395,7 @@ const STARTERS: Record<ArmName, (stubPort: number, cpus: string | null) => Promi
 };
 
 /** Every row (arm × sessions × streaming) with one placement of the processes; appends to `rows`. */
-async function measure(place: Placement, cpus: number, rows: Row[]): Promise<void> {
+async function measure(place: Placement, cpus: number, rows: Row[], onRow: () => void): Promise<void> {
   pinSelf(place.loadAndStub ?? `0-${cpus - 1}`);
   console.log(
     place.pinned
@@ -396,7 +411,7 @@ async function measure(place: Placement, cpus: number, rows: Row[]): Promise<voi
   const arms: Arm[] = [];
   try {
     for (const name of ARMS) arms.push(await STARTERS[name](stub.port, place.proxy));
-    for (const sessions of SESSIONS) await measureSessions(place, stub, arms, sessions, rows);
+    for (const sessions of SESSIONS) await measureSessions(place, stub, arms, sessions, rows, onRow);
   } finally {
     for (const arm of [...arms, stub]) arm.proc.kill('SIGTERM');
     // the trainflow proxy writes its CPU profile as it exits
@@ -413,6 +428,7 @@ async function measureSessions(
   arms: Arm[],
   sessions: number,
   rows: Row[],
+  onRow: () => void,
 ): Promise<void> {
   const paths = [
     {
@@ -479,6 +495,7 @@ async function measureSessions(
         );
         rows.push(row);
         printRow(row);
+        onRow();
       }
     }
   } finally {
