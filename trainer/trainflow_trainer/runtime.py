@@ -169,6 +169,18 @@ def find_resume(ctx: JobContext) -> tuple[Found | None, dict[str, Any]]:
     return found, json.loads((found.local_dir / STATE_FILE).read_text())
 
 
+def committed_result(ctx: JobContext, result_file: str) -> tuple[str, dict[str, Any]] | None:
+    """For stages whose output is a result, not a model (eval, curate): on a retry, this stage's final commit
+    and the result it holds (URI, parsed `result_file`), so the stage reports it again instead of redoing it."""
+    spec = ctx.spec
+    if not spec.resume:
+        return None
+    found = latest_verified(spec.output_prefix, ctx.storage, Path(spec.work_dir) / "resume", log=ctx.log)
+    if found is None or not found.manifest.get("final") or not (found.local_dir / result_file).is_file():
+        return None
+    return found.uri, json.loads((found.local_dir / result_file).read_text())
+
+
 def build_model(
     ctx: JobContext, found: Found | None, seq_len: int | None
 ) -> tuple[Transformer, ModelConfig, Tokenizer]:

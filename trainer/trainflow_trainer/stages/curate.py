@@ -22,9 +22,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import CheckpointError, commit, fetch_verified, latest_verified, step_dir
+from ..checkpoint import CheckpointError, commit, fetch_verified, step_dir
 from ..contract.models import CurateConfig
 from ..errors import BadInput
+from ..runtime import committed_result
 from ..storage import is_s3, join
 
 if TYPE_CHECKING:
@@ -147,14 +148,9 @@ def run(ctx: JobContext) -> None:
     block = spec.stage.curate
     assert block is not None, "the schema requires the curate block of curate stages"
     ctx.status.update(total_steps=CURATE_STEP)
-    found = (
-        latest_verified(spec.output_prefix, ctx.storage, Path(spec.work_dir) / "resume", log=ctx.log)
-        if spec.resume
-        else None
-    )
-    if found is not None and found.manifest.get("final") and (found.local_dir / RESULT_FILE).is_file():
-        result = json.loads((found.local_dir / RESULT_FILE).read_text())
-        uri = found.uri
+    committed = committed_result(ctx, RESULT_FILE)
+    if committed is not None:
+        uri, result = committed
         ctx.log(f"trainflow: {uri} holds this stage's committed tasks: reported again")
     else:
         folder, result = synthesize_and_check(block, Path(spec.work_dir) / "curate", log=ctx.log)

@@ -26,12 +26,12 @@ from math import comb
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import COMMIT_FILE, commit, latest_verified, read_commit, step_dir
+from ..checkpoint import COMMIT_FILE, commit, read_commit, step_dir
 from ..contract import DriverCollected, StageConfig
 from ..contract.models import CheckpointInit
 from ..errors import BadInput, Preempted
 from ..rl.rollouts import TRAINER_DIR, Rollouts
-from ..runtime import open_checkpoint, resolve_tokenizer
+from ..runtime import committed_result, open_checkpoint, resolve_tokenizer
 from ..storage import is_s3, join
 from ..tasks import TaskFormatError, load_tasks
 from ..tokenizer import TOKENIZER_FILE
@@ -174,14 +174,9 @@ def run(ctx: JobContext) -> None:
     spec = ctx.spec
     samples, ks = eval_settings(spec.stage)
     ctx.status.update(total_steps=EVAL_STEP)
-    found = (
-        latest_verified(spec.output_prefix, ctx.storage, Path(spec.work_dir) / "resume", log=ctx.log)
-        if spec.resume
-        else None
-    )
-    if found is not None and found.manifest.get("final") and (found.local_dir / RESULT_FILE).is_file():
-        result = json.loads((found.local_dir / RESULT_FILE).read_text())
-        uri = found.uri
+    committed = committed_result(ctx, RESULT_FILE)
+    if committed is not None:
+        uri, result = committed
         ctx.log(f"trainflow: {uri} holds this stage's committed eval of {result['checkpoint']}: reported again")
     else:
         checkpoint = evaluated_checkpoint(ctx)
