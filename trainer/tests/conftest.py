@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -172,3 +173,26 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return d / "tokenizer.json"
+
+
+def free_port() -> int:
+    """A free loopback port (torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], nproc: int = 2) -> list[str]:
+    """`python -m torch.distributed.run` with `nproc` ranks on this host, then `args` (a script or `-m MODULE`)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        *args,
+    ]

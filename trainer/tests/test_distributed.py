@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAINER_DIR, job_env, make_spec, run_job, write_spec
+from conftest import TRAINER_DIR, job_env, make_spec, run_job, torchrun, write_spec
 from safetensors.torch import load_file
 from specs import train_configs
 
@@ -24,28 +22,8 @@ from trainflow_trainer.train_state import load_train_state, read_train_state
 STEPS, EVERY = 12, 4
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun_cmd(spec_path: Path, nproc: int = 2) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(nproc),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "trainflow_trainer.job",
-        "--spec",
-        str(spec_path),
-    ]
+    return torchrun(["-m", "trainflow_trainer.job", "--spec", str(spec_path)], nproc)
 
 
 def run_ranks(spec_path: Path, nproc: int) -> subprocess.CompletedProcess:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import TRAINER_DIR
+from conftest import TRAINER_DIR, torchrun
 
 WORKER = str(TRAINER_DIR / "tests" / "dist_worker.py")
 CASES = {
@@ -28,19 +27,11 @@ CASES = {
 TWO_ONLY = {"bf16": {"mode": "trie", "dtype": "float32", "mixed_precision": "bf16"}}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(out, cases: dict, ranks: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(TRAINER_DIR), "OMP_NUM_THREADS": "1", "TRAINFLOW_DEVICE": "cpu"}
     args = [WORKER, "--out", str(out), "--cases", json.dumps(cases)]
-    if ranks > 1:
-        args = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr", "127.0.0.1",
-                "--master_port", str(_free_port()), *args]  # fmt: skip
-    r = subprocess.run([sys.executable, *args], cwd=TRAINER_DIR, env=env, capture_output=True, text=True, timeout=400)
+    cmd = torchrun(args, ranks) if ranks > 1 else [sys.executable, *args]
+    r = subprocess.run(cmd, cwd=TRAINER_DIR, env=env, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-4000:]
     return torch.load(out, weights_only=False)
 

@@ -16,16 +16,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAINER_DIR, job_env
+from conftest import TRAINER_DIR, job_env, torchrun
 from ranks_worker import CASES, CFG, STEPS, batch, run_case
 from specs import job_spec
-from test_distributed import free_port
+from test_distributed import torchrun_cmd
 from test_rl import alive, descendants, rl_model, rl_stage
 
 from trainflow_trainer.model import Transformer
@@ -39,19 +38,7 @@ from trainflow_trainer.trie.packer import loss_entries, pack
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("ranks") / "two.pt"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "tests/ranks_worker.py",
-        str(out),
-    ]
+    cmd = torchrun(["tests/ranks_worker.py", str(out)])
     env = {**job_env(), "PYTHONPATH": f"{TRAINER_DIR}:{TRAINER_DIR / 'tests'}"}
     r = subprocess.run(cmd, cwd=TRAINER_DIR, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -101,24 +88,6 @@ def test_two_ranks_match_one_process(two_ranks: dict, name: str) -> None:
 # --------------------------------------------------------------------------- the stages, end to end
 
 
-def torchrun(spec_file: Path, nproc: int = 2) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(nproc),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "trainflow_trainer.job",
-        "--spec",
-        str(spec_file),
-    ]
-
-
 def rank_pid(parent: int, rank: int) -> int | None:
     """The pid of a torchrun worker by its RANK (every worker runs the same command line)."""
     for pid in descendants(parent):
@@ -150,7 +119,7 @@ def test_rft_then_rl_on_two_ranks_kill9_of_the_coordinator_trains_every_group_ex
     rft = job_spec(rft_stage, rl_model(tokenizer), str(rft_out), tmp_path / "work-rft", stage_index=3)
     (tmp_path / "rft.json").write_text(json.dumps(rft))
     r = subprocess.run(
-        torchrun(tmp_path / "rft.json"), cwd=TRAINER_DIR, env=env, capture_output=True, text=True, timeout=240
+        torchrun_cmd(tmp_path / "rft.json"), cwd=TRAINER_DIR, env=env, capture_output=True, text=True, timeout=240
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr.count("rft rollouts: 8 episodes") == 1  # one coordinator ran them
@@ -165,7 +134,7 @@ def test_rft_then_rl_on_two_ranks_kill9_of_the_coordinator_trains_every_group_ex
 
     # attempt 1: SIGKILL rank 0 once step 2 is committed (step 4 may be committed too by the time it lands)
     job = subprocess.Popen(
-        torchrun(spec_file), cwd=TRAINER_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        torchrun_cmd(spec_file), cwd=TRAINER_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert job.stdout is not None
     children: set[int] = set()
@@ -194,7 +163,7 @@ def test_rft_then_rl_on_two_ranks_kill9_of_the_coordinator_trains_every_group_ex
     assert ckpt["world_size"] == 2
 
     # attempt 2: 2 ranks again, resumes from step k and finishes
-    r = subprocess.run(torchrun(spec_file), cwd=TRAINER_DIR, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(torchrun_cmd(spec_file), cwd=TRAINER_DIR, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     statuses = [json.loads(ln.split(" ", 1)[1]) for ln in r.stdout.splitlines() if ln.startswith("TRAINFLOW_STATUS")]
     assert statuses[-1]["resumed_from"] == {"uri": str(out / f"step-{k:06d}"), "step": k}
