@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainflow_trainer.trie import Trajectory, build_forest
-from trainflow_trainer.trie.distribute import assign_to_ranks, pack_cost, padded_count
+from trainflow_trainer.trie.distribute import (
+    assign_to_ranks,
+    busiest_rank_load,
+    pack_cost,
+    pack_for_ranks,
+    padded_count,
+)
 from trainflow_trainer.trie.packer import pack
 
 
@@ -43,3 +49,39 @@ def test_fewer_packs_than_ranks_leaves_ranks_empty_but_padded_to_one_pass():
     assert out == [[0], [], []]
     assert padded_count(out) == 1
     assert padded_count(assign_to_ranks([], 2)) == 1
+
+
+def layout(packs) -> list[list[int]]:
+    """Which forest tokens each micro-batch holds, in order (root paths included)."""
+    return [np.asarray(mb.nodes).tolist() for mb in packs]
+
+
+def grpo_group(prompt: int, answers: list[int], seed: int = 0) -> list[Trajectory]:
+    """One GRPO group: answers of the given lengths to one shared prompt (distinct first answer tokens)."""
+    rng = np.random.default_rng(seed)
+    head = rng.integers(0, 50, prompt).tolist()
+    return [
+        Trajectory(tokens=head + [100 + i] + rng.integers(0, 50, n - 1).tolist(), loss_mask=[0] * prompt + [1] * n)
+        for i, n in enumerate(answers)
+    ]
+
+
+def test_one_tree_in_one_pack_is_cut_so_both_ranks_train():
+    forest = build_forest(grpo_group(300, [40, 90, 60, 120, 80, 50, 70, 100]))
+    whole = pack(forest, 4096)
+    assert len(whole) == 1  # the group fits one micro-batch: a second rank would only run an empty pass
+    split = pack_for_ranks(forest, 4096, 2)
+    loads = [sum(pack_cost(split[i]) for i in ix) for ix in assign_to_ranks(split, 2)]
+    assert min(loads) > 0
+    # each extra part recomputes the 300-token prompt, yet the busiest rank carries far less than all of it
+    assert busiest_rank_load(split, 2) < 0.75 * pack_cost(whole[0])
+    assert sum(len(mb.entries) for mb in split) == len(whole[0].entries)  # every trained token once
+    assert layout(pack_for_ranks(forest, 4096, 2)) == layout(split)  # deterministic: every rank agrees
+    assert layout(pack_for_ranks(forest, 4096, 1)) == layout(whole)  # one process: the budget as configured
+
+
+def test_balanced_packings_and_uncuttable_chains_are_left_as_they_are():
+    forest = build_forest(grpo_group(20, [30, 30]) + grpo_group(20, [30, 30], seed=1))
+    assert layout(pack_for_ranks(forest, 80, 2)) == layout(pack(forest, 80))
+    chain = build_forest([Trajectory(tokens=list(range(200)))])
+    assert len(pack_for_ranks(chain, 4096, 2)) == 1  # the last token needs the whole chain: rank 1 runs empty

@@ -5,6 +5,11 @@ ones `assign_to_ranks` gives it. The cost of a micro-batch is its number of real
 plus recomputed root paths; padding excluded): forward/backward time is roughly linear in it, so balancing it
 balances the step. Ranks may end up with different micro-batch counts; the step pads the shorter lists with
 empty passes (`padded_count`) so that every rank runs as many forward/backward collectives as the others.
+
+A batch whose packing leaves ranks idle or lopsided (one GRPO group is one tree: a single micro-batch at the
+full budget, so a second rank would only run an empty pass) is re-packed at smaller budgets by
+`pack_for_ranks`: cutting the tree costs a recomputed root path per extra part, so the budget kept is the one
+that minimises the busiest rank's tokens, not the one that makes the most parts.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .packer import MicroBatch
+from .builder import Forest
+from .packer import LossEntries, MicroBatch, pack
 
 
 def pack_cost(mb: MicroBatch | int) -> int:
@@ -48,4 +54,40 @@ def padded_count(assignment: Sequence[Sequence[int]]) -> int:
     return max(1, max((len(ix) for ix in assignment), default=0))
 
 
-__all__ = ["assign_to_ranks", "pack_cost", "padded_count"]
+def busiest_rank_load(packs: Sequence[MicroBatch | int], world: int) -> int:
+    """Real tokens of the most loaded rank once `assign_to_ranks` has dealt the packs: the step's time."""
+    costs = [pack_cost(p) for p in packs]
+    return max((sum(costs[i] for i in ix) for ix in assign_to_ranks(costs, world)), default=0)
+
+
+# Re-pack only when the busiest rank carries this much more than an even share of the tokens.
+IMBALANCE_TO_REPACK = 1.10
+BUDGETS_TRIED = 16
+
+
+def pack_for_ranks(
+    forest: Forest, max_tokens: int, world: int, pad_multiple: int = 1, entries: LossEntries | None = None
+) -> list[MicroBatch]:
+    """`pack(forest, max_tokens)`, or — when that would leave the busiest of `world` ranks with over
+    IMBALANCE_TO_REPACK × an even share — the packing at a smaller budget (from the deepest root path + 1 up to
+    max_tokens, BUDGETS_TRIED evenly spaced) whose busiest rank has the fewest real tokens (ties: the larger
+    budget). Deterministic, so every rank picks the same packing. Gradients do not depend on the packing."""
+    packs = pack(forest, max_tokens, pad_multiple=pad_multiple, entries=entries)
+    if world <= 1:
+        return packs
+    even = sum(pack_cost(p) for p in packs) / world
+    best, best_load = packs, busiest_rank_load(packs, world)
+    if best_load <= IMBALANCE_TO_REPACK * even:
+        return packs
+    floor = int(forest.depth.max()) + 1  # a token and its whole root path must share a micro-batch
+    for budget in sorted({int(b) for b in np.linspace(floor, max_tokens, BUDGETS_TRIED)}, reverse=True):
+        if budget >= max_tokens:
+            continue
+        cand = pack(forest, budget, pad_multiple=pad_multiple, entries=entries)
+        load = busiest_rank_load(cand, world)
+        if load < best_load:
+            best, best_load = cand, load
+    return best
+
+
+__all__ = ["assign_to_ranks", "busiest_rank_load", "pack_cost", "pack_for_ranks", "padded_count"]

@@ -26,7 +26,7 @@ import torch
 from ..attention import AttentionMask
 from .attention import FlexTreeMask, SegmentTreeMask
 from .builder import Trajectory, build_forest
-from .distribute import assign_to_ranks, padded_count
+from .distribute import assign_to_ranks, pack_for_ranks, padded_count
 from .losses import LossSpec, TokenStats, entry_coefficients, row_entropy, sampling_logprobs, token_losses
 from .packer import LossEntries, MicroBatch, loss_entries, pack
 
@@ -114,7 +114,7 @@ def packed_forward_backward(
     coef_all = entry_coefficients(entries.mask, entries.branch, weights, loss_spec)
     adv_all = np.asarray([br.advantage for br in forest.branches])
     pad_multiple = 128 if backend == "flex" else 1
-    batches = pack(forest, max_tokens, pad_multiple=pad_multiple, entries=entries)
+    batches = pack_for_ranks(forest, max_tokens, world, pad_multiple=pad_multiple, entries=entries)
     assignment = assign_to_ranks(batches, world)
     mine = [batches[i] for i in assignment[rank]]
     passes = padded_count(assignment) if world > 1 else len(mine)
