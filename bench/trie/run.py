@@ -301,6 +301,19 @@ def add_fsdp2(rows: list[dict], times: dict) -> None:
         )
 
 
+def refresh_fsdp2(out: Path, repeats: int, max_tokens: int, threads: int) -> None:
+    """Re-times the FSDP2 rows of an earlier full run (e.g. after a change to the multi-rank step)."""
+    saved = json.loads(out.read_text())
+    rows = saved["workloads"]
+    start = os.getloadavg()
+    add_fsdp2(rows, fsdp2_rows([r["name"] for r in rows], repeats, max_tokens, threads))
+    for r in rows:
+        r["fsdp2"]["load_average_at_start"] = [round(x, 2) for x in start]
+        r["fsdp2"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    out.write_text(json.dumps(saved, indent=2) + "\n")
+    print(f"wrote the FSDP2 rows into {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per mode (after one warm-up)")
@@ -318,6 +331,12 @@ def main() -> None:
     ap.add_argument("--wide-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trie.json"))
     ap.add_argument("--no-fsdp2", action="store_true", help="skip the 2-rank FSDP2 rows")
+    ap.add_argument(
+        "--fsdp2-only",
+        action="store_true",
+        help="re-time only the 2-rank FSDP2 rows into the existing --out JSON (its 1-process rows kept; the "
+        "rows' own load averages recorded beside them)",
+    )
     ap.add_argument("--fsdp2-worker", help=argparse.SUPPRESS)  # internal: one torchrun rank, writes here
     args = ap.parse_args()
     if args.fsdp2_worker:
@@ -325,6 +344,9 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     os.nice(5)  # a shared machine: other sessions' work first
+    if args.fsdp2_only:
+        refresh_fsdp2(Path(args.out), args.repeats, args.max_tokens, args.threads)
+        return
     load_at_start = os.getloadavg()
 
     rows = [measure(preset("tiny"), name, args.repeats, args.max_tokens) for name in args.only]
