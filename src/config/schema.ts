@@ -477,7 +477,7 @@ const rolloutSchema = z.strictObject({
     .prefault({}),
 });
 
-const samplingSchema = z.strictObject({
+export const samplingSchema = z.strictObject({
   strategy: z
     .enum(['difficulty', 'uniform'], { error: 'expected difficulty or uniform' })
     .default('difficulty')

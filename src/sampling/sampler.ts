@@ -9,7 +9,7 @@
 // Filtering (DAPO dynamic sampling): a group whose outcomes are all equal has zero advantage everywhere and
 // carries no signal, so it is dropped from the batch and — for the difficulty sampler — its task rests for
 // `recheck_every` steps and is then drawn again (its difficulty may have changed since).
-import type { StageConfig } from '../config/schema';
+import { samplingSchema, type StageConfig } from '../config/schema';
 import { UserError } from '../errors';
 import { Rng } from './rng';
 import { StatsTable, UNIFORM_PRIOR, type BetaPrior } from './stats';
@@ -17,13 +17,8 @@ import { StatsTable, UNIFORM_PRIOR, type BetaPrior } from './stats';
 /** The stage config's resolved `sampling` block (src/config/schema.ts: one definition, no drift). */
 export type SamplingConfig = NonNullable<StageConfig['sampling']>;
 
-export const DEFAULT_SAMPLING: SamplingConfig = {
-  strategy: 'difficulty',
-  exploration_bonus: 0.25,
-  filter_all_equal: true,
-  all_equal_tolerance: 1e-6,
-  recheck_every: 20,
-};
+/** The block's defaults, from the schema (a stage without `sampling` gets exactly these). */
+export const DEFAULT_SAMPLING: SamplingConfig = samplingSchema.parse({});
 
 export interface GroupDecision {
   /** Whether the group goes into the training batch. */
@@ -152,14 +147,14 @@ export function createSampler(
   stats: StatsTable = new StatsTable(),
   prior: BetaPrior = UNIFORM_PRIOR,
 ): TaskSampler {
-  const full = { ...DEFAULT_SAMPLING, ...config };
-  if (!(full.exploration_bonus >= 0))
-    throw new UserError('sampling.exploration_bonus: expected a number ≥ 0');
-  if (!Number.isInteger(full.recheck_every) || full.recheck_every < 1)
-    throw new UserError('sampling.recheck_every: expected a positive integer');
-  if (full.strategy === 'difficulty') return new DifficultySampler(taskIds, stats, full, prior);
-  if (full.strategy === 'uniform') return new UniformSampler(taskIds, stats, full, prior);
-  throw new UserError(
-    `sampling.strategy: expected difficulty or uniform, got ${JSON.stringify(full.strategy)}`,
-  );
+  // the config's own rules, for callers that did not come through `validate`
+  const parsed = samplingSchema.safeParse(config);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UserError(`sampling.${issue.path.join('.')}: ${issue.message}`);
+  }
+  const full = parsed.data;
+  return full.strategy === 'difficulty'
+    ? new DifficultySampler(taskIds, stats, full, prior)
+    : new UniformSampler(taskIds, stats, full, prior);
 }
