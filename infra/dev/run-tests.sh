@@ -7,7 +7,8 @@
 #   jest-demo    the demo pipeline test (test/rl/demo-reward.test.ts: two pipelines, CPU-bound, ~11 min)
 #   jest         every other jest file (one worker: the integration tests share one stack)
 #   pytest       the trainer's tests but vLLM's
-#   pytest-vllm  the tests against a real vLLM (each engine start costs minutes of CPU on 2 cores)
+#   vllm         the tests against a real vLLM (each engine start costs minutes of CPU on 2 cores): pytest's
+#                (report pytest-vllm), then jest's (report jest-vllm)
 # Most tests wait on the services, subprocesses, torchrun ranks and engines they drive, so side by side the
 # suite takes about as long as its longest lane rather than the sum of all four.
 set -uo pipefail
@@ -17,7 +18,8 @@ rc=0
 # one PyTorch thread per process, or OpenMP's thread per core oversubscribes the machine several times over.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 DEMO_TEST=test/rl/demo-reward.test.ts
-VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_stages.py tests/test_vllm_fleet.py)
+VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_fleet.py)
+VLLM_JEST=(test/rl/vllm-pipeline.test.ts)
 
 run_jest() { # report-name jest-args...
   local name=$1; shift
@@ -45,11 +47,19 @@ lane() { # name command...: in the background, output to its log
   "$@" >"$results/$name.log" 2>&1 &
   pids[$name]=$!
 }
+run_vllm() { # one engine at a time: pytest's vLLM tests, then jest's
+  local code=0
+  run_pytest pytest-vllm "${VLLM_TESTS[@]}" || code=1
+  run_jest jest-vllm "${VLLM_JEST[@]}" || code=1
+  return $code
+}
+# every report the lanes must leave: a runner that crashed before writing its own counts as a failure
+printf '%s\n' jest-demo.json jest.json pytest.xml pytest-vllm.xml jest-vllm.json >"$results/expected-reports"
 lane jest-demo run_jest jest-demo "$DEMO_TEST"
-lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST"
+lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST" "${VLLM_JEST[@]}"
 lane pytest run_pytest pytest "${ignore_vllm[@]}"
-lane pytest-vllm run_pytest pytest-vllm "${VLLM_TESTS[@]}"
-for name in jest jest-demo pytest pytest-vllm; do
+lane vllm run_vllm
+for name in jest jest-demo pytest vllm; do
   wait "${pids[$name]}" || rc=1
   echo "==> $name"
   cat "$results/$name.log"

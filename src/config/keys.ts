@@ -191,12 +191,21 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   },
   'stages[].curate.packages': { honoured: 'stages/curate.py: the releases synthesize() reads', test: CURATE },
   'stages[].curate.per_package': { honoured: 'stages/curate.py: synthesize(per_package)', test: CURATE },
-  'stages[].curate.max_candidates': { honoured: 'stages/curate.py: synthesize(max_candidates)', test: CURATE },
+  'stages[].curate.max_candidates': {
+    honoured: 'stages/curate.py: synthesize(max_candidates)',
+    test: CURATE,
+  },
   'stages[].curate.combine': { honoured: 'stages/curate.py: synthesize(combine)', test: CURATE },
   'stages[].curate.seed': { honoured: 'stages/curate.py: synthesize(seed)', test: CURATE },
-  'stages[].curate.test_requirements': { honoured: 'stages/curate.py: synthesize(test_requirements)', test: CURATE },
+  'stages[].curate.test_requirements': {
+    honoured: 'stages/curate.py: synthesize(test_requirements)',
+    test: CURATE,
+  },
   'stages[].curate.time_budget_s': { honoured: 'stages/curate.py: synthesize(time_budget_s)', test: CURATE },
-  'stages[].curate.min_instances': { honoured: 'stages/curate.py: fails the stage (BadInput) below it', test: CURATE },
+  'stages[].curate.min_instances': {
+    honoured: 'stages/curate.py: fails the stage (BadInput) below it',
+    test: CURATE,
+  },
   'stages[].tasks.from': {
     honoured: 'workflows/pipeline.ts withCuratedTasks + stages/curate.py resolve_curated_tasks',
     test: 'trainer/tests/test_curate_stage.py::test_tasks_from_reads_the_committed_instances',
@@ -352,7 +361,7 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'stages[].rollout.token_in_token_out': { rejected: 'nothing reads it', test: BAD },
   'stages[].rollout.inference.backend': {
     honoured: 'rl/rollouts.py start_engine (local, vllm; sglang rejected until implemented)',
-    test: 'trainer/tests/test_vllm_stages.py::test_rl_and_rft_stages_run_on_vllm',
+    test: 'test/rl/vllm-pipeline.test.ts::RFT and RL on vLLM through the pipeline',
   },
   'stages[].rollout.inference.servers': {
     honoured: 'the driver starts that many engines (src/dataplane/fleet.ts)',
