@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { repoRoot } from '../../src/pipeline/paths';
+import { dataDir, repoRoot } from '../../src/pipeline/paths';
 import { BUCKET, FAKE_JOB, S3_ENDPOINT, TEMPORAL_ADDRESS, uniqueId } from './helpers';
 
 export interface RunStage {
@@ -92,4 +92,11 @@ export function spawnRun(file: string, id: string, dataDir: string, env: NodeJS.
       if (child.exitCode === null) child.kill('SIGKILL');
     },
   };
+}
+
+/** `trainflow run FILE --id ID` to its end, warnings only: its exit code and the tail of its output. */
+export async function runToEnd(file: string, id: string): Promise<{ code: number | null; tail: string }> {
+  const run = spawnRun(file, id, dataDir(), { TRAINFLOW_LOG_LEVEL: 'warn' });
+  const code = await run.exited;
+  return { code, tail: (run.stdout() + run.stderr()).slice(-8000) };
 }

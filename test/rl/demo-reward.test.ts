@@ -3,7 +3,7 @@
 // inference server, the sandboxed agent — on two seeds. Its eval stages (before and after RL) run on fewer tasks.
 // Each run must show RL working: the RL stage's mean reward over its last tenth of steps exceeds its first
 // tenth by at least three standard errors (trainflow_trainer.rl.evidence, the check `make demo` prints).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import { parse, stringify } from 'yaml';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { repoRoot } from '../../src/pipeline/paths';
 import { BUCKET, S3_ENDPOINT, TEMPORAL_ADDRESS, uniqueId, useDataDir } from '../pipeline/helpers';
+import { runToEnd } from '../pipeline/run-cli';
 
 const PYTHON = path.join(repoRoot, '.venv/bin/python');
 const TRAINER = path.join(repoRoot, 'trainer');
@@ -68,26 +69,6 @@ function reducedDemo(id: string, seed: number, dataDir: string): string {
   return file;
 }
 
-/** `trainflow run FILE --id ID` as a user runs it; resolves with its exit code and output tail. */
-function trainflowRun(file: string, id: string): Promise<{ code: number | null; tail: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      [path.join(repoRoot, 'bin/trainflow.js'), 'run', file, '--id', id],
-      {
-        cwd: repoRoot,
-        env: { ...process.env, TRAINFLOW_LOG_LEVEL: 'warn' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    const keep = (b: Buffer) => (out = (out + b.toString()).slice(-8000));
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.on('exit', (code) => resolve({ code, tail: out }));
-  });
-}
-
 async function rlHistoryFile(id: string, dir: string): Promise<string> {
   const s3 = new S3Client({ endpoint: S3_ENDPOINT, forcePathStyle: true, region: 'us-east-1' });
   const key = `tests/${id}/${id}/rl/step-${String(RL_STEPS).padStart(6, '0')}/trainer_state.json`;
@@ -134,7 +115,7 @@ describe('the demo pipeline (reduced) raises the RL reward on two seeds', () => 
       const seeds = [1, 2];
       const ids = seeds.map((seed) => uniqueId(`ci-demo-${seed}`));
       const runs = await Promise.all(
-        seeds.map((seed, i) => trainflowRun(reducedDemo(ids[i], seed, dataDir), ids[i])),
+        seeds.map((seed, i) => runToEnd(reducedDemo(ids[i], seed, dataDir), ids[i])),
       );
       for (const run of runs)
         expect({ code: run.code, tail: run.code === 0 ? '' : run.tail }).toEqual({ code: 0, tail: '' });

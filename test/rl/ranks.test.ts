@@ -3,7 +3,7 @@
 // server and the data plane and every rank trains its share of each batch (trainer/trainflow_trainer/rl/ranks.py).
 // The stage completes, its checkpoints say 2 ranks trained them, and each step trained new groups, each once.
 // (Exactness against one process and the kill -9 test with 2 ranks: trainer/tests/test_rl_ranks.py.)
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import { stringify } from 'yaml';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { repoRoot } from '../../src/pipeline/paths';
 import { BUCKET, S3_ENDPOINT, TEMPORAL_ADDRESS, uniqueId, useDataDir } from '../pipeline/helpers';
+import { runToEnd } from '../pipeline/run-cli';
 
 const PYTHON = path.join(repoRoot, '.venv/bin/python');
 const TRAINER = path.join(repoRoot, 'trainer');
@@ -55,25 +56,6 @@ function config(id: string, dataDir: string): string {
   return file;
 }
 
-function trainflowRun(file: string, id: string): Promise<{ code: number | null; tail: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      [path.join(repoRoot, 'bin/trainflow.js'), 'run', file, '--id', id],
-      {
-        cwd: repoRoot,
-        env: { ...process.env, TRAINFLOW_LOG_LEVEL: 'warn' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    const keep = (b: Buffer) => (out = (out + b.toString()).slice(-8000));
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.on('exit', (code) => resolve({ code, tail: out }));
-  });
-}
-
 interface RlState {
   world_size: number;
   step: number;
@@ -99,7 +81,7 @@ describe('an RL stage on 2 trainer ranks', () => {
     'completes on the local stack, every checkpoint trained by both ranks, each group once',
     async () => {
       const id = uniqueId('rl-ranks');
-      const run = await trainflowRun(config(id, dataDir), id);
+      const run = await runToEnd(config(id, dataDir), id);
       expect({ code: run.code, tail: run.code === 0 ? '' : run.tail }).toEqual({ code: 0, tail: '' });
       const mid = await trainerState(id, 2);
       const final = await trainerState(id, STEPS);

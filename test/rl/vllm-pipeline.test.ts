@@ -5,7 +5,7 @@
 // our worker extension → resume). Each job starts one engine: minutes of CPU on 2 cores, so this file runs in
 // the vLLM lane of infra/dev/run-tests.sh. Token-level checks against vLLM's own answers, reloads mid-generation
 // and greedy parity: trainer/tests/test_vllm_engine.py.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,6 +14,7 @@ import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { jobName } from '../../src/launchers/types';
 import { repoRoot } from '../../src/pipeline/paths';
 import { BUCKET, S3_ENDPOINT, TEMPORAL_ADDRESS, uniqueId, useDataDir } from '../pipeline/helpers';
+import { runToEnd } from '../pipeline/run-cli';
 
 const PYTHON = path.join(repoRoot, '.venv/bin/python');
 const TRAINER = path.join(repoRoot, 'trainer');
@@ -66,25 +67,6 @@ function config(id: string, demoDir: string): string {
   const file = path.join(demoDir, `${id}.yaml`);
   writeFileSync(file, stringify(cfg));
   return file;
-}
-
-function trainflowRun(file: string, id: string): Promise<{ code: number | null; tail: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      [path.join(repoRoot, 'bin/trainflow.js'), 'run', file, '--id', id],
-      {
-        cwd: repoRoot,
-        env: { ...process.env, TRAINFLOW_LOG_LEVEL: 'warn' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    const keep = (b: Buffer) => (out = (out + b.toString()).slice(-8000));
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.on('exit', (code) => resolve({ code, tail: out }));
-  });
 }
 
 async function s3Json<T>(key: string): Promise<T> {
@@ -155,7 +137,7 @@ describe('RFT and RL on vLLM through the pipeline', () => {
     'both stages complete on the local stack, served by vLLM, tokens recorded, weights reloaded per step',
     async () => {
       const id = uniqueId('vllm');
-      const run = await trainflowRun(config(id, demoDir), id);
+      const run = await runToEnd(config(id, demoDir), id);
       expect({ code: run.code, tail: run.code === 0 ? '' : run.tail }).toEqual({ code: 0, tail: '' });
       const job = (stage: string) => jobName(id, stage);
       const log = (stage: string) => readFileSync(path.join(dataDir, 'jobs', job(stage), 'job.log'), 'utf8');
