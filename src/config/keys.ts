@@ -177,6 +177,14 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     honoured: 'data.py load_source_rows',
     test: 'trainer/tests/test_data.py::test_parquet_and_folder_sources',
   },
+  'stages[].data.sources[].kind': {
+    honoured: 'data.py load_stream: gold_trajectories renders SWE instances (tasks/swe/gold.py)',
+    test: 'trainer/tests/test_swe_gold.py::test_the_sft_rows_of_a_gold_source_train_on_the_assistants_tokens_only',
+  },
+  'stages[].data.sources[].from': {
+    honoured: 'workflows/pipeline.ts withCuratedTasks + stages/curate.py resolve_curated_tasks',
+    test: "test/pipeline/curate-tasks.test.ts::a gold-trajectory source's from becomes the curate stage's tasks.jsonl",
+  },
   'stages[].data.sources[].weight': {
     honoured: 'data.py ExampleStream mixture',
     test: 'trainer/tests/test_data.py::test_mixing_follows_weights',
@@ -191,12 +199,21 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   },
   'stages[].curate.packages': { honoured: 'stages/curate.py: the releases synthesize() reads', test: CURATE },
   'stages[].curate.per_package': { honoured: 'stages/curate.py: synthesize(per_package)', test: CURATE },
-  'stages[].curate.max_candidates': { honoured: 'stages/curate.py: synthesize(max_candidates)', test: CURATE },
+  'stages[].curate.max_candidates': {
+    honoured: 'stages/curate.py: synthesize(max_candidates)',
+    test: CURATE,
+  },
   'stages[].curate.combine': { honoured: 'stages/curate.py: synthesize(combine)', test: CURATE },
   'stages[].curate.seed': { honoured: 'stages/curate.py: synthesize(seed)', test: CURATE },
-  'stages[].curate.test_requirements': { honoured: 'stages/curate.py: synthesize(test_requirements)', test: CURATE },
+  'stages[].curate.test_requirements': {
+    honoured: 'stages/curate.py: synthesize(test_requirements)',
+    test: CURATE,
+  },
   'stages[].curate.time_budget_s': { honoured: 'stages/curate.py: synthesize(time_budget_s)', test: CURATE },
-  'stages[].curate.min_instances': { honoured: 'stages/curate.py: fails the stage (BadInput) below it', test: CURATE },
+  'stages[].curate.min_instances': {
+    honoured: 'stages/curate.py: fails the stage (BadInput) below it',
+    test: CURATE,
+  },
   'stages[].tasks.from': {
     honoured: 'workflows/pipeline.ts withCuratedTasks + stages/curate.py resolve_curated_tasks',
     test: 'trainer/tests/test_curate_stage.py::test_tasks_from_reads_the_committed_instances',
