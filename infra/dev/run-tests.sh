@@ -4,7 +4,9 @@
 # either set, only the runners asked for run, one after the other, in the foreground.
 #
 # Without them the suite runs as four lanes side by side, each its own process with its own report:
-#   jest-demo    the demo pipeline test (test/rl/demo-reward.test.ts: two pipelines, CPU-bound, ~11 min)
+#   jest-demo    the pipeline tests, one after the other: the demo (test/rl/demo-reward.test.ts: two pipelines,
+#                CPU-bound, ~11 min), then the SWE demo (test/rl/swe-demo.test.ts: configs/swe-demo.yaml reduced,
+#                curate → SFT → RFT → RL, ~4 min alone)
 #   jest         every other jest file (one worker: the integration tests share one stack)
 #   pytest       the trainer's tests but vLLM's
 #   pytest-vllm  the tests against a real vLLM (each engine start costs minutes of CPU on 2 cores)
@@ -17,6 +19,7 @@ rc=0
 # one PyTorch thread per process, or OpenMP's thread per core oversubscribes the machine several times over.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 DEMO_TEST=test/rl/demo-reward.test.ts
+SWE_DEMO_TEST=test/rl/swe-demo.test.ts
 VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_stages.py tests/test_vllm_fleet.py)
 
 run_jest() { # report-name jest-args...
@@ -45,8 +48,9 @@ lane() { # name command...: in the background, output to its log
   "$@" >"$results/$name.log" 2>&1 &
   pids[$name]=$!
 }
-lane jest-demo run_jest jest-demo "$DEMO_TEST"
-lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST"
+# in band: the two pipeline tests after each other, so the lanes stay four processes on the cores
+lane jest-demo run_jest jest-demo --runInBand "$DEMO_TEST" "$SWE_DEMO_TEST"
+lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST" "$SWE_DEMO_TEST"
 lane pytest run_pytest pytest "${ignore_vllm[@]}"
 lane pytest-vllm run_pytest pytest-vllm "${VLLM_TESTS[@]}"
 for name in jest jest-demo pytest pytest-vllm; do
