@@ -152,6 +152,14 @@ describe('configs/swe-demo.yaml (reduced) on the local stack', () => {
       expect(curate.metrics.valid).toBeGreaterThanOrEqual(1);
       const instances = (await text(`${root}/curate/step-000001/tasks.jsonl`)).trim().split('\n');
       expect(instances).toHaveLength(curate.metrics.valid);
+      const sftLog = execFileSync(
+        process.execPath,
+        [path.join(repoRoot, 'bin/trainflow.js'), 'logs', id, 'sft'],
+        {
+          cwd: repoRoot,
+        },
+      ).toString();
+      expect(sftLog).toContain(`: ${instances.length} gold trajectories of ${instances.length} instances`);
       // every training stage's output is a committed checkpoint at its last step
       for (const name of ['sft', 'rft', 'rl']) {
         const step = String(STEPS[name]).padStart(6, '0');
