@@ -25,6 +25,7 @@ interface Stage {
   curate?: Record<string, unknown>;
   train?: { steps: number };
   checkpoint?: { every: number };
+  rollout?: { max_new_tokens?: number };
 }
 
 /** configs/swe-demo.yaml with fewer steps and instances, its storage and queue private to this run. */
@@ -42,6 +43,8 @@ function reducedSweDemo(id: string, dataDir: string): string {
   cfg.model.tokenizer.path = path.join(dataDir, 'tokenizer.json');
   for (const s of cfg.stages) {
     if (s.curate) s.curate = { ...s.curate, per_package: 2, max_candidates: 8 };
+    // a model trained for a few steps rarely ends its turn: shorter turns keep the rollouts short
+    if (s.rollout) s.rollout.max_new_tokens = 128;
     if (s.train) {
       s.train.steps = STEPS[s.name] ?? s.train.steps;
       s.checkpoint = { every: s.train.steps };
