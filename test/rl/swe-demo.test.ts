@@ -158,9 +158,8 @@ describe('configs/swe-demo.yaml (reduced) on the local stack', () => {
       const sftLog = execFileSync(
         process.execPath,
         [path.join(repoRoot, 'bin/trainflow.js'), 'logs', id, 'sft'],
-        {
-          cwd: repoRoot,
-        },
+        // jest's process.env is the test's own copy: pass it, or the child reads the worker's (another data dir)
+        { cwd: repoRoot, env: process.env },
       ).toString();
       expect(sftLog).toContain(`: ${instances.length} gold trajectories of ${instances.length} instances`);
       // every training stage's output is a committed checkpoint at its last step
