@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_STAMP := node_modules/.package-lock.json
 TRAINFLOW := node bin/trainflow.js
 
-.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-agents setup-vllm setup-k8s-validator demo demo-data test typecheck lint format contract \
+.PHONY: help setup setup-node setup-python setup-tools setup-sandbox setup-chromium setup-mlflow setup-agents setup-vllm setup-k8s-validator demo demo-data swe-demo test typecheck lint format contract \
         lint-python typecheck-python \
         bench-trainer bench-distributed bench-trie bench-models bench-pipeline bench-dataplane bench-dataplane-sim bench-rl bench-sampling bench-serve bench-rollout bench-swe clean-data
 
@@ -66,6 +66,12 @@ demo: setup demo-data
 	  $(TRAINFLOW) logs $(DEMO_ID) rl 2>/dev/null | grep 'rl reward first tenth' || true; \
 	  AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-trainflow} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-trainflow-secret} \
 	  $(TRAINFLOW) report $(DEMO_ID); exit $$rc
+
+# An extra (not a set-up command): the SWE demo, configs/swe-demo.yaml, once `make demo` has set things up.
+swe-demo: setup demo-data
+	@$(TRAINFLOW) dev up
+	@$(TRAINFLOW) validate configs/swe-demo.yaml >/dev/null
+	@$(TRAINFLOW) run configs/swe-demo.yaml --id swe-demo-$(shell date +%Y%m%d-%H%M%S)
 
 ## tests: starts its own stack on separate ports, runs jest and pytest, stops the stack, prints one summary
 test: setup setup-vllm

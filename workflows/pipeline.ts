@@ -204,9 +204,10 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
 }
 
 /**
- * The config a stage's job is rendered from: a `tasks: {family: swe, from: NAME}` gets tasks.path = the curate
- * stage NAME's committed tasks.jsonl (validate checked NAME is an earlier curate stage, so it has run). The
- * trainer fetches that commit, verified, before the stage starts (stages/curate.py resolve_curated_tasks).
+ * The config a stage's job is rendered from: what names a curate stage NAME — `tasks: {family: swe, from: NAME}`
+ * and `data.sources[]: {kind: gold_trajectories, from: NAME}` — gets path = NAME's committed tasks.jsonl
+ * (validate checked NAME is an earlier curate stage, so it has run). The trainer fetches that commit, verified,
+ * before the stage starts (stages/curate.py resolve_curated_tasks).
  */
 export function withCuratedTasks(
   config: PipelineConfig,
@@ -214,17 +215,30 @@ export function withCuratedTasks(
   curated: Record<string, string>,
 ): PipelineConfig {
   const stage = config.stages[index];
-  const from = stage.tasks?.from;
-  if (!stage.tasks || from === undefined) return config;
-  const commit = curated[from];
-  if (commit === undefined) {
-    throw ApplicationFailure.nonRetryable(
-      `stages.${stage.name}.tasks.from: curate stage ${from} has no committed output in this run`,
-      'BadInput',
-    );
-  }
-  const tasks = { ...stage.tasks, path: `${commit.replace(/\/+$/, '')}/tasks.jsonl` };
-  const stages = config.stages.map((s, i) => (i === index ? { ...s, tasks } : s));
+  const tasksFrom = stage.tasks?.from;
+  const sources = stage.data?.sources ?? [];
+  if (tasksFrom === undefined && !sources.some((s) => s.from !== undefined)) return config;
+  const tasksFile = (from: string, field: string) => {
+    const commit = curated[from];
+    if (commit === undefined) {
+      throw ApplicationFailure.nonRetryable(
+        `stages.${stage.name}.${field}: curate stage ${from} has no committed output in this run`,
+        'BadInput',
+      );
+    }
+    return `${commit.replace(/\/+$/, '')}/tasks.jsonl`;
+  };
+  const tasks =
+    stage.tasks && tasksFrom !== undefined
+      ? { ...stage.tasks, path: tasksFile(tasksFrom, 'tasks.from') }
+      : stage.tasks;
+  const data = stage.data && {
+    ...stage.data,
+    sources: sources.map((src, j) =>
+      src.from === undefined ? src : { ...src, path: tasksFile(src.from, `data.sources[${j}].from`) },
+    ),
+  };
+  const stages = config.stages.map((s, i) => (i === index ? { ...s, tasks, data } : s));
   return { ...config, stages };
 }
 

@@ -11,6 +11,10 @@ missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v prlimit >/dev/null || missing+=(util-linux)
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
+# SWE environments (tasks/swe): the tests' venvs are made with the system python3's venv module, and curation
+# fetches a release's sdist with its pip, so a fresh machine needs both
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if ((${#missing[@]})); then
   if ! command -v apt-get >/dev/null; then
     log "missing ${missing[*]} and no apt-get: install them with your package manager"; exit 1
@@ -20,7 +24,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
     || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null; }
 else
-  log "bubblewrap $(bwrap --version | awk '{print $2}'), prlimit and python3 already installed"
+  log "bubblewrap $(bwrap --version | awk '{print $2}'), prlimit and python3 (venv, pip) already installed"
 fi
 
 # The probe: the sandbox's own flags, as an unprivileged uid when we are root (as the sandbox runs them).

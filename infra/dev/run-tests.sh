@@ -4,7 +4,9 @@
 # either set, only the runners asked for run, one after the other, in the foreground.
 #
 # Without them the suite runs as four lanes side by side, each its own process with its own report:
-#   jest-demo    the demo pipeline test (test/rl/demo-reward.test.ts: two pipelines, CPU-bound, ~11 min)
+#   jest-demo    the pipeline tests, one after the other: the demo (test/rl/demo-reward.test.ts: two pipelines,
+#                CPU-bound, ~11 min), then the SWE demo (test/rl/swe-demo.test.ts: configs/swe-demo.yaml reduced,
+#                curate → SFT → RFT → RL, ~4 min alone)
 #   jest         every other jest file (one worker: the integration tests share one stack)
 #   pytest       the trainer's tests but vLLM's
 #   vllm         the tests against a real vLLM (each engine start costs minutes of CPU on 2 cores): pytest's
@@ -18,6 +20,7 @@ rc=0
 # one PyTorch thread per process, or OpenMP's thread per core oversubscribes the machine several times over.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 DEMO_TEST=test/rl/demo-reward.test.ts
+SWE_DEMO_TEST=test/rl/swe-demo.test.ts
 VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_fleet.py)
 VLLM_JEST=(test/rl/vllm-pipeline.test.ts)
 
@@ -55,8 +58,9 @@ run_vllm() { # one engine at a time: pytest's vLLM tests, then jest's
 }
 # every report the lanes must leave: a runner that crashed before writing its own counts as a failure
 printf '%s\n' jest-demo.json jest.json pytest.xml pytest-vllm.xml jest-vllm.json >"$results/expected-reports"
-lane jest-demo run_jest jest-demo "$DEMO_TEST"
-lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST" "${VLLM_JEST[@]}"
+# in band: the two pipeline tests after each other, so the lanes stay four processes on the cores
+lane jest-demo run_jest jest-demo --runInBand "$DEMO_TEST" "$SWE_DEMO_TEST"
+lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST" "$SWE_DEMO_TEST" "${VLLM_JEST[@]}"
 lane pytest run_pytest pytest "${ignore_vllm[@]}"
 lane vllm run_vllm
 for name in jest jest-demo pytest vllm; do

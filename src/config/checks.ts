@@ -85,10 +85,15 @@ export async function checkInputs(
   config.stages.forEach((stage, i) => {
     if (stage.job !== undefined) return;
     stage.data?.sources.forEach((src, j) => {
+      const file = src.path;
+      if (file === undefined) return; // from: a curate stage's output, made when the pipeline runs
       const path = ['stages', i, 'data', 'sources', j, 'path'];
-      local(path, src.path, 'data', () =>
-        checkDataSource(src.path, src.format, stage.kind, (m) => report(path, m)),
-      );
+      if (src.kind === 'gold_trajectories')
+        local(path, file, 'data', () => checkSweFile(file, (m) => report(path, m)));
+      else
+        local(path, file, 'data', () =>
+          checkDataSource(file, src.format, stage.kind, (m) => report(path, m)),
+        );
     });
     if (stage.tasks?.family === 'jsonl' && stage.tasks.path !== undefined) {
       const path = ['stages', i, 'tasks', 'path'];

@@ -177,6 +177,14 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     honoured: 'data.py load_source_rows',
     test: 'trainer/tests/test_data.py::test_parquet_and_folder_sources',
   },
+  'stages[].data.sources[].kind': {
+    honoured: 'data.py load_stream: gold_trajectories renders SWE instances (tasks/swe/gold.py)',
+    test: 'trainer/tests/test_swe_gold.py::test_the_sft_rows_of_a_gold_source_train_on_the_assistants_tokens_only',
+  },
+  'stages[].data.sources[].from': {
+    honoured: 'workflows/pipeline.ts withCuratedTasks + stages/curate.py resolve_curated_tasks',
+    test: "test/pipeline/curate-tasks.test.ts::a gold-trajectory source's from becomes the curate stage's tasks.jsonl",
+  },
   'stages[].data.sources[].weight': {
     honoured: 'data.py ExampleStream mixture',
     test: 'trainer/tests/test_data.py::test_mixing_follows_weights',

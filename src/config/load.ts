@@ -206,7 +206,7 @@ export function resolveLocalPaths(config: PipelineConfig, baseDir: string): Pipe
       ...stage,
       data: stage.data && {
         ...stage.data,
-        sources: stage.data.sources.map((src) => ({ ...src, path: fix(src.path) })),
+        sources: stage.data.sources.map((src) => ({ ...src, path: src.path && fix(src.path) })),
       },
       tasks: stage.tasks && { ...stage.tasks, path: stage.tasks.path && fix(stage.tasks.path) },
       algorithm: stage.algorithm?.kl_reference

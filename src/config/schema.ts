@@ -44,6 +44,8 @@ export const KINDS = ['midtrain', 'sft', 'rft', 'rl', 'eval', 'curate'] as const
 export const LAUNCHERS = ['local', 'slurm', 'kubernetes'] as const;
 /** tasks/__init__.py FAMILIES and rl/batch.py SCALINGS (test/config/trainer-facts.test.ts compares them). */
 export const TASK_FAMILIES = ['demo', 'humaneval', 'jsonl', 'swe'] as const;
+/** data.py DATA_KINDS: what a data source's rows are. */
+export const DATA_KINDS = ['rows', 'gold_trajectories'] as const;
 export { ADVANTAGE_SCALINGS } from './algorithm';
 /** The trainer's model presets (model.py PRESETS, copied in trainer-model.ts); larger models start from a checkpoint. */
 export const PRESETS = Object.keys(TRAINER_PRESETS) as [
@@ -270,14 +272,31 @@ const dataSchema = z.strictObject({
     .array(
       z
         .strictObject({
-          path: location(),
+          path: location()
+            .optional()
+            .describe(
+              'A JSONL/Parquet file or folder, local or s3:// (kind gold_trajectories: a SWE instances JSONL); or `from`.',
+            ),
+          from: name('stage')
+            .optional()
+            .describe(
+              "kind gold_trajectories only, instead of path: an earlier curate stage's name; its committed instances (resolved when the stage runs).",
+            ),
+          kind: z
+            .enum(DATA_KINDS, { error: `expected one of ${DATA_KINDS.join(' | ')}` })
+            .default('rows')
+            .describe(
+              "rows: the file's rows as they are; gold_trajectories (sft): each SWE instance's gold patch as the reference agent's episode (its tools, prompt and tool responses; tasks/swe/gold.py).",
+            ),
           weight: positiveNumber().default(1),
           format: z.enum(['jsonl', 'parquet'], { error: 'expected jsonl or parquet' }).default('jsonl'),
         })
         .meta({ title: 'DataSource' }),
     )
     .min(1, { error: 'expected at least one data source' })
-    .describe('Sources mixed by weight; JSONL or Parquet, local or s3://.'),
+    .describe(
+      'Sources mixed by weight; JSONL or Parquet, local or s3://, or gold trajectories of SWE instances.',
+    ),
   seq_len: z
     .number({ error: 'expected an integer ≥ 2' })
     .int({ error: 'expected an integer ≥ 2' })
@@ -698,6 +717,7 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     });
     checkEvalStage(stage, i, issue);
     checkCurate(config, stage, i, issue);
+    checkDataSources(stage, i, issue);
 
     checkStage(config, stage, i, issue);
 
@@ -981,9 +1001,10 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
       );
     }
     stage.data.sources.forEach((src, j) => {
-      const ext = /\.(parquet)$/i.test(src.path)
+      const file = src.path ?? '';
+      const ext = /\.(parquet)$/i.test(file)
         ? 'parquet'
-        : /\.(jsonl|json)$/i.test(src.path)
+        : /\.(jsonl|json)$/i.test(file)
           ? 'jsonl'
           : undefined;
       if (ext && ext !== src.format) {
@@ -1142,7 +1163,7 @@ function checkEvalStage(
     );
 }
 
-/** A curate block's sizes, and a `tasks.from` naming an earlier curate stage. */
+/** A curate block's sizes, and a `tasks.from` or `data.sources[].from` naming an earlier curate stage. */
 function checkCurate(config: RawConfig, stage: RawConfig['stages'][number], i: number, issue: Issue): void {
   const c = stage.curate;
   if (c && c.combine >= c.per_package)
@@ -1151,20 +1172,61 @@ function checkCurate(config: RawConfig, stage: RawConfig['stages'][number], i: n
       `must be < curate.per_package (${c.per_package}): combined bugs are a share of a package's instances`,
       c.combine,
     );
-  const from = stage.tasks?.from;
-  if (from === undefined) return;
-  const earlier = config.stages.slice(0, i).find((s) => s.name === from);
-  if (!earlier || earlier.kind !== 'curate') {
+  const froms: [string, (string | number)[]][] = [];
+  if (stage.tasks?.from !== undefined) froms.push([stage.tasks.from, ['stages', i, 'tasks', 'from']]);
+  stage.data?.sources.forEach((src, j) => {
+    if (src.from !== undefined) froms.push([src.from, ['stages', i, 'data', 'sources', j, 'from']]);
+  });
+  for (const [from, path] of froms) {
+    const earlier = config.stages.slice(0, i).find((s) => s.name === from);
+    if (earlier && earlier.kind === 'curate') continue;
     const curates = config.stages
       .slice(0, i)
       .filter((s) => s.kind === 'curate')
       .map((s) => s.name);
     issue(
-      ['stages', i, 'tasks', 'from'],
+      path,
       `must name an earlier curate stage (${curates.length ? `earlier: ${curates.join(', ')}` : 'there is none before this stage'})`,
       from,
     );
   }
+}
+
+/** A data source: path or from (from only for gold trajectories); gold trajectories only in sft, from JSONL. */
+function checkDataSources(stage: RawConfig['stages'][number], i: number, issue: Issue): void {
+  stage.data?.sources.forEach((src, j) => {
+    const at = (field: string) => ['stages', i, 'data', 'sources', j, field];
+    if (src.path === undefined && src.from === undefined)
+      issue(
+        ['stages', i, 'data', 'sources', j],
+        src.kind === 'gold_trajectories'
+          ? 'needs path (a SWE instances JSONL) or from (an earlier curate stage)'
+          : 'needs path (a JSONL/Parquet file or folder)',
+      );
+    if (src.path !== undefined && src.from !== undefined)
+      issue(at('path'), 'give either path or from, not both (remove one)');
+    if (src.from !== undefined && src.kind !== 'gold_trajectories')
+      issue(
+        at('from'),
+        "applies only to kind gold_trajectories (a curate stage's instances); a rows source names its file with path",
+      );
+    if (src.kind === 'gold_trajectories' && stage.kind !== 'sft')
+      issue(
+        at('kind'),
+        `gold trajectories are SFT conversations: only sft stages take them, not ${stage.kind}`,
+      );
+    if (src.kind === 'gold_trajectories' && src.path !== undefined && /^s3:\/\//.test(src.path))
+      issue(
+        at('path'),
+        'gold trajectories are read from a local SWE instances file (or use from: a curate stage, whose commit is fetched)',
+        src.path,
+      );
+    if (src.kind === 'gold_trajectories' && src.format !== 'jsonl')
+      issue(
+        at('format'),
+        'gold trajectories are read from a SWE instances JSONL file: remove format or set jsonl',
+      );
+  });
 }
 
 // ---- the resolved shape: what `resolve` returns ----------------------------------------------------------

@@ -131,6 +131,11 @@ const withCurate =
   };
 const tasksFrom = (i: number, family: string, from: string) => (doc: Document) =>
   doc.setIn(['stages', i, 'tasks'], doc.createNode({ family, from }));
+/** Stage i's data: one gold-trajectory source (or another kind) from stage `from`. */
+const goldFrom =
+  (i: number, from: string, kind = 'gold_trajectories') =>
+  (doc: Document) =>
+    doc.setIn(['stages', i, 'data', 'sources'], doc.createNode([{ from, kind }]));
 /** An HF config.json the trainer reads (model.py from_hf_dict): the tiny preset's shape. */
 const HF_CONFIG = {
   model_type: 'qwen2',
@@ -882,6 +887,54 @@ const CASES: Case[] = [
     ),
     path: ['stages', 5, 'tasks', 'path'],
     message: 'give either tasks.path or tasks.from',
+  },
+  // ---- data.sources[]: kind gold_trajectories (tasks/swe/gold.py), from a curate stage ----
+  {
+    rule: 'stages/curate.py resolve_curated_tasks: a data source from names a stage that is not curate',
+    base: 'demo',
+    change: goldFrom(2, 'midtrain-1'),
+    path: ['stages', 2, 'data', 'sources', 0, 'from'],
+    message: 'must name an earlier curate stage (there is none before this stage)',
+  },
+  {
+    rule: 'data.sources[].from: a later curate stage has not run yet',
+    base: 'demo',
+    change: withCurate(-1, {}, goldFrom(2, 'curate')),
+    path: ['stages', 2, 'data', 'sources', 0, 'from'],
+    message: 'must name an earlier curate stage',
+  },
+  {
+    rule: 'data.sources[].from: only for gold trajectories',
+    base: 'demo',
+    change: withCurate(0, {}, goldFrom(3, 'curate', 'rows')),
+    path: ['stages', 3, 'data', 'sources', 0, 'from'],
+    message: 'applies only to kind gold_trajectories',
+  },
+  {
+    rule: 'data.sources[].kind gold_trajectories: sft stages only',
+    base: 'demo',
+    change: withCurate(0, {}, goldFrom(1, 'curate')),
+    path: ['stages', 1, 'data', 'sources', 0, 'kind'],
+    message: 'only sft stages take them, not midtrain',
+  },
+  {
+    rule: 'data.sources[]: path or from',
+    base: 'demo',
+    change: (doc: Document) =>
+      doc.setIn(['stages', 2, 'data', 'sources'], doc.createNode([{ kind: 'gold_trajectories' }])),
+    path: ['stages', 2, 'data', 'sources', 0],
+    message: 'needs path (a SWE instances JSONL) or from (an earlier curate stage)',
+  },
+  {
+    rule: 'data.sources[]: gold trajectories from a local file',
+    base: 'demo',
+    change: (doc: Document) =>
+      doc.setIn(
+        ['stages', 2, 'data', 'sources'],
+        doc.createNode([{ kind: 'gold_trajectories', path: 's3://b/swe.jsonl' }]),
+      ),
+    path: ['stages', 2, 'data', 'sources', 0, 'path'],
+    message: 'gold trajectories are read from a local SWE instances file',
   },
 ];
 

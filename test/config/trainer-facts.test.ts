@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADVANTAGE_SCALINGS, KINDS, TASK_FAMILIES } from '../../src/config/schema';
+import { ADVANTAGE_SCALINGS, DATA_KINDS, KINDS, TASK_FAMILIES } from '../../src/config/schema';
 import {
   HF_ARCHITECTURES,
   HF_DEFAULT_MAX_POSITIONS,
@@ -24,6 +24,7 @@ from trainflow_trainer.model import ARCHITECTURES, PRESETS, ROPE_TYPES, ModelCon
 from trainflow_trainer.tokenizer import SPECIAL_TOKENS
 from trainflow_trainer.stages import STAGES
 from trainflow_trainer.tasks import FAMILIES
+from trainflow_trainer.data import DATA_KINDS
 from trainflow_trainer.tasks.task import VERIFIER_KINDS
 from trainflow_trainer.rl.batch import SCALINGS
 fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
@@ -34,6 +35,7 @@ print(json.dumps({
     "special": SPECIAL_TOKENS,
     "kinds": sorted(STAGES),
     "families": list(FAMILIES),
+    "data_kinds": list(DATA_KINDS),
     "verifiers": list(VERIFIER_KINDS),
     "scalings": list(SCALINGS),
     "max_pos": max_pos,
@@ -57,6 +59,7 @@ test("trainer-model.ts and the schema's enums match the trainer's Python definit
     special: string[];
     kinds: string[];
     families: string[];
+    data_kinds: string[];
     verifiers: string[];
     scalings: string[];
     max_pos: number;
@@ -69,6 +72,7 @@ test("trainer-model.ts and the schema's enums match the trainer's Python definit
   expect([...SPECIAL_TOKENS]).toEqual(py.special);
   expect([...KINDS].sort()).toEqual(py.kinds);
   expect([...TASK_FAMILIES]).toEqual(py.families);
+  expect([...DATA_KINDS]).toEqual(py.data_kinds);
   expect(['answer', 'unit_tests', 'swe_tests']).toEqual(py.verifiers); // checks.ts taskProblem
   expect([...ADVANTAGE_SCALINGS]).toEqual(py.scalings);
   expect(HF_DEFAULT_MAX_POSITIONS).toBe(py.max_pos);

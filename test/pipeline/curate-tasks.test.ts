@@ -38,6 +38,44 @@ test("tasks.from becomes the curate stage's committed tasks.jsonl; other stages 
   expect(config.stages[0].packing).toBeUndefined();
 });
 
+test("a gold-trajectory source's from becomes the curate stage's tasks.jsonl; other sources are kept", () => {
+  const config = parseConfig(
+    readFileSync(path.join(ROOT, 'configs', 'swe-demo.yaml'), 'utf8'),
+    path.join(ROOT, 'configs', 'swe-demo.yaml'),
+  );
+  const sft = config.stages.findIndex((s) => s.name === 'sft');
+  const rows = { path: '/data/sft.jsonl', kind: 'rows' as const, weight: 2, format: 'jsonl' as const };
+  const mixed = {
+    ...config,
+    stages: config.stages.map((s, i) =>
+      i === sft && s.data ? { ...s, data: { ...s.data, sources: [...s.data.sources, rows] } } : s,
+    ),
+  };
+  const curated = { curate: 's3://bucket/p/curate/step-000001' };
+  const out = withCuratedTasks(mixed, sft, curated);
+  expect(out.stages[sft].data?.sources).toEqual([
+    {
+      from: 'curate',
+      kind: 'gold_trajectories',
+      weight: 1,
+      format: 'jsonl',
+      path: 's3://bucket/p/curate/step-000001/tasks.jsonl',
+    },
+    rows,
+  ]);
+  expect(mixed.stages[sft].data?.sources[0].path).toBeUndefined(); // the input config is not changed
+  expect(() => withCuratedTasks(mixed, sft, {})).toThrow(
+    /stages\.sft\.data\.sources\[0\]\.from: curate stage curate has no committed output/,
+  );
+  // the rft and rl stages' tasks come from the same commit
+  for (const name of ['rft', 'rl']) {
+    const i = config.stages.findIndex((s) => s.name === name);
+    expect(withCuratedTasks(config, i, curated).stages[i].tasks?.path).toBe(
+      's3://bucket/p/curate/step-000001/tasks.jsonl',
+    );
+  }
+});
+
 test("promotion's final checkpoint skips curate stages: their output is a tasks file, not weights", () => {
   const stage = (index: number, kind: string, out: string): ManifestStage => ({
     index,

@@ -63,7 +63,9 @@ ROLLOUT: dict[str, Any] = {
     "inference": {"backend": "local", "servers": 2, "colocated": 1},
     "sandbox": {"timeout": "3s"},  # memory and max_processes: refused until they reach the agent's sandbox
 }
-ONLY_VALUE = ("rollout.inference.backend",)
+# fields whose other values need other inputs (vLLM; gold_trajectories: a SWE instances file, sft only;
+# test_swe_gold.py covers it)
+ONLY_VALUE = ("rollout.inference.backend", "data.sources[0].kind")
 SAMPLING: dict[str, Any] = {
     "strategy": "uniform",
     "exploration_bonus": 0.5,

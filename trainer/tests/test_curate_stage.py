@@ -140,3 +140,31 @@ def test_a_swe_verdict_carries_its_per_test_outcomes_into_the_episode(curated: P
     line = EpisodeLine.model_validate({"id": "r1", **ep.to_dict()})
     assert line.tests == g.tests
     assert Verdict(1.0, True, "correct").tests is None  # a verifier without named tests
+
+
+def test_the_gold_trajectory_of_each_curated_instance_replays_through_the_tools_to_a_1(curated: Path) -> None:
+    """On a real package's synthesised bugs: each instance's gold trajectory (tasks/swe/gold.py), its calls run
+    through the reference agent's tools in the instance's sandbox, answers as recorded and grades 1.0."""
+    from trainflow_trainer.agent.tools import ToolBox
+    from trainflow_trainer.tasks.swe import environment_for, load_instances
+    from trainflow_trainer.tasks.swe.gold import gold_trajectory
+
+    instances, _ = load_instances(curated / "tasks.jsonl")
+    assert instances
+    for inst in instances:
+        conv = gold_trajectory(inst)
+        env = environment_for(inst)
+        sandbox = env.sandbox()
+        with (
+            env.open_episode(sandbox) as ep,
+            ToolBox(sandbox, workspace=ep.workspace, command_env=env.command_env(ep.root)) as tools,
+        ):
+            answers = []
+            for m in conv["messages"]:
+                if m["role"] == "assistant":
+                    fn = m["tool_calls"][0]["function"]
+                    answers.append(tools.call(fn["name"], fn["arguments"]))
+            assert answers == [m["content"] for m in conv["messages"] if m["role"] == "tool"]
+            assert tools.submitted
+            grade = ep.grade()
+        assert (grade.reward, grade.passed) == (1.0, True), (inst.instance_id, grade.reason)

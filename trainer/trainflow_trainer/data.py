@@ -11,12 +11,14 @@
 
 Examples carry token ids and a per-token target mask: midtrain documents train on every next token (the
 text plus an <|endoftext|>); SFT conversations only on assistant tokens. Rows already tokenised
-(`{"input_ids": [...], "loss_mask": [...]}`) are used as recorded, never re-tokenised.
+(`{"input_ids": [...], "loss_mask": [...]}`) are used as recorded, never re-tokenised. A `gold_trajectories`
+source turns SWE instances into conversations first (their gold patches as agent episodes, tasks/swe/gold.py).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from .storage import Storage, is_s3
 from .tokenizer import ChatFormatError, Tokenizer
 
 IGNORE = -100
+DATA_KINDS = ("rows", "gold_trajectories")  # what a source's rows are (the config schema's DATA_KINDS)
 
 
 class DataError(BadInput):
@@ -72,6 +75,8 @@ def _parse_rows(name: str, data: bytes, fmt: str) -> list[dict]:
 def load_source_rows(spec: DataSource, storage: Storage) -> list[dict]:
     """All rows of a file, or of every .jsonl/.parquet file of a folder (sorted by name)."""
     path = spec.path
+    if path is None:
+        raise DataError(f"data source from {spec.from_}: not resolved to a file (run the stage in its pipeline)")
     if is_s3(path):
         files = (
             [path]
@@ -185,12 +190,41 @@ class ExampleStream:
         self.cursors = [{"epoch": int(c["epoch"]), "pos": int(c["pos"])} for c in state["sources"]]
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def gold_trajectory_rows(spec: DataSource, log: Callable[[str], None] = _log) -> list[dict]:
+    """The SFT rows of a gold_trajectories source: each SWE instance of its (local) JSONL as the reference agent's
+    episode that makes the gold patch (tasks/swe/gold.py); an instance the tools cannot replay is skipped, logged."""
+    from .tasks.swe import load_instances
+    from .tasks.swe.gold import GoldError, gold_trajectory
+
+    path = spec.path
+    if path is None or is_s3(path):
+        raise DataError(f"data source {path}: gold trajectories are read from a local SWE instances JSONL")
+    if not Path(path).is_file():
+        raise DataError(f"data source {path}: no such SWE instances file")
+    instances, bad = load_instances(path)
+    for where, why in bad:
+        log(f"trainflow: data source {path}: skipped {where}: {why}")
+    rows = []
+    for inst in instances:
+        try:
+            rows.append(gold_trajectory(inst))
+        except GoldError as e:
+            log(f"trainflow: data source {path}: no gold trajectory for {inst.instance_id}: {e}")
+    if not rows:
+        raise DataError(f"data source {path}: no instance has a gold trajectory (see the lines above)")
+    log(f"trainflow: data source {path}: {len(rows)} gold trajectories of {len(instances)} instances")
+    return rows
+
+
 def load_stream(sources: list[DataSource], storage: Storage, tok: Tokenizer, kind: str, seed: int) -> ExampleStream:
     make = {"midtrain": midtrain_example, "sft": sft_example}[kind]
-    rows = [load_source_rows(s, storage) for s in sources]
-    return ExampleStream(
-        rows, [s.weight for s in sources], seed, lambda row, where: make(row, tok, where), [s.path for s in sources]
-    )
+    rows = [gold_trajectory_rows(s) if s.kind == "gold_trajectories" else load_source_rows(s, storage) for s in sources]
+    names = [s.path or f"from {s.from_}" for s in sources]
+    return ExampleStream(rows, [s.weight for s in sources], seed, lambda row, where: make(row, tok, where), names)
 
 
 # ------------------------------------------------------------------------------------------------ batches

@@ -173,7 +173,18 @@ class DataSource(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    path: StrictStr
+    path: StrictStr | None = None
+    """
+    A JSONL/Parquet file or folder, local or s3:// (kind gold_trajectories: a SWE instances JSONL); or `from`.
+    """
+    from_: Annotated[StrictStr | None, Field(alias="from")] = None
+    """
+    kind gold_trajectories only, instead of path: an earlier curate stage's name; its committed instances (resolved when the stage runs).
+    """
+    kind: Literal["rows", "gold_trajectories"]
+    """
+    rows: the file's rows as they are; gold_trajectories (sft): each SWE instance's gold patch as the reference agent's episode (its tools, prompt and tool responses; tasks/swe/gold.py).
+    """
     weight: float
     format: Literal["jsonl", "parquet"]
 
@@ -184,7 +195,7 @@ class DataConfig(BaseModel):
     )
     sources: Annotated[list[DataSource], Field(min_length=1)]
     """
-    Sources mixed by weight; JSONL or Parquet, local or s3://.
+    Sources mixed by weight; JSONL or Parquet, local or s3://, or gold trajectories of SWE instances.
     """
     seq_len: StrictInt
     """

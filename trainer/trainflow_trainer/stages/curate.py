@@ -170,24 +170,39 @@ def run(ctx: JobContext) -> None:
 
 
 def resolve_curated_tasks(ctx: JobContext) -> None:
-    """A stage whose tasks come `from` a curate stage: the pipeline set tasks.path to that stage's committed
-    tasks.jsonl (local or s3://); fetch the commit verified (its sdists with it) and point tasks.path at the
-    local copy, so every reader of the tasks block (load_tasks, the rollout workers) sees a local file."""
+    """A stage whose tasks (or gold-trajectory data sources) come `from` a curate stage: the pipeline set their
+    path to that stage's committed tasks.jsonl (local or s3://); fetch the commit verified (its sdists with it)
+    and point the path at the local copy, so every reader (load_tasks, the rollout workers, the SFT data) sees
+    a local file."""
     stage = ctx.spec.stage
-    tasks = stage.tasks
-    if tasks is None or tasks.from_ is None:
-        return
-    if not tasks.path:
+    update: dict[str, Any] = {}
+    if stage.tasks is not None and stage.tasks.from_ is not None:
+        path = _fetch_curated(ctx, stage.tasks.from_, stage.tasks.path, "tasks.from")
+        update["tasks"] = stage.tasks.model_copy(update={"path": path})
+    if stage.data is not None and any(s.from_ is not None for s in stage.data.sources):
+        sources = [
+            s
+            if s.from_ is None
+            else s.model_copy(update={"path": _fetch_curated(ctx, s.from_, s.path, f"data.sources[{j}].from")})
+            for j, s in enumerate(stage.data.sources)
+        ]
+        update["data"] = stage.data.model_copy(update={"sources": sources})
+    if update:
+        ctx.spec = ctx.spec.model_copy(update={"stage": stage.model_copy(update=update)})
+
+
+def _fetch_curated(ctx: JobContext, name: str, tasks_path: str | None, field: str) -> str:
+    """The local copy of curate stage `name`'s committed tasks.jsonl, which the pipeline named `tasks_path`."""
+    if not tasks_path:
         raise BadInput(
-            f"stage.tasks.from {tasks.from_!r}: the pipeline did not resolve it to the curate stage's output "
+            f"stage.{field} {name!r}: the pipeline did not resolve it to the curate stage's output "
             "(run this stage in its pipeline, after the curate stage)"
         )
-    commit_uri = tasks.path.rstrip("/").rsplit("/", 1)[0]
+    commit_uri = tasks_path.rstrip("/").rsplit("/", 1)[0]
     try:
-        local, _ = fetch_verified(commit_uri, ctx.storage, Path(ctx.spec.work_dir) / "inputs" / "curated")
+        local, _ = fetch_verified(commit_uri, ctx.storage, Path(ctx.spec.work_dir) / "inputs" / f"curated-{name}")
     except CheckpointError as e:
-        raise BadInput(f"stage.tasks.from {tasks.from_!r}: {e}") from None
+        raise BadInput(f"stage.{field} {name!r}: {e}") from None
     path = str(local / TASKS_FILE)
-    ctx.log(f"trainflow: tasks from curate stage {tasks.from_}: {commit_uri} ({path})")
-    new_tasks = tasks.model_copy(update={"path": path})
-    ctx.spec = ctx.spec.model_copy(update={"stage": stage.model_copy(update={"tasks": new_tasks})})
+    ctx.log(f"trainflow: {field}: curate stage {name}: {commit_uri} ({path})")
+    return path

@@ -9,10 +9,11 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..environment import EnvironmentError_, cache_root
+from ..environment import EnvironmentError_, _locked, cache_root
 from ..instance import EnvironmentSpec, Snapshot
 
 DEFAULT_TEST_REQUIREMENTS = ("pytest==8.3.4",)
@@ -66,24 +67,36 @@ def fetch_sdist(name: str, version: str, dest: Path) -> Path:
 
 
 def _download(name: str, version: str, dest: Path) -> Path:
+    """The release's sdist in the cache folder `dest`, downloaded once per machine: under a lock and into a
+    private folder first, so processes that curate side by side on a fresh machine never read a half-written
+    archive."""
     dest.mkdir(parents=True, exist_ok=True)
     norm = re.sub(r"[-_.]+", "[-_.]", name)
-    existing = [p for p in dest.iterdir() if re.match(rf"(?i){norm}-{re.escape(version)}\.(tar\.gz|zip)$", p.name)]
-    if existing:
+
+    def cached(folder: Path, exts: str = r"tar\.gz|zip") -> list[Path]:
+        return [p for p in folder.iterdir() if re.match(rf"(?i){norm}-{re.escape(version)}\.({exts})$", p.name)]
+
+    if existing := cached(dest):
         return existing[0]
-    p = subprocess.run(
-        ["python3", "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q", "-d", str(dest)]
-        + [f"{name}=={version}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    if p.returncode != 0:
-        raise PackageError(f"{name}=={version}: pip download failed: {(p.stderr or p.stdout).strip()[-400:]}")
-    found = [x for x in dest.iterdir() if re.match(rf"(?i){norm}-{re.escape(version)}\.tar\.gz$", x.name)]
-    if not found:
-        raise PackageError(f"{name}=={version}: no .tar.gz sdist on PyPI (only .tar.gz sdists are supported)")
-    return found[0]
+    with _locked(dest / f"{name}-{version}"):
+        if existing := cached(dest):
+            return existing[0]
+        with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
+            p = subprocess.run(
+                ["python3", "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q", "-d", tmp]
+                + [f"{name}=={version}"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+            )
+            if p.returncode != 0:
+                why = (p.stderr or p.stdout).strip()[-400:]
+                raise PackageError(f"{name}=={version}: pip download failed: {why}")
+            found = cached(Path(tmp), r"tar\.gz")
+            if not found:
+                raise PackageError(f"{name}=={version}: no .tar.gz sdist on PyPI (only .tar.gz sdists are supported)")
+            os.replace(found[0], dest / found[0].name)
+            return dest / found[0].name
 
 
 def inspect_package(name: str, version: str, sdist: Path, scratch: Path, test_requirements: tuple[str, ...]) -> Package:
