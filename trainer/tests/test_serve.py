@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -255,7 +256,7 @@ def test_a_reply_renders_back_as_it_was_generated(tok, generated):
     from trainflow_trainer.serve.api import split_output
 
     content, calls = split_output(generated)
-    message = {"role": "assistant", "content": content if (content or not calls) else None}
+    message: dict[str, Any] = {"role": "assistant", "content": content if (content or not calls) else None}
     if calls:
         message["tool_calls"] = [json.loads(json.dumps(c)) for c in calls]  # as it travels
     text = tok.chat_text([{"role": "user", "content": "x"}, message])
