@@ -8,8 +8,8 @@
 // by prompting with the recorded ids followed by the ids of the new messages (token in, token out).
 //
 // Admin endpoints (admin token only): issue session keys, read sessions and trajectories, finish a session
-// with its reward and optional per-test outcomes (the trajectory is appended to the ledger before the call returns), pause/resume/reload
-// the inference servers.
+// with its reward and optional per-test outcomes (the trajectory is appended to the ledger before the call
+// returns), pause/resume/reload the inference servers.
 //
 // Sessions that are never finished (an agent that crashed or hangs) expire after `sessionIdleMs` without a
 // request: their key stops working and their partial record is dropped, not turned into a trajectory. A
