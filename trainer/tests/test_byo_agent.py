@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from canonical_policy import REPLY_TEXT, train_policy
+from canonical_policy import REPLY_TEXT, char_tokenizer, train_policy
 from specs import job_spec
 
 from trainflow_trainer.agent.byo import ByoAgent, run_episode
@@ -168,6 +168,20 @@ def test_scripted_agent_fixes_a_swe_task_graded_by_the_hidden_tests(tmp_path, to
     for t in trajectories:
         check_recorded(t, turns=2)
         assert t["reward"] == 1.0  # its edit of the repository copy passes FAIL_TO_PASS and PASS_TO_PASS
+
+
+def test_the_canonical_tokenizer_gives_back_any_ids_sampled_and_the_demo_bpe_does_not(tokenizer):
+    """Why the canonical policy cannot drift and a random model on the demo's BPE does: any id sequence of the
+    character-level tokenizer (specials and <unk> included) is the encoding of its own text; the BPE's are not."""
+    import random
+
+    rng = random.Random(0)
+    char, bpe = char_tokenizer(), Tokenizer.load(tokenizer)
+    for _ in range(300):
+        ids = [rng.randrange(char.vocab_size) for _ in range(rng.randrange(1, 64))]
+        assert char.encode(char.decode(ids)) == ids
+    samples = [[rng.randrange(bpe.vocab_size) for _ in range(16)] for _ in range(50)]
+    assert sum(bpe.encode(bpe.decode(ids)) != ids for ids in samples) > 25
 
 
 @pytest.fixture(scope="module")
