@@ -114,12 +114,15 @@ export class VllmRelay implements ResponseSink {
   private type: string | undefined;
   private readonly chunks: Buffer[] = [];
   private reader: SseReader | null = null;
+  private recorded = false;
 
   constructor(
     private readonly res: http.ServerResponse,
     private readonly agentStreams: boolean,
     private readonly kind: 'chat' | 'completion',
     private readonly version: () => number | null,
+    /** called once with the record of a streamed answer: at [DONE], before the agent can see it */
+    private readonly onRecord: (rec: ResponseRecord) => void = () => undefined,
   ) {}
 
   head(status: number, contentType: string | undefined): void {
@@ -128,7 +131,20 @@ export class VllmRelay implements ResponseSink {
     if (status !== 200 || !(contentType ?? '').startsWith('text/event-stream')) return;
     if (this.agentStreams)
       this.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    this.reader = new SseReader((ev) => this.event(ev as Record<string, unknown>));
+    this.reader = new SseReader(
+      (ev) => this.event(ev as Record<string, unknown>),
+      () => {
+        if (this.agentStreams) this.complete(); // a whole answer is recorded when it is sent (finish)
+      },
+    );
+  }
+
+  private complete(): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    // the record's output: the message the agent assembled from the deltas (tool calls merged)
+    if (this.agentStreams && this.kind === 'chat') for (const ch of this.rec.choices.values()) chatChoice(ch);
+    this.onRecord(this.rec);
   }
 
   private event(ev: Record<string, unknown>): void {
@@ -147,12 +163,12 @@ export class VllmRelay implements ResponseSink {
       this.chunks.push(chunk);
       return;
     }
-    if (this.agentStreams) this.res.write(chunk);
     this.reader.push(chunk);
+    if (this.agentStreams) this.res.write(chunk);
   }
 
-  /** Ends the agent's response; returns the record, or null when vLLM did not answer with a stream. */
-  finish(): ResponseRecord | null {
+  /** Ends the agent's response and records it (nothing is recorded when vLLM did not answer with a stream). */
+  finish(): void {
     if (this.reader === null) {
       const bytes = Buffer.concat(this.chunks);
       this.res.writeHead(this.status, {
@@ -160,13 +176,12 @@ export class VllmRelay implements ResponseSink {
         'content-length': bytes.length,
       });
       this.res.end(bytes);
-      return null;
+      return;
     }
     if (this.agentStreams) {
       this.res.end();
-      // the record's output: the message the agent assembled from the deltas (tool calls merged)
-      if (this.kind === 'chat') for (const ch of this.rec.choices.values()) chatChoice(ch);
-      return this.rec;
+      this.complete();
+      return;
     }
     const data = JSON.stringify(this.whole());
     this.res.writeHead(200, {
@@ -174,7 +189,7 @@ export class VllmRelay implements ResponseSink {
       'content-length': Buffer.byteLength(data),
     });
     this.res.end(data);
-    return this.rec;
+    this.complete();
   }
 
   /** The non-streamed body OpenAI's API gives for the same request, with vLLM's token fields. */

@@ -8,8 +8,8 @@
 // by prompting with the recorded ids followed by the ids of the new messages (token in, token out).
 //
 // Admin endpoints (admin token only): issue session keys, read sessions and trajectories, finish a session
-// with its reward (the trajectory is appended to the ledger before the call returns), pause/resume/reload
-// the inference servers.
+// with its reward and optional per-test outcomes (the trajectory is appended to the ledger before the call
+// returns), pause/resume/reload the inference servers.
 //
 // Sessions that are never finished (an agent that crashed or hangs) expire after `sessionIdleMs` without a
 // request: their key stops working and their partial record is dropped, not turned into a trajectory. A
@@ -300,7 +300,7 @@ export class TrajectoryProxy {
       const { json } = await this.body(req);
       if (typeof json.reward !== 'number' || !Number.isFinite(json.reward))
         throw new HttpError(400, "field 'reward' must be a finite number");
-      const t = await this.finish(sessionMatch[1], json.reward);
+      const t = await this.finish(sessionMatch[1], json.reward, testOutcomes(json.tests));
       return sendJson(res, 200, t);
     }
     if (method === 'GET' && path === '/admin/trajectories') {
@@ -475,33 +475,26 @@ export class TrajectoryProxy {
       throw new HttpError(400, "field 'prompt' is required (text or token ids)");
     }
     const requestNo = s.nextRequest++;
+    // Recorded before the agent can see the end of its answer (a streamed answer's [DONE] leaves only after
+    // the record is made): an agent sends its next turn as soon as it has read [DONE], and that turn must
+    // find this one as its parent even when the upstream's end of response arrives later.
+    const record = (rec: ResponseRecord): void => {
+      const up = this.pool.upstreams[s.upstream!];
+      this.recordTurns(s, rec, kind, requestNo, messages, key, parent, fixed, up.url.toString(), up.version);
+    };
     let relay: Relay | VllmRelay;
     if (this.engine === 'vllm') {
       payload = vllmRequest(json, kind);
-      relay = new VllmRelay(res, json.stream === true, kind, () =>
-        s.upstream === null ? null : this.pool.upstreams[s.upstream].version,
+      relay = new VllmRelay(
+        res,
+        json.stream === true,
+        kind,
+        () => (s.upstream === null ? null : this.pool.upstreams[s.upstream].version),
+        record,
       );
-    } else relay = new Relay(res, json.stream === true);
-    const upstream = await this.pool.forward(
-      kind === 'chat' ? '/v1/chat/completions' : '/v1/completions',
-      payload,
-      s,
-      relay,
-    );
-    const rec = relay.finish();
-    if (rec === null) return; // the upstream's error answer went to the agent as it was
-    this.recordTurns(
-      s,
-      rec,
-      kind,
-      requestNo,
-      messages,
-      key,
-      parent,
-      fixed,
-      upstream.url.toString(),
-      upstream.version,
-    );
+    } else relay = new Relay(res, json.stream === true, record);
+    await this.pool.forward(kind === 'chat' ? '/v1/chat/completions' : '/v1/completions', payload, s, relay);
+    relay.finish(); // an upstream's error answer goes to the agent as it was, and is not recorded
   }
 
   private recordTurns(
@@ -600,11 +593,13 @@ export class TrajectoryProxy {
 }
 
 /**
- * Passes one upstream response on to the agent and records it. Streamed (an SSE answer with status 200):
- * each chunk goes on as it arrives, then is parsed for the record; chunks that arrive in the same tick (one
- * socket read often holds several events) leave in one write: fewer syscalls and fewer wake-ups of the
- * agent, and nothing is held back past the current tick. Otherwise the body is gathered, sent with its
- * length, and parsed once. One object per request, no closures (it runs on every inference request).
+ * Passes one upstream response on to the agent and records it (`onRecord`, once, for a 200 answer). Streamed
+ * (an SSE answer with status 200): each chunk is parsed for the record, then goes on as it arrived; the
+ * record is made at the [DONE] event, before the chunk that holds it is written. Chunks that arrive in the
+ * same tick (one socket read often holds several events) leave in one write: fewer syscalls and fewer
+ * wake-ups of the agent, and nothing is held back past the current tick. Otherwise the body is gathered,
+ * sent with its length, and parsed once. One object per request, no closures (it runs on every inference
+ * request).
  */
 class Relay implements ResponseSink {
   private readonly rec = newRecord();
@@ -612,11 +607,13 @@ class Relay implements ResponseSink {
   private type: string | undefined;
   private readonly chunks: Buffer[] = [];
   private reader: SseReader | null = null;
+  private recorded = false;
   corked = false;
 
   constructor(
     readonly res: http.ServerResponse,
     private readonly wantsStream: boolean,
+    private readonly onRecord: (rec: ResponseRecord) => void,
   ) {}
 
   head(status: number, contentType: string | undefined): void {
@@ -625,7 +622,10 @@ class Relay implements ResponseSink {
     if (!this.wantsStream || status !== 200) return;
     this.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const rec = this.rec;
-    this.reader = new SseReader((ev) => absorb(rec, ev as Parameters<typeof absorb>[1]));
+    this.reader = new SseReader(
+      (ev) => absorb(rec, ev as Parameters<typeof absorb>[1]),
+      () => this.complete(),
+    );
   }
 
   data(chunk: Buffer): void {
@@ -638,15 +638,22 @@ class Relay implements ResponseSink {
       this.res.cork();
       process.nextTick(uncork, this);
     }
-    this.res.write(chunk);
     this.reader.push(chunk);
+    this.res.write(chunk);
   }
 
-  /** Ends the agent's response; returns the record, or null when the upstream did not answer 200. */
-  finish(): ResponseRecord | null {
+  private complete(): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    this.onRecord(this.rec);
+  }
+
+  /** Ends the agent's response (and records it, if the stream had no [DONE]; not when the status was not 200). */
+  finish(): void {
     if (this.reader !== null) {
       this.res.end();
-      return this.rec;
+      this.complete();
+      return;
     }
     const bytes = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
     this.res.writeHead(this.status, {
@@ -654,15 +661,33 @@ class Relay implements ResponseSink {
       'content-length': bytes.length,
     });
     this.res.end(bytes);
-    if (this.status !== 200) return null;
+    if (this.status !== 200) return;
     absorb(this.rec, JSON.parse(bytes.toString('utf8')) as Parameters<typeof absorb>[1]);
-    return this.rec;
+    this.complete();
   }
 }
 
 function uncork(relay: Relay): void {
   relay.corked = false;
   relay.res.uncork();
+}
+
+/**
+ * The finish call's optional `tests`: the verifier's per-test outcomes (test id -> passed | failed | ...),
+ * kept with the trajectory as the driver's in-process finish keeps them.
+ */
+function testOutcomes(tests: unknown): Record<string, string> | null {
+  if (tests === undefined || tests === null) return null;
+  if (
+    typeof tests !== 'object' ||
+    Array.isArray(tests) ||
+    !Object.values(tests).every((v) => typeof v === 'string')
+  )
+    throw new HttpError(
+      400,
+      'field \'tests\' must map each test\'s id to its outcome (a string), e.g. {"t::a": "passed"}',
+    );
+  return tests as Record<string, string>;
 }
 
 /** OpenAI's error code for one of the proxy's own refusals (the upstream's errors pass through unchanged). */

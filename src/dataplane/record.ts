@@ -112,13 +112,16 @@ export function absorb(rec: ResponseRecord, raw: RawResponse): void {
 
 /**
  * An incremental SSE reader: feed it the bytes as they pass through, it calls `onEvent` with each parsed
- * `data:` payload (except `[DONE]`).
+ * `data:` payload and `onDone` at the `[DONE]` event.
  */
 export class SseReader {
   private buf = '';
   // A multi-byte character may straddle two chunks: the decoder holds its first bytes back.
   private readonly decoder = new StringDecoder('utf8');
-  constructor(private readonly onEvent: (obj: unknown) => void) {}
+  constructor(
+    private readonly onEvent: (obj: unknown) => void,
+    private readonly onDone: () => void = () => undefined,
+  ) {}
 
   // Runs on every chunk of every streamed response: it scans by index and cuts out only the data payloads
   // (no copies of the buffer per event, no line arrays).
@@ -141,7 +144,8 @@ export class SseReader {
       if (eol < 0 || eol > end) eol = end;
       if (buf.startsWith('data:', line)) {
         const data = buf.slice(line + 5, eol).trim();
-        if (data !== '[DONE]' && data !== '') this.onEvent(JSON.parse(data));
+        if (data === '[DONE]') this.onDone();
+        else if (data !== '') this.onEvent(JSON.parse(data));
       }
       line = eol + 1;
     }

@@ -4,7 +4,10 @@ in the working folder, which is the task workspace inside trainflow's sandbox; i
 needed there). Short templates keep the prompt inside the tiny test model's context; everything else is the
 packaged mini.yaml's.
 
-    python run_mini.py            (task text: TRAINFLOW_TASK_PROMPT; STEP_LIMIT, AGENT_MAX_TOKENS optional)
+    python run_mini.py     (task text: TRAINFLOW_TASK_PROMPT; STEP_LIMIT, AGENT_MAX_TOKENS, AGENT_TEMPERATURE optional)
+
+Each step is one model call; a reply without a valid bash tool call is a format error, after which mini-swe-agent
+drops that reply and asks again from the history before it (a new branch, not a continuation).
 """
 
 import os
@@ -35,6 +38,7 @@ model = LitellmModel(
         "api_key": os.environ["OPENAI_API_KEY"],
         "max_tokens": int(os.environ.get("AGENT_MAX_TOKENS", "16")),
         "drop_params": False,
+        **({"temperature": float(os.environ["AGENT_TEMPERATURE"])} if "AGENT_TEMPERATURE" in os.environ else {}),
     },
     cost_tracking="ignore_errors",
 )

@@ -50,10 +50,19 @@ test('serve: issue a key, finish the session, read the trajectory back from the 
       session_id: string;
       key: string;
     };
+    // An external driver finishes over HTTP with the verifier's per-test outcomes, as the in-process one does.
+    const tests = { 'tests/test_add.py::test_add': 'passed', 'tests/test_clamp.py::test_clamp': 'failed' };
+    const bad = await fetch(`${base}/admin/sessions/${issued.session_id}/finish`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ reward: 0.5, tests: { 'tests/test_add.py::test_add': true } }),
+    });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/field 'tests'/);
     const fin = await fetch(`${base}/admin/sessions/${issued.session_id}/finish`, {
       method: 'POST',
       headers: admin,
-      body: JSON.stringify({ reward: 0.5 }),
+      body: JSON.stringify({ reward: 0.5, tests }),
     });
     expect(fin.status).toBe(200);
     const read = (await (await fetch(`${base}/admin/trajectories?after=-1`, { headers: admin })).json()) as {
@@ -63,7 +72,7 @@ test('serve: issue a key, finish the session, read the trajectory back from the 
     expect(read.entries[0]).toMatchObject({
       seq: 0,
       id: issued.session_id,
-      record: { task_id: 'bugfix-7', reward: 0.5 },
+      record: { task_id: 'bugfix-7', reward: 0.5, tests },
     });
     // A live agent's key cannot read trajectories; a finished session's key no longer works at all.
     const other = (await (

@@ -1,7 +1,12 @@
 """Bring your own agent (`rollout.agent`): an RFT stage end to end (inference server, data-plane driver and proxy,
 agent worker, trainer) whose episodes are programs run in the sandbox: a scripted agent written with the official
 `openai` SDK, and mini-swe-agent from PyPI. Their trajectories are the proxy's token records, the reward is the
-verifier's verdict on the final workspace. On the demo tasks (their verifier reads the workspace's answer.txt).
+verifier's verdict on the final workspace (demo tasks: the workspace's answer.txt; swe tasks: the hidden tests).
+
+With the random tiny model and the demo's byte-level BPE, re-sent text tokenises to other ids than the sampled
+ones: drift, detected and fixed. With the canonical policy (tests/canonical_policy.py: a character-level
+tokenizer and the tiny model SFT'd to answer with one bash call) there is none, honestly: every turn of both
+agents continues the previous one token for token.
 
 The agent programs live in the agents venv (infra/dev/setup-agents.sh, `make setup` builds it).
 """
@@ -14,12 +19,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from canonical_policy import REPLY_TEXT, char_tokenizer, train_policy
 from specs import job_spec
 
 from trainflow_trainer.agent.byo import ByoAgent, run_episode
 from trainflow_trainer.rl.ledger_check import read_ledger
 from trainflow_trainer.sandbox import Sandbox
 from trainflow_trainer.tasks import Task
+from trainflow_trainer.tokenizer import IM_END, Tokenizer
 
 TRAINER = Path(__file__).resolve().parents[1]
 ROOT = TRAINER.parent
@@ -49,10 +56,21 @@ def rft_stage(command: list[str], env: dict[str, str], count: int, group_size: i
     }
 
 
-def run_rft(tmp_path: Path, tokenizer: Path, stage: dict) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    model = {"init": {"preset": "tiny"}, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"}
+def run_rft(
+    tmp_path: Path, tokenizer: Path, stage: dict, checkpoint: Path | None = None
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """The stage as a job, from the random tiny model or from `checkpoint`; its ledger's trajectories."""
+    init = {"checkpoint": str(checkpoint)} if checkpoint else {"preset": "tiny"}
+    model = {"init": init, "tokenizer": {"path": str(tokenizer)}, "dtype": "fp32"}
     work = tmp_path / "work"
-    spec = job_spec(stage, model, str(tmp_path / "out" / "rft"), work, stage_index=0)
+    spec = job_spec(
+        stage,
+        model,
+        str(tmp_path / "out" / "rft"),
+        work,
+        stage_index=1 if checkpoint else 0,
+        input_checkpoint=str(checkpoint) if checkpoint else None,
+    )
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     r = subprocess.run(
         [sys.executable, "-m", "trainflow_trainer.job", "--spec", str(tmp_path / "spec.json")],
@@ -74,13 +92,6 @@ def path_of(tree: dict) -> list[dict]:
         tree = tree["children"][0]
         nodes.append(tree)
     return nodes
-
-
-def path_prefix(tree: dict) -> dict:
-    """The last node of the tree's unbranched start."""
-    while len(tree["children"]) == 1:
-        tree = tree["children"][0]
-    return tree
 
 
 def check_recorded(t: dict, turns: int) -> None:
@@ -105,6 +116,9 @@ def test_scripted_openai_sdk_agent_runs_an_rft_stage(tmp_path, tokenizer):
     tasks = {
         t["id"]: t for t in (json.loads(line) for line in (tmp_path / "work" / "tasks.jsonl").read_text().splitlines())
     }
+    # the random model's samples are not the BPE's canonical segmentation of their text: drift, detected and
+    # answered with the recorded ids (check_recorded)
+    assert sum(t["drift"]["detected"] for t in trajectories) > 0
     for t in trajectories:
         check_recorded(t, turns=2)
         # graded from the workspace: the agent wrote the right answer.txt for the "How many" questions only,
@@ -156,31 +170,100 @@ def test_scripted_agent_fixes_a_swe_task_graded_by_the_hidden_tests(tmp_path, to
         assert t["reward"] == 1.0  # its edit of the repository copy passes FAIL_TO_PASS and PASS_TO_PASS
 
 
+def test_the_canonical_tokenizer_gives_back_any_ids_sampled_and_the_demo_bpe_does_not(tokenizer):
+    """Why the canonical policy cannot drift and a random model on the demo's BPE does: any id sequence of the
+    character-level tokenizer (specials and <unk> included) is the encoding of its own text; the BPE's are not."""
+    import random
+
+    rng = random.Random(0)
+    char, bpe = char_tokenizer(), Tokenizer.load(tokenizer)
+    for _ in range(300):
+        ids = [rng.randrange(char.vocab_size) for _ in range(rng.randrange(1, 64))]
+        assert char.encode(char.decode(ids)) == ids
+    samples = [[rng.randrange(bpe.vocab_size) for _ in range(16)] for _ in range(50)]
+    assert sum(bpe.encode(bpe.decode(ids)) != ids for ids in samples) > 25
+
+
+@pytest.fixture(scope="module")
+def canonical_policy(tmp_path_factory, swe_tasks_file) -> tuple[Path, Path]:
+    """(checkpoint, tokenizer.json) of the tiny model SFT'd on the swe task's prompt to answer with the fix."""
+    from trainflow_trainer.agent.byo import task_prompt
+    from trainflow_trainer.contract import TasksConfig
+    from trainflow_trainer.tasks import load_tasks
+
+    (task,) = load_tasks(TasksConfig.model_validate({"family": "swe", "path": str(swe_tasks_file)}))
+    return train_policy(tmp_path_factory.mktemp("policy"), task_prompt(task))
+
+
+def generated_runs(nodes: list[dict]) -> list[list[int]]:
+    """The runs of sampled tokens (those with a log-prob) along a path, in order: one per turn."""
+    runs: list[list[int]] = []
+    last = False
+    for n in nodes:
+        for tok, lp in zip(n["tokens"], n["logprobs"]):
+            if lp is not None and not last:
+                runs.append([])
+            if lp is not None:
+                runs[-1].append(tok)
+            last = lp is not None
+    return runs
+
+
+def check_no_drift(t: dict, turns: int, tokenizer: Path) -> None:
+    """No drift, honestly: every turn's prompt ids extend the previous turn's prompt + sampled ids (one path,
+    nothing re-tokenised, nothing fixed), and the sampled ids are the policy's reply, turn after turn."""
+    assert t["drift"] == {"detected": 0, "fixed": 0}
+    assert len(t["turns"]) == turns
+    assert [u["parent"] for u in t["turns"]] == [None] + [u["id"] for u in t["turns"][:-1]]
+    assert not any(u["drift"] or u["fixed"] for u in t["turns"])
+    assert [u["finish_reason"] for u in t["turns"]] == ["tool_calls"] * turns
+    nodes = path_of(t["tree"])
+    runs = generated_runs(nodes)
+    assert len(runs) == turns
+    tok = Tokenizer.load(tokenizer)
+    assert [tok.decode(r) for r in runs] == [REPLY_TEXT + IM_END] * turns
+    assert all(v == 0 for n in nodes for lp, v in zip(n["logprobs"], n["versions"]) if lp is not None)
+
+
+def check_graded(t: dict) -> None:
+    """Graded by the hidden tests (FAIL_TO_PASS, PASS_TO_PASS), their outcomes kept with the trajectory."""
+    from test_swe_grading import F2P, P2P
+
+    assert t["reward"] == 1.0
+    assert t["tests"] == {name: "passed" for name in F2P + P2P}
+
+
 @needs_agents
-def test_mini_swe_agent_runs_an_rft_stage_on_a_swe_task(tmp_path, tokenizer, swe_tasks_file):
+def test_scripted_agent_sending_back_the_sdks_messages_records_no_drift(tmp_path, swe_tasks_file, canonical_policy):
+    """Three turns with the openai SDK (streamed, then its own message objects sent back): the bash calls the
+    policy makes are run by the agent, which does nothing itself, and fix the bug."""
+    checkpoint, tokenizer = canonical_policy
+    env = {"AGENT_TURNS": "3", "AGENT_MAX_TOKENS": "120", "AGENT_OWN_FIX": "0", "AGENT_TEMPERATURE": "0"}
     stage = rft_stage(
-        [str(AGENTS_PYTHON), str(MINI)],
-        {"STEP_LIMIT": "2", "AGENT_MAX_TOKENS": "16"},
-        1,
-        2,
-        tasks={"family": "swe", "path": str(swe_tasks_file)},
+        [str(AGENTS_PYTHON), str(SCRIPTED)], env, 1, 2, tasks={"family": "swe", "path": str(swe_tasks_file)}
     )
-    r, trajectories = run_rft(tmp_path, tokenizer, stage)
+    r, trajectories = run_rft(tmp_path, tokenizer, stage, checkpoint)
     assert "rft rollouts: 2 episodes" in r.stderr
     assert len(trajectories) == 2
     for t in trajectories:
-        # its two steps: two model calls through litellm in one session. A random model's reply has no valid
-        # tool call, and mini-swe-agent then drops the reply and sends the prompt plus a format-error message:
-        # the second turn starts a new branch after the shared prompt (recorded as a tree; nothing to drift).
-        assert len(t["turns"]) == 2 and [u["parent"] for u in t["turns"]] == [None, None]
-        assert t["drift"] == {"detected": 0, "fixed": 0}
-        shared = path_prefix(t["tree"])
-        assert len(shared["children"]) == 2  # one branch per model call, after the system and task prompt
-        for branch in shared["children"]:
-            nodes = [branch, *path_of(branch)]
-            generated = [v for n in nodes for lp, v in zip(n["logprobs"], n["versions"]) if lp is not None]
-            assert generated and all(v == 0 for v in generated)
-        assert t["reward"] == 0.0  # the bug is still there: graded by the hidden tests, not by its words
+        check_no_drift(t, 3, tokenizer)
+        check_graded(t)
+
+
+@needs_agents
+def test_mini_swe_agent_runs_several_steps_of_an_rft_stage_without_drift(tmp_path, swe_tasks_file, canonical_policy):
+    """mini-swe-agent (litellm) for three steps: each step's reply is a valid bash call, so it continues the
+    conversation (a random model's replies are format errors, which mini-swe-agent drops: every step a new
+    branch after the task prompt); its commands fix the bug, the hidden tests grade it."""
+    checkpoint, tokenizer = canonical_policy
+    env = {"STEP_LIMIT": "3", "AGENT_MAX_TOKENS": "120", "AGENT_TEMPERATURE": "0"}
+    stage = rft_stage([str(AGENTS_PYTHON), str(MINI)], env, 1, 2, tasks={"family": "swe", "path": str(swe_tasks_file)})
+    r, trajectories = run_rft(tmp_path, tokenizer, stage, checkpoint)
+    assert "rft rollouts: 2 episodes" in r.stderr
+    assert len(trajectories) == 2
+    for t in trajectories:
+        check_no_drift(t, 3, tokenizer)
+        check_graded(t)
 
 
 def test_reference_agent_fixes_a_swe_task_with_its_tool_set(swe_tasks_file):

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -233,6 +234,47 @@ def test_tool_call_parsing():
     assert calls[0]["function"] == {"name": "python", "arguments": '{"code": "print(1)"}'}
     assert calls[0]["id"].startswith("call_")
     assert parse_tool_calls("<tool_call>\nnot json\n</tool_call>") == ("<tool_call>\nnot json\n</tool_call>", [])
+
+
+OPEN_BASH = '<tool_call>\n{"name": "bash", "arguments": '
+
+
+@pytest.mark.parametrize(
+    "generated",
+    [
+        OPEN_BASH + '{"command":"ls  -l"}}\n</tool_call>',  # the model's own spacing
+        OPEN_BASH + '{"b": 1, "a": [1,2]}}\n</tool_call>',  # and key order
+        "I will look.\n" + OPEN_BASH + '{"command": "ls"}}\n</tool_call>',
+        OPEN_BASH + '"ls"}\n</tool_call>',  # arguments that are a JSON string
+        OPEN_BASH + '{"command": "ls"}}\n</tool_call>' + "\n" + OPEN_BASH + '{"command": "pwd"}}\n</tool_call>',
+        " plain  text, spaces kept \n",
+    ],
+)
+def test_a_reply_renders_back_as_it_was_generated(tok, generated):
+    """The message the chat API returns, sent back by the agent, renders to the generated text itself (so the
+    next prompt's ids extend the sampled ones: no drift): tool-call arguments keep their own text."""
+    from trainflow_trainer.serve.api import split_output
+
+    content, calls = split_output(generated)
+    message: dict[str, Any] = {"role": "assistant", "content": content if (content or not calls) else None}
+    if calls:
+        message["tool_calls"] = [json.loads(json.dumps(c)) for c in calls]  # as it travels
+    text = tok.chat_text([{"role": "user", "content": "x"}, message])
+    assert "<|im_start|>assistant\n" + generated + "<|im_end|>" in text
+
+
+def test_a_forced_call_cut_short_renders_back_as_generated(tok):
+    """tool_choice required: a call whose arguments were cut off (max_tokens) keeps them unstripped, so the
+    rendered message starts with the generated text."""
+    from trainflow_trainer.serve.api import split_output
+
+    generated = OPEN_BASH + ' {"command": "ls '
+    content, calls = split_output(generated, forced_name="bash")
+    assert calls[0]["function"] == {"name": "bash", "arguments": ' {"command": "ls '}
+    text = tok.chat_text(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": calls}]
+    )
+    assert "<|im_start|>assistant\n" + generated in text
 
 
 def test_corrupt_checkpoint_is_refused(fix, tmp_path):

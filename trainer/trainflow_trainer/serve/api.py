@@ -307,7 +307,7 @@ def split_output(text: str, forced_name: str | None = None) -> tuple[str, list[d
             end = body.find("\n" + TOOL_END)
             body = body[:end] if end >= 0 else body
             body = body[:-1] if body.endswith("}") else body
-            fn = {"name": forced_name, "arguments": body.strip()}
+            fn = {"name": forced_name, "arguments": body}  # unstripped: the message renders back as generated
             calls = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": fn}]
     if not calls:
         return text, []
