@@ -56,7 +56,7 @@ export interface SplitRates {
  * tokens/s each), so that neither side waits: (n - k) R T / k = B, i.e. k = n R T / (B + R T): training gets
  * the share of resources that its share of the work needs. Rounded down (a trainer that waits a little costs
  * less than a batch that is late, when the rest of the fleet generates while it waits). Second, the
- * generations in flight must fit on the resources left serving (else they queue, go stale and are dropped):
+ * generations in flight must fit on the resources left serving (else they queue, miss their batch and are aborted):
  * k <= n - ceil(inFlight / slotsPerResource). At least 1, at most n - 1 so rollout never stops; `max` caps
  * it at the train-tagged count.
  */
