@@ -5,9 +5,12 @@
 //   trainflow     tag scheduling: every GPU tagged train+rollout; all generate while the trainer waits, and when
 //                 a batch is ready the automatic split (autoSplit in scheduler.ts, from the rates measured in
 //                 the previous steps) takes the least loaded k of them to train (their in-flight responses
-//                 move to the others and continue: partial rollout); streaming admission, staleness bound 1
+//                 move to the others and continue: partial rollout); streaming admission, staleness bound 1,
+//                 and when a step starts the responses that can no longer be trained within it are aborted
+//                 (the scheduler's `doomed`) rather than decoded to the end and dropped
 //   trainflow 28/4  the hand-picked fixed split it replaces, for comparison (and a sweep of fixed splits)
-// plus the sync and trainflow rows on 256 GPUs.
+// plus the sync and trainflow rows on 256 GPUs, and upper bounds on the speed-up any schedule could reach
+// (`bounds`: perfect packing; a clairvoyant scheduler under the staleness bound).
 // Run: npx tsx bench/dataplane-sim/run.ts   → bench/results/dataplane-sim.json
 import fs from 'node:fs';
 import path from 'node:path';
@@ -100,6 +103,10 @@ export interface ModeResult {
   steps: number;
   mean_step_s: number;
   stale_dropped: number;
+  /** in-flight responses aborted once they could no longer be trained within the staleness bound */
+  aborted_stale: number;
+  /** share of all decoded tokens that were never trained (aborted or dropped as stale) */
+  wasted_decode_fraction: number;
   preempted_moves: number;
   max_staleness_seen: number;
   /** GPUs that trained, per step (the automatic split's choice) */
@@ -126,6 +133,10 @@ export function simulate(
   let staleDropped = 0;
   let moves = 0;
   let maxStale = 0;
+  let aborted = 0;
+  let droppedTokens = 0;
+  let abortedTokens = 0;
+  let decodedTokens = 0;
   let training: string[] = [];
   const trainCounts: number[] = [];
   // Measured rates for the automatic split (exponential moving averages over steps).
@@ -172,7 +183,29 @@ export function simulate(
     }
   };
 
+  /**
+   * Aborts the in-flight responses that can no longer be trained within the staleness bound (the scheduler's
+   * `doomed`): their decode stops now, and their launch slots go to fresh samples.
+   */
+  const abortDoomed = (): void => {
+    const doomed = (q: Seq): boolean => sched.doomed(q.launchVersion);
+    const abort = (q: Seq): void => {
+      sched.abandon();
+      aborted++;
+      abortedTokens += q.length - q.remaining;
+    };
+    for (const g of gpus.values()) {
+      const keep: Seq[] = [];
+      for (const q of g.active)
+        if (doomed(q)) abort(q);
+        else keep.push(q);
+      g.active = keep;
+    }
+    for (let i = pending.length - 1; i >= 0; i--) if (doomed(pending[i])) abort(pending.splice(i, 1)[0]);
+  };
+
   const startTraining = (): void => {
+    abortDoomed();
     const count =
       mode.split === 'auto' && rates
         ? autoSplit(
@@ -196,6 +229,7 @@ export function simulate(
       const stale = sched.version - s.launchVersion;
       if (stale > mode.policy.maxStaleness) {
         staleDropped++;
+        droppedTokens += s.length;
         continue;
       }
       maxStale = Math.max(maxStale, stale);
@@ -235,6 +269,7 @@ export function simulate(
           else {
             s.remaining -= r * dt;
             phaseTokens += r * dt;
+            decodedTokens += r * dt;
           }
         }
       }
@@ -279,6 +314,8 @@ export function simulate(
     steps: stepsDone,
     mean_step_s: now / stepsDone,
     stale_dropped: staleDropped,
+    aborted_stale: aborted,
+    wasted_decode_fraction: (abortedTokens + droppedTokens) / Math.max(1, decodedTokens),
     preempted_moves: moves,
     max_staleness_seen: maxStale,
     train_gpus: {
@@ -344,19 +381,83 @@ export function scaled(gpus: number, steps: number): Workload {
   return { ...WORKLOAD, gpus, batchSize: (WORKLOAD.batchSize * gpus) / WORKLOAD.gpus, steps };
 }
 
+/**
+ * Upper bounds on tokens/s from the workload's per-token costs alone (fluid: any fraction of a GPU, the
+ * trainer never waits, moves free), as multiples of `syncTokS`. A response decoded at r tokens/s per
+ * sequence shares its GPU with b = H(P/r - 1) others (P perSeqTokS, H halfSpeedBatch), so it costs
+ * 1/(b r) = 1/(H (P - r)) GPU-seconds per token: decoding faster costs more, full occupancy (maxSeqsPerGpu)
+ * is the cheapest.
+ *   perfect_packing: every response at full occupancy, none lost: training + cheapest decode + weight sync.
+ *   clairvoyant: every response must also finish within the staleness bound: launched no earlier than the
+ *     end of a training step and trained no later than the start of the step after next, i.e. within one
+ *     step period plus one weight sync (generous: decoding pauses during syncs). A scheduler that knew each
+ *     response's length at launch would decode it at the slowest rate that meets this deadline, and never
+ *     launch those that would cost more than a threshold per token (the best threshold is chosen), the
+ *     period solved self-consistently. An online scheduler learns a length only by decoding it.
+ */
+export function bounds(
+  w: Workload,
+  trainSecondsPerTokenGpu: number,
+  syncTokS: number,
+  samples = 200_000,
+): { perfect_packing: number; clairvoyant: number; clairvoyant_never_launched_fraction: number } {
+  const next = lengthSampler(w);
+  const lengths = Array.from({ length: samples }, next);
+  const rMin = w.perSeqTokS / (1 + w.maxSeqsPerGpu / w.halfSpeedBatch);
+  const cost = (r: number): number => 1 / (w.halfSpeedBatch * (w.perSeqTokS - r));
+  const c = trainSecondsPerTokenGpu;
+  const perBatch = w.batchSize / samples;
+  const rate = (tokens: number, decode: number): { tokS: number; step: number } => {
+    const step = (tokens * c + decode + w.gpus * w.weightSyncS) / w.gpus;
+    return { tokS: tokens / step, step };
+  };
+  const mean = lengths.reduce((a, b) => a + b, 0) / samples;
+  const perfect = rate(w.batchSize * mean, w.batchSize * mean * cost(rMin)).tokS / syncTokS;
+  let best = { x: 0, never: 0 };
+  for (let i = 0; i <= 60; i++) {
+    const threshold = i === 60 ? Infinity : cost(rMin) * (1 + 0.1 * i);
+    let step = (w.batchSize * mean * c) / w.gpus; // first guess; iterated to the fixed point
+    let x = 0;
+    let never = 0;
+    for (let it = 0; it < 40; it++) {
+      const deadline = step + w.weightSyncS;
+      let tokens = 0;
+      let decode = 0;
+      never = 0;
+      for (const L of lengths) {
+        const r = Math.max(rMin, L / deadline);
+        const k = r < w.perSeqTokS ? cost(r) : Infinity;
+        if (!Number.isFinite(k) || k > threshold) never++;
+        else {
+          tokens += L;
+          decode += L * k;
+        }
+      }
+      const got = rate(tokens * perBatch, decode * perBatch);
+      step = got.step;
+      x = got.tokS / syncTokS;
+    }
+    if (x > best.x) best = { x, never: never / samples };
+  }
+  return { perfect_packing: perfect, clairvoyant: best.x, clairvoyant_never_launched_fraction: best.never };
+}
+
 function row(r: ModeResult, base: number): string {
-  return `${r.name.padEnd(16)} ${r.tokens_per_s.toFixed(0).padStart(8)}   ${(r.tokens_per_s / base).toFixed(2).padStart(6)}x  ${(r.idle_fraction * 100).toFixed(1).padStart(5)}%  ${r.mean_step_s.toFixed(0).padStart(8)}s  ${r.train_gpus.mean.toFixed(1).padStart(9)}   ${String(r.stale_dropped).padStart(12)}   ${String(r.preempted_moves).padStart(6)}`;
+  return `${r.name.padEnd(16)} ${r.tokens_per_s.toFixed(0).padStart(8)}   ${(r.tokens_per_s / base).toFixed(2).padStart(6)}x  ${(r.idle_fraction * 100).toFixed(1).padStart(5)}%  ${r.mean_step_s.toFixed(0).padStart(8)}s  ${r.train_gpus.mean.toFixed(1).padStart(9)}   ${String(r.stale_dropped).padStart(8)}   ${String(r.aborted_stale).padStart(7)}   ${(r.wasted_decode_fraction * 100).toFixed(1).padStart(5)}%   ${String(r.preempted_moves).padStart(6)}`;
 }
 
 const HEADER =
-  'mode             tokens/s   vs sync   idle    mean step   training GPUs   stale dropped   moved';
+  'mode             tokens/s   vs sync   idle    mean step   training GPUs   dropped   aborted   wasted   moved';
 
 function main(): void {
   const t0 = Date.now();
   const cal = calibrate();
   const c = cal.trainSecondsPerTokenGpu;
   const results = [...modes(), modes(28)[2]].map((m) => simulate(m, c));
-  const sweep = [8, 16, 24, 28, 30, 32].map((k) => ({ train_rollout_gpus: k, ...simulate(modes(k)[2], c) }));
+  const sweep = [8, 16, 24, 27, 28, 29, 30, 32].map((k) => ({
+    train_rollout_gpus: k,
+    ...simulate(modes(k)[2], c),
+  }));
   const base = results[0].tokens_per_s;
   console.log(
     `dataplane-sim: ${WORKLOAD.gpus} GPUs, batch ${WORKLOAD.batchSize}, ${WORKLOAD.steps} steps; sync step = ${cal.syncGenerateAndSyncS.toFixed(0)}s generate+sync + training at ${(WORKLOAD.trainFractionOfSyncStep * 100).toFixed(0)}%`,
@@ -377,12 +478,22 @@ function main(): void {
   console.log(`${big.gpus} GPUs, batch ${big.batchSize}, ${big.steps} steps:`);
   console.log(HEADER);
   for (const r of bigRows) console.log(row(r, bigRows[0].tokens_per_s));
+  const bound = bounds(WORKLOAD, c, base);
+  const best = [...results, ...sweep].reduce((a, b) => (b.tokens_per_s > a.tokens_per_s ? b : a));
+  console.log(
+    `upper bounds (x sync): perfect packing, nothing lost ${bound.perfect_packing.toFixed(3)}; clairvoyant under the staleness bound ${bound.clairvoyant.toFixed(3)} (never launching ${(bound.clairvoyant_never_launched_fraction * 100).toFixed(1)}% of responses); best measured: ${best.name} ${(best.tokens_per_s / base).toFixed(3)}`,
+  );
   const out = {
     bench: 'dataplane-sim',
     workload: WORKLOAD,
     calibration: cal,
     modes: results.map((r) => ({ ...r, speedup_vs_sync: r.tokens_per_s / base })),
     trainflow_split_sweep: sweep,
+    bounds_vs_sync: {
+      ...bound,
+      best_measured: { name: best.name, speedup_vs_sync: best.tokens_per_s / base },
+      note: 'fluid upper bounds from per-token costs (see bounds() in bench/dataplane-sim/run.ts); clairvoyant knows each response length at launch',
+    },
     gpus_256: {
       workload: big,
       calibration: bigCal,

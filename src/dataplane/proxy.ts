@@ -73,6 +73,8 @@ export interface ProxyStats {
   driftDetected: number;
   driftFixed: number;
   expiredSessions: number;
+  /** sessions cancelled because their group could no longer be trained (rollout manager) */
+  cancelledSessions: number;
 }
 
 export class TrajectoryProxy {
@@ -85,6 +87,7 @@ export class TrajectoryProxy {
     driftDetected: 0,
     driftFixed: 0,
     expiredSessions: 0,
+    cancelledSessions: 0,
   };
   private readonly drift: DriftMode;
   readonly engine: EngineKind;
@@ -398,6 +401,18 @@ export class TrajectoryProxy {
       if (answers[i] !== null) this.pool.upstreams[i].version = v;
     });
     return answers;
+  }
+
+  /**
+   * Cancels a session that will never be trained (its group was aborted): the key stops working, the
+   * engine's session count drops; nothing is recorded. True when the session was still open.
+   */
+  cancel(sessionId: string): boolean {
+    const s = this.sessions.revoke(sessionId);
+    if (!s) return false;
+    if (s.upstream !== null) this.pool.upstreams[s.upstream].sessions--;
+    this.stats.cancelledSessions++;
+    return true;
   }
 
   /** Finishes a session: appends its trajectory durably (when a ledger is attached), then returns it. */

@@ -8,7 +8,12 @@
 // continue under the new weights (partial rollout; every token keeps its version tag). The TagScheduler
 // (also used by bench/dataplane-sim) decides when a new group may start so that no group is trained on more
 // than `maxStaleness` versions after it started, and the batch check drops any group whose oldest token is
-// older than that (which admission makes rare).
+// older than that (which admission makes rare). Batches are taken in finishing order, so a group with a
+// long response can still miss the last batch it could join: when a training step starts, every group in
+// flight that the scheduler calls `doomed` (it can no longer be trained within the bound) is aborted at once
+// (its sessions cancelled in the proxy, so its agents' next requests are refused and the engines stop
+// decoding for it), recorded as filtered, and its launch slot goes to a fresh group: no decode is spent
+// on a group only to drop it later.
 //
 // With a fleet of engines (`resources` + `hooks`), the engines are the scheduler's resources next to the
 // trainer: an engine on train-tagged resources serves rollout while the trainer waits; when a batch is
@@ -141,6 +146,8 @@ export interface RolloutStats {
   dropped: number;
   /** groups dropped because a member session expired */
   expiredGroups: number;
+  /** groups aborted in flight because they could no longer be trained within maxStaleness */
+  abortedGroups: number;
   batches: Batch[];
 }
 
@@ -160,6 +167,8 @@ export class RolloutManager {
   private tokensGenerated = 0;
   /** the rates measured over the steps so far (moving averages); null until a step has run */
   rates: SplitRates | null = null;
+  /** groups in flight: their launch version (the scheduler's count) and how to abort them */
+  private readonly live = new Map<string, { launch: number; abort: (reason: string) => void }>();
   /** per step: the resources that trained and the ones that served meanwhile */
   readonly splits: { training: string[]; serving: string[] }[] = [];
 
@@ -203,6 +212,7 @@ export class RolloutManager {
       sessions: 0,
       dropped: 0,
       expiredGroups: 0,
+      abortedGroups: 0,
       batches: [],
     };
     let training: Promise<void> | null = null;
@@ -234,14 +244,29 @@ export class RolloutManager {
 
   private launchGroup(stats: RolloutStats): void {
     const task = this.o.sampler.next();
-    const launchVersion = this.o.initialVersion + this.scheduler.launch();
+    const launch = this.scheduler.launch();
+    const launchVersion = this.o.initialVersion + launch;
     const groupId = `g${this.groupSeq++}.${this.runTag}-${task.id}`;
     stats.groupsLaunched++;
     this.inFlight += this.o.groupSize;
+    // Aborting the group (doomed: it can no longer be trained) ends every member at once, without a trajectory.
+    let abortReason: string | null = null;
+    let onAbort: () => void = () => undefined;
+    const aborted = new Promise<null>((resolve) => (onAbort = () => resolve(null)));
+    const sessionIds: string[] = [];
+    this.live.set(groupId, {
+      launch,
+      abort: (reason) => {
+        abortReason = reason;
+        for (const id of sessionIds) this.o.proxy.cancel(id);
+        onAbort();
+      },
+    });
     const members = Array.from({ length: this.o.groupSize }, async (): Promise<Trajectory | null> => {
       const { session, key } = this.o.proxy.sessions.issue(task.id, groupId, {
         launch_version: launchVersion,
       });
+      sessionIds.push(session.id);
       stats.sessions++;
       let released = false;
       const release = (): void => {
@@ -261,7 +286,7 @@ export class RolloutManager {
         return t;
       })();
       try {
-        return await Promise.race([finished, expired]);
+        return await Promise.race([finished, expired, aborted]);
       } catch (err) {
         // An agent that fails after its session expired only confirms what expiry already decided.
         if (session.finished && !this.o.proxy.sessions.get(session.id)) return null;
@@ -275,16 +300,20 @@ export class RolloutManager {
     });
     Promise.all(members).then(
       (results) => {
-        const trajectories = results.filter((t): t is Trajectory => t !== null);
+        this.live.delete(groupId);
+        const trajectories = abortReason === null ? results.filter((t): t is Trajectory => t !== null) : [];
         const expired = results.length - trajectories.length;
         const decision =
-          expired > 0
-            ? { keep: false, reason: `${expired} of ${results.length} sessions expired without finishing` }
-            : (this.o.sampler.observe?.(
-                task.id,
-                trajectories.map((t) => t.reward),
-              ) ?? { keep: true });
-        if (expired > 0) stats.expiredGroups++;
+          abortReason !== null
+            ? { keep: false, reason: abortReason }
+            : expired > 0
+              ? { keep: false, reason: `${expired} of ${results.length} sessions expired without finishing` }
+              : (this.o.sampler.observe?.(
+                  task.id,
+                  trajectories.map((t) => t.reward),
+                ) ?? { keep: true });
+        if (abortReason !== null) stats.abortedGroups++;
+        else if (expired > 0) stats.expiredGroups++;
         const rec: GroupRecord = {
           kind: 'group',
           group_id: groupId,
@@ -343,6 +372,16 @@ export class RolloutManager {
       : m;
   }
 
+  /** Aborts the groups in flight that can no longer be trained within maxStaleness (the scheduler's rule). */
+  private abortDoomed(): void {
+    const next = this.o.initialVersion + this.scheduler.earliestTrainVersion();
+    for (const [, g] of this.live)
+      if (this.scheduler.doomed(g.launch))
+        g.abort(
+          `aborted in flight: launched at version ${this.o.initialVersion + g.launch}, it could be trained no earlier than version ${next} (max_staleness ${this.o.maxStaleness})`,
+        );
+  }
+
   /** Reads the next batch of group records after the cursor (trajectory records are skipped). */
   private nextBatch(): Batch {
     const groups: GroupRecord[] = [];
@@ -380,6 +419,7 @@ export class RolloutManager {
     const hooks = this.o.hooks;
     const count = hooks ? this.split() : undefined;
     const taken = this.scheduler.startTraining(count, (id) => hooks?.load?.(id) ?? 0);
+    this.abortDoomed();
     const split = {
       training: this.scheduler.trainingResources(),
       serving: this.scheduler.rolloutResources(),

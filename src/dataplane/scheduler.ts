@@ -10,7 +10,11 @@
 // Staleness: a sample is consumed by training step floor(L / batchSize) if it is the L-th launched (FIFO),
 // and that step trains policy version = step number. A sample launched while the served version is v is at
 // most `maxStaleness` versions old at training when L < (v + maxStaleness + 1) * batchSize (AReaL's rule);
-// `admit()` enforces it. maxStaleness 0 with whole batches is the synchronous loop.
+// `admit()` enforces it. maxStaleness 0 with whole batches is the synchronous loop. Batches are taken in
+// finishing order, not launch order, so a long response can still miss its batch: once the next batch it
+// could join trains a version more than `maxStaleness` after its launch, `doomed()` says so and the caller
+// aborts it (and calls `abandon()`, which frees its launch slot for a fresh sample) instead of decoding it
+// to the end only to drop it then: no decode, no slot spent on a sample that can never be trained.
 //
 // The split (how many train-tagged resources train when a batch is ready; the others keep serving rollout)
 // is derived from measured rates by `autoSplit` (the rule is written there), so no one hand-picks it.
@@ -52,7 +56,7 @@ export interface SplitRates {
  * tokens/s each), so that neither side waits: (n - k) R T / k = B, i.e. k = n R T / (B + R T): training gets
  * the share of resources that its share of the work needs. Rounded down (a trainer that waits a little costs
  * less than a batch that is late, when the rest of the fleet generates while it waits). Second, the
- * generations in flight must fit on the resources left serving (else they queue, go stale and are dropped):
+ * generations in flight must fit on the resources left serving (else they queue, miss their batch and are aborted):
  * k <= n - ceil(inFlight / slotsPerResource). At least 1, at most n - 1 so rollout never stops; `max` caps
  * it at the train-tagged count.
  */
@@ -126,6 +130,24 @@ export class TagScheduler {
   /** A preempted sample that will not complete (dropped); frees its launch slot. */
   abandon(): void {
     this.launched--;
+  }
+
+  /**
+   * The earliest policy version a sample still in flight can be trained at: finished samples form the
+   * batches in finishing order, so an in-flight one joins the batch after those already complete (and after
+   * the step training now, which advances the version).
+   */
+  earliestTrainVersion(): number {
+    const ahead = Math.floor((this.completed - this.consumed) / this.policy.batchSize);
+    return this.version + (this.training ? 1 : 0) + ahead;
+  }
+
+  /**
+   * Can an in-flight sample launched at `launchVersion` no longer be trained within the staleness bound?
+   * Then it should be aborted (and `abandon()`ed) now rather than decoded to the end and dropped.
+   */
+  doomed(launchVersion: number): boolean {
+    return this.earliestTrainVersion() - launchVersion > this.policy.maxStaleness;
   }
 
   batchReady(): boolean {

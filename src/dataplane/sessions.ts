@@ -151,6 +151,16 @@ export class SessionStore {
     return out;
   }
 
+  /**
+   * Ends a session without a trajectory (the rollout manager aborts a group that can no longer be trained):
+   * its key stops working at once, so the agent's next request is refused. Returns it, or undefined.
+   */
+  revoke(id: string): Session | undefined {
+    const s = this.byId.get(id);
+    if (s) this.remove(s);
+    return s;
+  }
+
   private remove(s: Session): void {
     s.finished = true;
     this.byKey.delete(s.key);

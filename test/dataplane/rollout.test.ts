@@ -264,3 +264,62 @@ test('a resumed manager offers the groups already in the ledger after its cursor
     ledger.close();
   }
 }, 60_000);
+
+test('a group that can no longer be trained within max_staleness is aborted in flight: sessions cancelled, slot freed', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-rollout-'));
+  const ledger = new Ledger(dir);
+  // task-b's agents make one request, then wait until their key is refused (they poll): a response too long
+  // to finish before the last batch it could join. No idle expiry: only the staleness rule can end them.
+  const refused: number[] = [];
+  const slow: Agent = async (endpoint, task) => {
+    if (task.id !== 'task-b') return agent(endpoint, task);
+    for (;;) {
+      const res = await fetch(`${endpoint.baseUrl}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${endpoint.apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'x' }], max_tokens: 2 }),
+      });
+      await res.text();
+      if (res.status === 401) {
+        refused.push(res.status);
+        throw new Error('session cancelled');
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  // The first group is task-b's, every later one task-a's: the slow group holds one launch slot, the others
+  // fill the batches (an all-slow window could never complete a batch, so no step would ever start).
+  let drawn = 0;
+  const { manager, proxy, trained } = await smallManager(ledger, {
+    sampler: { next: () => ({ id: drawn++ === 0 ? 'task-b' : 'task-a' }) },
+    agent: slow,
+  });
+  try {
+    const stats = await manager.run(4);
+    expect(stats.steps).toBe(4);
+    expect(stats.abortedGroups).toBe(1);
+    expect(stats.expiredGroups).toBe(0);
+    expect(proxy.stats.cancelledSessions).toBe(2 * stats.abortedGroups);
+    for (const b of trained) {
+      expect(b.groups.length + b.dropped.length).toBe(2);
+      expect(b.dropped).toEqual([]); // aborted in flight, never dropped at batch time
+      for (const g of b.groups) expect(g.task_id).toBe('task-a');
+    }
+    const aborted = readLedger(dir, -1)
+      .map((e) => e.record as { kind: string; task_id: string; filtered?: string; trajectories: unknown[] })
+      .filter((r) => r.kind === 'group' && r.task_id === 'task-b');
+    expect(aborted.length).toBe(stats.abortedGroups);
+    for (const g of aborted) {
+      expect(g.filtered).toMatch(
+        /^aborted in flight: launched at version \d+, it could be trained no earlier/,
+      );
+      expect(g.trajectories).toEqual([]);
+    }
+    // The cancelled agents were refused on their next request (their engines stop decoding for them).
+    await new Promise((r) => setTimeout(r, 200));
+    expect(refused.length).toBeGreaterThan(0);
+  } finally {
+    await proxy.close();
+    ledger.close();
+  }
+}, 60_000);

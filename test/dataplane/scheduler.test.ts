@@ -94,3 +94,43 @@ test('startTraining(count, load) takes the least loaded train-tagged resources; 
   expect(s.finishTraining().sort()).toEqual(['b1', 'b2']);
   expect(s.rolloutResources().sort()).toEqual(['b0', 'b1', 'b2', 'r0']);
 });
+
+test('doomed: an in-flight sample that can no longer be trained within the staleness bound', () => {
+  const s = new TagScheduler(gpus(1, 1), { batchSize: 2, maxStaleness: 1, wholeBatches: false });
+  // Version 0: four launched (the bound), none finished: the next batch trains version 0.
+  for (let i = 0; i < 4; i++) s.launch();
+  expect(s.earliestTrainVersion()).toBe(0);
+  expect(s.doomed(0)).toBe(false);
+  // Two finish (batch 0 ready): an in-flight sample joins the batch after it, at version 1 at the earliest.
+  s.complete();
+  s.complete();
+  expect(s.earliestTrainVersion()).toBe(1);
+  s.startTraining();
+  expect(s.earliestTrainVersion()).toBe(1); // training now: the next batch trains the version it makes
+  expect(s.doomed(0)).toBe(false); // staleness 1: still fine
+  s.finishTraining();
+  // Version 1: two more launched; two of the version-0 ones finish (batch 1 ready), two still run.
+  s.launch();
+  s.launch();
+  s.complete();
+  s.complete();
+  s.startTraining();
+  // Batch 1 is taken; the version-0 samples still in flight can be trained no earlier than version 2.
+  expect(s.earliestTrainVersion()).toBe(2);
+  expect(s.doomed(0)).toBe(true);
+  expect(s.doomed(1)).toBe(false);
+  // Aborting them frees their launch slots: fresh samples may take their places.
+  expect(s.admit()).toBe(false);
+  s.abandon();
+  s.abandon();
+  expect(s.admit()).toBe(true);
+  // Whole completed batches waiting ahead push the earliest version further.
+  s.finishTraining();
+  for (let i = 0; i < 4; i++) {
+    s.launch();
+    s.complete();
+  }
+  expect(s.earliestTrainVersion()).toBe(4); // version 2, batches 2 and 3 complete ahead of any in-flight one
+  expect(s.doomed(2)).toBe(true);
+  expect(s.doomed(3)).toBe(false);
+});
