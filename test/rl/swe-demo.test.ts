@@ -6,7 +6,7 @@
 // test's outcome, the SFT stage trained on the gold trajectories, and each training stage's checkpoint is
 // committed. The tiny model is not expected to fix anything: what is checked is the pipeline, the recording
 // and the grading.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,6 +14,7 @@ import { parse, stringify } from 'yaml';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { repoRoot } from '../../src/pipeline/paths';
 import { BUCKET, S3_ENDPOINT, TEMPORAL_ADDRESS, uniqueId, useDataDir } from '../pipeline/helpers';
+import { runToEnd } from '../pipeline/run-cli';
 
 const PYTHON = path.join(repoRoot, '.venv/bin/python');
 const TRAINER = path.join(repoRoot, 'trainer');
@@ -53,25 +54,6 @@ function reducedSweDemo(id: string, dataDir: string): string {
   const file = path.join(dataDir, `${id}.yaml`);
   writeFileSync(file, stringify(cfg));
   return file;
-}
-
-function trainflowRun(file: string, id: string): Promise<{ code: number | null; tail: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      [path.join(repoRoot, 'bin/trainflow.js'), 'run', file, '--id', id],
-      {
-        cwd: repoRoot,
-        env: { ...process.env, TRAINFLOW_LOG_LEVEL: 'warn' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    const keep = (b: Buffer) => (out = (out + b.toString()).slice(-8000));
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.on('exit', (code) => resolve({ code, tail: out }));
-  });
 }
 
 const s3 = new S3Client({ endpoint: S3_ENDPOINT, forcePathStyle: true, region: 'us-east-1' });
@@ -140,7 +122,7 @@ describe('configs/swe-demo.yaml (reduced) on the local stack', () => {
     'curate → SFT on gold trajectories → RFT → RL: all complete, ledgers hold graded trajectories with per-test outcomes',
     async () => {
       const id = uniqueId('ci-swe-demo');
-      const run = await trainflowRun(reducedSweDemo(id, dataDir), id);
+      const run = await runToEnd(reducedSweDemo(id, dataDir), id);
       expect({ code: run.code, tail: run.code === 0 ? '' : run.tail }).toEqual({ code: 0, tail: '' });
       const root = `tests/${id}/${id}`;
       const manifest = JSON.parse(await text(`${root}/manifest.json`)) as {
