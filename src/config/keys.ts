@@ -84,7 +84,8 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'defaults.resources.pool': { honoured: "the stage's launcher task queue", test: RESOURCES },
   'defaults.resources.nodes': { honoured: 'nodes of a cluster job (slurm/kubernetes)', test: SLURM },
   'defaults.resources.gpus_per_node': {
-    honoured: 'GPUs and processes per node of a cluster job',
+    honoured:
+      'GPUs and processes per node: one torchrun rank per GPU (Slurm, Kubernetes, and local, checked against the host at launch)',
     test: SLURM,
   },
   'defaults.resources.gpu_type': { honoured: "checked against the pool's GPU type", test: BAD },
@@ -191,12 +192,21 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   },
   'stages[].curate.packages': { honoured: 'stages/curate.py: the releases synthesize() reads', test: CURATE },
   'stages[].curate.per_package': { honoured: 'stages/curate.py: synthesize(per_package)', test: CURATE },
-  'stages[].curate.max_candidates': { honoured: 'stages/curate.py: synthesize(max_candidates)', test: CURATE },
+  'stages[].curate.max_candidates': {
+    honoured: 'stages/curate.py: synthesize(max_candidates)',
+    test: CURATE,
+  },
   'stages[].curate.combine': { honoured: 'stages/curate.py: synthesize(combine)', test: CURATE },
   'stages[].curate.seed': { honoured: 'stages/curate.py: synthesize(seed)', test: CURATE },
-  'stages[].curate.test_requirements': { honoured: 'stages/curate.py: synthesize(test_requirements)', test: CURATE },
+  'stages[].curate.test_requirements': {
+    honoured: 'stages/curate.py: synthesize(test_requirements)',
+    test: CURATE,
+  },
   'stages[].curate.time_budget_s': { honoured: 'stages/curate.py: synthesize(time_budget_s)', test: CURATE },
-  'stages[].curate.min_instances': { honoured: 'stages/curate.py: fails the stage (BadInput) below it', test: CURATE },
+  'stages[].curate.min_instances': {
+    honoured: 'stages/curate.py: fails the stage (BadInput) below it',
+    test: CURATE,
+  },
   'stages[].tasks.from': {
     honoured: 'workflows/pipeline.ts withCuratedTasks + stages/curate.py resolve_curated_tasks',
     test: 'trainer/tests/test_curate_stage.py::test_tasks_from_reads_the_committed_instances',

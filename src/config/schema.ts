@@ -164,7 +164,11 @@ const poolSchema = z.strictObject({
   task_queue: text()
     .optional()
     .describe("Temporal task queue of this pool's launcher worker; default `trainflow-pool-NAME`."),
-  gpus_per_node: nonNegativeInt().default(0).describe("GPUs per node of the pool's machines."),
+  gpus_per_node: nonNegativeInt()
+    .default(0)
+    .describe(
+      "GPUs per node of the pool's machines. A local pool's 0 means undeclared: the launch checks the host's GPUs (nvidia-smi).",
+    ),
   gpu_type: text().optional().describe('GPU model of the pool.'),
   max_nodes: positiveInt().default(1).describe('Most nodes one job may take.'),
   slurm: slurmPoolSchema.optional(),
@@ -722,7 +726,8 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     if (res.nodes > pool.max_nodes) {
       issue(resPath('nodes'), `pool ${poolName} has at most ${pool.max_nodes} node(s)`, res.nodes);
     }
-    if (pool.launcher !== 'local' && res.gpus_per_node > pool.gpus_per_node) {
+    // A local pool's gpus_per_node is optional (0: undeclared); the local launcher probes the host at launch.
+    if ((pool.launcher !== 'local' || pool.gpus_per_node > 0) && res.gpus_per_node > pool.gpus_per_node) {
       issue(
         resPath('gpus_per_node'),
         `pool ${poolName} has ${pool.gpus_per_node} GPU(s) per node`,
@@ -731,13 +736,6 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     }
     if (res.gpu_type && pool.gpu_type && res.gpu_type !== pool.gpu_type) {
       issue(resPath('gpu_type'), `pool ${poolName} has ${pool.gpu_type} GPUs`, res.gpu_type);
-    }
-    if (pool.launcher === 'local' && res.gpus_per_node > 1) {
-      issue(
-        resPath('gpus_per_node'),
-        `pool ${poolName} uses the local launcher, which runs one process (one GPU at most); more GPUs need a slurm or kubernetes pool`,
-        res.gpus_per_node,
-      );
     }
     if (
       res.procs_per_node !== undefined &&

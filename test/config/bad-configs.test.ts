@@ -686,11 +686,16 @@ const CASES: Case[] = [
     message: 'applies only to the implicit default pool',
   },
   {
-    rule: 'local launcher: one process',
+    // a local pool that declares its GPUs is held to them here; an undeclared one is probed at launch
+    rule: 'local pool: more GPUs than it declares',
     base: 'demo',
-    change: set(['defaults', 'resources', 'gpus_per_node'], 2),
+    change: (doc) => {
+      doc.deleteIn(['defaults', 'launcher']);
+      doc.setIn(['pools'], doc.createNode({ default: { launcher: 'local', gpus_per_node: 2 } }));
+      doc.setIn(['defaults', 'resources', 'gpus_per_node'], 4);
+    },
     path: ['defaults', 'resources', 'gpus_per_node'],
-    message: 'the local launcher, which runs one process',
+    message: 'pool default has 2 GPU(s) per node',
   },
   {
     rule: 'local launcher: no memory limit',
