@@ -440,7 +440,7 @@ const rolloutSchema = z.strictObject({
       servers: positiveInt()
         .default(1)
         .describe(
-          "Inference engines of the stage (a fleet: each on its share of the job's CPUs or GPUs, restarted when it dies; the proxy balances sessions across them and fails them over).",
+          "Inference engines of the stage (a fleet: each on its share of the job's CPUs or GPUs, restarted when it dies; the proxy balances sessions across them and fails them over). vLLM on GPUs: must divide resources.gpus_per_node; each engine sees gpus_per_node / servers GPUs (CUDA_VISIBLE_DEVICES) and is tensor-parallel over them.",
         ),
       colocated: nonNegativeInt()
         .default(0)
@@ -1011,7 +1011,7 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
   }
 
   if (stage.tasks) checkTasks(stage.tasks, at, issue);
-  if (stage.rollout) checkRollout(stage.rollout, stage.kind, at, issue);
+  if (stage.rollout) checkRollout(stage.rollout, stage.kind, at, issue, res.gpus_per_node);
   if (stage.rft?.rounds !== undefined) {
     issue(
       at('rft', 'rounds'),
@@ -1071,6 +1071,7 @@ function checkRollout(
   kind: StageKindName,
   at: AtFn,
   issue: Issue,
+  gpus: number,
 ): void {
   if (r.group_size > r.concurrency && kind !== 'eval') {
     issue(
@@ -1084,6 +1085,16 @@ function checkRollout(
       at('rollout', 'inference', 'backend'),
       'sglang is not supported yet; use backend: local or vllm',
       r.inference.backend,
+    );
+  }
+  // vLLM on a GPU host: engine i of N gets the i-th of N equal slices of the job's GPUs (tensor-parallel over it)
+  const { servers, backend } = r.inference;
+  if (backend === 'vllm' && gpus > 0 && (servers > gpus || gpus % servers !== 0)) {
+    const fits = Array.from({ length: gpus }, (_, k) => k + 1).filter((k) => gpus % k === 0);
+    issue(
+      at('rollout', 'inference', 'servers'),
+      `${servers} vLLM engines cannot split the job's ${gpus} GPU(s) (resources.gpus_per_node) into equal shares of at least one: use ${fits.join(', ')} (each engine gets gpus_per_node / servers GPUs, its tensor-parallel size)`,
+      servers,
     );
   }
   if (r.inference.colocated >= r.inference.servers) {

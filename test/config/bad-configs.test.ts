@@ -705,6 +705,21 @@ const CASES: Case[] = [
     message: 'does not limit memory',
   },
   {
+    rule: 'vLLM engines: servers must divide the GPUs',
+    base: 'kat-dev-72b',
+    change: set(['stages', 4, 'rollout', 'inference'], { backend: 'vllm', servers: 3 }),
+    path: ['stages', 4, 'rollout', 'inference', 'servers'],
+    message:
+      "3 vLLM engines cannot split the job's 8 GPU(s) (resources.gpus_per_node) into equal shares of at least one: use 1, 2, 4, 8",
+  },
+  {
+    rule: 'vLLM engines: at most one per GPU',
+    base: 'kat-dev-72b',
+    change: set(['stages', 4, 'rollout', 'inference'], { backend: 'vllm', servers: 16 }),
+    path: ['stages', 4, 'rollout', 'inference', 'servers'],
+    message: "16 vLLM engines cannot split the job's 8 GPU(s)",
+  },
+  {
     rule: 'unhonoured: sandbox.memory',
     base: 'kat-dev-72b',
     change: set(['stages', 4, 'rollout', 'sandbox', 'memory'], '16Gi'),
