@@ -365,7 +365,8 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     test: 'trainer/tests/test_vllm_stages.py::test_rl_and_rft_stages_run_on_vllm',
   },
   'stages[].rollout.inference.servers': {
-    honoured: 'the driver starts that many engines (src/dataplane/fleet.ts)',
+    honoured:
+      "the driver starts that many engines (src/dataplane/fleet.ts), vLLM's each on gpus_per_node / servers GPUs",
     test: 'trainer/tests/test_rl_fleet.py::test_kill9_of_one_of_two_engines_mid_stage',
   },
   'stages[].rollout.inference.colocated': {
