@@ -12,7 +12,14 @@ import pytest
 from conftest import TRAINER_DIR, job_env
 
 from trainflow_trainer.contract import BAD_INPUT_PREFIX, EXIT_BAD_INPUT, EXIT_PREEMPTED
-from trainflow_trainer.torchrun import RANK_EXIT_DIR_ENV, RankExit, job_exit_code, read_exits, record_exit
+from trainflow_trainer.torchrun import (
+    NODE_EXIT_FILE_ENV,
+    RANK_EXIT_DIR_ENV,
+    RankExit,
+    job_exit_code,
+    read_exits,
+    record_exit,
+)
 
 WORKER = str(Path(__file__).with_name("exit_worker.py"))
 
@@ -37,9 +44,10 @@ def test_records_are_written_only_under_the_wrapper_and_only_for_protocol_codes(
     assert read_exits(tmp_path) == [RankExit(5, EXIT_BAD_INPUT, "x.jsonl:2: invalid JSON")]
 
 
-def _job(actions: list[str]) -> subprocess.CompletedProcess[str]:
+def _job(actions: list[str], node_file: Path) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "trainflow_trainer.torchrun", "--standalone", "--nproc-per-node=2", WORKER, *actions]
-    return subprocess.run(cmd, cwd=TRAINER_DIR, env=job_env(), capture_output=True, text=True, timeout=300)
+    env = {**job_env(), NODE_EXIT_FILE_ENV: str(node_file)}  # as the Slurm launcher asks of every node
+    return subprocess.run(cmd, cwd=TRAINER_DIR, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -54,10 +62,11 @@ def _job(actions: list[str]) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_a_real_two_rank_torchrun_job_exits_with_its_ranks_protocol_code(
-    actions: list[str], code: int, reason: str | None
+    actions: list[str], code: int, reason: str | None, tmp_path: Path
 ) -> None:
-    r = _job(actions)
+    r = _job(actions, tmp_path / "node-0.exit")
     assert r.returncode == code, r.stderr[-3000:]
+    assert (tmp_path / "node-0.exit").read_text() == f"{code}\n"  # the node's code, for the Slurm batch script
     bad_lines = [ln for ln in r.stderr.splitlines() if ln.startswith(BAD_INPUT_PREFIX)]
     if reason is None:
         assert bad_lines == []

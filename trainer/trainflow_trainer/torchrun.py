@@ -16,7 +16,8 @@ the error file's layout is torch's internal business. A record file survives eve
 Which code wins, deterministically whatever order the ranks ended in: a bad input on any rank (a retry meets
 it again; the other ranks typically die of it, by a broken collective or torchrun's SIGTERM/SIGKILL), then a
 preemption, then torchrun's own code; among ranks with the winning code, the lowest rank names the reason.
-On several nodes each node's wrapper decides for its own ranks (the launcher combines the nodes' codes).
+On several nodes each node's wrapper decides for its own ranks, and the launcher combines the nodes' codes the
+same way (Slurm: TRAINFLOW_NODE_EXIT_FILE, read by the batch script; Kubernetes: the pods' exit codes).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from pathlib import Path
 from .contract import BAD_INPUT_PREFIX, EXIT_BAD_INPUT, EXIT_PREEMPTED
 
 RANK_EXIT_DIR_ENV = "TRAINFLOW_RANK_EXIT_DIR"
+# where a node's wrapper writes the node's code when the launcher asks (Slurm: srun reports the highest code of
+# all nodes, so the batch script reads the nodes' own; src/launchers/slurm.ts)
+NODE_EXIT_FILE_ENV = "TRAINFLOW_NODE_EXIT_FILE"
 # the protocol codes a rank records, in the order they win over each other
 RECORDED_CODES = (EXIT_BAD_INPUT, EXIT_PREEMPTED)
 
@@ -107,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         code, decided = job_exit_code(torchrun_code, read_exits(folder))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    node_file = os.environ.get(NODE_EXIT_FILE_ENV)
+    if node_file:
+        tmp = Path(f"{node_file}.tmp")
+        tmp.write_text(f"{code}\n")
+        tmp.replace(node_file)
     if decided is not None and code == EXIT_BAD_INPUT:
         # the last such line of the log is the one the job activity reports
         print(f"{BAD_INPUT_PREFIX}{decided.reason} (rank {decided.rank})", file=sys.stderr, flush=True)
