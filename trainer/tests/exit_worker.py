@@ -4,7 +4,8 @@ argv says for its rank, through the job entry's own exit paths (job.py bad_input
     python -m trainflow_trainer.torchrun --standalone --nproc-per-node 2 tests/exit_worker.py ACTION0 ACTION1
 
 ACTION: `bad` (a bad input: prints the reason, records 2, exits 2), `kill` (SIGKILL to itself), `wait` (blocks
-in a collective the others never join, as a healthy rank does when its peer is gone), `ok` (exits 0).
+in a collective the others never join, as a healthy rank does when its peer is gone), `term` (waits for SIGTERM,
+then ends as a preempted job does: records 75, exits 75), `ok` (exits 0).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import sys
 import torch
 import torch.distributed as dist
 
+from trainflow_trainer.contract import EXIT_PREEMPTED
 from trainflow_trainer.job import bad_input
+from trainflow_trainer.torchrun import record_exit
 
 
 def main() -> int:
@@ -27,6 +30,12 @@ def main() -> int:
     dist.all_reduce(t)  # both ranks are up before either acts
     if action == "bad":
         return bad_input(f"data.jsonl:3: invalid JSON (seen by rank {rank})")
+    if action == "term":
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # taken by sigwait, not the default handler
+        print("ready", flush=True)  # the test sends SIGTERM to the job's process group once both ranks say so
+        signal.sigwait([signal.SIGTERM])
+        record_exit(EXIT_PREEMPTED, "preempted")
+        return EXIT_PREEMPTED
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "wait":

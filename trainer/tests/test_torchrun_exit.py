@@ -4,6 +4,8 @@ real 2-rank torchrun jobs over gloo (tests/exit_worker.py) through the wrapper."
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +74,29 @@ def test_a_real_two_rank_torchrun_job_exits_with_its_ranks_protocol_code(
         assert bad_lines == []
     else:
         assert bad_lines[-1].endswith(reason)  # the line the job activity reports is the wrapper's, last
+
+
+def test_a_preempted_job_exits_75_though_torchrun_stops_its_ranks_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM to the job's process group (the local launcher's cancel; Slurm's --signal): torchrun's agent raises
+    SignalException and reports no worker's code; the ranks' records still make the job's 75."""
+    cmd = [sys.executable, "-m", "trainflow_trainer.torchrun", "--standalone", "--nproc-per-node=2", WORKER]
+    p = subprocess.Popen(
+        [*cmd, "term", "term"],
+        cwd=TRAINER_DIR,
+        env=job_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert p.stdout is not None
+        for _ in range(2):
+            assert p.stdout.readline().strip() == "ready"
+        os.killpg(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == EXIT_PREEMPTED, err[-3000:]
+    assert "SignalException" in err  # torchrun's own path, which carries no worker codes
