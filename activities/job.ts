@@ -322,8 +322,8 @@ function sleep(ms: number): Promise<void> {
 /**
  * The trainer's CPU threads follow the stage's `resources.cpus_per_node`, shared by the node's processes (one per
  * GPU, or procs_per_node ranks, under torchrun; else one): PyTorch (OpenMP) otherwise starts one thread per core
- * in every process, and processes sharing a machine then oversubscribe it — two 2-thread jobs on 2 cores ran a tiny model's step 4x
- * slower than two 1-thread jobs. A `job.env` entry still wins.
+ * in every process, and processes sharing a machine then oversubscribe it — two 2-thread jobs on 2 cores ran a
+ * tiny model's step 4x slower than two 1-thread jobs. A `job.env` entry still wins.
  */
 export function threadEnv(
   resources: { cpus_per_node?: number; gpus_per_node?: number; procs_per_node?: number } = {},

@@ -192,21 +192,12 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   },
   'stages[].curate.packages': { honoured: 'stages/curate.py: the releases synthesize() reads', test: CURATE },
   'stages[].curate.per_package': { honoured: 'stages/curate.py: synthesize(per_package)', test: CURATE },
-  'stages[].curate.max_candidates': {
-    honoured: 'stages/curate.py: synthesize(max_candidates)',
-    test: CURATE,
-  },
+  'stages[].curate.max_candidates': { honoured: 'stages/curate.py: synthesize(max_candidates)', test: CURATE },
   'stages[].curate.combine': { honoured: 'stages/curate.py: synthesize(combine)', test: CURATE },
   'stages[].curate.seed': { honoured: 'stages/curate.py: synthesize(seed)', test: CURATE },
-  'stages[].curate.test_requirements': {
-    honoured: 'stages/curate.py: synthesize(test_requirements)',
-    test: CURATE,
-  },
+  'stages[].curate.test_requirements': { honoured: 'stages/curate.py: synthesize(test_requirements)', test: CURATE },
   'stages[].curate.time_budget_s': { honoured: 'stages/curate.py: synthesize(time_budget_s)', test: CURATE },
-  'stages[].curate.min_instances': {
-    honoured: 'stages/curate.py: fails the stage (BadInput) below it',
-    test: CURATE,
-  },
+  'stages[].curate.min_instances': { honoured: 'stages/curate.py: fails the stage (BadInput) below it', test: CURATE },
   'stages[].tasks.from': {
     honoured: 'workflows/pipeline.ts withCuratedTasks + stages/curate.py resolve_curated_tasks',
     test: 'trainer/tests/test_curate_stage.py::test_tasks_from_reads_the_committed_instances',
