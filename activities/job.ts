@@ -12,6 +12,7 @@
 //   else (or a job gone without an exit code) → retryable `JobFailed` / `JobLost`.
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import path from 'node:path';
+import { UserError } from '../src/errors';
 import { createLauncher } from '../src/launchers';
 import type { Launcher } from '../src/launchers/types';
 import { jobName } from '../src/launchers/types';
@@ -146,18 +147,26 @@ export function createJobActivities(options: JobActivityOptions = {}) {
         statusUri,
         workDir: path.join(dataDir(), 'work', name),
       });
-      job = await launcher.launch({
-        name,
-        command: custom?.command ?? base.command,
-        cwd: base.cwd,
-        env: {
-          ...threadEnv(input.stage.resources),
-          ...(options.command?.env ?? {}),
-          ...(custom?.env ?? {}),
-        },
-        spec,
-        attempt,
-      });
+      job = await launcher
+        .launch({
+          name,
+          command: custom?.command ?? base.command,
+          cwd: base.cwd,
+          env: {
+            ...threadEnv(input.stage.resources),
+            ...(options.command?.env ?? {}),
+            ...(custom?.env ?? {}),
+          },
+          spec,
+          attempt,
+        })
+        .catch((err: unknown) => {
+          // A launcher's UserError (the stage asks what its host or pool cannot give: GPUs, nodes): a retry
+          // meets it again, so the stage fails at once with the launcher's message (field and fix).
+          if (err instanceof UserError)
+            throw ApplicationFailure.nonRetryable(`bad input: ${err.message}`, 'BadInput');
+          throw err;
+        });
       log.info({ job: name, id: job.id }, 'launched the job');
     }
 
@@ -312,16 +321,17 @@ function sleep(ms: number): Promise<void> {
 
 /**
  * The trainer's CPU threads follow the stage's `resources.cpus_per_node`, shared by the node's processes (one per
- * GPU under torchrun, else one): PyTorch (OpenMP) otherwise starts one thread per core in every process, and
- * processes sharing a machine then oversubscribe it — two 2-thread jobs on 2 cores ran a tiny model's step 4x
- * slower than two 1-thread jobs. A `job.env` entry still wins.
+ * GPU, or procs_per_node ranks, under torchrun; else one): PyTorch (OpenMP) otherwise starts one thread per core
+ * in every process, and processes sharing a machine then oversubscribe it — two 2-thread jobs on 2 cores ran a
+ * tiny model's step 4x slower than two 1-thread jobs. A `job.env` entry still wins.
  */
 export function threadEnv(
-  resources: { cpus_per_node?: number; gpus_per_node?: number } = {},
+  resources: { cpus_per_node?: number; gpus_per_node?: number; procs_per_node?: number } = {},
 ): Record<string, string> {
   if (!resources.cpus_per_node) return {};
-  const threads = String(
-    Math.max(1, Math.floor(resources.cpus_per_node / Math.max(1, resources.gpus_per_node ?? 0))),
-  );
+  // the node's processes: one per GPU, else procs_per_node ranks on a CPU host (torchrun), else one
+  const procs =
+    (resources.gpus_per_node ?? 0) > 0 ? resources.gpus_per_node! : (resources.procs_per_node ?? 1);
+  const threads = String(Math.max(1, Math.floor(resources.cpus_per_node / Math.max(1, procs))));
   return { OMP_NUM_THREADS: threads, MKL_NUM_THREADS: threads };
 }

@@ -84,7 +84,8 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
   'defaults.resources.pool': { honoured: "the stage's launcher task queue", test: RESOURCES },
   'defaults.resources.nodes': { honoured: 'nodes of a cluster job (slurm/kubernetes)', test: SLURM },
   'defaults.resources.gpus_per_node': {
-    honoured: 'GPUs and processes per node of a cluster job',
+    honoured:
+      'GPUs and processes per node: one torchrun rank per GPU (Slurm, Kubernetes, and local, checked against the host at launch)',
     test: SLURM,
   },
   'defaults.resources.gpu_type': { honoured: "checked against the pool's GPU type", test: BAD },
@@ -372,7 +373,8 @@ export const CONFIG_KEYS: Record<string, KeyEntry> = {
     test: 'test/rl/vllm-pipeline.test.ts::RFT and RL on vLLM through the pipeline',
   },
   'stages[].rollout.inference.servers': {
-    honoured: 'the driver starts that many engines (src/dataplane/fleet.ts)',
+    honoured:
+      "the driver starts that many engines (src/dataplane/fleet.ts), vLLM's each on gpus_per_node / servers GPUs",
     test: 'trainer/tests/test_rl_fleet.py::test_kill9_of_one_of_two_engines_mid_stage',
   },
   'stages[].rollout.inference.colocated': {

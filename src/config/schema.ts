@@ -166,7 +166,11 @@ const poolSchema = z.strictObject({
   task_queue: text()
     .optional()
     .describe("Temporal task queue of this pool's launcher worker; default `trainflow-pool-NAME`."),
-  gpus_per_node: nonNegativeInt().default(0).describe("GPUs per node of the pool's machines."),
+  gpus_per_node: nonNegativeInt()
+    .default(0)
+    .describe(
+      "GPUs per node of the pool's machines. A local pool's 0 means undeclared: the launch checks the host's GPUs (nvidia-smi).",
+    ),
   gpu_type: text().optional().describe('GPU model of the pool.'),
   max_nodes: positiveInt().default(1).describe('Most nodes one job may take.'),
   slurm: slurmPoolSchema.optional(),
@@ -455,7 +459,7 @@ const rolloutSchema = z.strictObject({
       servers: positiveInt()
         .default(1)
         .describe(
-          "Inference engines of the stage (a fleet: each on its share of the job's CPUs or GPUs, restarted when it dies; the proxy balances sessions across them and fails them over).",
+          "Inference engines of the stage (a fleet: each on its share of the job's CPUs or GPUs, restarted when it dies; the proxy balances sessions across them and fails them over). vLLM on GPUs: must divide resources.gpus_per_node; each engine sees gpus_per_node / servers GPUs (CUDA_VISIBLE_DEVICES) and is tensor-parallel over them.",
         ),
       colocated: nonNegativeInt()
         .default(0)
@@ -742,7 +746,8 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     if (res.nodes > pool.max_nodes) {
       issue(resPath('nodes'), `pool ${poolName} has at most ${pool.max_nodes} node(s)`, res.nodes);
     }
-    if (pool.launcher !== 'local' && res.gpus_per_node > pool.gpus_per_node) {
+    // A local pool's gpus_per_node is optional (0: undeclared); the local launcher probes the host at launch.
+    if ((pool.launcher !== 'local' || pool.gpus_per_node > 0) && res.gpus_per_node > pool.gpus_per_node) {
       issue(
         resPath('gpus_per_node'),
         `pool ${poolName} has ${pool.gpus_per_node} GPU(s) per node`,
@@ -751,13 +756,6 @@ function checkConsistency(config: RawConfig, ctx: z.RefinementCtx): void {
     }
     if (res.gpu_type && pool.gpu_type && res.gpu_type !== pool.gpu_type) {
       issue(resPath('gpu_type'), `pool ${poolName} has ${pool.gpu_type} GPUs`, res.gpu_type);
-    }
-    if (pool.launcher === 'local' && res.gpus_per_node > 1) {
-      issue(
-        resPath('gpus_per_node'),
-        `pool ${poolName} uses the local launcher, which runs one process (one GPU at most); more GPUs need a slurm or kubernetes pool`,
-        res.gpus_per_node,
-      );
     }
     if (
       res.procs_per_node !== undefined &&
@@ -1034,7 +1032,7 @@ function checkStage(config: RawConfig, stage: RawConfig['stages'][number], i: nu
   }
 
   if (stage.tasks) checkTasks(stage.tasks, at, issue);
-  if (stage.rollout) checkRollout(stage.rollout, stage.kind, at, issue);
+  if (stage.rollout) checkRollout(stage.rollout, stage.kind, at, issue, res.gpus_per_node);
   if (stage.rft?.rounds !== undefined) {
     issue(
       at('rft', 'rounds'),
@@ -1094,6 +1092,7 @@ function checkRollout(
   kind: StageKindName,
   at: AtFn,
   issue: Issue,
+  gpus: number,
 ): void {
   if (r.group_size > r.concurrency && kind !== 'eval') {
     issue(
@@ -1107,6 +1106,16 @@ function checkRollout(
       at('rollout', 'inference', 'backend'),
       'sglang is not supported yet; use backend: local or vllm',
       r.inference.backend,
+    );
+  }
+  // vLLM on a GPU host: engine i of N gets the i-th of N equal slices of the job's GPUs (tensor-parallel over it)
+  const { servers, backend } = r.inference;
+  if (backend === 'vllm' && gpus > 0 && (servers > gpus || gpus % servers !== 0)) {
+    const fits = Array.from({ length: gpus }, (_, k) => k + 1).filter((k) => gpus % k === 0);
+    issue(
+      at('rollout', 'inference', 'servers'),
+      `${servers} vLLM engines cannot split the job's ${gpus} GPU(s) (resources.gpus_per_node) into equal shares of at least one: use ${fits.join(', ')} (each engine gets gpus_per_node / servers GPUs, its tensor-parallel size)`,
+      servers,
     );
   }
   if (r.inference.colocated >= r.inference.servers) {

@@ -209,10 +209,16 @@ async function waitHealthy(url: string, exited: Promise<string>, timeoutMs: numb
 
 /**
  * Shares of the host for N engines: CPUs dealt out in contiguous blocks (each engine at least one; with
- * fewer CPUs than engines they share round-robin), GPUs likewise when there are any.
+ * fewer CPUs than engines they share round-robin). GPUs, when there are any, in contiguous slices of one width
+ * (engine i of N on G GPUs: the i-th G/N, its CUDA_VISIBLE_DEVICES; the width is its vLLM tensor-parallel size,
+ * set by the stage's launch template, trainer/trainflow_trainer/engines/vllm.py gpu_slices): validate rejects an
+ * N that does not divide G, or N > G, so an uneven split here is a bug, refused.
  */
 export function shareOut(n: number, cpus: number[], gpus: string[] = []): EngineShare[] {
   if (n < 1) throw new Error('a fleet needs at least one engine');
+  if (gpus.length > 0 && (n > gpus.length || gpus.length % n !== 0)) {
+    throw new Error(`${n} engines cannot split ${gpus.length} GPU(s) evenly (rollout.inference.servers)`);
+  }
   const block = <T>(xs: T[], i: number): T[] => {
     if (xs.length === 0) return [];
     if (xs.length < n) return [xs[i % xs.length]];

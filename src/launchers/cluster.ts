@@ -81,9 +81,25 @@ function isPythonJob(argv: string[]): boolean {
 }
 
 /**
+ * The torchrun module a multi-rank Python job runs under. A trainer job (`-m trainflow_trainer.…`) gets
+ * trainflow's wrapper (trainer/trainflow_trainer/torchrun.py): torchrun itself exits 1 whatever its ranks' codes,
+ * the wrapper exits with the protocol code a rank recorded (2 bad input, 75 preempted), so a bad input in one rank
+ * stops the stage instead of being retried as a crash. It is importable wherever the job's own module is (same
+ * interpreter, same working directory or image). Any other Python job (a script) runs under plain torchrun.
+ */
+export function torchrunModule(argv: string[]): string {
+  return argv[1] === '-m' && argv[2]?.startsWith('trainflow_trainer.')
+    ? TRAINFLOW_TORCHRUN
+    : 'torch.distributed.run';
+}
+
+export const TRAINFLOW_TORCHRUN = 'trainflow_trainer.torchrun';
+
+/**
  * The argv of a one-node job on the local launcher: a Python job with more than one process per node
- * (procs_per_node on a CPU host) runs under a standalone torchrun (its own rendezvous on a free port);
- * anything else as it is.
+ * (procs_per_node on a CPU host: gloo; gpus_per_node > 1: one process per GPU, NCCL) runs under a standalone
+ * torchrun (its own rendezvous on a free port); anything else as it is. The GPU path is rendered and tested as
+ * a command line only: no GPU host runs the tests here.
  */
 export function localCommand(argv: string[], shape: JobShape): string[] {
   const procs = procsPerNode(shape);
@@ -92,7 +108,7 @@ export function localCommand(argv: string[], shape: JobShape): string[] {
   return [
     exe,
     '-m',
-    'torch.distributed.run',
+    torchrunModule(argv),
     '--standalone',
     '--nnodes=1',
     `--nproc-per-node=${procs}`,
@@ -102,9 +118,9 @@ export function localCommand(argv: string[], shape: JobShape): string[] {
 
 /**
  * The argv each node runs. A Python job (`python -m MODULE ...` or `python SCRIPT ...`) on GPUs or on several nodes
- * runs under torchrun (`python -m torch.distributed.run`, the same interpreter) with the rendezvous taken from the
- * environment the launcher sets; anything else (one CPU process, a non-Python test job) runs as it is, once per
- * node, with the same environment.
+ * runs under torchrun (the same interpreter; trainflow's wrapper for a trainer job, see torchrunModule) with the
+ * rendezvous taken from the environment the launcher sets; anything else (one CPU process, a non-Python test job)
+ * runs as it is, once per node, with the same environment.
  */
 export function nodeCommand(argv: string[], shape: JobShape): string[] {
   const [exe, ...rest] = argv;
@@ -114,7 +130,7 @@ export function nodeCommand(argv: string[], shape: JobShape): string[] {
   return [
     exe,
     '-m',
-    'torch.distributed.run',
+    torchrunModule(argv),
     '--nnodes=$NNODES',
     '--nproc-per-node=$NPROC_PER_NODE',
     '--node-rank=$NODE_RANK',

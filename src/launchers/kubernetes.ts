@@ -36,6 +36,7 @@ import {
 import type { JobInfo, JobLaunch, Launcher, LogOptions } from './types';
 
 export const SPEC_DIR = '/etc/trainflow';
+const EXIT_BAD_INPUT = 2;
 const EXIT_PREEMPTED = 75;
 const EXIT_TIMEOUT = 124;
 const EXIT_OOM = 137;
@@ -228,6 +229,10 @@ export function classifyKubernetesJob(job: k8s.V1Job, pods: k8s.V1Pod[]): Kubern
       Number((terminatedOf(a)?.exitCode ?? 0) >= 128) - Number((terminatedOf(b)?.exitCode ?? 0) >= 128) ||
       podRank(a) - podRank(b),
   );
+  // A bad input on any node (its torchrun wrapper exited 2, trainflow_trainer/torchrun.py) is the cause whatever
+  // ended first: the other nodes' ranks die of it (a broken collective) and may end sooner; a retry meets it again.
+  const bad = sorted.find((p) => terminatedOf(p)?.exitCode === EXIT_BAD_INPUT);
+  if (bad) return { state: 'exited', exitCode: EXIT_BAD_INPUT };
   for (const pod of sorted) {
     const podName = pod.metadata?.name ?? '?';
     const disruption = condition(pod.status?.conditions, 'DisruptionTarget');

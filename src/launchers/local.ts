@@ -5,7 +5,7 @@
 // A tiny `sh` wrapper leads the group: it runs the job, then records its exit code. It traps TERM/INT/HUP with a
 // no-op so it outlives the job on a cancel and still writes the code (the job itself gets default handlers:
 // traps with a command are reset in children, only ignored signals would be inherited).
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -23,7 +23,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dataDir } from '../pipeline/paths';
 import { followFile } from './logs';
 import type { JobInfo, JobLaunch, Launcher, LogOptions } from './types';
-import { jobShape, localCommand } from './cluster';
+import { jobShape, localCommand, type JobShape } from './cluster';
+import { UserError } from '../errors';
 
 interface JobRecord {
   pid: number;
@@ -72,6 +73,40 @@ export function groupMembers(pgid: number): number[] {
   return members;
 }
 
+/**
+ * The GPUs a job on this host would see: `nvidia-smi -L`'s GPU lines (0 without nvidia-smi or a driver), cut to
+ * CUDA_VISIBLE_DEVICES' entries where the job's or the worker's environment sets it (nvidia-smi ignores it).
+ * nvidia-smi rather than torch: it answers in milliseconds, torch's import takes seconds.
+ */
+export function visibleGpus(env: NodeJS.ProcessEnv = process.env): number {
+  const r = spawnSync('nvidia-smi', ['-L'], { encoding: 'utf8', timeout: 10_000, env });
+  const found = r.status === 0 ? r.stdout.split('\n').filter((l) => /^GPU \d+:/.test(l)).length : 0;
+  return cutToVisible(found, env.CUDA_VISIBLE_DEVICES);
+}
+
+/** `found` GPUs as CUDA_VISIBLE_DEVICES leaves them (unset: all; empty: none; else its entries, at most found). */
+export function cutToVisible(found: number, cudaVisibleDevices: string | undefined): number {
+  if (cudaVisibleDevices === undefined) return found;
+  const entries = cudaVisibleDevices.split(',').filter((e) => e.trim() !== '');
+  return Math.min(found, entries.length);
+}
+
+/**
+ * A job asking for more GPUs than this host shows cannot start here. The config cannot know (validate runs
+ * anywhere; a local pool's gpus_per_node, when set, is checked there): the launch probes and refuses, naming the
+ * field and the fix. The message is a UserError: the job activity fails the stage without retrying.
+ */
+export function checkLocalGpus(shape: JobShape, stage: string, visible: () => number): void {
+  if (shape.gpusPerNode === 0) return;
+  const n = visible();
+  if (n >= shape.gpusPerNode) return;
+  throw new UserError(
+    `stage ${stage} resources.gpus_per_node: ${shape.gpusPerNode} GPU(s) asked but this host shows ${n} ` +
+      `(nvidia-smi -L, cut to CUDA_VISIBLE_DEVICES); lower gpus_per_node to ${n}, ` +
+      'or run the stage on a pool whose hosts have the GPUs (slurm, kubernetes)',
+  );
+}
+
 function signalGroup(pgid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pgid, signal);
@@ -84,8 +119,15 @@ export class LocalLauncher implements Launcher {
   readonly kind = 'local';
   readonly root: string;
 
-  constructor(root = path.join(dataDir(), 'jobs')) {
+  /** GPUs a job on this host sees (visibleGpus); a test stands in for a GPU host with its own count. */
+  private readonly gpus: (env: NodeJS.ProcessEnv) => number;
+
+  constructor(
+    root = path.join(dataDir(), 'jobs'),
+    options: { gpus?: (env: NodeJS.ProcessEnv) => number } = {},
+  ) {
     this.root = root;
+    this.gpus = options.gpus ?? visibleGpus;
   }
 
   jobDir(name: string): string {
@@ -147,16 +189,20 @@ export class LocalLauncher implements Launcher {
         `job ${job.name} is already running (pgid ${existing.id}); attach to it or cancel it first`,
       );
     }
+    const shape = jobShape(job.spec);
+    const env = { ...process.env, ...job.env };
+    const stage = (job.spec as { stage?: { name?: string } } | null)?.stage?.name ?? job.name;
+    checkLocalGpus(shape, stage, () => this.gpus(env));
     const dir = this.jobDir(job.name);
     await mkdir(dir, { recursive: true });
     for (const stale of ['exit_code', 'exit_code.tmp', 'job.json'])
       rmSync(path.join(dir, stale), { force: true });
     const specPath = path.join(dir, 'spec.json');
     writeFileSync(specPath, `${JSON.stringify(job.spec, null, 2)}\n`);
-    // procs_per_node > 1 on this host: torchrun starts the ranks (FSDP2 over gloo)
+    // procs_per_node > 1 (FSDP2 over gloo) or gpus_per_node > 1 (one rank per GPU, NCCL): torchrun starts the ranks
     const argv = localCommand(
       job.command.map((a) => a.replaceAll('{spec}', specPath)),
-      jobShape(job.spec),
+      shape,
     );
     const logPath = path.join(dir, 'job.log');
     const logFd = openSync(logPath, 'a');
@@ -167,7 +213,7 @@ export class LocalLauncher implements Launcher {
       );
       const child = spawn('/bin/sh', ['-c', WRAPPER, 'trainflow-job', ...argv], {
         cwd: job.cwd,
-        env: { ...process.env, ...job.env, TRAINFLOW_EXIT_FILE: path.join(dir, 'exit_code') },
+        env: { ...env, TRAINFLOW_EXIT_FILE: path.join(dir, 'exit_code') },
         stdio: ['ignore', logFd, logFd],
         detached: true, // setsid: its own session and process group, not killed with the worker
       });

@@ -222,7 +222,10 @@ export function renderSlurmScript(input: SlurmScriptInput): string {
   let argv = nodeCommand(input.argv, shape);
   // In a container the host's virtualenv is not there: the image's own python runs the same module.
   if (image && /^\/.*\/python[0-9.]*$/.test(argv[0] ?? '')) argv = ['python', ...argv.slice(1)];
-  const nodeLine = `export NODE_RANK=$SLURM_NODEID; exec ${argv.map(shellWord).join(' ')}`;
+  // Each node's torchrun wrapper (trainflow_trainer/torchrun.py) also writes the node's code where the batch script
+  // reads it after srun: srun reports the highest code of all nodes (a node killed by --kill-on-bad-exit reads 137).
+  const nodeExit = (node: string) => `${shellWord(path.join(jobDir, 'node-'))}${node}.exit`;
+  const nodeLine = `export NODE_RANK=$SLURM_NODEID TRAINFLOW_NODE_EXIT_FILE=${nodeExit('$SLURM_NODEID')}; exec ${argv.map(shellWord).join(' ')}`;
   const srun = ['srun', '--ntasks-per-node=1', '--kill-on-bad-exit=1'];
   if (image) {
     srun.push(
@@ -250,8 +253,11 @@ export function renderSlurmScript(input: SlurmScriptInput): string {
     '# The batch shell outlives a SIGTERM (a no-op trap, reset in children) so it can record the exit code.',
     'trap : TERM INT HUP',
     `echo "=== trainflow: slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST (master $MASTER_ADDR:$MASTER_PORT, $NNODES x $NPROC_PER_NODE) at $(date -u +%FT%TZ)"`,
+    `rm -f ${nodeExit('*')}`,
     `${srun.join(' ')} bash -c ${shellWord(nodeLine)}`,
     'code=$?',
+    "# a node's bad input (2), else its preemption (75), is the job's, whatever srun's highest code says",
+    `if [ "$code" -ne 0 ]; then for want in 2 75; do if grep -qsx "$want" ${nodeExit('*')}; then code=$want; break; fi; done; fi`,
     `printf '%s\\n' "$code" > ${shellWord(path.join(jobDir, 'exit_code.tmp'))} && mv ${shellWord(path.join(jobDir, 'exit_code.tmp'))} ${shellWord(path.join(jobDir, 'exit_code'))}`,
     'exit "$code"',
     '',

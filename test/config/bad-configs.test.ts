@@ -691,11 +691,16 @@ const CASES: Case[] = [
     message: 'applies only to the implicit default pool',
   },
   {
-    rule: 'local launcher: one process',
+    // a local pool that declares its GPUs is held to them here; an undeclared one is probed at launch
+    rule: 'local pool: more GPUs than it declares',
     base: 'demo',
-    change: set(['defaults', 'resources', 'gpus_per_node'], 2),
+    change: (doc) => {
+      doc.deleteIn(['defaults', 'launcher']);
+      doc.setIn(['pools'], doc.createNode({ default: { launcher: 'local', gpus_per_node: 2 } }));
+      doc.setIn(['defaults', 'resources', 'gpus_per_node'], 4);
+    },
     path: ['defaults', 'resources', 'gpus_per_node'],
-    message: 'the local launcher, which runs one process',
+    message: 'pool default has 2 GPU(s) per node',
   },
   {
     rule: 'local launcher: no memory limit',
@@ -703,6 +708,21 @@ const CASES: Case[] = [
     change: set(['defaults', 'resources', 'memory_per_node'], '8Gi'),
     path: ['defaults', 'resources', 'memory_per_node'],
     message: 'does not limit memory',
+  },
+  {
+    rule: 'vLLM engines: servers must divide the GPUs',
+    base: 'kat-dev-72b',
+    change: set(['stages', 4, 'rollout', 'inference'], { backend: 'vllm', servers: 3 }),
+    path: ['stages', 4, 'rollout', 'inference', 'servers'],
+    message:
+      "3 vLLM engines cannot split the job's 8 GPU(s) (resources.gpus_per_node) into equal shares of at least one: use 1, 2, 4, 8",
+  },
+  {
+    rule: 'vLLM engines: at most one per GPU',
+    base: 'kat-dev-72b',
+    change: set(['stages', 4, 'rollout', 'inference'], { backend: 'vllm', servers: 16 }),
+    path: ['stages', 4, 'rollout', 'inference', 'servers'],
+    message: "16 vLLM engines cannot split the job's 8 GPU(s)",
   },
   {
     rule: 'unhonoured: sandbox.memory',

@@ -2,6 +2,7 @@
 // the simulated API server of k8s-sim.ts — the one double allowed in these tests, since no Kubernetes API server
 // can run on this machine. (The manifests themselves are validated against the Kubernetes 1.31 OpenAPI schema in
 // render.test.ts.)
+import type * as k8s from '@kubernetes/client-node';
 import type { PoolConfig } from '../../src/config/schema';
 import { classifyKubernetesJob, KubernetesLauncher } from '../../src/launchers/kubernetes';
 import type { JobLaunch } from '../../src/launchers/types';
@@ -180,6 +181,37 @@ test.each([
     if (note) expect(log).toMatch(note);
   },
 );
+
+test('a bad input on one node wins over the crash it caused on another node that ended first', () => {
+  const pod = (rank: number, exitCode: number, finishedAt: string): k8s.V1Pod => ({
+    metadata: {
+      name: `p-${rank}`,
+      annotations: { 'batch.kubernetes.io/job-completion-index': String(rank) },
+    },
+    status: {
+      phase: 'Failed',
+      containerStatuses: [
+        {
+          name: 'trainer',
+          image: 'i',
+          imageID: 'i',
+          ready: false,
+          restartCount: 0,
+          state: { terminated: { exitCode, finishedAt: new Date(finishedAt) } },
+        },
+      ],
+    },
+  });
+  const failed = { status: { conditions: [{ type: 'Failed', status: 'True' }] } };
+  // node 1's ranks lost their peer (exit 1) a second before node 0's wrapper reported its rank's bad input
+  expect(
+    classifyKubernetesJob(failed, [pod(1, 1, '2026-12-01T10:00:00Z'), pod(0, 2, '2026-12-01T10:00:01Z')]),
+  ).toEqual({ state: 'exited', exitCode: 2 });
+  // without a bad input the earliest failure stays the cause
+  expect(
+    classifyKubernetesJob(failed, [pod(1, 1, '2026-12-01T10:00:00Z'), pod(0, 137, '2026-12-01T10:00:01Z')]),
+  ).toEqual({ state: 'exited', exitCode: 1 });
+});
 
 test('DeadlineExceeded is a timeout (124); a Job failed with no pod left is lost', async () => {
   const l = launcher();

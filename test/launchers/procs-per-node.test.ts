@@ -33,7 +33,7 @@ describe('procs_per_node', () => {
     expect(localCommand(JOB, jobShape(spec({ nodes: 1, gpus_per_node: 0, procs_per_node: 2 })))).toEqual([
       'python',
       '-m',
-      'torch.distributed.run',
+      'trainflow_trainer.torchrun', // torchrun, keeping a rank's exit code (2 bad input, 75 preempted)
       '--standalone',
       '--nnodes=1',
       '--nproc-per-node=2',

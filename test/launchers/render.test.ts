@@ -56,7 +56,7 @@ test('kat-dev-72b midtrain-1 renders to an 8-node x 8-GPU sbatch script with the
   expect(text).toContain('--container-image=registry.internal/trainflow/trainer:0.1.0');
   // One torchrun per node, with the image's python (the host venv is not in the container).
   expect(text).toMatch(
-    /srun --ntasks-per-node=1 --kill-on-bad-exit=1 .* bash -c 'export NODE_RANK=\$SLURM_NODEID; exec python -m torch\.distributed\.run --nnodes="\$NNODES" --nproc-per-node="\$NPROC_PER_NODE" --node-rank="\$NODE_RANK" --master-addr="\$MASTER_ADDR" --master-port="\$MASTER_PORT" -m trainflow_trainer\.job --spec \/\S+\/kat-20261129\.midtrain-1\/spec\.json'/,
+    /srun --ntasks-per-node=1 --kill-on-bad-exit=1 .* bash -c 'export NODE_RANK=\$SLURM_NODEID TRAINFLOW_NODE_EXIT_FILE=\/\S+\/kat-20261129\.midtrain-1\/node-\$SLURM_NODEID\.exit; exec python -m trainflow_trainer\.torchrun --nnodes="\$NNODES" --nproc-per-node="\$NPROC_PER_NODE" --node-rank="\$NODE_RANK" --master-addr="\$MASTER_ADDR" --master-port="\$MASTER_PORT" -m trainflow_trainer\.job --spec \/\S+\/kat-20261129\.midtrain-1\/spec\.json'/,
   );
   const file = path.join(tmp, 'job.sh');
   writeFileSync(file, text);
@@ -176,7 +176,13 @@ test('Slurm output parsing, time limits, torchrun wrapping and names', () => {
   expect(slurmTime(7 * 24 * 3600_000)).toBe('7-00:00:00');
   const py = ['/v/bin/python', '-m', 'trainflow_trainer.job', '--spec', 'S'];
   expect(nodeCommand(py, { nodes: 1, gpusPerNode: 0 })).toEqual(py); // one CPU process: as it is
+  // the trainer under trainflow's torchrun wrapper (a rank's exit code 2/75 survives torchrun), a script under torchrun
   expect(nodeCommand(py, { nodes: 1, gpusPerNode: 4 }).slice(0, 3)).toEqual([
+    '/v/bin/python',
+    '-m',
+    'trainflow_trainer.torchrun',
+  ]);
+  expect(nodeCommand(['/v/bin/python', 'x.py'], { nodes: 2, gpusPerNode: 0 }).slice(0, 3)).toEqual([
     '/v/bin/python',
     '-m',
     'torch.distributed.run',

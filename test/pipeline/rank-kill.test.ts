@@ -92,11 +92,12 @@ function twoRankConfig(taskQueue: string, id: string): PipelineConfig {
         checkpoint: { every: EVERY },
         job: {
           // torchrun's defaults are what we rely on: --max-restarts 0, so a dead rank ends the job and the
-          // activity (not torchrun) retries it, resuming from S3.
+          // activity (not torchrun) retries it, resuming from S3. Under trainflow's wrapper, as every launcher
+          // runs a multi-rank trainer job: a killed rank records no protocol code, so it stays a retried crash.
           command: [
             PYTHON,
             '-m',
-            'torch.distributed.run',
+            'trainflow_trainer.torchrun',
             '--standalone',
             '--nproc-per-node',
             '2',

@@ -1,6 +1,6 @@
 """The job entry point the pipeline's job activity launches:
 
-    python -m trainflow_trainer.job --spec SPEC.json        (or under torchrun for several GPUs)
+    python -m trainflow_trainer.job --spec SPEC.json        (or under trainflow_trainer.torchrun for several ranks)
 
 Reads the job spec and validates it against the contract (trainflow_trainer/contract/, generated from the
 zod schemas: the stage and model blocks arrive resolved, every default filled in), runs the stage's entry
@@ -9,6 +9,7 @@ zod schemas: the stage and model blocks arrive resolved, every default filled in
     2  bad input (spec, config, data, shapes, unknown preset): one line `trainflow: bad input: ...` on stderr
     75 preempted: SIGTERM arrived; a checkpoint was saved first when one could be made
     other  infrastructure failure (the activity retries)
+Under torchrun, a rank that exits 2 or 75 also records it for the wrapper (torchrun.py), as torchrun exits 1.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from .contract import BAD_INPUT_PREFIX, EXIT_BAD_INPUT, EXIT_DONE, EXIT_PREEMPTED, JobSpec
 from .errors import BadInput, Preempted
+from .torchrun import record_exit
 
 EXIT_FAILURE = 1  # any other code retries; 0, 2 and 75 are the contract's
 
@@ -77,7 +79,9 @@ class JobContext:
 
 
 def bad_input(msg: str) -> int:
-    print(f"{BAD_INPUT_PREFIX}{' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+    reason = " ".join(str(msg).split())
+    print(f"{BAD_INPUT_PREFIX}{reason}", file=sys.stderr, flush=True)
+    record_exit(EXIT_BAD_INPUT, reason)  # under torchrun: for the wrapper, as torchrun itself exits 1
     return EXIT_BAD_INPUT
 
 
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.status.update(state="failed", reason="preempted")
         ctx.log("trainflow: preempted (SIGTERM): exiting 75")
         code = EXIT_PREEMPTED
+        record_exit(code, "preempted")
     except CheckpointError as e:
         ctx.status.update(state="failed", reason=f"checkpoint: {e}")
         ctx.log(f"trainflow: checkpoint error: {e}")

@@ -673,7 +673,7 @@ class PoolConfig(BaseModel):
     """
     gpus_per_node: StrictInt
     """
-    GPUs per node of the pool's machines.
+    GPUs per node of the pool's machines. A local pool's 0 means undeclared: the launch checks the host's GPUs (nvidia-smi).
     """
     gpu_type: StrictStr | None = None
     """
@@ -803,7 +803,7 @@ class Inference(BaseModel):
     """
     servers: StrictInt
     """
-    Inference engines of the stage (a fleet: each on its share of the job's CPUs or GPUs, restarted when it dies; the proxy balances sessions across them and fails them over).
+    Inference engines of the stage (a fleet: each on its share of the job's CPUs or GPUs, restarted when it dies; the proxy balances sessions across them and fails them over). vLLM on GPUs: must divide resources.gpus_per_node; each engine sees gpus_per_node / servers GPUs (CUDA_VISIBLE_DEVICES) and is tensor-parallel over them.
     """
     colocated: StrictInt
     """

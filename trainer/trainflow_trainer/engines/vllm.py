@@ -41,6 +41,34 @@ def gpu_host() -> bool:
     return smi is not None and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
 
 
+def visible_gpus(env: Mapping[str, str]) -> list[str]:
+    """The GPU ids this job's processes see: CUDA_VISIBLE_DEVICES' entries when it is set (the launcher's or the
+    scheduler's restriction), else the indices nvidia-smi -L lists (none without nvidia-smi)."""
+    restricted = env.get("CUDA_VISIBLE_DEVICES")
+    if restricted is not None:
+        return [g.strip() for g in restricted.split(",") if g.strip()]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    listed = subprocess.run([smi, "-L"], capture_output=True, text=True)
+    lines = listed.stdout.splitlines() if listed.returncode == 0 else []
+    return [str(i) for i, line in enumerate(ln for ln in lines if ln.startswith("GPU "))]
+
+
+def gpu_slices(servers: int, gpus: list[str]) -> list[list[str]]:
+    """Engine i of `servers` gets the i-th contiguous slice of `gpus`, all of one width: its CUDA_VISIBLE_DEVICES,
+    and the width its tensor-parallel size. The config's validate rejects what cannot split (servers > GPUs, or
+    not dividing them: rollout.inference.servers); this is the same rule at run time, on the GPUs the host
+    shows. The data plane deals the same slices out (src/dataplane/fleet.ts shareOut)."""
+    if servers < 1 or not gpus or servers > len(gpus) or len(gpus) % servers:
+        raise BadInput(
+            f"rollout.inference.servers {servers}: this host shows {len(gpus)} GPU(s) ({','.join(gpus) or 'none'}),"
+            " and each vLLM engine needs an equal share of at least one: use a servers count that divides the GPUs"
+        )
+    width = len(gpus) // servers
+    return [gpus[i * width : (i + 1) * width] for i in range(servers)]
+
+
 def vllm_python() -> Path:
     """The vLLM environment's interpreter: the venv setup-vllm.sh built, keyed by the pins' hash."""
     cache = Path(os.environ.get("TRAINFLOW_CACHE", Path.home() / ".cache" / "trainflow"))
@@ -65,11 +93,13 @@ def server_command(
     max_num_seqs: int = 8,
     seed: int = 0,
     gpu: bool = False,
+    tensor_parallel: int = 1,
 ) -> tuple[list[str], dict[str, str]]:
     """vLLM's command line and the environment it needs on top of `base_env` (the one definition: VllmEngine
     starts it from here, and so does the data plane's fleet from the launch template rl/rollouts.py builds,
     with `{checkpoint}` and `{port}` for the fleet to fill). `gpu`: started with sleep mode, so the fleet can
-    free a taken-back engine's GPU memory (/sleep, /wake_up)."""
+    free a taken-back engine's GPU memory (/sleep, /wake_up). `tensor_parallel`: the engine's GPUs (its slice,
+    gpu_slices), over which vLLM shards the model."""
     argv = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", checkpoint]
     # also as "default", the reference agent's model name when it talks to the engine directly (benchmarks)
     argv += ["--served-model-name", SERVED_MODEL, "default", "--host", "127.0.0.1", "--port", port]
@@ -81,6 +111,8 @@ def server_command(
         argv.append("--enforce-eager")  # ready in ~40 s instead of ~90 s; CPU decode speed barely differs
     if gpu:
         argv.append("--enable-sleep-mode")
+    if tensor_parallel > 1:
+        argv += ["--tensor-parallel-size", str(tensor_parallel)]
     ext, path = str(EXTENSION_DIR), base_env.get("PYTHONPATH")
     env = {
         "PYTHONPATH": ext + (os.pathsep + path if path else ""),  # our worker extension

@@ -71,12 +71,19 @@ def stats_uri(spec: JobSpec) -> str:
 def engines(inference: Inference, policy_dir: Path, env: Mapping[str, str]) -> dict:
     """The driver's `engines` block (src/contract/driver.ts): the backend's launch template (the same command
     line its engines/ module starts one engine with), `servers` of them on shares of this job's CPUs (one
-    server: unpinned, one thread, as before). The engines inherit the driver's environment (`env`:
-    TRAINFLOW_SERVE_ADMIN_TOKEN); the proxy controls them as `upstream_engine` says (src/dataplane/engines.ts)."""
+    server: unpinned, one thread, as before); vLLM's on a GPU host each on its own slice of the GPUs (`env`'s
+    CUDA_VISIBLE_DEVICES, else all the host's), tensor-parallel over it. The engines inherit the driver's
+    environment (`env`: TRAINFLOW_SERVE_ADMIN_TOKEN); the proxy controls them as `upstream_engine` says
+    (src/dataplane/engines.ts)."""
     servers = inference.servers
+    gpus: list[str] | None = None
     if inference.backend == "vllm":
         gpu = vllm_engine.gpu_host()
-        argv, extra = vllm_engine.server_command("{checkpoint}", "{port}", env, gpu=gpu)
+        # on GPUs each engine its own slice of the job's devices, tensor-parallel over it (None on CPU hosts)
+        slices = vllm_engine.gpu_slices(servers, vllm_engine.visible_gpus(env)) if gpu else None
+        gpus = [g for s in slices for g in s] if slices else None
+        tp = len(slices[0]) if slices else 1
+        argv, extra = vllm_engine.server_command("{checkpoint}", "{port}", env, gpu=gpu, tensor_parallel=tp)
         # vLLM loads a model in minutes on a busy CPU host; on GPU its sleep mode frees a taken-back engine
         template = {"argv": argv, "env": extra, "ready_timeout_s": 900, "sleep": "vllm" if gpu else "signal"}
     else:
@@ -90,7 +97,7 @@ def engines(inference: Inference, policy_dir: Path, env: Mapping[str, str]) -> d
         "health_path": "/health",
         "checkpoint": str(start_weights(policy_dir)),
         "cpus": sorted(os.sched_getaffinity(0)) if servers > 1 else None,
-        "gpus": None,
+        "gpus": gpus,  # the fleet deals them out in the same equal slices (src/dataplane/fleet.ts shareOut)
     }
 
 
