@@ -7,7 +7,8 @@
 #   jest-demo    the demo pipeline test (test/rl/demo-reward.test.ts: two pipelines, CPU-bound, ~11 min)
 #   jest         every other jest file (one worker: the integration tests share one stack)
 #   pytest       the trainer's tests but vLLM's
-#   pytest-vllm  the tests against a real vLLM (each engine start costs minutes of CPU on 2 cores)
+#   pytest-vllm  the tests against a real vLLM (each engine start costs minutes of CPU on 2 cores): the pytest
+#                files, then the jest ones (report jest-vllm.json), one after the other: one vLLM at a time
 # Most tests wait on the services, subprocesses, torchrun ranks and engines they drive, so side by side the
 # suite takes about as long as its longest lane rather than the sum of all four.
 set -uo pipefail
@@ -18,6 +19,7 @@ rc=0
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 DEMO_TEST=test/rl/demo-reward.test.ts
 VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_stages.py tests/test_vllm_fleet.py)
+VLLM_JEST=(test/agents/sdk-fidelity-vllm.test.ts)
 
 run_jest() { # report-name jest-args...
   local name=$1; shift
@@ -45,10 +47,16 @@ lane() { # name command...: in the background, output to its log
   "$@" >"$results/$name.log" 2>&1 &
   pids[$name]=$!
 }
+vllm_lane() { # the pytest files, then the jest files, even if the first fail
+  local r=0
+  run_pytest pytest-vllm "${VLLM_TESTS[@]}" || r=1
+  run_jest jest-vllm "${VLLM_JEST[@]}" || r=1
+  return $r
+}
 lane jest-demo run_jest jest-demo "$DEMO_TEST"
-lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST"
+lane jest run_jest jest --testPathIgnorePatterns "$DEMO_TEST" "${VLLM_JEST[@]}"
 lane pytest run_pytest pytest "${ignore_vllm[@]}"
-lane pytest-vllm run_pytest pytest-vllm "${VLLM_TESTS[@]}"
+lane pytest-vllm vllm_lane
 for name in jest jest-demo pytest pytest-vllm; do
   wait "${pids[$name]}" || rc=1
   echo "==> $name"

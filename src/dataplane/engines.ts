@@ -166,6 +166,13 @@ export function vllmRefusal(json: Record<string, unknown>, kind: 'chat' | 'compl
       code: 'unknown_parameter',
     };
   }
+  const k = json.top_logprobs;
+  if (k !== undefined && k !== null && !(Number.isInteger(k) && (k as number) >= 0 && (k as number) <= 20))
+    return {
+      message: `'top_logprobs' must be an integer from 0 to 20, got ${JSON.stringify(k)}`,
+      param: 'top_logprobs',
+      code: 'invalid_value',
+    };
   const choice = json.tool_choice;
   if (choice !== undefined && choice !== null && choice !== 'auto' && choice !== 'none')
     return {
