@@ -22,7 +22,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREAD
 DEMO_TEST=test/rl/demo-reward.test.ts
 SWE_DEMO_TEST=test/rl/swe-demo.test.ts
 VLLM_TESTS=(tests/test_vllm_engine.py tests/test_vllm_fleet.py)
-VLLM_JEST=(test/rl/vllm-pipeline.test.ts)
+VLLM_JEST=(test/agents/sdk-fidelity-vllm.test.ts test/rl/vllm-pipeline.test.ts)
 
 run_jest() { # report-name jest-args...
   local name=$1; shift

@@ -35,7 +35,14 @@ import {
   type Trajectory,
   type TurnRecord,
 } from './sessions';
-import { engineControl, VllmRelay, vllmRequest, type EngineControl, type EngineKind } from './engines';
+import {
+  engineControl,
+  VllmRelay,
+  vllmRefusal,
+  vllmRequest,
+  type EngineControl,
+  type EngineKind,
+} from './engines';
 import { isConnectionError, NoUpstreamError, UpstreamPool, type ResponseSink } from './upstreams';
 
 export type DriftMode = 'detect' | 'fix';
@@ -62,6 +69,9 @@ class HttpError extends Error {
     readonly status: number,
     message: string,
     readonly type = 'invalid_request_error',
+    /** OpenAI's `param` and `code` of a refused parameter */
+    readonly param: string | null = null,
+    readonly code: string | null = null,
   ) {
     super(message);
   }
@@ -171,7 +181,9 @@ export class TrajectoryProxy {
       return;
     }
     // OpenAI's error shape: clients (the SDKs, litellm) branch on `code`, a string or null, never the status.
-    sendJson(res, e.status, { error: { message: e.message, type: e.type, param: null, code: errorCode(e) } });
+    sendJson(res, e.status, {
+      error: { message: e.message, type: e.type, param: e.param, code: e.code ?? errorCode(e) },
+    });
   }
 
   private async body(req: http.IncomingMessage): Promise<{ raw: Buffer; json: Record<string, unknown> }> {
@@ -466,6 +478,10 @@ export class TrajectoryProxy {
     kind: 'chat' | 'completion',
   ): Promise<void> {
     const { raw, json } = await this.body(req);
+    if (this.engine === 'vllm') {
+      const no = vllmRefusal(json, kind);
+      if (no) throw new HttpError(400, no.message, 'invalid_request_error', no.param, no.code);
+    }
     let payload: Buffer | string = raw;
     let parent: TurnRecord | null = null;
     let fixed = false;
@@ -505,6 +521,7 @@ export class TrajectoryProxy {
         json.stream === true,
         kind,
         () => (s.upstream === null ? null : this.pool.upstreams[s.upstream].version),
+        json,
         record,
       );
     } else relay = new Relay(res, json.stream === true, record);

@@ -1,6 +1,6 @@
-"""The official `openai` Python SDK against trainflow's proxy + CPU engine (run by test/agents/sdk-fidelity.test.ts
-with the agents venv's Python). Prints one JSON object of what the SDK saw; the jest test asserts on it and on
-the npm SDK's observations alike.
+"""The official `openai` Python SDK against trainflow's proxy in front of an engine (run by
+test/agents/sdk-fidelity.ts, once per engine, with the agents venv's Python). Prints one JSON object of what the
+SDK saw; the jest test asserts on it and on the npm SDK's observations alike.
 
     python sdk_fidelity.py SPEC_JSON     SPEC: {base, admin, ids: {letters, lt, e1, e2, tool_call, im_end}}
 """
@@ -46,13 +46,17 @@ def streamed_and_final(c: openai.OpenAI, messages: list, allowed: list, seed: in
     return {"streamed": text, "final": final.choices[0].message.content or ""}
 
 
+def error_seen(e: openai.APIStatusError) -> dict:
+    err = (e.body or {}) if isinstance(e.body, dict) else {}
+    err = err.get("error", err)
+    return {"status": e.status_code, "code": err.get("code"), "param": err.get("param")}
+
+
 def error_of(fn) -> dict:
     try:
         fn()
     except openai.APIStatusError as e:
-        err = (e.body or {}) if isinstance(e.body, dict) else {}
-        err = err.get("error", err)
-        return {"status": e.status_code, "code": err.get("code"), "param": err.get("param")}
+        return error_seen(e)
     return {"status": 200}
 
 
@@ -87,6 +91,23 @@ def main() -> None:
     )
     out["continue_session"] = sid
 
+    # a multi-turn session that sends back the SDK's own message objects (letters and <|im_end|> only: single
+    # tokens that never merge, so the replies re-tokenise as they were sampled)
+    sid, c = client(spec, "multi-turn")
+    history: list = list(msgs)
+    for k, nxt in enumerate(["more", "again", None]):
+        r = c.chat.completions.create(
+            model="m",
+            messages=history,
+            max_tokens=6,
+            seed=7 + k,
+            extra_body={"allowed_token_ids": letters + [ids["im_end"]]},
+        )
+        if nxt is None:
+            break
+        history += [r.choices[0].message, {"role": "user", "content": nxt}]
+    out["multi_turn_session"] = sid
+
     _, c = client(spec, "stop")
     body = {"allowed_token_ids": letters}
     full = c.chat.completions.create(model="m", messages=msgs, max_tokens=12, seed=5, extra_body=body)
@@ -97,8 +118,15 @@ def main() -> None:
         "finish": cut.choices[0].finish_reason,
     }
 
-    r = c.chat.completions.create(model="m", messages=msgs, max_tokens=4, logprobs=True, top_logprobs=3)
+    lp = {"model": "m", "messages": msgs, "max_tokens": 4, "seed": 2, "logprobs": True, "top_logprobs": 3}
+    r = c.chat.completions.create(**lp)
     out["top_logprobs"] = [[t.logprob for t in e.top_logprobs] for e in r.choices[0].logprobs.content]
+    out["top_logprobs_streamed"] = [
+        [t.logprob for t in e.top_logprobs]
+        for chunk in c.chat.completions.create(**lp, stream=True)
+        for ch in chunk.choices
+        for e in (ch.logprobs.content if ch.logprobs else None) or []
+    ]
 
     parts = [{"type": "text", "text": "You fix bugs."}, {"type": "text", "text": "Be brief."}]
     as_list = c.chat.completions.create(
@@ -120,9 +148,12 @@ def main() -> None:
     }
 
     def calls(choice, **kw) -> dict:
-        r = c.chat.completions.create(
-            model="m", messages=msgs, max_tokens=32, seed=1, tools=TOOLS, tool_choice=choice, **kw
-        )
+        try:
+            r = c.chat.completions.create(
+                model="m", messages=msgs, max_tokens=32, seed=1, tools=TOOLS, tool_choice=choice, **kw
+            )
+        except openai.APIStatusError as e:
+            return {"error": error_seen(e)}
         m = r.choices[0].message
         return {
             "content": m.content,
@@ -130,21 +161,22 @@ def main() -> None:
             "finish": r.choices[0].finish_reason,
         }
 
+    none = c.chat.completions.create(
+        model="m",
+        messages=msgs,
+        max_tokens=8,
+        seed=1,
+        tools=TOOLS,
+        tool_choice="none",
+        extra_body={"allowed_token_ids": [ids["tool_call"], letters[0]]},
+    ).choices[0]
     out["tool_choice"] = {
-        "none": c.chat.completions.create(
-            model="m",
-            messages=msgs,
-            max_tokens=8,
-            seed=1,
-            tools=TOOLS,
-            tool_choice="none",
-            extra_body={"allowed_token_ids": [ids["tool_call"], letters[0]]},
-        )
-        .choices[0]
-        .message.content,
+        "none": none.message.content,
+        "none_ids": none.model_extra["token_ids"],
         "required": calls("required"),
         "named": calls({"type": "function", "function": {"name": "submit"}}),
         "single": calls("required", parallel_tool_calls=False),
+        "single_auto": calls("auto", parallel_tool_calls=False),
     }
 
     r = c.chat.completions.create(model="m", messages=msgs, extra_body={"allowed_token_ids": letters})

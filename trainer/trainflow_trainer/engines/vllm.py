@@ -105,6 +105,8 @@ def server_command(
     argv += ["--served-model-name", SERVED_MODEL, "default", "--host", "127.0.0.1", "--port", port]
     argv += ["--dtype", "float32", "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs)]
     argv += ["--seed", str(seed), "--logprobs-mode", "processed_logprobs", "--worker-extension-cls", EXTENSION_CLS]
+    # OpenAI allows top_logprobs up to 20; the proxy asks one more (vLLM lists the sampled token first, then cuts)
+    argv += ["--max-logprobs", "21"]
     # the agent's tools: our chat template writes Hermes-style <tool_call>{json}</tool_call> (tokenizer.py)
     argv += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--generation-config", "vllm"]
     if not base_env.get("TRAINFLOW_VLLM_COMPILE"):

@@ -4,6 +4,8 @@ Writes OUT_DIR/tokenizer.json (a byte-level BPE trained on lowercase text only, 
 single tokens that never merge: sampling restricted to them gives outputs that re-tokenise identically) and
 two committed checkpoints OUT_DIR/step-000001 and OUT_DIR/step-000002 with different random weights, each in
 the contract's commit layout. Prints a JSON summary (paths, the ids of 'X', 'Y', 'Z' and <|im_end|>).
+With `--vllm` it also writes OUT_DIR/vllm-policy: the same tokenizer under a model vLLM's CPU attention can
+serve (head_dim 32; the micro model's 16 is below its minimum), as a plain Hugging Face folder.
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ def micro_config(vocab_size: int) -> ModelConfig:
     )
 
 
+def vllm_config(vocab_size: int) -> ModelConfig:
+    return ModelConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
+
+
 def write_committed(model: Transformer, folder: Path, step: int, extra_files: dict[str, bytes] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     names = save_pretrained(model, folder)
@@ -60,7 +74,7 @@ def write_committed(model: Transformer, folder: Path, step: int, extra_files: di
     (folder / "COMMIT.json").write_text(json.dumps(commit))
 
 
-def build(out: Path, seed: int = 0) -> dict:
+def build(out: Path, seed: int = 0, vllm: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(TEXTS, vocab_size=400, min_frequency=2)
     tok.save(out)
@@ -79,7 +93,20 @@ def build(out: Path, seed: int = 0) -> dict:
         write_committed(model, folder, step, {"tokenizer.json": tok_bytes})
         paths.append(str(folder))
     letters = {c: tok.encode(c)[0] for c in "XYZ"}
+    extra: dict[str, str] = {}
+    if vllm:
+        torch.manual_seed(seed * 100 + 50)
+        model = Transformer(vllm_config(tok.vocab_size))
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.normal_(0, 0.2)
+        folder = out / "vllm-policy"
+        save_pretrained(model, folder)
+        tok.save(folder)
+        extra["vllm_policy"] = str(folder)
     return {
+        **extra,
         "tokenizer": str(out / "tokenizer.json"),
         "checkpoints": paths,
         "letters": letters,
@@ -89,4 +116,5 @@ def build(out: Path, seed: int = 0) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(build(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0)))
+    args = [a for a in sys.argv[1:] if a != "--vllm"]
+    print(json.dumps(build(Path(args[0]), int(args[1]) if len(args) > 1 else 0, vllm="--vllm" in sys.argv)))
