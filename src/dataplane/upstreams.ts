@@ -62,6 +62,8 @@ export function isConnectionError(err: unknown): boolean {
 export interface ResponseSink {
   head(status: number, contentType: string | undefined): void;
   data(chunk: Buffer): void;
+  /** the response is complete (called in the same tick as its last chunk, before the forward resolves) */
+  complete?(): void;
 }
 
 /**
@@ -89,6 +91,7 @@ class Exchange {
   }
 
   onComplete(): void {
+    this.sink.complete?.();
     this.done(null);
   }
 
