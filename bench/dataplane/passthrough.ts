@@ -86,11 +86,13 @@ const server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
   const chunks: Buffer[] = [];
   req.on('data', (c: Buffer) => chunks.push(c));
   req.on('end', () => {
-    const headers: Record<string, string> = { 'content-type': req.headers['content-type'] ?? 'application/json' };
+    const headers: Record<string, string> = {
+      'content-type': req.headers['content-type'] ?? 'application/json',
+    };
     if (req.headers.authorization) headers.authorization = req.headers.authorization;
     pool.dispatch(
       {
-        method: (req.method ?? 'GET'),
+        method: req.method ?? 'GET',
         path: req.url ?? '/',
         headers,
         body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks),
