@@ -4,12 +4,16 @@
 //   trainflow    `trainflow dataplane serve`: session routing, token recording, the trajectory ledger;
 //   litellm      the LiteLLM proxy (PyPI litellm[proxy], its own venv: bench/dataplane/litellm-requirements.txt),
 //                one uvicorn worker, the stub as an OpenAI-compatible model;
-//   passthrough  a bare Node HTTP pass-through (bench/dataplane/passthrough.ts): the floor for any Node proxy.
+//   passthrough  a bare Node pass-through built like trainflow's proxy (bench/dataplane/passthrough.ts: node:http
+//                server, undici dispatch, the same batched writes) that records nothing: the floor for it.
 // This process drives 1, 64 and 512 concurrent agent sessions (each a loop of chat requests, non-streaming and
 // streaming) straight at the stub and through each arm, in interleaved slices (the order rotates every slice)
 // so that a change in the machine's load during the run hits every arm alike. Reported per row (one arm at
 // one session count): added latency p50/p99 (arm minus direct), `throughput_ratio` (arm / direct) and
 // `cpu_us_per_request` (the arm's own process; the client's and the stub's are in `cpu_breakdown_us`).
+//
+// The machine is shared (the dev machine: 2 cores, other people's work): every row records the 1-minute load
+// average when it was measured, and the JSON the load at the start and at the end of the run.
 //
 // The load generator (undici, keep-alive), the stub and the proxy share the machine's cores (2 on the dev
 // machine, with other people's processes). At 64+ sessions all three are CPU-bound, so the throughput ratio
@@ -221,12 +225,14 @@ function judge(
 async function main(): Promise<void> {
   os.setPriority(NICE); // others share the CPU; the children inherit it
   const loadAtStart = os.loadavg()[0];
+  const t0 = Date.now();
   const cpus = os.availableParallelism();
   const plan = placements(cpus);
   const rows: Row[] = [];
   const file = path.join(ROOT, 'bench/results/dataplane.json');
   // rewritten after every row, so a run stopped part-way keeps what it measured (`complete: false`)
-  const write = (complete: boolean) => writeResult(file, plan, cpus, loadAtStart, rows, complete);
+  const write = (complete: boolean) =>
+    writeResult(file, plan, cpus, loadAtStart, (Date.now() - t0) / 1000, rows, complete);
   for (const place of plan) await measure(place, cpus, rows, () => write(false));
   const targets = write(true);
   for (const [set, t] of Object.entries(targets))
@@ -242,6 +248,7 @@ function writeResult(
   plan: Placement[],
   cpus: number,
   loadAtStart: number,
+  elapsedS: number,
   rows: Row[],
   complete: boolean,
 ): Record<string, ReturnType<typeof judge>> {
@@ -265,6 +272,9 @@ function writeResult(
       'stub on the others, for every arm and the direct path; the run is niced',
     nice: NICE,
     load_average_at_start: loadAtStart,
+    // at the last write: the end of the run when complete
+    load_average_at_end: os.loadavg()[0],
+    elapsed_s: elapsedS,
     node: process.version,
     targets,
     rows,
@@ -530,6 +540,7 @@ function rowOf(arm: ArmName, sessions: number, streaming: boolean, pinned: boole
     throughput_ratio: armRps / directRps,
     cpu_us_per_request: cpu.arm.proxy,
     cpu_breakdown_us: cpu,
+    load_average: os.loadavg()[0],
     cpu_bound_ratio: (cpu.arm.load + cpu.arm.stub) / (cpu.arm.load + cpu.arm.stub + cpu.arm.proxy),
     // Pinned: the ratio if the arm had its core(s) and the clients theirs to themselves; and the share of
     // one core the arm got while measured (below 1 at full load: other work held its core).
@@ -548,7 +559,7 @@ function printRow(row: Row): void {
     `${row.pinned ? 'pinned  ' : 'unpinned'} ${row.arm.padEnd(11)} ${String(row.sessions).padStart(4)} sessions ` +
       `${row.streaming ? 'stream' : 'whole '}  added p50 ${f(row.added_p50_ms, 3)} ms  p99 ${f(row.added_p99_ms, 3)} ms  ` +
       `throughput ${f(row.throughput_ratio)}x (${f(row.arm_rps, 0)} vs ${f(row.direct_rps, 0)} req/s)  ` +
-      `arm CPU ${f(row.cpu_us_per_request, 0)} us/request`,
+      `arm CPU ${f(row.cpu_us_per_request, 0)} us/request  load ${f(row.load_average, 1)}`,
   );
 }
 
