@@ -41,7 +41,7 @@ ROWS = {"midtrain-flat": ("midtrain", "flat"), "sft-flat": ("sft", "flat"), "sft
 
 def measure(d: Dist, data: Path, tok: Tokenizer, stage: str, packing: str, a: argparse.Namespace) -> dict:
     files = [CODE_FILE, TOOLS_FILE] if stage == "midtrain" else [SFT_FILE]
-    sources = [DataSource(path=str(data / f), weight=1.0, format="jsonl") for f in files]
+    sources = [DataSource(path=str(data / f), weight=1.0, format="jsonl", kind="rows") for f in files]
     packer = make_packer(packing, load_stream(sources, Storage(), tok, stage, 0), a.seq_len, tok)
     torch.manual_seed(0)
     model = parallelize(Transformer(preset("tiny", vocab_size=tok.vocab_size)), d)

@@ -38,7 +38,7 @@ def measure(kind: str, data_dir: Path, tok: Tokenizer, steps: int, batch: int, m
         files = [CODE_FILE, TOOLS_FILE]
     else:
         files = [SFT_FILE]
-    sources = [DataSource(path=str(data_dir / f), weight=1.0, format="jsonl") for f in files]
+    sources = [DataSource(path=str(data_dir / f), weight=1.0, format="jsonl", kind="rows") for f in files]
     packer = FlatPacker(load_stream(sources, Storage(), tok, kind, 0), seq_len, tok.pad_id)
     torch.manual_seed(0)
     model = Transformer(preset("tiny", vocab_size=tok.vocab_size))
