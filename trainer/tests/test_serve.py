@@ -242,10 +242,7 @@ OPEN_BASH = '<tool_call>\n{"name": "bash", "arguments": '
 @pytest.mark.parametrize(
     "generated",
     [
-        OPEN_BASH + '{"command":"ls  -l"}}\n</tool_call>',  # the model's own spacing
-        OPEN_BASH + '{"b": 1, "a": [1,2]}}\n</tool_call>',  # and key order
         "I will look.\n" + OPEN_BASH + '{"command": "ls"}}\n</tool_call>',
-        OPEN_BASH + '"ls"}\n</tool_call>',  # arguments that are a JSON string
         OPEN_BASH + '{"command": "ls"}}\n</tool_call>' + "\n" + OPEN_BASH + '{"command": "pwd"}}\n</tool_call>',
         " plain  text, spaces kept \n",
     ],
@@ -261,6 +258,15 @@ def test_a_reply_renders_back_as_it_was_generated(tok, generated):
         message["tool_calls"] = [json.loads(json.dumps(c)) for c in calls]  # as it travels
     text = tok.chat_text([{"role": "user", "content": "x"}, message])
     assert "<|im_start|>assistant\n" + generated + "<|im_end|>" in text
+
+
+def test_arguments_in_another_layout_come_back_in_json_dumps_layout():
+    """A call's arguments are re-serialised (json.dumps): the policy's history then shows its calls in the layout
+    it was trained on. Kept after a trial of the model's own text: with it the demo's RL reward no longer rose
+    (test/rl/demo-reward.test.ts seed 1: z -2.0 against 6.3), the tiny model's later turns degrading on its own
+    odd spacing. The proxy's drift check (and fix, on the CPU engine) covers the re-tokenised turn."""
+    _, calls = parse_tool_calls(OPEN_BASH + '{"command":"ls  -l"}}\n</tool_call>')
+    assert calls[0]["function"]["arguments"] == '{"command": "ls  -l"}'
 
 
 def test_a_forced_call_cut_short_renders_back_as_generated(tok):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract import ChoiceTokens, ResponseTokens
-from ..tokenizer import ENDOFTEXT, IM_END, TOOL_CALL, TOOL_CALL_RE, ChatFormatError, Tokenizer
+from ..tokenizer import ENDOFTEXT, IM_END, TOOL_CALL, ChatFormatError, Tokenizer
 from ..tokenizer import parse_tool_calls as _parse_tool_calls
 
 TOOL_OPEN = TOOL_CALL
@@ -70,40 +70,20 @@ class Codec:
             raise BadRequest(f"field 'messages': {e}") from e
 
 
-def raw_arguments(body: str, name: str, args: Any) -> str:
-    """A call's arguments as the model wrote them when the call has the chat template's layout
-    (`{"name": NAME, "arguments": ARGS}`), so that the agent's copy of the message renders back to the very
-    text (and ids) generated; else as JSON (such a call cannot render back as it was written anyway)."""
-    head = '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": '
-    if body.startswith(head) and body.endswith("}"):
-        raw = body[len(head) : -1]
-        try:
-            if json.loads(raw) == args:
-                return raw
-        except json.JSONDecodeError:
-            pass
-    return json.dumps(args, ensure_ascii=False)
-
-
 def parse_tool_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """(content without tool-call markup, OpenAI tool_calls with ids and JSON-string arguments: the arguments'
-    own text, spacing and key order as generated)."""
-    content, _ = _parse_tool_calls(text)
+    """(content without tool-call markup, OpenAI tool_calls with ids and JSON-string arguments)."""
+    content, calls = _parse_tool_calls(text)
     out = []
-    for m in TOOL_CALL_RE.finditer(text):
-        body = m.group(1)
-        try:
-            obj = json.loads(body)
-            name, args = obj["name"], obj.get("arguments", {})
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # not a call (as the tokenizer's parser reads it)
-        if not isinstance(name, str):
-            continue
+    for c in calls:
+        args = c["function"]["arguments"]
         out.append(
             {
                 "id": f"call_{uuid.uuid4().hex[:12]}",
                 "type": "function",
-                "function": {"name": name, "arguments": raw_arguments(body, name, args)},
+                "function": {
+                    "name": c["function"]["name"],
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
+                },
             }
         )
     return (content if out else text), out
