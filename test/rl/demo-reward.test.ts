@@ -32,14 +32,18 @@ function reducedDemo(id: string, seed: number, dataDir: string): string {
   const cfg = parse(readFileSync(path.join(repoRoot, 'configs/demo.yaml'), 'utf8')) as {
     metadata: { name: string };
     storage: Record<string, unknown>;
-    defaults: { resources?: Record<string, unknown> };
+    defaults: { launcher?: string; resources?: Record<string, unknown> };
     temporal?: Record<string, unknown>;
+    pools?: Record<string, unknown>;
     model: { init: { preset: string }; tokenizer: { path: string } };
     stages: Stage[];
   };
   cfg.metadata.name = `ci-demo-${seed}`;
   cfg.storage = { uri: `s3://${BUCKET}/tests/${id}`, endpoint: S3_ENDPOINT, force_path_style: true };
   cfg.temporal = { address: TEMPORAL_ADDRESS, task_queue: `q-${id}` };
+  // its own launcher queue: this run's worker launches its jobs, not another test's `trainflow run`
+  cfg.pools = { default: { launcher: 'local', task_queue: `q-${id}-jobs` } };
+  delete cfg.defaults.launcher; // the pool names it
   // The seed reaches the weights through train.seed below (model.init.seed was never read, and is refused).
   // Two pipelines side by side on CI's 2 cores: one CPU thread per job, or PyTorch's per-core threads fight.
   cfg.defaults.resources = { ...cfg.defaults.resources, cpus_per_node: 1 };

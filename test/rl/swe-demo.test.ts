@@ -35,12 +35,17 @@ function reducedSweDemo(id: string, dataDir: string): string {
     metadata: { name: string };
     storage: Record<string, unknown>;
     temporal?: Record<string, unknown>;
+    pools?: Record<string, unknown>;
+    defaults: { launcher?: string };
     model: { tokenizer: { path: string } };
     stages: Stage[];
   };
   cfg.metadata.name = 'ci-swe-demo';
   cfg.storage = { uri: `s3://${BUCKET}/tests/${id}`, endpoint: S3_ENDPOINT, force_path_style: true };
   cfg.temporal = { address: TEMPORAL_ADDRESS, task_queue: `q-${id}` };
+  // its own launcher queue: this run's worker launches its jobs, not another test's `trainflow run`
+  cfg.pools = { default: { launcher: 'local', task_queue: `q-${id}-jobs` } };
+  delete cfg.defaults.launcher; // the pool names it
   cfg.model.tokenizer.path = path.join(dataDir, 'tokenizer.json');
   for (const s of cfg.stages) {
     if (s.curate) s.curate = { ...s.curate, per_package: 2, max_candidates: 8 };

@@ -27,7 +27,10 @@ function config(id: string, demoDir: string): string {
     metadata: { name: 'vllm-pipeline' },
     storage: { uri: `s3://${BUCKET}/tests/${id}`, endpoint: S3_ENDPOINT, force_path_style: true },
     temporal: { address: TEMPORAL_ADDRESS, task_queue: `q-${id}` },
-    defaults: { launcher: 'local', resources: { cpus_per_node: 2 } },
+    defaults: { resources: { cpus_per_node: 2 } },
+    // its own launcher queue: this run's worker launches its jobs (in this test's data dir, where the
+    // assertions read their logs), not another test's `trainflow run` polling the default pool's queue
+    pools: { default: { launcher: 'local', task_queue: `q-${id}-jobs` } },
     model: {
       init: { preset: 'tiny' },
       tokenizer: { path: path.join(demoDir, 'tokenizer.json') },
