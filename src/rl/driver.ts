@@ -212,8 +212,7 @@ export async function main(specFile: string): Promise<void> {
   const stats = new EpisodeStats();
   // The sampler the rollout manager sees: the drawer, with its decisions counted for no_signal_fraction.
   // A policy that solves nothing (or everything) makes every group all-equal; after `patience` filtered
-  // groups in a row the next one trains anyway (zero advantage: the trainer skips a step whose gradients are all
-  // zero, train.py optimizer_step, so it changes nothing but the clock), so
+  // groups in a row the next one trains anyway (zero advantage: the step changes nothing but the clock), so
   // the stage advances and shows no_signal_fraction near 1 instead of waiting forever.
   const patience = Math.max(8, 4 * spec.batch_groups);
   let filteredInARow = 0;

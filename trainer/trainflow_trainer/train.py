@@ -209,19 +209,10 @@ def set_rng_state(state: dict) -> None:
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float) -> float:
     """The end of every stage's step, once the gradients are in `.grad` (summed over micro-batches and ranks):
     set the LR, clip the global grad norm (grad_clip 0: measure only), step, zero. Returns the norm before
-    clipping. A parameter whose `.grad` is None is skipped by AdamW (no decay, no moment update).
-
-    A step whose every gradient is zero carries no signal (an RL batch of all-equal groups with no KL or
-    entropy term, a batch without a target token): it is skipped. AdamW would still move every weight by its
-    momentum from earlier steps and decay it, so a run that trains no-signal batches (the driver's fallback
-    when a policy solves nothing) would drift in the last real step's direction for many steps. The norm is
-    global (summed over ranks), so every rank skips alike."""
+    clipping. A parameter whose `.grad` is None is skipped by AdamW (no decay, no moment update)."""
     for g in optimizer.param_groups:
         g["lr"] = lr
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
-    if grad_norm == 0.0:
-        optimizer.zero_grad(set_to_none=True)
-        return grad_norm
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
