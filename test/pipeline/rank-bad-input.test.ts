@@ -134,11 +134,14 @@ test('a bad input on every rank, or on rank 1 only, fails the 2-rank stage at on
   workers = await startWorkers(every);
   const [e, o] = await Promise.all([failure(every, everyId), failure(one, oneId)]);
 
-  // every rank: the launcher rendered the wrapper, both ranks recorded 2, rank 0's reason is reported
+  // every rank: the launcher rendered the wrapper; a rank's reason is reported (both meet the bad input, and which
+  // records it before torchrun stops the other is a race: torchrun.py)
   expect(e.log).toContain(
     '"-m","trainflow_trainer.torchrun","--standalone","--nnodes=1","--nproc-per-node=2"',
   );
-  expect(e.message).toBe(`bad input: ${broken}:2: invalid JSON (Unterminated string starting at) (rank 0)`);
+  expect(
+    [0, 1].map((r) => `bad input: ${broken}:2: invalid JSON (Unterminated string starting at) (rank ${r})`),
+  ).toContain(e.message);
   // rank 1 only: rank 0 ran on (the good file) until torchrun stopped it; rank 1's reason
   expect(o.message).toBe(`bad input: ${broken}:2: invalid JSON (Unterminated string starting at) (rank 1)`);
   for (const r of [e, o]) {

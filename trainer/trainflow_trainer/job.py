@@ -80,8 +80,10 @@ class JobContext:
 
 def bad_input(msg: str) -> int:
     reason = " ".join(str(msg).split())
+    # recorded first: under torchrun another rank's failure may SIGTERM this one at any moment, and the record is
+    # what the wrapper turns into the job's exit 2 (torchrun itself exits 1)
+    record_exit(EXIT_BAD_INPUT, reason)
     print(f"{BAD_INPUT_PREFIX}{reason}", file=sys.stderr, flush=True)
-    record_exit(EXIT_BAD_INPUT, reason)  # under torchrun: for the wrapper, as torchrun itself exits 1
     return EXIT_BAD_INPUT
 
 

@@ -13,9 +13,11 @@ those only on its ChildFailedError path; on SIGTERM (a preemption: Slurm's --sig
 local launcher's cancel) it raises SignalException, stops the workers and reports none of their results, and
 the error file's layout is torch's internal business. A record file survives every path.
 
-Which code wins, deterministically whatever order the ranks ended in: a bad input on any rank (a retry meets
-it again; the other ranks typically die of it, by a broken collective or torchrun's SIGTERM/SIGKILL), then a
-preemption, then torchrun's own code; among ranks with the winning code, the lowest rank names the reason.
+Which code wins, whatever order the ranks ended in: a bad input on any rank (a retry meets it again; the other
+ranks typically die of it, by a broken collective or torchrun's SIGTERM/SIGKILL), then a preemption, then
+torchrun's own code; among ranks that recorded the winning code, the lowest names the reason. When every rank
+meets the same bad input, which ranks record it before torchrun stops the rest is a race, so the reason may
+come from any of them; the code does not depend on it.
 On several nodes each node's wrapper decides for its own ranks, and the launcher combines the nodes' codes the
 same way (Slurm: TRAINFLOW_NODE_EXIT_FILE, read by the batch script; Kubernetes: the pods' exit codes).
 """
