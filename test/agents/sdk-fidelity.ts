@@ -422,7 +422,7 @@ export function fidelitySuite(engine: EngineKind, start: () => Promise<Engine>):
       execFile(
         AGENTS_PYTHON,
         [path.join(__dirname, 'sdk_fidelity.py'), spec],
-        { encoding: 'utf8', timeout: 90_000 },
+        { encoding: 'utf8', timeout: 180_000 },
         (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
       );
     });
@@ -431,5 +431,5 @@ export function fidelitySuite(engine: EngineKind, start: () => Promise<Engine>):
     await check(seen, engine);
     // litellm (mini-swe-agent's client) recognises the error: a context-window error, not a retryable one
     expect(seen.litellm_context).toBe('ContextWindowExceededError');
-  });
+  }, 240_000); // importing the SDKs and litellm alone takes tens of seconds on a loaded 2-core machine
 }
