@@ -4,10 +4,11 @@
 //   one-step-off  a fixed split: 16 GPUs only generate (whole batches), 16 only train, one step of staleness
 //   trainflow     tag scheduling: every GPU tagged train+rollout; all generate while the trainer waits, and when
 //                 a batch is ready the automatic split (autoSplit in scheduler.ts, from the rates measured in
-//                 the previous steps) takes the least loaded k of them to train (their in-flight responses
-//                 move to the others and continue: partial rollout); streaming admission, staleness bound 1,
-//                 and when a step starts the responses that can no longer be trained within it are aborted
-//                 (the scheduler's `doomed`) rather than decoded to the end and dropped
+//                 the previous steps and folded by foldRates, as the job does; n - 1 before any is measured)
+//                 takes the least loaded k of them to train (their in-flight responses move to the others and
+//                 continue: partial rollout); streaming admission, staleness bound 1, and when a step starts
+//                 the responses that can no longer be trained within it are aborted (the scheduler's
+//                 `doomed`) rather than decoded to the end and dropped
 //   trainflow 28/4  the hand-picked fixed split it replaces, for comparison (and a sweep of fixed splits)
 // plus the sync and trainflow rows on 256 GPUs, and upper bounds on the speed-up any schedule could reach
 // (`bounds`: perfect packing; a clairvoyant scheduler under the staleness bound).
