@@ -25,10 +25,10 @@
 // ever more resources (measured in bench/dataplane-sim: 28 -> 19 of 32 training, 2.16x -> 1.85x sync).
 //
 // Tried in bench/dataplane-sim and not kept (numbers in the README): taking finished samples oldest launch
-// version first (no effect: a batch is taken the moment its B-th sample finishes, so no finished sample is
-// ever queued behind another batch; the real job's ledger cursor also needs batches in append order), a
-// low-occupancy lane for the longest-running generations (2.08-2.14x: it takes capacity from the few
-// resources serving during training), admitting beyond the staleness count, and dithering the split.
+// version first (no effect: a batch is taken the moment its B-th sample finishes, so hardly a finished
+// sample is ever queued behind another batch; the real job's ledger cursor also needs batches in append
+// order), a low-occupancy lane for the longest-running generations (2.08-2.14x: it takes capacity from the
+// few resources serving during training), admitting beyond the staleness count, and dithering the split.
 
 export type Tag = 'train' | 'rollout';
 export type Role = 'rollout' | 'train' | 'idle';
