@@ -4,10 +4,11 @@
 //   one-step-off  a fixed split: 16 GPUs only generate (whole batches), 16 only train, one step of staleness
 //   trainflow     tag scheduling: every GPU tagged train+rollout; all generate while the trainer waits, and when
 //                 a batch is ready the automatic split (autoSplit in scheduler.ts, from the rates measured in
-//                 the previous steps) takes the least loaded k of them to train (their in-flight responses
-//                 move to the others and continue: partial rollout); streaming admission, staleness bound 1,
-//                 and when a step starts the responses that can no longer be trained within it are aborted
-//                 (the scheduler's `doomed`) rather than decoded to the end and dropped
+//                 the previous steps and folded by foldRates, as the job does; n - 1 before any is measured)
+//                 takes the least loaded k of them to train (their in-flight responses move to the others and
+//                 continue: partial rollout); streaming admission, staleness bound 1, and when a step starts
+//                 the responses that can no longer be trained within it are aborted (the scheduler's
+//                 `doomed`) rather than decoded to the end and dropped
 //   trainflow 28/4  the hand-picked fixed split it replaces, for comparison (and a sweep of fixed splits)
 // plus the sync and trainflow rows on 256 GPUs, and upper bounds on the speed-up any schedule could reach
 // (`bounds`: perfect packing; a clairvoyant scheduler under the staleness bound).
@@ -16,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   autoSplit,
+  foldRates,
   TagScheduler,
   type ResourceSpec,
   type SchedulerPolicy,
@@ -139,20 +141,10 @@ export function simulate(
   let decodedTokens = 0;
   let training: string[] = [];
   const trainCounts: number[] = [];
-  // Measured rates for the automatic split (exponential moving averages over steps).
-  let rates: SplitRates | null = null;
+  // Measured rates for the automatic split, folded step by step as the job folds them (foldRates).
+  let rates: SplitRates = { rolloutTokensPerS: 0, trainResourceSeconds: 0, tokensPerBatch: 0 };
   let phaseTokens = 0; // tokens decoded by GPUs not training, since the step started
   let phaseStart = 0;
-  const measure = (m: SplitRates): void => {
-    const a = 0.5;
-    rates = rates
-      ? {
-          rolloutTokensPerS: a * m.rolloutTokensPerS + (1 - a) * rates.rolloutTokensPerS,
-          trainResourceSeconds: a * m.trainResourceSeconds + (1 - a) * rates.trainResourceSeconds,
-          tokensPerBatch: a * m.tokensPerBatch + (1 - a) * rates.tokensPerBatch,
-        }
-      : m;
-  };
 
   const rate = (b: number): number => w.perSeqTokS / (1 + b / w.halfSpeedBatch);
 
@@ -206,14 +198,8 @@ export function simulate(
 
   const startTraining = (): void => {
     abortDoomed();
-    const count =
-      mode.split === 'auto' && rates
-        ? autoSplit(
-            w.gpus,
-            { ...rates, inFlight: sched.launched - sched.completed, slotsPerResource: w.maxSeqsPerGpu },
-            sched.trainResources().length,
-          )
-        : undefined;
+    // Before any step is measured autoSplit gives n - 1, as in the job (rollout.ts).
+    const count = mode.split === 'auto' ? autoSplit(w.gpus, rates, sched.trainResources().length) : undefined;
     const taken = sched.startTraining(count, (id) => gpus.get(id)!.active.length);
     training = sched.trainingResources();
     trainCounts.push(training.length);
@@ -291,7 +277,8 @@ export function simulate(
       for (const id of training) gpus.get(id)!.busy += trainEnd;
       const duration = now - phaseStart;
       if (duration > 0)
-        measure({
+        rates = foldRates(rates, {
+          // no GPU served (all trained): no rollout rate measured (NaN, which foldRates ignores)
           rolloutTokensPerS: phaseTokens / ((w.gpus - training.length) * duration),
           trainResourceSeconds: duration * training.length,
           tokensPerBatch: stepTokens,

@@ -19,8 +19,9 @@
 // trainer: an engine on train-tagged resources serves rollout while the trainer waits; when a batch is
 // ready the scheduler takes back as many train-tagged resources as `autoSplit` derives from the rates
 // measured in the previous steps (generated tokens per serving engine per second while training, training
-// time, tokens per batch), the hooks stop those engines (their sessions fail over) and start them again on
-// the new weights when the step is done.
+// time, tokens per batch, folded by `foldRates`: the best rollout rate seen, see scheduler.ts), the hooks
+// stop those engines (their sessions fail over) and start them again on the new weights when the step is
+// done.
 //
 // A member session that expires (its agent went quiet for the proxy's idle timeout) has no reward and the
 // group's baseline would be biased without it: the whole group is recorded as filtered (never trained on)
@@ -29,7 +30,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Ledger, LedgerEntry } from './ledger';
 import type { TrajectoryProxy } from './proxy';
-import { autoSplit, TagScheduler, type ResourceSpec, type SplitRates } from './scheduler';
+import { autoSplit, foldRates, TagScheduler, type ResourceSpec, type SplitRates } from './scheduler';
 import type { Trajectory } from './sessions';
 import { generatedTokens } from './tree';
 
@@ -165,7 +166,7 @@ export class RolloutManager {
   private wake: (() => void) | null = null;
   /** generated tokens of the sessions finished so far (the rollout rate the split is derived from) */
   private tokensGenerated = 0;
-  /** the rates measured over the steps so far (moving averages); null until a step has run */
+  /** the rates measured over the steps so far (folded by foldRates); null until a step has run */
   rates: SplitRates | null = null;
   /** groups in flight: their launch version (the scheduler's count) and how to abort them */
   private readonly live = new Map<string, { launch: number; abort: (reason: string) => void }>();
@@ -345,7 +346,7 @@ export class RolloutManager {
     );
   }
 
-  /** Folds one step's rates into the moving averages autoSplit reads. */
+  /** Folds one step's rates into those autoSplit reads (foldRates: the same fold as the simulation). */
   private measure(
     batch: Batch,
     split: { training: string[]; serving: string[] },
@@ -361,15 +362,7 @@ export class RolloutManager {
         0,
       ),
     };
-    const r = this.rates;
-    const a = 0.5;
-    this.rates = r
-      ? {
-          rolloutTokensPerS: a * m.rolloutTokensPerS + (1 - a) * r.rolloutTokensPerS,
-          trainResourceSeconds: a * m.trainResourceSeconds + (1 - a) * r.trainResourceSeconds,
-          tokensPerBatch: a * m.tokensPerBatch + (1 - a) * r.tokensPerBatch,
-        }
-      : m;
+    this.rates = foldRates(this.rates, m);
   }
 
   /** Aborts the groups in flight that can no longer be trained within maxStaleness (the scheduler's rule). */

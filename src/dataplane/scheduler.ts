@@ -17,7 +17,18 @@
 // to the end only to drop it then: no decode, no slot spent on a sample that can never be trained.
 //
 // The split (how many train-tagged resources train when a batch is ready; the others keep serving rollout)
-// is derived from measured rates by `autoSplit` (the rule is written there), so no one hand-picks it.
+// is derived from measured rates by `autoSplit` (the rule is written there), so no one hand-picks it. The
+// rates are folded step by step by `foldRates`, the one place the job and the simulation both fold them. The
+// rollout rate it keeps is the best one measured, not an average: a step's serving resources drain (each
+// batch is launched at the start of a version, and no new sample may start until the next), so a step's
+// average rate is lower the more resources serve, and an averaged rate fed back into the split gives rollout
+// ever more resources (measured in bench/dataplane-sim: 28 -> 19 of 32 training, 2.16x -> 1.85x sync).
+//
+// Tried in bench/dataplane-sim and not kept (numbers in the README): taking finished samples oldest launch
+// version first (no effect: a batch is taken the moment its B-th sample finishes, so hardly a finished
+// sample is ever queued behind another batch; the real job's ledger cursor also needs batches in append
+// order), a low-occupancy lane for the longest-running generations (2.08-2.14x: it takes capacity from the
+// few resources serving during training), admitting beyond the staleness count, and dithering the split.
 
 export type Tag = 'train' | 'rollout';
 export type Role = 'rollout' | 'train' | 'idle';
@@ -38,7 +49,10 @@ export interface SchedulerPolicy {
 
 /** What the automatic split is derived from: rates measured while the job runs (or its simulation). */
 export interface SplitRates {
-  /** tokens per second one resource generates while the trainer trains (rollout throughput per resource) */
+  /**
+   * tokens per second one resource generates while the trainer trains (rollout throughput per resource); one
+   * step's average as measured, the best so far once folded by `foldRates`
+   */
   rolloutTokensPerS: number;
   /** resource-seconds one training step takes (its wall time x the resources that trained) */
   trainResourceSeconds: number;
@@ -54,19 +68,45 @@ export interface SplitRates {
  * How many of `n` resources should train when a batch is ready. The rule: while k resources train for
  * T/k seconds (T = trainResourceSeconds), the other n - k must generate the next batch (B tokens at R
  * tokens/s each), so that neither side waits: (n - k) R T / k = B, i.e. k = n R T / (B + R T): training gets
- * the share of resources that its share of the work needs. Rounded down (a trainer that waits a little costs
- * less than a batch that is late, when the rest of the fleet generates while it waits). Second, the
- * generations in flight must fit on the resources left serving (else they queue, miss their batch and are aborted):
- * k <= n - ceil(inFlight / slotsPerResource). At least 1, at most n - 1 so rollout never stops; `max` caps
- * it at the train-tagged count.
+ * the share of resources that its share of the work needs. R is what a resource generates when it has work
+ * (`foldRates` keeps the best rate measured, see the top of this file). Rounded down (a trainer that waits a
+ * little costs less than a batch that is late, when the rest of the fleet generates while it waits; rounding
+ * to the nearest, or dithering between the two, was measured worse). Optionally (`inFlight` and
+ * `slotsPerResource`), the generations in flight must fit on the resources left serving:
+ * k <= n - ceil(inFlight / slotsPerResource). Neither the job nor the simulation passes them: generations
+ * that do not fit wait for a slot, and most still finish in time (measured: 29 of 32 training with ~130
+ * waiting, 2.19x sync, beats the 28 this cap allows, 2.16x). At least 1, at most n - 1 so rollout never
+ * stops; `max` caps it at the train-tagged count. Rates not measured yet (0, or not finite): n - 1.
  */
 export function autoSplit(n: number, rates: SplitRates, max = n): number {
   const { rolloutTokensPerS: R, trainResourceSeconds: T, tokensPerBatch: B } = rates;
-  let k = R > 0 && T > 0 && B > 0 ? Math.floor((n * R * T) / (B + R * T)) : n - 1;
+  let k =
+    R > 0 && T > 0 && B > 0 && Number.isFinite(R * T * B) ? Math.floor((n * R * T) / (B + R * T)) : n - 1;
   const { inFlight, slotsPerResource: slots } = rates;
   if (inFlight !== undefined && slots !== undefined && slots > 0)
     k = Math.min(k, n - Math.ceil(inFlight / slots));
   return Math.max(1, Math.min(max, n - 1, k));
+}
+
+/**
+ * Folds one step's measured rates into those autoSplit reads. Training time and tokens per batch: moving
+ * averages (weight `a` on the new step). The rollout rate: the highest measured so far, because starvation
+ * (serving resources with too little to do) only lowers a step's rate, never raises it, and a split derived
+ * from a starved rate gives rollout more resources, which starves them further. A measurement that is not a
+ * positive finite number (a step in which no resource served) leaves that rate as it was.
+ */
+export function foldRates(prev: SplitRates | null, m: SplitRates, a = 0.5): SplitRates {
+  const ok = (x: number): boolean => Number.isFinite(x) && x > 0;
+  const avg = (x: number, p: number | undefined): number =>
+    !ok(x) ? (p ?? 0) : p === undefined || !ok(p) ? x : a * x + (1 - a) * p;
+  return {
+    rolloutTokensPerS: Math.max(
+      ok(m.rolloutTokensPerS) ? m.rolloutTokensPerS : 0,
+      prev?.rolloutTokensPerS ?? 0,
+    ),
+    trainResourceSeconds: avg(m.trainResourceSeconds, prev?.trainResourceSeconds),
+    tokensPerBatch: avg(m.tokensPerBatch, prev?.tokensPerBatch),
+  };
 }
 
 export class TagScheduler {

@@ -1,4 +1,4 @@
-import { autoSplit, TagScheduler } from '../../src/dataplane/scheduler';
+import { autoSplit, foldRates, TagScheduler, type SplitRates } from '../../src/dataplane/scheduler';
 
 const gpus = (both: number, rolloutOnly: number) => [
   ...Array.from({ length: both }, (_, i) => ({
@@ -133,4 +133,53 @@ test('doomed: an in-flight sample that can no longer be trained within the stale
   expect(s.earliestTrainVersion()).toBe(4); // version 2, batches 2 and 3 complete ahead of any in-flight one
   expect(s.doomed(2)).toBe(true);
   expect(s.doomed(3)).toBe(false);
+});
+
+test('foldRates: the best rollout rate measured, moving averages of the rest, unmeasured rates ignored', () => {
+  let r = foldRates(null, { rolloutTokensPerS: 2000, trainResourceSeconds: 8000, tokensPerBatch: 1.2e6 });
+  expect(r).toEqual({ rolloutTokensPerS: 2000, trainResourceSeconds: 8000, tokensPerBatch: 1.2e6 });
+  // A starved step (its serving resources ran out of work) measures less: the best rate stays.
+  r = foldRates(r, { rolloutTokensPerS: 1200, trainResourceSeconds: 7000, tokensPerBatch: 1.0e6 });
+  expect(r).toEqual({ rolloutTokensPerS: 2000, trainResourceSeconds: 7500, tokensPerBatch: 1.1e6 });
+  r = foldRates(r, { rolloutTokensPerS: 2500, trainResourceSeconds: 7500, tokensPerBatch: 1.1e6 });
+  expect(r.rolloutTokensPerS).toBe(2500);
+  // A step in which nothing served (0/0) or nothing trained leaves those rates as they were.
+  r = foldRates(r, { rolloutTokensPerS: NaN, trainResourceSeconds: 0, tokensPerBatch: Infinity });
+  expect(r).toEqual({ rolloutTokensPerS: 2500, trainResourceSeconds: 7500, tokensPerBatch: 1.1e6 });
+  // Nothing measured yet and a first step that served nothing: still unmeasured, so autoSplit gives n - 1.
+  const none = foldRates(null, { rolloutTokensPerS: NaN, trainResourceSeconds: 9000, tokensPerBatch: 1e6 });
+  expect(none.rolloutTokensPerS).toBe(0);
+  expect(autoSplit(32, none)).toBe(31);
+  expect(autoSplit(32, { rolloutTokensPerS: NaN, trainResourceSeconds: 1, tokensPerBatch: 1 })).toBe(31);
+});
+
+test('autoSplit fed by foldRates does not drift toward rollout when the serving resources starve', () => {
+  // 32 resources; a resource generates up to 2000 tokens/s when it has work; a batch is 1.2M tokens and
+  // 8000 resource-seconds of training. The serving resources have one batch to generate per step (no more
+  // may start: the staleness bound), and draining it they work at 90% of their rate on average.
+  const n = 32;
+  const full = 2000;
+  const T = 8000;
+  const B = 1.2e6;
+  const measuredRate = (k: number): number => Math.min(full, (B * k) / ((n - k) * T)) * 0.9;
+  const run = (fold: (prev: SplitRates | null, m: SplitRates) => SplitRates): number[] => {
+    let rates: SplitRates | null = null;
+    const ks: number[] = [];
+    for (let step = 0; step < 12; step++) {
+      const k = autoSplit(n, rates ?? { rolloutTokensPerS: 0, trainResourceSeconds: 0, tokensPerBatch: 0 });
+      ks.push(k);
+      rates = fold(rates, { rolloutTokensPerS: measuredRate(k), trainResourceSeconds: T, tokensPerBatch: B });
+    }
+    return ks;
+  };
+  // k = 32 * 1800 * 8000 / (1.2M + 1800 * 8000) = 29.5 -> 29, and it stays there.
+  const kept = run((p, m) => foldRates(p, m));
+  expect(kept.slice(1)).toEqual(Array(11).fill(29));
+  // Averaging the rollout rate (what the fold did before) feeds each starved step's rate back: the split
+  // gives rollout one more resource after another.
+  const averaged = run((p, m) => ({
+    ...m,
+    rolloutTokensPerS: p ? (p.rolloutTokensPerS + m.rolloutTokensPerS) / 2 : m.rolloutTokensPerS,
+  }));
+  expect(averaged[averaged.length - 1]).toBeLessThan(26);
 });
