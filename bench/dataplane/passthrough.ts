@@ -104,3 +104,5 @@ const server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
 server.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, () =>
   process.stdout.write(`PASSTHROUGH ${(server.address() as AddressInfo).port}\n`),
 );
+// An exit on SIGTERM (not the default kill) so that `node --cpu-prof` (BENCH_PROXY_PROF) writes its profile.
+process.once('SIGTERM', () => process.exit(0));

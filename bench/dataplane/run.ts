@@ -31,7 +31,8 @@
 // Run: make bench-dataplane   → bench/results/dataplane.json   (BENCH_REQUESTS=N to change size,
 // BENCH_SESSIONS=1,64 for a subset, BENCH_ARMS=trainflow,passthrough to leave LiteLLM out,
 // BENCH_LITELLM_REQUESTS=N for LiteLLM's smaller budget;
-// BENCH_PROXY_PROF=DIR writes the proxy's V8 CPU profiles there, `node --cpu-prof`)
+// BENCH_PROXY_PROF=DIR writes the V8 CPU profiles of the trainflow and passthrough arms (`node --cpu-prof`)
+// to DIR/trainflow and DIR/passthrough, one per placement)
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -297,7 +298,7 @@ async function startTrainflow(stubPort: number, cpus: string | null): Promise<Ar
   const { proc, port } = await start(
     process.execPath,
     [
-      ...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []),
+      ...(prof ? ['--cpu-prof', '--cpu-prof-dir', path.join(prof, 'trainflow')] : []),
       'bin/trainflow.js',
       'dataplane',
       'serve',
@@ -330,9 +331,16 @@ async function startTrainflow(stubPort: number, cpus: string | null): Promise<Ar
 }
 
 async function startPassthrough(stubPort: number, cpus: string | null): Promise<Arm> {
+  const prof = process.env.BENCH_PROXY_PROF;
   const { proc, port } = await start(
     process.execPath,
-    ['-r', 'tsx/cjs', 'bench/dataplane/passthrough.ts', `http://127.0.0.1:${stubPort}`],
+    [
+      ...(prof ? ['--cpu-prof', '--cpu-prof-dir', path.join(prof, 'passthrough')] : []),
+      '-r',
+      'tsx/cjs',
+      'bench/dataplane/passthrough.ts',
+      `http://127.0.0.1:${stubPort}`,
+    ],
     /^PASSTHROUGH (\d+)/,
     cpus,
   );
@@ -424,7 +432,7 @@ async function measure(place: Placement, cpus: number, rows: Row[], onRow: () =>
     for (const sessions of SESSIONS) await measureSessions(place, stub, arms, sessions, rows, onRow);
   } finally {
     for (const arm of [...arms, stub]) arm.proc.kill('SIGTERM');
-    // the trainflow proxy writes its CPU profile as it exits
+    // the node arms write their CPU profiles as they exit
     await Promise.all(
       arms.map((a) => new Promise((r) => (a.proc.exitCode !== null ? r(null) : a.proc.once('exit', r)))),
     );
