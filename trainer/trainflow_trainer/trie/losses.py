@@ -164,7 +164,8 @@ class _RowLogprobs(torch.autograd.Function):
     matmuls on the tiny preset (~0.2 s of a 0.85 s GRPO trie step) and are the same in the trie and the flat
     layout. Here: forward, one logsumexp per cache-sized chunk of rows (nothing [R, V] allocated; logits
     saved as the LM head produced them); backward, per chunk, grad = -softmax(z)·Σ_m∈row g_m / T written
-    once in place, then g_m / T added at each entry's (row, target):  d logp_m / d z[r, v] = [r = r_m][v = t_m] - [r = r_m]·softmax(z[r])[v]."""
+    once in place, then g_m / T added at each entry's (row, target), as
+    d logp_m / d z[r, v] = [r = r_m]·([v = t_m] - softmax(z[r])[v])."""
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, rows: Tensor, targets: Tensor, temperature: float) -> Tensor:
