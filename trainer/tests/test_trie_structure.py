@@ -158,6 +158,28 @@ def test_segment_attention_equals_dense(seed, n, max_len, gqa):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_segment_attention_with_gathered_rows_and_keys() -> None:
+    """An ancestor group whose query rows are not contiguous (siblings 5-6 and 8 around 7) and one whose
+    ancestor keys are not (0-1 and 5): the merge writes back through an index, not a slice. Inputs in the
+    model's layout (q/k/v transposed views of [B, T, H, D]), float64, values and gradients against dense."""
+    seqs = [[0, 1, 2, 3, 4], [0, 1, 5, 6], [0, 1, 5, 7], [0, 1, 8]]
+    mb = pack(build_forest([Trajectory(s) for s in seqs]), 64)[0]
+    plan = SegmentTreeMask(mb.parent)
+    assert any(isinstance(rows, torch.Tensor) for rows, _ in plan.groups)
+    assert any(isinstance(keys, torch.Tensor) for _, keys in plan.groups)
+    torch.manual_seed(0)
+    T = len(mb)
+    q = torch.randn(1, T, 4, 8, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    k = torch.randn(1, T, 2, 8, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    v = torch.randn(1, T, 2, 8, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    g = torch.randn(1, 4, T, 8, dtype=torch.float64)
+    got = plan.attend(q, k, v, 0.35)
+    want = DenseTreeMask(mb.subtree_end).attend(q, k, v, 0.35)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"trajectory 1: loss_mask has shape"):
         build_forest([Trajectory([1, 2]), Trajectory([1, 2, 3], loss_mask=[0, 1])])

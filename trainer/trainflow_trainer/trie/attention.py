@@ -168,10 +168,16 @@ class _SegmentAttention(torch.autograd.Function):
             lse[:, :, a:b] = lo
         for rows, keys in plan.groups:
             o1, l1 = _flash(_take(q, rows), _take(k, keys), _take(v, keys), 0.0, False, scale=scale)[:2]
+            # The merge in place: o0/l0 are views of out/lse for a slice of rows (a copy for an index), o1/l1
+            # the kernel's fresh outputs; only `merged` and one weight vector are allocated.
             o0, l0 = _take(out, rows), _take(lse, rows)
             merged = torch.logaddexp(l0, l1)
-            o = o0 * torch.exp(l0 - merged)[..., None] + o1 * torch.exp(l1 - merged)[..., None]
-            out[:, :, rows], lse[:, :, rows] = o, merged  # a slice or an index: both assign in place
+            o0.mul_(torch.sub(l0, merged).exp_()[..., None]).add_(o1.mul_(l1.sub_(merged).exp_()[..., None]))
+            if isinstance(rows, slice):
+                l0.copy_(merged)
+            else:
+                out.index_copy_(2, rows, o0)
+                lse.index_copy_(2, rows, merged)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.plan, ctx.scale = plan, scale
         return out
@@ -181,15 +187,17 @@ class _SegmentAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         plan, scale = ctx.plan, ctx.scale
         dout = dout.contiguous()
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        # The own segments tile [0, n), so their gradients are written (no zero-fill, no add); the ancestor
+        # groups then add theirs.
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         for a, b in plan.own:
             s = slice(a, b)
             g = _flash_backward(
                 dout[:, :, s], q[:, :, s], k[:, :, s], v[:, :, s], out[:, :, s], lse[:, :, s], 0.0, True, scale=scale
             )
-            dq[:, :, s] += g[0]
-            dk[:, :, s] += g[1]
-            dv[:, :, s] += g[2]
+            dq[:, :, s] = g[0]
+            dk[:, :, s] = g[1]
+            dv[:, :, s] = g[2]
         for rows, keys in plan.groups:
             g = _flash_backward(
                 _take(dout, rows),

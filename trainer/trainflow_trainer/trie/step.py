@@ -27,7 +27,7 @@ from ..attention import AttentionMask
 from .attention import FlexTreeMask, SegmentTreeMask
 from .builder import Trajectory, build_forest
 from .distribute import assign_to_ranks, pack_for_ranks, padded_count
-from .losses import LossSpec, TokenStats, entry_coefficients, row_entropy, sampling_logprobs, token_losses
+from .losses import LossSpec, TokenStats, entry_coefficients, entry_logprobs, token_losses
 from .packer import LossEntries, MicroBatch, loss_entries, pack
 
 # "segment", "flex", or a factory MicroBatch -> AttentionMask (benchmarks plug other backends in here)
@@ -138,8 +138,9 @@ def packed_forward_backward(
         uniq, inv = np.unique(e.row, return_inverse=True)  # rows shared by several branches: one logit row
         logits = logits_at_rows(model, ids, pos, mask, t(uniq, torch.long)).to(loss_dtype)
         rows, targets = t(inv, torch.long), t(e.target, torch.long)
-        logp, z, lse = sampling_logprobs(logits, rows, targets, loss_spec.temperature, loss_spec.top_p)
-        entropy = row_entropy(z, lse)[rows] if loss_spec.entropy_coef != 0.0 else None
+        logp, entropy = entry_logprobs(
+            logits, rows, targets, loss_spec.temperature, loss_spec.top_p, with_entropy=loss_spec.entropy_coef != 0.0
+        )
         prox = t(e.prox_logprob) if loss_spec.decoupled else None
         ell, stats = token_losses(
             loss_spec, logp, t(e.old_logprob), t(adv_all[e.branch]), t(e.ref_logprob), entropy, prox
@@ -336,6 +337,7 @@ def packed_logprobs(
         logits = logits_at_rows(model, ids, pos, _mask_for(mb, device, backend), rows_u).to(out.dtype)
         rows = torch.as_tensor(inv, device=device)
         targets = torch.as_tensor(e.target, device=device)
-        out[torch.as_tensor(e.index, device=device)] = sampling_logprobs(logits, rows, targets, temperature, top_p)[0]
+        logp = entry_logprobs(logits, rows, targets, temperature, top_p, with_entropy=False)[0]
+        out[torch.as_tensor(e.index, device=device)] = logp
     lengths = [len(ix) - 1 for ix in forest.branch_index]
     return list(out.split(lengths))
