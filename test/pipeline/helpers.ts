@@ -71,12 +71,14 @@ export function makeConfig(opts: {
   stages: StageSketch[];
   heartbeatTimeout?: string;
   init?: Record<string, unknown>;
+  /** the Temporal server (default: the shared stack's) */
+  address?: string;
 }): PipelineConfig {
   const raw = {
     api_version: 'trainflow/v1',
     metadata: { name: opts.name ?? 'pipetest' },
     storage: { uri: `s3://${BUCKET}/${opts.storagePrefix}`, endpoint: S3_ENDPOINT, force_path_style: true },
-    temporal: { address: TEMPORAL_ADDRESS, task_queue: opts.taskQueue },
+    temporal: { address: opts.address ?? TEMPORAL_ADDRESS, task_queue: opts.taskQueue },
     defaults: {
       heartbeat_timeout: opts.heartbeatTimeout ?? '5s',
       retry: { max_attempts: 4, initial_interval: '200ms', max_interval: '1s', backoff: 1.5 },
@@ -101,13 +103,13 @@ export function makeConfig(opts: {
   return pipelineConfigSchema.parse(raw);
 }
 
-export async function connectTestClient(): Promise<Client> {
+export async function connectTestClient(address = TEMPORAL_ADDRESS): Promise<Client> {
   try {
-    const connection = await Connection.connect({ address: TEMPORAL_ADDRESS, connectTimeout: 5000 });
+    const connection = await Connection.connect({ address, connectTimeout: 5000 });
     return new Client({ connection });
   } catch (err) {
     throw new Error(
-      `the pipeline tests need the local stack: Temporal is unreachable at ${TEMPORAL_ADDRESS} (run \`trainflow dev up\` or \`make test\`): ${String(err)}`,
+      `the pipeline tests need the local stack: Temporal is unreachable at ${address} (run \`trainflow dev up\` or \`make test\`): ${String(err)}`,
     );
   }
 }
@@ -124,7 +126,7 @@ export async function startWorkers(
   config: PipelineConfig,
   job: JobActivityOptions = {},
 ): Promise<RunningWorkers> {
-  const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
+  const connection = await NativeConnection.connect({ address: config.temporal.address });
   const control = await createControlWorker({
     connection,
     taskQueue: config.temporal.task_queue,

@@ -18,7 +18,15 @@ export interface RunStage {
 /** A pipeline config file running the fake job, written under `dir`. */
 export function writeRunConfig(
   dir: string,
-  opts: { name: string; taskQueue: string; storagePrefix: string; stages: RunStage[]; heartbeat?: string },
+  opts: {
+    name: string;
+    taskQueue: string;
+    storagePrefix: string;
+    stages: RunStage[];
+    heartbeat?: string;
+    /** the Temporal server (default: the shared stack's) */
+    address?: string;
+  },
 ): string {
   const file = path.join(dir, `${uniqueId('cfg')}.yaml`);
   writeFileSync(
@@ -27,7 +35,7 @@ export function writeRunConfig(
       api_version: 'trainflow/v1',
       metadata: { name: opts.name },
       storage: { uri: `s3://${BUCKET}/${opts.storagePrefix}`, endpoint: S3_ENDPOINT, force_path_style: true },
-      temporal: { address: TEMPORAL_ADDRESS, task_queue: opts.taskQueue },
+      temporal: { address: opts.address ?? TEMPORAL_ADDRESS, task_queue: opts.taskQueue },
       defaults: {
         heartbeat_timeout: opts.heartbeat ?? '10s',
         retry: { max_attempts: 4, initial_interval: '1s', max_interval: '5s', backoff: 2 },

@@ -3,20 +3,28 @@
 // unhandled error, no `Channel has been shut down` from a gRPC retry firing after its connection closed. The
 // last outage is long and the stage's job finishes during it, so the pipeline completes moments after the
 // server is back, while calls made during the outage may still be waiting to retry: the case that crashed.
+// The server is the test's own (private-temporal.ts): the shared one serves the other lanes meanwhile.
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobStatus } from '../../src/contract/job';
-import { killTemporal, startTemporal } from '../../src/dev/stack';
 import type { PipelineStatus } from '../../src/pipeline/status';
 import { stagePrefix } from '../../src/storage/manifest';
 import { joinUri, ObjectStore } from '../../src/storage/s3';
 import { BUCKET, connectTestClient, S3_ENDPOINT, uniqueId, useDataDir, waitFor } from './helpers';
+import { startPrivateTemporal, type PrivateTemporal } from './private-temporal';
 import { spawnRun, writeRunConfig } from './run-cli';
 
 const dataDir = useDataDir();
 const store = new ObjectStore({ endpoint: S3_ENDPOINT, region: 'us-east-1', force_path_style: true });
 const RESTARTS = 5;
+let temporal: PrivateTemporal;
+beforeAll(async () => {
+  temporal = await startPrivateTemporal();
+}, 90_000);
+afterAll(async () => {
+  await temporal?.close();
+});
 
 test(`the Temporal server killed and restarted ${RESTARTS} times mid-run: \`trainflow run\` exits 0`, async () => {
   const id = uniqueId('run-restart');
@@ -29,9 +37,10 @@ test(`the Temporal server killed and restarted ${RESTARTS} times mid-run: \`trai
     storagePrefix: prefix,
     heartbeat: '20s',
     stages: [{ name: 'one', steps: 20, every: 5, stepMs: 50, env: { FAKE_HOLD_FILE: release } }],
+    address: temporal.address,
   });
-  const run = spawnRun(file, id, dataDir);
-  const client = await connectTestClient();
+  const run = spawnRun(file, id, dataDir, { TEMPORAL_ADDRESS: temporal.address });
+  const client = await connectTestClient(temporal.address);
   try {
     const statusUri = joinUri(stagePrefix(`s3://${BUCKET}/${prefix}`, id, 'one'), 'status.json');
     await waitFor(
@@ -42,11 +51,11 @@ test(`the Temporal server killed and restarted ${RESTARTS} times mid-run: \`trai
     const handle = client.workflow.getHandle(id);
     for (let i = 0; i < RESTARTS; i++) {
       const last = i === RESTARTS - 1;
-      await killTemporal();
+      await temporal.kill();
       // Down for a while: polls, the follow loop and heartbeats all fail meanwhile.
       if (last) writeFileSync(release, '');
       await sleep(last ? 12_000 : 1500);
-      await startTemporal();
+      await temporal.start();
       if (last) break;
       // Back in service: the pipeline answers its status query again (its control worker reconnected).
       await waitFor(

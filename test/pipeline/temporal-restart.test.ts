@@ -1,13 +1,21 @@
 // The Temporal dev server is stopped and restarted mid-run (its SQLite file keeps the history): workers ride
-// out the outage, the job keeps running meanwhile, and the pipeline completes.
+// out the outage, the job keeps running meanwhile, and the pipeline completes. The server is the test's own
+// (private-temporal.ts): the shared one serves the other lanes meanwhile.
 import { WorkflowFailedError } from '@temporalio/client';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startTemporal, stopTemporal } from '../../src/dev/stack';
 import { startPipeline } from '../../src/pipeline/client';
 import type { PipelineStatus } from '../../src/pipeline/status';
 import { connectTestClient, makeConfig, startWorkers, uniqueId, useDataDir, waitFor } from './helpers';
+import { startPrivateTemporal, type PrivateTemporal } from './private-temporal';
 
 useDataDir();
+let temporal: PrivateTemporal;
+beforeAll(async () => {
+  temporal = await startPrivateTemporal();
+}, 90_000);
+afterAll(async () => {
+  await temporal?.close();
+});
 
 test('the Temporal dev server stopped and restarted mid-run: the pipeline completes', async () => {
   const id = uniqueId('temporal-restart');
@@ -15,12 +23,13 @@ test('the Temporal dev server stopped and restarted mid-run: the pipeline comple
     taskQueue: uniqueId('tq'),
     storagePrefix: `tests/${id}`,
     heartbeatTimeout: '10s',
+    address: temporal.address,
     stages: [
       { name: 'one', steps: 40, every: 10, stepMs: 100 },
       { name: 'two', steps: 10, every: 5, stepMs: 50 },
     ],
   });
-  const client = await connectTestClient();
+  const client = await connectTestClient(temporal.address);
   const workers = await startWorkers(config);
   try {
     const handle = await startPipeline(client, config, { id });
@@ -28,9 +37,9 @@ test('the Temporal dev server stopped and restarted mid-run: the pipeline comple
       'stage one to reach step 5',
       async () => (await handle.query<PipelineStatus>('status')).stages[0].step >= 5 || undefined,
     );
-    await stopTemporal();
+    await temporal.stop();
     await sleep(3000); // the job runs on while the server is down
-    await startTemporal();
+    await temporal.start();
 
     let status: PipelineStatus | undefined;
     for (let i = 0; i < 60 && !status; i++) {
