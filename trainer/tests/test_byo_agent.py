@@ -107,8 +107,10 @@ def check_recorded(t: dict, turns: int) -> None:
 
 @needs_agents
 def test_scripted_openai_sdk_agent_runs_an_rft_stage(tmp_path, tokenizer):
-    # four tasks, two of them "How many" questions; the groups' tasks are drawn (seeded) before any finishes
-    stage = rft_stage([str(AGENTS_PYTHON), str(SCRIPTED)], {"AGENT_MAX_TOKENS": "8"}, count=4, group_size=2)
+    # four tasks, two of them "How many" questions; the groups' tasks are drawn (seeded) before any finishes.
+    # The engine samples unseeded, so whether a turn's text re-tokenises to other ids is chance: 24 tokens a
+    # turn make at least one drifted turn among the 8 episodes all but certain (8 tokens once gave none).
+    stage = rft_stage([str(AGENTS_PYTHON), str(SCRIPTED)], {"AGENT_MAX_TOKENS": "24"}, count=4, group_size=2)
     r, trajectories = run_rft(tmp_path, tokenizer, stage)
     assert "rft rollouts: 8 episodes" in r.stderr
     assert len(trajectories) == 8
