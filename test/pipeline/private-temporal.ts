@@ -59,3 +59,21 @@ export async function startPrivateTemporal(): Promise<PrivateTemporal> {
     },
   };
 }
+
+/** One private server for the test file: started before its tests, stopped after; the getter gives it. */
+export function usePrivateTemporal(): () => PrivateTemporal {
+  let temporal: PrivateTemporal | undefined;
+  beforeAll(async () => {
+    temporal = await startPrivateTemporal();
+  }, 90_000);
+  afterAll(async () => {
+    await temporal?.close();
+  });
+  return () => {
+    if (!temporal)
+      throw new Error(
+        'the private Temporal server is not started (call usePrivateTemporal at the top level)',
+      );
+    return temporal;
+  };
+}

@@ -12,21 +12,16 @@ import type { PipelineStatus } from '../../src/pipeline/status';
 import { stagePrefix } from '../../src/storage/manifest';
 import { joinUri, ObjectStore } from '../../src/storage/s3';
 import { BUCKET, connectTestClient, S3_ENDPOINT, uniqueId, useDataDir, waitFor } from './helpers';
-import { startPrivateTemporal, type PrivateTemporal } from './private-temporal';
+import { usePrivateTemporal } from './private-temporal';
 import { spawnRun, writeRunConfig } from './run-cli';
 
 const dataDir = useDataDir();
 const store = new ObjectStore({ endpoint: S3_ENDPOINT, region: 'us-east-1', force_path_style: true });
 const RESTARTS = 5;
-let temporal: PrivateTemporal;
-beforeAll(async () => {
-  temporal = await startPrivateTemporal();
-}, 90_000);
-afterAll(async () => {
-  await temporal?.close();
-});
+const privateTemporal = usePrivateTemporal();
 
 test(`the Temporal server killed and restarted ${RESTARTS} times mid-run: \`trainflow run\` exits 0`, async () => {
+  const temporal = privateTemporal();
   const id = uniqueId('run-restart');
   const prefix = `tests/${id}`;
   // Stage one holds before its last step until the test has done its restarts.

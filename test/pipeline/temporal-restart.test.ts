@@ -6,18 +6,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startPipeline } from '../../src/pipeline/client';
 import type { PipelineStatus } from '../../src/pipeline/status';
 import { connectTestClient, makeConfig, startWorkers, uniqueId, useDataDir, waitFor } from './helpers';
-import { startPrivateTemporal, type PrivateTemporal } from './private-temporal';
+import { usePrivateTemporal } from './private-temporal';
 
 useDataDir();
-let temporal: PrivateTemporal;
-beforeAll(async () => {
-  temporal = await startPrivateTemporal();
-}, 90_000);
-afterAll(async () => {
-  await temporal?.close();
-});
+const privateTemporal = usePrivateTemporal();
 
 test('the Temporal dev server stopped and restarted mid-run: the pipeline completes', async () => {
+  const temporal = privateTemporal();
   const id = uniqueId('temporal-restart');
   const config = makeConfig({
     taskQueue: uniqueId('tq'),
