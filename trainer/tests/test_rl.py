@@ -301,3 +301,39 @@ def test_reward_rise_needs_three_standard_errors():
         )
         out = json.loads(p.stdout)
         assert p.returncode == code and out["passed"] == (code == 0) and out["rewards"] == rewards
+
+
+def test_reward_rise_over_seeds_is_combined_and_a_fall_fails_it():
+    """Stouffer's Z over the runs; a run that did not take off (z 0) is carried by a strong one, a run whose
+    reward fell by 3 SE fails the check whatever the others did."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from trainflow_trainer.rl.evidence import combined
+
+    assert combined([{"z": 7.0}, {"z": 0.0}])["z"] == pytest.approx(7.0 / 2**0.5)
+    assert combined([{"z": 7.0}, {"z": 0.0}])["passed"]
+    assert not combined([{"z": 3.1}, {"z": 0.5}])["passed"]  # 2.55 combined
+    assert not combined([{"z": 12.0}, {"z": -3.5}])["passed"]  # a collapse in one run
+    assert combined([{"z": 3.0}])["passed"] and not combined([{"z": 2.9}])["passed"]
+    with pytest.raises(ValueError):
+        combined([])
+
+    hist = lambda rs: [{"step": i + 1, "episodes": 32, "metrics": {"reward_mean": r}} for i, r in enumerate(rs)]  # noqa: E731
+    files = []
+    for rewards in ([0.1, 0.1] + [0.3] * 16 + [0.5, 0.5], [0.02] * 20):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump({"history": hist(rewards)}, f)
+        files.append(f.name)
+    p = subprocess.run(
+        [sys.executable, "-m", "trainflow_trainer.rl.evidence", *files],
+        cwd=TRAINER,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = json.loads(p.stdout)
+    assert p.returncode == 0 and out["passed"] and [r["rewards"][0] for r in out["runs"]] == [0.1, 0.02]
+    assert out["z"] == pytest.approx(sum(r["z"] for r in out["runs"]) / 2**0.5)
