@@ -92,7 +92,9 @@ answer(reply.get("tool_calls", []))
 said = text
 for _ in range(turns - 1):
     message = (
-        client.chat.completions.create(model="policy", messages=messages, tools=tools, max_tokens=max_tokens)
+        client.chat.completions.create(
+            model="policy", messages=messages, tools=tools, max_tokens=max_tokens, **sampling
+        )
         .choices[0]
         .message
     )
