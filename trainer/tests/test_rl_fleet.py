@@ -107,7 +107,12 @@ def test_kill9_of_one_of_two_engines_mid_stage(stage_run):
         for e in entries
         if e["seq"] <= final["cursor"] and e["record"].get("kind") == "group"
     }
-    assert sorted(groups) == sorted(trained + dropped)
+    # a group the scheduler aborted in flight (it could no longer be trained within max_staleness: on busy
+    # cores the trainer can outrun it) is recorded as filtered with that reason and never trained, by design;
+    # any other group is trained or dropped, and none is filtered for another reason (a lost member)
+    aborted = [g for g, r in groups.items() if str(r.get("filtered", "")).startswith("aborted in flight")]
+    assert {g: r["filtered"] for g, r in groups.items() if r.get("filtered") and g not in aborted} == {}
+    assert sorted(set(groups) - set(aborted)) == sorted(trained + dropped)
     for g in trained:
         assert len(groups[g]["trajectories"]) == 2, f"group {g} lost a trajectory"
     assert max(h["metrics"]["engine_restarts"] for h in hist) >= 0  # reported every step
